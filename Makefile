@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` (install, run the main job, print the leaderboard)
+# and `make test` (install, run the test suite). Everything else here serves those two.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= work_dirs/demo
+export HF_HUB_OFFLINE = 1
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# constraints.txt pins every package (torch to its CPU build), so no pip call can pull CUDA wheels.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/wsolbench run --method center --dataset synthetic --work-dir $(DEMO_DIR)/center --resume
+	$(BIN)/wsolbench compare $(DEMO_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check wsolbench methods tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench_evaluator.py
+
+clean:
+	rm -rf $(VENV) work_dirs

@@ -1,0 +1,46 @@
+"""Method configuration: defaults ⊕ preset ⊕ overrides, and clear errors for unknown keys."""
+
+from typing import ClassVar
+
+import pytest
+
+from wsolbench.method import ConfigError, WSOLMethod, build_method, parse_override, resolve_config
+
+
+class Configured(WSOLMethod):
+    name = "configured"
+    defaults: ClassVar[dict] = {"width": 8, "head": {"depth": 2}, "train": {"max_epochs": 10, "lr": 0.01}}
+    presets: ClassVar[dict] = {"synthetic": {"width": 4, "train": {"max_epochs": 3}}}
+
+    def __init__(self, num_classes, width, head):
+        super().__init__(num_classes)
+        self.width, self.head = width, head
+
+
+def test_defaults_then_preset_then_overrides():
+    config = resolve_config(Configured, "synthetic", ["train.lr=0.1", "head.depth=5"])
+    assert config == {"width": 4, "head": {"depth": 5}, "train": {"max_epochs": 3, "lr": 0.1}}
+    assert resolve_config(Configured, "cub") == Configured.defaults
+    assert Configured.defaults["train"]["max_epochs"] == 10  # never mutated
+
+
+def test_override_values_are_yaml():
+    assert parse_override("a.b=false") == (["a", "b"], False)
+    assert parse_override("x=[1, 2]") == (["x"], [1, 2])
+    assert parse_override("name=resnet50") == (["name"], "resnet50")
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_override("width")
+
+
+def test_unknown_override_key_names_close_matches():
+    with pytest.raises(ConfigError, match=r"unknown config key 'widht'; did you mean 'width'\?"):
+        resolve_config(Configured, None, ["widht=3"])
+    with pytest.raises(ConfigError, match="at train of method 'configured'"):
+        resolve_config(Configured, None, ["train.epochs=3"])
+    with pytest.raises(ConfigError, match="head is a section"):
+        resolve_config(Configured, None, ["head=3"])
+
+
+def test_build_method_passes_config_but_not_train_section():
+    method = build_method(Configured, resolve_config(Configured, "synthetic"), num_classes=3)
+    assert (method.width, method.head, method.num_classes) == (4, {"depth": 2}, 3)

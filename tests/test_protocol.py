@@ -1,0 +1,66 @@
+"""Protocol specs: every shipped one loads, hashes are stable and content-sensitive, errors are clear."""
+
+import shutil
+
+import pytest
+
+from wsolbench.protocol import (
+    PROTOCOL_DIR,
+    ProtocolError,
+    default_protocol_id,
+    list_protocols,
+    load_protocol,
+)
+
+
+def test_every_shipped_protocol_loads():
+    assert {"cub-v1", "ilsvrc-v1", "openimages-v1", "synthetic-v1"} <= set(list_protocols())
+    for protocol_id in list_protocols():
+        protocol = load_protocol(protocol_id)
+        assert protocol.id == protocol_id
+        assert protocol.threshold_step == 0.001
+        assert protocol.iou_thresholds == (30, 50, 70)
+        assert len(protocol.hash) == 64
+        assert protocol.eval_splits[-1] == "test"
+
+
+def test_shipped_geometry_and_classes():
+    cub = load_protocol("cub-v1")
+    assert cub.eval_size == (224, 224) and cub.num_classes == 200 and len(cub.classnames) == 200
+    assert cub.has_boxes and not cub.has_masks and cub.checkpoint == "last"
+    assert len(load_protocol("ilsvrc-v1").classnames) == 1000
+    synthetic = load_protocol("synthetic-v1")
+    assert synthetic.has_boxes and synthetic.has_masks and synthetic.eval_size == (96, 96)
+    assert synthetic.extra["generator"]["num_classes"] == synthetic.num_classes
+
+
+def test_default_protocol_is_the_newest_version(tmp_path, monkeypatch):
+    assert default_protocol_id("cub") == "cub-v1"
+    with pytest.raises(ProtocolError, match="no protocol for dataset 'mnist'"):
+        default_protocol_id("mnist")
+
+
+def test_hash_is_stable_and_moves_with_any_change(tmp_path):
+    shutil.copytree(PROTOCOL_DIR / "classnames", tmp_path / "classnames")
+    original = (PROTOCOL_DIR / "cub-v1.yaml").read_text()
+    same = tmp_path / "same.yaml"
+    same.write_text("# a comment does not change the content\n" + original)
+    assert load_protocol(same).hash == load_protocol("cub-v1").hash
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(original.replace("threshold_step: 0.001", "threshold_step: 0.01"))
+    assert load_protocol(changed).hash != load_protocol("cub-v1").hash
+    names = tmp_path / "classnames" / "cub.txt"
+    names.write_text(names.read_text().replace("Albatross", "Albatros", 1))
+    assert load_protocol(same).hash != load_protocol("cub-v1").hash
+
+
+def test_bad_protocols_are_named(tmp_path):
+    with pytest.raises(ProtocolError, match="unknown protocol 'cub-v9'"):
+        load_protocol("cub-v9")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\ndataset: cub\n")
+    with pytest.raises(ProtocolError, match=r"bad.yaml: missing key\(s\) version"):
+        load_protocol(bad)
+    bad.write_text((PROTOCOL_DIR / "openimages-v1.yaml").read_text().replace("masks\n", "polygons\n"))
+    with pytest.raises(ProtocolError, match="localization must be one of"):
+        load_protocol(bad)

@@ -1,0 +1,271 @@
+"""``wsolbench`` command line: a thin argparse front end; every command is a library call.
+
+User mistakes (unknown names, missing files, bad metadata, bad overrides) print one clear ``error:`` line
+and exit with status 2, without a traceback; ``--debug`` shows the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from wsolbench import __version__
+
+# Errors a user can fix (every wsolbench error class derives from one of these); anything else is a
+# bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, OSError, ImportError)
+
+
+def _add_list(commands) -> None:
+    parser = commands.add_parser("list", help="methods, datasets and protocols")
+    parser.add_argument("-v", "--verbose", action="store_true", help="import each method and report it")
+    parser.set_defaults(handler=cmd_list)
+
+
+def cmd_list(args) -> int:
+    from wsolbench.protocol import list_protocols
+    from wsolbench.registry import check_plugins, list_datasets, list_methods
+
+    if args.verbose:
+        print("methods:")
+        broken = 0
+        for status in check_plugins():
+            mark = "ok " if status.ok else "BROKEN"
+            broken += not status.ok
+            print(f"  {status.name:<16} {mark:<6} {status.source}: {status.detail}")
+    else:
+        print("methods:   " + ", ".join(list_methods()))
+    print("datasets:  " + ", ".join(list_datasets()))
+    print("protocols: " + ", ".join(list_protocols()))
+    return 0
+
+
+def _add_prepare(commands) -> None:
+    parser = commands.add_parser("prepare", help="convert a dataset into the reference metadata format")
+    parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic"])
+    parser.add_argument("--src", type=Path, help="the original release (cub, ilsvrc)")
+    parser.add_argument("--out", type=Path, required=True, help="the prepared root to write")
+    parser.add_argument(
+        "--val-per-class",
+        type=int,
+        help="cub: carve a box-annotated selection split of N train images per class "
+        "(not the official CUBV2 set)",
+    )
+    parser.add_argument("--cubv2", type=Path, help="cub: the official CUBV2 val metadata folder")
+    parser.add_argument("--annotations", type=Path, help="ilsvrc: folder of validation XML files")
+    parser.add_argument("--synsets", type=Path, help="ilsvrc: synset list (LOC_synset_mapping.txt)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=cmd_prepare)
+
+
+def cmd_prepare(args) -> int:
+    if args.dataset == "synthetic":
+        from wsolbench.data.synthetic import SyntheticConfig, generate
+
+        root = generate(args.out, SyntheticConfig(seed=args.seed), progress=True)
+        print(f"synthetic dataset written to {root}")
+        return 0
+    if args.src is None:
+        raise ValueError(f"prepare {args.dataset} needs --src (the original release folder)")
+    if args.dataset == "cub":
+        from wsolbench.data.cub import convert_cub
+
+        counts = convert_cub(
+            args.src, args.out, val_per_class=args.val_per_class, cubv2=args.cubv2, seed=args.seed
+        )
+    else:
+        from wsolbench.data.ilsvrc import convert_ilsvrc
+
+        counts = convert_ilsvrc(args.src, args.out, annotations=args.annotations, synsets=args.synsets)
+    for split, n in counts.items():
+        print(f"{split:<6} {n:>7} images")
+    print(f"metadata written to {args.out / 'metadata'}")
+    return 0
+
+
+def _add_run(commands) -> None:
+    parser = commands.add_parser("run", help="train (if trainable) and evaluate a method")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-root", help="prepared dataset root (synthetic: generated if omitted)")
+    parser.add_argument("--protocol", help="protocol id or YAML file (default: the dataset's newest)")
+    parser.add_argument("--work-dir", help="default: work_dirs/<protocol>/<method>/seed<N>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="config override, dotted keys into sections (repeatable)",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--resume", action="store_true", help="continue (or keep) the run in --work-dir")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument(
+        "--no-pretrained", action="store_true", help="allow running without pretrained weights"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from wsolbench.run import RunSpec, execute
+
+    if args.launcher != "none":
+        raise ValueError("--launcher pytorch needs the training engine, which this version lacks")
+    result = execute(
+        RunSpec(
+            method=args.method,
+            dataset=args.dataset,
+            protocol=args.protocol,
+            data_root=args.data_root,
+            work_dir=args.work_dir,
+            seed=args.seed,
+            overrides=args.overrides,
+            device=args.device,
+            resume=args.resume,
+            no_pretrained=args.no_pretrained,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
+    )
+    print(f"{result.method} on {result.protocol} (seed {result.seed}, pretrained: {result.pretrained})")
+    for split, by_policy in result.metrics.items():
+        print(_metrics_table(by_policy, title=f"{split} split"))
+    return 0
+
+
+def _metrics_table(by_policy: dict[str, dict[str, float]], title: str) -> str:
+    from tabulate import tabulate
+
+    keys = [k for k in METRIC_ORDER if any(k in m for m in by_policy.values())]
+    rows = [[policy] + [m.get(k) for k in keys] for policy, m in by_policy.items()]
+    table = tabulate(rows, headers=["policy"] + keys, floatfmt=".2f", missingval="–")
+    return f"{title}\n{table}\n"
+
+
+METRIC_ORDER = (
+    "maxboxacc_v2",
+    "maxboxacc_iou30",
+    "maxboxacc_iou50",
+    "maxboxacc_iou70",
+    "maxboxacc",
+    "gt_known_loc",
+    "top1_loc",
+    "top5_loc",
+    "top1_cls",
+    "top5_cls",
+    "pxap",
+)
+
+
+def _add_evaluate_maps(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate-maps",
+        help="score saved maps <maps>/<image_id>.npy against a metadata split",
+        description="Evaluate maps saved by any WSOL codebase, laid out as the reference evaluator "
+        "expects (<maps>/<image_id>.npy, ids keep subfolders and extension).",
+    )
+    parser.add_argument("--maps", type=Path, required=True)
+    parser.add_argument("--metadata", type=Path, required=True, help="a split folder (four files)")
+    parser.add_argument("--masks", type=Path, help="mask root: evaluate PxAP from mask records")
+    parser.add_argument("--step", type=float, default=0.001, help="threshold step (protocol: 0.001)")
+    parser.add_argument("--iou", type=int, nargs="+", default=[30, 50, 70])
+    parser.add_argument("--size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
+    parser.add_argument(
+        "--normalize", action="store_true",
+        help="min-max normalize every map (protocol-size maps are otherwise used as given)",
+    )
+    parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
+    parser.set_defaults(handler=cmd_evaluate_maps)
+
+
+def cmd_evaluate_maps(args) -> int:
+    from wsolbench.data.metadata import read_split
+    from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
+    from wsolbench.metrics import summarize
+    from wsolbench.atomic import write_json_atomic
+
+    if not 0 < args.step < 1:
+        raise ValueError(f"--step must be in (0, 1), not {args.step}")
+    meta = read_split(args.metadata, mask_root=args.masks)
+    settings = EvalSettings(
+        size=tuple(args.size),
+        step=args.step,
+        iou_thresholds=tuple(args.iou),
+        boxes=meta.boxes is not None,
+        masks=args.masks is not None,
+    )
+    if not settings.boxes and not settings.masks:
+        raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
+    counts = evaluate_saved_maps(args.maps, meta, settings, mask_root=args.masks, normalize=args.normalize)
+    metrics, chosen = summarize(counts, "oracle")
+    print(_metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
+    if args.json:
+        record = {**metrics, "n_images": counts["n_images"], "step": args.step}
+        record.update({"policy": "oracle", "chosen_thresholds": chosen, "counts": counts})
+        write_json_atomic(args.json, record)
+        print(f"written {args.json}")
+    return 0
+
+
+def _add_compare(commands) -> None:
+    parser = commands.add_parser("compare", help="leaderboard from result files and folders")
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--format", dest="fmt", default="md", choices=["md", "csv", "latex", "html"])
+    parser.add_argument("--output", type=Path, help="write the table here (atomically)")
+    parser.add_argument("--published", type=Path, help="published rows file (default: the checkout's)")
+    parser.add_argument("--no-published", action="store_true", help="leave published rows out")
+    parser.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from wsolbench.leaderboard import compare
+    from wsolbench.atomic import write_text_atomic
+
+    published = False if args.no_published else (args.published or True)
+    table = compare(args.paths, policy=args.policy, split=args.split, fmt=args.fmt, published=published)
+    if args.output:
+        write_text_atomic(args.output, table)
+        print(f"written {args.output}")
+    else:
+        print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsolbench", description="Benchmark harness for weakly supervised object localization."
+    )
+    parser.add_argument("--version", action="version", version=f"wsolbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_list, _add_prepare, _add_run, _add_evaluate_maps, _add_compare):
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.handler(args)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Evaluation drivers: a method's predictions, or saved maps, over one split → counts.
+
+Both drivers feed the same counters (:mod:`wsolbench.metrics`), one call per image, after the harness
+has resized the map to the protocol size and normalized it — so neither a method nor a saved-map file can
+drift from the protocol. This is a plain torch loop; the training engine reuses the counters through its
+metric adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wsolbench import metrics
+from wsolbench.data.dataset import WSOLImageDataset
+from wsolbench.data.metadata import SplitMetadata
+from wsolbench.method import WSOLMethod
+from wsolbench.protocol import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What the counters need from a protocol (or from ``evaluate-maps`` flags)."""
+
+    size: tuple[int, int]  # (H, W) maps are evaluated at
+    step: float
+    iou_thresholds: tuple[int, ...]
+    boxes: bool
+    masks: bool
+
+    @classmethod
+    def from_protocol(cls, protocol: Protocol) -> EvalSettings:
+        return cls(
+            protocol.eval_size,
+            protocol.threshold_step,
+            protocol.iou_thresholds,
+            protocol.has_boxes,
+            protocol.has_masks,
+        )
+
+
+class GroundTruth:
+    """Per-image ground truth of a split at the evaluation size: rescaled boxes and/or masks."""
+
+    def __init__(self, meta: SplitMetadata, settings: EvalSettings, mask_root: Path | None = None):
+        if settings.boxes and meta.boxes is None:
+            raise ValueError(f"{meta.split_dir}: the protocol needs boxes but localization.txt has masks")
+        if settings.masks and meta.masks is None:
+            raise ValueError(
+                f"{meta.split_dir}: the protocol needs masks but the split has no mask records "
+                "(localization.txt in mask format, or mask_localization.txt)"
+            )
+        if settings.masks and mask_root is None:
+            raise ValueError("mask evaluation needs the mask root folder (--masks DIR)")
+        self.meta = meta
+        self.settings = settings
+        self.mask_root = mask_root
+
+    def boxes(self, image_id: str) -> np.ndarray | None:
+        """[G, 4] int boxes in evaluation-size pixel coordinates, or None without box evaluation."""
+        if not self.settings.boxes:
+            return None
+        height, width = self.settings.size
+        return metrics.rescale_boxes(
+            self.meta.boxes[image_id], self.meta.sizes[image_id], (width, height)
+        )
+
+    def masks(self, image_id: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(foreground, ignore) [H, W] bool, or (None, None) without mask evaluation."""
+        if not self.settings.masks:
+            return None, None
+        record = self.meta.masks[image_id]
+        foreground = np.zeros(self.settings.size, dtype=bool)
+        for path in record.mask_paths:
+            foreground |= metrics.read_mask(self.mask_root / path, self.settings.size)
+        ignore = None
+        if record.ignore_path:
+            ignore = metrics.read_mask(self.mask_root / record.ignore_path, self.settings.size)
+        return foreground, ignore
+
+
+def new_counter(settings: EvalSettings) -> metrics.SplitCounter:
+    return metrics.SplitCounter(
+        metrics.threshold_grid(settings.step),
+        settings.iou_thresholds,
+        boxes=settings.boxes,
+        masks=settings.masks,
+    )
+
+
+def count_image(
+    counter: metrics.SplitCounter,
+    truth: GroundTruth,
+    image_id: str,
+    scoremap: np.ndarray,
+    topk: list[int] | None = None,
+) -> None:
+    """Add one image's (already normalized, evaluation-size) map to the counter."""
+    foreground, ignore = truth.masks(image_id)
+    counter.update(
+        scoremap,
+        gt_boxes=truth.boxes(image_id),
+        label=truth.meta.labels[image_id] if topk is not None else None,
+        topk=topk,
+        foreground=foreground,
+        ignore=ignore,
+    )
+
+
+def _batches(loader: DataLoader, desc: str, progress: bool) -> Iterator[dict]:
+    yield from tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch")
+
+
+def evaluate_method(
+    method: WSOLMethod,
+    meta: SplitMetadata,
+    image_root: Path,
+    settings: EvalSettings,
+    *,
+    mask_root: Path | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Predict over one split and count; returns the split's counts record (see ``metrics``).
+
+    Methods that declare ``needs_grad_at_inference`` run with autograd enabled; their gradients are
+    dropped after every batch so memory stays flat.
+    """
+    truth = GroundTruth(meta, settings, mask_root)
+    dataset = WSOLImageDataset(meta, image_root, settings.size, method.image_mean, method.image_std)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    counter = new_counter(settings)
+    method.eval()
+    method.to(device)
+    for batch in _batches(loader, f"eval {meta.split_dir.name}", progress):
+        images = batch["image"].to(device)
+        labels = batch["label"].to(device)
+        with torch.set_grad_enabled(method.needs_grad_at_inference):
+            prediction = method.predict(images, labels)
+        maps = prediction.maps.detach().float().cpu().numpy()
+        topk = None
+        if prediction.logits is not None:
+            k = min(5, prediction.logits.shape[1])
+            topk = prediction.logits.detach().topk(k, dim=1).indices.cpu().tolist()
+        if method.needs_grad_at_inference:
+            method.zero_grad(set_to_none=True)
+        del prediction
+        for row, index in enumerate(batch["index"].tolist()):
+            scoremap = metrics.normalize_map(maps[row], settings.size)
+            image_id = meta.image_ids[index]
+            count_image(counter, truth, image_id, scoremap, topk[row] if topk else None)
+    return counter.to_dict()
+
+
+class MapFileError(ValueError):
+    """A saved map is missing or invalid; the message names the file."""
+
+
+def saved_map_path(maps_dir: Path, image_id: str) -> Path:
+    """``<maps>/<image_id>.npy``: ids keep their subfolders and extension (``a/b.jpg`` → ``a/b.jpg.npy``)."""
+    return maps_dir / f"{image_id}.npy"
+
+
+def load_saved_map(path: Path, size: tuple[int, int], normalize: bool) -> np.ndarray:
+    """Read one saved map and bring it to the protocol's form.
+
+    A map of the protocol size is used as given (as the reference evaluator does), so it must already
+    hold finite values in [0, 1] — unless ``normalize`` asks to min-max normalize every map. A map of
+    another size is resized (bicubic) and normalized.
+    """
+    try:
+        scoremap = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MapFileError(f"map {path} does not exist (one <image_id>.npy per image is needed)") from None
+    except (ValueError, OSError) as exc:
+        raise MapFileError(f"map {path} is not a readable .npy array: {exc}") from None
+    scoremap = np.squeeze(scoremap)
+    if scoremap.ndim != 2:
+        raise MapFileError(f"map {path} has shape {scoremap.shape}; expected a 2-D [h, w] map")
+    if scoremap.shape == tuple(size) and not normalize:
+        try:
+            metrics.check_map(scoremap, str(path))
+        except ValueError as exc:
+            raise MapFileError(
+                f"{exc}; maps of the protocol size are used as given, so they must hold finite values "
+                "in [0, 1] — pass --normalize to min-max normalize every map instead"
+            ) from None
+        return scoremap
+    return metrics.normalize_map(scoremap, size)
+
+
+def evaluate_saved_maps(
+    maps_dir: Path,
+    meta: SplitMetadata,
+    settings: EvalSettings,
+    *,
+    mask_root: Path | None = None,
+    normalize: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Count saved maps ``<maps_dir>/<image_id>.npy`` over one split; returns the counts record.
+
+    Saved maps carry no class scores, so Top-k metrics are absent.
+    """
+    missing = [i for i in meta.image_ids if not saved_map_path(maps_dir, i).is_file()]
+    if missing:
+        raise MapFileError(
+            f"{len(missing)} of {len(meta.image_ids)} maps are missing in {maps_dir}, e.g. "
+            f"{saved_map_path(maps_dir, missing[0])}; save one <image_id>.npy per image id of "
+            f"{meta.split_dir / 'image_ids.txt'}"
+        )
+    truth = GroundTruth(meta, settings, mask_root)
+    counter = new_counter(settings)
+    for image_id in tqdm(meta.image_ids, desc="maps", disable=not progress, unit="map"):
+        scoremap = load_saved_map(saved_map_path(maps_dir, image_id), settings.size, normalize)
+        count_image(counter, truth, image_id, scoremap)
+    return counter.to_dict()

@@ -1,0 +1,163 @@
+"""The method interface: :class:`WSOLMethod`, :class:`Prediction`, and method configuration.
+
+A method learns (:meth:`WSOLMethod.loss`) and predicts (:meth:`WSOLMethod.predict`); the harness does
+everything else (resizing and normalizing maps, thresholds, boxes, counting), so no method can drift
+from the protocol.
+
+Configuration is one flat-or-nested dict resolved as ``defaults ⊕ presets[dataset] ⊕ overrides``; the
+``train`` section (mmengine vocabulary) is for the engine, every other top-level key is a constructor
+keyword. Overrides come from the command line as ``-o key=value`` with dotted keys into nested sections
+(``-o train.max_epochs=2``) and YAML-parsed values (``-o sigma=0.3``, ``-o use_distill=false``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+
+@dataclass
+class Prediction:
+    """What a method predicts for a batch.
+
+    Attributes:
+        logits: [B, K] class scores, any range; None when the method cannot classify (then Top-k Loc and
+            classification metrics are absent from its results).
+        maps: [B, h, w] localization map for the given target class, any size, any range; the harness
+            resizes it to the protocol size (bicubic) and min-max normalizes it.
+    """
+
+    logits: Tensor | None
+    maps: Tensor
+
+
+class WSOLMethod(nn.Module):
+    """Base class of every method. Register a subclass with ``@register_method("name")``.
+
+    Class attributes:
+        name: set by the registry.
+        trainable: False for training-free methods (they never touch the training engine).
+        needs_grad_at_inference: True when ``predict`` needs autograd (Grad-CAM-style methods); the
+            evaluator then runs it with gradients enabled and frees them after each batch.
+        defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch size).
+        presets: per-dataset overrides of ``defaults`` (keys "cub", "ilsvrc", "synthetic", ...).
+        image_mean, image_std: the input normalization the method expects (RGB, images in [0, 1]).
+
+    Subclasses take ``num_classes`` plus their config keys as constructor keywords.
+    """
+
+    name: ClassVar[str] = ""
+    trainable: ClassVar[bool] = True
+    needs_grad_at_inference: ClassVar[bool] = False
+    defaults: ClassVar[dict] = {}
+    presets: ClassVar[dict[str, dict]] = {}
+    image_mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
+    image_std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    @property
+    def pretrained(self) -> str:
+        """What pretrained weights were loaded (a tag or file), or ``"none"``. Recorded in every result."""
+        return "none"
+
+    def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Training losses for a batch.
+
+        Args:
+            images: [B, 3, H, W], normalized with ``image_mean`` / ``image_std``.
+            labels: [B] int64 class indices.
+
+        Returns:
+            Scalars named ``loss_*`` (the engine sums them and logs each).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not trainable (trainable = False)")
+
+    def predict(self, images: Tensor, labels: Tensor) -> Prediction:
+        """Class scores and the localization map of the target class ``labels`` (the GT class).
+
+        Args:
+            images: [B, 3, H, W], normalized with ``image_mean`` / ``image_std``.
+            labels: [B] int64; class-agnostic methods ignore them.
+        """
+        raise NotImplementedError
+
+
+class ConfigError(ValueError):
+    """A configuration override names an unknown key or has a bad value; the message says which."""
+
+
+def _merge(base: dict, update: dict, path: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value, f"{path}{key}.")
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.1"`` → (["train", "lr"], 0.1); values are parsed as YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not key=value (e.g. -o train.max_epochs=2)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def resolve_config(
+    method: type[WSOLMethod], dataset: str | None, overrides: list[str] | None = None
+) -> dict:
+    """``defaults ⊕ presets[dataset] ⊕ overrides`` for a method.
+
+    Raises:
+        ConfigError: an override's key is not in the method's defaults (with close matches), or tries to
+            replace a section by a scalar.
+    """
+    config = _merge(method.defaults, method.presets.get(dataset, {}) if dataset else {})
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = config
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                known = sorted(node) if isinstance(node, dict) else []
+                from wsolbench.registry import unknown_name_message
+
+                where = ".".join(keys[:depth]) or "the top level"
+                raise ConfigError(
+                    f"-o {text}: {unknown_name_message('config key', key, known)} at {where} of "
+                    f"method {method.name!r}"
+                )
+            if depth == len(keys) - 1:
+                if isinstance(node[key], dict) and not isinstance(value, dict):
+                    raise ConfigError(f"-o {text}: {'.'.join(keys)} is a section; set one of its keys")
+                node[key] = value
+            else:
+                node = node[key]
+    return config
+
+
+def build_method(
+    method: type[WSOLMethod], config: dict, num_classes: int, seed: int = 0
+) -> WSOLMethod:
+    """Instantiate a method from a resolved config (the ``train`` section is left to the engine).
+
+    The seed is set first, so that randomly initialised weights are reproducible.
+    """
+    torch.manual_seed(seed)
+    kwargs = {k: v for k, v in config.items() if k != "train"}
+    try:
+        return method(num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"method {method.name!r} rejected its config {kwargs}: {exc}") from exc
