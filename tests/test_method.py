@@ -9,7 +9,11 @@ from wsolbench.method import ConfigError, WSOLMethod, build_method, parse_overri
 
 class Configured(WSOLMethod):
     name = "configured"
-    defaults: ClassVar[dict] = {"width": 8, "head": {"depth": 2}, "train": {"max_epochs": 10, "lr": 0.01}}
+    defaults: ClassVar[dict] = {
+        "width": 8,
+        "head": {"depth": 2},
+        "train": {"max_epochs": 10, "lr": 0.01},
+    }
     presets: ClassVar[dict] = {"synthetic": {"width": 4, "train": {"max_epochs": 3}}}
 
     def __init__(self, num_classes, width, head):

@@ -1,4 +1,4 @@
-"""Protocol specs: every shipped one loads, hashes are stable and content-sensitive, errors are clear."""
+"""Protocol specs: shipped ones load, hashes are stable and content-sensitive, errors are clear."""
 
 import shutil
 
@@ -61,6 +61,8 @@ def test_bad_protocols_are_named(tmp_path):
     bad.write_text("id: x\ndataset: cub\n")
     with pytest.raises(ProtocolError, match=r"bad.yaml: missing key\(s\) version"):
         load_protocol(bad)
-    bad.write_text((PROTOCOL_DIR / "openimages-v1.yaml").read_text().replace("masks\n", "polygons\n"))
+    bad.write_text(
+        (PROTOCOL_DIR / "openimages-v1.yaml").read_text().replace("masks\n", "polygons\n")
+    )
     with pytest.raises(ProtocolError, match="localization must be one of"):
         load_protocol(bad)

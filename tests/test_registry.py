@@ -40,7 +40,9 @@ def plugin_on_path(tmp_path, monkeypatch):
     (package / "method.py").write_text(PLUGIN_SOURCE)
     dist_info = tmp_path / "my_wsol_plugin-0.1.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-wsol-plugin\nVersion: 0.1\n")
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: my-wsol-plugin\nVersion: 0.1\n"
+    )
     (dist_info / "entry_points.txt").write_text(
         "[wsolbench.methods]\neverywhere = my_wsol_plugin.method:EverywhereMethod\n"
         "brokenplugin = my_wsol_plugin.missing_module:Nothing\n"

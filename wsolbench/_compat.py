@@ -1,16 +1,17 @@
 """Make torchvision importable next to a CPU-only torch build.
 
-The only torchvision release matching torch 2.13.0 ships a CUDA-built C extension. With the CPU torch
-that extension cannot load, and ``import torchvision`` (hence ``timm`` and ``open_clip``) dies with
-``operator torchvision::nms does not exist``: torchvision registers fake (meta) kernels for ``nms``
-and ``qnms`` at import time and expects the extension to have defined both operators.
+The only torchvision release matching torch 2.13.0 ships a CUDA-built C extension. With the CPU
+torch that extension cannot load, and ``import torchvision`` (hence ``timm`` and ``open_clip``) dies
+with ``operator torchvision::nms does not exist``: torchvision registers fake (meta) kernels for
+``nms`` and ``qnms`` at import time and expects the extension to have defined both operators.
 
-:func:`ensure_torchvision` runs before the first torchvision import. Where the extension loads (a CUDA
-machine, or any matching build) it loads it, exactly as torchvision itself would, and changes nothing
-else. Where it cannot load, it defines the ``torchvision::nms`` and ``torchvision::qnms`` schemas with a
-plain-PyTorch kernel for ``nms`` (``torch.ops.torchvision.nms``), which is all the import needs. Models
-and transforms then work; ``torchvision.ops`` functions still refuse to run (torchvision checks that its
-extension loaded), and image decoding must go through PIL or OpenCV, as the harness does.
+:func:`ensure_torchvision` runs before the first torchvision import. Where the extension loads (a
+CUDA machine, or any matching build) it loads it, exactly as torchvision itself would, and changes
+nothing else. Where it cannot load, it defines the ``torchvision::nms`` and ``torchvision::qnms``
+schemas with a plain-PyTorch kernel for ``nms`` (``torch.ops.torchvision.nms``), which is all the
+import needs. Models and transforms then work; ``torchvision.ops`` functions still refuse to run
+(torchvision checks that its extension loaded), and image decoding must go through PIL or OpenCV, as
+the harness does.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _nms_reference(boxes, scores, iou_threshold: float):
 
 
 def ensure_torchvision() -> None:
-    """Prepare the process so that ``import torchvision`` succeeds. Idempotent; cheap after the first call."""
+    """Prepare the process so that ``import torchvision`` succeeds. Idempotent and cheap."""
     global _fallback_library
     if "torchvision" in sys.modules or _fallback_library is not None:
         return
@@ -70,7 +71,11 @@ def ensure_torchvision() -> None:
 
     package_dir = os.path.dirname(spec.origin)
     extension = next(
-        (os.path.join(package_dir, f) for f in sorted(os.listdir(package_dir)) if f.startswith("_C.")),
+        (
+            os.path.join(package_dir, f)
+            for f in sorted(os.listdir(package_dir))
+            if f.startswith("_C.")
+        ),
         None,
     )
     if extension is not None:
@@ -82,7 +87,7 @@ def ensure_torchvision() -> None:
     library = torch.library.Library("torchvision", "DEF")
     library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     library.impl("nms", _nms_reference, "CompositeExplicitAutograd")
-    # Quantized NMS is only declared (torchvision's import registers a fake kernel for it); calling it
-    # raises "no kernel", which is honest: quantized detection needs the real extension.
+    # Quantized NMS is only declared (torchvision's import registers a fake kernel for it);
+    # calling it raises "no kernel", which is honest: quantized detection needs the extension.
     library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _fallback_library = library

@@ -1,8 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
-Write to a temporary file in the destination folder, flush and fsync it, then ``os.replace`` it over the
-destination (atomic on POSIX within one file system). An exception on the way removes the temporary file
-and leaves the destination untouched.
+Write to a temporary file in the destination folder, flush and fsync it, then ``os.replace`` it over
+the destination (atomic on POSIX within one file system). An exception on the way removes the
+temporary file and leaves the destination untouched.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically, creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -1,13 +1,12 @@
 """``wsolbench`` command line: a thin argparse front end; every command is a library call.
 
-User mistakes (unknown names, missing files, bad metadata, bad overrides) print one clear ``error:`` line
-and exit with status 2, without a traceback; ``--debug`` shows the traceback anyway.
+User mistakes (unknown names, missing files, bad metadata, bad overrides) print one clear ``error:``
+line and exit with status 2, without a traceback; ``--debug`` shows the traceback anyway.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +20,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, OSError, I
 
 def _add_list(commands) -> None:
     parser = commands.add_parser("list", help="methods, datasets and protocols")
-    parser.add_argument("-v", "--verbose", action="store_true", help="import each method and report it")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="import each method and report it"
+    )
     parser.set_defaults(handler=cmd_list)
 
 
@@ -44,7 +45,9 @@ def cmd_list(args) -> int:
 
 
 def _add_prepare(commands) -> None:
-    parser = commands.add_parser("prepare", help="convert a dataset into the reference metadata format")
+    parser = commands.add_parser(
+        "prepare", help="convert a dataset into the reference metadata format"
+    )
     parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic"])
     parser.add_argument("--src", type=Path, help="the original release (cub, ilsvrc)")
     parser.add_argument("--out", type=Path, required=True, help="the prepared root to write")
@@ -79,7 +82,9 @@ def cmd_prepare(args) -> int:
     else:
         from wsolbench.data.ilsvrc import convert_ilsvrc
 
-        counts = convert_ilsvrc(args.src, args.out, annotations=args.annotations, synsets=args.synsets)
+        counts = convert_ilsvrc(
+            args.src, args.out, annotations=args.annotations, synsets=args.synsets
+        )
     for split, n in counts.items():
         print(f"{split:<6} {n:>7} images")
     print(f"metadata written to {args.out / 'metadata'}")
@@ -90,16 +95,26 @@ def _add_run(commands) -> None:
     parser = commands.add_parser("run", help="train (if trainable) and evaluate a method")
     parser.add_argument("--method", required=True)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-root", help="prepared dataset root (synthetic: generated if omitted)")
-    parser.add_argument("--protocol", help="protocol id or YAML file (default: the dataset's newest)")
+    parser.add_argument(
+        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
+    )
+    parser.add_argument(
+        "--protocol", help="protocol id or YAML file (default: the dataset's newest)"
+    )
     parser.add_argument("--work-dir", help="default: work_dirs/<protocol>/<method>/seed<N>")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "-o",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="config override, dotted keys into sections (repeatable)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--resume", action="store_true", help="continue (or keep) the run in --work-dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue (or keep) the run in --work-dir"
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     parser.add_argument(
         "--no-pretrained", action="store_true", help="allow running without pretrained weights"
@@ -130,7 +145,10 @@ def cmd_run(args) -> int:
             num_workers=args.num_workers,
         )
     )
-    print(f"{result.method} on {result.protocol} (seed {result.seed}, pretrained: {result.pretrained})")
+    print(
+        f"{result.method} on {result.protocol} "
+        f"(seed {result.seed}, pretrained: {result.pretrained})"
+    )
     for split, by_policy in result.metrics.items():
         print(_metrics_table(by_policy, title=f"{split} split"))
     return 0
@@ -170,11 +188,14 @@ def _add_evaluate_maps(commands) -> None:
     parser.add_argument("--maps", type=Path, required=True)
     parser.add_argument("--metadata", type=Path, required=True, help="a split folder (four files)")
     parser.add_argument("--masks", type=Path, help="mask root: evaluate PxAP from mask records")
-    parser.add_argument("--step", type=float, default=0.001, help="threshold step (protocol: 0.001)")
+    parser.add_argument(
+        "--step", type=float, default=0.001, help="threshold step (protocol: 0.001)"
+    )
     parser.add_argument("--iou", type=int, nargs="+", default=[30, 50, 70])
     parser.add_argument("--size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
     parser.add_argument(
-        "--normalize", action="store_true",
+        "--normalize",
+        action="store_true",
         help="min-max normalize every map (protocol-size maps are otherwise used as given)",
     )
     parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
@@ -182,10 +203,10 @@ def _add_evaluate_maps(commands) -> None:
 
 
 def cmd_evaluate_maps(args) -> int:
+    from wsolbench.atomic import write_json_atomic
     from wsolbench.data.metadata import read_split
     from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
     from wsolbench.metrics import summarize
-    from wsolbench.atomic import write_json_atomic
 
     if not 0 < args.step < 1:
         raise ValueError(f"--step must be in (0, 1), not {args.step}")
@@ -199,7 +220,9 @@ def cmd_evaluate_maps(args) -> int:
     )
     if not settings.boxes and not settings.masks:
         raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
-    counts = evaluate_saved_maps(args.maps, meta, settings, mask_root=args.masks, normalize=args.normalize)
+    counts = evaluate_saved_maps(
+        args.maps, meta, settings, mask_root=args.masks, normalize=args.normalize
+    )
     metrics, chosen = summarize(counts, "oracle")
     print(_metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
     if args.json:
@@ -215,24 +238,30 @@ def _add_compare(commands) -> None:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--format", dest="fmt", default="md", choices=["md", "csv", "latex", "html"])
+    parser.add_argument(
+        "--format", dest="fmt", default="md", choices=["md", "csv", "latex", "html"]
+    )
     parser.add_argument("--output", type=Path, help="write the table here (atomically)")
-    parser.add_argument("--published", type=Path, help="published rows file (default: the checkout's)")
+    parser.add_argument(
+        "--published", type=Path, help="published rows file (default: the checkout's)"
+    )
     parser.add_argument("--no-published", action="store_true", help="leave published rows out")
     parser.set_defaults(handler=cmd_compare)
 
 
 def cmd_compare(args) -> int:
-    from wsolbench.leaderboard import compare
     from wsolbench.atomic import write_text_atomic
+    from wsolbench.leaderboard import compare
 
     published = False if args.no_published else (args.published or True)
-    table = compare(args.paths, policy=args.policy, split=args.split, fmt=args.fmt, published=published)
+    table = compare(
+        args.paths, policy=args.policy, split=args.split, fmt=args.fmt, published=published
+    )
     if args.output:
         write_text_atomic(args.output, table)
         print(f"written {args.output}")
     else:
-        print(table)
+        print(table, end="" if table.endswith("\n") else "\n")
     return 0
 
 
@@ -252,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return args.handler(args)

@@ -1,9 +1,9 @@
 """Evaluation drivers: a method's predictions, or saved maps, over one split → counts.
 
-Both drivers feed the same counters (:mod:`wsolbench.metrics`), one call per image, after the harness
-has resized the map to the protocol size and normalized it — so neither a method nor a saved-map file can
-drift from the protocol. This is a plain torch loop; the training engine reuses the counters through its
-metric adapter.
+Both drivers feed the same counters (:mod:`wsolbench.metrics`), one call per image, after the
+harness has resized the map to the protocol size and normalized it — so neither a method nor a
+saved-map file can drift from the protocol. This is a plain torch loop; the training engine reuses
+the counters through its metric adapter.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class GroundTruth:
 
     def __init__(self, meta: SplitMetadata, settings: EvalSettings, mask_root: Path | None = None):
         if settings.boxes and meta.boxes is None:
-            raise ValueError(f"{meta.split_dir}: the protocol needs boxes but localization.txt has masks")
+            raise ValueError(
+                f"{meta.split_dir}: the protocol needs boxes but localization.txt has masks"
+            )
         if settings.masks and meta.masks is None:
             raise ValueError(
                 f"{meta.split_dir}: the protocol needs masks but the split has no mask records "
@@ -89,12 +91,7 @@ class GroundTruth:
 
 
 def new_counter(settings: EvalSettings) -> metrics.SplitCounter:
-    return metrics.SplitCounter(
-        metrics.threshold_grid(settings.step),
-        settings.iou_thresholds,
-        boxes=settings.boxes,
-        masks=settings.masks,
-    )
+    return metrics.SplitCounter(metrics.threshold_grid(settings.step), settings.iou_thresholds)
 
 
 def count_image(
@@ -168,21 +165,23 @@ class MapFileError(ValueError):
 
 
 def saved_map_path(maps_dir: Path, image_id: str) -> Path:
-    """``<maps>/<image_id>.npy``: ids keep their subfolders and extension (``a/b.jpg`` → ``a/b.jpg.npy``)."""
+    """``<maps>/<image_id>.npy``; ids keep subfolders and extension (``a/b.jpg.npy``)."""
     return maps_dir / f"{image_id}.npy"
 
 
 def load_saved_map(path: Path, size: tuple[int, int], normalize: bool) -> np.ndarray:
     """Read one saved map and bring it to the protocol's form.
 
-    A map of the protocol size is used as given (as the reference evaluator does), so it must already
-    hold finite values in [0, 1] — unless ``normalize`` asks to min-max normalize every map. A map of
-    another size is resized (bicubic) and normalized.
+    A map of the protocol size is used as given (as the reference evaluator does), so it must
+    already hold finite values in [0, 1] — unless ``normalize`` asks to min-max normalize every map.
+    A map of another size is resized (bicubic) and normalized.
     """
     try:
         scoremap = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise MapFileError(f"map {path} does not exist (one <image_id>.npy per image is needed)") from None
+        raise MapFileError(
+            f"map {path} does not exist (one <image_id>.npy per image is needed)"
+        ) from None
     except (ValueError, OSError) as exc:
         raise MapFileError(f"map {path} is not a readable .npy array: {exc}") from None
     scoremap = np.squeeze(scoremap)
@@ -193,8 +192,8 @@ def load_saved_map(path: Path, size: tuple[int, int], normalize: bool) -> np.nda
             metrics.check_map(scoremap, str(path))
         except ValueError as exc:
             raise MapFileError(
-                f"{exc}; maps of the protocol size are used as given, so they must hold finite values "
-                "in [0, 1] — pass --normalize to min-max normalize every map instead"
+                f"{exc}; maps of the protocol size are used as given, so they must hold finite "
+                "values in [0, 1] — pass --normalize to min-max normalize every map instead"
             ) from None
         return scoremap
     return metrics.normalize_map(scoremap, size)

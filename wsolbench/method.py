@@ -1,13 +1,14 @@
 """The method interface: :class:`WSOLMethod`, :class:`Prediction`, and method configuration.
 
-A method learns (:meth:`WSOLMethod.loss`) and predicts (:meth:`WSOLMethod.predict`); the harness does
-everything else (resizing and normalizing maps, thresholds, boxes, counting), so no method can drift
-from the protocol.
+A method learns (:meth:`WSOLMethod.loss`) and predicts (:meth:`WSOLMethod.predict`); the harness
+does everything else (resizing and normalizing maps, thresholds, boxes, counting), so no method can
+drift from the protocol.
 
-Configuration is one flat-or-nested dict resolved as ``defaults ⊕ presets[dataset] ⊕ overrides``; the
-``train`` section (mmengine vocabulary) is for the engine, every other top-level key is a constructor
-keyword. Overrides come from the command line as ``-o key=value`` with dotted keys into nested sections
-(``-o train.max_epochs=2``) and YAML-parsed values (``-o sigma=0.3``, ``-o use_distill=false``).
+Configuration is one flat-or-nested dict resolved as ``defaults ⊕ presets[dataset] ⊕ overrides``;
+the ``train`` section (mmengine vocabulary) is for the engine, every other top-level key is a
+constructor keyword. Overrides come from the command line as ``-o key=value`` with dotted keys into
+nested sections (``-o train.max_epochs=2``) and YAML-parsed values (``-o sigma=0.3``, ``-o
+use_distill=false``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ class Prediction:
     """What a method predicts for a batch.
 
     Attributes:
-        logits: [B, K] class scores, any range; None when the method cannot classify (then Top-k Loc and
+        logits: [B, K] class scores, any range; None when the method cannot classify (then Top-k Loc
+        and
             classification metrics are absent from its results).
-        maps: [B, h, w] localization map for the given target class, any size, any range; the harness
+        maps: [B, h, w] localization map for the given target class, any size, any range; the
+        harness
             resizes it to the protocol size (bicubic) and min-max normalizes it.
     """
 
@@ -44,7 +47,8 @@ class WSOLMethod(nn.Module):
         trainable: False for training-free methods (they never touch the training engine).
         needs_grad_at_inference: True when ``predict`` needs autograd (Grad-CAM-style methods); the
             evaluator then runs it with gradients enabled and frees them after each batch.
-        defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch size).
+        defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch
+        size).
         presets: per-dataset overrides of ``defaults`` (keys "cub", "ilsvrc", "synthetic", ...).
         image_mean, image_std: the input normalization the method expects (RGB, images in [0, 1]).
 
@@ -65,8 +69,13 @@ class WSOLMethod(nn.Module):
 
     @property
     def pretrained(self) -> str:
-        """What pretrained weights were loaded (a tag or file), or ``"none"``. Recorded in every result."""
-        return "none"
+        """What pretrained weights were loaded (a tag or file); recorded in every result.
+
+        The base answer is ``"none"`` for a method with parameters (randomly initialised: tables
+        mark it) and ``"n/a"`` for a parameter-free one such as ``center``, which has no weights to
+        load. Methods that load weights override this.
+        """
+        return "none" if any(True for _ in self.parameters()) else "n/a"
 
     def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Training losses for a batch.
@@ -122,7 +131,8 @@ def resolve_config(
     """``defaults ⊕ presets[dataset] ⊕ overrides`` for a method.
 
     Raises:
-        ConfigError: an override's key is not in the method's defaults (with close matches), or tries to
+        ConfigError: an override's key is not in the method's defaults (with close matches), or
+        tries to
             replace a section by a scalar.
     """
     config = _merge(method.defaults, method.presets.get(dataset, {}) if dataset else {})
@@ -141,7 +151,9 @@ def resolve_config(
                 )
             if depth == len(keys) - 1:
                 if isinstance(node[key], dict) and not isinstance(value, dict):
-                    raise ConfigError(f"-o {text}: {'.'.join(keys)} is a section; set one of its keys")
+                    raise ConfigError(
+                        f"-o {text}: {'.'.join(keys)} is a section; set one of its keys"
+                    )
                 node[key] = value
             else:
                 node = node[key]

@@ -1,9 +1,9 @@
 """Protocol specs: load, validate and hash ``protocols/<dataset>-v<N>.yaml``.
 
-A protocol pins everything that can move a number: dataset, splits, evaluation geometry, how maps are
-resized and normalized, the threshold grid, the IoU thresholds, the metrics and the class names. Any
-change to it must bump its version; its content hash (the YAML's parsed content plus the class-name
-file) is recorded in every result, and ``compare`` refuses to mix hashes.
+A protocol pins everything that can move a number: dataset, splits, evaluation geometry, how maps
+are resized and normalized, the threshold grid, the IoU thresholds, the metrics and the class names.
+Any change to it must bump its version; its content hash (the YAML's parsed content plus the
+class-name file) is recorded in every result, and ``compare`` refuses to mix hashes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 import protocols as _protocols_package
 
 # The shipped specs are package data of the top-level ``protocols`` package (see pyproject.toml).
-PROTOCOL_DIR = Path(_protocols_package.__file__).resolve().parent
+PROTOCOL_DIR = Path(list(_protocols_package.__path__)[0]).resolve()
 
 REQUIRED_KEYS = (
     "id",
@@ -36,12 +36,12 @@ LOCALIZATION_KINDS = ("boxes", "masks", "boxes+masks")
 
 
 class ProtocolError(ValueError):
-    """A protocol file is missing, malformed or inconsistent; the message names the file and the fix."""
+    """A protocol file is missing, malformed or inconsistent; the message names the file and fix."""
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One versioned evaluation protocol (see ``protocols/*.yaml`` for the meaning of each field)."""
+    """One versioned evaluation protocol (``protocols/*.yaml`` explains each field)."""
 
     id: str
     dataset: str
@@ -49,7 +49,9 @@ class Protocol:
     num_classes: int
     eval_size: tuple[int, int]  # (H, W): images are resized to it, maps are resized to it
     splits: dict[str, str]  # role (train / val / test) -> metadata folder name
-    selection_split: str | None  # the split that chooses thresholds ("select" policy); None if absent
+    selection_split: (
+        str | None
+    )  # the split that chooses thresholds ("select" policy); None if absent
     threshold_step: float
     iou_thresholds: tuple[int, ...]
     localization: str  # "boxes", "masks" or "boxes+masks"
@@ -57,7 +59,9 @@ class Protocol:
     classnames: tuple[str, ...]
     source: Path
     hash: str  # sha256 hex of the canonical content
-    extra: dict[str, Any] = field(default_factory=dict)  # dataset-specific keys (e.g. the generator)
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # dataset-specific keys (e.g. the generator)
 
     @property
     def short_hash(self) -> str:
@@ -118,7 +122,9 @@ def load_protocol(id_or_path: str | Path) -> Protocol:
         raise ProtocolError(f"{path}: expected a mapping of protocol keys at the top level")
     missing = [k for k in REQUIRED_KEYS if k not in content]
     if missing:
-        raise ProtocolError(f"{path}: missing key(s) {', '.join(missing)}; see protocols/cub-v1.yaml")
+        raise ProtocolError(
+            f"{path}: missing key(s) {', '.join(missing)}; see protocols/cub-v1.yaml"
+        )
     if content["localization"] not in LOCALIZATION_KINDS:
         raise ProtocolError(
             f"{path}: localization must be one of {', '.join(LOCALIZATION_KINDS)}, "

@@ -4,8 +4,8 @@ A method is found by name, importing only what it needs, in this order:
 
 1. already registered (``@register_method("name")`` ran);
 2. a first-party folder ``methods/<name>/`` (importing ``methods.<name>`` registers it);
-3. an installed plugin: entry point ``name`` in the group ``wsolbench.methods``; a third-party package
-   declares it with one line in its own ``pyproject.toml``::
+3. an installed plugin: entry point ``name`` in the group ``wsolbench.methods``; a third-party
+   package declares it with one line in its own ``pyproject.toml``::
 
        [project.entry-points."wsolbench.methods"]
        mymethod = "my_pkg.method:MyMethod"
@@ -13,9 +13,9 @@ A method is found by name, importing only what it needs, in this order:
 4. a ``"pkg.module:Class"`` path given directly (handy while developing a plugin);
 5. otherwise ``KeyError`` naming the close matches ("did you mean 'tedloc'?").
 
-:func:`list_methods` only lists names (folders and entry points) and imports no plugin. Plugin modules
-run :func:`wsolbench._compat.ensure_torchvision` implicitly: it is called before any plugin import, so a
-plugin may import timm or open_clip at module level on a CPU-only torch.
+:func:`list_methods` only lists names (folders and entry points) and imports no plugin. Plugin
+modules run :func:`wsolbench._compat.ensure_torchvision` implicitly: it is called before any plugin
+import, so a plugin may import timm or open_clip at module level on a CPU-only torch.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 def _check_name(name: str, what: str) -> None:
     if not _NAME_PATTERN.match(name):
         raise ValueError(
-            f"invalid {what} name {name!r}: use lowercase letters, digits and '_', starting with a letter"
+            f"invalid {what} name {name!r}: use lowercase letters, digits and '_', "
+            "starting with a letter"
         )
 
 
@@ -65,8 +66,8 @@ def register_method(name: str):
 
         if not (isinstance(cls, type) and issubclass(cls, WSOLMethod)):
             raise TypeError(
-                f"@register_method({name!r}) decorates {cls!r}, which is not a WSOLMethod subclass; "
-                "derive it from wsolbench.method.WSOLMethod"
+                f"@register_method({name!r}) decorates {cls!r}, which is not a WSOLMethod "
+                "subclass; derive it from wsolbench.method.WSOLMethod"
             )
         cls.name = name
         METHODS.register_module(name=name, module=cls)
@@ -76,7 +77,7 @@ def register_method(name: str):
 
 
 def register_dataset(name: str):
-    """Class decorator: register a dataset source (see :mod:`wsolbench.data.sources`) under ``name``."""
+    """Class decorator: register a dataset source (:mod:`wsolbench.data.sources`) as ``name``."""
     _check_name(name, "dataset")
 
     def decorator(cls):
@@ -122,7 +123,9 @@ def _from_path(spec: str) -> type[WSOLMethod]:
     try:
         cls = getattr(module, attribute)
     except AttributeError:
-        raise KeyError(f"method {spec!r}: module {module_name!r} has no attribute {attribute!r}") from None
+        raise KeyError(
+            f"method {spec!r}: module {module_name!r} has no attribute {attribute!r}"
+        ) from None
     return _registered_class(spec, cls)
 
 
@@ -156,8 +159,8 @@ def get_method(name: str) -> type[WSOLMethod]:
         cls = METHODS.get(name)
         if cls is None:
             raise KeyError(
-                f"methods/{name}/ was imported but registered no method {name!r}; decorate its class "
-                f'with @register_method("{name}") and import it in methods/{name}/__init__.py'
+                f"methods/{name}/ was imported but registered no method {name!r}; decorate its "
+                f'class with @register_method("{name}") and import it in methods/{name}/__init__.py'
             )
         return cls
     entry_point = _entry_points().get(name)
@@ -212,12 +215,14 @@ def check_plugins() -> list[PluginStatus]:
             statuses.append(PluginStatus(name, source, False, f"{type(exc).__name__}: {exc}"))
             continue
         flags = "trainable" if cls.trainable else "training-free"
-        statuses.append(PluginStatus(name, source, True, f"{cls.__module__}.{cls.__qualname__} ({flags})"))
+        statuses.append(
+            PluginStatus(name, source, True, f"{cls.__module__}.{cls.__qualname__} ({flags})")
+        )
     return statuses
 
 
 def get_dataset(name: str):
-    """The dataset source registered under ``name`` (built-in ones live in ``wsolbench.data.sources``)."""
+    """The dataset source registered as ``name`` (built-ins: ``wsolbench.data.sources``)."""
     importlib.import_module("wsolbench.data.sources")
     cls = DATASETS.get(name)
     if cls is None:

@@ -1,9 +1,9 @@
 """A Run: one (method, protocol, config, seed) execution → a work dir holding ``result.json``.
 
 ``execute`` is what ``wsolbench run`` calls: protocol → method class → config (defaults ⊕ preset ⊕
-overrides) → data → (training, for trainable methods) → evaluation of the selection and test splits →
-``result.json``. The work dir also keeps the resolved config (``config.yaml``) so a run is reproducible
-from its folder alone.
+overrides) → data → (training, for trainable methods) → evaluation of the selection and test splits
+→ ``result.json``. The work dir also keeps the resolved config (``config.yaml``) so a run is
+reproducible from its folder alone.
 
 A finished work dir is never overwritten: ``--resume`` returns its result as it is, and a new
 ``--work-dir`` starts afresh. Results are written atomically, so an interrupted run leaves no
@@ -57,13 +57,15 @@ class RunSpec:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is checked and passed through."""
+    """``auto`` → ``cuda`` when available, else ``cpu``; other values are checked and kept."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise RunError(
+            f"--device {device}: CUDA is not available on this machine; use --device cpu"
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise RunError(f"--device {device!r}: use auto, cpu or cuda[:N]")
     return device
@@ -88,16 +90,18 @@ def execute(spec: RunSpec) -> Result:
     config = resolve_config(method_cls, spec.dataset, spec.overrides)
     if method_cls.trainable:
         raise RunError(
-            f"method {method_cls.name!r} is trainable, and this version of wsolbench has no training "
-            "engine yet; only training-free methods run"
+            f"method {method_cls.name!r} is trainable, and this version of wsolbench has no "
+            "training engine yet; only training-free methods run"
         )
-    work_dir = Path(spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / f"seed{spec.seed}")
+    work_dir = Path(
+        spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / f"seed{spec.seed}"
+    )
     result_path = work_dir / RESULT_FILE
     if result_path.exists():
         if not spec.resume:
             raise RunError(
-                f"{work_dir} already holds a finished run ({RESULT_FILE}); pass --resume to keep it, "
-                "or choose a new --work-dir"
+                f"{work_dir} already holds a finished run ({RESULT_FILE}); pass --resume to keep "
+                "it, or choose a new --work-dir"
             )
         logger.info("%s is finished; nothing to resume", work_dir)
         return load_result(result_path)
@@ -114,8 +118,8 @@ def execute(spec: RunSpec) -> Result:
         previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
         if previous != run_record:
             raise RunError(
-                f"--resume: {config_path} was written for a different run (method, protocol, seed or "
-                "config differ); resume with the same arguments or choose a new --work-dir"
+                f"--resume: {config_path} was written for a different run (method, protocol, "
+                "seed or config differ); resume with the same arguments or choose a new --work-dir"
             )
     device = resolve_device(spec.device)
     root = source.resolve(spec.data_root, protocol)
@@ -127,7 +131,9 @@ def execute(spec: RunSpec) -> Result:
     mask_root = root / "masks" if protocol.has_masks else None
     counts = {}
     for split in protocol.eval_splits:
-        meta = read_split(root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes)
+        meta = read_split(
+            root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes
+        )
         counts[split] = evaluate_method(
             method,
             meta,

@@ -1,11 +1,11 @@
 """``center``: the centre-Gaussian baseline of Choe et al. (CVPR 2020).
 
-The map ignores the image: an isotropic Gaussian at the image centre. Because the harness sweeps every
-threshold, the family of boxes it yields is "centred squares of every size", so its score measures how
-much a dataset rewards guessing the middle — the floor any WSOL method must beat, and the first row of
-every leaderboard. It cannot classify, so Top-k Loc and classification metrics are absent. ``sigma``
-barely matters (the threshold sweep covers all sizes); it only changes how the 256 quantization levels
-spread over those sizes.
+The map ignores the image: an isotropic Gaussian at the image centre. Because the harness sweeps
+every threshold, the family of boxes it yields is "centred squares of every size", so its score
+measures how much a dataset rewards guessing the middle — the floor any WSOL method must beat, and
+the first row of every leaderboard. It cannot classify, so Top-k Loc and classification metrics are
+absent. ``sigma`` barely matters (the threshold sweep covers all sizes); it only changes how the 256
+quantization levels spread over those sizes.
 """
 
 from __future__ import annotations

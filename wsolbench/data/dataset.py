@@ -1,9 +1,10 @@
 """The image dataset every driver reads: protocol geometry, method normalization, PIL decoding.
 
-Images are decoded with PIL (``torchvision.io`` cannot decode on a CPU-only torch here), converted to
-RGB and resized to the protocol's evaluation size without cropping (bilinear with PIL's antialiasing, what
-``torchvision.transforms.Resize`` does on PIL images), then normalized with the method's mean / std.
-Training-time augmentation is an optional callable on the PIL image that replaces that resize.
+Images are decoded with PIL (``torchvision.io`` cannot decode on a CPU-only torch here), converted
+to RGB and resized to the protocol's evaluation size without cropping (bilinear with PIL's
+antialiasing, what ``torchvision.transforms.Resize`` does on PIL images), then normalized with the
+method's mean / std. Training-time augmentation is an optional callable on the PIL image that
+replaces that resize.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def load_rgb(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError:
-        raise ImageDecodeError(f"image {path} does not exist; check --data-root / the image ids") from None
+        raise ImageDecodeError(
+            f"image {path} does not exist; check --data-root / the image ids"
+        ) from None
     except OSError as exc:
         raise ImageDecodeError(f"image {path} cannot be decoded: {exc}") from None
 
@@ -42,7 +45,7 @@ def to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -
 
 
 class WSOLImageDataset(Dataset):
-    """One split of a prepared dataset as ``{"image": [3, H, W], "label": int, "index": int}`` items.
+    """One split of a prepared dataset, items ``{"image": [3, H, W], "label": int, "index": int}``.
 
     Args:
         meta: the split's metadata (image ids in evaluation order).

@@ -1,9 +1,9 @@
 """Dataset sources: where a dataset's prepared root is, registered by name in ``DATASETS``.
 
 A prepared root holds ``metadata/<split>/`` (the reference evaluator's four files per split) and
-``images/`` (image ids are paths relative to it); mask datasets add ``masks/``. The real datasets need
-``--data-root`` pointing at a root made by ``wsolbench prepare``; ``synthetic`` is generated (once,
-cached) when no root is given.
+``images/`` (image ids are paths relative to it); mask datasets add ``masks/``. The real datasets
+need ``--data-root`` pointing at a root made by ``wsolbench prepare``; ``synthetic`` is generated
+(once, cached) when no root is given.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class DataRootError(ValueError):
 
 
 class DataSource:
-    """Locates a prepared dataset root. Subclasses set ``name`` (by the registry) and ``prepare_hint``."""
+    """Locates a prepared dataset root; subclasses set ``prepare_hint``, the registry ``name``."""
 
     name: str = ""
     prepare_hint: str = ""
@@ -28,17 +28,20 @@ class DataSource:
         """The prepared root to read, checked to hold the protocol's split folders."""
         if data_root is None:
             raise DataRootError(
-                f"dataset {self.name!r} needs --data-root DIR, a root prepared with: {self.prepare_hint}"
+                f"dataset {self.name!r} needs --data-root DIR, a root prepared with: "
+                f"{self.prepare_hint}"
             )
         root = Path(data_root).expanduser()
         if not root.is_dir():
-            raise DataRootError(f"--data-root {root} does not exist; prepare it with: {self.prepare_hint}")
+            raise DataRootError(
+                f"--data-root {root} does not exist; prepare it with: {self.prepare_hint}"
+            )
         check_prepared(root, protocol, self.prepare_hint)
         return root
 
 
 def check_prepared(root: Path, protocol: Protocol, hint: str) -> None:
-    """Raise :class:`DataRootError` unless every evaluated split of the protocol has a metadata folder."""
+    """Raise :class:`DataRootError` unless each evaluated split of the protocol has its metadata."""
     for split in protocol.eval_splits:
         split_dir = root / "metadata" / protocol.splits[split]
         if not split_dir.is_dir():

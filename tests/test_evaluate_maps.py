@@ -1,0 +1,97 @@
+"""`wsolbench evaluate-maps`: saved maps laid out as the reference expects, boxes and masks."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from wsolbench.cli import main
+from wsolbench.data.metadata import read_split
+from wsolbench.data.synthetic import SyntheticConfig, generate
+
+TINY = SyntheticConfig(
+    num_classes=2, image_size=40, train_per_class=1, val_per_class=1, test_per_class=5
+)
+SIZE = 40  # evaluate at the images' own size
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("synthetic") / "tiny", TINY)
+
+
+def save_maps(root, maps_dir, make_map):
+    meta = read_split(root / "metadata" / "test")
+    for image_id in meta.image_ids:
+        path = maps_dir / f"{image_id}.npy"  # the id keeps its subfolders and extension
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mask = cv2.imread(str(root / "masks" / image_id), cv2.IMREAD_GRAYSCALE) > 0
+        np.save(path, make_map(mask))
+    return meta
+
+
+def evaluate(root, maps_dir, tmp_path, *extra):
+    out = tmp_path / "metrics.json"
+    argv = [
+        "evaluate-maps",
+        "--maps",
+        maps_dir,
+        "--metadata",
+        root / "metadata" / "test",
+        "--size",
+        SIZE,
+        SIZE,
+        "--json",
+        out,
+        *extra,
+    ]
+    code = main([str(a) for a in argv])
+    return code, (json.loads(out.read_text()) if code == 0 else None)
+
+
+def test_perfect_maps_score_100_on_boxes_and_masks(tiny_root, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
+    code, record = evaluate(tiny_root, maps, tmp_path, "--masks", tiny_root / "masks")
+    assert code == 0
+    assert record["maxboxacc_v2"] == 100.0 and record["maxboxacc"] == 100.0
+    assert record["pxap"] == pytest.approx(100.0)
+    assert record["n_images"] == 10 and record["step"] == 0.001
+    assert len(record["counts"]["box"]["multi"]["30"]) == 1000
+    assert "top1_loc" not in record  # saved maps carry no class scores
+    assert "maxboxacc_v2" in capsys.readouterr().out
+
+
+def test_inverted_maps_score_low_and_other_sizes_are_resized(tiny_root, tmp_path):
+    maps = tmp_path / "maps"
+    save_maps(tiny_root, maps, lambda mask: cv2.resize((~mask).astype(np.float32) * 5.0, (16, 16)))
+    code, record = evaluate(tiny_root, maps, tmp_path, "--iou", 50)
+    assert code == 0
+    assert set(record["counts"]["box"]["multi"]) == {"50"}
+    assert "maxboxacc_v2" not in record  # defined over IoU 30, 50 and 70 only
+    # The inverted object is a hole in the map; its contour is the object's outline, so the
+    # multi-contour rule still finds the box, while the largest contour is the frame around it.
+    assert record["maxboxacc_iou50"] == 100.0
+    assert record["maxboxacc"] < 50.0
+
+
+def test_protocol_size_maps_must_be_in_unit_range(tiny_root, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32) * 3.0)
+    code, _ = evaluate(tiny_root, maps, tmp_path)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert meta.image_ids[0] in err and "--normalize" in err
+    code, record = evaluate(tiny_root, maps, tmp_path, "--normalize")
+    assert code == 0 and record["maxboxacc_v2"] == 100.0
+
+
+def test_missing_maps_are_named(tiny_root, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
+    (maps / f"{meta.image_ids[3]}.npy").unlink()
+    code, _ = evaluate(tiny_root, maps, tmp_path)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "1 of 10 maps are missing" in err and meta.image_ids[3] in err

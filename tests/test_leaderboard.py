@@ -1,0 +1,324 @@
+"""Leaderboards: golden tables in every format, protocol checks, policies, marks, grouping.
+
+The fixtures under tests/fixtures/results/ are hand-made results (see make_fixtures.py there). The
+golden tables under tests/golden/ are rewritten with ``WSOLBENCH_UPDATE_GOLDEN=1``; review the diff
+by eye.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from wsolbench.leaderboard import build_leaderboard, compare, load_published
+from wsolbench.results import ResultError, find_results
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures" / "results"
+CUB = FIXTURES / "cub"
+GOLDEN = HERE / "golden"
+PUBLISHED = HERE.parent / "reports" / "published.yaml"
+GOLDEN_FILES = {"md": "leaderboard.md", "csv": "leaderboard.csv", "latex": "leaderboard.tex",
+                "html": "leaderboard.html"}  # fmt: skip
+
+
+def _render(fmt: str, **kwargs) -> str:
+    kwargs.setdefault("published", PUBLISHED)
+    return compare([CUB], fmt=fmt, **kwargs)
+
+
+@pytest.mark.parametrize("fmt", sorted(GOLDEN_FILES))
+def test_golden_leaderboard(fmt):
+    text = _render(fmt)
+    golden = GOLDEN / GOLDEN_FILES[fmt]
+    if os.environ.get("WSOLBENCH_UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text, encoding="utf-8")
+    assert golden.is_file(), f"{golden} missing: run with WSOLBENCH_UPDATE_GOLDEN=1 and review it"
+    assert text == golden.read_text(encoding="utf-8"), (
+        f"{fmt} leaderboard differs from {golden}; if the change is intended, rerun with "
+        "WSOLBENCH_UPDATE_GOLDEN=1 and review the diff"
+    )
+
+
+def _seed_counts(folder: str, split: str = "test") -> list[dict]:
+    paths = sorted((CUB / folder).rglob("result.json"))
+    return [json.loads(p.read_text())["counts"][split] for p in paths]
+
+
+def _by_hand_v2(counts: dict) -> float:
+    """MaxBoxAccV2 straight from the definition: mean over δ of the best multi-contour BoxAcc."""
+    n = counts["n_images"]
+    return statistics.fmean(100 * max(counts["box"]["multi"][d]) / n for d in ("30", "50", "70"))
+
+
+def _md_row(text: str, name: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == name:
+            return cells
+    raise AssertionError(f"no row {name!r} in\n{text}")
+
+
+def _md_header(text: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith("| Method"))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_golden_mean_std_checked_by_hand():
+    values = [_by_hand_v2(c) for c in _seed_counts("cam")]
+    assert len(values) == 3
+    expected = f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    golden = (GOLDEN / "leaderboard.md").read_text(encoding="utf-8")
+    row = _md_row(golden, "cam")
+    header = _md_header(golden)
+    assert row[header.index("MaxBoxAccV2")] == expected
+    assert row[header.index("Seeds")] == "3"
+    assert row[header.index("Pretrained")] == "resnet50_a1_0-14fe96d1.pth"
+
+
+def test_rows_columns_and_order():
+    text = _render("md")
+    header = _md_header(text)
+    assert header[:4] == ["Method", "Pretrained", "Seeds", "MaxBoxAccV2"]
+    assert "PxAP" not in header  # no row has masks
+    assert {"Top-1 Loc", "Top-5 Loc", "GT-known", "Top-1 Cls"} <= set(header)
+    names = [
+        line.split("|")[1].strip()
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| Method")
+    ]
+    runs = names[:5]
+    assert sorted(runs) == sorted(
+        ["cam", "tedloc (orthogonalize=qr)", "tedloc (orthogonalize=svd)", "clip_patch‡", "center"]
+    )
+    assert all("†" in n for n in names[5:]) and len(names) == 5 + 9
+    v2 = [float(_md_row(text, n)[3].split()[0]) for n in runs]
+    assert v2 == sorted(v2, reverse=True)
+    # Published rows with MaxBoxAccV2 first, then the rest in file order.
+    assert names[5:8] == ["CAM† (VGG16)", "CAM† (ResNet50)", "CAM† (InceptionV3)"]
+    # A metric a row lacks is "–"; the center baseline has no classifier.
+    assert _md_row(text, "center")[header.index("Top-1 Loc")] == "–"
+    assert _md_row(text, "center")[header.index("Seeds")] == "1"
+    assert "±" not in _md_row(text, "center")[3]
+
+
+def test_header_and_notes():
+    text = _render("md")
+    assert "- Protocol: cub-v1 (hash 3f9a1c0d5e7b)" in text
+    assert "- Split: test" in text
+    assert "- Policy: oracle" in text
+    assert "- Maps: ground-truth class" in text
+    assert "Rows with one seed show the mean only" in text
+    assert "sample std (ddof=1)" in text
+
+
+def test_no_pretrained_mark_in_every_format():
+    for fmt in ("md", "html"):
+        text = _render(fmt)
+        assert "clip_patch‡" in text
+        assert "‡ no pretrained weights: random initialisation; not a baseline" in text
+    latex = _render("latex")
+    assert r"clip\_patch\ddag{}" in latex
+    assert r"\ddag{} no pretrained weights: random initialisation; not a baseline" in latex
+    rows = list(csv.DictReader(io.StringIO(_render("csv"))))
+    clip = [r for r in rows if r["method"] == "clip_patch"]
+    assert len(clip) == 1 and clip[0]["pretrained"] == "none"
+    assert clip[0]["note"] == "no pretrained weights: random initialisation; not a baseline"
+    assert all(r["note"] == "" for r in rows if r["method"] in ("cam", "tedloc", "center"))
+
+
+def test_runs_with_and_without_weights_are_not_averaged(tmp_path):
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    for path in (tmp_path / "cam").rglob("result.json"):
+        d = json.loads(path.read_text())
+        d["seed"] += 10  # other seeds, same config: only the weights tell them apart
+        d["config"]["seed"] = d["seed"]
+        d["pretrained"] = "none"
+        (path.parent.parent / f"none{d['seed']}").mkdir()
+        (path.parent.parent / f"none{d['seed']}" / "result.json").write_text(json.dumps(d))
+    text = compare([tmp_path], published=False)
+    assert _md_row(text, "cam")[2] == "3"
+    assert _md_row(text, "cam‡")[2] == "3"
+
+
+def test_published_rows_are_never_averaged():
+    rows = list(csv.DictReader(io.StringIO(_render("csv"))))
+    published = [r for r in rows if r["published"] == "true"]
+    runs = [r for r in rows if r["published"] == "false"]
+    assert len(published) == 9 and len(runs) == 5
+    # Figures exactly as the paper prints them, alone: no std, no seeds.
+    sat = next(r for r in published if r["method"] == "SAT")
+    assert (sat["top1_loc_mean"], sat["top5_loc_mean"], sat["gt_known_loc_mean"]) == (
+        "80.96",
+        "94.13",
+        "98.45",
+    )
+    assert all(r["top1_loc_std"] == "" and r["seeds"] == "" for r in published)
+    assert all(r["policy"] == "as published" for r in published)
+    assert "source: SAT, ICCV 2023" in sat["note"]
+    # The cam run row is the mean of the three cam runs only, although "CAM" rows are published.
+    cam = next(r for r in runs if r["method"] == "cam")
+    values = [_by_hand_v2(c) for c in _seed_counts("cam")]
+    assert float(cam["maxboxacc_v2_mean"]) == pytest.approx(statistics.fmean(values), abs=1e-4)
+    assert float(cam["maxboxacc_v2_std"]) == pytest.approx(statistics.stdev(values), abs=1e-4)
+    assert cam["seeds"] == "3"
+    md = _render("md")
+    assert "† published figure, not run by wsolbench" in md
+    assert "source SAT, ICCV 2023; threshold policy as published" in md
+
+
+def test_published_rows_only_for_the_dataset_and_test_split(tmp_path):
+    rows = load_published(PUBLISHED)
+    assert {r.dataset for r in rows} == {"cub", "ilsvrc"}
+    assert "GenPromp" in _render("md")
+    assert "†" not in compare([CUB], published=False)
+    val = compare([CUB], split="val", published=PUBLISHED)
+    assert "†" not in val.split("- Cells")[0]
+    assert "Published rows are test-split figures" in val
+    # A published file of another dataset adds nothing.
+    other = tmp_path / "published.yaml"
+    other.write_text(
+        "rows:\n  - {method: X, dataset: ilsvrc, source: S, metrics: {top1_loc: 1.0}}\n"
+    )
+    assert "X†" not in compare([CUB], published=other)
+
+
+def test_published_file_errors(tmp_path):
+    bad = tmp_path / "published.yaml"
+    bad.write_text("rows:\n  - {method: X, dataset: cub, source: S, metrics: {top1: 1.0}}\n")
+    with pytest.raises(ResultError, match=r"published\.yaml: rows\[0\]: unknown metric 'top1'"):
+        compare([CUB], published=bad)
+    with pytest.raises(ResultError, match="no such published-rows file"):
+        compare([CUB], published=tmp_path / "missing.yaml")
+
+
+def test_mixed_protocol_hashes_are_refused():
+    with pytest.raises(ResultError) as info:
+        compare([CUB, FIXTURES / "old-protocol"])
+    message = str(info.value)
+    assert "protocol cub-v1 hash 3f9a1c0d5e7b" in message
+    assert "protocol cub-v1 hash 0badc0de0bad" in message
+    assert str(FIXTURES / "old-protocol" / "cam" / "seed0" / "result.json") in message
+    assert "Compare one protocol version at a time" in message
+    assert "re-evaluate" in message
+
+
+def test_mixed_protocol_ids_are_refused(tmp_path):
+    shutil.copytree(CUB / "center", tmp_path / "center")
+    path = tmp_path / "center" / "seed0" / "result.json"
+    d = json.loads(path.read_text())
+    d["protocol"] = "cub-v2"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ResultError, match=r"protocol cub-v2 hash 3f9a1c0d5e7b[0-9a-f]*: .*center"):
+        compare([CUB, tmp_path])
+
+
+def test_fixed_policy_is_recomputed_from_counts():
+    text = _render("md", policy="fixed:0.2", published=False)
+    assert "- Policy: fixed:0.2 (τ = 0.2 for every metric)" in text
+    header = _md_header(text)
+    # Thresholds are arange(0, 1, 0.1): τ = 0.2 is index 2.
+    values = [100 * c["box"]["multi"]["50"][2] / c["n_images"] for c in _seed_counts("cam")]
+    expected = f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    assert _md_row(text, "cam")[header.index("IoU50")] == expected
+    gt = [100 * c["box"]["largest"]["50"][2] / c["n_images"] for c in _seed_counts("cam")]
+    expected_gt = f"{statistics.fmean(gt):.2f} ± {statistics.stdev(gt):.2f}"
+    assert _md_row(text, "cam")[header.index("GT-known")] == expected_gt
+
+
+def test_stored_metrics_are_never_used():
+    # The fixtures store a stale maxboxacc_v2 of -1: the table must show values from the counts.
+    assert "-1.00" not in _render("md")
+
+
+def test_select_policy_uses_val_counts():
+    board = build_leaderboard([CUB / "cam"], policy="select", published=False)
+    (row,) = board.rows
+    vals = _seed_counts("cam", "val")
+    tests = _seed_counts("cam", "test")
+    # GT-known: τ* = the first best threshold of val's largest-contour IoU50 counts.
+    picked = []
+    for v, t in zip(vals, tests, strict=True):
+        curve = v["box"]["largest"]["50"]
+        picked.append(100 * t["box"]["largest"]["50"][curve.index(max(curve))] / t["n_images"])
+    assert row.mean["gt_known_loc"] == pytest.approx(statistics.fmean(picked))
+    assert "select (τ chosen per run on the val split" in compare([CUB / "cam"], policy="select")
+
+
+def test_select_without_val_is_refused(tmp_path):
+    shutil.copytree(CUB / "center", tmp_path / "center")
+    path = tmp_path / "center" / "seed0" / "result.json"
+    d = json.loads(path.read_text())
+    del d["counts"]["val"]
+    path.write_text(json.dumps(d))
+    with pytest.raises(ResultError, match=r"result\.json: the 'select' policy needs box counts"):
+        compare([tmp_path], policy="select")
+    assert "center" in compare([tmp_path], policy="oracle")
+
+
+def test_duplicate_seed_is_refused(tmp_path):
+    shutil.copytree(CUB / "center", tmp_path / "a")
+    shutil.copytree(CUB / "center", tmp_path / "b")
+    with pytest.raises(ResultError, match="same config and seed 0"):
+        compare([tmp_path])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown format 'pdf'"):
+        compare([CUB], fmt="pdf")
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        compare([CUB], split="train")
+    with pytest.raises(ValueError):
+        compare([CUB], policy="best")
+    with pytest.raises(ResultError, match="no such file or folder"):
+        compare([FIXTURES / "nowhere"])
+
+
+def test_latex_and_html_are_escaped_and_captioned():
+    latex = _render("latex")
+    assert r"\begin{table}" in latex and r"\caption{Protocol: cub-v1" in latex
+    assert r"\toprule" in latex and r"\midrule" in latex and r"\bottomrule" in latex
+    assert "±" not in latex and "–" not in latex and "τ" not in latex and "clip_patch" not in latex
+    assert r"$\pm$" in latex
+    html_text = _render("html")
+    assert html_text.startswith('<table class="wsolbench">\n<caption>Protocol: cub-v1')
+    assert html_text.count("<table") == 1 and html_text.rstrip().endswith("</table>")
+    assert "<tfoot>" in html_text
+
+
+def test_csv_columns():
+    rows = list(csv.DictReader(io.StringIO(_render("csv"))))
+    first = rows[0]
+    for column in ("method", "config", "pretrained", "seeds", "published"):
+        assert column in first
+    assert "maxboxacc_v2_mean" in first and "maxboxacc_v2_std" in first
+    assert "pxap_mean" not in first
+    configs = {r["config"] for r in rows if r["method"] == "tedloc"}
+    assert configs == {"orthogonalize=qr", "orthogonalize=svd"}
+    center = next(r for r in rows if r["method"] == "center")
+    assert center["maxboxacc_v2_std"] == "" and center["seeds"] == "1"
+    assert center["top1_loc_mean"] == ""
+
+
+def test_fixture_tree_is_what_the_tests_assume():
+    found = find_results([CUB])
+    assert {r.protocol_hash for _, r in found} == {
+        "3f9a1c0d5e7b2a4c6d8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
+    }
+    assert [r.pretrained for _, r in found].count("none") == 2
+
+
+def test_fixed_policy_off_grid_names_the_grid_tau():
+    text = _render("md", policy="fixed:0.23", published=False)
+    assert "- Policy: fixed:0.23 (nearest grid τ = 0.2 for every metric)" in text
+    assert text == _render("md", policy="fixed:0.23", published=False)
+    on_grid = _render("md", policy="fixed:0.2", published=False)
+    assert text.split("- Maps")[1] == on_grid.split("- Maps")[1]  # same numbers as τ = 0.2

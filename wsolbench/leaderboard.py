@@ -1,0 +1,636 @@
+"""Leaderboards: results of one protocol → one table (markdown, CSV, LaTeX, HTML).
+
+``compare`` is what ``wsolbench compare`` runs. It reads only result files, recomputes the
+requested threshold policy from their stored per-threshold counts (never from their stored summary
+metrics, so a policy added later applies to old results), groups runs of one method and config over
+seeds, and adds the published rows of ``reports/published.yaml`` for the protocol's dataset, marked
+and never averaged.
+
+Rules every table follows:
+
+- One protocol version per table: results with different protocol ids or hashes are refused.
+- A row is (method, pretrained weights, config minus ``seed``): mean ± sample std (ddof=1) over its
+  seeds. Runs with and without pretrained weights are never averaged together; a row without
+  pretrained weights is marked ``‡``. Two configs of one method are told apart by a label made of
+  the config keys that differ between them.
+- Published figures are marked ``†`` with their source and threshold policy.
+- Runs are sorted by MaxBoxAccV2 (descending, rows without it last), published rows come after runs.
+- The localization map is always the ground-truth class's map; every table says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tabulate import tabulate
+
+import wsolbench
+from wsolbench.results import METRIC_KEYS, SPLITS, Result, ResultError, find_results
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("md", "csv", "latex", "html")
+COLUMN_NAMES = {
+    "maxboxacc_v2": "MaxBoxAccV2",
+    "maxboxacc_iou30": "IoU30",
+    "maxboxacc_iou50": "IoU50",
+    "maxboxacc_iou70": "IoU70",
+    "maxboxacc": "MaxBoxAcc",
+    "gt_known_loc": "GT-known",
+    "top1_loc": "Top-1 Loc",
+    "top5_loc": "Top-5 Loc",
+    "top1_cls": "Top-1 Cls",
+    "top5_cls": "Top-5 Cls",
+    "pxap": "PxAP",
+}
+NO_WEIGHTS_MARK = "‡"
+PUBLISHED_MARK = "†"
+MISSING = "–"
+MAPS_NOTE = "Maps: ground-truth class"
+NO_WEIGHTS_NOTE = f"{NO_WEIGHTS_MARK} no pretrained weights: random initialisation; not a baseline."
+PUBLISHED_NOTE = (
+    f"{PUBLISHED_MARK} published figure, not run by wsolbench and never averaged with runs"
+)
+# Config keys that do not change what a run is: runs differing only in these are seeds of one row.
+SEED_KEYS = frozenset({"seed"})
+
+
+def default_published_path() -> Path:
+    """``reports/published.yaml`` of the source checkout this package is imported from."""
+    return Path(wsolbench.__file__).resolve().parents[1] / "reports" / "published.yaml"
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a group of runs (mean, std over seeds) or one published figure.
+
+    Attributes:
+        method: method name as shown (registered name for runs, paper name for published rows).
+        label: short text telling apart rows of one method (differing config keys, or the backbone).
+        pretrained: the weights the runs loaded (``"none"``: random initialisation); ``""`` for
+            published rows.
+        mean: metric key → mean over seeds, percent [0, 100].
+        std: metric key → sample std over seeds (ddof=1); absent with one seed.
+        seeds: the seeds averaged (empty for published rows).
+        published: a published figure, not run by wsolbench.
+        source: where a published figure comes from.
+        policy: the threshold policy of the figures.
+        config: the run config without its seed (empty for published rows).
+        files: the result files of the runs.
+        dataset: the dataset of a published figure (``""`` for runs: the board has one dataset).
+    """
+
+    method: str
+    label: str
+    pretrained: str
+    mean: dict[str, float]
+    std: dict[str, float] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    published: bool = False
+    source: str = ""
+    policy: str = ""
+    config: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    dataset: str = ""
+
+    @property
+    def no_weights(self) -> bool:
+        return not self.published and self.pretrained.strip().lower() == "none"
+
+    @property
+    def display_name(self) -> str:
+        mark = PUBLISHED_MARK if self.published else NO_WEIGHTS_MARK if self.no_weights else ""
+        return f"{self.method}{mark}" + (f" ({self.label})" if self.label else "")
+
+
+@dataclass
+class Leaderboard:
+    """A rendered-format-independent leaderboard; :func:`render` turns it into text."""
+
+    protocol: str
+    protocol_hash: str
+    dataset: str
+    split: str
+    policy: str
+    rows: list[Row]
+    notes: list[str]
+    taus: list[float] = field(default_factory=list)  # the grid τ a fixed policy landed on
+
+    @property
+    def metric_keys(self) -> list[str]:
+        """The metric columns: those at least one row has, in the canonical order."""
+        return [k for k in METRIC_KEYS if any(k in r.mean for r in self.rows)]
+
+    @property
+    def header_lines(self) -> list[str]:
+        return [
+            f"Protocol: {self.protocol} (hash {self.protocol_hash[:12]})",
+            f"Split: {self.split}",
+            f"Policy: {describe_policy(self.policy, self.split, self.taus)}",
+            MAPS_NOTE,
+        ]
+
+
+def describe_policy(policy: str, split: str = "test", taus: Sequence[float] = ()) -> str:
+    """One line saying what a threshold policy means: ``"fixed:0.2 (τ = 0.2 for every metric)"``.
+
+    Args:
+        policy: canonical policy text (:func:`wsolbench.metrics.parse_policy`).
+        split: the evaluated split.
+        taus: for ``fixed``, the grid thresholds actually used (the grid τ nearest the request),
+            named when they differ from the request.
+    """
+    if policy == "oracle":
+        return f"oracle (each metric at its best τ on the {split} split)"
+    if policy == "select":
+        return f"select (τ chosen per run on the val split, applied to the {split} split)"
+    if policy.startswith("fixed:"):
+        requested = policy.split(":", 1)[1]
+        used = sorted({round(t, 6) for t in taus})
+        if used and used != [round(float(requested), 6)]:
+            grid = ", ".join(f"{t:g}" for t in used)
+            return f"{policy} (nearest grid τ = {grid} for every metric)"
+        return f"{policy} (τ = {requested} for every metric)"
+    return policy
+
+
+def compare(
+    paths: Sequence[str | Path],
+    *,
+    policy: str = "oracle",
+    split: str = "test",
+    fmt: str = "md",
+    published: str | Path | None | bool = True,
+) -> str:
+    """Render the leaderboard of the results under ``paths``.
+
+    Args:
+        paths: result files and / or folders searched recursively for ``result.json``.
+        policy: ``"oracle"``, ``"select"`` or ``"fixed:<tau>"``, recomputed from the stored counts.
+        split: the evaluated split shown, ``"test"`` or ``"val"``.
+        fmt: ``"md"``, ``"csv"``, ``"latex"`` or ``"html"``.
+        published: ``True`` adds the rows of :func:`default_published_path` (skipped if the file is
+            absent), a path adds that file's rows, ``False`` / ``None`` adds none.
+
+    Returns:
+        The table as text, ending with a newline.
+
+    Raises:
+        ResultError: results of different protocols, a result without the split's counts, ``select``
+            on a result without a val split, duplicate runs, or an unreadable result.
+        ValueError: an unknown policy, split or format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    board = build_leaderboard(paths, policy=policy, split=split, published=published)
+    return render(board, fmt)
+
+
+def build_leaderboard(
+    paths: Sequence[str | Path],
+    *,
+    policy: str = "oracle",
+    split: str = "test",
+    published: str | Path | None | bool = True,
+) -> Leaderboard:
+    """Load, check, recompute and group results into a :class:`Leaderboard` (see ``compare``)."""
+    from wsolbench.metrics import parse_policy  # numpy + OpenCV: only when a table is built
+
+    policy = parse_policy(policy)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    found = find_results(paths)
+    protocol, protocol_hash = _check_one_protocol(found)
+    dataset = found[0][1].dataset
+    runs, taus = [], set()
+    for path, result in found:
+        values, chosen = _recompute(path, result, policy, split)
+        runs.append((path, result, values))
+        taus.update(chosen.values())
+    rows = _group_runs(runs)
+    rows.sort(key=_run_sort_key)
+    notes = [
+        "Cells: mean ± sample std (ddof=1) over seeds, in percent; "
+        f"{MISSING} where a row has no such figure (not applicable, or not published)."
+    ]
+    if any(len(r.seeds) == 1 for r in rows):
+        notes.append("Rows with one seed show the mean only: no std.")
+    if any(r.no_weights for r in rows):
+        notes.append(NO_WEIGHTS_NOTE)
+    pub_rows = _published_rows(published, dataset)
+    if pub_rows and split != "test":
+        notes.append(f"Published rows are test-split figures: not shown for the {split} split.")
+        pub_rows = []
+    if pub_rows:
+        pub_rows.sort(key=_published_sort_key)
+        notes.append(PUBLISHED_NOTE + ".")
+        notes.extend(_source_notes(pub_rows))
+    return Leaderboard(
+        protocol=protocol,
+        protocol_hash=protocol_hash,
+        dataset=dataset,
+        split=split,
+        policy=policy,
+        rows=rows + pub_rows,
+        notes=notes,
+        taus=sorted(taus) if policy.startswith("fixed:") else [],
+    )
+
+
+def _check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
+    by_protocol: dict[tuple[str, str], list[Path]] = {}
+    for path, result in found:
+        by_protocol.setdefault((result.protocol, result.protocol_hash), []).append(path)
+    if len(by_protocol) == 1:
+        return next(iter(by_protocol))
+    listing = "\n".join(
+        f"  protocol {pid} hash {phash}: {_some_files(files)}"
+        for (pid, phash), files in sorted(by_protocol.items())
+    )
+    raise ResultError(
+        "cannot compare results of different protocol versions (a different protocol id or hash "
+        f"means numbers that are not comparable):\n{listing}\n"
+        "Compare one protocol version at a time (pass only the paths of one group above), or "
+        "re-run / re-evaluate the old results (`wsolbench eval`) under the current protocol."
+    )
+
+
+def _some_files(files: list[Path], limit: int = 8) -> str:
+    shown = ", ".join(map(str, files[:limit]))
+    return shown + (f" (and {len(files) - limit} more)" if len(files) > limit else "")
+
+
+def _recompute(
+    path: Path, result: Result, policy: str, split: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    from wsolbench.metrics import summarize
+
+    counts = result.counts.get(split)
+    if not counts:
+        raise ResultError(
+            f"{path}: no counts for the {split!r} split (it has: "
+            f"{', '.join(result.counts) or 'none'}); choose another split with --split"
+        )
+    val = result.counts.get("val")
+    if policy == "select" and not (val and val.get("box")):
+        raise ResultError(
+            f"{path}: the 'select' policy needs box counts on a val split and this result has "
+            "none; use --policy oracle or fixed:<tau>, or re-run under a protocol with a val split"
+        )
+    try:
+        values, chosen = summarize(counts, policy, val_counts=val)
+    except (ValueError, KeyError) as exc:
+        raise ResultError(f"{path}: cannot summarize the {split} counts: {exc!s}") from exc
+    return dict(values), dict(chosen)
+
+
+def _strip_seed(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _strip_seed(v) for k, v in config.items() if k not in SEED_KEYS}
+    return config
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _label_value(value: Any) -> str:
+    return value if isinstance(value, str) else _canonical(value)
+
+
+def _config_labels(configs: list[dict]) -> list[str]:
+    """For configs of one method: each one's ``key=value`` list of the keys that differ."""
+    flats = [_flatten(c) for c in configs]
+    keys = sorted({k for f in flats for k in f})
+    differing = [k for k in keys if len({_canonical(f.get(k, "\0unset")) for f in flats}) > 1]
+    return [
+        ", ".join(f"{k}={_label_value(f[k]) if k in f else 'unset'}" for k in differing)
+        for f in flats
+    ]
+
+
+def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
+    groups: dict[tuple[str, str, str], list[tuple[Path, Result, dict[str, float]]]] = {}
+    for run in runs:
+        _, result, _ = run
+        key = (result.method, result.pretrained, _canonical(_strip_seed(result.config)))
+        groups.setdefault(key, []).append(run)
+
+    rows: list[Row] = []
+    for (method, pretrained, _), members in groups.items():
+        by_seed: dict[int, Path] = {}
+        for path, result, _ in members:
+            if result.seed in by_seed:
+                raise ResultError(
+                    f"two results of {method} with the same config and seed {result.seed}: "
+                    f"{by_seed[result.seed]} and {path}; pass only one of them"
+                )
+            by_seed[result.seed] = path
+        values = [v for _, _, v in members]
+        shared = [k for k in METRIC_KEYS if all(k in v for v in values)]
+        partial = sorted({k for v in values for k in v} - set(shared))
+        if partial:
+            logger.warning(
+                "%s: metric(s) %s missing from some seeds; left out of the row",
+                method,
+                ", ".join(partial),
+            )
+        mean = {k: statistics.fmean(v[k] for v in values) for k in shared}
+        std = {k: statistics.stdev(v[k] for v in values) for k in shared} if len(values) > 1 else {}
+        rows.append(
+            Row(
+                method=method,
+                label="",
+                pretrained=pretrained,
+                mean=mean,
+                std=std,
+                seeds=sorted(by_seed),
+                config=_strip_seed(members[0][1].config),
+                files=[p for p, _, _ in members],
+            )
+        )
+
+    by_method: dict[str, list[Row]] = {}
+    for row in rows:
+        by_method.setdefault(row.method, []).append(row)
+    for same in by_method.values():
+        if len(same) > 1:
+            for row, label in zip(same, _config_labels([r.config for r in same]), strict=True):
+                row.label = label
+    return rows
+
+
+def _run_sort_key(row: Row) -> tuple:
+    v2 = row.mean.get("maxboxacc_v2")
+    return (v2 is None, -(v2 or 0.0), row.method, row.label, row.pretrained)
+
+
+def _published_sort_key(row: Row) -> tuple:
+    v2 = row.mean.get("maxboxacc_v2")
+    return (v2 is None, -(v2 or 0.0))  # stable: file order among ties
+
+
+def load_published(path: str | Path) -> list[Row]:
+    """Read a published-rows file (``reports/published.yaml`` layout) into rows of every dataset.
+
+    Each entry: ``method``, ``backbone``, ``dataset`` (``cub`` / ``ilsvrc`` / ...), ``source``,
+    ``policy``, ``metrics`` ({metric key: percent}).
+
+    Raises:
+        ResultError: the file is missing or malformed; the message names the entry and the key.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ResultError(f"{path}: no such published-rows file") from exc
+    except yaml.YAMLError as exc:
+        raise ResultError(f"{path}: not valid YAML: {exc}") from exc
+    entries = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ResultError(f"{path}: expected a top-level 'rows:' list of published rows")
+    rows = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: rows[{i}]"
+        if not isinstance(entry, dict):
+            raise ResultError(f"{where}: expected a mapping with method, dataset, source, metrics")
+        for key in ("method", "dataset", "source", "metrics"):
+            if key not in entry:
+                raise ResultError(f"{where}: missing key {key!r}")
+        metrics = entry["metrics"]
+        if not isinstance(metrics, dict) or not metrics:
+            raise ResultError(f"{where}: 'metrics' must map metric keys to percentages")
+        for key, value in metrics.items():
+            if key not in METRIC_KEYS:
+                raise ResultError(
+                    f"{where}: unknown metric {key!r}; use one of {', '.join(METRIC_KEYS)}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ResultError(f"{where}: metric {key} must be a number, got {value!r}")
+        rows.append(
+            Row(
+                method=str(entry["method"]),
+                label=str(entry.get("backbone", "")),
+                pretrained="",
+                mean={k: float(metrics[k]) for k in METRIC_KEYS if k in metrics},
+                published=True,
+                source=str(entry["source"]),
+                policy=str(entry.get("policy", "as published")),
+                dataset=str(entry["dataset"]).lower(),
+            )
+        )
+    return rows
+
+
+def _published_rows(published: str | Path | None | bool, dataset: str) -> list[Row]:
+    if published is None or published is False:
+        return []
+    if published is True:
+        path = default_published_path()
+        if not path.is_file():
+            return []
+    else:
+        path = Path(published)
+    return [r for r in load_published(path) if r.dataset == dataset.lower()]
+
+
+def _source_notes(rows: list[Row]) -> list[str]:
+    by_source: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        by_source.setdefault((row.source, row.policy), []).append(
+            f"{row.method} ({row.label})" if row.label else row.method
+        )
+    return [
+        f"{PUBLISHED_MARK} {', '.join(names)}: source {source}; threshold policy {policy}."
+        for (source, policy), names in by_source.items()
+    ]
+
+
+def _cell(row: Row, key: str) -> str:
+    if key not in row.mean:
+        return MISSING
+    if row.published:
+        return _published_number(row.mean[key])
+    if key in row.std:
+        return f"{row.mean[key]:.2f} ± {row.std[key]:.2f}"
+    return f"{row.mean[key]:.2f}"
+
+
+def _published_number(value: float) -> str:
+    # Published figures keep the precision the paper printed (shortest repr): 41.1 stays 41.1.
+    return repr(float(value))
+
+
+def _pretrained_cell(row: Row) -> str:
+    if row.published:
+        return MISSING
+    # A weights file path is long and machine-specific; its file name says which weights. Tags such
+    # as "openai/clip-vit-base-patch16" or "n/a" have no file suffix and are kept whole.
+    name = Path(row.pretrained).name
+    return name if "/" in row.pretrained and Path(name).suffix else row.pretrained
+
+
+def _table(board: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
+    keys = board.metric_keys
+    headers = ["Method", "Pretrained", "Seeds"] + [COLUMN_NAMES[k] for k in keys]
+    body = [
+        [
+            r.display_name,
+            _pretrained_cell(r),
+            str(len(r.seeds)) if not r.published else MISSING,
+            *(_cell(r, k) for k in keys),
+        ]
+        for r in board.rows
+    ]
+    align = ["left", "left", "right"] + ["right"] * len(keys)
+    return headers, body, align
+
+
+def render(board: Leaderboard, fmt: str) -> str:
+    """Render a leaderboard as ``md``, ``csv``, ``latex`` or ``html`` text (ends with a newline)."""
+    renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex, "html": _render_html}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return renderers[fmt](board)
+
+
+def _render_md(board: Leaderboard) -> str:
+    headers, body, align = _table(board)
+    table = tabulate(
+        body, headers=headers, tablefmt="github", colalign=align, disable_numparse=True
+    )
+    lines = [f"- {line}" for line in board.header_lines]
+    notes = [f"- {note}" for note in board.notes]
+    return "\n".join([*lines, "", table, "", *notes]) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+# Symbols the tables use that pdflatex cannot typeset from UTF-8 without extra packages.
+_LATEX_UNICODE = {
+    "±": r"$\pm$",
+    NO_WEIGHTS_MARK: r"\ddag{}",
+    PUBLISHED_MARK: r"\dag{}",
+    MISSING: "--",
+    "τ": r"$\tau$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape text for LaTeX: special ASCII characters and the table's Unicode symbols."""
+    text = re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIAL[m.group()], text)
+    return _latex_unicode(text)
+
+
+def _latex_unicode(text: str) -> str:
+    for symbol, command in _LATEX_UNICODE.items():
+        text = text.replace(symbol, command)
+    return text
+
+
+def _render_latex(board: Leaderboard) -> str:
+    headers, body, align = _table(board)
+    # tabulate escapes the ASCII specials of every cell; the Unicode symbols are replaced after.
+    tabular = _latex_unicode(
+        tabulate(
+            body, headers=headers, tablefmt="latex_booktabs", colalign=align, disable_numparse=True
+        )
+    )
+    caption = latex_escape("; ".join(board.header_lines) + ".")
+    label = re.sub(r"[^a-z0-9]+", "-", f"{board.protocol}-{board.split}".lower())
+    notes = "\\\\\n".join(latex_escape(n) for n in board.notes)
+    return (
+        "% Requires \\usepackage{booktabs}.\n"
+        "\\begin{table}[t]\n\\centering\n"
+        f"\\caption{{{caption}}}\n\\label{{tab:wsolbench-{label}}}\n"
+        f"{tabular}\n"
+        f"\\par\\smallskip\n{{\\footnotesize\n{notes}\\par}}\n"
+        "\\end{table}\n"
+    )
+
+
+def _render_html(board: Leaderboard) -> str:
+    headers, body, align = _table(board)
+    table = tabulate(body, headers=headers, tablefmt="html", colalign=align, disable_numparse=True)
+    caption = "<br>".join(html.escape(line) for line in board.header_lines)
+    notes = "<br>".join(html.escape(n) for n in board.notes)
+    tfoot = f'<tfoot>\n<tr><td colspan="{len(headers)}">{notes}</td></tr>\n</tfoot>\n'
+    assert table.startswith("<table>") and table.endswith("</table>")
+    inner = table[len("<table>") : -len("</table>")].strip("\n")
+    return f'<table class="wsolbench">\n<caption>{caption}</caption>\n{inner}\n{tfoot}</table>\n'
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _render_csv(board: Leaderboard) -> str:
+    keys = board.metric_keys
+    columns = ["method", "config", "pretrained", "seeds", "published"]
+    columns += [f"{k}_{stat}" for k in keys for stat in ("mean", "std")]
+    columns += ["note", "policy", "protocol", "protocol_hash", "split"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for r in board.rows:
+        if r.published:
+            note = f"{PUBLISHED_NOTE.removeprefix(PUBLISHED_MARK + ' ')}; source: {r.source}"
+        elif r.no_weights:
+            note = NO_WEIGHTS_NOTE.removeprefix(NO_WEIGHTS_MARK + " ").rstrip(".")
+        else:
+            note = ""
+        metrics = []
+        for k in keys:
+            if r.published:
+                metrics += [_published_number(r.mean[k]) if k in r.mean else "", ""]
+            else:
+                metrics += [_number(r.mean.get(k)), _number(r.std.get(k))]
+        writer.writerow(
+            [
+                r.method,
+                r.label,
+                r.pretrained,
+                "" if r.published else len(r.seeds),
+                "true" if r.published else "false",
+                *metrics,
+                note,
+                r.policy if r.published else board.policy,
+                "" if r.published else board.protocol,
+                "" if r.published else board.protocol_hash,
+                board.split,
+            ]
+        )
+    return out.getvalue()

@@ -1,0 +1,380 @@
+"""The Result record of a run: schema, atomic save / load, discovery, metrics from counts.
+
+A result (``<work_dir>/result.json``) is the only thing ``wsolbench compare`` reads. It stores the
+per-threshold sufficient statistics (``counts``) next to the summary ``metrics``, so that any
+threshold policy can be recomputed later without the model. The layout is versioned by ``schema``;
+a reader refuses a schema it does not know instead of guessing.
+
+Layout (schema 1)::
+
+    {"schema": 1, "method": "cam", "dataset": "cub", "protocol": "cub-v1",
+     "protocol_hash": "<sha256>", "seed": 0, "config": {...}, "pretrained": "<weights>" | "none",
+     "metrics": {"val" | "test": {"oracle" | "select": {"maxboxacc_v2": 63.7, ...}}},
+     "counts": {"val" | "test": <counts record of wsolbench.metrics>},
+     "cost": {...}, "env": {...}, "created": "2026-01-01T00:00:00Z"}
+
+Metric values are percentages; a metric that does not apply to a run is absent, never 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from wsolbench.atomic import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RESULT_FILENAME = "result.json"
+SPLITS = ("val", "test")
+POLICIES = ("oracle", "select")
+METRIC_KEYS = (
+    "maxboxacc_v2",
+    "maxboxacc_iou30",
+    "maxboxacc_iou50",
+    "maxboxacc_iou70",
+    "maxboxacc",
+    "gt_known_loc",
+    "top1_loc",
+    "top5_loc",
+    "top1_cls",
+    "top5_cls",
+    "pxap",
+)
+
+# key -> the JSON type it must have; checked on load so a hand-edited file fails naming its key.
+_REQUIRED_TYPES: dict[str, type | tuple[type, ...]] = {
+    "method": str,
+    "dataset": str,
+    "protocol": str,
+    "protocol_hash": str,
+    "seed": int,
+    "config": dict,
+    "pretrained": str,
+    "metrics": dict,
+    "counts": dict,
+}
+_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {"cost": dict, "env": dict, "created": str}
+
+
+class ResultError(ValueError):
+    """A result file cannot be written, read or used; the message names the file and the fix."""
+
+
+@dataclass
+class Result:
+    """The record of one (method, protocol, config, seed) run.
+
+    Attributes:
+        method: registered method name (``"tedloc"``).
+        dataset: dataset name (``"cub"``, ``"ilsvrc"``, ``"synthetic"``).
+        protocol: protocol id (``"cub-v1"``).
+        protocol_hash: sha256 hex of the protocol content; ``compare`` refuses to mix hashes.
+        seed: the run's random seed.
+        config: the resolved method config (JSON-able).
+        pretrained: what weights were loaded (a file, a tag), or ``"none"`` (random init).
+        metrics: ``metrics[split][policy][key]`` in percent, split in {val, test}, policy in
+            {oracle, select}; absent keys do not apply.
+        counts: ``counts[split]`` = the counts record of :mod:`wsolbench.metrics` for that split.
+        cost: parameters, MACs, latency (see :mod:`wsolbench.profile`).
+        env: the software / hardware environment (see :func:`environment`).
+        created: ISO-8601 UTC timestamp of the evaluation.
+        schema: layout version of this record.
+    """
+
+    method: str
+    dataset: str
+    protocol: str
+    protocol_hash: str
+    seed: int
+    config: dict
+    pretrained: str
+    metrics: dict
+    counts: dict
+    cost: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+    created: str = ""
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def has_pretrained(self) -> bool:
+        """False for a run from random initialisation (``pretrained == "none"``)."""
+        return self.pretrained.strip().lower() != "none"
+
+    def to_dict(self) -> dict:
+        """The JSON-able dict of this record, ``schema`` first."""
+        d = asdict(self)
+        return {"schema": d.pop("schema"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<dict>") -> Result:
+        """Validate a parsed result and build the record.
+
+        Args:
+            d: the parsed JSON object.
+            source: where ``d`` came from (a file path), named in every error.
+
+        Raises:
+            ResultError: not an object, schema missing / unsupported, a required key missing, or a
+                key of the wrong type.
+        """
+        if not isinstance(d, dict):
+            raise ResultError(f"{source}: a result must be a JSON object, got {type(d).__name__}")
+        _check_schema(d, source)
+        missing = [k for k in _REQUIRED_TYPES if k not in d]
+        if missing:
+            raise ResultError(
+                f"{source}: missing key(s) {', '.join(missing)}; a schema-{SCHEMA_VERSION} result "
+                f"needs {', '.join(_REQUIRED_TYPES)}. Re-run `wsolbench eval` to rewrite it."
+            )
+        for key, kind in {**_REQUIRED_TYPES, **_OPTIONAL_TYPES}.items():
+            if key in d and not _is_type(d[key], kind):
+                raise ResultError(
+                    f"{source}: key {key!r} must be {_type_name(kind)}, got {d[key]!r:.60}"
+                )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            logger.warning("%s: ignoring unknown key(s) %s", source, ", ".join(unknown))
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _is_type(value: Any, kind: type | tuple[type, ...]) -> bool:
+    # bool is an int subclass in Python; a seed of `true` is a typo, not a seed.
+    if isinstance(value, bool) and kind is int:
+        return False
+    return isinstance(value, kind)
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {dict: "an object", str: "a string", int: "an integer"}
+    return names.get(kind, str(kind))  # type: ignore[arg-type]
+
+
+def _check_schema(d: dict, source: str) -> None:
+    if "schema" not in d:
+        raise ResultError(
+            f"{source}: no 'schema' key; this is not a wsolbench result (schema {SCHEMA_VERSION}). "
+            "Point compare at work dirs or result.json files written by `wsolbench run/eval`."
+        )
+    schema = d["schema"]
+    if not _is_type(schema, int):
+        raise ResultError(f"{source}: 'schema' must be an integer, got {schema!r}")
+    if schema > SCHEMA_VERSION:
+        raise ResultError(
+            f"{source}: result schema {schema} is newer than this wsolbench supports "
+            f"({SCHEMA_VERSION}); upgrade wsolbench to read it."
+        )
+    if schema < SCHEMA_VERSION:
+        raise ResultError(
+            f"{source}: result schema {schema} is older than this wsolbench supports "
+            f"({SCHEMA_VERSION}); re-evaluate the run (`wsolbench eval`) to rewrite it."
+        )
+
+
+def _json_default(obj: Any) -> Any:
+    # Counters and configs may hold numpy scalars / arrays or paths; JSON gets their plain value.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
+
+
+def save_result(path: str | Path, result: Result) -> None:
+    """Write ``result`` as JSON, atomically.
+
+    The text goes to a temporary file in the same folder, is flushed and fsync'ed, then replaces
+    ``path`` with ``os.replace`` (:func:`wsolbench.atomic.write_text_atomic`): a reader sees the old
+    file or the new one, never half of one, and a crash mid-write leaves the old file intact and no
+    temporary file behind.
+
+    Raises:
+        ResultError: the record holds a value JSON cannot represent (NaN, an arbitrary object).
+    """
+    path = Path(path)
+    try:
+        # Serialize first: a bad value must fail before anything touches the disk.
+        text = json.dumps(result.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ResultError(
+            f"{path}: cannot write result: {exc}; metrics must be finite numbers and the config "
+            "plain JSON values (drop a metric that does not apply instead of storing NaN)"
+        ) from exc
+    write_text_atomic(path, text)
+
+
+def load_result(path: str | Path) -> Result:
+    """Read and validate one ``result.json``.
+
+    Raises:
+        ResultError: the file is missing, not JSON (with line and column), has no / an unsupported
+            schema, or lacks a required key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ResultError(f"{path}: no such result file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultError(f"{path}: cannot read result file: {exc}") from exc
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}. "
+            "The file may be truncated; re-run `wsolbench eval` to rewrite it."
+        ) from exc
+    return Result.from_dict(d, source=str(path))
+
+
+def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
+    """Load the results named by ``paths``.
+
+    A file is loaded as given (whatever its name); a folder is searched recursively for files named
+    ``result.json``, in sorted order. A file reached twice is loaded once.
+
+    Returns:
+        ``(path, result)`` pairs in the order found.
+
+    Raises:
+        ResultError: a path does not exist, a folder holds no ``result.json``, no path was given, or
+            a file fails :func:`load_result`.
+    """
+    if not paths:
+        raise ResultError("no result path given; pass work dirs or result.json files")
+    found: list[tuple[Path, Result]] = []
+    seen: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ResultError(f"{p}: no such file or folder; pass work dirs or result.json files")
+        files = [p] if p.is_file() else sorted(p.rglob(RESULT_FILENAME))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise ResultError(
+                f"{p}: no {RESULT_FILENAME} found in this folder or below; "
+                "is the run finished (`wsolbench run` writes it at the end)?"
+            )
+        for f in files:
+            key = f.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append((f, load_result(f)))
+    return found
+
+
+def _version_of(module: str, distribution: str) -> str | None:
+    # An imported module knows its exact build (e.g. torch "2.13.0+cpu"); otherwise read the
+    # installed distribution's metadata, which is cheap, instead of importing a heavy library.
+    mod = sys.modules.get(module)
+    if mod is not None and getattr(mod, "__version__", None):
+        return str(mod.__version__)
+    try:
+        return importlib_metadata.version(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    """Describe the software and hardware that produced a result.
+
+    Never imports a heavy library: versions of libraries not yet imported come from the installed
+    package metadata. The CUDA device name is read only when torch is already imported.
+
+    Returns:
+        ``{"python", "platform", "cpu_count", "wsolbench", "numpy", "cv2", "torch", ...}``; a
+        library that is not installed is absent, ``cuda_device`` only on a CUDA machine.
+    """
+    import wsolbench
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "wsolbench": wsolbench.__version__,
+    }
+    for module, dist in (
+        ("numpy", "numpy"),
+        ("cv2", "opencv-python"),
+        ("torch", "torch"),
+        ("torchvision", "torchvision"),
+        ("mmengine", "mmengine"),
+        ("timm", "timm"),
+        ("open_clip", "open-clip-torch"),
+    ):
+        version = _version_of(module, dist)
+        if version is None and module == "cv2":
+            version = _version_of(module, "opencv-python-headless")
+        if version is not None:
+            env[module] = version
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                env["cuda_device"] = torch.cuda.get_device_name(0)
+                env["cuda"] = torch.version.cuda
+        except Exception as exc:  # a broken driver must not lose the result
+            logger.debug("cannot query CUDA device: %s", exc)
+    return env
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC with a ``Z`` suffix, to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def has_boxes(split_counts: dict | None) -> bool:
+    """Whether a split's counts record holds box statistics (needed by the ``select`` policy)."""
+    return bool(split_counts) and bool(split_counts.get("box"))
+
+
+def metrics_from_counts(
+    counts: dict[str, dict], policies: Sequence[str] = POLICIES
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Summarize every split's counts under each threshold policy.
+
+    Args:
+        counts: ``counts[split]`` = a counts record of :mod:`wsolbench.metrics`.
+        policies: policy names (``"oracle"``, ``"select"``, ``"fixed:<tau>"``; the output uses
+            the canonical spelling of :func:`wsolbench.metrics.parse_policy`). ``select`` chooses
+            thresholds on ``counts["val"]``; without a val split with boxes it is omitted and a
+            warning is logged.
+
+    Returns:
+        ``metrics[split][policy][key]`` in percent [0, 100].
+    """
+    from wsolbench.metrics import parse_policy, summarize  # numpy + OpenCV: only when needed
+
+    policies = [parse_policy(p) for p in policies]
+    val = counts.get("val")
+    can_select = has_boxes(val)
+    if "select" in policies and not can_select:
+        logger.warning(
+            "no val split with boxes: the 'select' policy (thresholds chosen on val) is left out; "
+            "only %s are reported",
+            ", ".join(p for p in policies if p != "select") or "no policy",
+        )
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split, split_counts in counts.items():
+        out[split] = {}
+        for policy in policies:
+            if policy == "select" and not can_select:
+                continue
+            values, _chosen = summarize(
+                split_counts, policy, val_counts=val if policy == "select" else None
+            )
+            out[split][policy] = values
+    return out
