@@ -4,11 +4,19 @@ from typing import ClassVar
 
 import pytest
 
-from wsolbench.method import ConfigError, WSOLMethod, build_method, parse_override, resolve_config
+from wsolbench.method import (
+    TRAIN_DEFAULTS,
+    ConfigError,
+    WSOLMethod,
+    build_method,
+    parse_override,
+    resolve_config,
+)
 
 
 class Configured(WSOLMethod):
     name = "configured"
+    trainable = False  # keeps TRAIN_DEFAULTS out, so the expected dicts stay small
     defaults: ClassVar[dict] = {
         "width": 8,
         "head": {"depth": 2},
@@ -48,3 +56,22 @@ def test_unknown_override_key_names_close_matches():
 def test_build_method_passes_config_but_not_train_section():
     method = build_method(Configured, resolve_config(Configured, "synthetic"), num_classes=3)
     assert (method.width, method.head, method.num_classes) == (4, {"depth": 2}, 3)
+
+
+class Trained(WSOLMethod):
+    name = "trained"
+    defaults: ClassVar[dict] = {"train": {"max_epochs": 2}}
+    presets: ClassVar[dict] = {"synthetic": {"train": {"scheduler": {"type": "CosineAnnealingLR"}}}}
+
+
+def test_trainable_methods_start_from_the_engine_defaults():
+    config = resolve_config(Trained, "cub")
+    assert config["train"] == {**TRAIN_DEFAULTS, "max_epochs": 2}
+    assert resolve_config(Trained, None, ["train.amp=false"])["train"]["amp"] is False
+
+
+def test_a_section_whose_type_changes_is_replaced_not_merged():
+    scheduler = resolve_config(Trained, "synthetic")["train"]["scheduler"]
+    assert scheduler == {"type": "CosineAnnealingLR"}  # no MultiStepLR milestones left over
+    overridden = resolve_config(Trained, "cub", ["train.scheduler.type=none"])
+    assert overridden["train"]["scheduler"] == {"type": "none"}

@@ -124,11 +124,53 @@ def _add_run(commands) -> None:
     parser.set_defaults(handler=cmd_run)
 
 
+def _add_eval(commands) -> None:
+    parser = commands.add_parser("eval", help="evaluate exported weights (weights.pt) of a method")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--weights", required=True, type=Path, help="a run's weights.pt")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument(
+        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
+    )
+    parser.add_argument(
+        "--protocol", help="protocol id or YAML file (default: the dataset's newest)"
+    )
+    parser.add_argument("--work-dir", help="default: work_dirs/<protocol>/<method>/eval-<run>")
+    parser.add_argument(
+        "-o",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override; must describe the same architecture as the weights",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from wsolbench.run import RunSpec, evaluate_weights
+
+    spec = RunSpec(
+        method=args.method,
+        dataset=args.dataset,
+        protocol=args.protocol,
+        data_root=args.data_root,
+        work_dir=args.work_dir,
+        overrides=args.overrides,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    _print_result(evaluate_weights(spec, args.weights))
+    return 0
+
+
 def cmd_run(args) -> int:
     from wsolbench.run import RunSpec, execute
 
-    if args.launcher != "none":
-        raise ValueError("--launcher pytorch needs the training engine, which this version lacks")
     result = execute(
         RunSpec(
             method=args.method,
@@ -141,41 +183,33 @@ def cmd_run(args) -> int:
             device=args.device,
             resume=args.resume,
             no_pretrained=args.no_pretrained,
+            launcher=args.launcher,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
         )
     )
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
     print(
         f"{result.method} on {result.protocol} "
         f"(seed {result.seed}, pretrained: {result.pretrained})"
     )
     for split, by_policy in result.metrics.items():
         print(_metrics_table(by_policy, title=f"{split} split"))
-    return 0
 
 
 def _metrics_table(by_policy: dict[str, dict[str, float]], title: str) -> str:
     from tabulate import tabulate
 
-    keys = [k for k in METRIC_ORDER if any(k in m for m in by_policy.values())]
+    from wsolbench.results import METRIC_KEYS
+
+    keys = [k for k in METRIC_KEYS if any(k in m for m in by_policy.values())]
     rows = [[policy] + [m.get(k) for k in keys] for policy, m in by_policy.items()]
     table = tabulate(rows, headers=["policy"] + keys, floatfmt=".2f", missingval="–")
     return f"{title}\n{table}\n"
-
-
-METRIC_ORDER = (
-    "maxboxacc_v2",
-    "maxboxacc_iou30",
-    "maxboxacc_iou50",
-    "maxboxacc_iou70",
-    "maxboxacc",
-    "gt_known_loc",
-    "top1_loc",
-    "top5_loc",
-    "top1_cls",
-    "top5_cls",
-    "pxap",
-)
 
 
 def _add_evaluate_maps(commands) -> None:
@@ -272,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wsolbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_list, _add_prepare, _add_run, _add_evaluate_maps, _add_compare):
+    for add in (_add_list, _add_prepare, _add_run, _add_eval, _add_evaluate_maps, _add_compare):
         add(commands)
     return parser
 

@@ -9,13 +9,12 @@ the counters through its metric adapter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from wsolbench import metrics
@@ -113,8 +112,50 @@ def count_image(
     )
 
 
-def _batches(loader: DataLoader, desc: str, progress: bool) -> Iterator[dict]:
-    yield from tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch")
+def predict_batch(
+    method: WSOLMethod, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[np.ndarray, list[list[int]] | None]:
+    """Run ``method.predict`` on a batch and bring its output to numpy.
+
+    Methods that declare ``needs_grad_at_inference`` run with autograd enabled (also inside a
+    caller's ``no_grad``); their gradients are dropped at once, so memory stays flat over batches.
+
+    Returns:
+        maps: [B, h, w] float32, as predicted (not yet resized or normalized).
+        topk: per image, the indices of the (up to) 5 best classes, best first; None when the method
+            does not classify.
+    """
+    with torch.set_grad_enabled(method.needs_grad_at_inference):
+        prediction = method.predict(images, labels)
+    maps = prediction.maps.detach().float().cpu().numpy()
+    topk = None
+    if prediction.logits is not None:
+        k = min(5, prediction.logits.shape[1])
+        topk = prediction.logits.detach().topk(k, dim=1).indices.cpu().tolist()
+    if method.needs_grad_at_inference:
+        method.zero_grad(set_to_none=True)
+    return maps, topk
+
+
+def count_batch(
+    counter: metrics.SplitCounter,
+    truth: GroundTruth,
+    indices: list[int],
+    maps: np.ndarray,
+    topk: list[list[int]] | None,
+) -> None:
+    """Resize and normalize each predicted map to the evaluation size, then count it.
+
+    Args:
+        indices: positions of the batch's images in the split (``meta.image_ids``).
+        maps: [B, h, w] predicted maps, any size and range.
+        topk: as returned by :func:`predict_batch`.
+    """
+    for row, index in enumerate(indices):
+        scoremap = metrics.normalize_map(maps[row], truth.settings.size)
+        count_image(
+            counter, truth, truth.meta.image_ids[index], scoremap, topk[row] if topk else None
+        )
 
 
 def evaluate_method(
@@ -127,36 +168,29 @@ def evaluate_method(
     device: str | torch.device = "cpu",
     batch_size: int = 64,
     num_workers: int = 0,
+    shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> dict:
-    """Predict over one split and count; returns the split's counts record (see ``metrics``).
+    """Predict over one split (or one shard of it) and count; returns the counts record.
 
-    Methods that declare ``needs_grad_at_inference`` run with autograd enabled; their gradients are
-    dropped after every batch so memory stays flat.
+    Args:
+        shard: (rank, world size): this process evaluates images ``rank, rank + world, ...``; the
+            ranks' counts merge (:func:`wsolbench.metrics.merge_counts`) into those of the whole
+            split, each image counted exactly once.
     """
     truth = GroundTruth(meta, settings, mask_root)
     dataset = WSOLImageDataset(meta, image_root, settings.size, method.image_mean, method.image_std)
+    rank, world = shard
+    if world > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), world))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     counter = new_counter(settings)
     method.eval()
     method.to(device)
-    for batch in _batches(loader, f"eval {meta.split_dir.name}", progress):
-        images = batch["image"].to(device)
-        labels = batch["label"].to(device)
-        with torch.set_grad_enabled(method.needs_grad_at_inference):
-            prediction = method.predict(images, labels)
-        maps = prediction.maps.detach().float().cpu().numpy()
-        topk = None
-        if prediction.logits is not None:
-            k = min(5, prediction.logits.shape[1])
-            topk = prediction.logits.detach().topk(k, dim=1).indices.cpu().tolist()
-        if method.needs_grad_at_inference:
-            method.zero_grad(set_to_none=True)
-        del prediction
-        for row, index in enumerate(batch["index"].tolist()):
-            scoremap = metrics.normalize_map(maps[row], settings.size)
-            image_id = meta.image_ids[index]
-            count_image(counter, truth, image_id, scoremap, topk[row] if topk else None)
+    batches = tqdm(loader, desc=f"eval {meta.split_dir.name}", disable=not progress, leave=False)
+    for batch in batches:
+        maps, topk = predict_batch(method, batch["image"].to(device), batch["label"].to(device))
+        count_batch(counter, truth, batch["index"].tolist(), maps, topk)
     return counter.to_dict()
 
 

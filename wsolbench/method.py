@@ -47,6 +47,8 @@ class WSOLMethod(nn.Module):
         trainable: False for training-free methods (they never touch the training engine).
         needs_grad_at_inference: True when ``predict`` needs autograd (Grad-CAM-style methods); the
             evaluator then runs it with gradients enabled and frees them after each batch.
+        pretrained_option: the dotted config key that ``--no-pretrained`` sets to false (e.g.
+            ``backbone.pretrained``); None for methods that load no pretrained weights.
         defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch
         size).
         presets: per-dataset overrides of ``defaults`` (keys "cub", "ilsvrc", "synthetic", ...).
@@ -58,6 +60,7 @@ class WSOLMethod(nn.Module):
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
     needs_grad_at_inference: ClassVar[bool] = False
+    pretrained_option: ClassVar[str | None] = None
     defaults: ClassVar[dict] = {}
     presets: ClassVar[dict[str, dict]] = {}
     image_mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
@@ -76,6 +79,11 @@ class WSOLMethod(nn.Module):
         load. Methods that load weights override this.
         """
         return "none" if any(True for _ in self.parameters()) else "n/a"
+
+    def inference_state_dict(self) -> dict[str, Tensor]:
+        """What inference needs, exported as ``weights.pt``; methods with training-only parts
+        (a teacher, a text tower) leave them out here."""
+        return self.state_dict()
 
     def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Training losses for a batch.
@@ -99,15 +107,46 @@ class WSOLMethod(nn.Module):
         raise NotImplementedError
 
 
+# The engine's training settings (mmengine vocabulary); a trainable method's ``defaults["train"]``
+# and presets override any of them, and every key can be set with ``-o train.<key>=...``.
+TRAIN_DEFAULTS: dict = {
+    "max_epochs": 10,
+    "batch_size": 64,
+    "num_workers": 2,
+    # mmengine optimizer config; "type" is a torch.optim class name.
+    "optimizer": {
+        "type": "SGD",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "nesterov": True,
+    },
+    # parameter-name substring -> learning-rate multiplier (mmengine paramwise custom_keys),
+    # e.g. {"classifier": 10} for the reference's 10x classifier learning rate.
+    "lr_mult": {},
+    # by-epoch schedule: MultiStepLR (milestones, gamma), CosineAnnealingLR, or "none".
+    "scheduler": {"type": "MultiStepLR", "milestones": [15, 30, 45], "gamma": 0.1},
+    # training-time augmentation of the PIL image (evaluation only resizes).
+    "augment": {"crop_scale": [0.08, 1.0], "hflip": True},
+    "amp": True,  # mixed precision, on CUDA only
+    "checkpoint_interval": 1,  # epochs between checkpoints (resume granularity)
+    "val_interval": 1,  # epochs between selection-split evaluations when the protocol keeps "best"
+}
+
+
 class ConfigError(ValueError):
     """A configuration override names an unknown key or has a bad value; the message says which."""
 
 
-def _merge(base: dict, update: dict, path: str = "") -> dict:
+def _merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge. A section whose ``type`` changes is replaced, not merged: the old
+    keys belong to the old type (a ``MultiStepLR``'s milestones mean nothing to a cosine)."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value, f"{path}{key}.")
+        old = merged.get(key)
+        same_type = isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
+        if isinstance(value, dict) and same_type:
+            merged[key] = _merge(old, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -130,12 +169,17 @@ def resolve_config(
 ) -> dict:
     """``defaults ⊕ presets[dataset] ⊕ overrides`` for a method.
 
+    A trainable method's defaults start from :data:`TRAIN_DEFAULTS` under ``train``.
+
     Raises:
         ConfigError: an override's key is not in the method's defaults (with close matches), or
         tries to
             replace a section by a scalar.
     """
-    config = _merge(method.defaults, method.presets.get(dataset, {}) if dataset else {})
+    base = (
+        _merge({"train": TRAIN_DEFAULTS}, method.defaults) if method.trainable else method.defaults
+    )
+    config = _merge(base, method.presets.get(dataset, {}) if dataset else {})
     for text in overrides or []:
         keys, value = parse_override(text)
         node = config
@@ -154,6 +198,8 @@ def resolve_config(
                     raise ConfigError(
                         f"-o {text}: {'.'.join(keys)} is a section; set one of its keys"
                     )
+                if key == "type" and value != node[key]:
+                    node.clear()  # a new type starts from its own keys (see _merge)
                 node[key] = value
             else:
                 node = node[key]

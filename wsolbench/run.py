@@ -13,7 +13,8 @@ half-written ``result.json``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,12 +26,19 @@ from wsolbench.evaluate import EvalSettings, evaluate_method
 from wsolbench.method import build_method, resolve_config
 from wsolbench.protocol import Protocol, default_protocol_id, load_protocol
 from wsolbench.registry import get_dataset, get_method
-from wsolbench.results import Result, environment, load_result, metrics_from_counts, save_result
+from wsolbench.results import (
+    RESULT_FILENAME,
+    Result,
+    environment,
+    load_result,
+    metrics_from_counts,
+    save_result,
+)
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "weights.pt"
 
 
 class RunError(ValueError):
@@ -51,6 +59,7 @@ class RunSpec:
     device: str = "auto"
     resume: bool = False
     no_pretrained: bool = False
+    launcher: str = "none"
     batch_size: int = 64
     num_workers: int = 0
     progress: bool = True
@@ -82,26 +91,94 @@ def resolve_protocol(dataset: str, protocol: str | None) -> Protocol:
     return loaded
 
 
-def execute(spec: RunSpec) -> Result:
-    """Run a method under a protocol and write ``<work_dir>/result.json``; returns the result."""
+def _distributed(launcher: str, device: str) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` set up (``--launcher pytorch``): (rank, world)."""
+    if launcher == "none":
+        return 0, 1
+    if launcher != "pytorch":
+        raise RunError(f"--launcher {launcher!r}: use none or pytorch (under torchrun)")
+    from mmengine.dist import get_dist_info, init_dist, is_distributed
+    from torch import distributed
+
+    if "RANK" not in os.environ:
+        raise RunError(
+            "--launcher pytorch needs torchrun: torchrun --nproc-per-node N -m wsolbench ..."
+        )
+    if not is_distributed():
+        if device.startswith("cuda"):
+            init_dist("pytorch", backend="nccl")  # also binds each rank to its GPU
+        else:
+            distributed.init_process_group("gloo")  # mmengine's init_dist assumes a GPU
+    return get_dist_info()
+
+
+def _gather_counts(counts: dict, world: int) -> dict:
+    """Merge every rank's counts of one split (each rank counted a disjoint shard)."""
+    if world == 1:
+        return counts
+    from mmengine.dist import all_gather_object
+
+    from wsolbench.metrics import merge_counts
+
+    gathered = all_gather_object(counts)
+    merged = gathered[0]
+    for more in gathered[1:]:
+        merged = merge_counts(merged, more)
+    return merged
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        from mmengine.dist import barrier
+
+        barrier()
+
+
+@dataclass
+class RunContext:
+    """What a run resolved before doing any work."""
+
+    spec: RunSpec
+    method_cls: type
+    protocol: Protocol
+    config: dict
+    work_dir: Path
+    root: Path
+    device: str
+    rank: int
+    world: int
+
+    def split_meta(self, split: str):
+        folder = self.root / "metadata" / self.protocol.splits[split]
+        return read_split(folder, num_classes=self.protocol.num_classes)
+
+    @property
+    def mask_root(self) -> Path | None:
+        return self.root / "masks" if self.protocol.has_masks else None
+
+
+def _prepare(spec: RunSpec, *, default_leaf: str) -> RunContext | Result:
+    """Resolve names, config and work dir; write ``config.yaml``. A finished run's Result (only with
+    ``--resume``) is returned as it is.
+
+    Every check a user can fail happens here, before anything is written.
+    """
     method_cls = get_method(spec.method)
     source = get_dataset(spec.dataset)()
     protocol = resolve_protocol(spec.dataset, spec.protocol)
-    config = resolve_config(method_cls, spec.dataset, spec.overrides)
-    if method_cls.trainable:
-        raise RunError(
-            f"method {method_cls.name!r} is trainable, and this version of wsolbench has no "
-            "training engine yet; only training-free methods run"
-        )
+    overrides = list(spec.overrides)
+    if spec.no_pretrained and method_cls.pretrained_option:
+        overrides.append(f"{method_cls.pretrained_option}=false")
+    config = resolve_config(method_cls, spec.dataset, overrides)
     work_dir = Path(
-        spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / f"seed{spec.seed}"
+        spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / default_leaf
     )
-    result_path = work_dir / RESULT_FILE
+    result_path = work_dir / RESULT_FILENAME
     if result_path.exists():
         if not spec.resume:
             raise RunError(
-                f"{work_dir} already holds a finished run ({RESULT_FILE}); pass --resume to keep "
-                "it, or choose a new --work-dir"
+                f"{work_dir} already holds a finished run ({RESULT_FILENAME}); pass --resume to "
+                "keep it, or choose a new --work-dir"
             )
         logger.info("%s is finished; nothing to resume", work_dir)
         return load_result(result_path)
@@ -114,7 +191,12 @@ def execute(spec: RunSpec) -> Result:
         "config": config,
     }
     config_path = work_dir / CONFIG_FILE
-    if config_path.exists() and spec.resume:
+    if config_path.exists():
+        if not spec.resume:
+            raise RunError(
+                f"{work_dir} holds an unfinished run; pass --resume to continue it, or choose a "
+                "new --work-dir"
+            )
         previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
         if previous != run_record:
             raise RunError(
@@ -123,40 +205,129 @@ def execute(spec: RunSpec) -> Result:
             )
     device = resolve_device(spec.device)
     root = source.resolve(spec.data_root, protocol)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, yaml.safe_dump(run_record, sort_keys=False))
+    rank, world = _distributed(spec.launcher, device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    if rank == 0:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_path, yaml.safe_dump(run_record, sort_keys=False))
+    _barrier(world)
+    return RunContext(spec, method_cls, protocol, config, work_dir, root, device, rank, world)
 
-    method = build_method(method_cls, config, protocol.num_classes, seed=spec.seed)
+
+def execute(spec: RunSpec) -> Result:
+    """Run a method under a protocol and write ``<work_dir>/result.json``; returns the result.
+
+    Trainable methods are trained first (:mod:`wsolbench.engine`); the checkpoint the protocol keeps
+    (last, or best on the selection split) is loaded and exported as ``weights.pt``. Under
+    ``torchrun`` every rank evaluates a disjoint shard of each split; rank 0 merges the counts and
+    alone writes files.
+    """
+    context = _prepare(spec, default_leaf=f"seed{spec.seed}")
+    if isinstance(context, Result):
+        return context
+    method = build_method(
+        context.method_cls, context.config, context.protocol.num_classes, spec.seed
+    )
+    if context.method_cls.trainable:
+        _train(context, method)
+        if context.rank == 0:
+            from wsolbench.engine import export_weights
+
+            export_weights(method, context.work_dir / WEIGHTS_FILE)
+    return _evaluate_and_save(context, method, method.pretrained)
+
+
+def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
+    """``wsolbench eval``: load an exported ``weights.pt`` into the method and evaluate it.
+
+    The method is built without its own pretrained weights (the file replaces them); the result
+    records the file as what was loaded.
+    """
+    from wsolbench.engine import load_weights_file
+
+    if not Path(weights).is_file():
+        raise RunError(f"--weights {weights} does not exist; pass the weights.pt of a finished run")
+    spec = replace(spec, no_pretrained=True)
+    context = _prepare(spec, default_leaf=f"eval-{Path(weights).parent.name or 'weights'}")
+    if isinstance(context, Result):
+        return context
+    method = build_method(
+        context.method_cls, context.config, context.protocol.num_classes, spec.seed
+    )
+    load_weights_file(method, Path(weights))
+    return _evaluate_and_save(context, method, f"weights:{Path(weights).resolve()}")
+
+
+def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
+    """Evaluate every split of the protocol (sharded across ranks) and write ``result.json``."""
+    spec, protocol = context.spec, context.protocol
     settings = EvalSettings.from_protocol(protocol)
-    mask_root = root / "masks" if protocol.has_masks else None
     counts = {}
     for split in protocol.eval_splits:
-        meta = read_split(
-            root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes
-        )
-        counts[split] = evaluate_method(
+        local = evaluate_method(
             method,
-            meta,
-            root / "images",
+            context.split_meta(split),
+            context.root / "images",
             settings,
-            mask_root=mask_root,
-            device=device,
+            mask_root=context.mask_root,
+            device=context.device,
             batch_size=spec.batch_size,
             num_workers=spec.num_workers,
-            progress=spec.progress,
+            shard=(context.rank, context.world),
+            progress=spec.progress and context.rank == 0,
         )
+        counts[split] = _gather_counts(local, context.world)
     result = Result(
-        method=method_cls.name,
+        method=context.method_cls.name,
         dataset=spec.dataset,
         protocol=protocol.id,
         protocol_hash=protocol.hash,
         seed=spec.seed,
-        config=config,
-        pretrained=method.pretrained,
+        config=context.config,
+        pretrained=pretrained,
         metrics=metrics_from_counts(counts),
         counts=counts,
-        env={**environment(), "device": device},
+        env={**environment(), "device": context.device, "world_size": context.world},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    save_result(result_path, result)
+    if context.rank == 0:
+        save_result(context.work_dir / RESULT_FILENAME, result)
+    _barrier(context.world)
     return result
+
+
+def _train(context: RunContext, method) -> None:
+    """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
+    from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
+    from wsolbench.engine import load_checkpoint_into, train
+    from wsolbench.evaluate import GroundTruth
+
+    protocol, train_cfg = context.protocol, context.config["train"]
+    size, mean, std = protocol.eval_size, method.image_mean, method.image_std
+    augment = RandomResizedCropFlip(
+        size, train_cfg["augment"]["crop_scale"], train_cfg["augment"]["hflip"]
+    )
+    images = context.root / "images"
+    train_set = WSOLImageDataset(
+        context.split_meta("train"), images, size, mean, std, augment, seed=context.spec.seed
+    )
+    val_set = val_truth = None
+    if protocol.checkpoint == "best":
+        val_meta = context.split_meta(protocol.selection_split)
+        val_set = WSOLImageDataset(val_meta, images, size, mean, std)
+        val_truth = GroundTruth(val_meta, EvalSettings.from_protocol(protocol), context.mask_root)
+    chosen = train(
+        method,
+        train_set,
+        train_cfg,
+        context.work_dir,
+        val_set=val_set,
+        val_truth=val_truth,
+        keep=protocol.checkpoint,
+        seed=context.spec.seed,
+        device=context.device,
+        launcher=context.spec.launcher,
+        resume=context.spec.resume,
+    )
+    load_checkpoint_into(method, chosen)

@@ -44,6 +44,53 @@ def to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+class RandomResizedCropFlip:
+    """The reference benchmark's training transform: RandomResizedCrop + horizontal flip.
+
+    Same sampling rule as torchvision's ``RandomResizedCrop`` (area fraction uniform in
+    ``crop_scale``, log-uniform aspect ratio in [3/4, 4/3], 10 tries, then the whole image), but
+    drawn from a generator the caller passes in, so that the augmentation of image ``i`` at epoch
+    ``e`` is a function of (seed, e, i) alone: identical across worker counts and after a resume.
+
+    Args:
+        size: (H, W) of the output image.
+        crop_scale: (min, max) area fraction of the crop; (1, 1) keeps the whole image.
+        hflip: flip horizontally with probability 0.5.
+    """
+
+    def __init__(self, size: tuple[int, int], crop_scale: Sequence[float], hflip: bool):
+        low, high = (float(v) for v in crop_scale)
+        if not 0 < low <= high <= 1:
+            raise ValueError(
+                f"train.augment.crop_scale must satisfy 0 < min <= max <= 1, not {crop_scale}"
+            )
+        self.size, self.scale, self.hflip = size, (low, high), bool(hflip)
+
+    def _crop_box(
+        self, width: int, height: int, rng: np.random.Generator
+    ) -> tuple[int, int, int, int]:
+        area = width * height
+        log_ratio = (np.log(3 / 4), np.log(4 / 3))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            ratio = np.exp(rng.uniform(*log_ratio))
+            w = int(round(np.sqrt(target * ratio)))
+            h = int(round(np.sqrt(target / ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                return left, top, left + w, top + h
+        return 0, 0, width, height
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        height, width = self.size
+        box = self._crop_box(image.width, image.height, rng)
+        image = image.resize((width, height), Image.BILINEAR, box=box)
+        if self.hflip and rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        return image
+
+
 class WSOLImageDataset(Dataset):
     """One split of a prepared dataset, items ``{"image": [3, H, W], "label": int, "index": int}``.
 
@@ -52,8 +99,9 @@ class WSOLImageDataset(Dataset):
         image_root: folder the image ids are relative to.
         size: (H, W) the images are resized to (the protocol's ``eval_size``).
         mean, std: the method's input normalization (RGB, for images scaled to [0, 1]).
-        augment: optional PIL → PIL transform used instead of the plain resize (training); it must
-            return an image of ``size``.
+        augment: optional training transform ``(PIL image, numpy Generator) -> PIL image`` of
+            ``size`` used instead of the plain resize, e.g. :class:`RandomResizedCropFlip`.
+        seed: with the epoch (:meth:`set_epoch`) and the index, seeds the augmentation's generator.
     """
 
     def __init__(
@@ -63,7 +111,8 @@ class WSOLImageDataset(Dataset):
         size: tuple[int, int],
         mean: Sequence[float],
         std: Sequence[float],
-        augment: Callable[[Image.Image], Image.Image] | None = None,
+        augment: Callable[[Image.Image, np.random.Generator], Image.Image] | None = None,
+        seed: int = 0,
     ):
         self.meta = meta
         self.image_root = Path(image_root)
@@ -71,6 +120,12 @@ class WSOLImageDataset(Dataset):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of an epoch (the engine calls this before each epoch)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.meta.image_ids)
@@ -79,7 +134,7 @@ class WSOLImageDataset(Dataset):
         image_id = self.meta.image_ids[index]
         image = load_rgb(self.image_root / image_id)
         if self.augment is not None:
-            image = self.augment(image)
+            image = self.augment(image, np.random.default_rng([self.seed, self.epoch, index]))
         else:
             height, width = self.size
             image = image.resize((width, height), Image.BILINEAR)

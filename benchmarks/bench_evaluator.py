@@ -1,0 +1,151 @@
+"""Evaluator speed: the fast path of wsolbench.metrics against the literal per-threshold sweep.
+
+Workload (seeded, the same maps and boxes for every side): CAM-like maps, i.e. random low-res maps
+(7 x 7 or 14 x 14, uniform in [0, 1), float32 like a model's output) resized bicubic to
+``--size`` and min-max normalized with :func:`wsolbench.metrics.normalize_map`, each with one or
+two random GT boxes whose sides are 20-90 % of the map. Map generation and normalization happen
+before timing; what is timed is turning a normalized map and its GT boxes into per-threshold
+correct counts (multi-contour rule for MaxBoxAccV2 and largest-contour rule for MaxBoxAcc /
+GT-known, IoU 30/50/70), one map at a time, single process, single thread.
+
+Sides (timed map by map in turn, so that both see the same machine load):
+
+* ``fast``: :class:`wsolbench.metrics.BoxCounter` (one contour search per distinct uint8 level).
+* ``literal``: :func:`wsolbench.metrics_literal.literal_box_counts`, one contour search per
+  threshold shared by both rules -- a plain baseline that is already faster than the reference.
+* ``reference`` (``--literal reference`` or ``both``): the same module with
+  ``reference_structure=True``, i.e. the reference evaluator's own structure (one full sweep per
+  rule, per-threshold IoU slicing as it does it): what getting both numbers from it costs.
+
+The counts of every side must be identical; the script exits with status 1 otherwise.
+
+    python benchmarks/bench_evaluator.py                    # 2,000 maps, 224 px, step 0.001
+    python benchmarks/bench_evaluator.py --literal both --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from wsolbench import metrics as M
+from wsolbench import metrics_literal as L
+
+IOUS = (30, 50, 70)
+
+
+def make_workload(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n CAM-like [size, size] float64 maps in [0, 1] and their [G, 4] GT boxes (G = 1 or 2)."""
+    rng = np.random.default_rng(seed)
+    maps, boxes = [], []
+    for _ in range(n):
+        low = int(rng.choice([7, 14]))
+        cam = rng.random((low, low)).astype(np.float32)
+        maps.append(M.normalize_map(cam, (size, size)))
+        gt = []
+        for _ in range(int(rng.integers(1, 3))):
+            w, h = (rng.uniform(0.2, 0.9, 2) * size).astype(int)
+            x0, y0 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            gt.append([x0, y0, x0 + w, y0 + h])
+        boxes.append(np.asarray(gt, dtype=np.int64))
+    return maps, boxes
+
+
+def _add(total: dict | None, one: dict) -> dict:
+    if total is None:
+        return {rule: {k: list(v) for k, v in curves.items()} for rule, curves in one.items()}
+    for rule, curves in one.items():
+        for key, curve in curves.items():
+            total[rule][key] = [a + b for a, b in zip(total[rule][key], curve, strict=True)]
+    return total
+
+
+def run(n: int, step: float, size: int, seed: int, literal: str) -> dict:
+    """Time every side on the same workload; return the figures (seconds, ratios, identical)."""
+    maps, boxes = make_workload(n, size, seed)
+    thresholds = M.threshold_grid(step)
+    sides = ["fast", "literal"] if literal == "plain" else ["fast", "reference"]
+    if literal == "both":
+        sides = ["fast", "literal", "reference"]
+    seconds = dict.fromkeys(sides, 0.0)
+    counts: dict[str, dict | None] = dict.fromkeys(sides)
+    counter = M.BoxCounter(thresholds, IOUS)
+    for scoremap, gt in tqdm(list(zip(maps, boxes, strict=True)), desc="maps", unit="map"):
+        start = time.perf_counter()
+        counter.update(scoremap, gt)
+        seconds["fast"] += time.perf_counter() - start
+        for side in sides[1:]:
+            start = time.perf_counter()
+            one = L.literal_box_counts(
+                [scoremap], [gt], thresholds, IOUS, reference_structure=(side == "reference")
+            )
+            seconds[side] += time.perf_counter() - start
+            counts[side] = _add(counts[side], one)
+    box = counter.to_dict()["box"]
+    counts["fast"] = {"multi": box["multi"], "largest": box["largest"]}
+    identical = all(counts[side] == counts["fast"] for side in sides)
+    result = {
+        "n": n,
+        "step": step,
+        "size": size,
+        "seed": seed,
+        "seconds": seconds,
+        "ms_per_map": {side: 1000 * s / n for side, s in seconds.items()},
+        "speedup": {side: seconds[side] / seconds["fast"] for side in sides[1:]},
+        "identical": identical,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+            "opencv_threads": cv2.getNumThreads(),
+        },
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="number of maps (default 2000)")
+    parser.add_argument("--step", type=float, default=0.001, help="threshold step (0.001)")
+    parser.add_argument("--size", type=int, default=224, help="map side in pixels (224)")
+    parser.add_argument("--seed", type=int, default=0, help="workload seed (0)")
+    parser.add_argument(
+        "--literal",
+        choices=("plain", "reference", "both"),
+        default="plain",
+        help="baseline(s): the plain literal sweep, the reference's structure, or both "
+        "(the reference structure is slow: ~0.15-0.3 s per 224 px map)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+
+    result = run(args.n, args.step, args.size, args.seed, args.literal)
+    print(
+        f"{args.n} maps, {args.size}x{args.size}, step {args.step} "
+        f"({len(M.threshold_grid(args.step))} thresholds), seed {args.seed}"
+    )
+    for side, seconds in result["seconds"].items():
+        line = f"  {side:<10} {seconds:9.2f} s  {result['ms_per_map'][side]:8.2f} ms/map"
+        if side in result["speedup"]:
+            line += f"   fast path is {result['speedup'][side]:.1f}x faster"
+        print(line)
+    print(f"  counts identical: {result['identical']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0 if result["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Training through mmengine: determinism, resume after SIGKILL, torchrun, weights, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.protocol import PROTOCOL_DIR
+
+TESTS = Path(__file__).resolve().parent
+TINY = SyntheticConfig(
+    num_classes=3, image_size=32, train_per_class=8, val_per_class=2, test_per_class=4
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny synthetic root and a protocol file evaluating it at its own 32×32 size."""
+    folder = tmp_path_factory.mktemp("engine")
+    root = generate(folder / "data", TINY)
+    protocol = (PROTOCOL_DIR / "synthetic-v1.yaml").read_text()
+    protocol = protocol.replace("eval_size: [96, 96]", "eval_size: [32, 32]")
+    protocol = protocol.replace("num_classes: 10\n", "num_classes: 3\n")
+    protocol = protocol.replace("classnames: classnames/synthetic.txt\n", "")
+    path = folder / "synthetic-tiny.yaml"
+    path.write_text(protocol)
+    return root, path
+
+
+def wsolbench(*argv, check=True, **kwargs):
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "wsolbench", *map(str, argv)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def run_args(tiny, work_dir, *extra):
+    root, protocol = tiny
+    return [
+        "run",
+        "--method",
+        "toy_method:ToyCAM",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--protocol",
+        protocol,
+        "--work-dir",
+        work_dir,
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def metrics(work_dir):
+    return json.loads((Path(work_dir) / "result.json").read_text())["metrics"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("reference") / "run"
+    wsolbench(*run_args(tiny, work))
+    return work
+
+
+def test_training_writes_result_weights_and_checkpoints(reference_run):
+    result = json.loads((reference_run / "result.json").read_text())
+    assert result["method"] == "toycam" and result["pretrained"] == "none"
+    assert result["config"]["train"]["max_epochs"] == 3
+    assert "top1_cls" in result["metrics"]["test"]["oracle"]
+    state = torch.load(reference_run / "weights.pt", weights_only=True)
+    assert set(state) == {
+        "features.0.weight",
+        "features.0.bias",
+        "features.2.weight",
+        "features.2.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
+    assert (reference_run / "train" / "epoch_3.pth").is_file()
+
+
+def test_same_seed_twice_gives_identical_metrics(tiny, reference_run, tmp_path):
+    wsolbench(*run_args(tiny, tmp_path / "again"))
+    assert metrics(tmp_path / "again") == metrics(reference_run)
+    wsolbench(*run_args(tiny, tmp_path / "seed1", "--seed", "1"))
+    assert metrics(tmp_path / "seed1") != metrics(reference_run)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path):
+    longer = ("-o", "train.max_epochs=8")  # a window between the first checkpoint and the end
+    wsolbench(*run_args(tiny, tmp_path / "whole", *longer))
+    work = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsolbench", *map(str, run_args(tiny, work, *longer))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (work / "train" / "last_checkpoint").exists():
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (work / "result.json").exists()
+    refused = wsolbench(*run_args(tiny, work, *longer), check=False)
+    assert refused.returncode == 2 and "unfinished run" in refused.stderr
+    wsolbench(*run_args(tiny, work, *longer, "--resume"))
+    assert metrics(work) == metrics(tmp_path / "whole")
+
+
+def test_torchrun_two_ranks_write_one_whole_result(tiny, reference_run, tmp_path):
+    work = tmp_path / "ddp"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "wsolbench",
+        *map(str, run_args(tiny, work, "--launcher", "pytorch")),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in work.glob("result*.json")) == ["result.json"]
+    result = json.loads((work / "result.json").read_text())
+    assert result["env"]["world_size"] == 2
+    assert result["counts"]["test"]["n_images"] == 3 * 4  # the whole split, each image once
+    assert result["counts"]["val"]["n_images"] == 3 * 2
+
+
+def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path):
+    root, protocol = tiny
+    wsolbench(
+        "eval",
+        "--method",
+        "toy_method:ToyCAM",
+        "--weights",
+        reference_run / "weights.pt",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--protocol",
+        protocol,
+        "--work-dir",
+        tmp_path / "eval",
+    )
+    evaluated = json.loads((tmp_path / "eval" / "result.json").read_text())
+    assert evaluated["metrics"] == metrics(reference_run)
+    assert evaluated["pretrained"].startswith("weights:")
+
+
+def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, tmp_path):
+    root, protocol = tiny
+    done = wsolbench(
+        "eval",
+        "--method",
+        "toy_method:ToyCAM",
+        "-o",
+        "width=4",
+        "--weights",
+        reference_run / "weights.pt",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--protocol",
+        protocol,
+        "--work-dir",
+        tmp_path / "e",
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "does not fit method 'toycam'" in done.stderr and "of another shape" in done.stderr
+    assert "Traceback" not in done.stderr
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    done = wsolbench(
+        "eval",
+        "--method",
+        "toy_method:ToyCAM",
+        "--weights",
+        garbage,
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--protocol",
+        protocol,
+        "--work-dir",
+        tmp_path / "g",
+        check=False,
+    )
+    assert done.returncode == 2 and "cannot be read as a plain state dict" in done.stderr
+
+
+def test_corrupt_checkpoint_on_resume_is_a_clear_error(tiny, reference_run, tmp_path):
+    work = tmp_path / "corrupt"
+    wsolbench(*run_args(tiny, work, "-o", "train.max_epochs=1"))
+    (work / "result.json").unlink()  # pretend it died after its checkpoint
+    checkpoint = work / "train" / "epoch_1.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    done = wsolbench(*run_args(tiny, work, "-o", "train.max_epochs=1", "--resume"), check=False)
+    assert done.returncode == 2
+    assert "epoch_1.pth is unreadable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_train_override_is_named(tiny, tmp_path):
+    done = wsolbench(*run_args(tiny, tmp_path / "w", "-o", "train.max_epoch=2"), check=False)
+    assert done.returncode == 2 and "did you mean 'max_epochs'" in done.stderr

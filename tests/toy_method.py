@@ -1,0 +1,46 @@
+"""A tiny trainable CAM-like method for engine tests (loaded as ``--method toy_method:ToyCAM``)."""
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.registry import register_method
+
+
+@register_method("toycam")
+class ToyCAM(WSOLMethod):
+    """Two convolutions and a 1×1 classifier; maps are the target class's activation map."""
+
+    defaults: ClassVar[dict] = {
+        "width": 8,
+        "train": {
+            "max_epochs": 3,
+            "batch_size": 8,
+            "num_workers": 0,
+            "scheduler": {"type": "CosineAnnealingLR"},
+            "augment": {"crop_scale": [0.5, 1.0], "hflip": True},
+        },
+    }
+
+    def __init__(self, num_classes: int, width: int = 8):
+        super().__init__(num_classes)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def _cams(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+    def loss(self, images, labels):
+        logits = self._cams(images).mean((2, 3))
+        return {"loss_cls": nn.functional.cross_entropy(logits, labels)}
+
+    def predict(self, images, labels):
+        cams = self._cams(images)
+        return Prediction(cams.mean((2, 3)), cams[torch.arange(len(labels)), labels])

@@ -1,0 +1,7 @@
+"""``python -m wsolbench`` (what ``torchrun -m wsolbench run ... --launcher pytorch`` starts)."""
+
+import sys
+
+from wsolbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,390 @@
+"""Training with mmengine's Runner — the only module that knows it.
+
+Everything is built in Python and handed to ``Runner``: a ``BaseModel`` adapter around the method, a
+``BaseMetric`` adapter that feeds the same counters as :mod:`wsolbench.evaluate` (one metric
+implementation, two drivers), the optimizer and schedule from the method's ``train`` section, a
+checkpoint hook and the seed. Multi-process training is mmengine's distributed launcher under
+``torchrun`` (``--launcher pytorch``; gloo on CPU, NCCL on CUDA).
+
+Checkpoints live in ``<work_dir>/train/`` (``epoch_N.pth``, ``last_checkpoint``). Resuming them
+on torch ≥ 2.6 needs care: mmengine calls ``torch.load`` with the new ``weights_only=True``
+default, and its checkpoints hold a few plain Python objects (the message hub's ``HistoryBuffer``,
+numpy arrays and scalars). :func:`trusted_checkpoint_loading` allows exactly those, only while
+loading this run's own checkpoints, and refuses a checkpoint that holds anything else — the safety
+is never disabled process-wide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsolbench._compat import ensure_torchvision
+from wsolbench.atomic import write_bytes_atomic
+from wsolbench.data.dataset import WSOLImageDataset
+from wsolbench.evaluate import GroundTruth, count_batch, new_counter, predict_batch
+from wsolbench.method import WSOLMethod
+from wsolbench.metrics import merge_counts, summarize
+
+ensure_torchvision()  # mmengine.runner imports torchvision
+
+from mmengine.evaluator import BaseMetric  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.model import BaseModel  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+TRAIN_SUBDIR = "train"
+CHECKPOINT_PREFIX = "method."  # the adapter holds the method as ``self.method``
+
+# Python objects an mmengine checkpoint of this project holds besides tensors (see module doc).
+_CHECKPOINT_GLOBALS = (
+    "mmengine.logging.history_buffer.HistoryBuffer",
+    "builtins.getattr",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file cannot be used; the message names it and says why."""
+
+
+class MethodModel(BaseModel):
+    """mmengine adapter: ``loss`` mode → the method's losses, ``predict`` mode → maps and top-k."""
+
+    def __init__(self, method: WSOLMethod):
+        super().__init__()
+        self.method = method
+
+    def forward(self, image, label, index=None, mode: str = "loss"):
+        """Batches are the dataset's dicts: image [B, 3, H, W], label [B], index [B]."""
+        if mode == "loss":
+            return self.method.loss(image, label)
+        maps, topk = predict_batch(self.method, image, label)
+        # mmengine's evaluator iterates over the outputs: one element for the whole batch.
+        return [{"maps": maps, "topk": topk, "index": index.tolist()}]
+
+
+class CountsMetric(BaseMetric):
+    """mmengine adapter feeding the protocol's counters during validation.
+
+    Each batch adds the counts record of its images to ``results``; ranks' results are gathered by
+    mmengine and merged, so every image of the split is counted once (the sampler must not pad).
+    """
+
+    default_prefix = ""
+
+    def __init__(self, truth: GroundTruth):
+        super().__init__(collect_device="cpu")
+        self.truth = truth
+
+    def process(self, data_batch, data_samples) -> None:
+        for sample in data_samples:
+            counter = new_counter(self.truth.settings)
+            count_batch(counter, self.truth, sample["index"], sample["maps"], sample["topk"])
+            self.results.append(counter.to_dict())
+
+    def compute_metrics(self, results: list) -> dict:
+        counts = results[0]
+        for more in results[1:]:
+            counts = merge_counts(counts, more)
+        metrics, _ = summarize(counts, "oracle")
+        return metrics
+
+
+class ReplayHook(Hook):
+    """Make a resumed run continue exactly as an uninterrupted one.
+
+    Before each epoch it tells the training set the epoch (augmentation draws are a function of
+    seed, epoch and index); checkpoints carry the global RNG states (torch, numpy, random) and a
+    resume restores them, so any other randomness (dropout, ...) continues where it stopped.
+    """
+
+    priority = "VERY_HIGH"
+
+    def before_train_epoch(self, runner) -> None:
+        dataset = runner.train_dataloader.dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(runner.epoch)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "random": random.getstate(),
+        }
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            np.random.set_state(state["numpy"])
+            random.setstate(state["random"])
+
+
+def selection_metric(truth: GroundTruth) -> str:
+    """The metric that picks the best checkpoint: MaxBoxAccV2 with boxes, PxAP with masks only."""
+    return "maxboxacc_v2" if truth.settings.boxes else "pxap"
+
+
+def _dataloader(dataset, batch_size: int, num_workers: int, shuffle: bool) -> dict:
+    return {
+        "dataset": dataset,
+        # round_up=False: no padded duplicates, so distributed evaluation counts each image once.
+        "sampler": {"type": "DefaultSampler", "shuffle": shuffle, "round_up": shuffle},
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        # Workers are re-created each epoch so that they see the dataset's new epoch.
+        "persistent_workers": False,
+        "collate_fn": {"type": "default_collate"},
+    }
+
+
+def _scheduler(config: dict, max_epochs: int) -> list[dict]:
+    kind = config.get("type", "none") if isinstance(config, dict) else str(config)
+    if kind == "none":
+        return []
+    params = {k: v for k, v in config.items() if k != "type"}
+    if kind == "CosineAnnealingLR":
+        params.setdefault("T_max", max_epochs)
+    return [{"type": kind, "by_epoch": True, **params}]
+
+
+def build_runner(
+    method: WSOLMethod,
+    train_set: WSOLImageDataset,
+    train_cfg: dict,
+    work_dir: Path,
+    *,
+    val_set: WSOLImageDataset | None = None,
+    val_truth: GroundTruth | None = None,
+    keep: str = "last",
+    seed: int = 0,
+    device: str = "cpu",
+    launcher: str = "none",
+    resume: bool = False,
+) -> Runner:
+    """The mmengine Runner that trains ``method`` (see :data:`wsolbench.method.TRAIN_DEFAULTS`).
+
+    Args:
+        keep: "last" or "best" (best MaxBoxAccV2 / PxAP on ``val_set``, which is then required).
+    """
+    max_epochs = int(train_cfg["max_epochs"])
+    use_amp = bool(train_cfg.get("amp", True)) and device.startswith("cuda")
+    optimizer = dict(train_cfg["optimizer"])
+    optim_wrapper = {
+        "type": "AmpOptimWrapper" if use_amp else "OptimWrapper",
+        "optimizer": optimizer,
+        "paramwise_cfg": {
+            "custom_keys": {k: {"lr_mult": float(v)} for k, v in train_cfg["lr_mult"].items()}
+        },
+    }
+    checkpoint_hook = {
+        "type": "CheckpointHook",
+        "interval": int(train_cfg["checkpoint_interval"]),
+        "max_keep_ckpts": 2,
+        "save_last": True,
+    }
+    validate = keep == "best"
+    if validate:
+        if val_set is None or val_truth is None:
+            raise ValueError("keeping the best checkpoint needs a selection split with boxes/masks")
+        checkpoint_hook.update(save_best=selection_metric(val_truth), rule="greater")
+    num_workers = int(train_cfg["num_workers"])
+    loop = {"by_epoch": True, "max_epochs": max_epochs}
+    extra = {}
+    if validate:
+        loop["val_interval"] = int(train_cfg["val_interval"])
+        extra = {
+            "val_dataloader": _dataloader(
+                val_set, int(train_cfg["batch_size"]), num_workers, False
+            ),
+            "val_cfg": {},
+            "val_evaluator": [CountsMetric(val_truth)],
+        }
+    return Runner(
+        model=MethodModel(method),
+        work_dir=str(work_dir / TRAIN_SUBDIR),
+        train_dataloader=_dataloader(train_set, int(train_cfg["batch_size"]), num_workers, True),
+        train_cfg=loop,
+        optim_wrapper=optim_wrapper,
+        param_scheduler=_scheduler(train_cfg["scheduler"], max_epochs) or None,
+        default_hooks={
+            "checkpoint": checkpoint_hook,
+            "logger": {"type": "LoggerHook", "interval": 10},
+        },
+        custom_hooks=[ReplayHook()],
+        randomness={"seed": seed, "deterministic": False},
+        launcher=launcher,
+        env_cfg={"dist_cfg": {"backend": "nccl" if device.startswith("cuda") else "gloo"}},
+        resume=resume,
+        # On CPU, DistributedDataParallel must not be given device ids (mmengine passes one
+        # unless the wrapper config, read from ``cfg``, says otherwise).
+        cfg=(
+            {"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None}}
+            if launcher != "none" and not device.startswith("cuda")
+            else None
+        ),
+        default_scope="mmengine",
+        log_level="INFO",
+        **extra,
+    )
+
+
+def _resolve_global(name: str):
+    module, _, attribute = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return None  # e.g. numpy.core.* names on numpy 2, numpy._core.* on numpy 1
+
+
+@contextlib.contextmanager
+def trusted_checkpoint_loading() -> Iterator[None]:
+    """Let ``torch.load(weights_only=True)`` read this project's own mmengine checkpoints.
+
+    Allows only the globals listed in ``_CHECKPOINT_GLOBALS`` plus numpy's dtype classes, only
+    inside the ``with`` block.
+    """
+    allowed = [g for g in map(_resolve_global, _CHECKPOINT_GLOBALS) if g is not None]
+    allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    with torch.serialization.safe_globals(allowed):
+        yield
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint mmengine would resume from, or None when training has not saved one yet."""
+    pointer = work_dir / TRAIN_SUBDIR / "last_checkpoint"
+    if not pointer.is_file():
+        return None
+    path = Path(pointer.read_text().strip())
+    return path if path.is_file() else None
+
+
+def best_checkpoint(work_dir: Path) -> Path | None:
+    """The ``best_*.pth`` the checkpoint hook kept, if any."""
+    found = sorted((work_dir / TRAIN_SUBDIR).glob("best_*.pth"))
+    return found[-1] if found else None
+
+
+def train(
+    method: WSOLMethod,
+    train_set: WSOLImageDataset,
+    train_cfg: dict,
+    work_dir: Path,
+    **runner_options,
+) -> Path:
+    """Train (or resume training) and return the checkpoint to evaluate: last or best.
+
+    Keyword arguments are those of :func:`build_runner`.
+    """
+    keep = runner_options.get("keep", "last")
+    resume = runner_options.get("resume", False)
+    if resume and latest_checkpoint(work_dir) is not None:
+        check_checkpoint(latest_checkpoint(work_dir))
+    runner = build_runner(method, train_set, train_cfg, work_dir, **runner_options)
+    with trusted_checkpoint_loading():
+        runner.train()
+    chosen = best_checkpoint(work_dir) if keep == "best" else latest_checkpoint(work_dir)
+    if chosen is None:
+        raise CheckpointError(f"training in {work_dir / TRAIN_SUBDIR} saved no {keep} checkpoint")
+    return chosen
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that is unreadable or holds objects an mmengine checkpoint never does."""
+    try:
+        unexpected = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception as exc:  # a truncated zip, not a torch file, ...
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it and resume "
+            "from the previous one, or start a new --work-dir"
+        ) from None
+    unexpected -= set(_CHECKPOINT_GLOBALS)
+    if unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects a wsolbench checkpoint never holds "
+            f"({', '.join(sorted(unexpected))}); refusing to load it"
+        )
+
+
+def load_checkpoint_into(method: WSOLMethod, path: Path) -> None:
+    """Load the method's weights from an mmengine training checkpoint of this project."""
+    check_checkpoint(path)
+    with trusted_checkpoint_loading():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = {
+        key[len(CHECKPOINT_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(CHECKPOINT_PREFIX)
+    }
+    load_weights_into(method, state, str(path))
+
+
+def load_weights_into(method: WSOLMethod, state: dict, source: str) -> None:
+    """``load_state_dict`` with an error that says which keys or shapes do not fit."""
+    own = method.inference_state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or mismatched:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if mismatched:
+            k = mismatched[0]
+            details.append(
+                f"{len(mismatched)} of another shape (e.g. {k}: file {tuple(state[k].shape)}, "
+                f"model {tuple(own[k].shape)})"
+            )
+        raise CheckpointError(
+            f"{source} does not fit method {method.name!r} as configured: "
+            f"{'; '.join(details)}; was it saved by another method, backbone or class count?"
+        )
+    method.load_state_dict(state, strict=False)  # keys checked above against inference_state_dict
+
+
+def export_weights(method: WSOLMethod, path: Path) -> None:
+    """Write ``weights.pt``: a plain state dict of what inference needs (``weights_only``-safe)."""
+    import io
+
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in method.inference_state_dict().items()}
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_weights_file(method: WSOLMethod, path: Path) -> None:
+    """Load an exported ``weights.pt`` (or any plain state dict) with ``weights_only=True``."""
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(
+            f"weights file {path} cannot be read as a plain state dict ({type(exc).__name__}: "
+            f"{first_line}); pass a weights.pt written by wsolbench"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = {k.removeprefix(CHECKPOINT_PREFIX): v for k, v in state["state_dict"].items()}
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"weights file {path} holds a {type(state).__name__}, not a state dict"
+        )
+    load_weights_into(method, state, str(path))
