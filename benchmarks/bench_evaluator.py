@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -68,13 +69,32 @@ def _add(total: dict | None, one: dict) -> dict:
     return total
 
 
-def run(n: int, step: float, size: int, seed: int, literal: str) -> dict:
+def _threaded_fast(maps, boxes, thresholds, threads: int) -> dict:
+    """The fast path over all maps in ``threads`` contiguous chunks (as ``evaluate-maps`` does);
+    OpenCV's contour search releases the GIL, so the chunks run in parallel."""
+    chunks = np.array_split(np.arange(len(maps)), threads)
+
+    def count(indices) -> M.BoxCounter:
+        counter = M.BoxCounter(thresholds, IOUS)
+        for i in indices:
+            counter.update(maps[i], boxes[i])
+        return counter
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        counters = list(pool.map(count, chunks))
+    for more in counters[1:]:
+        counters[0].merge(more)
+    return counters[0].to_dict()["box"]
+
+
+def run(n: int, step: float, size: int, seed: int, literal: str, threads: int = 1) -> dict:
     """Time every side on the same workload; return the figures (seconds, ratios, identical)."""
     maps, boxes = make_workload(n, size, seed)
     thresholds = M.threshold_grid(step)
     sides = ["fast", "literal"] if literal == "plain" else ["fast", "reference"]
     if literal == "both":
         sides = ["fast", "literal", "reference"]
+    baselines = sides[1:]
     seconds = dict.fromkeys(sides, 0.0)
     counts: dict[str, dict | None] = dict.fromkeys(sides)
     counter = M.BoxCounter(thresholds, IOUS)
@@ -91,6 +111,13 @@ def run(n: int, step: float, size: int, seed: int, literal: str) -> dict:
             counts[side] = _add(counts[side], one)
     box = counter.to_dict()["box"]
     counts["fast"] = {"multi": box["multi"], "largest": box["largest"]}
+    if threads > 1:
+        side = f"fast_{threads}_threads"
+        start = time.perf_counter()
+        threaded = _threaded_fast(maps, boxes, thresholds, threads)
+        seconds[side] = time.perf_counter() - start
+        counts[side] = {"multi": threaded["multi"], "largest": threaded["largest"]}
+        sides.append(side)
     identical = all(counts[side] == counts["fast"] for side in sides)
     result = {
         "n": n,
@@ -99,7 +126,12 @@ def run(n: int, step: float, size: int, seed: int, literal: str) -> dict:
         "seed": seed,
         "seconds": seconds,
         "ms_per_map": {side: 1000 * s / n for side, s in seconds.items()},
-        "speedup": {side: seconds[side] / seconds["fast"] for side in sides[1:]},
+        "speedup": {side: seconds[side] / seconds["fast"] for side in baselines},
+        "threaded_speedup": {
+            side: seconds[side] / seconds[sides[-1]] for side in baselines if sides[-1] != "fast"
+        }
+        if threads > 1
+        else {},
         "identical": identical,
         "machine": {
             "platform": platform.platform(),
@@ -127,10 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         help="baseline(s): the plain literal sweep, the reference's structure, or both "
         "(the reference structure is slow: ~0.15-0.3 s per 224 px map)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="also time the fast path on this many threads, as evaluate-maps runs it "
+        "(default: every core; 1 skips it)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
-    result = run(args.n, args.step, args.size, args.seed, args.literal)
+    result = run(args.n, args.step, args.size, args.seed, args.literal, args.threads)
     print(
         f"{args.n} maps, {args.size}x{args.size}, step {args.step} "
         f"({len(M.threshold_grid(args.step))} thresholds), seed {args.seed}"
@@ -139,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         line = f"  {side:<10} {seconds:9.2f} s  {result['ms_per_map'][side]:8.2f} ms/map"
         if side in result["speedup"]:
             line += f"   fast path is {result['speedup'][side]:.1f}x faster"
+            if side in result["threaded_speedup"]:
+                line += f" ({result['threaded_speedup'][side]:.1f}x on {args.threads} threads)"
         print(line)
     print(f"  counts identical: {result['identical']}")
     if args.json:

@@ -95,3 +95,14 @@ def test_missing_maps_are_named(tiny_root, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "1 of 10 maps are missing" in err and meta.image_ids[3] in err
+
+
+def test_thread_count_does_not_change_the_counts(tiny_root, tmp_path):
+    maps = tmp_path / "maps"
+    save_maps(tiny_root, maps, lambda mask: cv2.resize((~mask).astype(np.float32), (13, 13)))
+    records = []
+    for threads in (1, 3):
+        code, record = evaluate(tiny_root, maps, tmp_path, "--threads", threads)
+        assert code == 0
+        records.append(record)
+    assert records[0] == records[1]

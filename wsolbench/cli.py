@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -232,6 +233,12 @@ def _add_evaluate_maps(commands) -> None:
         action="store_true",
         help="min-max normalize every map (protocol-size maps are otherwise used as given)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="maps counted in parallel (default: every core); the counts do not depend on it",
+    )
     parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
     parser.set_defaults(handler=cmd_evaluate_maps)
 
@@ -255,7 +262,12 @@ def cmd_evaluate_maps(args) -> int:
     if not settings.boxes and not settings.masks:
         raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
     counts = evaluate_saved_maps(
-        args.maps, meta, settings, mask_root=args.masks, normalize=args.normalize
+        args.maps,
+        meta,
+        settings,
+        mask_root=args.masks,
+        normalize=args.normalize,
+        threads=args.threads,
     )
     metrics, chosen = summarize(counts, "oracle")
     print(_metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
