@@ -231,3 +231,30 @@ def test_corrupt_checkpoint_on_resume_is_a_clear_error(tiny, reference_run, tmp_
 def test_unknown_train_override_is_named(tiny, tmp_path):
     done = wsolbench(*run_args(tiny, tmp_path / "w", "-o", "train.max_epoch=2"), check=False)
     assert done.returncode == 2 and "did you mean 'max_epochs'" in done.stderr
+
+
+def test_best_checkpoint_protocol_validates_each_epoch_and_keeps_the_best(tiny, tmp_path):
+    root, protocol = tiny
+    best = tmp_path / "best.yaml"
+    best.write_text(protocol.read_text().replace("checkpoint: last", "checkpoint: best"))
+    work = tmp_path / "run"
+    wsolbench(
+        "run",
+        "--method",
+        "toy_method:ToyCAM",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--protocol",
+        best,
+        "--work-dir",
+        work,
+        "--device",
+        "cpu",
+    )
+    kept = list((work / "train").glob("best_maxboxacc_v2_epoch_*.pth"))
+    assert len(kept) == 1
+    logs = "".join(p.read_text() for p in (work / "train").rglob("*.log"))
+    assert logs.count("Epoch(val)") == 3  # the selection split, once per epoch
+    assert json.loads((work / "result.json").read_text())["counts"]["test"]["n_images"] == 12

@@ -17,6 +17,7 @@ is never disabled process-wide.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import random
@@ -98,10 +99,7 @@ class CountsMetric(BaseMetric):
             self.results.append(counter.to_dict())
 
     def compute_metrics(self, results: list) -> dict:
-        counts = results[0]
-        for more in results[1:]:
-            counts = merge_counts(counts, more)
-        metrics, _ = summarize(counts, "oracle")
+        metrics, _ = summarize(functools.reduce(merge_counts, results), "oracle")
         return metrics
 
 

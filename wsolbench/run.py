@@ -12,6 +12,7 @@ half-written ``result.json``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -120,11 +121,7 @@ def _gather_counts(counts: dict, world: int) -> dict:
 
     from wsolbench.metrics import merge_counts
 
-    gathered = all_gather_object(counts)
-    merged = gathered[0]
-    for more in gathered[1:]:
-        merged = merge_counts(merged, more)
-    return merged
+    return functools.reduce(merge_counts, all_gather_object(counts))
 
 
 def _barrier(world: int) -> None:
