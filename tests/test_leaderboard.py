@@ -120,18 +120,24 @@ def test_header_and_notes():
     assert "sample std (ddof=1)" in text
 
 
+NOTE = (
+    "no pretrained weights: trained or run from random initialisation, "
+    "not comparable with pretrained rows"
+)
+
+
 def test_no_pretrained_mark_in_every_format():
     for fmt in ("md", "html"):
         text = _render(fmt)
         assert "clip_patch‡" in text
-        assert "‡ no pretrained weights: random initialisation; not a baseline" in text
+        assert f"‡ {NOTE}" in text
     latex = _render("latex")
     assert r"clip\_patch\ddag{}" in latex
-    assert r"\ddag{} no pretrained weights: random initialisation; not a baseline" in latex
+    assert rf"\ddag{{}} {NOTE}" in latex
     rows = list(csv.DictReader(io.StringIO(_render("csv"))))
     clip = [r for r in rows if r["method"] == "clip_patch"]
     assert len(clip) == 1 and clip[0]["pretrained"] == "none"
-    assert clip[0]["note"] == "no pretrained weights: random initialisation; not a baseline"
+    assert clip[0]["note"] == NOTE
     assert all(r["note"] == "" for r in rows if r["method"] in ("cam", "tedloc", "center"))
 
 

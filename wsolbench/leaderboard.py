@@ -59,7 +59,10 @@ NO_WEIGHTS_MARK = "‡"
 PUBLISHED_MARK = "†"
 MISSING = "–"
 MAPS_NOTE = "Maps: ground-truth class"
-NO_WEIGHTS_NOTE = f"{NO_WEIGHTS_MARK} no pretrained weights: random initialisation; not a baseline."
+NO_WEIGHTS_NOTE = (
+    f"{NO_WEIGHTS_MARK} no pretrained weights: trained or run from random initialisation, "
+    "not comparable with pretrained rows."
+)
 PUBLISHED_NOTE = (
     f"{PUBLISHED_MARK} published figure, not run by wsolbench and never averaged with runs"
 )
