@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# --resume: a finished run is kept as it is, an interrupted one continues.
 demo: install
 	$(BIN)/wsolbench run --method center --dataset synthetic --work-dir $(DEMO_DIR)/center --resume
+	$(BIN)/wsolbench run --method cam --dataset synthetic --work-dir $(DEMO_DIR)/cam --resume
 	$(BIN)/wsolbench compare $(DEMO_DIR)
 
 test: install

@@ -75,3 +75,10 @@ def test_a_section_whose_type_changes_is_replaced_not_merged():
     assert scheduler == {"type": "CosineAnnealingLR"}  # no MultiStepLR milestones left over
     overridden = resolve_config(Trained, "cub", ["train.scheduler.type=none"])
     assert overridden["train"]["scheduler"] == {"type": "none"}
+
+
+def test_a_preset_may_replace_a_section_by_a_scalar():
+    class Replacing(Trained):
+        presets: ClassVar[dict] = {"synthetic": {"train": {"scheduler": "none"}}}
+
+    assert resolve_config(Replacing, "synthetic")["train"]["scheduler"] == "none"

@@ -318,7 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wsolbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_list, _add_prepare, _add_run, _add_eval, _add_evaluate_maps, _add_compare):
+    from wsolbench.cli_check import _add_check
+
+    for add in (
+        _add_list,
+        _add_prepare,
+        _add_run,
+        _add_eval,
+        _add_evaluate_maps,
+        _add_compare,
+        _add_check,
+    ):
         add(commands)
     return parser
 

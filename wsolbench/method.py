@@ -144,8 +144,8 @@ def _merge(base: dict, update: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in update.items():
         old = merged.get(key)
-        same_type = isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type")
-        if isinstance(value, dict) and same_type:
+        both_dicts = isinstance(old, dict) and isinstance(value, dict)
+        if both_dicts and value.get("type", old.get("type")) == old.get("type"):
             merged[key] = _merge(old, value)
         else:
             merged[key] = copy.deepcopy(value)

@@ -1,0 +1,130 @@
+"""``cam``: Class Activation Mapping (Zhou et al., CVPR 2016) on a timm or small local backbone.
+
+Feature map F [B, D, h, w] → 1×1 classifier W [K, D] (+ bias) → global average pooling → logits.
+The map of class c is Σ_d W[c, d] F[:, d] on the feature grid, without ReLU and without the bias
+(the harness min-max normalizes, so neither would change a box). On a ViT backbone F is the patch
+grid, so the same formula is "linear classifier per patch → mean over patches" and the map is the
+per-patch logit of c (TS-CAM's semantic map without its attention coupling).
+
+Training follows the reference benchmark (Choe et al., CVPR 2020): SGD with momentum 0.9,
+Nesterov, weight decay 1e-4, lr 0.01 with the classifier at ×10, step decay ×0.1, batch 64,
+RandomResizedCrop + horizontal flip. See ``README.md`` for the presets and their reasons.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.backbones import build_backbone
+from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.registry import register_method
+
+
+@register_method("cam")
+class CAM(WSOLMethod):
+    """CAM: backbone → 1×1 classifier → GAP; the map is the target class's channel before pooling.
+
+    Args:
+        num_classes: K.
+        backbone: ``{"name", "pretrained", "checkpoint", "kwargs"}``, see
+            :func:`methods.backbones.build_backbone` (``kwargs`` go to the model constructor,
+            e.g. ``{"output_stride": 16}`` for a 14×14 ResNet map at 224 px).
+    """
+
+    pretrained_option = "backbone.pretrained"
+    defaults = {
+        "backbone": {"name": "resnet50", "pretrained": True, "checkpoint": None, "kwargs": {}},
+        "train": {
+            "max_epochs": 50,
+            "batch_size": 64,
+            "optimizer": {
+                "type": "SGD",
+                "lr": 0.01,
+                "momentum": 0.9,
+                "weight_decay": 1e-4,
+                "nesterov": True,
+            },
+            # the parameter name "classifier" occurs only in the 1×1 classifier (see tests)
+            "lr_mult": {"classifier": 10},
+            "scheduler": {"type": "MultiStepLR", "milestones": [15, 30, 45], "gamma": 0.1},
+            "augment": {"crop_scale": [0.08, 1.0], "hflip": True},
+        },
+    }
+    presets = {
+        # The reference's ResNet50 CAM keeps layer4 at stride 1 (a 14×14 map at 224 px); timm
+        # reaches the same stride 16 with a dilated layer4, which loads the same weights.
+        "cub": {"backbone": {"kwargs": {"output_stride": 16}}},
+        "ilsvrc": {
+            "backbone": {"kwargs": {"output_stride": 16}},
+            "train": {
+                "max_epochs": 10,
+                "scheduler": {"type": "MultiStepLR", "milestones": [3, 6, 9], "gamma": 0.1},
+            },
+        },
+        # From scratch on 2 CPU cores in under 3 minutes (README.md: why these values).
+        "synthetic": {
+            "backbone": {"name": "wsolcnn", "pretrained": False},
+            "train": {
+                "max_epochs": 28,
+                "num_workers": 0,  # measured faster: a worker competes with the 2 torch threads
+                "optimizer": {"lr": 0.1},
+                "lr_mult": {"classifier": 1},
+                "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
+                # no crop: the head, the only strong class cue, is ~1 % of the image
+                "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
+            },
+        },
+    }
+
+    def __init__(self, num_classes: int, backbone: dict):
+        super().__init__(num_classes)
+        options = dict(backbone)
+        unknown = set(options) - {"name", "pretrained", "checkpoint", "kwargs"}
+        if unknown or "name" not in options:
+            raise ValueError(
+                f"cam: backbone config needs 'name' and takes only name, pretrained, checkpoint, "
+                f"kwargs (got {sorted(options)})"
+            )
+        self.backbone = build_backbone(
+            options["name"],
+            pretrained=bool(options.get("pretrained", False)),
+            checkpoint=options.get("checkpoint"),
+            **(options.get("kwargs") or {}),
+        )
+        self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, kernel_size=1)
+        # The input normalization follows the backbone's weights (e.g. 0.5/0.5 for some ViTs).
+        self.image_mean = self.backbone.mean
+        self.image_std = self.backbone.std
+
+    @property
+    def pretrained(self) -> str:
+        """The backbone's weights: ``none``, ``file:<path>`` or ``cache:<timm name>``."""
+        return self.backbone.source
+
+    def class_maps(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-class activation maps and logits.
+
+        Args:
+            images: [B, 3, H, W], normalized with ``image_mean`` / ``image_std``.
+
+        Returns:
+            maps: [B, K, h, w] = Σ_d W[k, d] F[:, d], any range (no bias, no ReLU).
+            logits: [B, K] = mean over the grid of ``maps`` + bias.
+        """
+        features = self.backbone(images)
+        maps = F.conv2d(features, self.classifier.weight)
+        logits = maps.mean(dim=(2, 3)) + self.classifier.bias
+        return maps, logits
+
+    def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Cross-entropy of the pooled logits."""
+        _, logits = self.class_maps(images)
+        return {"loss_cls": F.cross_entropy(logits.float(), labels)}
+
+    def predict(self, images: Tensor, labels: Tensor) -> Prediction:
+        """Logits [B, K] and the map of class ``labels`` [B, h, w] on the feature grid."""
+        maps, logits = self.class_maps(images)
+        index = torch.arange(maps.shape[0], device=maps.device)
+        return Prediction(logits=logits, maps=maps[index, labels])

@@ -1,0 +1,158 @@
+"""The CAM baseline: maps and logits by hand, presets, lr multipliers, missing weights, a run."""
+
+import pytest
+import torch
+
+from methods.cam import CAM
+from wsolbench.cli import main
+from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.method import build_method, resolve_config
+from wsolbench.results import load_result
+from wsolbench.testing import check_method
+
+TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+def cam(name: str, num_classes: int = 4, **kwargs) -> CAM:
+    torch.manual_seed(0)
+    backbone = {"name": name, "pretrained": False, "checkpoint": None, "kwargs": kwargs}
+    return CAM(num_classes=num_classes, backbone=backbone).eval()
+
+
+def test_cnn_map_is_the_classifier_weighted_sum_of_features():
+    method = cam("resnet18")
+    images, labels = torch.randn(3, 3, 64, 64), torch.tensor([2, 0, 3])
+    prediction = method.predict(images, labels)
+    features = method.backbone(images)  # [3, 512, 2, 2]
+    weight = method.classifier.weight[:, :, 0, 0]  # [K, D]
+    for b in range(3):
+        by_hand = sum(weight[labels[b], d] * features[b, d] for d in range(features.shape[1]))
+        torch.testing.assert_close(prediction.maps[b], by_hand, rtol=1e-4, atol=1e-4)
+    pooled = features.mean(dim=(2, 3))
+    torch.testing.assert_close(
+        prediction.logits, pooled @ weight.T + method.classifier.bias, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_vit_map_is_the_per_patch_logit_and_logits_their_mean():
+    method = cam("vit_tiny_patch16_224", **TINY_VIT)
+    images, labels = torch.randn(2, 3, 48, 64), torch.tensor([1, 3])
+    prediction = method.predict(images, labels)
+    tokens = method.backbone.model.forward_features(images)[:, 1:]  # [2, 12, 32]
+    weight, bias = method.classifier.weight[:, :, 0, 0], method.classifier.bias
+    per_patch = tokens @ weight.T + bias  # [2, 12, K]: a linear classifier on every patch
+    assert tuple(prediction.maps.shape) == (2, 3, 4)
+    for b in range(2):
+        expected = (per_patch[b, :, labels[b]] - bias[labels[b]]).reshape(3, 4)
+        torch.testing.assert_close(prediction.maps[b], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(prediction.logits, per_patch.mean(dim=1), rtol=1e-4, atol=1e-5)
+
+
+def test_lr_mult_hits_only_the_classifier():
+    from mmengine.optim import build_optim_wrapper
+
+    for name, kwargs in [("resnet18", {}), ("vit_tiny_patch16_224", TINY_VIT), ("wsolcnn", {})]:
+        method = cam(name, **kwargs)
+        hits = [n for n, _ in method.named_parameters() if "classifier" in n]
+        assert hits == ["classifier.weight", "classifier.bias"], name
+    train = resolve_config(CAM, "cub")["train"]
+    wrapper = build_optim_wrapper(
+        method,
+        {
+            "type": "OptimWrapper",
+            "optimizer": dict(train["optimizer"]),
+            "paramwise_cfg": {
+                "custom_keys": {k: {"lr_mult": v} for k, v in train["lr_mult"].items()}
+            },
+        },
+    )
+    classifier = {id(method.classifier.weight), id(method.classifier.bias)}
+    for group in wrapper.optimizer.param_groups:
+        fast = id(group["params"][0]) in classifier
+        assert group["lr"] == pytest.approx(0.1 if fast else 0.01)
+
+
+def test_presets_follow_the_reference_benchmark():
+    cub, ilsvrc = resolve_config(CAM, "cub"), resolve_config(CAM, "ilsvrc")
+    assert cub["backbone"]["name"] == "resnet50" and cub["backbone"]["pretrained"] is True
+    assert cub["train"]["max_epochs"] == 50 and cub["train"]["batch_size"] == 64
+    assert cub["train"]["optimizer"] == {
+        "type": "SGD",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "nesterov": True,
+    }
+    assert cub["train"]["lr_mult"] == {"classifier": 10}
+    assert cub["train"]["scheduler"]["milestones"] == [15, 30, 45]
+    assert ilsvrc["train"]["max_epochs"] == 10
+    assert ilsvrc["train"]["scheduler"]["milestones"] == [3, 6, 9]
+    synthetic = resolve_config(CAM, "synthetic")
+    assert synthetic["backbone"]["name"] == "wsolcnn"
+    assert synthetic["backbone"]["pretrained"] is False
+    method = build_method(CAM, synthetic, num_classes=10)
+    assert method.pretrained == "none"
+    assert tuple(method.predict(torch.randn(1, 3, 96, 96), torch.tensor([0])).maps.shape) == (
+        1,
+        24,
+        24,
+    )
+
+
+def test_overrides_reach_the_backbone():
+    config = resolve_config(
+        CAM, "synthetic", ["backbone.name=resnet18", "backbone.kwargs={output_stride: 16}"]
+    )
+    method = build_method(CAM, config, num_classes=3)
+    assert method.backbone.name == "resnet18" and method.backbone.stride == 16
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["backbone.name=resnet18"],
+        ["backbone.name=vit_tiny_patch16_224", f"backbone.kwargs={TINY_VIT}"],
+    ],
+    ids=["resnet18", "vit"],
+)
+def test_conformance_with_timm_backbones(overrides):
+    failed = [r for r in check_method("cam", overrides=overrides) if not r.ok]
+    assert not failed, failed
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    config = SyntheticConfig(
+        num_classes=3, image_size=48, train_per_class=4, val_per_class=2, test_per_class=2
+    )
+    return generate(tmp_path_factory.mktemp("synthetic") / "tiny", config)
+
+
+def test_missing_weights_stop_a_run_with_both_fixes(tiny_root, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", str(tiny_root)]
+    argv += ["--work-dir", str(tmp_path / "run"), "-o", "backbone.name=resnet18"]
+    assert main([*argv, "-o", "backbone.pretrained=true"]) == 2
+    error = capsys.readouterr().err
+    assert "-o backbone.checkpoint=PATH" in error and "--no-pretrained" in error
+
+
+def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
+    work = tmp_path / "run"
+    argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", str(tiny_root)]
+    argv += ["--work-dir", str(work), "-o", "train.max_epochs=1", "-o", "train.num_workers=0"]
+    argv += ["-o", "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"]
+    assert main(argv) == 0
+    result = load_result(work / "result.json")
+    assert result.pretrained == "none" and result.config["backbone"]["name"] == "wsolcnn"
+    assert "top1_cls" in result.metrics["test"]["oracle"]
+    assert (work / "weights.pt").is_file()
+    kwargs = "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"
+    argv = ["eval", "--method", "cam", "--weights", str(work / "weights.pt"), "--dataset"]
+    argv += ["synthetic", "--data-root", str(tiny_root), "--work-dir", str(tmp_path / "eval")]
+    assert main([*argv, "-o", kwargs]) == 0
+    again = load_result(tmp_path / "eval" / "result.json")
+    assert again.counts["test"] == result.counts["test"]

@@ -1,0 +1,140 @@
+"""Conformance of every method the registry finds, and proof that the checker catches bad ones."""
+
+import argparse
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from wsolbench.cli_check import _add_check
+from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.registry import METHODS, list_methods
+from wsolbench.testing import check_method
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_registered_method_conforms(name):
+    results = check_method(name)
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+    assert not failed, f"{name} fails conformance:\n" + "\n".join(failed)
+    names = [r.name for r in results]
+    assert names[:5] == ["registered", "config", "builds", "predict", "deterministic"]
+    assert "weights round-trip" in names
+
+
+class TinyCam(WSOLMethod):
+    """A correct little trainable method; the broken ones below change one thing each."""
+
+    name = ""  # not registered: classes are handed to the checker directly
+    defaults: ClassVar[dict] = {}
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.features = nn.Conv2d(3, 8, 3, padding=1)
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def class_maps(self, images):
+        return self.classifier(torch.relu(self.features(images)))
+
+    def loss(self, images, labels):
+        logits = self.class_maps(images).mean(dim=(2, 3))
+        return {"loss_cls": nn.functional.cross_entropy(logits, labels)}
+
+    def predict(self, images, labels):
+        maps = self.class_maps(images)
+        return Prediction(maps.mean(dim=(2, 3)), maps[torch.arange(len(labels)), labels])
+
+
+class NaNMaps(TinyCam):
+    def predict(self, images, labels):
+        prediction = super().predict(images, labels)
+        return Prediction(prediction.logits, prediction.maps * float("nan"))
+
+
+class BatchDependent(TinyCam):
+    def predict(self, images, labels):
+        prediction = super().predict(images, labels)
+        # normalizing by a statistic of the whole batch couples the images
+        return Prediction(prediction.logits, prediction.maps - prediction.maps.mean())
+
+
+class WrongLogits(TinyCam):
+    def predict(self, images, labels):
+        prediction = super().predict(images, labels)
+        return Prediction(prediction.logits[:, :1], prediction.maps)
+
+
+class NoLoss(TinyCam):
+    loss = WSOLMethod.loss
+
+
+class DeadBranch(TinyCam):
+    """Inference uses ``extra``; the loss never trains it."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.extra = nn.Conv2d(3, 1, 1)
+
+    def predict(self, images, labels):
+        prediction = super().predict(images, labels)
+        return Prediction(prediction.logits, prediction.maps + self.extra(images)[:, 0])
+
+
+class ForgetsABuffer(TinyCam):
+    """Exports only the classifier: a fresh instance predicts other maps."""
+
+    def inference_state_dict(self):
+        return {k: v for k, v in self.state_dict().items() if k.startswith("classifier")}
+
+
+def verdicts(cls) -> dict[str, bool]:
+    return {r.name: r.ok for r in check_method(cls)}
+
+
+def test_a_correct_unregistered_method_passes_all_but_registration():
+    results = verdicts(TinyCam)
+    assert results.pop("registered") is False
+    assert all(results.values()), results
+    assert set(results) >= {"predict", "per-image", "loss", "gradients", "sgd step"}
+
+
+@pytest.mark.parametrize(
+    ("cls", "failing"),
+    [
+        (NaNMaps, "predict"),
+        (BatchDependent, "per-image"),
+        (WrongLogits, "predict"),
+        (NoLoss, "loss"),
+        (DeadBranch, "gradients"),
+        (ForgetsABuffer, "weights round-trip"),
+    ],
+)
+def test_the_checker_catches_a_broken_method(cls, failing):
+    results = verdicts(cls)
+    assert results[failing] is False, results
+    assert results["builds"] is True
+
+
+def test_nan_maps_are_reported_with_a_count():
+    detail = {r.name: r.detail for r in check_method(NaNMaps, batch_size=2, image_size=8)}
+    assert "non-finite" in detail["predict"]
+
+
+def check_command(argv: list[str]) -> int:
+    """``wsolbench check ...`` through its own sub-parser (``cli.py`` wires the same one)."""
+    parser = argparse.ArgumentParser(prog="wsolbench")
+    _add_check(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_check_command_exit_status(monkeypatch, capsys):
+    assert check_command(["check", "center"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  predict" in out and "all" in out and "passed" in out
+    monkeypatch.setitem(METHODS._module_dict, "broken_batch", BatchDependent)
+    monkeypatch.setattr(BatchDependent, "name", "broken_batch")
+    assert check_command(["check", "broken_batch"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  per-image" in out and "PASS  registered" in out

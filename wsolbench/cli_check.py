@@ -1,0 +1,58 @@
+"""``wsolbench check NAME``: plugin conformance (:func:`wsolbench.testing.check_method`).
+
+Kept apart from ``cli.py`` so that the command's options live next to the checks; ``cli.py``
+registers it with :func:`_add_check`.
+"""
+
+from __future__ import annotations
+
+
+def _add_check(commands) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="plugin conformance: run a method's checks on random tensors",
+        description="Check that a method plugin honours the WSOLMethod contract (registration, "
+        "config, predict shapes and determinism, per-image independence, loss and gradients, "
+        "weights round-trip), on random tensors without pretrained weights. Exit status 1 if "
+        "any check fails.",
+    )
+    parser.add_argument("name", help="method name, or pkg.module:Class of a plugin in development")
+    parser.add_argument("--num-classes", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument(
+        "--dataset", default="synthetic", help="preset to build (default: the small synthetic one)"
+    )
+    parser.add_argument(
+        "-o",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, dotted keys into sections (repeatable)",
+    )
+    parser.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args) -> int:
+    """Print one line per check; 0 when all pass, 1 otherwise."""
+    from wsolbench.testing import check_method
+
+    results = check_method(
+        args.name,
+        num_classes=args.num_classes,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        dataset=args.dataset,
+        overrides=args.overrides,
+    )
+    width = max(len(r.name) for r in results)
+    for result in results:
+        mark = "PASS" if result.ok else "FAIL"
+        print(f"{mark}  {result.name:<{width}}  {result.detail}")
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        print(f"{args.name}: {len(failed)} of {len(results)} checks failed ({', '.join(failed)})")
+        return 1
+    print(f"{args.name}: all {len(results)} checks passed")
+    return 0
