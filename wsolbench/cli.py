@@ -92,8 +92,15 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _add_run(commands) -> None:
-    parser = commands.add_parser("run", help="train (if trainable) and evaluate a method")
+def add_overrides_argument(parser, help: str) -> None:
+    """``-o KEY=VALUE`` (repeatable), shared by run, eval and check."""
+    parser.add_argument(
+        "-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
+def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> None:
+    """The options ``run`` and ``eval`` share: what to run, on which data, where, on what device."""
     parser.add_argument("--method", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument(
@@ -102,17 +109,21 @@ def _add_run(commands) -> None:
     parser.add_argument(
         "--protocol", help="protocol id or YAML file (default: the dataset's newest)"
     )
-    parser.add_argument("--work-dir", help="default: work_dirs/<protocol>/<method>/seed<N>")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "-o",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, dotted keys into sections (repeatable)",
-    )
+    parser.add_argument("--work-dir", help=work_dir_help)
+    add_overrides_argument(parser, overrides_help)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+
+
+def _add_run(commands) -> None:
+    parser = commands.add_parser("run", help="train (if trainable) and evaluate a method")
+    _add_method_and_data(
+        parser,
+        work_dir_help="default: work_dirs/<protocol>/<method>/seed<N>",
+        overrides_help="config override, dotted keys into sections (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--resume", action="store_true", help="continue (or keep) the run in --work-dir"
     )
@@ -120,34 +131,17 @@ def _add_run(commands) -> None:
     parser.add_argument(
         "--no-pretrained", action="store_true", help="allow running without pretrained weights"
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.set_defaults(handler=cmd_run)
 
 
 def _add_eval(commands) -> None:
     parser = commands.add_parser("eval", help="evaluate exported weights (weights.pt) of a method")
-    parser.add_argument("--method", required=True)
+    _add_method_and_data(
+        parser,
+        work_dir_help="default: work_dirs/<protocol>/<method>/eval-<run>",
+        overrides_help="config override; must describe the same architecture as the weights",
+    )
     parser.add_argument("--weights", required=True, type=Path, help="a run's weights.pt")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument(
-        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
-    )
-    parser.add_argument(
-        "--protocol", help="protocol id or YAML file (default: the dataset's newest)"
-    )
-    parser.add_argument("--work-dir", help="default: work_dirs/<protocol>/<method>/eval-<run>")
-    parser.add_argument(
-        "-o",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override; must describe the same architecture as the weights",
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.set_defaults(handler=cmd_eval)
 
 
@@ -194,6 +188,8 @@ def cmd_run(args) -> int:
 
 
 def _print_result(result) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 alone reports
     print(
         f"{result.method} on {result.protocol} "
         f"(seed {result.seed}, pretrained: {result.pretrained})"

@@ -6,6 +6,8 @@ registers it with :func:`_add_check`.
 
 from __future__ import annotations
 
+from wsolbench.cli import add_overrides_argument
+
 
 def _add_check(commands) -> None:
     parser = commands.add_parser(
@@ -23,14 +25,7 @@ def _add_check(commands) -> None:
     parser.add_argument(
         "--dataset", default="synthetic", help="preset to build (default: the small synthetic one)"
     )
-    parser.add_argument(
-        "-o",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, dotted keys into sections (repeatable)",
-    )
+    add_overrides_argument(parser, "config override, dotted keys into sections (repeatable)")
     parser.set_defaults(handler=cmd_check)
 
 
