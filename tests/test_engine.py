@@ -63,6 +63,26 @@ def run_args(tiny, work_dir, *extra):
     ]
 
 
+def eval_args(tiny, weights, work_dir, *extra):
+    root, protocol = tiny
+    return [
+        "eval",
+        "--method",
+        "toy_method:ToyCAM",
+        "--weights",
+        weights,
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--protocol",
+        protocol,
+        "--work-dir",
+        work_dir,
+        *extra,
+    ]
+
+
 def metrics(work_dir):
     return json.loads((Path(work_dir) / "result.json").read_text())["metrics"]
 
@@ -152,68 +172,21 @@ def test_torchrun_two_ranks_write_one_whole_result(tiny, reference_run, tmp_path
 
 
 def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path):
-    root, protocol = tiny
-    wsolbench(
-        "eval",
-        "--method",
-        "toy_method:ToyCAM",
-        "--weights",
-        reference_run / "weights.pt",
-        "--dataset",
-        "synthetic",
-        "--data-root",
-        root,
-        "--protocol",
-        protocol,
-        "--work-dir",
-        tmp_path / "eval",
-    )
+    wsolbench(*eval_args(tiny, reference_run / "weights.pt", tmp_path / "eval"))
     evaluated = json.loads((tmp_path / "eval" / "result.json").read_text())
     assert evaluated["metrics"] == metrics(reference_run)
     assert evaluated["pretrained"].startswith("weights:")
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, tmp_path):
-    root, protocol = tiny
-    done = wsolbench(
-        "eval",
-        "--method",
-        "toy_method:ToyCAM",
-        "-o",
-        "width=4",
-        "--weights",
-        reference_run / "weights.pt",
-        "--dataset",
-        "synthetic",
-        "--data-root",
-        root,
-        "--protocol",
-        protocol,
-        "--work-dir",
-        tmp_path / "e",
-        check=False,
-    )
+    weights = reference_run / "weights.pt"
+    done = wsolbench(*eval_args(tiny, weights, tmp_path / "e", "-o", "width=4"), check=False)
     assert done.returncode == 2
     assert "does not fit method 'toycam'" in done.stderr and "of another shape" in done.stderr
     assert "Traceback" not in done.stderr
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
-    done = wsolbench(
-        "eval",
-        "--method",
-        "toy_method:ToyCAM",
-        "--weights",
-        garbage,
-        "--dataset",
-        "synthetic",
-        "--data-root",
-        root,
-        "--protocol",
-        protocol,
-        "--work-dir",
-        tmp_path / "g",
-        check=False,
-    )
+    done = wsolbench(*eval_args(tiny, garbage, tmp_path / "g"), check=False)
     assert done.returncode == 2 and "cannot be read as a plain state dict" in done.stderr
 
 
