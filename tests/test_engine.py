@@ -211,21 +211,7 @@ def test_best_checkpoint_protocol_validates_each_epoch_and_keeps_the_best(tiny, 
     best = tmp_path / "best.yaml"
     best.write_text(protocol.read_text().replace("checkpoint: last", "checkpoint: best"))
     work = tmp_path / "run"
-    wsolbench(
-        "run",
-        "--method",
-        "toy_method:ToyCAM",
-        "--dataset",
-        "synthetic",
-        "--data-root",
-        root,
-        "--protocol",
-        best,
-        "--work-dir",
-        work,
-        "--device",
-        "cpu",
-    )
+    wsolbench(*run_args((root, best), work))
     kept = list((work / "train").glob("best_maxboxacc_v2_epoch_*.pth"))
     assert len(kept) == 1
     logs = "".join(p.read_text() for p in (work / "train").rglob("*.log"))

@@ -23,24 +23,25 @@ def run_cli(*argv):
     return main([str(a) for a in argv])
 
 
+def run_center(root, work_dir, *extra):
+    """``wsolbench run --method center`` on the tiny set; returns the exit status."""
+    return run_cli(
+        "run",
+        "--method",
+        "center",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        root,
+        "--work-dir",
+        work_dir,
+        *extra,
+    )
+
+
 def test_center_run_writes_a_complete_result(tiny_root, tmp_path, capsys):
     work = tmp_path / "center"
-    assert (
-        run_cli(
-            "run",
-            "--method",
-            "center",
-            "--dataset",
-            "synthetic",
-            "--data-root",
-            tiny_root,
-            "--work-dir",
-            work,
-            "-o",
-            "sigma=0.3",
-        )
-        == 0
-    )
+    assert run_center(tiny_root, work, "-o", "sigma=0.3") == 0
     result = load_result(work / "result.json")
     assert (result.method, result.dataset, result.protocol, result.pretrained) == (
         "center",
@@ -69,52 +70,12 @@ def test_center_run_writes_a_complete_result(tiny_root, tmp_path, capsys):
 def test_same_seed_same_numbers_and_no_overwrite(tiny_root, tmp_path, capsys):
     first, second = tmp_path / "a", tmp_path / "b"
     for work in (first, second):
-        assert (
-            run_cli(
-                "run",
-                "--method",
-                "center",
-                "--dataset",
-                "synthetic",
-                "--data-root",
-                tiny_root,
-                "--work-dir",
-                work,
-            )
-            == 0
-        )
+        assert run_center(tiny_root, work) == 0
     assert load_result(first / "result.json").metrics == load_result(second / "result.json").metrics
     capsys.readouterr()
-    assert (
-        run_cli(
-            "run",
-            "--method",
-            "center",
-            "--dataset",
-            "synthetic",
-            "--data-root",
-            tiny_root,
-            "--work-dir",
-            first,
-        )
-        == 2
-    )
+    assert run_center(tiny_root, first) == 2
     assert "already holds a finished run" in capsys.readouterr().err
-    assert (
-        run_cli(
-            "run",
-            "--method",
-            "center",
-            "--dataset",
-            "synthetic",
-            "--data-root",
-            tiny_root,
-            "--work-dir",
-            first,
-            "--resume",
-        )
-        == 0
-    )
+    assert run_center(tiny_root, first, "--resume") == 0
 
 
 @pytest.mark.parametrize(

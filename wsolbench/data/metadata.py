@@ -133,6 +133,15 @@ class _Defects:
     def at(self, path: Path, lineno: int, message: str) -> None:
         self.add(f"{path} line {lineno}: {message}")
 
+    def known_id(self, path: Path, lineno: int, image_id: str, known) -> bool:
+        """True when ``image_id`` is listed in image_ids.txt; otherwise records the defect."""
+        if image_id in known:
+            return True
+        self.at(
+            path, lineno, f"id '{image_id}' is not in {IMAGE_IDS}; add it there or delete this line"
+        )
+        return False
+
     def raise_if_any(self) -> None:
         if not self.count:
             return
@@ -200,12 +209,7 @@ def _read_keyed(
                 "keep one line per image",
             )
             continue
-        if image_id not in known:
-            defects.at(
-                path,
-                lineno,
-                f"id '{image_id}' is not in {IMAGE_IDS}; add it there or delete this line",
-            )
+        if not defects.known_id(path, lineno, image_id, known):
             continue
         out[image_id] = (lineno, fields)
     for image_id in known:
@@ -307,12 +311,7 @@ def _read_boxes(
         if not _check_fields(defects, path, lineno, fields, 5):
             continue
         image_id = fields[0]
-        if image_id not in known:
-            defects.at(
-                path,
-                lineno,
-                f"id '{image_id}' is not in {IMAGE_IDS}; add it there or delete this line",
-            )
+        if not defects.known_id(path, lineno, image_id, known):
             continue
         coords = [_nonneg_int(t) for t in fields[1:]]
         bad = [
@@ -364,12 +363,7 @@ def _read_masks(defects: _Defects, path: Path, known: dict[str, int]) -> dict[st
         if not _check_fields(defects, path, lineno, fields, 3):
             continue
         image_id, mask_path, ignore = fields
-        if image_id not in known:
-            defects.at(
-                path,
-                lineno,
-                f"id '{image_id}' is not in {IMAGE_IDS}; add it there or delete this line",
-            )
+        if not defects.known_id(path, lineno, image_id, known):
             continue
         if not mask_path:
             defects.at(path, lineno, f"empty mask path for '{image_id}'; give a mask file")
