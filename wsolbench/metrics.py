@@ -239,6 +239,26 @@ def _quantize(scoremap: np.ndarray) -> np.ndarray:
     return (np.asarray(scoremap, dtype=np.float64) * 255).astype(np.uint8)
 
 
+def _levels(u: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct masks of a quantized map over the thresholds.
+
+    Args:
+        u: [H, W] uint8 quantized map.
+        thresholds: [T] taus.
+
+    Returns:
+        (levels, level_of_tau): [L] sorted values v such that the mask of a tau is ``u >= v``
+        (256: the empty mask), and [T] the index in ``levels`` of each tau's mask.
+    """
+    # Integer threshold of each tau: float64 product as in the reference, truncated like int().
+    k = (thresholds * float(u.max())).astype(np.int64)
+    values = np.flatnonzero(np.bincount(u.ravel(), minlength=256))
+    # The mask u > k equals u >= (smallest value present above k); 256 = nothing above k.
+    pos = np.searchsorted(values, k, side="right")
+    level_value = np.where(pos < len(values), values[np.minimum(pos, len(values) - 1)], 256)
+    return np.unique(level_value, return_inverse=True)
+
+
 class _ContourStats:
     """Bounding boxes and areas of many contours, computed in vectorized chunks.
 
@@ -312,13 +332,7 @@ class _LevelBoxes:
     def __init__(self, scoremap: np.ndarray, thresholds: np.ndarray):
         u = _quantize(scoremap)
         height, width = u.shape
-        # Integer threshold of each tau: float64 product as in the reference, truncated like int().
-        k = (thresholds * float(u.max())).astype(np.int64)
-        values = np.flatnonzero(np.bincount(u.ravel(), minlength=256))
-        # The mask u > k equals u >= (smallest value present above k); 256 = nothing above k.
-        pos = np.searchsorted(values, k, side="right")
-        level_value = np.where(pos < len(values), values[np.minimum(pos, len(values) - 1)], 256)
-        levels, self.level_of_tau = np.unique(level_value, return_inverse=True)
+        levels, self.level_of_tau = _levels(u, thresholds)
 
         # Bounding box of the on-pixels of each level, from per-row and per-column maxima.
         row_on = u.max(axis=1)[None, :] >= levels[:, None]
@@ -510,16 +524,20 @@ class BoxCounter:
         gt = _check_gt_boxes(gt_boxes)
         if (label is None) != (topk is None):
             raise ValueError("give both label and topk (the method classifies) or neither")
-        lv = _LevelBoxes(scoremap, self.thresholds)
-        multi_score, largest_score = lv.scores(gt)
+        from wsolbench import level_sets  # numba: compiled (or loaded from cache) on first use
+
+        u = _quantize(scoremap)
+        # Integer threshold of each tau: float64 product as in the reference, truncated like int().
+        k = (self.thresholds * float(u.max())).astype(np.int64)
+        multi_score, largest_score = level_sets.threshold_scores(u, gt, k)
         with_cls = self._check_cls_mode(label, topk)  # only now: a failed update changes nothing
         for d in self.iou_thresholds:
-            self.multi[d] += (multi_score >= d / 100)[lv.level_of_tau]
-            self.largest[d] += (largest_score >= d / 100)[lv.level_of_tau]
+            self.multi[d] += multi_score >= d / 100
+            self.largest[d] += largest_score >= d / 100
         if with_cls:
             top1, top5 = self.cls.update(label, topk)
             if self.top1_loc is not None:
-                known = (largest_score >= GT_KNOWN_IOU / 100)[lv.level_of_tau]
+                known = largest_score >= GT_KNOWN_IOU / 100
                 self.top1_loc += known & top1
                 self.top5_loc += known & top5
         self.n_images += 1
