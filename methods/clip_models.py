@@ -55,8 +55,8 @@ class LoadedClip:
         tokenizer: open_clip's tokenizer for ``name``: list[str] → LongTensor [N, context_length].
         name: the open_clip model name (``ViT-B-16``, :data:`TINY_CLIP`).
         source: ``"none"``, ``"file:<path>"`` or ``"cache:<name>/<tag>"``.
-        weights_id: identifies the weights' content for caches keyed on them: the seed for a
-            random tower, the file's path, size and modification time otherwise.
+        weights_id: identifies the weights' content for caches keyed on them: the seed and library
+            versions for a random tower, the file's path, size and modification time otherwise.
         mean, std: the image normalization the model expects (RGB, images in [0, 1]).
         image_size: (H, W) the image tower was built for.
         patch_size: pixels per patch of a ViT image tower.
@@ -161,6 +161,7 @@ def load_clip(
     if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "false"):
         pretrained = None
     path: Path | None = None
+    quick_gelu = False
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
@@ -172,20 +173,31 @@ def load_clip(
     elif pretrained:
         path = _cached_tag_file(name, str(pretrained))
         source = f"cache:{name}/{pretrained}"
+        # open_clip builds ``ViT-B-16`` with GELU and only warns when a tag (OpenAI's) was trained
+        # with QuickGELU: build the activation the weights were trained with.
+        quick_gelu = bool(open_clip.get_pretrained_cfg(name, str(pretrained)).get("quick_gelu"))
     else:
         source = "none"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = open_clip.create_model(name, pretrained=None)
+        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
     if path is not None:
         try:
             open_clip.load_checkpoint(model, str(path), weights_only=True)
         except Exception as exc:
             first_line = (str(exc).splitlines() or [""])[0][:300]
+            hint = ""
+            if "TorchScript" in str(exc):
+                hint = (
+                    "; an OpenAI TorchScript archive converts once (on a machine you trust) with "
+                    "python -c \"import torch; torch.save(torch.jit.load('IN.pt', "
+                    "map_location='cpu').state_dict(), 'OUT.pt')\", then use "
+                    f"-o clip.model={name}-quickgelu if {name}-quickgelu exists"
+                )
             raise ClipWeightsError(
                 f"CLIP checkpoint {path} cannot be loaded into {name} with weights_only=True "
                 f"({type(exc).__name__}: {first_line}); pass a state dict of {name} saved with "
-                "torch.save(model.state_dict(), PATH)"
+                f"torch.save(model.state_dict(), PATH){hint}"
             ) from None
     model.eval()
     visual = model.visual
@@ -193,7 +205,9 @@ def load_clip(
     patch_size = int(_pair(getattr(visual, "patch_size", 16))[0])
     mean = tuple(getattr(visual, "image_mean", None) or CLIP_MEAN)
     std = tuple(getattr(visual, "image_std", None) or CLIP_STD)
-    weights_id = _file_id(path) if path is not None else f"random-seed-{seed}"
+    # A random tower is a function of the seed and of the code that initialises it.
+    random_id = f"random-seed-{seed}-open_clip-{open_clip.__version__}-torch-{torch.__version__}"
+    weights_id = _file_id(path) if path is not None else random_id
     return LoadedClip(
         model=model,
         tokenizer=open_clip.get_tokenizer(name),
