@@ -131,7 +131,10 @@ def _join(parent, rec, root, p, x, y, acc, euler, border):
 def _link(parent, rec, root, nb):
     """Merge the component of the on-pixel nb into the one of ``root`` (which may be -1: none
     yet); returns the root of the result. The caller's pixel is not joined yet when root < 0."""
-    other = _find(parent, nb)
+    other = parent[nb]
+    if other == root:  # the common case: nb hangs right under the root already found
+        return root
+    other = _find(parent, other)
     if root < 0 or other == root:
         return other
     return _union(parent, rec, root, other)
@@ -217,21 +220,36 @@ def _holes_sweep(height, width, order, starts, present, gt):
             y = order[k] >> 32
             p = order[k] & 0xFFFFFFFF
             x = p - y * wp
-            fill = 0
-            euler = 1
-            for w in (p - wp - 1, p - wp, p - 1, p):
-                c = windows[w]
-                if c < 2:  # h(1) - h(0) = h(2) - h(1) = 1/2
-                    fill += 1
-                elif c == 3:  # the window becomes a full square: a face of the Euler count
-                    euler += 1
-                windows[w] = c + 1
+            # The pixel's four 2x2 windows (indexed by their top-left pixel).
+            c0 = windows[p - wp - 1]
+            c1 = windows[p - wp]
+            c2 = windows[p - 1]
+            c3 = windows[p]
+            windows[p - wp - 1] = c0 + 1
+            windows[p - wp] = c1 + 1
+            windows[p - 1] = c2 + 1
+            windows[p] = c3 + 1
+            # h(1) - h(0) = h(2) - h(1) = 1/2: windows holding no or one background pixel yet.
+            fill = (c0 < 2) + (c1 < 2) + (c2 < 2) + (c3 < 2)
+            west = parent[p - 1] >= 0
+            north = parent[p - wp] >= 0
+            east = parent[p + 1] >= 0
+            south = parent[p + wp] >= 0
+            # Euler count V - E + F: the pixel, its 4-adjacent pairs, the squares it completes.
+            euler = 1 + (c0 == 3) + (c1 == 3) + (c2 == 3) + (c3 == 3)
+            euler -= west + north + east + south
+            # A window with three background pixels already joins two of the 4-neighbours
+            # through its corner: one link covers both.
             root = -1
-            for nb in (p - 1, p + 1, p - wp, p + wp):
-                if parent[nb] >= 0:
-                    euler -= 1  # a 4-adjacent pair: an edge of the Euler count
-                    root = _link(parent, rec, root, nb)
-            edge = y == 1 or x == 1 or y == height or x == width
+            if north:
+                root = _link(parent, rec, root, p - wp)
+            if west and not (north and c0 == 3):
+                root = _link(parent, rec, root, p - 1)
+            if east and not (north and c1 == 3):
+                root = _link(parent, rec, root, p + 1)
+            if south and not ((west and c2 == 3) or (east and c3 == 3)):
+                root = _link(parent, rec, root, p + wp)
+            edge = (y == 1) | (x == 1) | (y == height) | (x == width)
             if _join(parent, rec, root, p, x, y, fill, euler, edge) == p:
                 live[n_live] = p
                 n_live += 1
@@ -305,26 +323,37 @@ def _components_sweep(height, width, order, starts, present, gt, holes):
             y = order[k] >> 32
             p = order[k] & 0xFFFFFFFF
             x = p - y * wp
-            area = 0
-            for w in (p - wp - 1, p - wp, p - 1, p):
-                c = windows[w]
-                if c == 2 or c == 3:  # the window turns 3 on (+1/2) or 4 on (+1/2 more)
-                    area += 1
-                windows[w] = c + 1
+            c0 = windows[p - wp - 1]
+            c1 = windows[p - wp]
+            c2 = windows[p - 1]
+            c3 = windows[p]
+            windows[p - wp - 1] = c0 + 1
+            windows[p - wp] = c1 + 1
+            windows[p - 1] = c2 + 1
+            windows[p] = c3 + 1
+            # A window turning 3 on adds 1/2, turning 4 on another 1/2.
+            area = (c0 >> 1 == 1) + (c1 >> 1 == 1) + (c2 >> 1 == 1) + (c3 >> 1 == 1)
             root = -1
             north = parent[p - wp] >= 0
             south = parent[p + wp] >= 0
             west = parent[p - 1] >= 0
             east = parent[p + 1] >= 0
+            # Two on 4-neighbours that are 8-adjacent (N and E, E and S, ...) are in one
+            # component already: one link covers them, except opposite pairs (N and S, W and E)
+            # with nothing on between them.
             if north:
                 root = _link(parent, rec, root, p - wp)
-            if south:
-                root = _link(parent, rec, root, p + wp)
-            if west:
+            elif west:
                 root = _link(parent, rec, root, p - 1)
-            if east:
+            elif south:
+                root = _link(parent, rec, root, p + wp)
+            elif east:
                 root = _link(parent, rec, root, p + 1)
-            # A diagonal neighbour next to an on 4-neighbour is in that one's component already.
+            if north and south and not (west or east):
+                root = _link(parent, rec, root, p + wp)
+            if west and east and not (north or south):
+                root = _link(parent, rec, root, p + 1)
+            # So is a diagonal neighbour next to an on 4-neighbour.
             if not (north or west) and parent[p - wp - 1] >= 0:
                 root = _link(parent, rec, root, p - wp - 1)
             if not (north or east) and parent[p - wp + 1] >= 0:
