@@ -133,6 +133,26 @@ class ReplayHook(Hook):
             random.setstate(state["random"])
 
 
+class MethodHook(Hook):
+    """Tell the method where training is: :meth:`WSOLMethod.on_train_epoch` before each epoch
+    (also the first epoch after a resume) and :meth:`WSOLMethod.on_train_step` after each
+    optimizer step. Both are no-ops unless a method overrides them (TeD-Loc's warm-up and EMA
+    teacher)."""
+
+    priority = "VERY_HIGH"
+
+    @staticmethod
+    def _method(runner) -> WSOLMethod:
+        model = runner.model
+        return getattr(model, "module", model).method  # unwrap DistributedDataParallel
+
+    def before_train_epoch(self, runner) -> None:
+        self._method(runner).on_train_epoch(runner.epoch, runner.max_epochs)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._method(runner).on_train_step()
+
+
 def selection_metric(truth: GroundTruth) -> str:
     """The metric that picks the best checkpoint: MaxBoxAccV2 with boxes, PxAP with masks only."""
     return "maxboxacc_v2" if truth.settings.boxes else "pxap"
@@ -224,7 +244,7 @@ def build_runner(
             "checkpoint": checkpoint_hook,
             "logger": {"type": "LoggerHook", "interval": 10},
         },
-        custom_hooks=[ReplayHook()],
+        custom_hooks=[ReplayHook(), MethodHook()],
         randomness={"seed": seed, "deterministic": False},
         launcher=launcher,
         env_cfg={"dist_cfg": {"backend": "nccl" if device.startswith("cuda") else "gloo"}},
@@ -324,10 +344,13 @@ def load_checkpoint_into(method: WSOLMethod, path: Path) -> None:
     check_checkpoint(path)
     with trusted_checkpoint_loading():
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    # Training-only state (an EMA teacher, ...) is in the checkpoint but not in the exported
+    # weights: keep what inference needs; missing or misshapen keys are still refused below.
+    wanted = set(method.inference_state_dict())
     state = {
         key[len(CHECKPOINT_PREFIX) :]: value
         for key, value in checkpoint["state_dict"].items()
-        if key.startswith(CHECKPOINT_PREFIX)
+        if key.startswith(CHECKPOINT_PREFIX) and key[len(CHECKPOINT_PREFIX) :] in wanted
     }
     load_weights_into(method, state, str(path))
 

@@ -48,7 +48,11 @@ class WSOLMethod(nn.Module):
         needs_grad_at_inference: True when ``predict`` needs autograd (Grad-CAM-style methods); the
             evaluator then runs it with gradients enabled and frees them after each batch.
         pretrained_option: the dotted config key that ``--no-pretrained`` sets to false (e.g.
-            ``backbone.pretrained``); None for methods that load no pretrained weights.
+            ``backbone.pretrained``), or a tuple of such keys for a method with several
+            pretrained parts (TeD-Loc: backbone and text tower); None for methods that load no
+            pretrained weights. See :func:`pretrained_off_overrides`.
+        needs_classnames: True when the constructor takes ``classnames`` (the protocol's class
+            names, in class order), e.g. to embed them with a text encoder.
         defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch
         size).
         presets: per-dataset overrides of ``defaults`` (keys "cub", "ilsvrc", "synthetic", ...).
@@ -60,7 +64,8 @@ class WSOLMethod(nn.Module):
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
     needs_grad_at_inference: ClassVar[bool] = False
-    pretrained_option: ClassVar[str | None] = None
+    pretrained_option: ClassVar[str | tuple[str, ...] | None] = None
+    needs_classnames: ClassVar[bool] = False
     defaults: ClassVar[dict] = {}
     presets: ClassVar[dict[str, dict]] = {}
     image_mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
@@ -80,6 +85,21 @@ class WSOLMethod(nn.Module):
         """
         return "none" if any(True for _ in self.parameters()) else "n/a"
 
+    @property
+    def text_prior(self) -> str | None:
+        """Which text-encoder weights made the method's text targets (``"none"``: a random tower),
+        recorded in the result; None for methods without a text prior."""
+        return None
+
+    def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
+        """Called by the training engine before each training epoch (0-based ``epoch``), also
+        after a resume. Methods whose training depends on the epoch (warm-ups) override it."""
+
+    def on_train_step(self) -> None:
+        """Called by the training engine after each optimizer step (e.g. an EMA update). State it
+        keeps must live in buffers, so that checkpoints carry it and ``--resume`` stays exact;
+        leave such training-only state out of :meth:`inference_state_dict`."""
+
     def inference_state_dict(self) -> dict[str, Tensor]:
         """What inference needs, exported as ``weights.pt``; methods with training-only parts
         (a teacher, a text tower) leave them out here."""
@@ -93,7 +113,9 @@ class WSOLMethod(nn.Module):
             labels: [B] int64 class indices.
 
         Returns:
-            Scalars named ``loss_*`` (the engine sums them and logs each).
+            Scalars named ``loss_*`` (the engine sums them and logs each). Other keys, whose names
+            must not contain "loss", are scalar statistics the engine logs without summing
+            (e.g. TeD-Loc's per-batch pseudo-label counts).
         """
         raise NotImplementedError(f"{type(self).__name__} is not trainable (trainable = False)")
 
@@ -206,15 +228,36 @@ def resolve_config(
     return config
 
 
+def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
+    """The ``-o`` overrides that ``--no-pretrained`` adds: ``<key>=false`` for each of the method's
+    ``pretrained_option`` keys (one string or a tuple of them)."""
+    keys = method.pretrained_option
+    if not keys:
+        return []
+    return [f"{key}=false" for key in ((keys,) if isinstance(keys, str) else keys)]
+
+
 def build_method(
-    method: type[WSOLMethod], config: dict, num_classes: int, seed: int = 0
+    method: type[WSOLMethod],
+    config: dict,
+    num_classes: int,
+    seed: int = 0,
+    classnames: tuple[str, ...] | list[str] | None = None,
 ) -> WSOLMethod:
     """Instantiate a method from a resolved config (the ``train`` section is left to the engine).
 
-    The seed is set first, so that randomly initialised weights are reproducible.
+    The seed is set first, so that randomly initialised weights are reproducible. A method with
+    ``needs_classnames`` also gets ``classnames`` (``"class 0"``, ... when none are known).
     """
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in config.items() if k != "train"}
+    if method.needs_classnames:
+        names = list(classnames) if classnames else [f"class {i}" for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ConfigError(
+                f"method {method.name!r}: {len(names)} class names for {num_classes} classes"
+            )
+        kwargs["classnames"] = names
     try:
         return method(num_classes=num_classes, **kwargs)
     except TypeError as exc:

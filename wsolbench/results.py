@@ -64,7 +64,12 @@ _REQUIRED_TYPES: dict[str, type | tuple[type, ...]] = {
     "metrics": dict,
     "counts": dict,
 }
-_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {"cost": dict, "env": dict, "created": str}
+_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
+    "cost": dict,
+    "env": dict,
+    "created": str,
+    "text_prior": str,
+}
 
 
 class ResultError(ValueError):
@@ -89,6 +94,8 @@ class Result:
         cost: parameters, MACs, latency (see :mod:`wsolbench.profile`).
         env: the software / hardware environment (see :func:`environment`).
         created: ISO-8601 UTC timestamp of the evaluation.
+        text_prior: which text-encoder weights made a method's text targets (TeD-Loc), ``"none"``
+            for a random text tower; None (absent from the JSON) for methods without text.
         schema: layout version of this record.
     """
 
@@ -104,6 +111,7 @@ class Result:
     cost: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
     created: str = ""
+    text_prior: str | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -114,6 +122,8 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
+        if d["text_prior"] is None:  # optional: absent for methods without text targets
+            del d["text_prior"]
         return {"schema": d.pop("schema"), **d}
 
     @classmethod

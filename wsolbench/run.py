@@ -24,7 +24,7 @@ import yaml
 from wsolbench.atomic import write_text_atomic
 from wsolbench.data.metadata import read_split
 from wsolbench.evaluate import EvalSettings, evaluate_method
-from wsolbench.method import build_method, resolve_config
+from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
 from wsolbench.protocol import Protocol, default_protocol_id, load_protocol
 from wsolbench.registry import get_dataset, get_method
 from wsolbench.results import (
@@ -164,8 +164,8 @@ def _prepare(spec: RunSpec, *, default_leaf: str) -> RunContext | Result:
     source = get_dataset(spec.dataset)()
     protocol = resolve_protocol(spec.dataset, spec.protocol)
     overrides = list(spec.overrides)
-    if spec.no_pretrained and method_cls.pretrained_option:
-        overrides.append(f"{method_cls.pretrained_option}=false")
+    if spec.no_pretrained:
+        overrides += pretrained_off_overrides(method_cls)
     config = resolve_config(method_cls, spec.dataset, overrides)
     work_dir = Path(
         spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / default_leaf
@@ -224,7 +224,11 @@ def execute(spec: RunSpec) -> Result:
     if isinstance(context, Result):
         return context
     method = build_method(
-        context.method_cls, context.config, context.protocol.num_classes, spec.seed
+        context.method_cls,
+        context.config,
+        context.protocol.num_classes,
+        spec.seed,
+        classnames=context.protocol.classnames,
     )
     if context.method_cls.trainable:
         _train(context, method)
@@ -250,7 +254,11 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     if isinstance(context, Result):
         return context
     method = build_method(
-        context.method_cls, context.config, context.protocol.num_classes, spec.seed
+        context.method_cls,
+        context.config,
+        context.protocol.num_classes,
+        spec.seed,
+        classnames=context.protocol.classnames,
     )
     load_weights_file(method, Path(weights))
     return _evaluate_and_save(context, method, f"weights:{Path(weights).resolve()}")
@@ -287,6 +295,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         counts=counts,
         env={**environment(), "device": context.device, "world_size": context.world},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        text_prior=method.text_prior,  # None (omitted) for methods without text targets
     )
     if context.rank == 0:
         save_result(context.work_dir / RESULT_FILENAME, result)

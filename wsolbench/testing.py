@@ -17,7 +17,8 @@ The checks, in order (a failed build stops the rest):
 - ``per-image``: image i's map and logits do not depend on the other images of the batch;
 - ``no_grad``: the evaluator's path works inside ``torch.no_grad()`` (Grad-CAM-style methods
   re-enable autograd themselves through ``needs_grad_at_inference``);
-- trainable methods: ``loss`` (finite scalar ``loss_*`` tensors), ``gradients`` (backward reaches
+- trainable methods: ``loss`` (finite scalar ``loss_*`` tensors; other keys are logged scalar
+  statistics without "loss" in their name), ``gradients`` (backward reaches
   every trainable parameter inference uses), ``sgd step`` (one step changes the loss);
   training-free ones: ``training-free`` (``trainable = False`` and no ``loss`` needed);
 - ``weights round-trip``: ``inference_state_dict`` through ``export_weights`` /
@@ -37,7 +38,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from wsolbench.method import TRAIN_DEFAULTS, Prediction, WSOLMethod, build_method, resolve_config
+from wsolbench.method import (
+    TRAIN_DEFAULTS,
+    Prediction,
+    WSOLMethod,
+    build_method,
+    pretrained_off_overrides,
+    resolve_config,
+)
 
 # Two predictions of the same image are "the same" within float32 noise of batched kernels.
 _RTOL, _ATOL = 1e-4, 1e-5
@@ -73,7 +81,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _pretrained_off(cls: type[WSOLMethod]) -> list[str]:
-    return [f"{cls.pretrained_option}=false"] if cls.pretrained_option else []
+    return pretrained_off_overrides(cls)
 
 
 def _check_config(cls: type[WSOLMethod]) -> str:
@@ -160,12 +168,21 @@ def _loss_terms(
 ) -> dict[str, Tensor]:
     method.train()
     torch.manual_seed(1)  # the same dropout / sampling draws for every call
-    losses = method.loss(images, labels)
-    if not isinstance(losses, dict) or not losses:
-        raise _Failed(f"loss must return a non-empty dict of loss_* tensors, got {losses!r}")
-    for key, value in losses.items():
+    returned = method.loss(images, labels)
+    if not isinstance(returned, dict) or not any(k.startswith("loss_") for k in returned):
+        raise _Failed(f"loss must return a non-empty dict of loss_* tensors, got {returned!r}")
+    losses = {}
+    for key, value in returned.items():
         if not key.startswith("loss_"):
-            raise _Failed(f"loss key {key!r} must start with 'loss_' (the engine sums those)")
+            # a logged statistic (e.g. pseudo-label counts): must not look like a loss to mmengine
+            # (it sums every key containing "loss") and must be a scalar tensor it can log
+            if "loss" in key or not isinstance(value, Tensor) or value.numel() != 1:
+                raise _Failed(
+                    f"loss key {key!r}: losses start with 'loss_'; other keys are logged "
+                    "statistics, scalar tensors whose name does not contain 'loss'"
+                )
+            continue
+        losses[key] = value
         if not isinstance(value, Tensor) or value.numel() != 1:
             raise _Failed(f"{key} must be a scalar tensor, got {value!r}")
         if not torch.isfinite(value).all():

@@ -1,0 +1,482 @@
+"""``tedloc``: TeD-Loc (Murtaza et al., arXiv 2501.12632), reconstructed from the paper's text.
+
+Not a port of the authors' code (which could not be read): every choice below is a config key, and
+``methods/tedloc/README.md`` states each one and its default (``shared/spec/tedloc.md``).
+
+::
+
+    image ─backbone─> patch features z [B, D, h, w]
+      ├─ FG/BG head h (1×1 conv)        → p = σ(h(z)) [B, h, w]   the class-agnostic map
+      ├─ projection g (1×1 MLP), L2-norm → e [B, d, h, w]          aligned with CLIP text targets
+      │     MIL: v = Σ p e / Σ p,  logits = s · cos(v, t_c)        the classifier
+      └─ (training) teacher CAM head W (1×1 conv, ``teacher: self``) → pseudo-labels for h and g
+
+Losses (each logged separately): ``loss_loc`` BCE of h on pseudo-labelled cells; ``loss_distill``
+cross-entropy of cos(e_i, [t_bg, t_1..t_C]) / τ with target y on pseudo-foreground, bg on
+pseudo-background; ``loss_cls`` cross-entropy of the MIL logits; ``loss_teacher`` CAM's
+cross-entropy for the ``self`` teacher. ``pl_fg`` / ``pl_bg``: pseudo-labelled cells per image in
+the batch (logged, not summed).
+
+Inference needs the backbone, h, g, the logit scale and the C + 1 text targets (a [C + 1, d]
+buffer, the MIL classifier's weights); nothing of the text tower or any teacher is built into
+``weights.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.backbones import build_backbone
+from methods.clip_text import (
+    BACKGROUND_TEMPLATE,
+    BACKGROUND_WORDS,
+    background_prompts,
+    class_prompts,
+    text_embeddings,
+)
+from methods.tedloc.teachers import FG_RULES, ClipTeacher, RunTeacher, select_pseudo_labels
+from methods.tedloc.text import ORTHOGONALIZE, orthogonalize_targets
+from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.registry import register_method
+
+logger = logging.getLogger(__name__)
+
+CLIP_BACKBONE_PREFIX = "clip:"
+_MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale
+
+
+class ClipImageBackbone(nn.Module):
+    """CLIP's ViT image tower as a backbone: patch tokens after the final norm → [B, D, h, w].
+
+    Inputs are resized to the tower's image size (its positional embedding is fixed).
+    """
+
+    def __init__(self, loaded):
+        super().__init__()
+        self.visual = loaded.model.visual
+        self.visual.proj = None  # the joint-space projection is TeD-Loc's own g
+        self.name = f"{CLIP_BACKBONE_PREFIX}{loaded.name}"
+        self.kind = "vit"
+        self.out_channels = int(self.visual.transformer.width)
+        self.stride = int(loaded.patch_size)
+        self.size = tuple(loaded.image_size)
+        self.source = loaded.source
+        self.mean, self.std = tuple(loaded.mean), tuple(loaded.std)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if tuple(images.shape[-2:]) != self.size:
+            images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
+        visual = self.visual
+        _, tokens = visual._pool(visual.transformer(visual._embeds(images)))
+        side = self.size[0] // self.stride
+        return tokens.transpose(1, 2).reshape(
+            tokens.shape[0], -1, side, self.size[1] // self.stride
+        )
+
+
+def _build_backbone(options: dict) -> nn.Module:
+    known = {"name", "pretrained", "checkpoint", "clip_tag", "kwargs"}
+    if set(options) - known or "name" not in options:
+        raise ValueError(f"tedloc: backbone takes {sorted(known)} (got {sorted(options)})")
+    name = str(options["name"])
+    if name.startswith(CLIP_BACKBONE_PREFIX):
+        from methods.clip_models import load_clip
+
+        pretrained = bool(options.get("pretrained"))
+        loaded = load_clip(
+            name[len(CLIP_BACKBONE_PREFIX) :],
+            pretrained=options.get("clip_tag") if pretrained else None,
+            checkpoint=options.get("checkpoint") if pretrained else None,
+        )
+        return ClipImageBackbone(loaded)
+    return build_backbone(
+        name,
+        pretrained=bool(options.get("pretrained", False)),
+        checkpoint=options.get("checkpoint"),
+        **(options.get("kwargs") or {}),
+    )
+
+
+@register_method("tedloc")
+class TeDLoc(WSOLMethod):
+    """TeD-Loc: text-distilled patch embeddings, a class-agnostic FG/BG head, MIL classification.
+
+    Args:
+        num_classes: C.
+        classnames: the C class names (embedded with the text encoder).
+        backbone: ``{name, pretrained, checkpoint, clip_tag, kwargs}``: a timm name or ``wsolcnn``
+            (:func:`methods.backbones.build_backbone`), or ``clip:<open_clip model>`` for CLIP's
+            image tower (weights: ``checkpoint`` or the cached ``clip_tag``).
+        text: ``{model, pretrained, checkpoint, templates, background_words,
+            background_template, seed, cache_dir}``: the open_clip text encoder (``pretrained``:
+            a tag from the local cache, or false for a random tower seeded by ``seed``), prompts,
+            and the embedding cache folder (None: ``$WSOLBENCH_CACHE``).
+        orthogonalize: ``none`` | ``qr`` | ``qr_groups`` (:mod:`methods.tedloc.text`).
+        qr_group_size: columns per QR of ``qr_groups`` (None: d).
+        proj_hidden: hidden width of the projection MLP g (None: D).
+        fg_head: ``{hidden, kernel}``: h is a ``kernel``×``kernel`` conv (``hidden`` > 0: a 1×1
+            conv to ``hidden`` channels and ReLU first).
+        teacher: ``self`` | ``run:<work_dir>`` | ``clip``.
+        warmup_epochs: epochs before the ``self`` teacher gives pseudo-labels.
+        ema_momentum: momentum of the ``self`` teacher's EMA copy (updated every step).
+        fg_rule, fg_ratio, bg_ratio: pseudo-label selection
+            (:func:`methods.tedloc.teachers.select_pseudo_labels`).
+        tau_distill: temperature τ_t of ``loss_distill``.
+        logit_scale_init: initial MIL logit scale s (learnt, in log space, capped at 100).
+        use_distill: false drops ``loss_distill`` (ablation).
+        mil_pooling: ``weighted`` (Σ p e / Σ p) or ``mean`` (ablation).
+        loc_balanced: average the BCE of foreground and background cells separately.
+        loss_weights: ``{loc, distill, cls, teacher}``.
+    """
+
+    needs_classnames = True
+    pretrained_option = ("backbone.pretrained", "text.pretrained")
+    defaults = {
+        "backbone": {
+            "name": "deit_small_patch16_224",
+            "pretrained": True,
+            "checkpoint": None,
+            "clip_tag": "openai",
+            "kwargs": {},
+        },
+        "text": {
+            "model": "ViT-B-16",
+            "pretrained": "openai",
+            "checkpoint": None,
+            "templates": ["a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}."],
+            "background_words": list(BACKGROUND_WORDS),
+            "background_template": BACKGROUND_TEMPLATE,
+            "seed": 0,
+            "cache_dir": None,
+        },
+        "orthogonalize": "qr",
+        "qr_group_size": None,
+        "proj_hidden": None,
+        "fg_head": {"hidden": 0, "kernel": 1},
+        "teacher": "self",
+        "warmup_epochs": 5,
+        "ema_momentum": 0.99,
+        "fg_rule": "otsu",
+        "fg_ratio": 0.2,
+        "bg_ratio": 0.5,
+        "tau_distill": 0.07,
+        "logit_scale_init": 1 / 0.07,
+        "use_distill": True,
+        "mil_pooling": "weighted",
+        "loc_balanced": False,
+        "loss_weights": {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0},
+        "train": {
+            "max_epochs": 50,
+            "optimizer": {"nesterov": False},  # SGD, momentum 0.9, wd 1e-4, lr 0.01 (heads)
+            "lr_mult": {"backbone": 0.1},  # backbone lr 0.001
+            "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
+        },
+    }
+    presets = {
+        "cub": {
+            "text": {"templates": ["a photo of a {}, a type of bird.", "a photo of the {}."]},
+        },
+        "ilsvrc": {
+            # C + 1 = 1001 > d = 512: qr falls back to none (with a warning); qr_groups is the
+            # option that still orthogonalizes similar classes
+            "warmup_epochs": 1,
+            "train": {"max_epochs": 10},
+        },
+        # From scratch on 2 CPU cores, the same backbone and budget as cam's synthetic preset
+        # (README.md: why these values).
+        "synthetic": {
+            "backbone": {"name": "wsolcnn", "pretrained": False},
+            "text": {"model": "wsolbench-tiny-clip", "pretrained": False},
+            "warmup_epochs": 8,
+            "ema_momentum": 0.9,
+            "train": {
+                "max_epochs": 28,
+                "num_workers": 0,
+                "optimizer": {"lr": 0.1},
+                "lr_mult": {"backbone": 1.0},
+                "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
+            },
+        },
+    }
+
+    def __init__(
+        self,
+        num_classes: int,
+        classnames: list[str],
+        backbone: dict,
+        text: dict,
+        orthogonalize: str = "qr",
+        qr_group_size: int | None = None,
+        proj_hidden: int | None = None,
+        fg_head: dict | None = None,
+        teacher: str = "self",
+        warmup_epochs: int = 5,
+        ema_momentum: float = 0.99,
+        fg_rule: str = "otsu",
+        fg_ratio: float = 0.2,
+        bg_ratio: float = 0.5,
+        tau_distill: float = 0.07,
+        logit_scale_init: float = 1 / 0.07,
+        use_distill: bool = True,
+        mil_pooling: str = "weighted",
+        loc_balanced: bool = False,
+        loss_weights: dict | None = None,
+    ):
+        super().__init__(num_classes)
+        if mil_pooling not in ("weighted", "mean"):
+            raise ValueError(f"mil_pooling: {mil_pooling!r} is not weighted or mean")
+        if fg_rule not in FG_RULES:
+            raise ValueError(f"fg_rule: {fg_rule!r} is not one of {', '.join(FG_RULES)}")
+        if orthogonalize not in ORTHOGONALIZE:
+            raise ValueError(f"orthogonalize: {orthogonalize!r} is not one of {ORTHOGONALIZE}")
+        if not (teacher in ("self", "clip") or str(teacher).startswith("run:")):
+            raise ValueError(f"teacher: {teacher!r} is not self, clip or run:<work_dir>")
+        weights = {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0}
+        unknown = set(loss_weights or {}) - set(weights)
+        if unknown:
+            raise ValueError(
+                f"loss_weights: unknown terms {sorted(unknown)} (use {sorted(weights)})"
+            )
+        weights.update(loss_weights or {})
+        self.loss_weights = {k: float(v) for k, v in weights.items()}
+        self.teacher_kind = "run" if str(teacher).startswith("run:") else str(teacher)
+        self.warmup_epochs = int(warmup_epochs)
+        self.ema_momentum = float(ema_momentum)
+        self.fg_rule, self.fg_ratio, self.bg_ratio = fg_rule, float(fg_ratio), float(bg_ratio)
+        self.tau_distill = float(tau_distill)
+        self.use_distill = bool(use_distill)
+        self.mil_pooling = mil_pooling
+        self.loc_balanced = bool(loc_balanced)
+        self._epoch = 0  # set by the engine (on_train_epoch); 0 outside training
+
+        self.backbone = _build_backbone(dict(backbone))
+        self.image_mean, self.image_std = self.backbone.mean, self.backbone.std
+        channels = self.backbone.out_channels
+
+        loaded, embeddings = self._text_embeddings(dict(text), list(classnames))
+        self._text_source = loaded.source
+        targets = orthogonalize_targets(embeddings, orthogonalize, qr_group_size)
+        self.register_buffer("text_targets", targets.float())  # [C + 1, d], background first
+        dim = targets.shape[1]
+
+        hidden = int(proj_hidden or channels)
+        self.projector = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1)
+        )
+        head = dict({"hidden": 0, "kernel": 1}, **(fg_head or {}))
+        kernel, head_hidden = int(head["kernel"]), int(head["hidden"])
+        if head_hidden > 0:
+            self.fg_head = nn.Sequential(
+                nn.Conv2d(channels, head_hidden, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(head_hidden, 1, kernel, padding=kernel // 2),
+            )
+        else:
+            self.fg_head = nn.Conv2d(channels, 1, kernel, padding=kernel // 2)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
+
+        # teacher "self": a CAM classifier on the patch features, trained jointly (loss_teacher);
+        # its EMA copy (buffers: in checkpoints, so a resume is exact; not in weights.pt) makes the
+        # pseudo-labels after the warm-up
+        self.cam_head = nn.Conv2d(channels, num_classes, 1) if self.teacher_kind == "self" else None
+        if self.cam_head is not None:
+            self.register_buffer("ema_cam_weight", self.cam_head.weight.detach().clone())
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        self._external = ()  # a frozen external teacher, held outside the module tree
+        if self.teacher_kind == "run":
+            norm = (tuple(self.image_mean), tuple(self.image_std))
+            self._external = (RunTeacher(str(teacher)[4:], num_classes, norm),)
+        elif self.teacher_kind == "clip":
+            norm = (tuple(self.image_mean), tuple(self.image_std))
+            self._external = (ClipTeacher(loaded, embeddings[1:], norm),)
+
+    # ---------------------------------------------------------------- text targets
+
+    @staticmethod
+    def _text_embeddings(options: dict, classnames: list[str]):
+        from methods.clip_models import load_clip
+
+        known = {
+            "model",
+            "pretrained",
+            "checkpoint",
+            "templates",
+            "background_words",
+            "background_template",
+            "seed",
+            "cache_dir",
+        }
+        if set(options) - known:
+            raise ValueError(f"tedloc: text takes {sorted(known)} (got {sorted(options)})")
+        pretrained = options.get("pretrained")
+        use_weights = pretrained not in (None, False) and str(pretrained).lower() not in (
+            "",
+            "none",
+            "false",
+        )
+        checkpoint = options.get("checkpoint")
+        if checkpoint and not use_weights:
+            logger.warning(
+                "text.checkpoint %s ignored because text.pretrained is false; set "
+                "-o text.pretrained=true to load it",
+                checkpoint,
+            )
+        loaded = load_clip(
+            options.get("model", "ViT-B-16"),
+            pretrained=pretrained if use_weights and pretrained is not True else None,
+            checkpoint=checkpoint if use_weights else None,
+            seed=int(options.get("seed", 0)),
+        )
+        if use_weights and loaded.source == "none":
+            raise ValueError(
+                "text.pretrained is true but names no tag and text.checkpoint is empty; pass "
+                "-o text.pretrained=TAG (e.g. openai) or -o text.checkpoint=PATH"
+            )
+        rows = background_prompts(
+            options.get("background_words") or BACKGROUND_WORDS,
+            options.get("background_template") or BACKGROUND_TEMPLATE,
+        ) + class_prompts(classnames, options.get("templates") or ["a photo of a {}."])
+        embeddings = text_embeddings(loaded, rows, cache_dir=options.get("cache_dir"))
+        if loaded.source == "none":
+            logger.warning(
+                "tedloc: text targets from a random %s text tower (text_prior: none): distinct "
+                "but meaningless; pass -o text.pretrained=TAG or text.checkpoint=PATH for CLIP's",
+                loaded.name,
+            )
+        return loaded, embeddings
+
+    @property
+    def text_prior(self) -> str:
+        """The text weights behind the targets: ``none`` (random tower), ``file:...``,
+        ``cache:<model>/<tag>``, or ``weights-file`` once loaded from exported weights."""
+        return self._text_source
+
+    @property
+    def pretrained(self) -> str:
+        """``none`` when neither backbone nor text tower had weights, else both sources."""
+        backbone = getattr(self.backbone, "source", "none")
+        if backbone == "none" and self.text_prior == "none":
+            return "none"
+        return f"backbone={backbone}; text={self.text_prior}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "text_targets" in state_dict:
+            self._text_source = "weights-file"
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def inference_state_dict(self) -> dict[str, Tensor]:
+        """Backbone, FG/BG head, projection, logit scale and text targets; no teacher."""
+        return {
+            k: v for k, v in self.state_dict().items() if not k.startswith(("cam_head.", "ema_"))
+        }
+
+    # ---------------------------------------------------------------- training hooks
+
+    def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
+        self._epoch = int(epoch)
+
+    @torch.no_grad()
+    def on_train_step(self) -> None:
+        """EMA update of the ``self`` teacher's classifier (a copy at the first step)."""
+        if self.cam_head is None:
+            return
+        momentum = self.ema_momentum if int(self.ema_steps) > 0 else 0.0
+        self.ema_cam_weight.mul_(momentum).add_(self.cam_head.weight.detach(), alpha=1 - momentum)
+        self.ema_steps += 1
+
+    @property
+    def pseudo_labels_active(self) -> bool:
+        return self.teacher_kind != "self" or self._epoch >= self.warmup_epochs
+
+    # ---------------------------------------------------------------- forward parts
+
+    def _heads(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """FG logits [B, h, w] and unit patch embeddings [B, d, h, w]."""
+        fg_logits = self.fg_head(features)[:, 0].float()
+        embeddings = F.normalize(self.projector(features).float(), dim=1)
+        return fg_logits, embeddings
+
+    def _mil_logits(self, fg_logits: Tensor, embeddings: Tensor) -> Tensor:
+        """s · cos(v, t_c) [B, C] with v the p-weighted (or plain) mean of the patch embeddings."""
+        if self.mil_pooling == "weighted":
+            weights = torch.sigmoid(fg_logits).flatten(1)  # [B, N]
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+            pooled = torch.einsum("bn,bdn->bd", weights, embeddings.flatten(2))
+        else:
+            pooled = embeddings.flatten(2).mean(dim=2)
+        pooled = F.normalize(pooled, dim=1)
+        scale = self.logit_scale.clamp(max=_MAX_LOG_SCALE).exp()
+        return scale * pooled @ self.text_targets[1:].T
+
+    def teacher_maps(self, images: Tensor, labels: Tensor, features: Tensor) -> Tensor:
+        """The teacher's GT-class map on the patch grid [B, h, w] (no gradient)."""
+        grid = tuple(features.shape[-2:])
+        if self.teacher_kind == "self":
+            with torch.no_grad():
+                weight = self.ema_cam_weight.flatten(1)[labels].to(features.dtype)  # [B, D]
+                return torch.einsum("bd,bdhw->bhw", weight, features.detach()).float()
+        return self._external[0].maps(images, labels, grid)
+
+    def pseudo_labels(self, images: Tensor, labels: Tensor, features: Tensor) -> Tensor:
+        """[B, h·w] int64 pseudo-labels: 1 foreground, 0 background, -1 ignored."""
+        maps = self.teacher_maps(images, labels, features)
+        return select_pseudo_labels(maps.flatten(1), self.fg_rule, self.fg_ratio, self.bg_ratio)
+
+    # ---------------------------------------------------------------- the interface
+
+    def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``loss_loc``, ``loss_distill``, ``loss_cls`` (+ ``loss_teacher`` for ``self``), and the
+        pseudo-labelled cells per image ``pl_fg`` / ``pl_bg`` (logged, not summed)."""
+        features = self.backbone(images)
+        fg_logits, embeddings = self._heads(features)
+        w = self.loss_weights
+        out = {
+            "loss_cls": w["cls"] * F.cross_entropy(self._mil_logits(fg_logits, embeddings), labels)
+        }
+        if self.cam_head is not None:
+            cam_logits = self.cam_head(features).float().mean(dim=(2, 3))
+            out["loss_teacher"] = w["teacher"] * F.cross_entropy(cam_logits, labels)
+        flat_fg = fg_logits.flatten(1)  # [B, N]
+        if self.pseudo_labels_active:
+            pseudo = self.pseudo_labels(images, labels, features)
+        else:  # warm-up: no pseudo-labels yet; zero losses that keep the graph (and the logs)
+            pseudo = torch.full_like(flat_fg, -1, dtype=torch.long)
+        fg, bg = pseudo == 1, pseudo == 0
+        out["loss_loc"] = w["loc"] * self._loc_loss(flat_fg, fg, bg)
+        if self.use_distill:
+            out["loss_distill"] = w["distill"] * self._distill_loss(embeddings, labels, pseudo)
+        out["pl_fg"] = fg.sum(dim=1).float().mean().detach()
+        out["pl_bg"] = bg.sum(dim=1).float().mean().detach()
+        return out
+
+    def _loc_loss(self, flat_fg: Tensor, fg: Tensor, bg: Tensor) -> Tensor:
+        labelled = fg | bg
+        if not labelled.any():
+            return flat_fg.sum() * 0.0
+        target = fg.float()
+        per_cell = F.binary_cross_entropy_with_logits(flat_fg, target, reduction="none")
+        if not self.loc_balanced:
+            return per_cell[labelled].mean()
+        parts = [per_cell[m].mean() for m in (fg, bg) if m.any()]
+        return torch.stack(parts).mean()
+
+    def _distill_loss(self, embeddings: Tensor, labels: Tensor, pseudo: Tensor) -> Tensor:
+        flat = embeddings.flatten(2).transpose(1, 2)  # [B, N, d]
+        labelled = pseudo >= 0
+        if not labelled.any():
+            return flat.sum() * 0.0
+        logits = flat[labelled] @ self.text_targets.T / self.tau_distill  # [M, C + 1]
+        targets = torch.where(pseudo == 1, labels[:, None] + 1, torch.zeros_like(pseudo))
+        return F.cross_entropy(logits, targets[labelled])
+
+    def predict(self, images: Tensor, labels: Tensor) -> Prediction:
+        """MIL logits [B, C] and the FG probability map [B, h, w] (``labels`` ignored)."""
+        fg_logits, embeddings = self._heads(self.backbone(images))
+        return Prediction(
+            logits=self._mil_logits(fg_logits, embeddings), maps=torch.sigmoid(fg_logits)
+        )

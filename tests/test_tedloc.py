@@ -1,0 +1,266 @@
+"""TeD-Loc: text targets, pseudo-labels, MIL pooling, losses, teachers, text cache, state dicts."""
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+import methods.clip_text as clip_text
+from methods.clip_models import TINY_CLIP
+from methods.tedloc.teachers import otsu_thresholds, select_pseudo_labels
+from methods.tedloc.text import _similarity_groups, orthogonalize_targets, qr_targets
+from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+from wsolbench.registry import get_method
+
+TINY_BACKBONE = [
+    "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}",
+]
+NAMES = ["red dotted-headed shape", "blue ringed-headed shape", "green solid-headed shape"]
+
+
+def tiny(*overrides, classnames=NAMES, seed=0):
+    cls = get_method("tedloc")
+    config = resolve_config(
+        cls, "synthetic", [*pretrained_off_overrides(cls), *TINY_BACKBONE, *overrides]
+    )
+    return build_method(cls, config, len(classnames), seed=seed, classnames=classnames)
+
+
+def unit_rows(rows, dim, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(rows, dim, generator=generator), dim=1)
+
+
+# ------------------------------------------------------------------ text targets
+
+
+def test_qr_targets_are_orthonormal_and_keep_their_signs():
+    embeddings = unit_rows(11, 64)
+    embeddings[3] = -embeddings[3]  # a sign the QR must keep, whatever LAPACK returns
+    targets = qr_targets(embeddings)
+    assert torch.allclose(targets @ targets.T, torch.eye(11), atol=1e-5)
+    assert ((targets * embeddings).sum(dim=1) > 0).all()
+    assert torch.allclose(targets[0], embeddings[0], atol=1e-5)  # background: itself
+    # row j lies in the span of the first j + 1 embeddings (Gram-Schmidt order)
+    basis = embeddings[:5].T
+    coeffs = torch.linalg.lstsq(basis, targets[4][:, None]).solution
+    assert torch.allclose(basis @ coeffs, targets[4][:, None], atol=1e-5)
+
+
+def test_qr_falls_back_to_none_with_a_warning_when_c_plus_1_exceeds_d(caplog):
+    embeddings = unit_rows(70, 64)  # C + 1 = 70 > d = 64
+    with caplog.at_level(logging.WARNING, logger="methods.tedloc.text"):
+        targets = orthogonalize_targets(embeddings, "qr")
+    assert torch.equal(targets, embeddings)
+    assert "C + 1 = 70 > d = 64" in caplog.text and "qr_groups" in caplog.text
+    # exactly at the limit QR still runs
+    square = orthogonalize_targets(unit_rows(64, 64), "qr")
+    assert torch.allclose(square @ square.T, torch.eye(64), atol=1e-4)
+
+
+def test_qr_groups_orthogonalize_similar_classes_together():
+    embeddings = unit_rows(70, 16, seed=1)
+    targets = orthogonalize_targets(embeddings, "qr_groups", group_size=8)
+    assert torch.allclose(targets[0], embeddings[0], atol=1e-5)
+    assert torch.allclose(targets.norm(dim=1), torch.ones(70), atol=1e-5)
+    assert ((targets * embeddings).sum(dim=1) > 0).all()
+    # every class is orthogonal to the background and to at least its own group (≤ 7 classes)
+    assert torch.allclose(targets[1:] @ targets[0], torch.zeros(69), atol=1e-5)
+    groups = _similarity_groups(embeddings[1:], 7)
+    assert sorted(i for g in groups for i in g) == list(range(69)) and max(map(len, groups)) == 7
+    for group in groups:
+        block = targets[1:][group]
+        assert torch.allclose(block @ block.T, torch.eye(len(group)), atol=1e-5)
+
+
+def test_none_keeps_the_embeddings():
+    embeddings = unit_rows(5, 8)
+    assert torch.equal(orthogonalize_targets(embeddings, "none"), embeddings)
+    with pytest.raises(ValueError, match="orthogonalize"):
+        orthogonalize_targets(embeddings, "svd")
+
+
+# ------------------------------------------------------------------ pseudo-labels
+
+
+def test_topk_selection_takes_exactly_the_configured_fractions():
+    maps = torch.rand(4, 100, generator=torch.Generator().manual_seed(0))
+    labels = select_pseudo_labels(maps, "topk", fg_ratio=0.2, bg_ratio=0.5)
+    assert ((labels == 1).sum(dim=1) == 20).all()
+    assert ((labels == 0).sum(dim=1) == 50).all()
+    assert ((labels == -1).sum(dim=1) == 30).all()
+    order = maps.argsort(dim=1)
+    assert (labels.gather(1, order[:, -20:]) == 1).all()
+    assert (labels.gather(1, order[:, :50]) == 0).all()
+    # ties: a constant map still gives exact counts
+    flat = select_pseudo_labels(torch.zeros(1, 10), "topk", fg_ratio=0.3, bg_ratio=0.4)
+    assert int((flat == 1).sum()) == 3 and int((flat == 0).sum()) == 4
+
+
+def test_otsu_selection_follows_the_object_extent():
+    maps = torch.full((2, 100), 0.1)
+    maps[0, :7] = 0.9  # a small object
+    maps[1, :40] = 0.8  # a large one
+    maps += 0.01 * torch.rand(2, 100, generator=torch.Generator().manual_seed(0))
+    labels = select_pseudo_labels(maps, "otsu", bg_ratio=0.5)
+    assert (labels[0, :7] == 1).all() and int((labels[0] == 1).sum()) == 7
+    assert (labels[1, :40] == 1).all() and int((labels[1] == 1).sum()) == 40
+    assert ((labels == 0).sum(dim=1) == 50).all()
+    assert torch.allclose(otsu_thresholds(torch.tensor([[0.0, 0.0, 1.0, 1.0]])), torch.ones(1))
+
+
+def test_localization_loss_ignores_unlabelled_cells():
+    method = tiny("loc_balanced=false")
+    logits = torch.zeros(1, 10, requires_grad=True)
+    fg = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    bg = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    loss = method._loc_loss(logits, fg, bg)
+    loss.backward()
+    assert torch.all(logits.grad[0, 2:7] == 0) and torch.all(logits.grad[0, :2] < 0)
+    assert torch.all(logits.grad[0, 7:] > 0)
+    assert torch.isclose(loss, torch.tensor(0.6931), atol=1e-4)
+
+
+# ------------------------------------------------------------------ the model
+
+
+def test_mil_pooling_is_the_probability_weighted_mean():
+    method = tiny().eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fg_logits, embeddings = method._heads(method.backbone(images))
+        p = torch.sigmoid(fg_logits).flatten(1)
+        v = (p[:, None] * embeddings.flatten(2)).sum(-1) / p.sum(1, keepdim=True)
+        scale = method.logit_scale.exp()
+        expected = scale * F.normalize(v, dim=1) @ method.text_targets[1:].T
+        assert torch.allclose(method._mil_logits(fg_logits, embeddings), expected, atol=1e-5)
+        prediction = method.predict(images, torch.zeros(2, dtype=torch.long))
+        assert torch.allclose(prediction.logits, expected, atol=1e-5)
+        assert torch.allclose(prediction.maps, torch.sigmoid(fg_logits))
+    mean = tiny("mil_pooling=mean").eval()
+    with torch.no_grad():
+        fg_logits, embeddings = mean._heads(mean.backbone(images))
+        plain = F.normalize(embeddings.flatten(2).mean(-1), dim=1) @ mean.text_targets[1:].T
+        assert torch.allclose(
+            mean._mil_logits(fg_logits, embeddings), mean.logit_scale.exp() * plain, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("variant", [[], ["use_distill=false"], ["fg_rule=topk"]])
+def test_losses_are_finite_and_have_gradients_after_the_warmup(variant):
+    method = tiny(*variant).train()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    method.on_train_step()  # the EMA teacher starts as a copy
+    assert torch.equal(method.ema_cam_weight, method.cam_head.weight)
+    method.on_train_epoch(method.warmup_epochs, 10)
+    assert method.pseudo_labels_active
+    out = method.loss(images, labels)
+    expected = {"loss_cls", "loss_teacher", "loss_loc", "pl_fg", "pl_bg"}
+    if "use_distill=false" not in variant:
+        expected.add("loss_distill")
+    assert set(out) == expected
+    fg, bg = float(out["pl_fg"]), float(out["pl_bg"])  # 8x8 grid, bg_ratio 0.5
+    assert fg >= 1 and bg <= 32 and fg + bg <= 64
+    if "fg_rule=topk" in variant:
+        assert (fg, bg) == (13, 32)  # round(0.2 * 64), round(0.5 * 64)
+    for key, value in out.items():
+        assert torch.isfinite(value), key
+        if key.startswith("loss_"):
+            assert value.requires_grad and float(value) > 0, key
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    for name in ("fg_head.weight", "projector.0.weight", "cam_head.weight", "logit_scale"):
+        grad = dict(method.named_parameters())[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_warmup_has_no_pseudo_labels_and_ema_follows_the_classifier():
+    method = tiny("ema_momentum=0.5").train()
+    out = method.loss(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert float(out["loss_loc"].detach()) == 0
+    assert float(out["pl_fg"]) == 0 and float(out["pl_bg"]) == 0
+    method.on_train_step()
+    old = method.ema_cam_weight.clone()
+    with torch.no_grad():
+        method.cam_head.weight.add_(1.0)
+    method.on_train_step()
+    assert torch.allclose(method.ema_cam_weight, 0.5 * old + 0.5 * method.cam_head.weight)
+    assert int(method.ema_steps) == 2
+
+
+def test_weights_hold_no_teacher_and_no_text_tower():
+    method = tiny()
+    exported = method.inference_state_dict()
+    assert "ema_cam_weight" in method.state_dict()  # in training checkpoints (exact resume)
+    assert not [k for k in exported if k.startswith(("cam_head", "ema_"))]
+    assert not [k for k in exported if "token_embedding" in k or "transformer" in k]
+    assert exported["text_targets"].shape == (len(NAMES) + 1, 64)
+    assert method.text_prior == "none" and method.pretrained == "none"
+    other = tiny(seed=3)
+    other.load_state_dict(exported, strict=False)
+    assert other.text_prior == "weights-file"
+
+
+def test_pretrained_option_is_a_tuple_that_no_pretrained_turns_off():
+    cls = get_method("tedloc")
+    assert pretrained_off_overrides(cls) == ["backbone.pretrained=false", "text.pretrained=false"]
+    config = resolve_config(cls, "cub", pretrained_off_overrides(cls))
+    assert config["backbone"]["pretrained"] is False and config["text"]["pretrained"] is False
+    assert pretrained_off_overrides(get_method("cam")) == ["backbone.pretrained=false"]
+
+
+def test_run_teacher_uses_a_finished_cam_run(tmp_path):
+    from wsolbench.engine import export_weights
+
+    cam_cls = get_method("cam")
+    cam_config = resolve_config(
+        cam_cls, "synthetic", ["backbone.kwargs={channels: [8], strides: [4], dilations: [1]}"]
+    )
+    cam = build_method(cam_cls, cam_config, len(NAMES))
+    export_weights(cam, tmp_path / "weights.pt")
+    record = {"method": "cam", "config": cam_config}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(record))
+    method = tiny(f"teacher=run:{tmp_path}").train()
+    assert method.pseudo_labels_active  # no warm-up with an external teacher
+    assert "cam_head.weight" not in method.state_dict()
+    assert not [k for k in method.state_dict() if "classifier" in k]  # the teacher is not held
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    out = method.loss(images, labels)
+    assert "loss_teacher" not in out and float(out["pl_fg"]) >= 1
+    with torch.no_grad():
+        expected = cam.eval().predict(images, labels).maps  # cam's 8x8 grid = the student's
+    assert torch.allclose(method.teacher_maps(images, labels, torch.zeros(2, 16, 8, 8)), expected)
+    with pytest.raises(ValueError, match="config.yaml and weights.pt"):
+        tiny(f"teacher=run:{tmp_path / 'missing'}")
+
+
+def test_clip_teacher_needs_real_weights():
+    with pytest.raises(ValueError, match="teacher clip needs real CLIP weights"):
+        tiny("teacher=clip")
+
+
+# ------------------------------------------------------------------ the text cache
+
+
+def test_text_cache_is_reused_and_invalidated_by_class_names(monkeypatch, tmp_path):
+    calls = []
+    real = clip_text.encode_rows
+
+    def counting(loaded, rows, *args, **kwargs):
+        calls.append([list(r) for r in rows])
+        return real(loaded, rows, *args, **kwargs)
+
+    monkeypatch.setattr(clip_text, "encode_rows", counting)
+    cache = f"text.cache_dir={tmp_path}"
+    first = tiny(cache)
+    second = tiny(cache, seed=5)
+    assert len(calls) == 1  # the second build read the cache
+    assert torch.equal(first.text_targets, second.text_targets)
+    assert len(list((tmp_path / "text").glob("*.pt"))) == 1
+    renamed = tiny(cache, classnames=[*NAMES[:2], "yellow checkered-headed shape"])
+    assert len(calls) == 2 and calls[1][-1][0] == "a photo of a yellow checkered-headed shape."
+    assert not torch.equal(renamed.text_targets, first.text_targets)
+    tiny(cache, 'text.templates=["a photo of the {}."]')
+    assert len(calls) == 3  # templates are part of the key too
+    assert TINY_CLIP in first.text_prior or first.text_prior == "none"
