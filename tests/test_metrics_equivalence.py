@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from wsolbench import level_sets as LS
 from wsolbench import metrics as M
 from wsolbench import metrics_literal as L
 
@@ -78,6 +79,74 @@ def _holes(rng, hw):
     return np.where((s > 0.3) & (s < 0.7), s, rng.uniform(0, 0.2)) + (s > 0.85) * 0.25
 
 
+def _nested(rng, hw):
+    # Square or round rings with walls one to three pixels wide around a centre anywhere (also off
+    # the map): holes holding islands holding holes, walls cut by the border, and some noise.
+    yy, xx = np.indices(hw)
+    cy, cx = rng.uniform(-4, hw[0] + 4), rng.uniform(-4, hw[1] + 4)
+    if rng.random() < 0.5:
+        radius = np.maximum(np.abs(yy - cy), np.abs(xx - cx))
+    else:
+        radius = np.hypot(yy - cy, xx - cx)
+    rings = ((radius // rng.integers(1, 4)).astype(int) % 2) * rng.uniform(0.5, 1.0)
+    return rings + (rng.random(hw) < rng.uniform(0, 0.1)) * rng.random(hw) * 0.5
+
+
+def _tiny_parts(rng, hw):
+    # Single pixels, one-pixel lines (contour area 0) and 2x2 squares at a few shared values:
+    # many components whose areas tie, at 0 and above.
+    m = np.zeros(hw)
+    values = rng.uniform(0.1, 1.0, 3)
+    for _ in range(int(rng.integers(1, 12))):
+        y, x = int(rng.integers(0, hw[0])), int(rng.integers(0, hw[1]))
+        v, n = values[rng.integers(0, 3)], int(rng.integers(1, 6))
+        kind = rng.integers(0, 5)
+        if kind == 0:
+            m[y, x] = v
+        elif kind == 1:
+            m[y, x : x + n] = v
+        elif kind == 2:
+            m[y : y + n, x] = v
+        elif kind == 3:
+            idx = np.arange(n)
+            keep = (y + idx < hw[0]) & (x + idx < hw[1])
+            m[(y + idx)[keep], (x + idx)[keep]] = v
+        else:
+            m[y : y + 2, x : x + 2] = v
+    return m
+
+
+def _equal_blobs(rng, hw):
+    # Copies of one small random shape at several places, at one or two values: ties in
+    # contour area between separate components, broken by OpenCV's contour order.
+    side = int(rng.integers(1, 5))
+    shape = rng.random((side, side)) < 0.7
+    m = np.zeros(hw)
+    for _ in range(int(rng.integers(2, 8))):
+        y, x = int(rng.integers(0, hw[0])), int(rng.integers(0, hw[1]))
+        patch = shape[: hw[0] - y, : hw[1] - x]
+        region = m[y : y + side, x : x + side]
+        region[patch] = np.maximum(region[patch], rng.choice([0.6, 0.9]))
+    return m
+
+
+def _frame(rng, hw):
+    # A region touching the border with holes next to it (one pixel in from the edge) and
+    # notches cut into the border itself.
+    m = np.full(hw, rng.uniform(0.5, 1.0))
+    for _ in range(int(rng.integers(1, 8))):
+        y0, x0 = int(rng.integers(0, hw[0])), int(rng.integers(0, hw[1]))
+        y1, x1 = y0 + int(rng.integers(1, 4)), x0 + int(rng.integers(1, 4))
+        m[y0:y1, x0:x1] = rng.uniform(0.0, 0.4)
+    return m
+
+
+def _plateaus(rng, hw):
+    # Large flat regions of a few values (nearest-neighbour up-sampling), touching each other.
+    low = rng.integers(0, 4, (int(rng.integers(2, 7)), int(rng.integers(2, 7)))) / 3
+    return cv2.resize(low, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def _unnormalized(rng, hw):
     return _smooth(rng, hw) * rng.uniform(0.05, 0.9)  # max(u) < 255
 
@@ -95,6 +164,11 @@ GENERATORS = {
     "sparse": _sparse,
     "few_levels": _few_levels,
     "holes": _holes,
+    "nested": _nested,
+    "tiny_parts": _tiny_parts,
+    "equal_blobs": _equal_blobs,
+    "frame": _frame,
+    "plateaus": _plateaus,
     "unnormalized": _unnormalized,
     "constant": _constant,
 }
@@ -268,3 +342,124 @@ def test_rescale_matches_literal():
         new = (int(rng.integers(1, 500)), int(rng.integers(1, 500)))
         out = M.rescale_boxes(np.array([[x0, y0, x1, y1]]), (w, h), new)
         assert tuple(out[0]) == L.literal_resize_box((x0, y0, x1, y1), (w, h), new)
+
+
+# ------------------------------------------------------------------------------------------------
+# wsolbench.level_sets (the engine behind BoxCounter), level by level against OpenCV's contours
+# ------------------------------------------------------------------------------------------------
+
+
+def _contour_scores(u, value, gt):
+    """(multi, largest) best IoU of the mask ``u >= value`` from cv2.findContours, as the
+    literal implementation scores one threshold."""
+    height, width = u.shape
+    mask = (u.astype(np.int64) >= value).astype(np.uint8)
+    contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+
+    def box(contour):
+        x, y, w, h = cv2.boundingRect(contour)
+        return [x, y, min(x + w, width - 1), min(y + h, height - 1)]
+
+    if not contours:
+        boxes = largest = np.zeros((1, 4), dtype=np.int64)
+    else:
+        boxes = np.asarray([box(c) for c in contours])
+        largest = np.asarray([box(max(contours, key=cv2.contourArea))])
+    return L.literal_iou(boxes, gt).max(), L.literal_iou(largest, gt).max()
+
+
+def _check_levels(u, gt):
+    u = np.ascontiguousarray(u, dtype=np.uint8)
+    levels = np.append(np.unique(u), 256)
+    multi, largest = LS.level_scores(u, gt, levels)
+    expected = np.asarray([_contour_scores(u, v, gt) for v in levels])
+    bad = np.flatnonzero((multi != expected[:, 0]) | (largest != expected[:, 1]))
+    assert len(bad) == 0, f"levels {levels[bad].tolist()} differ"
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_level_scores_match_contours_at_every_level(name):
+    rng = np.random.default_rng(2000 + sum(map(ord, name)))
+    for _ in range(80):
+        hw = _shape(rng)
+        u = (np.clip(GENERATORS[name](rng, hw), 0.0, 1.0) * 255).astype(np.uint8)
+        _check_levels(u, _gt_boxes(rng, hw))
+
+
+def _paint(shape, *rects):
+    """uint8 map of the given shape with rectangles (y0, y1, x0, x1, value) painted in order."""
+    u = np.zeros(shape, dtype=np.uint8)
+    for y0, y1, x0, x1, value in rects:
+        u[y0:y1, x0:x1] = value
+    return u
+
+
+HANDMADE = {
+    # A thin ring whose filled area (64) beats a solid square (25) although its own pixels'
+    # windows sum to far less: the hole's fill decides the largest contour.
+    "ring_beats_blob": _paint(
+        (16, 24), (2, 11, 2, 11, 200), (3, 10, 3, 10, 0), (2, 8, 14, 20, 200)
+    ),
+    # The same ring with an island in its hole: the level is left to OpenCV (nested component).
+    "island_in_ring": _paint(
+        (16, 24), (2, 11, 2, 11, 200), (3, 10, 3, 10, 0), (5, 8, 5, 8, 200), (2, 8, 14, 20, 90)
+    ),
+    # Two equal squares and two equal lines: ties broken by contour order (last found first).
+    "equal_squares": _paint((12, 20), (1, 4, 1, 4, 255), (7, 10, 12, 15, 255), (5, 6, 6, 9, 100)),
+    "single_pixels": _paint((9, 9), (1, 2, 1, 2, 255), (4, 5, 7, 8, 255), (8, 9, 0, 1, 255)),
+    "lines": _paint((10, 10), (1, 2, 0, 6, 255), (3, 9, 8, 9, 255), (6, 7, 2, 6, 255)),
+    # One-pixel holes, a hole touching only a corner region, holes next to the border.
+    "pinholes": _paint(
+        (8, 8), (0, 8, 0, 8, 255), (1, 2, 1, 2, 0), (3, 4, 4, 5, 0), (6, 7, 6, 7, 0)
+    ),
+    "checker": (np.indices((9, 11)).sum(0) % 2 * 255).astype(np.uint8),
+    "full": np.full((5, 7), 255, dtype=np.uint8),
+    "empty": np.zeros((5, 7), dtype=np.uint8),
+    "one_pixel": np.full((1, 1), 17, dtype=np.uint8),
+    "row": np.asarray([[0, 255, 255, 0, 255, 3, 255]], dtype=np.uint8),
+    "column": np.asarray([[0, 255, 255, 0, 255, 3, 255]], dtype=np.uint8).T.copy(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HANDMADE))
+def test_level_scores_handmade(name):
+    u = HANDMADE[name]
+    height, width = u.shape
+    rng = np.random.default_rng(7)
+    gts = [np.asarray([[0, 0, width - 1, height - 1]])] + [_gt_boxes(rng, (height, width))]
+    gts += [np.asarray([[x, y, x + 2, y + 2]]) for y in range(height) for x in range(width)]
+    for gt in gts:
+        _check_levels(u, gt)
+
+
+def test_level_sets_special_paths_are_exercised():
+    """The structured generators reach every branch: holes deciding the largest contour without
+    OpenCV, and nested components that leave a level to OpenCV."""
+    rng = np.random.default_rng(3)
+    n_holes = n_nested = 0
+    for _ in range(40):
+        u = (np.clip(_nested(rng, (40, 40)), 0, 1) * 255).astype(np.uint8)
+        order, starts = LS._pixels_by_value(u)
+        used = np.diff(starts) > 0
+        _, nested, rec_start, _, _ = LS._holes_sweep(
+            40, 40, order, starts, used, np.zeros((1, 4), np.int64)
+        )
+        n_nested += int(nested.sum())
+        n_holes += int(((np.diff(rec_start[:257]) > 0) & ~nested[:256]).sum())
+    assert n_holes > 0 and n_nested > 0
+
+
+def test_threshold_scores_follow_the_levels():
+    rng = np.random.default_rng(8)
+    for step in (0.001, 0.013, 0.3):
+        thresholds = M.threshold_grid(step)
+        for name in ("smooth", "unnormalized", "constant", "sparse"):
+            hw = _shape(rng)
+            u = (np.clip(GENERATORS[name](rng, hw), 0, 1) * 255).astype(np.uint8)
+            gt = _gt_boxes(rng, hw)
+            k = (thresholds * float(u.max())).astype(np.int64)
+            multi, largest = LS.threshold_scores(u, gt, k)
+            levels, level_of_tau = M._levels(u, thresholds)
+            by_level = LS.level_scores(u, gt, levels)
+            np.testing.assert_array_equal(multi, by_level[0][level_of_tau])
+            np.testing.assert_array_equal(largest, by_level[1][level_of_tau])

@@ -67,7 +67,7 @@ __all__ = ["level_scores", "threshold_scores"]
 # touches, so it stays in the fast caches; a component's record lives in row ``root`` of ``rec``
 # (int32 columns below) and is touched only when a pixel joins it or two components merge. A new
 # pixel next to a component joins it directly, without a record of its own.
-_X0, _Y0, _X1, _Y1, _FIRST, _SIZE, _ACC, _EULER, _BORDER = range(9)
+_X0, _Y0, _X1, _Y1, _FIRST, _SIZE, _ACC, _EULER, _BORDER = range(9)  # padded coordinates
 _EXTRA = _EULER  # the foreground sweep has no Euler count; it keeps a level's hole fills there
 _COLS = 9
 
@@ -84,18 +84,18 @@ def _find(parent, x):
 @njit(cache=True, nogil=True, inline="always")
 def _union(parent, rec, a, b):
     """Join the roots a != b (by size); boxes, first pixels and the sums add up. New root."""
-    if rec[a, 5] < rec[b, 5]:
+    if rec[a, _SIZE] < rec[b, _SIZE]:
         a, b = b, a
     parent[b] = a
-    rec[a, 0] = min(rec[a, 0], rec[b, 0])
-    rec[a, 1] = min(rec[a, 1], rec[b, 1])
-    rec[a, 2] = max(rec[a, 2], rec[b, 2])
-    rec[a, 3] = max(rec[a, 3], rec[b, 3])
-    rec[a, 4] = min(rec[a, 4], rec[b, 4])
-    rec[a, 5] += rec[b, 5]
-    rec[a, 6] += rec[b, 6]
-    rec[a, 7] += rec[b, 7]
-    rec[a, 8] |= rec[b, 8]
+    rec[a, _X0] = min(rec[a, _X0], rec[b, _X0])
+    rec[a, _Y0] = min(rec[a, _Y0], rec[b, _Y0])
+    rec[a, _X1] = max(rec[a, _X1], rec[b, _X1])
+    rec[a, _Y1] = max(rec[a, _Y1], rec[b, _Y1])
+    rec[a, _FIRST] = min(rec[a, _FIRST], rec[b, _FIRST])
+    rec[a, _SIZE] += rec[b, _SIZE]
+    rec[a, _ACC] += rec[b, _ACC]
+    rec[a, _EULER] += rec[b, _EULER]
+    rec[a, _BORDER] |= rec[b, _BORDER]
     return a
 
 
@@ -104,26 +104,26 @@ def _join(parent, rec, root, p, x, y, acc, euler, border):
     """Pixel p (at padded x, y) joins the component of ``root``, or starts one if root < 0."""
     if root < 0:
         parent[p] = p
-        rec[p, 0] = x
-        rec[p, 1] = y
-        rec[p, 2] = x
-        rec[p, 3] = y
-        rec[p, 4] = p
-        rec[p, 5] = 1
-        rec[p, 6] = acc
-        rec[p, 7] = euler
-        rec[p, 8] = border
+        rec[p, _X0] = x
+        rec[p, _Y0] = y
+        rec[p, _X1] = x
+        rec[p, _Y1] = y
+        rec[p, _FIRST] = p
+        rec[p, _SIZE] = 1
+        rec[p, _ACC] = acc
+        rec[p, _EULER] = euler
+        rec[p, _BORDER] = border
         return p
     parent[p] = root
-    rec[root, 0] = min(rec[root, 0], x)
-    rec[root, 1] = min(rec[root, 1], y)
-    rec[root, 2] = max(rec[root, 2], x)
-    rec[root, 3] = max(rec[root, 3], y)
-    rec[root, 4] = min(rec[root, 4], p)
-    rec[root, 5] += 1
-    rec[root, 6] += acc
-    rec[root, 7] += euler
-    rec[root, 8] |= border
+    rec[root, _X0] = min(rec[root, _X0], x)
+    rec[root, _Y0] = min(rec[root, _Y0], y)
+    rec[root, _X1] = max(rec[root, _X1], x)
+    rec[root, _Y1] = max(rec[root, _Y1], y)
+    rec[root, _FIRST] = min(rec[root, _FIRST], p)
+    rec[root, _SIZE] += 1
+    rec[root, _ACC] += acc
+    rec[root, _EULER] += euler
+    rec[root, _BORDER] |= border
     return root
 
 
@@ -262,21 +262,21 @@ def _holes_sweep(height, width, order, starts, present, gt):
         kept = 0
         for i in range(n_live):
             r = live[i]
-            if parent[r] != r or rec[r, 8]:
+            if parent[r] != r or rec[r, _BORDER]:
                 continue  # merged away, or joined the outside (for good)
             live[kept] = r
             kept += 1
             # Hole box grown by one pixel, in image coordinates (padded minus 1).
             iou = _best_iou(
-                rec[r, 0] - 2,
-                rec[r, 1] - 2,
-                min(rec[r, 2] + 1, width - 1),
-                min(rec[r, 3] + 1, height - 1),
+                rec[r, _X0] - 2,
+                rec[r, _Y0] - 2,
+                min(rec[r, _X1] + 1, width - 1),
+                min(rec[r, _Y1] + 1, height - 1),
                 gt,
             )
             if iou > best:
                 best = iou
-            if rec[r, 7] < 1:
+            if rec[r, _EULER] < 1:
                 nested[level] = True
             if n_rec == cap:
                 cap *= 2
@@ -286,8 +286,8 @@ def _holes_sweep(height, width, order, starts, present, gt):
                 grown = np.empty(cap, np.int64)
                 grown[:n_rec] = rec_fill[:n_rec]
                 rec_fill = grown
-            rec_first[n_rec] = rec[r, 4]
-            rec_fill[n_rec] = rec[r, 6]
+            rec_first[n_rec] = rec[r, _FIRST]
+            rec_fill[n_rec] = rec[r, _ACC]
             n_rec += 1
         n_live = kept
         rec_start[level + 1] = n_rec
@@ -377,10 +377,10 @@ def _components_sweep(height, width, order, starts, present, gt, holes):
             live[kept] = r
             kept += 1
             iou = _best_iou(
-                rec[r, 0] - 1,
-                rec[r, 1] - 1,
-                min(rec[r, 2], width - 1),
-                min(rec[r, 3], height - 1),
+                rec[r, _X0] - 1,
+                rec[r, _Y0] - 1,
+                min(rec[r, _X1], width - 1),
+                min(rec[r, _Y1], height - 1),
                 gt,
             )
             if iou > best:
@@ -393,24 +393,24 @@ def _components_sweep(height, width, order, starts, present, gt, holes):
             continue
         for j in range(rec_start[value], rec_start[value + 1]):
             # The pixel left of a hole's first pixel belongs to the component around the hole.
-            rec[_find(parent, rec_first[j] - 1), 7] += rec_fill[j]
+            rec[_find(parent, rec_first[j] - 1), _EXTRA] += rec_fill[j]
         win = -1
         best_area = -1
         best_first = -1
         for i in range(n_live):
             r = live[i]
-            a = rec[r, 6] + rec[r, 7]
-            rec[r, 7] = 0
+            a = rec[r, _ACC] + rec[r, _EXTRA]
+            rec[r, _EXTRA] = 0
             # Top-level contours come last-found first: on ties the larger first pixel wins.
-            if a > best_area or (a == best_area and rec[r, 4] > best_first):
+            if a > best_area or (a == best_area and rec[r, _FIRST] > best_first):
                 best_area = a
-                best_first = rec[r, 4]
+                best_first = rec[r, _FIRST]
                 win = r
         largest[value] = _best_iou(
-            rec[win, 0] - 1,
-            rec[win, 1] - 1,
-            min(rec[win, 2], width - 1),
-            min(rec[win, 3], height - 1),
+            rec[win, _X0] - 1,
+            rec[win, _Y0] - 1,
+            min(rec[win, _X1], width - 1),
+            min(rec[win, _Y1], height - 1),
             gt,
         )
     return multi, largest, fallback

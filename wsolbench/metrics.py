@@ -1,26 +1,21 @@
 """The WSOL evaluation protocol: map -> boxes, IoU, per-threshold counters, PxAP, policies.
 
-numpy + OpenCV only (no torch), so results can be recomputed anywhere. The semantics are those of
-``shared/spec/protocol.md`` and reproduce the reference evaluator of Choe et al. (CVPR 2020,
-clovaai/wsolevaluation) bit for bit: the same per-threshold correct counts on the same maps.
+numpy, OpenCV and numba only (no torch), so results can be recomputed anywhere. The semantics are
+those of ``shared/spec/protocol.md`` and reproduce the reference evaluator of Choe et al. (CVPR
+2020, clovaai/wsolevaluation) bit for bit: the same per-threshold correct counts on the same maps.
 
 Fast path. The reference runs one contour search per threshold (1,000 per map at step 0.001).
 Maps are quantized to uint8 before thresholding, so the binary mask ``u > int(tau * max(u))`` only
-changes when the integer threshold crosses a value present in ``u``. :func:`boxes_from_map` and
-:class:`BoxCounter` therefore
-
-* map every tau to the smallest value of ``u`` that is on at that tau (its *level*; all taus of one
-  level share one mask), and run one ``cv2.findContours`` per distinct level;
-* crop each mask to the bounding box of its on-pixels (``offset=`` puts the contours back in map
-  coordinates; outside the crop every pixel is off, and findContours pads with zeros anyway, so the
-  contours and their order are unchanged);
-* compute bounding rectangles and polygon areas of all contours in vectorized numpy calls over
-  chunks of contours (areas as exact integer shoelace sums, i.e. twice ``cv2.contourArea``), then
-  every IoU with the ground truth in one call, and expand the per-level decisions to every tau.
-
-What remains is one contour search per distinct level (255 per normalized map at step 0.001
-instead of 1,000): tracing the level lines is about three quarters of the time on CAM-like maps.
-``benchmarks/README.md`` has the measured figures.
+changes when the integer threshold crosses a value present in ``u`` (a *level*). Box counting
+(:class:`BoxCounter`) does not trace contours at all: :mod:`wsolbench.level_sets` derives every
+level's contour boxes, the largest contour and their IoU with the ground truth from two
+union-find sweeps over the pixels sorted by value (compiled with numba), and OpenCV traces only
+the rare levels where a component sits inside another's hole (~0.5 % of the levels of CAM-like
+maps). That module's docstring states each fact about ``cv2.findContours`` it relies on and why
+the result is OpenCV's. :func:`boxes_from_map`, which returns the boxes themselves in OpenCV's
+contour order, still runs one ``cv2.findContours`` per distinct level (cropped to the on-pixels,
+bounding boxes and polygon areas computed in vectorized numpy). ``benchmarks/README.md`` has the
+measured figures.
 
 ``tests/test_metrics_equivalence.py`` checks the counts against the literal per-threshold
 implementation in :mod:`wsolbench.metrics_literal` on thousands of maps.
