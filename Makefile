@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= work_dirs/demo
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench reports clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_evaluator.py
+
+# Regenerate reports/ (see reports/README.md): runs (3 seeds, resumed), leaderboards, cost, figures.
+reports: install
+	$(BIN)/python reports/make_reports.py
 
 clean:
 	rm -rf $(VENV) work_dirs

@@ -114,6 +114,14 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also measure cost (params, MACs, latency; see `wsolbench profile`) into the result",
+    )
+    from wsolbench.cli_reports import add_profile_options
+
+    add_profile_options(parser, flag=True)
 
 
 def _add_run(commands) -> None:
@@ -158,6 +166,7 @@ def cmd_eval(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        profile=_profile_settings(args),
     )
     _print_result(evaluate_weights(spec, args.weights))
     return 0
@@ -181,10 +190,20 @@ def cmd_run(args) -> int:
             launcher=args.launcher,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
+            profile=_profile_settings(args),
         )
     )
     _print_result(result)
     return 0
+
+
+def _profile_settings(args):
+    """``--profile``: the timing settings (throughput at the evaluation batch size); else None."""
+    if not args.profile:
+        return None
+    from wsolbench.cli_reports import profile_settings
+
+    return profile_settings(args, args.batch_size)
 
 
 def _print_result(result) -> None:
@@ -196,6 +215,10 @@ def _print_result(result) -> None:
     )
     for split, by_policy in result.metrics.items():
         print(_metrics_table(by_policy, title=f"{split} split"))
+    if result.cost:
+        from wsolbench.profile import format_cost
+
+        print("cost\n" + format_cost(result.cost))
 
 
 def _metrics_table(by_policy: dict[str, dict[str, float]], title: str) -> str:
@@ -315,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from wsolbench.cli_check import _add_check
+    from wsolbench.cli_reports import add_commands as _add_reports
 
     for add in (
         _add_list,
@@ -324,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate_maps,
         _add_compare,
         _add_check,
+        _add_reports,
     ):
         add(commands)
     return parser

@@ -16,6 +16,9 @@ Rules every table follows:
 - Published figures are marked ``†`` with their source and threshold policy.
 - Runs are sorted by MaxBoxAccV2 (descending, rows without it last), published rows come after runs.
 - The localization map is always the ground-truth class's map; every table says so.
+- When results carry cost (``run --profile``), the table adds the parameters inference needs, MACs
+  of one image (the counter is named in a note) and the batch-1 median latency — one column per
+  device (name, CPU threads, AMP), since latencies of two devices are not comparable.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ NO_WEIGHTS_NOTE = (
 PUBLISHED_NOTE = (
     f"{PUBLISHED_MARK} published figure, not run by wsolbench and never averaged with runs"
 )
+COST_NOTE = (
+    "Cost (random-initialised method at the protocol size, `wsolbench run --profile`): Params = "
+    "parameters inference needs, in millions; MACs = multiply-accumulates of one image, in G "
+    "({counter}); Latency = batch-1 median in ms, mean over seeds, one column per device."
+)
 # Config keys that do not change what a run is: runs differing only in these are seeds of one row.
 SEED_KEYS = frozenset({"seed"})
 
@@ -93,6 +101,8 @@ class Row:
         config: the run config without its seed (empty for published rows).
         files: the result files of the runs.
         dataset: the dataset of a published figure (``""`` for runs: the board has one dataset).
+        cost: ``{"params": M, "macs": G, "latency": {device: ms}}`` means over the seeds that
+            carry cost (empty without any).
     """
 
     method: str
@@ -107,6 +117,7 @@ class Row:
     config: dict = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     dataset: str = ""
+    cost: dict = field(default_factory=dict)
 
     @property
     def no_weights(self) -> bool:
@@ -135,6 +146,15 @@ class Leaderboard:
     def metric_keys(self) -> list[str]:
         """The metric columns: those at least one row has, in the canonical order."""
         return [k for k in METRIC_KEYS if any(k in r.mean for r in self.rows)]
+
+    @property
+    def cost_devices(self) -> list[str]:
+        """The devices some row has a latency for, sorted: one latency column each."""
+        return sorted({d for r in self.rows for d in r.cost.get("latency", {})})
+
+    @property
+    def has_cost(self) -> bool:
+        return any(r.cost for r in self.rows)
 
     @property
     def header_lines(self) -> list[str]:
@@ -232,6 +252,9 @@ def build_leaderboard(
         notes.append("Rows with one seed show the mean only: no std.")
     if any(r.no_weights for r in rows):
         notes.append(NO_WEIGHTS_NOTE)
+    counters = sorted({c for r in rows for c in r.cost.get("counters", [])})
+    if counters:
+        notes.append(COST_NOTE.format(counter="; ".join(counters)))
     pub_rows = _published_rows(published, dataset)
     if pub_rows and split != "test":
         notes.append(f"Published rows are test-split figures: not shown for the {split} split.")
@@ -363,6 +386,7 @@ def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
             )
         mean = {k: statistics.fmean(v[k] for v in values) for k in shared}
         std = {k: statistics.stdev(v[k] for v in values) for k in shared} if len(values) > 1 else {}
+        cost = _row_cost([result.cost for _, result, _ in members if result.cost])
         rows.append(
             Row(
                 method=method,
@@ -373,6 +397,7 @@ def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
                 seeds=sorted(by_seed),
                 config=_strip_seed(members[0][1].config),
                 files=[p for p, _, _ in members],
+                cost=cost,
             )
         )
 
@@ -384,6 +409,31 @@ def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
             for row, label in zip(same, _config_labels([r.config for r in same]), strict=True):
                 row.label = label
     return rows
+
+
+def _row_cost(costs: list[dict]) -> dict:
+    """Mean cost over seeds: params (M), MACs (G), and latency (ms) per device."""
+    from wsolbench.profile import MACS_COUNTER_SHORT, latency_device
+
+    # Only cost blocks written by wsolbench.profile are shown; another layout is not guessed at.
+    costs = [c for c in costs if isinstance(c.get("params"), dict)]
+    if not costs:
+        return {}
+    latency: dict[str, list[float]] = {}
+    for cost in costs:
+        if cost.get("latency_ms"):
+            latency.setdefault(latency_device(cost), []).append(cost["latency_ms"]["median"])
+    out: dict[str, Any] = {
+        "latency": {d: statistics.fmean(v) for d, v in latency.items()},
+        "counters": sorted({MACS_COUNTER_SHORT for c in costs if "macs" in c}),
+    }
+    params = [c["params"]["inference"] for c in costs if "params" in c]
+    if params:
+        out["params"] = statistics.fmean(params) / 1e6
+    macs = [c["macs"] for c in costs if "macs" in c]
+    if macs:
+        out["macs"] = statistics.fmean(macs) / 1e9
+    return out
 
 
 def _run_sort_key(row: Row) -> tuple:
@@ -496,19 +546,39 @@ def _pretrained_cell(row: Row) -> str:
     return name if "/" in row.pretrained and Path(name).suffix else row.pretrained
 
 
+def _cost_cells(board: Leaderboard, row: Row) -> list[str]:
+    if not board.has_cost:
+        return []
+    cost = row.cost
+
+    def fmt(value: float | None, digits: int) -> str:
+        return MISSING if value is None else f"{value:.{digits}f}"
+
+    cells = [fmt(cost.get("params"), 3), fmt(cost.get("macs"), 3)]
+    return cells + [fmt(cost.get("latency", {}).get(d), 2) for d in board.cost_devices]
+
+
+def _cost_headers(board: Leaderboard) -> list[str]:
+    if not board.has_cost:
+        return []
+    return ["Params (M)", "MACs (G)"] + [f"Latency ms ({d})" for d in board.cost_devices]
+
+
 def _table(board: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
     keys = board.metric_keys
-    headers = ["Method", "Pretrained", "Seeds"] + [COLUMN_NAMES[k] for k in keys]
+    cost_headers = _cost_headers(board)
+    headers = ["Method", "Pretrained", "Seeds"] + [COLUMN_NAMES[k] for k in keys] + cost_headers
     body = [
         [
             r.display_name,
             _pretrained_cell(r),
             str(len(r.seeds)) if not r.published else MISSING,
             *(_cell(r, k) for k in keys),
+            *_cost_cells(board, r),
         ]
         for r in board.rows
     ]
-    align = ["left", "left", "right"] + ["right"] * len(keys)
+    align = ["left", "left", "right"] + ["right"] * (len(keys) + len(cost_headers))
     return headers, body, align
 
 
@@ -604,6 +674,9 @@ def _render_csv(board: Leaderboard) -> str:
     keys = board.metric_keys
     columns = ["method", "config", "pretrained", "seeds", "published"]
     columns += [f"{k}_{stat}" for k in keys for stat in ("mean", "std")]
+    devices = board.cost_devices
+    if board.has_cost:
+        columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
     columns += ["note", "policy", "protocol", "protocol_hash", "split"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -621,6 +694,9 @@ def _render_csv(board: Leaderboard) -> str:
                 metrics += [_published_number(r.mean[k]) if k in r.mean else "", ""]
             else:
                 metrics += [_number(r.mean.get(k)), _number(r.std.get(k))]
+        if board.has_cost:
+            metrics += [_number(r.cost.get("params")), _number(r.cost.get("macs"))]
+            metrics += [_number(r.cost.get("latency", {}).get(d)) for d in devices]
         writer.writerow(
             [
                 r.method,

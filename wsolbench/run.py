@@ -12,6 +12,7 @@ half-written ``result.json``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -25,6 +26,7 @@ from wsolbench.atomic import write_text_atomic
 from wsolbench.data.metadata import read_split
 from wsolbench.evaluate import EvalSettings, evaluate_method
 from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+from wsolbench.profile import ProfileSettings, profile_method
 from wsolbench.protocol import Protocol, default_protocol_id, load_protocol
 from wsolbench.registry import get_dataset, get_method
 from wsolbench.results import (
@@ -64,6 +66,7 @@ class RunSpec:
     batch_size: int = 64
     num_workers: int = 0
     progress: bool = True
+    profile: ProfileSettings | None = None  # --profile: measure cost into result.cost
 
 
 def resolve_device(device: str) -> str:
@@ -220,9 +223,10 @@ def execute(spec: RunSpec) -> Result:
     ``torchrun`` every rank evaluates a disjoint shard of each split; rank 0 merges the counts and
     alone writes files.
     """
-    context = _prepare(spec, default_leaf=f"seed{spec.seed}")
+    leaf = f"seed{spec.seed}"
+    context = _prepare(spec, default_leaf=leaf)
     if isinstance(context, Result):
-        return context
+        return _add_missing_cost(spec, context, leaf)
     method = build_method(
         context.method_cls,
         context.config,
@@ -250,9 +254,10 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     if not Path(weights).is_file():
         raise RunError(f"--weights {weights} does not exist; pass the weights.pt of a finished run")
     spec = replace(spec, no_pretrained=True)
-    context = _prepare(spec, default_leaf=f"eval-{Path(weights).parent.name or 'weights'}")
+    leaf = f"eval-{Path(weights).parent.name or 'weights'}"
+    context = _prepare(spec, default_leaf=leaf)
     if isinstance(context, Result):
-        return context
+        return _add_missing_cost(spec, context, leaf)
     method = build_method(
         context.method_cls,
         context.config,
@@ -283,6 +288,16 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
             progress=spec.progress and context.rank == 0,
         )
         counts[split] = _gather_counts(local, context.world)
+    cost = {}
+    if spec.profile is not None and context.rank == 0:
+        logger.info("measuring cost (--profile)")
+        cost = profile_method(
+            method,
+            protocol.eval_size,
+            protocol.num_classes,
+            device=context.device,
+            settings=spec.profile,
+        )
     result = Result(
         method=context.method_cls.name,
         dataset=spec.dataset,
@@ -293,6 +308,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         pretrained=pretrained,
         metrics=metrics_from_counts(counts),
         counts=counts,
+        cost=cost,
         env={**environment(), "device": context.device, "world_size": context.world},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         text_prior=method.text_prior,  # None (omitted) for methods without text targets
@@ -337,3 +353,72 @@ def _train(context: RunContext, method) -> None:
         resume=context.spec.resume,
     )
     load_checkpoint_into(method, chosen)
+
+
+def method_from_run(work_dir: str | Path, result: Result, *, load_weights: bool = True):
+    """Rebuild a finished run's method from its work dir (its ``result.json`` record ``result``).
+
+    A trainable method is built from the run's config with pretrained loading off and the run's
+    exported ``weights.pt`` loaded; a training-free one is built from the config as the run built
+    it. With ``load_weights=False`` pretrained loading is off for every method and no weights are
+    read (enough for cost, which does not depend on the weights' values).
+
+    Returns:
+        (method, protocol).
+
+    Raises:
+        FileNotFoundError: a trainable run without its ``weights.pt``.
+    """
+    from wsolbench.method import parse_override
+
+    protocol = load_protocol(result.protocol)
+    if protocol.hash != result.protocol_hash:
+        logger.warning(
+            "%s: protocol %s has changed since the run (hash %s, now %s); using the current one",
+            work_dir,
+            result.protocol,
+            result.protocol_hash[:12],
+            protocol.hash[:12],
+        )
+    method_cls = get_method(result.method)
+    config = copy.deepcopy(result.config)
+    if method_cls.trainable or not load_weights:
+        for text in pretrained_off_overrides(method_cls):
+            keys, value = parse_override(text)
+            node = config
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = value
+    method = build_method(
+        method_cls, config, protocol.num_classes, result.seed, classnames=protocol.classnames
+    )
+    if method_cls.trainable and load_weights:
+        weights = Path(work_dir) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} does not exist: the run's exported weights")
+        from wsolbench.engine import load_weights_file
+
+        load_weights_file(method, weights)
+    return method, protocol
+
+
+def _add_missing_cost(spec: RunSpec, result: Result, default_leaf: str) -> Result:
+    """``--resume --profile`` on a finished run without cost: measure it and rewrite the result
+    (only its ``cost`` block changes)."""
+    if spec.profile is None or result.cost:
+        return result
+    work_dir = Path(
+        spec.work_dir or Path("work_dirs") / result.protocol / result.method / default_leaf
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.info("%s is finished but has no cost: measuring it (--profile)", work_dir)
+        method, protocol = method_from_run(work_dir, result, load_weights=False)
+        result.cost = profile_method(
+            method,
+            protocol.eval_size,
+            protocol.num_classes,
+            device=resolve_device(spec.device),
+            settings=spec.profile,
+        )
+        save_result(work_dir / RESULT_FILENAME, result)
+    return result

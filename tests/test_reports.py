@@ -1,0 +1,44 @@
+"""The committed leaderboards of reports/ equal what reports/make_reports.py renders from the
+committed results (reports/results/): regenerate with `make reports` after changing either."""
+
+import importlib.util
+from pathlib import Path
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+def load_make_reports():
+    spec = importlib.util.spec_from_file_location("make_reports", REPORTS / "make_reports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_leaderboards_are_up_to_date(tmp_path):
+    make_reports = load_make_reports()
+    results = REPORTS / "results" / make_reports.PROTOCOL
+    assert any(results.rglob("result.json")), f"{results} holds no result: run `make reports`"
+    written = make_reports.render_leaderboards(results, tmp_path)
+    assert [p.name for p in written] == list(make_reports.LEADERBOARD_FILES)
+    stale = [
+        p.name
+        for p in written
+        if not (REPORTS / p.name).is_file() or (REPORTS / p.name).read_bytes() != p.read_bytes()
+    ]
+    assert not stale, f"reports/{', reports/'.join(stale)} out of date: run `make reports`"
+
+
+def test_rows_without_pretrained_weights_are_marked_in_every_format(tmp_path):
+    make_reports = load_make_reports()
+    results = REPORTS / "results" / make_reports.PROTOCOL
+    from wsolbench.results import find_results
+
+    no_weights = sorted({r.method for _, r in find_results([results]) if not r.has_pretrained})
+    if not no_weights:  # e.g. only center (no weights to load: "n/a") on the board
+        return
+    text = {n: (REPORTS / n).read_text(encoding="utf-8") for n in make_reports.LEADERBOARD_FILES}
+    for method in no_weights:
+        assert f"{method}‡" in text["leaderboard.md"] and f"{method}‡" in text["leaderboard.html"]
+        assert method.replace("_", "\\_") + "\\ddag{}" in text["leaderboard.tex"]
+        rows = [x for x in text["leaderboard.csv"].splitlines() if x.startswith(f"{method},")]
+        assert rows and all(",none," in x and "no pretrained weights" in x for x in rows)

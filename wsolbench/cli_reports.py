@@ -1,0 +1,144 @@
+"""``wsolbench profile`` and ``wsolbench visualize``: cost and pictures of methods and runs.
+
+Kept apart from ``cli.py`` (like ``cli_check.py``) so that these commands' options live together;
+``cli.py`` registers them with :func:`add_commands`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wsolbench.cli import add_overrides_argument
+
+
+def add_profile_options(parser, *, flag: bool = False) -> None:
+    """The timing options shared by ``profile`` and ``run/eval --profile``."""
+    prefix = "--profile-" if flag else "--"
+    parser.add_argument(
+        f"{prefix}warmup", dest="profile_warmup", type=int, default=10,
+        help="untimed batch-1 calls before timing (default 10; figures need ≥ 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        f"{prefix}runs", dest="profile_runs", type=int, default=50,
+        help="timed batch-1 calls (default 50; figures need ≥ 50)",
+    )  # fmt: skip
+    parser.add_argument(
+        f"{prefix}throughput-runs", dest="profile_throughput_runs", type=int, default=5,
+        help="timed calls at the throughput batch (default 5; median reported)",
+    )  # fmt: skip
+    parser.add_argument(
+        f"{prefix}amp", dest="profile_amp", default="none",
+        choices=["none", "float16", "bfloat16"], help="time under torch.autocast with this dtype",
+    )  # fmt: skip
+
+
+def profile_settings(args, batch_size: int = 64, timing: bool = True):
+    from wsolbench.profile import ProfileSettings
+
+    return ProfileSettings(
+        warmup=args.profile_warmup,
+        runs=args.profile_runs,
+        batch_size=batch_size,
+        throughput_runs=args.profile_throughput_runs,
+        amp=args.profile_amp,
+        timing=timing,
+    )
+
+
+def _add_profile(commands) -> None:
+    parser = commands.add_parser(
+        "profile",
+        help="parameters, MACs, latency, throughput and memory of a method",
+        description="Build a method for a dataset's protocol (its preset config, random "
+        "initialisation: cost does not depend on the weights; no training, no weight file read) "
+        "and measure parameters, MACs of one inference at the protocol size, latency at batch 1 "
+        "(median, p90), throughput, peak memory. See wsolbench/profile.py for each definition.",
+    )
+    parser.add_argument("--method", required=True)
+    parser.add_argument(
+        "--dataset", default="cub", help="whose protocol and preset (default: cub, 224x224)"
+    )
+    parser.add_argument("--protocol", help="protocol id or YAML file (default: the dataset's)")
+    add_overrides_argument(parser, "config override, dotted keys into sections (repeatable)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=64, help="throughput batch (default 64)")
+    add_profile_options(parser)
+    parser.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="parameters and MACs only (no latency, throughput or memory)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the cost record here")
+    parser.set_defaults(handler=cmd_profile)
+
+
+def cmd_profile(args) -> int:
+    from wsolbench.atomic import write_json_atomic
+    from wsolbench.profile import format_cost, profile
+
+    cost = profile(
+        args.method,
+        args.dataset,
+        protocol=args.protocol,
+        overrides=args.overrides,
+        device=args.device,
+        settings=profile_settings(args, args.batch_size, timing=not args.no_timing),
+        progress=lambda line: print(f"  {line} ...", flush=True),
+    )
+    print(f"{args.method} on {cost['protocol']} (random initialisation, config of {args.dataset})")
+    print(format_cost(cost))
+    if args.json:
+        write_json_atomic(args.json, json.loads(json.dumps(cost)))
+        print(f"written {args.json}")
+    return 0
+
+
+def _add_visualize(commands) -> None:
+    parser = commands.add_parser(
+        "visualize",
+        help="overlay grid (map, GT box, predicted box) and BoxAcc-vs-threshold curves of runs",
+        description="For each run dir: a grid of test images with the map of the GT class, the "
+        "GT boxes (green) and the predicted box (red) at the policy's threshold "
+        "(overlays.png). For all runs together: BoxAcc-vs-threshold curves per IoU from the "
+        "stored counts (curves.png). result.json files give curves only.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run work dirs or result.json files")
+    parser.add_argument("--n", type=int, default=16, help="images in the overlay grid")
+    parser.add_argument(
+        "--output", type=Path, help="folder for the figures (needed with several runs)"
+    )
+    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cache)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
+    parser.add_argument("--curves-only", action="store_true", help="no overlay grid")
+    parser.add_argument("--no-curves", action="store_true", help="no curves (overlays only)")
+    parser.set_defaults(handler=cmd_visualize)
+
+
+def cmd_visualize(args) -> int:
+    from wsolbench.visualize import visualize
+
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: draw at least one image")
+    written = visualize(
+        args.paths,
+        n=args.n,
+        output=args.output,
+        policy=args.policy,
+        split=args.split,
+        data_root=args.data_root,
+        device=args.device,
+        overlays=not args.curves_only,
+        curves=not args.no_curves,
+    )
+    for path in written:
+        print(f"written {path}")
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Register ``profile`` and ``visualize``."""
+    _add_profile(commands)
+    _add_visualize(commands)

@@ -1,0 +1,415 @@
+"""Pictures of results: map overlays with boxes, and BoxAcc-vs-threshold curves.
+
+``wsolbench visualize`` calls :func:`visualize`. Two figures:
+
+- **Overlay grid** (``overlays.png``): ``n`` test images spread evenly over the split (so every
+  class shows), each with the method's map for the ground-truth class (resized to the protocol size
+  and min-max normalized exactly as the evaluator does; JET colormap, half transparent), the
+  ground-truth boxes in green and, in red, the predicted box at the run's threshold for the
+  IoU-50 curve under the chosen policy: of the boxes of every contour of the thresholded map (the
+  MaxBoxAccV2 rule), the one that best overlaps a ground-truth box — the box the metric scores.
+  Each tile's caption gives the class and that IoU. The grid is drawn pixel by pixel (OpenCV),
+  not by a plotting library, so a box lands on exactly the pixels of its coordinates (scaled by an
+  integer factor for small protocol sizes).
+- **Curves** (``curves.png``): BoxAcc (multi-contour rule, the curve behind MaxBoxAccV2) against the
+  threshold τ, one panel per IoU threshold, one line per run, the maximum marked; recomputed from
+  the per-threshold counts stored in ``result.json``, so it needs no model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from wsolbench.results import RESULT_FILENAME, Result, ResultError, load_result
+
+logger = logging.getLogger(__name__)
+
+GT_COLOR = (0, 255, 0)  # RGB
+PRED_COLOR = (255, 0, 0)
+CAPTION_HEIGHT = 14
+PAD = 4
+BACKGROUND = (255, 255, 255)
+CURVE_IOU = 50  # the overlay's box is chosen on the IoU-50 curve's threshold
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing (numpy + OpenCV, RGB uint8)
+# ----------------------------------------------------------------------------------------------
+
+
+def tile_scale(size: tuple[int, int], target: int = 192) -> int:
+    """Integer upscaling factor that brings a protocol size near ``target`` pixels (≥ 1)."""
+    return max(1, round(target / max(size)))
+
+
+def scale_box(box: Sequence[int], scale: int) -> tuple[int, int, int, int]:
+    """An inclusive pixel box (x0, y0, x1, y1) in a map ``scale`` times larger: the same pixels."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return x0 * scale, y0 * scale, (x1 + 1) * scale - 1, (y1 + 1) * scale - 1
+
+
+def draw_box(image: np.ndarray, box: Sequence[int], color: tuple[int, int, int]) -> None:
+    """Draw the 1-pixel outline of an inclusive box (x0, y0, x1, y1) onto ``image`` in place."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, x1 = max(0, min(x0, width - 1)), max(0, min(x1, width - 1))
+    y0, y1 = max(0, min(y0, height - 1)), max(0, min(y1, height - 1))
+    image[y0, x0 : x1 + 1] = color
+    image[y1, x0 : x1 + 1] = color
+    image[y0 : y1 + 1, x0] = color
+    image[y0 : y1 + 1, x1] = color
+
+
+def overlay_map(image: np.ndarray, scoremap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a [H, W] map in [0, 1] (JET colormap) over an RGB [H, W, 3] uint8 image."""
+    levels = np.clip(scoremap * 255.0, 0, 255).astype(np.uint8)
+    heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * heat.astype(np.float32)
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def put_text(image: np.ndarray, text: str, origin: tuple[int, int], color=(0, 0, 0)) -> None:
+    """Small text with its baseline at ``origin`` (x, y), in place."""
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+
+
+def make_tile(
+    image: np.ndarray,
+    scoremap: np.ndarray | None,
+    gt_boxes: np.ndarray,
+    pred_box: Sequence[int] | None,
+    caption: str,
+    scale: int = 1,
+) -> np.ndarray:
+    """One grid cell: caption strip on top, then the (upscaled) image with map and boxes.
+
+    Args:
+        image: [H, W, 3] uint8 RGB at the protocol size.
+        scoremap: [H, W] in [0, 1], or None for the image alone.
+        gt_boxes: [G, 4] inclusive (x0, y0, x1, y1) at the protocol size, drawn green.
+        pred_box: inclusive box at the protocol size drawn red (on top), or None.
+        scale: integer upscaling factor (nearest neighbour; boxes cover the same pixels).
+
+    Returns:
+        [CAPTION_HEIGHT + H * scale, W * scale, 3] uint8.
+    """
+    shown = overlay_map(image, scoremap) if scoremap is not None else image.copy()
+    if scale > 1:
+        shown = np.repeat(np.repeat(shown, scale, axis=0), scale, axis=1)
+    for box in np.asarray(gt_boxes).reshape(-1, 4):
+        draw_box(shown, scale_box(box, scale), GT_COLOR)
+    if pred_box is not None:
+        draw_box(shown, scale_box(pred_box, scale), PRED_COLOR)
+    strip = np.full((CAPTION_HEIGHT, shown.shape[1], 3), BACKGROUND, dtype=np.uint8)
+    put_text(strip, caption, (2, CAPTION_HEIGHT - 4))
+    return np.concatenate([strip, shown], axis=0)
+
+
+def tile_origin(index: int, ncols: int, tile_shape: tuple[int, int], top: int = 0) -> tuple:
+    """(y, x) of the top-left pixel of tile ``index`` in :func:`make_grid`'s layout."""
+    row, col = divmod(index, ncols)
+    height, width = tile_shape
+    return top + PAD + row * (height + PAD), PAD + col * (width + PAD)
+
+
+def make_grid(tiles: list[np.ndarray], ncols: int, header: Sequence[str] = ()) -> np.ndarray:
+    """Tiles of one shape in rows of ``ncols``, ``PAD`` pixels apart, under header text lines.
+
+    Returns:
+        [top + PAD + rows * (h + PAD), PAD + ncols * (w + PAD), 3] uint8, where
+        ``top = 14 * len(header)``; tile ``i`` starts at :func:`tile_origin`.
+    """
+    if not tiles:
+        raise ValueError("make_grid: no tiles")
+    height, width = tiles[0].shape[:2]
+    rows = -(-len(tiles) // ncols)
+    top = 14 * len(header)
+    grid = np.full(
+        (top + PAD + rows * (height + PAD), PAD + ncols * (width + PAD), 3),
+        BACKGROUND,
+        dtype=np.uint8,
+    )
+    for i, line in enumerate(header):
+        put_text(grid, line, (PAD, 14 * (i + 1) - 3))
+    for i, tile in enumerate(tiles):
+        if tile.shape[:2] != (height, width):
+            raise ValueError(f"make_grid: tile {i} is {tile.shape[:2]}, not {(height, width)}")
+        y, x = tile_origin(i, ncols, (height, width), top)
+        grid[y : y + height, x : x + width] = tile
+    return grid
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    """Write an RGB uint8 image as PNG (folders created)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="PNG")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Curves (matplotlib, from stored counts)
+# ----------------------------------------------------------------------------------------------
+
+
+def box_curves(counts: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """(thresholds [T], {IoU: BoxAcc in percent [T]}) of a split's counts (multi-contour rule)."""
+    from wsolbench.metrics import threshold_grid
+
+    box = counts.get("box")
+    if not box:
+        raise ResultError("these counts hold no box statistics (a mask-only protocol)")
+    n = int(counts["n_images"])
+    thresholds = threshold_grid(counts["step"])
+    curves = {
+        int(iou): np.asarray(box["multi"][str(iou)], dtype=np.float64) * 100.0 / n
+        for iou in counts["iou_thresholds"]
+    }
+    return thresholds, curves
+
+
+def run_label(result: Result) -> str:
+    """``cam seed 0`` (``‡`` marks a run without pretrained weights, as in the tables)."""
+    from wsolbench.leaderboard import NO_WEIGHTS_MARK
+
+    mark = "" if result.has_pretrained else NO_WEIGHTS_MARK
+    return f"{result.method}{mark} seed {result.seed}"
+
+
+def plot_curves(
+    runs: Sequence[tuple[str, dict]], output: Path, title: str = "", split: str = "test"
+) -> Path:
+    """BoxAcc-vs-τ curves, one panel per IoU threshold, one line per run; written as PNG.
+
+    Args:
+        runs: (label, counts record of one split) per run.
+        output: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise ValueError("plot_curves: no run")
+    ious = sorted({int(i) for _, counts in runs for i in counts["iou_thresholds"]})
+    fig, axes = plt.subplots(1, len(ious), figsize=(4.2 * len(ious), 3.6), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for k, (label, counts) in enumerate(runs):
+        thresholds, curves = box_curves(counts)
+        for ax, iou in zip(axes[0], ious, strict=True):
+            if iou not in curves:
+                continue
+            acc = curves[iou]
+            best = int(np.argmax(acc))
+            color = colors(k % 10)
+            ax.plot(thresholds, acc, color=color, lw=1.4, label=f"{label}: {acc[best]:.1f}")
+            ax.plot([thresholds[best]], [acc[best]], "o", color=color, ms=4)
+    for ax, iou in zip(axes[0], ious, strict=True):
+        ax.set_title(f"IoU ≥ {iou / 100:.2f}")
+        ax.set_xlabel("threshold τ")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="max BoxAcc", title_fontsize=7)
+    axes[0][0].set_ylabel(f"BoxAcc (%), {split} split")
+    fig.suptitle(title or "BoxAcc vs threshold (multi-contour rule; ● = maximum)", fontsize=10)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Fixed metadata: the same curves give the same bytes (no timestamp, no version string).
+    fig.savefig(output, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return output
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs → figures
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedRun:
+    """A finished run rebuilt from its work dir: the result, the method and its protocol."""
+
+    work_dir: Path
+    result: Result
+    method: object
+    protocol: object
+
+
+def load_run(work_dir: str | Path, *, load_weights: bool = True) -> LoadedRun:
+    """Rebuild a finished run's method from its work dir (:func:`wsolbench.run.method_from_run`).
+
+    Raises:
+        ResultError / FileNotFoundError: no finished run there, or its weights are missing.
+    """
+    from wsolbench.run import method_from_run
+
+    work_dir = Path(work_dir)
+    result = load_result(work_dir / RESULT_FILENAME)
+    method, protocol = method_from_run(work_dir, result, load_weights=load_weights)
+    return LoadedRun(work_dir, result, method, protocol)
+
+
+def spread_indices(total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(total)`` (all of them when ``n >= total``)."""
+    if n >= total:
+        return list(range(total))
+    return sorted({int(round(i)) for i in np.linspace(0, total - 1, n)})
+
+
+def policy_threshold(result: Result, policy: str, split: str, iou: int = CURVE_IOU) -> float:
+    """The τ that ``policy`` picks for the IoU-``iou`` BoxAcc of ``split`` (from stored counts)."""
+    from wsolbench.metrics import parse_policy, summarize
+
+    policy = parse_policy(policy)
+    counts = result.counts.get(split)
+    if not counts:
+        raise ResultError(f"the result has no {split!r} counts (it has {', '.join(result.counts)})")
+    _, chosen = summarize(
+        counts, policy, val_counts=result.counts.get("val") if policy == "select" else None
+    )
+    key = f"maxboxacc_iou{iou}"
+    if key not in chosen:
+        raise ResultError(f"the {split} counts have no IoU-{iou} box curve")
+    return float(chosen[key])
+
+
+def overlay_grid(
+    run: LoadedRun,
+    *,
+    n: int = 16,
+    policy: str = "oracle",
+    split: str = "test",
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+    ncols: int | None = None,
+) -> np.ndarray:
+    """The overlay grid of a loaded run (see the module docstring) as an RGB uint8 array."""
+    import torch
+
+    from wsolbench import metrics
+    from wsolbench.data.dataset import WSOLImageDataset
+    from wsolbench.data.metadata import read_split
+    from wsolbench.evaluate import predict_batch
+    from wsolbench.registry import get_dataset
+
+    result, method, protocol = run.result, run.method, run.protocol
+    tau = policy_threshold(result, policy, split)
+    root = get_dataset(result.dataset)().resolve(data_root, protocol)
+    meta = read_split(root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes)
+    if meta.boxes is None:
+        raise ResultError(f"{split} split of {protocol.id} has no boxes to draw")
+    size = tuple(protocol.eval_size)
+    dataset = WSOLImageDataset(meta, root / "images", size, method.image_mean, method.image_std)
+    indices = spread_indices(len(dataset), n)
+    items = [dataset[i] for i in indices]
+    images = torch.stack([item["image"] for item in items]).to(device)
+    labels = torch.tensor([item["label"] for item in items], dtype=torch.long, device=device)
+    method.eval()
+    method.to(device)
+    with torch.no_grad():
+        maps, topk = predict_batch(method, images, labels)
+    mean = torch.tensor(method.image_mean).view(3, 1, 1)
+    std = torch.tensor(method.image_std).view(3, 1, 1)
+    names = protocol.classnames or ()
+    scale = tile_scale(size)
+    tiles = []
+    hits = 0
+    for row, (index, item) in enumerate(zip(indices, items, strict=True)):
+        image_id = meta.image_ids[index]
+        rgb = ((item["image"] * std + mean).clamp(0, 1) * 255 + 0.5).byte()
+        rgb = rgb.permute(1, 2, 0).numpy()
+        scoremap = metrics.normalize_map(maps[row], size)
+        gt = metrics.rescale_boxes(meta.boxes[image_id], meta.sizes[image_id], size[::-1])
+        multi, _ = metrics.boxes_from_map(scoremap, np.array([tau]))
+        candidates = multi[0]
+        ious = metrics.box_iou(candidates, gt).max(axis=1)
+        best = int(np.argmax(ious))
+        iou = float(ious[best])
+        hits += iou >= CURVE_IOU / 100
+        label = int(item["label"])
+        name = names[label] if label < len(names) else f"class {label}"
+        caption = f"{name[:18]} IoU {iou:.2f}"
+        if topk is not None:
+            caption += " cls ok" if topk[row][0] == label else " cls x"
+        tiles.append(make_tile(rgb, scoremap, gt, candidates[best], caption, scale))
+    header = [
+        f"{run_label(result)} | {result.protocol} {split} split | {len(tiles)} images | "
+        f"pretrained: {result.pretrained}",
+        f"map of the GT class (JET); green: GT box; red: best-matching contour box at "
+        f"tau={tau:.3f} ({policy} policy, IoU-{CURVE_IOU} curve); {hits}/{len(tiles)} at IoU>=0.5",
+    ]
+    ncols = ncols or int(np.ceil(np.sqrt(len(tiles))))
+    return make_grid(tiles, ncols, header)
+
+
+def visualize(
+    paths: Sequence[str | Path],
+    *,
+    n: int = 16,
+    output: str | Path | None = None,
+    policy: str = "oracle",
+    split: str = "test",
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+    overlays: bool = True,
+    curves: bool = True,
+) -> list[Path]:
+    """``wsolbench visualize``: overlay grids and curves of runs; returns the files written.
+
+    Args:
+        paths: run work dirs (overlays and curves) or ``result.json`` files (curves only: a lone
+            result file has no model to draw maps with).
+        output: folder for every file (``<method>-seed<N>-overlays.png``, ``curves.png``); without
+            it a single run's figures go to its work dir (``overlays.png``, ``curves.png``).
+        policy: threshold policy for the overlay's predicted box.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("visualize: pass at least one run dir or result.json")
+    if output is None and len(paths) > 1:
+        raise ValueError("visualize: several runs need --output DIR for their shared figures")
+    written: list[Path] = []
+    loaded: list[tuple[Path, Result]] = []
+    for path in paths:
+        if path.is_file():
+            loaded.append((path, load_result(path)))
+        elif (path / RESULT_FILENAME).is_file():
+            loaded.append((path, load_result(path / RESULT_FILENAME)))
+        else:
+            raise ResultError(f"{path}: no {RESULT_FILENAME}; pass a finished run's work dir")
+    protocols = sorted({result.protocol for _, result in loaded})
+    if curves and len(protocols) > 1:
+        raise ResultError(
+            f"visualize: runs of different protocols ({', '.join(protocols)}) share no curves; "
+            "pass runs of one protocol"
+        )
+    out_dir = Path(output) if output is not None else None
+    first = paths[0].parent if paths[0].is_file() else paths[0]
+    if overlays:
+        for path, result in loaded:
+            if path.is_file():
+                logger.warning("%s is a result file, not a work dir: curves only", path)
+                continue
+            run = load_run(path)
+            grid = overlay_grid(
+                run, n=n, policy=policy, split=split, data_root=data_root, device=device
+            )
+            name = f"{result.method}-seed{result.seed}-overlays.png" if out_dir else "overlays.png"
+            written.append(save_png(grid, (out_dir or path) / name))
+    if curves:
+        runs = [(run_label(result), result.counts[split]) for _, result in loaded]
+        protocol = loaded[0][1].protocol
+        title = f"{protocol}, {split} split: BoxAcc vs threshold (multi-contour rule; ● = maximum)"
+        written.append(plot_curves(runs, (out_dir or first) / "curves.png", title, split))
+    return written
