@@ -56,6 +56,10 @@ COST_DATASETS = ("synthetic", "cub")
 # CPU, so the CUB table gives the exact figures (parameters, MACs) and leaves timing to the target
 # device (`wsolbench profile --method M` there).
 TIMED_COST_DATASETS = ("synthetic",)
+# One torch thread while timing: on this CPU, shared with other jobs, every parallel op with two
+# threads waits for the slower thread's time slice (measured: a 13-MMAC model took 530 ms per call
+# with 2 threads under load and 2 ms with 1).
+PROFILE_THREADS = "1"
 WORK = Path("work_dirs/reports")
 RESULTS = REPORTS / "results" / PROTOCOL
 FIGURES = REPORTS / "figures"
@@ -94,7 +98,8 @@ def run_all(methods: list[str], seeds: tuple[int, ...]) -> dict[str, str]:
             work_dir = WORK / method / f"seed{seed}"
             status = wsolbench(
                 "run", "--method", method, "--dataset", DATASET, "--seed", seed,
-                "--work-dir", work_dir, "--resume", "--profile", *METHODS.get(method, []),
+                "--work-dir", work_dir, "--resume",
+                "--profile", "--profile-threads", PROFILE_THREADS, *METHODS.get(method, []),
             )  # fmt: skip
             if status != 0:
                 failed[f"{method}/seed{seed}"] = f"exit status {status}"
@@ -134,7 +139,7 @@ def measure_cost(methods: list[str], datasets: tuple[str, ...]) -> dict[str, dic
     for dataset in datasets:
         for method in methods:
             out = COST_DIR / dataset / f"{method}.json"
-            extra = ["--batch-size", "64"]
+            extra = ["--batch-size", "64", "--threads", PROFILE_THREADS]
             if dataset not in TIMED_COST_DATASETS:
                 extra += ["--no-timing"]
             status = wsolbench(
@@ -200,7 +205,8 @@ initialisation (cost does not depend on the weights), no training.
 - Params: total / trainable / needed at inference (what `weights.pt` holds), millions.
 - MACs (G): multiply-accumulates of one image at the protocol size. Counter: {counter}.
 - Latency: batch 1, median and p90 over 50 timed calls after 10 warm-up calls, `predict` plus the
-  maps' copy to host memory; methods that need gradients at inference are timed with them.
+  maps' copy to host memory, one torch thread (`--threads 1`: stable on a shared CPU); methods that
+  need gradients at inference are timed with them.
 - Throughput: images per second of the median batch-64 call. Peak mem: {memory}.
 - Each table holds one device: latencies of different devices are not comparable. This machine's
   CPU is shared with other jobs (the load average at each measurement is given); latencies here are

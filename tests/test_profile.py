@@ -130,6 +130,13 @@ def test_profile_method_reports_positive_figures_and_times_with_autograd():
     json.dumps(cost, allow_nan=False)  # storable in a result
 
 
+def test_profile_threads_are_set_while_profiling_and_restored():
+    before = torch.get_num_threads()
+    cost = profile_method(HandCounted(), (8, 8), 5, "cpu", ProfileSettings(batch_size=2, threads=1))
+    assert cost["threads"] == 1 and latency_device(cost).endswith(", 1 thread")
+    assert torch.get_num_threads() == before
+
+
 def test_profile_builds_a_registered_method_without_training():
     cost = profile("center", "synthetic", device="cpu", settings=ProfileSettings(runs=50))
     assert cost["method"] == "center" and cost["protocol"] == "synthetic-v1"

@@ -28,6 +28,10 @@ def add_profile_options(parser, *, flag: bool = False) -> None:
         help="timed calls at the throughput batch (default 5; median reported)",
     )  # fmt: skip
     parser.add_argument(
+        f"{prefix}threads", dest="profile_threads", type=int, default=None,
+        help="torch CPU threads while profiling (default: as set; 1 is stable on a busy CPU)",
+    )  # fmt: skip
+    parser.add_argument(
         f"{prefix}amp", dest="profile_amp", default="none",
         choices=["none", "float16", "bfloat16"], help="time under torch.autocast with this dtype",
     )  # fmt: skip
@@ -43,6 +47,7 @@ def profile_settings(args, batch_size: int = 64, timing: bool = True):
         throughput_runs=args.profile_throughput_runs,
         amp=args.profile_amp,
         timing=timing,
+        threads=args.profile_threads,
     )
 
 

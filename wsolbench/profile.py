@@ -46,7 +46,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -79,6 +79,9 @@ class ProfileSettings:
         throughput_runs: timed calls at ``batch_size``; throughput uses their median.
         amp: ``"none"``, ``"float16"`` or ``"bfloat16"``: run under ``torch.autocast``.
         timing: False measures parameters and MACs only (exact, and cheap on a slow machine).
+        threads: torch's intra-op CPU threads while profiling (``torch.set_num_threads``), None
+            to keep the current setting. On a CPU shared with other jobs, 1 thread gives stable
+            figures: with several, every parallel op waits for its slowest thread's time slice.
     """
 
     warmup: int = MIN_WARMUP
@@ -88,6 +91,7 @@ class ProfileSettings:
     throughput_runs: int = 5
     amp: str = "none"
     timing: bool = True  # False: parameters and MACs only (no latency, throughput, memory)
+    threads: int | None = None  # torch CPU threads while profiling; None: as set
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.batch_size < 1 or self.throughput_runs < 1:
@@ -96,6 +100,8 @@ class ProfileSettings:
                 f"(got runs={self.runs}, warmup={self.warmup}, batch_size={self.batch_size}, "
                 f"throughput_runs={self.throughput_runs})"
             )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"profile: threads must be ≥ 1, not {self.threads}")
         if self.amp not in AMP_DTYPES:
             raise ValueError(f"profile: amp {self.amp!r}; use one of {', '.join(AMP_DTYPES)}")
 
@@ -338,6 +344,20 @@ def profile_method(
     from wsolbench.evaluate import predict_batch
 
     settings = settings or ProfileSettings()
+    if settings.threads is not None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(settings.threads)
+        try:
+            return profile_method(
+                method,
+                size,
+                num_classes,
+                device,
+                replace(settings, threads=None),
+                progress,
+            )
+        finally:
+            torch.set_num_threads(previous)
     device = torch.device(device)
     say = progress or (lambda _text: None)
     if settings.warmup < MIN_WARMUP or settings.runs < MIN_RUNS:
@@ -517,7 +537,8 @@ def latency_device(cost: dict) -> str:
     on CPU and the AMP dtype when used (each changes the figure)."""
     name = cost.get("device_name") or cost.get("device") or "unknown device"
     if str(cost.get("device", "cpu")).startswith("cpu") and cost.get("threads"):
-        name += f", {cost['threads']} threads"
+        threads = int(cost["threads"])
+        name += f", {threads} thread{'' if threads == 1 else 's'}"
     if cost.get("amp", "none") != "none":
         name += f", {cost['amp']}"
     return name
