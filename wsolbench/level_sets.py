@@ -30,10 +30,11 @@ all on almost every level. What it relies on, each fact checked against OpenCV (
    on-pixels of a window belong to one 8-connected component, so the unfilled sum ``S(C)`` is
    additive under union. Filling a hole ``H`` that holds no other component adds
    ``sum over windows of h(#pixels of H in the window)`` with ``h(1) = 1/2`` and
-   ``h(2..4) = 1``: a window's pixels not in ``H`` are foreground of ``C`` (4-adjacent to ``H``)
-   except, with a single ``H`` pixel, possibly the diagonal one, and in every case the window's
-   value in the filled set minus its value in ``S(C)`` is ``h``. Since ``h(1) + h(1) = h(2)``,
-   that sum is additive too when two diagonal background pixels of one window join later.
+   ``h(2..4) = 1``: a window's pixels not in ``H`` are 4-adjacent to ``H``, hence foreground of
+   ``C``, except, with a single ``H`` pixel, possibly the diagonal one (outside, or in another
+   hole), and case by case the window's value in the filled set minus its value in ``S(C)`` is
+   ``h`` (or ``h(1) + h(1)`` for two diagonal holes). Since ``h(1) + h(1) = h(2)``, the sum is
+   additive too when two diagonal background pixels of one window join later.
 6. **Largest contour wins among outer contours**: a hole's polygon lies inside its parent's outer
    polygon and the parent precedes it in contour order, so the first contour of largest area is
    always an outer one. Outer contours nested in a hole are the only ones that are not top-level;
@@ -41,7 +42,9 @@ all on almost every level. What it relies on, each fact checked against OpenCV (
    Euler number ``V - E + F`` is below 1), the largest-contour rule of that level is left to
    ``cv2.findContours`` (about 0.5 % of the levels of CAM-like maps). Everywhere else the winner
    is the component of largest ``S(C) + sum of its holes' fills``, ties to the larger first
-   pixel. A hole's parent is the component of the pixel left of the hole's first pixel.
+   pixel. A hole's parent is the component of the pixel left of the hole's first pixel: that
+   pixel is foreground (a background one would belong to the hole and come first) and adjacent
+   to the hole, and with no component inside the hole only the parent is.
 
 The background sweep runs upward through the values (background ``u < v`` grows), the foreground
 sweep downward (foreground ``u >= v`` grows); the background sweep hands each level's holes
@@ -49,9 +52,11 @@ sweep downward (foreground ``u >= v`` grows); the background sweep hands each le
 number of live components, and the IoU with the ground truth is taken inside the sweep, with the
 same integer formula and float64 division as :func:`wsolbench.metrics.box_iou`.
 
-The functions are compiled on first use and cached on disk (``@njit(cache=True)``, in
-``__pycache__`` next to this file): the first call in a fresh checkout takes a few seconds, later
-processes load the compiled code in well under a second.
+The kernels are compiled on first use and cached on disk (``@njit(cache=True)``, in
+``__pycache__`` next to this file, or numba's user-wide cache where that is not writable): the
+first call in a fresh checkout compiles for about 10 s, later processes load the compiled code in
+about a second (numba's import included). They release the GIL (``nogil=True``), so threads that
+count different maps run in parallel.
 """
 
 from __future__ import annotations

@@ -314,7 +314,10 @@ class _ContourStats:
 
 
 class _LevelBoxes:
-    """Boxes of every distinct binary mask of one quantized map (the fast path's core).
+    """Boxes of every distinct binary mask of one quantized map, in OpenCV's contour order.
+
+    One ``cv2.findContours`` per level; :func:`boxes_from_map` uses it. Counting does not need the
+    boxes themselves and uses :mod:`wsolbench.level_sets` instead.
 
     Attributes:
         level_of_tau: [T] index of the level (distinct mask) each threshold uses.
@@ -370,13 +373,6 @@ class _LevelBoxes:
         first_of_level = np.ones(len(is_max), dtype=bool)
         first_of_level[1:] = level[1:] != level[:-1]
         self.largest = boxes[is_max[first_of_level]]
-
-    def scores(self, gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Best IoU per level with any GT box: ([L] multi rule, [L] largest rule), float64."""
-        multi_iou = box_iou(self.multi, gt_boxes).max(axis=1)
-        multi = np.maximum.reduceat(multi_iou, self.starts)
-        largest = box_iou(self.largest, gt_boxes).max(axis=1)
-        return multi, largest
 
 
 def boxes_from_map(
