@@ -344,8 +344,10 @@ def overlay_grid(
             caption += " cls ok" if topk[row][0] == label else " cls x"
         tiles.append(make_tile(rgb, scoremap, gt, candidates[best], caption, scale))
     header = [
-        f"{run_label(result)} | {result.protocol} {split} split | {len(tiles)} images | "
-        f"pretrained: {result.pretrained}",
+        # OpenCV's font is ASCII only: the no-weights mark is spelled out.
+        f"{result.method} seed {result.seed} | {result.protocol} {split} split | {len(tiles)} "
+        f"images | pretrained: {result.pretrained}"
+        + ("" if result.has_pretrained else " (NO PRETRAINED WEIGHTS)"),
         f"map of the GT class (JET); green: GT box; red: best-matching contour box at "
         f"tau={tau:.3f} ({policy} policy, IoU-{CURVE_IOU} curve); {hits}/{len(tiles)} at IoU>=0.5",
     ]
