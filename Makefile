@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/wsolbench run --method center --dataset synthetic --work-dir $(DEMO_DIR)/center --resume
 	$(BIN)/wsolbench run --method cam --dataset synthetic --work-dir $(DEMO_DIR)/cam --resume
+	$(BIN)/wsolbench run --method tedloc --dataset synthetic --work-dir $(DEMO_DIR)/tedloc --resume
 	$(BIN)/wsolbench compare $(DEMO_DIR)
 
 test: install
