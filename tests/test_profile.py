@@ -115,7 +115,7 @@ def test_timing_synchronizes_around_every_timed_call():
 
 def test_profile_method_reports_positive_figures_and_times_with_autograd():
     method = GradCounted()
-    settings = ProfileSettings(warmup=10, runs=50, batch_size=4, throughput_runs=2)
+    settings = ProfileSettings(warmup=10, runs=50, batch_size=4, throughput_runs=2, threads=1)
     cost = profile_method(method, (8, 8), 5, "cpu", settings)
     lat = cost["latency_ms"]
     assert 0 < lat["min"] <= lat["median"] <= lat["p90"]
@@ -123,10 +123,11 @@ def test_profile_method_reports_positive_figures_and_times_with_autograd():
     assert cost["throughput"]["images_per_s"] > 0 and cost["throughput"]["batch"] == 4
     assert cost["macs"] > HAND_MACS and cost["grad_at_inference"] is True
     assert cost["device"] == "cpu" and cost["device_name"] and cost["amp"] == "none"
+    assert cost["threads"] == 1
     assert cost["dtype"] == "float32" and cost["torch"] == torch.__version__
     # every timed call (and the MAC count) ran with autograd on, as evaluation does
     assert method.grad_seen and all(method.grad_seen)
-    assert latency_device(cost).endswith(f"{torch.get_num_threads()} threads")
+    assert latency_device(cost) == f"{cost['device_name']}, 1 thread"
     json.dumps(cost, allow_nan=False)  # storable in a result
 
 
@@ -138,7 +139,8 @@ def test_profile_threads_are_set_while_profiling_and_restored():
 
 
 def test_profile_builds_a_registered_method_without_training():
-    cost = profile("center", "synthetic", device="cpu", settings=ProfileSettings(runs=50))
+    settings = ProfileSettings(runs=50, threads=1)
+    cost = profile("center", "synthetic", device="cpu", settings=settings)
     assert cost["method"] == "center" and cost["protocol"] == "synthetic-v1"
     assert cost["input_size"] == [96, 96] and cost["num_classes"] == 10
     assert cost["params"] == {"total": 0, "trainable": 0, "inference": 0} and cost["macs"] == 0
@@ -147,7 +149,9 @@ def test_profile_builds_a_registered_method_without_training():
 
 def test_profile_command_prints_parameters_macs_and_latency(tmp_path, capsys):
     out = tmp_path / "cost.json"
+    # One thread: with two, each op waits for the other thread's slice on a busy CPU (README).
     argv = ["profile", "--method", "cam", "--dataset", "synthetic", "--batch-size", "4"]
+    argv += ["--threads", "1"]
     assert main([*argv, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     for word in ("parameters:", "MACs:", "one multiply-add = 1", "latency:", "ms median", "p90"):
@@ -170,13 +174,14 @@ def tiny_root(tmp_path_factory):
 def test_run_profile_fills_the_cost_block_and_resume_adds_a_missing_one(tiny_root, tmp_path):
     base = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", str(tiny_root)]
     profiled, plain = tmp_path / "profiled", tmp_path / "plain"
-    assert main([*base, "--work-dir", str(profiled), "--profile"]) == 0
+    assert main([*base, "--work-dir", str(profiled), "--profile", "--profile-threads", "1"]) == 0
     cost = load_result(profiled / "result.json").cost
     assert cost["latency_ms"]["runs"] == 50 and cost["input_size"] == [96, 96]
     assert main([*base, "--work-dir", str(plain)]) == 0
     before = load_result(plain / "result.json")
     assert before.cost == {}
-    assert main([*base, "--work-dir", str(plain), "--resume", "--profile"]) == 0
+    resume = ["--resume", "--profile", "--profile-threads", "1"]
+    assert main([*base, "--work-dir", str(plain), *resume]) == 0
     after = load_result(plain / "result.json")
     assert after.cost["latency_ms"]["median"] > 0
     assert after.metrics == before.metrics and after.counts == before.counts
