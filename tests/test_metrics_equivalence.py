@@ -463,3 +463,22 @@ def test_threshold_scores_follow_the_levels():
             by_level = LS.level_scores(u, gt, levels)
             np.testing.assert_array_equal(multi, by_level[0][level_of_tau])
             np.testing.assert_array_equal(largest, by_level[1][level_of_tau])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_level_scores_at_protocol_size(seed):
+    """Every level of CAM-like, ring and nested maps at 224 x 224, against OpenCV."""
+    rng = np.random.default_rng(100 + seed)
+    hw = (224, 224)
+    for m in (_smooth(rng, hw), M.normalize_map(rng.random((14, 14)), hw), _nested(rng, hw)):
+        u = (np.clip(m, 0, 1) * 255).astype(np.uint8)
+        _check_levels(u, _gt_boxes(rng, hw))
+
+
+def test_level_sets_reject_bad_levels():
+    u = np.asarray([[0, 3], [3, 7]], dtype=np.uint8)
+    gt = np.asarray([[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="present in the map"):
+        LS.level_scores(u, gt, np.asarray([5]))
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        LS.threshold_scores(u, gt, np.asarray([256]))
