@@ -197,9 +197,13 @@ def test_weights_hold_no_teacher_and_no_text_tower():
     assert not [k for k in exported if "token_embedding" in k or "transformer" in k]
     assert exported["text_targets"].shape == (len(NAMES) + 1, 64)
     assert method.text_prior == "none" and method.pretrained == "none"
-    other = tiny(seed=3)
+    same_text = tiny(seed=3)  # same (random, seeded) text tower: the same targets
+    same_text.load_state_dict(exported, strict=False)
+    assert same_text.text_prior == "none"
+    other = tiny('text.templates=["a photo of the {}."]')
     other.load_state_dict(exported, strict=False)
     assert other.text_prior == "weights-file"
+    assert torch.equal(other.text_targets, exported["text_targets"])
 
 
 def test_pretrained_option_is_a_tuple_that_no_pretrained_turns_off():

@@ -369,7 +369,13 @@ class TeDLoc(WSOLMethod):
         return f"backbone={backbone}; text={self.text_prior}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + "text_targets" in state_dict:
+        # Targets from a file that differ from the ones this instance computed were made by
+        # another text tower: say so. A run's own checkpoint (same targets) keeps the source.
+        loaded = state_dict.get(prefix + "text_targets")
+        if loaded is not None and not (
+            loaded.shape == self.text_targets.shape
+            and torch.equal(loaded.to(self.text_targets), self.text_targets)
+        ):
             self._text_source = "weights-file"
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
