@@ -1,6 +1,6 @@
 """Look inside a TeD-Loc run: pseudo-label quality against the ground truth, and the maps.
 
-    python -m methods.tedloc.diagnose RUN_DIR [--split val] [--n 12] [--output DIR]
+    python -m methods.tedloc.diagnose RUN_DIR [--split val] [--n 12] [--every K] [--output DIR]
 
 For each image of the split (the selection split by default, which has boxes), the run's teacher
 (``self``: the EMA CAM head of the last training checkpoint; ``run:`` / ``clip``: the external
@@ -73,7 +73,10 @@ def _to_image(values: np.ndarray, size: tuple[int, int]) -> Image.Image:
 
 
 @torch.no_grad()
-def diagnose(run_dir: Path, split: str = "val", n: int = 12, output: Path | None = None) -> dict:
+def diagnose(
+    run_dir: Path, split: str = "val", n: int = 12, output: Path | None = None, every: int = 1
+) -> dict:
+    """Score the run's pseudo-labels on ``split`` and draw ``n`` images (every ``every``-th)."""
     method, protocol, record = _load_run(run_dir)
     root = get_dataset(record["dataset"])().resolve(None, protocol)
     from wsolbench.data.metadata import read_split
@@ -114,7 +117,7 @@ def diagnose(run_dir: Path, split: str = "val", n: int = 12, output: Path | None
                 xs = ((np.arange(gw) + 0.5) * size[1] / gw).astype(int)
                 in_mask = mask[np.ix_(ys, xs)].reshape(-1)
                 sums["fg_in_mask"] += int((fg & in_mask).sum())
-            if len(tiles) < n:
+            if len(tiles) < n and item["index"] % every == 0:
                 picture = Image.open(root / "images" / image_id).convert("RGB").resize(size[::-1])
                 ImageDraw.Draw(picture).rectangle([int(v) for v in box], outline=(0, 255, 0))
                 labels_img = np.where(pseudo[row] == 1, 1.0, np.where(pseudo[row] == 0, 0.0, 0.5))
@@ -157,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--every", type=int, default=1, help="draw every k-th image")
     args = parser.parse_args(argv)
-    print(json.dumps(diagnose(args.run_dir, args.split, args.n, args.output), indent=2))
+    report = diagnose(args.run_dir, args.split, args.n, args.output, args.every)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
