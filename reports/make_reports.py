@@ -99,9 +99,13 @@ def run_all(
     for method in methods:
         for seed in seeds:
             work_dir = WORK / method / f"seed{seed}"
-            if finished_only and not (REPO / work_dir / "result.json").is_file():
+            result = REPO / work_dir / "result.json"
+            if finished_only and not result.is_file():
                 failed[f"{method}/seed{seed}"] = "not finished when the reports were made"
                 print(f"skip {method} seed {seed}: {work_dir} holds no finished run")
+                continue
+            if result.is_file() and json.loads(result.read_text(encoding="utf-8")).get("cost"):
+                print(f"keep {work_dir}: finished, with its cost")  # what --resume would do
                 continue
             status = wsolbench(
                 "run", "--method", method, "--dataset", DATASET, "--seed", seed,
