@@ -163,6 +163,14 @@ def measure_cost(methods: list[str], datasets: tuple[str, ...]) -> dict[str, dic
     return costs
 
 
+def load_cost() -> dict[str, dict[str, dict]]:
+    """The cost records already in ``reports/cost/`` (``--reuse-cost``)."""
+    costs: dict[str, dict[str, dict]] = {}
+    for path in sorted(COST_DIR.glob("*/*.json")):
+        costs.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
+    return costs
+
+
 def cost_tables(costs: dict[str, dict[str, dict]], fmt: str = "github") -> list[tuple[str, str]]:
     """(title, table) per (protocol, device): latencies of two devices never share a table."""
     from tabulate import tabulate
@@ -355,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-runs", action="store_true", help="use reports/results/ as committed; run nothing"
     )
     parser.add_argument(
+        "--reuse-cost", action="store_true", help="keep reports/cost/ as measured before"
+    )
+    parser.add_argument(
         "--finished-only",
         action="store_true",
         help="start no training: use the finished runs in work_dirs/reports (adding their cost)",
@@ -369,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         collect_results(methods, seeds)
     for path in render_leaderboards():
         print(f"written {path.relative_to(REPO)}")
-    costs = measure_cost(methods, tuple(args.cost_datasets))
+    if args.reuse_cost:
+        costs = load_cost()
+    else:
+        costs = measure_cost(methods, tuple(args.cost_datasets))
     print(f"written {write_cost(costs).relative_to(REPO)}")
     for path in make_figures(methods):
         print(f"written {path.relative_to(REPO)}")

@@ -555,6 +555,7 @@ def format_cost(cost: dict) -> str:
         else ""
     )
     memory = cost.get("peak_memory_mb")
+    threads = f"{cost['threads']} thread" + ("" if cost["threads"] == 1 else "s")
     if lat is None:
         timing = ["latency:     not measured (--no-timing)"]
     else:
@@ -572,7 +573,7 @@ def format_cost(cost: dict) -> str:
         f"MACs:        {cost['macs'] / 1e9:.4f} G per image at {height}x{width} "
         f"({MACS_COUNTER_SHORT})",
         *timing,
-        f"device:      {cost['device_name']} ({cost['device']}, {cost['threads']} threads), "
+        f"device:      {cost['device_name']} ({cost['device']}, {threads}), "
         f"dtype {cost['dtype']}, AMP {cost['amp']}, torch {cost['torch']}",
     ]
     return "\n".join(lines)
