@@ -10,3 +10,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WSOLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def tokenized_prompts(monkeypatch) -> list[str]:
+    """Every prompt the CLIP methods hand to the tokenizer, in order (filled as they run)."""
+    import methods.clip_base as clip_base
+    from methods.clip_models import load_clip
+
+    seen: list[str] = []
+
+    def recording_load(*args, **kwargs):
+        loaded = load_clip(*args, **kwargs)
+        tokenizer = loaded.tokenizer
+
+        def tokenize(texts, *a, **k):
+            seen.extend(texts)
+            return tokenizer(texts, *a, **k)
+
+        loaded.tokenizer = tokenize
+        return loaded
+
+    monkeypatch.setattr(clip_base, "load_clip", recording_load)
+    return seen

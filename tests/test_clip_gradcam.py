@@ -11,10 +11,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import methods.clip_base as clip_base
 from methods.clip_gradcam import ClipGradCAM
 from methods.clip_gradcam.method import box_mask
-from methods.clip_models import load_clip
 from methods.clip_text import BACKGROUND_WORDS
 from wsolbench.evaluate import predict_batch
 from wsolbench.method import Prediction, WSOLMethod, resolve_config
@@ -75,21 +73,8 @@ def test_grad_cam_matches_hooks_on_open_clips_own_forward(method):
     torch.testing.assert_close(method.predict(batch, labels).maps, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_prompts_and_background_words_reach_the_text_tower(monkeypatch):
-    seen: list[str] = []
-
-    def recording_load(*args, **kwargs):
-        loaded = load_clip(*args, **kwargs)
-        tokenizer = loaded.tokenizer
-
-        def tokenize(texts, *a, **k):
-            seen.extend(texts)
-            return tokenizer(texts, *a, **k)
-
-        loaded.tokenizer = tokenize
-        return loaded
-
-    monkeypatch.setattr(clip_base, "load_clip", recording_load)
+def test_prompts_and_background_words_reach_the_text_tower(tokenized_prompts):
+    seen = tokenized_prompts
     custom = build(
         "templates=['itap of a {}.']",
         "background_words=[lava, fog]",

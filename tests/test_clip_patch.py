@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-import methods.clip_base as clip_base
 from methods.clip_models import CLIP_MEAN, CLIP_STD, TINY_CLIP, load_clip
 from methods.clip_patch import ClipPatch
 from methods.clip_vision import (
@@ -95,21 +94,8 @@ def test_maps_follow_the_target_class_and_any_input_size():
     assert odd.maps.shape == (1, 6, 6)
 
 
-def test_prompts_reach_the_text_tower(monkeypatch):
-    seen: list[str] = []
-
-    def recording_load(*args, **kwargs):
-        loaded = load_clip(*args, **kwargs)
-        tokenizer = loaded.tokenizer
-
-        def tokenize(texts, *a, **k):
-            seen.extend(texts)
-            return tokenizer(texts, *a, **k)
-
-        loaded.tokenizer = tokenize
-        return loaded
-
-    monkeypatch.setattr(clip_base, "load_clip", recording_load)
+def test_prompts_reach_the_text_tower(tokenized_prompts):
+    seen = tokenized_prompts
     method = build(ClipPatch, "templates=['a sketch of a {}.', 'art of the {}']")
     assert seen == [
         "a sketch of a red fox.",
