@@ -6,7 +6,6 @@ Kept apart from ``cli.py`` (like ``cli_check.py``) so that these commands' optio
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from wsolbench.cli import add_overrides_argument
@@ -94,7 +93,7 @@ def cmd_profile(args) -> int:
     print(f"{args.method} on {cost['protocol']} (random initialisation, config of {args.dataset})")
     print(format_cost(cost))
     if args.json:
-        write_json_atomic(args.json, json.loads(json.dumps(cost)))
+        write_json_atomic(args.json, cost)
         print(f"written {args.json}")
     return 0
 
