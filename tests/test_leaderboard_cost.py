@@ -7,13 +7,22 @@ import shutil
 from pathlib import Path
 
 from wsolbench.leaderboard import compare
+from wsolbench.profile import LATENCY_MARK, MACS_LOWER_BOUND_MARK, timing_conditions
 
 CAM = Path(__file__).parent / "fixtures" / "results" / "cub" / "cam"
 
 
-def cost(device_name: str, median: float, params: int = 2_000_000, macs: int = 3_000_000_000):
-    """A cost block as wsolbench.profile writes it (the fields the tables read)."""
-    return {
+def cost(
+    device_name: str,
+    median: float,
+    params: int = 2_000_000,
+    macs: int = 3_000_000_000,
+    clean: bool | None = True,
+    uncounted: dict | None = None,
+):
+    """A cost block as wsolbench.profile writes it (the fields the tables read); ``clean`` None
+    leaves the timing conditions out (a record from before they were written)."""
+    block = {
         "params": {"total": params + 5, "trainable": params, "inference": params},
         "macs": macs,
         "macs_counter": "test",
@@ -22,7 +31,15 @@ def cost(device_name: str, median: float, params: int = 2_000_000, macs: int = 3
         "device_name": device_name,
         "threads": 2,
         "amp": "none",
+        "macs_uncounted": uncounted or {},
     }
+    if clean is not None:
+        others = 0.2 if clean else 2.5  # of the 4 - 2 = 2 cores the timing left free
+        block["timing_conditions"] = timing_conditions(
+            cpus=4, threads=2, others_cpu_cores=others, load_before=[others, 0.0, 0.0]
+        )
+        assert block["timing_conditions"]["clean"] is clean
+    return block
 
 
 def results_with_costs(tmp_path, costs):
@@ -67,3 +84,47 @@ def test_no_cost_columns_without_cost(tmp_path):
         path.write_text(json.dumps(data))
     table = compare([tmp_path], fmt="md", published=False)
     assert "MACs" not in table and "Latency" not in table
+
+
+def cells_of(table: str, method: str = "cam") -> dict[str, str]:
+    header = next(line for line in table.splitlines() if line.startswith("| Method"))
+    row = next(line for line in table.splitlines() if line.startswith(f"| {method}"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    return dict(zip(columns, [c.strip() for c in row.strip("|").split("|")], strict=True))
+
+
+def test_a_latency_measured_under_load_is_marked_never_shown_as_clean(tmp_path):
+    root = results_with_costs(
+        tmp_path, [cost("CPU", 40.0, clean=False), cost("CPU", 60.0, clean=None)]
+    )
+    table = compare([root], fmt="md", published=False)
+    assert cells_of(table)["Latency ms (CPU, 2 threads)"] == f"50.00{LATENCY_MARK}"
+    assert f"{LATENCY_MARK} latency measured while other processes" in table
+    assert "Latency shown when clean" in table
+    latex = compare([root], fmt="latex", published=False)
+    assert "50.00\\S{}" in latex and LATENCY_MARK not in latex
+    rows = list(csv.DictReader(io.StringIO(compare([root], fmt="csv", published=False))))
+    assert rows[0]["latency_ms[CPU, 2 threads]"] == "50.0000"
+    assert rows[0]["latency_clean[CPU, 2 threads]"] == "false"
+
+
+def test_clean_seeds_give_the_latency_and_busy_ones_are_left_out(tmp_path):
+    root = results_with_costs(
+        tmp_path,
+        [cost("CPU", 40.0), cost("CPU", 44.0), cost("CPU", 400.0, clean=False)],
+    )
+    table = compare([root], fmt="md", published=False)
+    assert cells_of(table)["Latency ms (CPU, 2 threads)"] == "42.00"  # the clean two only
+    assert f"{LATENCY_MARK} latency measured" not in table
+    rows = list(csv.DictReader(io.StringIO(compare([root], fmt="csv", published=False))))
+    assert rows[0]["latency_clean[CPU, 2 threads]"] == "true"
+    assert rows[0]["macs_lower_bound"] == "false"
+
+
+def test_macs_missing_uncounted_ops_are_shown_as_a_lower_bound(tmp_path):
+    root = results_with_costs(tmp_path, [cost("CPU", 40.0, uncounted={"_linalg_svd": 1})])
+    table = compare([root], fmt="md", published=False)
+    assert cells_of(table)["MACs (G)"] == f"{MACS_LOWER_BOUND_MARK}3.000"
+    assert "lower bound" in table
+    rows = list(csv.DictReader(io.StringIO(compare([root], fmt="csv", published=False))))
+    assert rows[0]["macs_lower_bound"] == "true" and rows[0]["macs_g"] == "3.0000"

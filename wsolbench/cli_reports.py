@@ -47,6 +47,7 @@ def profile_settings(args, batch_size: int = 64, timing: bool = True):
         amp=args.profile_amp,
         timing=timing,
         threads=args.profile_threads,
+        strict_macs=getattr(args, "strict_macs", False),
     )
 
 
@@ -56,8 +57,10 @@ def _add_profile(commands) -> None:
         help="parameters, MACs, latency, throughput and memory of a method",
         description="Build a method for a dataset's protocol (its preset config, random "
         "initialisation: cost does not depend on the weights; no training, no weight file read) "
-        "and measure parameters, MACs of one inference at the protocol size, latency at batch 1 "
-        "(median, p90), throughput, peak memory. See wsolbench/profile.py for each definition.",
+        "and measure parameters, MACs of one inference at the protocol size (every attention "
+        "kernel counted), latency at batch 1 (median, p90, IQR), throughput, peak memory, and "
+        "how busy the machine was meanwhile (a latency measured while other processes took the "
+        "cores it needed is marked). See wsolbench/profile.py for each definition.",
     )
     parser.add_argument("--method", required=True)
     parser.add_argument(
@@ -72,6 +75,12 @@ def _add_profile(commands) -> None:
         "--no-timing",
         action="store_true",
         help="parameters and MACs only (no latency, throughput or memory)",
+    )
+    parser.add_argument(
+        "--strict-macs",
+        action="store_true",
+        help="an op the MAC counter has no formula for is an error (default: a warning, and the "
+        "MACs are reported as a lower bound)",
     )
     parser.add_argument("--json", type=Path, help="also write the cost record here")
     parser.set_defaults(handler=cmd_profile)

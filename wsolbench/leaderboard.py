@@ -252,9 +252,7 @@ def build_leaderboard(
         notes.append("Rows with one seed show the mean only: no std.")
     if any(r.no_weights for r in rows):
         notes.append(NO_WEIGHTS_NOTE)
-    counters = sorted({c for r in rows for c in r.cost.get("counters", [])})
-    if counters:
-        notes.append(COST_NOTE.format(counter="; ".join(counters)))
+    notes.extend(_cost_notes(rows))
     pub_rows = _published_rows(published, dataset)
     if pub_rows and split != "test":
         notes.append(f"Published rows are test-split figures: not shown for the {split} split.")
@@ -412,19 +410,30 @@ def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
 
 
 def _row_cost(costs: list[dict]) -> dict:
-    """Mean cost over seeds: params (M), MACs (G), and latency (ms) per device."""
-    from wsolbench.profile import MACS_COUNTER_SHORT, latency_device
+    """Mean cost over seeds: params (M), MACs (G), and latency (ms) per device.
+
+    A device's latency is the mean of its clean timings (``wsolbench.profile.latency_clean``);
+    with none clean, the mean of all of them, and the device is listed in ``unclean`` (the cell
+    is then marked). ``macs_lower_bound``: some seed's count missed ops without a formula.
+    """
+    from wsolbench.profile import MACS_COUNTER_SHORT, latency_clean, latency_device, macs_complete
 
     # Only cost blocks written by wsolbench.profile are shown; another layout is not guessed at.
     costs = [c for c in costs if isinstance(c.get("params"), dict)]
     if not costs:
         return {}
     latency: dict[str, list[float]] = {}
+    clean: dict[str, list[float]] = {}
     for cost in costs:
         if cost.get("latency_ms"):
-            latency.setdefault(latency_device(cost), []).append(cost["latency_ms"]["median"])
+            device, median = latency_device(cost), cost["latency_ms"]["median"]
+            latency.setdefault(device, []).append(median)
+            if latency_clean(cost):
+                clean.setdefault(device, []).append(median)
     out: dict[str, Any] = {
-        "latency": {d: statistics.fmean(v) for d, v in latency.items()},
+        "latency": {d: statistics.fmean(clean.get(d) or v) for d, v in latency.items()},
+        "unclean": sorted(d for d in latency if d not in clean),
+        "macs_lower_bound": any(not macs_complete(c) for c in costs if "macs" in c),
         "counters": sorted({MACS_COUNTER_SHORT for c in costs if "macs" in c}),
     }
     params = [c["params"]["inference"] for c in costs if "params" in c]
@@ -554,8 +563,34 @@ def _cost_cells(board: Leaderboard, row: Row) -> list[str]:
     def fmt(value: float | None, digits: int) -> str:
         return MISSING if value is None else f"{value:.{digits}f}"
 
-    cells = [fmt(cost.get("params"), 3), fmt(cost.get("macs"), 3)]
-    return cells + [fmt(cost.get("latency", {}).get(d), 2) for d in board.cost_devices]
+    from wsolbench.profile import LATENCY_MARK, MACS_LOWER_BOUND_MARK
+
+    macs = fmt(cost.get("macs"), 3)
+    if cost.get("macs_lower_bound") and macs != MISSING:
+        macs = MACS_LOWER_BOUND_MARK + macs
+    cells = [fmt(cost.get("params"), 3), macs]
+    for device in board.cost_devices:
+        latency = fmt(cost.get("latency", {}).get(device), 2)
+        marked = latency != MISSING and device in cost.get("unclean", ())
+        cells.append(latency + LATENCY_MARK if marked else latency)
+    return cells
+
+
+def _cost_notes(rows: list[Row]) -> list[str]:
+    """The cost footnotes: the counter, the latency rule, and what the marks mean (if used)."""
+    from wsolbench.profile import CLEAN_RULE, LATENCY_NOTE, MACS_LOWER_BOUND_NOTE
+
+    counters = sorted({c for r in rows for c in r.cost.get("counters", [])})
+    if not counters:
+        return []
+    notes = [COST_NOTE.format(counter="; ".join(counters))]
+    if any(r.cost.get("latency") for r in rows):
+        notes.append(f"Latency shown when {CLEAN_RULE}.")
+    if any(r.cost.get("unclean") for r in rows):
+        notes.append(LATENCY_NOTE + ".")
+    if any(r.cost.get("macs_lower_bound") for r in rows):
+        notes.append(MACS_LOWER_BOUND_NOTE + ".")
+    return notes
 
 
 def _cost_headers(board: Leaderboard) -> list[str]:
@@ -619,6 +654,8 @@ _LATEX_UNICODE = {
     PUBLISHED_MARK: r"\dag{}",
     MISSING: "--",
     "τ": r"$\tau$",
+    "§": r"\S{}",  # wsolbench.profile.LATENCY_MARK
+    "≥": r"$\geq$",  # wsolbench.profile.MACS_LOWER_BOUND_MARK
 }
 
 
@@ -670,6 +707,10 @@ def _number(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
+def _csv_flag(value: bool | None) -> str:
+    return "" if value is None else "true" if value else "false"
+
+
 def _render_csv(board: Leaderboard) -> str:
     keys = board.metric_keys
     columns = ["method", "config", "pretrained", "seeds", "published"]
@@ -677,6 +718,7 @@ def _render_csv(board: Leaderboard) -> str:
     devices = board.cost_devices
     if board.has_cost:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
+        columns += ["macs_lower_bound"] + [f"latency_clean[{d}]" for d in devices]
     columns += ["note", "policy", "protocol", "protocol_hash", "split"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -697,6 +739,13 @@ def _render_csv(board: Leaderboard) -> str:
         if board.has_cost:
             metrics += [_number(r.cost.get("params")), _number(r.cost.get("macs"))]
             metrics += [_number(r.cost.get("latency", {}).get(d)) for d in devices]
+            metrics += [_csv_flag(r.cost.get("macs_lower_bound") if r.cost else None)]
+            metrics += [
+                _csv_flag(d not in r.cost.get("unclean", ()))
+                if d in r.cost.get("latency", {})
+                else ""
+                for d in devices
+            ]
         writer.writerow(
             [
                 r.method,
