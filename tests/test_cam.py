@@ -134,6 +134,7 @@ def test_missing_weights_stop_a_run_with_both_fixes(tiny_root, tmp_path, capsys,
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", str(tiny_root)]
+    argv += ["--protocol", str(tiny_root / "protocol.yaml")]
     argv += ["--work-dir", str(tmp_path / "run"), "-o", "backbone.name=resnet18"]
     assert main([*argv, "-o", "backbone.pretrained=true"]) == 2
     error = capsys.readouterr().err
@@ -143,6 +144,7 @@ def test_missing_weights_stop_a_run_with_both_fixes(tiny_root, tmp_path, capsys,
 def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
     work = tmp_path / "run"
     argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", str(tiny_root)]
+    argv += ["--protocol", str(tiny_root / "protocol.yaml")]
     argv += ["--work-dir", str(work), "-o", "train.max_epochs=1", "-o", "train.num_workers=0"]
     argv += ["-o", "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"]
     assert main(argv) == 0
@@ -153,6 +155,7 @@ def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
     kwargs = "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"
     argv = ["eval", "--method", "cam", "--weights", str(work / "weights.pt"), "--dataset"]
     argv += ["synthetic", "--data-root", str(tiny_root), "--work-dir", str(tmp_path / "eval")]
+    argv += ["--protocol", str(tiny_root / "protocol.yaml")]
     assert main([*argv, "-o", kwargs]) == 0
     again = load_result(tmp_path / "eval" / "result.json")
     assert again.counts["test"] == result.counts["test"]

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.protocol import PROTOCOL_DIR
 
 TESTS = Path(__file__).resolve().parent
 TINY = SyntheticConfig(
@@ -22,16 +21,9 @@ TINY = SyntheticConfig(
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny synthetic root and a protocol file evaluating it at its own 32×32 size."""
-    folder = tmp_path_factory.mktemp("engine")
-    root = generate(folder / "data", TINY)
-    protocol = (PROTOCOL_DIR / "synthetic-v1.yaml").read_text()
-    protocol = protocol.replace("eval_size: [96, 96]", "eval_size: [32, 32]")
-    protocol = protocol.replace("num_classes: 10\n", "num_classes: 3\n")
-    protocol = protocol.replace("classnames: classnames/synthetic.txt\n", "")
-    path = folder / "synthetic-tiny.yaml"
-    path.write_text(protocol)
-    return root, path
+    """A tiny synthetic root and its own protocol (its 32×32 size, 3 classes, its data pinned)."""
+    root = generate(tmp_path_factory.mktemp("engine") / "data", TINY)
+    return root, root / "protocol.yaml"
 
 
 def wsolbench(*argv, check=True, **kwargs):
@@ -208,7 +200,7 @@ def test_unknown_train_override_is_named(tiny, tmp_path):
 
 def test_best_checkpoint_protocol_validates_each_epoch_and_keeps_the_best(tiny, tmp_path):
     root, protocol = tiny
-    best = tmp_path / "best.yaml"
+    best = root / "best.yaml"  # beside the class-name file the protocol names
     best.write_text(protocol.read_text().replace("checkpoint: last", "checkpoint: best"))
     work = tmp_path / "run"
     wsolbench(*run_args((root, best), work))

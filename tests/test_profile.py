@@ -173,6 +173,7 @@ def tiny_root(tmp_path_factory):
 
 def test_run_profile_fills_the_cost_block_and_resume_adds_a_missing_one(tiny_root, tmp_path):
     base = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", str(tiny_root)]
+    argv += ["--protocol", str(tiny_root / "protocol.yaml")]
     profiled, plain = tmp_path / "profiled", tmp_path / "plain"
     assert main([*base, "--work-dir", str(profiled), "--profile", "--profile-threads", "1"]) == 0
     cost = load_result(profiled / "result.json").cost

@@ -46,6 +46,7 @@ def _result(**changes) -> Result:
         dataset="cub",
         protocol="cub-v1",
         protocol_hash="ab" * 32,
+        data_fingerprint={"sha256": "cd" * 32, "version": 1, "splits": {}},
         seed=0,
         config={"backbone": "resnet50", "train": {"lr": 0.01}},
         pretrained="resnet50.pth",
@@ -160,11 +161,29 @@ def test_newer_schema_says_upgrade(tmp_path):
 
 
 def test_older_schema_says_reevaluate(tmp_path):
-    path = _write(tmp_path / "r.json", {**_result().to_dict(), "schema": SCHEMA_VERSION - 1})
+    path = _write(tmp_path / "r.json", {**_result().to_dict(), "schema": 0})
     with pytest.raises(ResultError) as info:
         load_result(path)
     assert "older" in str(info.value) and "re-evaluate" in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_schema_1_reads_with_an_unknown_data_fingerprint(tmp_path):
+    old = _result().to_dict()
+    del old["data_fingerprint"]
+    result = load_result(_write(tmp_path / "r.json", {**old, "schema": 1}))
+    assert result.data_fingerprint is None and result.data_sha256 is None
+    assert "data_fingerprint" not in result.to_dict()  # rewritten as it was read
+
+
+def test_schema_2_needs_its_data_fingerprint(tmp_path):
+    d = _result().to_dict()
+    del d["data_fingerprint"]
+    with pytest.raises(ResultError, match="needs 'data_fingerprint'"):
+        load_result(_write(tmp_path / "r.json", d))
+    with pytest.raises(ResultError, match="without its data_fingerprint"):
+        save_result(tmp_path / "w.json", _result(data_fingerprint=None))
+    assert not (tmp_path / "w.json").exists()
 
 
 def test_missing_keys_are_named(tmp_path):

@@ -33,6 +33,8 @@ def run_center(root, work_dir, *extra):
         "synthetic",
         "--data-root",
         root,
+        "--protocol",
+        root / "protocol.yaml",  # the tiny set's own protocol (generate writes it)
         "--work-dir",
         work_dir,
         *extra,
@@ -46,7 +48,7 @@ def test_center_run_writes_a_complete_result(tiny_root, tmp_path, capsys):
     assert (result.method, result.dataset, result.protocol, result.pretrained) == (
         "center",
         "synthetic",
-        "synthetic-v1",
+        f"synthetic-custom-{TINY.digest()[:8]}",
         "n/a",
     )
     assert result.config == {"sigma": 0.3}
@@ -64,7 +66,7 @@ def test_center_run_writes_a_complete_result(tiny_root, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "maxboxacc_v2" in printed and "test split" in printed
     on_disk = json.loads((work / "result.json").read_text())
-    assert on_disk["schema"] == 1 and on_disk["protocol_hash"] == result.protocol_hash
+    assert on_disk["schema"] == 2 and on_disk["protocol_hash"] == result.protocol_hash
 
 
 def test_same_seed_same_numbers_and_no_overwrite(tiny_root, tmp_path, capsys):

@@ -12,6 +12,7 @@ from methods.clip_models import TINY_CLIP
 from methods.tedloc.teachers import otsu_thresholds, select_pseudo_labels
 from methods.tedloc.text import _similarity_groups, orthogonalize_targets, qr_targets
 from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+from wsolbench.protocol import load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
 
 TINY_BACKBONE = [
@@ -223,7 +224,13 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     )
     cam = build_method(cam_cls, cam_config, len(NAMES))
     export_weights(cam, tmp_path / "weights.pt")
-    record = {"method": "cam", "config": cam_config}
+    # the record `wsolbench run` writes, under a protocol of this test's class count
+    content = {**load_protocol("synthetic-v1").content, "num_classes": len(NAMES)}
+    del content["classnames"]
+    protocol = protocol_from_snapshot({"content": content, "classnames": []}, "test")
+    record = {"method": "cam", "dataset": "synthetic", "protocol": protocol.id}
+    record.update(protocol_hash=protocol.hash, seed=0, config=cam_config)
+    record["protocol_spec"] = protocol.snapshot()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(record))
     method = tiny(f"teacher=run:{tmp_path}").train()
     assert method.pseudo_labels_active  # no warm-up with an external teacher

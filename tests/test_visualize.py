@@ -64,7 +64,7 @@ def test_spread_indices_cover_the_split_evenly():
 
 
 TINY = SyntheticConfig(
-    num_classes=3, image_size=48, train_per_class=2, val_per_class=3, test_per_class=4
+    num_classes=3, image_size=96, train_per_class=2, val_per_class=3, test_per_class=4
 )
 
 
@@ -73,6 +73,7 @@ def center_run(tmp_path_factory):
     root = generate(tmp_path_factory.mktemp("synthetic") / "tiny", TINY)
     work = tmp_path_factory.mktemp("runs") / "center"
     argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", str(root)]
+    argv += ["--protocol", str(root / "protocol.yaml")]
     assert main([*argv, "--work-dir", str(work)]) == 0
     return root, work
 
@@ -82,7 +83,7 @@ def test_visualize_writes_an_overlay_grid_with_boxes_where_they_are(center_run, 
     assert main(["visualize", str(work), "--n", "4", "--data-root", str(root)]) == 0
     assert "overlays.png" in capsys.readouterr().out
     grid = np.asarray(Image.open(work / "overlays.png").convert("RGB"))
-    size = (96, 96)  # synthetic-v1's evaluation size
+    size = (96, 96)  # the tiny protocol's evaluation size (its images' size)
     scale = tile_scale(size)
     tile = (CAPTION_HEIGHT + 96 * scale, 96 * scale)
     top = 14 * 2  # two header lines

@@ -33,6 +33,8 @@ from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.evaluate import GroundTruth, count_batch, new_counter, predict_batch
 from wsolbench.method import WSOLMethod
 from wsolbench.metrics import merge_counts, summarize
+from wsolbench.progress import progress
+from wsolbench.workdir import TRAIN_SUBDIR, checkpoints
 
 ensure_torchvision()  # mmengine.runner imports torchvision
 
@@ -43,7 +45,6 @@ from mmengine.runner import Runner  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-TRAIN_SUBDIR = "train"
 CHECKPOINT_PREFIX = "method."  # the adapter holds the method as ``self.method``
 
 # Python objects an mmengine checkpoint of this project holds besides tensors (see module doc).
@@ -153,6 +154,72 @@ class MethodHook(Hook):
         self._method(runner).on_train_step()
 
 
+class ProgressHook(Hook):
+    """What the console shows while training: one bar per epoch with the running losses, one per
+    validation, then the validation's MaxBoxAccV2 / PxAP. Rank 0 only."""
+
+    priority = "LOW"
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def _start(self, runner, total: int, desc: str) -> None:
+        self.bar = progress(total=total, desc=desc, enabled=runner.rank == 0, unit="batch")
+
+    def _stop(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def before_train_epoch(self, runner) -> None:
+        epoch = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
+        self._start(runner, len(runner.train_dataloader), epoch)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        losses = {k: float(v) for k, v in (outputs or {}).items() if "loss" in k}
+        self.bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in losses.items()))
+
+    def after_train_epoch(self, runner) -> None:
+        self._stop()
+
+    def before_val_epoch(self, runner) -> None:
+        self._start(runner, len(runner.val_dataloader), f"validate epoch {runner.epoch}")
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._stop()
+        if runner.rank == 0 and metrics:
+            shown = {k: v for k, v in metrics.items() if k in ("maxboxacc_v2", "pxap", "top1_cls")}
+            logger.info(
+                "epoch %d on the selection split: %s",
+                runner.epoch,
+                ", ".join(f"{k} {v:.2f}" for k, v in shown.items()),
+            )
+
+
+class QuietRunner(Runner):
+    """mmengine's Runner with its console output kept for the log file.
+
+    mmengine prints its environment dump, the config, the hook table and one line per parameter
+    group to stdout before the first step (~150 lines); they stay in the run's log file
+    (``<work_dir>/train/<timestamp>/<timestamp>.log``), and only warnings and errors reach the
+    console, where :class:`ProgressHook` reports progress.
+    """
+
+    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+        built = super().build_logger(log_level, log_file, **kwargs)
+        for handler in built.handlers:
+            if type(handler) is logging.StreamHandler:  # the console (file handlers subclass it)
+                handler.setLevel(logging.WARNING)
+        return built
+
+
 def selection_metric(truth: GroundTruth) -> str:
     """The metric that picks the best checkpoint: MaxBoxAccV2 with boxes, PxAP with masks only."""
     return "maxboxacc_v2" if truth.settings.boxes else "pxap"
@@ -193,12 +260,14 @@ def build_runner(
     seed: int = 0,
     device: str = "cpu",
     launcher: str = "none",
-    resume: bool = False,
+    resume_from: Path | None = None,
 ) -> Runner:
     """The mmengine Runner that trains ``method`` (see :data:`wsolbench.method.TRAIN_DEFAULTS`).
 
     Args:
         keep: "last" or "best" (best MaxBoxAccV2 / PxAP on ``val_set``, which is then required).
+        resume_from: a checkpoint of this work dir to continue from (:func:`resume_checkpoint`);
+            None starts from the first epoch.
     """
     max_epochs = int(train_cfg["max_epochs"])
     use_amp = bool(train_cfg.get("amp", True)) and device.startswith("cuda")
@@ -233,7 +302,7 @@ def build_runner(
             "val_cfg": {},
             "val_evaluator": [CountsMetric(val_truth)],
         }
-    return Runner(
+    return QuietRunner(
         model=MethodModel(method),
         work_dir=str(work_dir / TRAIN_SUBDIR),
         train_dataloader=_dataloader(train_set, int(train_cfg["batch_size"]), num_workers, True),
@@ -244,11 +313,14 @@ def build_runner(
             "checkpoint": checkpoint_hook,
             "logger": {"type": "LoggerHook", "interval": 10},
         },
-        custom_hooks=[ReplayHook(), MethodHook()],
+        custom_hooks=[ReplayHook(), MethodHook(), ProgressHook()],
         randomness={"seed": seed, "deterministic": False},
         launcher=launcher,
         env_cfg={"dist_cfg": {"backend": "nccl" if device.startswith("cuda") else "gloo"}},
-        resume=resume,
+        # Resume from the checkpoint chosen here, never from mmengine's own search: its pointer
+        # file holds an absolute path, which in a copied work dir names the original's files.
+        resume=resume_from is not None,
+        load_from=None if resume_from is None else str(resume_from),
         # On CPU, DistributedDataParallel must not be given device ids (mmengine passes one
         # unless the wrapper config, read from ``cfg``, says otherwise).
         cfg=(
@@ -284,12 +356,43 @@ def trusted_checkpoint_loading() -> Iterator[None]:
 
 
 def latest_checkpoint(work_dir: Path) -> Path | None:
-    """The checkpoint mmengine would resume from, or None when training has not saved one yet."""
-    pointer = work_dir / TRAIN_SUBDIR / "last_checkpoint"
-    if not pointer.is_file():
-        return None
-    path = Path(pointer.read_text().strip())
-    return path if path.is_file() else None
+    """The newest checkpoint of this work dir's own ``train/`` folder, or None before the first.
+
+    Found by epoch number in the dir itself, not through mmengine's ``last_checkpoint`` pointer,
+    which holds an absolute path (in a copied or moved work dir, the original's file).
+    """
+    found = [p for p in checkpoints(work_dir) if p.name.startswith("epoch_")]
+    return found[0] if found else None
+
+
+def resume_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the newest readable one, or None if none yet.
+
+    An unreadable newest checkpoint (a crash mid-write, a disk error) is skipped with a warning
+    and the previous one is used; training then redoes the epochs after it.
+
+    Raises:
+        CheckpointError: checkpoints exist but none is readable; the message says how to start
+            the run over.
+    """
+    found = [p for p in checkpoints(work_dir) if p.name.startswith("epoch_")]
+    problems = []
+    for path in found:
+        try:
+            check_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            logger.warning("%s; resuming from %s instead", problem, path.name)
+        return path
+    if problems:
+        folder = Path(work_dir) / TRAIN_SUBDIR
+        raise CheckpointError(
+            f"no readable checkpoint in {folder} ({'; '.join(problems)}). To train this run "
+            f"from the start, delete {folder} and run the same command again"
+        )
+    return None
 
 
 def best_checkpoint(work_dir: Path) -> Path | None:
@@ -305,15 +408,15 @@ def train(
     work_dir: Path,
     **runner_options,
 ) -> Path:
-    """Train (or resume training) and return the checkpoint to evaluate: last or best.
+    """Train (continuing from the newest readable checkpoint of ``work_dir``, if any) and return
+    the checkpoint to evaluate: last or best.
 
-    Keyword arguments are those of :func:`build_runner`.
+    Keyword arguments are those of :func:`build_runner` except ``resume_from``.
     """
     keep = runner_options.get("keep", "last")
-    resume = runner_options.get("resume", False)
-    if resume and latest_checkpoint(work_dir) is not None:
-        check_checkpoint(latest_checkpoint(work_dir))
+    runner_options["resume_from"] = resume_checkpoint(work_dir)
     runner = build_runner(method, train_set, train_cfg, work_dir, **runner_options)
+    logger.info("training log: %s", Path(runner.log_dir).resolve())
     with trusted_checkpoint_loading():
         runner.train()
     chosen = best_checkpoint(work_dir) if keep == "best" else latest_checkpoint(work_dir)
@@ -328,14 +431,64 @@ def check_checkpoint(path: Path) -> None:
         unexpected = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception as exc:  # a truncated zip, not a torch file, ...
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it and resume "
-            "from the previous one, or start a new --work-dir"
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})"
         ) from None
     unexpected -= set(_CHECKPOINT_GLOBALS)
     if unexpected:
         raise CheckpointError(
             f"checkpoint {path} holds objects a wsolbench checkpoint never holds "
             f"({', '.join(sorted(unexpected))}); refusing to load it"
+        )
+
+
+def check_train_config(train_cfg: dict) -> None:
+    """Check a resolved ``train`` section before anything is written or trained.
+
+    Counts must be positive integers; the optimizer is built once on a dummy parameter (so an
+    unknown optimizer, an unknown keyword or a value the optimizer refuses, such as a negative
+    learning rate, fails now, not after the data is loaded); the scheduler type must be one
+    mmengine knows; ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
+
+    Raises:
+        ConfigError: naming the ``train.*`` key, its value and the fix.
+    """
+    from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
+
+    from wsolbench.method import ConfigError
+
+    for key in ("max_epochs", "batch_size", "checkpoint_interval", "val_interval"):
+        value = train_cfg.get(key)
+        if type(value) is not int or value < 1:
+            raise ConfigError(f"train.{key} must be a positive integer, not {value!r}")
+    workers = train_cfg.get("num_workers")
+    if type(workers) is not int or workers < 0:
+        raise ConfigError(f"train.num_workers must be an integer >= 0, not {workers!r}")
+    optimizer = dict(train_cfg.get("optimizer") or {})
+    kind = optimizer.pop("type", None)
+    optimizer_cls = OPTIMIZERS.get(kind) if isinstance(kind, str) else None
+    if optimizer_cls is None:
+        raise ConfigError(
+            f"train.optimizer.type {kind!r} is not an optimizer mmengine knows; use a torch.optim "
+            "class name such as SGD, Adam or AdamW"
+        )
+    try:
+        optimizer_cls([torch.zeros(1, requires_grad=True)], **optimizer)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"train.optimizer {dict(train_cfg['optimizer'])}: {exc}") from None
+    scheduler = train_cfg.get("scheduler")
+    kind = scheduler.get("type") if isinstance(scheduler, dict) else scheduler
+    if kind != "none" and (not isinstance(kind, str) or PARAM_SCHEDULERS.get(kind) is None):
+        raise ConfigError(
+            f"train.scheduler.type {kind!r} is not a schedule mmengine knows; use MultiStepLR, "
+            "CosineAnnealingLR or none"
+        )
+    scale = (train_cfg.get("augment") or {}).get("crop_scale")
+    valid = isinstance(scale, (list, tuple)) and len(scale) == 2
+    if not (
+        valid and all(type(v) in (int, float) for v in scale) and 0 < scale[0] <= scale[1] <= 1
+    ):
+        raise ConfigError(
+            f"train.augment.crop_scale must be [min, max] with 0 < min <= max <= 1, not {scale!r}"
         )
 
 
@@ -353,6 +506,26 @@ def load_checkpoint_into(method: WSOLMethod, path: Path) -> None:
         if key.startswith(CHECKPOINT_PREFIX) and key[len(CHECKPOINT_PREFIX) :] in wanted
     }
     load_weights_into(method, state, str(path))
+
+
+def load_training_state(method: WSOLMethod, path: Path) -> None:
+    """Load everything a training checkpoint holds of the method, training-only state included
+    (an EMA teacher, ...): for tools that inspect training, such as TeD-Loc's diagnose."""
+    check_checkpoint(path)
+    with trusted_checkpoint_loading():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = {
+        key[len(CHECKPOINT_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(CHECKPOINT_PREFIX)
+    }
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit method {method.name!r} as configured: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
 
 
 def load_weights_into(method: WSOLMethod, state: dict, source: str) -> None:

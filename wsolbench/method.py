@@ -13,6 +13,7 @@ use_distill=false``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,6 +57,11 @@ class WSOLMethod(nn.Module):
         defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch
         size).
         presets: per-dataset overrides of ``defaults`` (keys "cub", "ilsvrc", "synthetic", ...).
+        config_types: dotted config key → the type(s) an ``-o`` value must have, where the
+            defaults cannot tell (``{"clip.pretrained": (str, bool)}``); otherwise a key takes the
+            types its defaults and presets have. ``*`` matches one part (``"lr_mult.*"``).
+        config_choices: dotted config key → the values it may take (``{"pooling": ("mean",
+            "max")}``), checked for every ``-o`` before anything runs.
         image_mean, image_std: the input normalization the method expects (RGB, images in [0, 1]).
 
     Subclasses take ``num_classes`` plus their config keys as constructor keywords.
@@ -68,6 +74,8 @@ class WSOLMethod(nn.Module):
     needs_classnames: ClassVar[bool] = False
     defaults: ClassVar[dict] = {}
     presets: ClassVar[dict[str, dict]] = {}
+    config_types: ClassVar[dict[str, type | tuple[type, ...]]] = {}
+    config_choices: ClassVar[dict[str, tuple]] = {}
     image_mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
     image_std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
 
@@ -179,11 +187,105 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not key=value (e.g. -o train.max_epochs=2)")
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r}: empty part in the dotted key {key.strip()!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return keys, value
+
+
+# Types of engine keys that their defaults cannot tell (a multiplier written as 10 is a float).
+TRAIN_TYPES: dict[str, type | tuple[type, ...]] = {"train.lr_mult.*": float}
+
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list ([a, b])",
+    dict: "a mapping ({k: v})",
+    type(None): "null",
+}
+
+
+def _value_types(method: type[WSOLMethod], keys: list[str]) -> set[type]:
+    """The types a key's value has in the method's defaults and in any of its presets."""
+    return {type(v) for v in _default_values(method, keys)}
+
+
+def _default_values(method: type[WSOLMethod], keys: list[str]) -> list:
+    """The values a key has in the method's defaults and in any of its presets."""
+    values = []
+    base = {"train": TRAIN_DEFAULTS} if method.trainable else {}
+    for source in (base, method.defaults, *method.presets.values()):
+        node: Any = source
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            values.append(node)
+    return values
+
+
+def _declared(table: dict, dotted: str):
+    """The entry of ``table`` for a dotted key; ``*`` in a table key matches one whole part."""
+    if dotted in table:
+        return table[dotted]
+    parts = dotted.split(".")
+    for pattern, entry in table.items():
+        wanted = pattern.split(".")
+        if len(wanted) == len(parts) and all(
+            w in ("*", p) for w, p in zip(wanted, parts, strict=True)
+        ):
+            return entry
+    return None
+
+
+def _typed(method: type[WSOLMethod], keys: list[str], value: Any, text: str) -> Any:
+    """``value`` checked (and widened: int → float, numeric text → number) against the key's
+    declared choices, declared type, or the types its defaults and presets have.
+
+    Raises:
+        ConfigError: naming the key, the value and what it expects.
+    """
+    dotted = ".".join(keys)
+    choices = _declared(method.config_choices, dotted)
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(
+                f"-o {text}: {dotted} must be one of {', '.join(map(str, choices))}, not {value!r}"
+            )
+        return value
+    declared = _declared({**TRAIN_TYPES, **method.config_types}, dotted)
+    allowed = (
+        set(declared if isinstance(declared, tuple) else (declared,))
+        if declared is not None
+        else _value_types(method, keys)
+    )
+    if type(value) is list and declared is None:
+        # a list of numbers (crop_scale, milestones) stays a list of numbers
+        kinds = {type(x) for d in _default_values(method, keys) if type(d) is list for x in d}
+        if kinds and kinds <= {int, float}:
+            if not all(type(x) in kinds or (float in kinds and type(x) is int) for x in value):
+                raise ConfigError(f"-o {text}: {dotted} expects a list of numbers, got {value!r}")
+    if allowed <= {type(None)} or type(value) in allowed:
+        return value  # (no default to learn a type from: e.g. a checkpoint path that is null)
+    if float in allowed and type(value) is int:
+        return float(value)
+    if (float in allowed or int in allowed) and isinstance(value, str):
+        # YAML reads 1e-3 (no dot) as text; a number is meant
+        for kind in (int, float):
+            if kind in allowed:
+                with contextlib.suppress(ValueError):
+                    return kind(value)
+    expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in sorted(allowed, key=str))
+    got = _TYPE_NAMES.get(type(value), type(value).__name__)
+    hint = " (quote it to pass text: -o 'key=\"...\"')" if str in allowed else ""
+    raise ConfigError(f"-o {text}: {dotted} expects {expected}, got {value!r} ({got}){hint}")
 
 
 def resolve_config(
@@ -191,22 +293,29 @@ def resolve_config(
 ) -> dict:
     """``defaults ⊕ presets[dataset] ⊕ overrides`` for a method.
 
-    A trainable method's defaults start from :data:`TRAIN_DEFAULTS` under ``train``.
+    A trainable method's defaults start from :data:`TRAIN_DEFAULTS` under ``train``. Every
+    override is typed (:func:`_typed`): a key takes the types its value has in the defaults and
+    presets (``max_epochs`` an integer, ``hflip`` true or false, ``lr`` a number), unless the
+    method declares its type (``config_types``) or its allowed values (``config_choices``). Keys
+    under a section whose ``type`` an override replaced (``-o train.optimizer.type=AdamW``) have
+    no defaults to check against; the engine checks them when it builds that object.
 
     Raises:
-        ConfigError: an override's key is not in the method's defaults (with close matches), or
-        tries to
-            replace a section by a scalar.
+        ConfigError: an override's key is not in the method's defaults (with close matches), its
+            value has the wrong type or is not an allowed choice, or it tries to replace a
+            section by a scalar.
     """
     base = (
         _merge({"train": TRAIN_DEFAULTS}, method.defaults) if method.trainable else method.defaults
     )
     config = _merge(base, method.presets.get(dataset, {}) if dataset else {})
+    retyped: set[tuple[str, ...]] = set()  # sections whose type an override replaced
     for text in overrides or []:
         keys, value = parse_override(text)
         node = config
         for depth, key in enumerate(keys):
-            if not isinstance(node, dict) or key not in node:
+            free = tuple(keys[:depth]) in retyped
+            if not isinstance(node, dict) or (key not in node and not free):
                 known = sorted(node) if isinstance(node, dict) else []
                 from wsolbench.registry import unknown_name_message
 
@@ -216,25 +325,32 @@ def resolve_config(
                     f"method {method.name!r}"
                 )
             if depth == len(keys) - 1:
-                if isinstance(node[key], dict) and not isinstance(value, dict):
+                if isinstance(node.get(key), dict) and not isinstance(value, dict):
                     raise ConfigError(
                         f"-o {text}: {'.'.join(keys)} is a section; set one of its keys"
                     )
+                if not free:
+                    value = _typed(method, keys, value, text)
                 if key == "type" and value != node[key]:
                     node.clear()  # a new type starts from its own keys (see _merge)
+                    retyped.add(tuple(keys[:-1]))
                 node[key] = value
             else:
                 node = node[key]
     return config
 
 
+def pretrained_keys(method: type[WSOLMethod]) -> list[str]:
+    """The dotted config keys that switch a method's pretrained loading (``pretrained_option``:
+    one string or a tuple of them)."""
+    keys = method.pretrained_option
+    return [] if not keys else [keys] if isinstance(keys, str) else list(keys)
+
+
 def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
     """The ``-o`` overrides that ``--no-pretrained`` adds: ``<key>=false`` for each of the method's
-    ``pretrained_option`` keys (one string or a tuple of them)."""
-    keys = method.pretrained_option
-    if not keys:
-        return []
-    return [f"{key}=false" for key in ((keys,) if isinstance(keys, str) else keys)]
+    :func:`pretrained_keys`."""
+    return [f"{key}=false" for key in pretrained_keys(method)]
 
 
 def build_method(

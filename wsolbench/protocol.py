@@ -33,6 +33,7 @@ REQUIRED_KEYS = (
     "localization",
 )
 LOCALIZATION_KINDS = ("boxes", "masks", "boxes+masks")
+DATA_PINS_KEY = "data_fingerprint"  # optional: {split role: sha256 of its official data}
 
 
 class ProtocolError(ValueError):
@@ -62,6 +63,16 @@ class Protocol:
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # dataset-specific keys (e.g. the generator)
+    # split role -> sha256 the data of that split must have (wsolbench.data.fingerprint); not
+    # part of ``hash``: a pin checks the data, it does not change how anything is scored.
+    data_pins: dict[str, str] = field(default_factory=dict)
+    content: dict[str, Any] = field(default_factory=dict, repr=False)  # the parsed YAML
+
+    def snapshot(self) -> dict:
+        """Everything :func:`protocol_from_snapshot` needs to rebuild this protocol anywhere:
+        the parsed YAML and the class names (a work dir keeps it, so a ``--protocol FILE`` run
+        can be rebuilt after the file has moved)."""
+        return {"content": self.content, "classnames": list(self.classnames)}
 
     @property
     def short_hash(self) -> str:
@@ -98,7 +109,8 @@ def default_protocol_id(dataset: str) -> str:
 
 
 def _canonical_hash(content: dict, classnames: tuple[str, ...]) -> str:
-    payload = json.dumps({"protocol": content, "classnames": list(classnames)}, sort_keys=True)
+    hashed = {k: v for k, v in content.items() if k != DATA_PINS_KEY}
+    payload = json.dumps({"protocol": hashed, "classnames": list(classnames)}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -118,8 +130,33 @@ def load_protocol(id_or_path: str | Path) -> Protocol:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ProtocolError(f"{path}: not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{path}: cannot read the protocol file: {exc}") from None
     if not isinstance(content, dict):
         raise ProtocolError(f"{path}: expected a mapping of protocol keys at the top level")
+    return _from_content(content, path.resolve())
+
+
+def protocol_from_snapshot(snapshot: dict, source: str | Path) -> Protocol:
+    """Rebuild a protocol from :meth:`Protocol.snapshot` (same hash as the original).
+
+    Args:
+        snapshot: ``{"content": <parsed YAML>, "classnames": [...]}``.
+        source: where the snapshot was read from (named in errors and kept as ``source``).
+    """
+    if not isinstance(snapshot, dict) or not isinstance(snapshot.get("content"), dict):
+        raise ProtocolError(f"{source}: the stored protocol is not a mapping with 'content'")
+    names = snapshot.get("classnames") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ProtocolError(f"{source}: the stored protocol's classnames must be a list of names")
+    return _from_content(snapshot["content"], Path(source), classnames=tuple(names))
+
+
+def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None = None) -> Protocol:
+    """Validate parsed protocol content (``path`` is named in every error) and build it.
+
+    ``classnames`` None: read the class-name file the content names, relative to ``path``.
+    """
     missing = [k for k in REQUIRED_KEYS if k not in content]
     if missing:
         raise ProtocolError(
@@ -130,39 +167,69 @@ def load_protocol(id_or_path: str | Path) -> Protocol:
             f"{path}: localization must be one of {', '.join(LOCALIZATION_KINDS)}, "
             f"not {content['localization']!r}"
         )
-    step = float(content["threshold_step"])
+    try:
+        step = float(content["threshold_step"])
+        height, width = (int(v) for v in content["eval_size"])
+        num_classes = int(content["num_classes"])
+        iou_thresholds = tuple(int(t) for t in content["iou_thresholds"])
+        splits = {str(k): str(v) for k, v in dict(content["splits"]).items()}
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(
+            f"{path}: threshold_step, eval_size [H, W], num_classes, iou_thresholds and splits "
+            f"must be numbers / lists / a mapping as in protocols/cub-v1.yaml ({exc})"
+        ) from None
     if not 0 < step < 1:
         raise ProtocolError(f"{path}: threshold_step must be in (0, 1), not {step}")
-    classnames = _read_classnames(path, content)
-    if classnames and len(classnames) != int(content["num_classes"]):
+    if classnames is None:
+        classnames = _read_classnames(path, content)
+    if height < 1 or width < 1 or num_classes < 1:
+        raise ProtocolError(f"{path}: eval_size and num_classes must be positive")
+    if not iou_thresholds or not all(0 < t <= 100 for t in iou_thresholds):
+        raise ProtocolError(f"{path}: iou_thresholds must be percentages in (0, 100]")
+    if classnames and len(classnames) != num_classes:
         raise ProtocolError(
-            f"{path}: num_classes is {content['num_classes']} but the class-name file has "
+            f"{path}: num_classes is {num_classes} but the class-name file has "
             f"{len(classnames)} names"
         )
-    known = set(REQUIRED_KEYS) | {"selection_split", "checkpoint", "classnames", "description"}
-    selection = content.get("selection_split", "val" if "val" in content["splits"] else None)
-    if selection is not None and selection not in content["splits"]:
+    pins = content.get(DATA_PINS_KEY) or {}
+    if not isinstance(pins, dict) or not all(
+        role in splits and isinstance(sha, str) and len(sha) == 64 for role, sha in pins.items()
+    ):
+        raise ProtocolError(
+            f"{path}: {DATA_PINS_KEY} must map split roles ({', '.join(splits)}) to sha256 hex "
+            "fingerprints (`wsolbench fingerprint --dataset NAME --data-root DIR --protocol FILE` prints them)"
+        )
+    known = set(REQUIRED_KEYS) | {
+        "selection_split",
+        "checkpoint",
+        "classnames",
+        "description",
+        DATA_PINS_KEY,
+    }
+    selection = content.get("selection_split", "val" if "val" in splits else None)
+    if selection is not None and selection not in splits:
         raise ProtocolError(f"{path}: selection_split {selection!r} is not one of the splits")
     checkpoint = content.get("checkpoint", "last")
     if checkpoint not in ("last", "best"):
         raise ProtocolError(f"{path}: checkpoint must be 'last' or 'best', not {checkpoint!r}")
-    height, width = (int(v) for v in content["eval_size"])
     return Protocol(
         id=str(content["id"]),
         dataset=str(content["dataset"]),
         version=int(content["version"]),
-        num_classes=int(content["num_classes"]),
+        num_classes=num_classes,
         eval_size=(height, width),
-        splits={str(k): str(v) for k, v in content["splits"].items()},
+        splits=splits,
         selection_split=selection,
         threshold_step=step,
-        iou_thresholds=tuple(int(t) for t in content["iou_thresholds"]),
+        iou_thresholds=iou_thresholds,
         localization=content["localization"],
         checkpoint=checkpoint,
         classnames=classnames,
-        source=path.resolve(),
+        source=path,
         hash=_canonical_hash(content, classnames),
         extra={k: v for k, v in content.items() if k not in known},
+        data_pins={str(k): str(v) for k, v in pins.items()},
+        content=content,
     )
 
 

@@ -5,15 +5,21 @@ per-threshold sufficient statistics (``counts``) next to the summary ``metrics``
 threshold policy can be recomputed later without the model. The layout is versioned by ``schema``;
 a reader refuses a schema it does not know instead of guessing.
 
-Layout (schema 1)::
+Layout (schema 2)::
 
-    {"schema": 1, "method": "cam", "dataset": "cub", "protocol": "cub-v1",
-     "protocol_hash": "<sha256>", "seed": 0, "config": {...}, "pretrained": "<weights>" | "none",
+    {"schema": 2, "method": "cam", "dataset": "cub", "protocol": "cub-v1",
+     "protocol_hash": "<sha256>",
+     "data_fingerprint": {"sha256": "<hex>", "version": 1,
+                          "splits": {"test": {"sha256": "<hex>", "n_images": 5794}, ...}},
+     "seed": 0, "config": {...}, "pretrained": "<weights>" | "none",
      "metrics": {"val" | "test": {"oracle" | "select": {"maxboxacc_v2": 63.7, ...}}},
      "counts": {"val" | "test": <counts record of wsolbench.metrics>},
      "cost": {...}, "env": {...}, "created": "2026-01-01T00:00:00Z"}
 
 Metric values are percentages; a metric that does not apply to a run is absent, never 0.
+
+Schema 1 (before data fingerprints) is still read: its ``data_fingerprint`` is None, which
+``compare`` shows as "unknown" and never ranks beside a known fingerprint.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from wsolbench.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OLDEST_READABLE_SCHEMA = 1  # schema 1: no data_fingerprint
 RESULT_FILENAME = "result.json"
 SPLITS = ("val", "test")
 POLICIES = ("oracle", "select")
@@ -65,6 +72,7 @@ _REQUIRED_TYPES: dict[str, type | tuple[type, ...]] = {
     "counts": dict,
 }
 _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
+    "data_fingerprint": dict,
     "cost": dict,
     "env": dict,
     "created": str,
@@ -85,6 +93,9 @@ class Result:
         dataset: dataset name (``"cub"``, ``"ilsvrc"``, ``"synthetic"``).
         protocol: protocol id (``"cub-v1"``).
         protocol_hash: sha256 hex of the protocol content; ``compare`` refuses to mix hashes.
+        data_fingerprint: what data the run trained and was evaluated on
+            (:mod:`wsolbench.data.fingerprint`); ``compare`` refuses to mix fingerprints. None
+            for a schema-1 result, which predates fingerprints.
         seed: the run's random seed.
         config: the resolved method config (JSON-able).
         pretrained: what weights were loaded (a file, a tag), or ``"none"`` (random init).
@@ -103,6 +114,7 @@ class Result:
     dataset: str
     protocol: str
     protocol_hash: str
+    data_fingerprint: dict | None
     seed: int
     config: dict
     pretrained: str
@@ -115,6 +127,11 @@ class Result:
     schema: int = SCHEMA_VERSION
 
     @property
+    def data_sha256(self) -> str | None:
+        """The combined data fingerprint, or None when the result predates fingerprints."""
+        return (self.data_fingerprint or {}).get("sha256")
+
+    @property
     def has_pretrained(self) -> bool:
         """False for a run from random initialisation (``pretrained == "none"``)."""
         return self.pretrained.strip().lower() != "none"
@@ -122,8 +139,9 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
-        if d["text_prior"] is None:  # optional: absent for methods without text targets
-            del d["text_prior"]
+        for optional in ("text_prior", "data_fingerprint"):
+            if d[optional] is None:  # absent: no text targets / a result older than schema 2
+                del d[optional]
         return {"schema": d.pop("schema"), **d}
 
     @classmethod
@@ -156,7 +174,7 @@ class Result:
         unknown = sorted(set(d) - known)
         if unknown:
             logger.warning("%s: ignoring unknown key(s) %s", source, ", ".join(unknown))
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{"data_fingerprint": None, **{k: v for k, v in d.items() if k in known}})
 
 
 def _is_type(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -185,10 +203,24 @@ def _check_schema(d: dict, source: str) -> None:
             f"{source}: result schema {schema} is newer than this wsolbench supports "
             f"({SCHEMA_VERSION}); upgrade wsolbench to read it."
         )
-    if schema < SCHEMA_VERSION:
+    if schema < OLDEST_READABLE_SCHEMA:
         raise ResultError(
             f"{source}: result schema {schema} is older than this wsolbench supports "
-            f"({SCHEMA_VERSION}); re-evaluate the run (`wsolbench eval`) to rewrite it."
+            f"({OLDEST_READABLE_SCHEMA}-{SCHEMA_VERSION}); re-evaluate the run (`wsolbench eval`) "
+            "to rewrite it."
+        )
+    if schema >= 2 and not _is_type(d.get("data_fingerprint"), dict):
+        raise ResultError(
+            f"{source}: a schema-{schema} result needs 'data_fingerprint' (an object); re-run "
+            "`wsolbench eval` to rewrite it"
+        )
+    fingerprint = d.get("data_fingerprint")
+    if isinstance(fingerprint, dict) and not (
+        isinstance(fingerprint.get("sha256"), str) and isinstance(fingerprint.get("splits"), dict)
+    ):
+        raise ResultError(
+            f"{source}: 'data_fingerprint' must hold 'sha256' (a string) and 'splits' (an "
+            "object); re-run `wsolbench eval` to rewrite it"
         )
 
 
@@ -215,6 +247,11 @@ def save_result(path: str | Path, result: Result) -> None:
         ResultError: the record holds a value JSON cannot represent (NaN, an arbitrary object).
     """
     path = Path(path)
+    if result.schema >= 2 and not isinstance(result.data_fingerprint, dict):
+        raise ResultError(
+            f"{path}: cannot write a schema-{result.schema} result without its data_fingerprint "
+            "(wsolbench.data.fingerprint.data_fingerprint of the splits the run read)"
+        )
     try:
         # Serialize first: a bad value must fail before anything touches the disk.
         text = json.dumps(result.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n"

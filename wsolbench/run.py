@@ -1,33 +1,42 @@
 """A Run: one (method, protocol, config, seed) execution → a work dir holding ``result.json``.
 
-``execute`` is what ``wsolbench run`` calls: protocol → method class → config (defaults ⊕ preset ⊕
-overrides) → data → (training, for trainable methods) → evaluation of the selection and test splits
-→ ``result.json``. The work dir also keeps the resolved config (``config.yaml``) so a run is
-reproducible from its folder alone.
+``execute`` is what ``wsolbench run`` calls. Everything a user can get wrong is checked before
+the first training step, and before anything is written that a corrected command would trip on:
 
-A finished work dir is never overwritten: ``--resume`` returns its result as it is, and a new
-``--work-dir`` starts afresh. Results are written atomically, so an interrupted run leaves no
-half-written ``result.json``.
+1. names, protocol, config (every ``-o`` typed), the ``train`` section, the device;
+2. the work dir is locked (a second process on it stops at once, naming the first);
+3. every split's metadata is read and validated, the images of the splits the run reads are
+   checked (all exist, a sample decodes, sizes agree), and the data fingerprint is computed and
+   checked against the protocol's pins;
+4. the work dir is checked: a finished or unfinished run there is kept or continued only with
+   ``--resume`` and only if it is this very run (method, protocol, data, seed, config);
+5. the method is built (pretrained weights load here);
+6. the run record (``config.yaml``) is written, then training (trainable methods), evaluation of
+   the selection and test splits, and ``result.json``, written atomically.
+
+See :mod:`wsolbench.workdir` for the work dir's states and :mod:`wsolbench.rebuild` for
+rebuilding a finished run's method.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
-from wsolbench.atomic import write_text_atomic
-from wsolbench.data.metadata import read_split
+from wsolbench import workdir
+from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
+from wsolbench.data.metadata import SplitMetadata
+from wsolbench.data.sources import read_splits
 from wsolbench.evaluate import EvalSettings, evaluate_method
 from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
 from wsolbench.profile import ProfileSettings, profile_method
 from wsolbench.protocol import Protocol, default_protocol_id, load_protocol
+from wsolbench.rebuild import WEIGHTS_FILE, build_with_weights, load_run
 from wsolbench.registry import get_dataset, get_method
 from wsolbench.results import (
     RESULT_FILENAME,
@@ -39,9 +48,6 @@ from wsolbench.results import (
 )
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "weights.pt"
 
 
 class RunError(ValueError):
@@ -143,76 +149,96 @@ class RunContext:
     protocol: Protocol
     config: dict
     work_dir: Path
-    root: Path
     device: str
     rank: int
     world: int
-
-    def split_meta(self, split: str):
-        folder = self.root / "metadata" / self.protocol.splits[split]
-        return read_split(folder, num_classes=self.protocol.num_classes)
+    root: Path | None = None  # the prepared data root (set once the data is read)
+    splits: dict[str, SplitMetadata] = field(default_factory=dict)
+    fingerprint: dict = field(default_factory=dict)
+    weights_sha256: str | None = None  # eval: the weights file's content hash
 
     @property
     def mask_root(self) -> Path | None:
         return self.root / "masks" if self.protocol.has_masks else None
 
+    @property
+    def record(self) -> dict:
+        """What this run is: the work dir's ``config.yaml`` (see :mod:`wsolbench.workdir`)."""
+        record = {
+            "method": self.method_cls.name,
+            "dataset": self.spec.dataset,
+            "protocol": self.protocol.id,
+            "protocol_hash": self.protocol.hash,
+            "data_fingerprint": self.fingerprint.get("sha256"),
+            "seed": self.spec.seed,
+            "config": self.config,
+        }
+        if self.weights_sha256 is not None:
+            record["weights"] = self.weights_sha256
+        record["protocol_spec"] = self.protocol.snapshot()
+        return record
 
-def _prepare(spec: RunSpec, *, default_leaf: str) -> RunContext | Result:
-    """Resolve names, config and work dir; write ``config.yaml``. A finished run's Result (only with
-    ``--resume``) is returned as it is.
 
-    Every check a user can fail happens here, before anything is written.
-    """
+def _resolve(spec: RunSpec, *, default_leaf: str) -> RunContext:
+    """Names, protocol, config (typed), ``train`` section, device: no data read, nothing written."""
     method_cls = get_method(spec.method)
-    source = get_dataset(spec.dataset)()
+    get_dataset(spec.dataset)  # an unknown dataset name fails here, with close matches
     protocol = resolve_protocol(spec.dataset, spec.protocol)
     overrides = list(spec.overrides)
     if spec.no_pretrained:
         overrides += pretrained_off_overrides(method_cls)
     config = resolve_config(method_cls, spec.dataset, overrides)
+    if method_cls.trainable:
+        from wsolbench.engine import check_train_config
+
+        check_train_config(config["train"])
     work_dir = Path(
         spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / default_leaf
     )
-    result_path = work_dir / RESULT_FILENAME
-    if result_path.exists():
-        if not spec.resume:
-            raise RunError(
-                f"{work_dir} already holds a finished run ({RESULT_FILENAME}); pass --resume to "
-                "keep it, or choose a new --work-dir"
-            )
-        logger.info("%s is finished; nothing to resume", work_dir)
-        return load_result(result_path)
-    run_record = {
-        "method": method_cls.name,
-        "dataset": spec.dataset,
-        "protocol": protocol.id,
-        "protocol_hash": protocol.hash,
-        "seed": spec.seed,
-        "config": config,
-    }
-    config_path = work_dir / CONFIG_FILE
-    if config_path.exists():
-        if not spec.resume:
-            raise RunError(
-                f"{work_dir} holds an unfinished run; pass --resume to continue it, or choose a "
-                "new --work-dir"
-            )
-        previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        if previous != run_record:
-            raise RunError(
-                f"--resume: {config_path} was written for a different run (method, protocol, "
-                "seed or config differ); resume with the same arguments or choose a new --work-dir"
-            )
     device = resolve_device(spec.device)
-    root = source.resolve(spec.data_root, protocol)
     rank, world = _distributed(spec.launcher, device)
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    if rank == 0:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, yaml.safe_dump(run_record, sort_keys=False))
-    _barrier(world)
-    return RunContext(spec, method_cls, protocol, config, work_dir, root, device, rank, world)
+    return RunContext(spec, method_cls, protocol, config, work_dir, device, rank, world)
+
+
+def _read_data(context: RunContext) -> None:
+    """Read and check every split (all before any work) and the data fingerprint."""
+    spec, protocol = context.spec, context.protocol
+    source = get_dataset(spec.dataset)()
+    context.root = source.resolve(spec.data_root, protocol)
+    used = set(protocol.eval_splits) | ({"train"} if context.method_cls.trainable else set())
+    context.splits = read_splits(
+        context.root,
+        protocol,
+        check_files_of=used,
+        optional=() if context.method_cls.trainable else ("train",),
+        progress=spec.progress and context.rank == 0,
+    )
+    context.fingerprint = data_fingerprint(context.splits)
+    hint = source.prepare_hint
+    if (context.root / "protocol.yaml").is_file():  # a generated set carries its own protocol
+        hint += f"; this root's own protocol is --protocol {context.root / 'protocol.yaml'}"
+    check_pins(context.fingerprint, protocol.data_pins, protocol=protocol.id, hint=hint)
+
+
+def _announce(context: RunContext, pretrained: str) -> None:
+    """The console's opening lines: what is being run, on what, where."""
+    if context.rank != 0:
+        return
+    sizes = ", ".join(f"{r} {s['n_images']}" for r, s in context.fingerprint["splits"].items())
+    mark = " (no pretrained weights ‡)" if pretrained.strip().lower() == "none" else ""
+    logger.info(
+        "%s on %s (protocol %s) · data %s (%s) · seed %d · device %s",
+        context.method_cls.name,
+        context.protocol.id,
+        context.protocol.short_hash,
+        short(context.fingerprint["sha256"]),
+        sizes,
+        context.spec.seed,
+        context.device,
+    )
+    logger.info("pretrained: %s%s · work dir %s", pretrained, mark, context.work_dir)
 
 
 def execute(spec: RunSpec) -> Result:
@@ -223,50 +249,71 @@ def execute(spec: RunSpec) -> Result:
     ``torchrun`` every rank evaluates a disjoint shard of each split; rank 0 merges the counts and
     alone writes files.
     """
-    leaf = f"seed{spec.seed}"
-    context = _prepare(spec, default_leaf=leaf)
-    if isinstance(context, Result):
-        return _add_missing_cost(spec, context, leaf)
-    method = build_method(
-        context.method_cls,
-        context.config,
-        context.protocol.num_classes,
-        spec.seed,
-        classnames=context.protocol.classnames,
-    )
-    if context.method_cls.trainable:
-        _train(context, method)
-        if context.rank == 0:
-            from wsolbench.engine import export_weights
+    context = _resolve(spec, default_leaf=f"seed{spec.seed}")
+    with workdir.locked(context.work_dir, enabled=context.rank == 0):
+        finished = _open_work_dir(context)
+        if finished is not None:
+            return _add_missing_cost(context, finished)
+        method = build_method(
+            context.method_cls,
+            context.config,
+            context.protocol.num_classes,
+            spec.seed,
+            classnames=context.protocol.classnames,
+        )
+        _announce(context, method.pretrained)
+        _write_record(context)
+        if context.method_cls.trainable:
+            _train(context, method)
+            if context.rank == 0:
+                from wsolbench.engine import export_weights
 
-            export_weights(method, context.work_dir / WEIGHTS_FILE)
-    return _evaluate_and_save(context, method, method.pretrained)
+                export_weights(method, context.work_dir / WEIGHTS_FILE)
+        return _evaluate_and_save(context, method, method.pretrained)
 
 
 def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     """``wsolbench eval``: load an exported ``weights.pt`` into the method and evaluate it.
 
     The method is built without its own pretrained weights (the file replaces them); the result
-    records the file as what was loaded.
+    records the file, and its content hash, as what was loaded.
     """
-    from wsolbench.engine import load_weights_file
-
-    if not Path(weights).is_file():
+    weights = Path(weights)
+    if not weights.is_file():
         raise RunError(f"--weights {weights} does not exist; pass the weights.pt of a finished run")
     spec = replace(spec, no_pretrained=True)
-    leaf = f"eval-{Path(weights).parent.name or 'weights'}"
-    context = _prepare(spec, default_leaf=leaf)
-    if isinstance(context, Result):
-        return _add_missing_cost(spec, context, leaf)
-    method = build_method(
-        context.method_cls,
-        context.config,
-        context.protocol.num_classes,
-        spec.seed,
-        classnames=context.protocol.classnames,
-    )
-    load_weights_file(method, Path(weights))
-    return _evaluate_and_save(context, method, f"weights:{Path(weights).resolve()}")
+    context = _resolve(spec, default_leaf=f"eval-{weights.resolve().parent.name or 'weights'}")
+    context.weights_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with workdir.locked(context.work_dir, enabled=context.rank == 0):
+        finished = _open_work_dir(context)
+        if finished is not None:
+            return _add_missing_cost(context, finished)
+        method = build_with_weights(
+            context.method_cls, context.config, context.protocol, spec.seed, weights
+        )
+        loaded = f"weights:{weights.resolve()} (sha256 {context.weights_sha256[:12]})"
+        _announce(context, loaded)
+        _write_record(context)
+        return _evaluate_and_save(context, method, loaded)
+
+
+def _open_work_dir(context: RunContext) -> Result | None:
+    """Read the data and check the work dir (steps 3–4): the finished result of this very run
+    when ``--resume`` keeps it, else None (the run goes ahead)."""
+    _read_data(context)
+    state = workdir.check_reuse(context.work_dir, context.record, resume=context.spec.resume)
+    if state == "finished":
+        logger.info("%s is finished; nothing to resume", context.work_dir)
+        return load_result(context.work_dir / RESULT_FILENAME)
+    if state == "started":
+        logger.info("%s held a start that saved nothing; starting over", context.work_dir)
+    return None
+
+
+def _write_record(context: RunContext) -> None:
+    if context.rank == 0:
+        workdir.write_record(context.work_dir, context.record)
+    _barrier(context.world)
 
 
 def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
@@ -277,7 +324,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
     for split in protocol.eval_splits:
         local = evaluate_method(
             method,
-            context.split_meta(split),
+            context.splits[split],
             context.root / "images",
             settings,
             mask_root=context.mask_root,
@@ -303,6 +350,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         dataset=spec.dataset,
         protocol=protocol.id,
         protocol_hash=protocol.hash,
+        data_fingerprint=context.fingerprint,
         seed=spec.seed,
         config=context.config,
         pretrained=pretrained,
@@ -332,11 +380,11 @@ def _train(context: RunContext, method) -> None:
     )
     images = context.root / "images"
     train_set = WSOLImageDataset(
-        context.split_meta("train"), images, size, mean, std, augment, seed=context.spec.seed
+        context.splits["train"], images, size, mean, std, augment, seed=context.spec.seed
     )
     val_set = val_truth = None
     if protocol.checkpoint == "best":
-        val_meta = context.split_meta(protocol.selection_split)
+        val_meta = context.splits[protocol.selection_split]
         val_set = WSOLImageDataset(val_meta, images, size, mean, std)
         val_truth = GroundTruth(val_meta, EvalSettings.from_protocol(protocol), context.mask_root)
     chosen = train(
@@ -350,75 +398,23 @@ def _train(context: RunContext, method) -> None:
         seed=context.spec.seed,
         device=context.device,
         launcher=context.spec.launcher,
-        resume=context.spec.resume,
     )
     load_checkpoint_into(method, chosen)
 
 
-def method_from_run(work_dir: str | Path, result: Result, *, load_weights: bool = True):
-    """Rebuild a finished run's method from its work dir (its ``result.json`` record ``result``).
-
-    A trainable method is built from the run's config with pretrained loading off and the run's
-    exported ``weights.pt`` loaded; a training-free one is built from the config as the run built
-    it. With ``load_weights=False`` pretrained loading is off for every method and no weights are
-    read (enough for cost, which does not depend on the weights' values).
-
-    Returns:
-        (method, protocol).
-
-    Raises:
-        FileNotFoundError: a trainable run without its ``weights.pt``.
-    """
-    from wsolbench.method import parse_override
-
-    protocol = load_protocol(result.protocol)
-    if protocol.hash != result.protocol_hash:
-        logger.warning(
-            "%s: protocol %s has changed since the run (hash %s, now %s); using the current one",
-            work_dir,
-            result.protocol,
-            result.protocol_hash[:12],
-            protocol.hash[:12],
-        )
-    method_cls = get_method(result.method)
-    config = copy.deepcopy(result.config)
-    if method_cls.trainable or not load_weights:
-        for text in pretrained_off_overrides(method_cls):
-            keys, value = parse_override(text)
-            node = config
-            for key in keys[:-1]:
-                node = node.setdefault(key, {})
-            node[keys[-1]] = value
-    method = build_method(
-        method_cls, config, protocol.num_classes, result.seed, classnames=protocol.classnames
-    )
-    if method_cls.trainable and load_weights:
-        weights = Path(work_dir) / WEIGHTS_FILE
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights} does not exist: the run's exported weights")
-        from wsolbench.engine import load_weights_file
-
-        load_weights_file(method, weights)
-    return method, protocol
-
-
-def _add_missing_cost(spec: RunSpec, result: Result, default_leaf: str) -> Result:
+def _add_missing_cost(context: RunContext, result: Result) -> Result:
     """``--resume --profile`` on a finished run without cost: measure it and rewrite the result
     (only its ``cost`` block changes)."""
-    if spec.profile is None or result.cost:
+    if context.spec.profile is None or result.cost or context.rank != 0:
         return result
-    work_dir = Path(
-        spec.work_dir or Path("work_dirs") / result.protocol / result.method / default_leaf
+    logger.info("%s is finished but has no cost: measuring it (--profile)", context.work_dir)
+    loaded = load_run(context.work_dir, weights="none")
+    result.cost = profile_method(
+        loaded.method,
+        loaded.protocol.eval_size,
+        loaded.protocol.num_classes,
+        device=context.device,
+        settings=context.spec.profile,
     )
-    if int(os.environ.get("RANK", "0")) == 0:
-        logger.info("%s is finished but has no cost: measuring it (--profile)", work_dir)
-        method, protocol = method_from_run(work_dir, result, load_weights=False)
-        result.cost = profile_method(
-            method,
-            protocol.eval_size,
-            protocol.num_classes,
-            device=resolve_device(spec.device),
-            settings=spec.profile,
-        )
-        save_result(work_dir / RESULT_FILENAME, result)
+    save_result(context.work_dir / RESULT_FILENAME, result)
     return result

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from wsolbench.results import RESULT_FILENAME, Result, ResultError, load_result
+
+if TYPE_CHECKING:
+    from wsolbench.rebuild import LoadedRun
 
 logger = logging.getLogger(__name__)
 
@@ -236,28 +239,18 @@ def plot_curves(
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class LoadedRun:
-    """A finished run rebuilt from its work dir: the result, the method and its protocol."""
-
-    work_dir: Path
-    result: Result
-    method: object
-    protocol: object
-
-
-def load_run(work_dir: str | Path, *, load_weights: bool = True) -> LoadedRun:
-    """Rebuild a finished run's method from its work dir (:func:`wsolbench.run.method_from_run`).
+def load_run(work_dir: str | Path) -> LoadedRun:
+    """A finished run rebuilt from its work dir (:func:`wsolbench.rebuild.load_run`).
 
     Raises:
-        ResultError / FileNotFoundError: no finished run there, or its weights are missing.
+        ResultError: the run is not finished (no ``result.json``). See ``rebuild.load_run``.
     """
-    from wsolbench.run import method_from_run
+    from wsolbench.rebuild import load_run as rebuild_run
 
-    work_dir = Path(work_dir)
-    result = load_result(work_dir / RESULT_FILENAME)
-    method, protocol = method_from_run(work_dir, result, load_weights=load_weights)
-    return LoadedRun(work_dir, result, method, protocol)
+    run = rebuild_run(work_dir, weights="exported")
+    if run.result is None:
+        raise ResultError(f"{work_dir}: no {RESULT_FILENAME}; is the run finished?")
+    return run
 
 
 def spread_indices(total: int, n: int) -> list[int]:
@@ -299,6 +292,7 @@ def overlay_grid(
 
     from wsolbench import metrics
     from wsolbench.data.dataset import WSOLImageDataset
+    from wsolbench.data.fingerprint import short, split_fingerprint
     from wsolbench.data.metadata import read_split
     from wsolbench.evaluate import predict_batch
     from wsolbench.registry import get_dataset
@@ -307,6 +301,13 @@ def overlay_grid(
     tau = policy_threshold(result, policy, split)
     root = get_dataset(result.dataset)().resolve(data_root, protocol)
     meta = read_split(root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes)
+    recorded = ((result.data_fingerprint or {}).get("splits") or {}).get(split, {}).get("sha256")
+    if recorded is not None and recorded != split_fingerprint(meta):
+        raise ResultError(
+            f"the {split} split under {root} (fingerprint {short(split_fingerprint(meta))}) is not "
+            f"the data {run.work_dir} was evaluated on ({short(recorded)}); pass that run's "
+            "--data-root"
+        )
     if meta.boxes is None:
         raise ResultError(f"{split} split of {protocol.id} has no boxes to draw")
     size = tuple(protocol.eval_size)

@@ -28,31 +28,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image, ImageDraw
 
 from wsolbench.data.dataset import WSOLImageDataset
-from wsolbench.engine import latest_checkpoint, trusted_checkpoint_loading
 from wsolbench.evaluate import EvalSettings, GroundTruth
-from wsolbench.method import build_method
-from wsolbench.registry import get_dataset, get_method
-from wsolbench.run import resolve_protocol
+from wsolbench.rebuild import load_run
+from wsolbench.registry import get_dataset
 
 
 def _load_run(run_dir: Path):
-    record = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    protocol = resolve_protocol(record["dataset"], record["protocol"])
-    cls = get_method(record["method"])
-    method = build_method(
-        cls, record["config"], protocol.num_classes, classnames=protocol.classnames
-    )
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise SystemExit(f"{run_dir}: no training checkpoint in train/")
-    with trusted_checkpoint_loading():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    method.load_state_dict({k.removeprefix("method."): v for k, v in state.items()})
-    return method.eval(), protocol, record
+    """The run's method with its newest training checkpoint (teacher state included)."""
+    loaded = load_run(run_dir, weights="checkpoint")
+    return loaded.method, loaded.protocol, loaded.record
 
 
 def _cell_centres_inside(box: np.ndarray, grid: tuple[int, int], size: tuple[int, int]):

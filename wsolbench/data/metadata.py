@@ -407,16 +407,31 @@ def _mask_paths(masks: dict[str, MaskRecord]) -> Iterator[tuple[str, str]]:
             yield image_id, record.ignore_path
 
 
-def _check_masks(defects: _Defects, masks: dict[str, MaskRecord], mask_root: Path) -> None:
+def spread(items: list, n: int | None) -> list:
+    """``n`` items spread evenly over ``items`` (all of them when ``n`` is None or large)."""
+    if n is None or n >= len(items):
+        return list(items)
+    step = (len(items) - 1) / max(n - 1, 1)
+    return [items[round(i * step)] for i in range(n)]
+
+
+def _check_masks(
+    defects: _Defects,
+    masks: dict[str, MaskRecord],
+    mask_root: Path,
+    decode_sample: int | None = None,
+) -> None:
     import cv2  # only needed for this optional check
 
-    for image_id, rel in _mask_paths(masks):
+    paths = list(_mask_paths(masks))
+    decoded = set(spread(paths, decode_sample))
+    for image_id, rel in paths:
         path = mask_root / rel
         if not path.is_file():
             defects.add(
                 f"mask file {path} (of '{image_id}') does not exist; check mask_root or the path"
             )
-        elif cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) is None:
+        elif (image_id, rel) in decoded and cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) is None:
             defects.add(
                 f"mask file {path} (of '{image_id}') cannot be decoded as a grayscale image; "
                 "re-export it as PNG"
@@ -551,7 +566,14 @@ def _decoded_size(path: Path) -> tuple[int, int] | None:
     return int(array.shape[1]), int(array.shape[0])
 
 
-def _verify_images(meta: SplitMetadata, image_root: Path, *, decode: bool, progress: bool) -> None:
+def _verify_images(
+    meta: SplitMetadata,
+    image_root: Path,
+    *,
+    decode: bool,
+    progress: bool,
+    decode_sample: int | None = None,
+) -> None:
     defects = _Defects(meta.split_dir)
     if not image_root.is_dir():
         raise MetadataError(
@@ -559,10 +581,11 @@ def _verify_images(meta: SplitMetadata, image_root: Path, *, decode: bool, progr
             f"{meta.split_dir / IMAGE_IDS} are relative to"
         )
     ids = meta.image_ids
+    decoded = set(spread(ids, decode_sample)) if decode else set()
     if progress:
-        from tqdm import tqdm
+        from wsolbench.progress import progress as progress_bar
 
-        ids = tqdm(ids, desc=f"checking images of {meta.split_dir.name}", unit="img")
+        ids = progress_bar(ids, desc=f"checking images of {meta.split_dir.name}", unit="img")
     for image_id in ids:
         path = image_root / image_id
         if not path.is_file():
@@ -571,7 +594,7 @@ def _verify_images(meta: SplitMetadata, image_root: Path, *, decode: bool, progr
                 "check the image root or the id"
             )
             continue
-        if not decode:
+        if image_id not in decoded:
             continue
         size = _decoded_size(path)
         if size is None:
@@ -594,20 +617,32 @@ def check_images(
     *,
     decode: bool = True,
     progress: bool = False,
+    decode_sample: int | None = None,
+    mask_root: str | Path | None = None,
 ) -> None:
     """Check that every image of a split exists under ``image_root``, decodes, and has its size.
 
     Args:
         meta: the split to check.
         image_root: folder the image ids are relative to.
-        decode: also decode each image (PIL, falling back to OpenCV) and compare its (w, h) with
+        decode: also decode images (PIL, falling back to OpenCV) and compare their (w, h) with
             ``meta.sizes``; without it only existence is checked.
         progress: show a progress bar (50,000 ILSVRC images take minutes to decode).
+        decode_sample: decode only this many images spread over the split (every one exists
+            still); None decodes all.
+        mask_root: also check the split's mask files there (existence of all, decoding of the
+            same sample).
 
     Raises:
-        MetadataError: listing missing, undecodable or mis-sized images.
+        MetadataError: listing missing, undecodable or mis-sized images and masks.
     """
-    _verify_images(meta, Path(image_root), decode=decode, progress=progress)
+    _verify_images(
+        meta, Path(image_root), decode=decode, progress=progress, decode_sample=decode_sample
+    )
+    if mask_root is not None and meta.masks is not None:
+        defects = _Defects(meta.split_dir)
+        _check_masks(defects, meta.masks, Path(mask_root), decode_sample if decode else 0)
+        defects.raise_if_any()
 
 
 def _validate_for_write(split_dir: Path, meta: SplitMetadata) -> None:

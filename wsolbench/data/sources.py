@@ -8,10 +8,15 @@ need ``--data-root`` pointing at a root made by ``wsolbench prepare``; ``synthet
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
+from wsolbench.data.metadata import SplitMetadata, check_images, read_split
 from wsolbench.protocol import Protocol
 from wsolbench.registry import register_dataset
+
+#: Images decoded per split before a run starts (every image is still checked to exist).
+DECODE_SAMPLE = 8
 
 
 class DataRootError(ValueError):
@@ -80,3 +85,46 @@ class Synthetic(DataSource):
 
         generator = protocol.extra.get("generator", {})
         return ensure_synthetic(SyntheticConfig(**generator))
+
+
+def read_splits(
+    root: Path,
+    protocol: Protocol,
+    *,
+    check_files_of: Collection[str] = (),
+    optional: Collection[str] = (),
+    progress: bool = False,
+) -> dict[str, SplitMetadata]:
+    """Read and validate every split of a protocol from a prepared root, before any work.
+
+    Args:
+        root: the prepared root (``metadata/``, ``images/``, ``masks/``).
+        protocol: names the split folders and the class count.
+        check_files_of: roles whose files must exist (all of them) and decode (a sample of
+            :data:`DECODE_SAMPLE`, sizes compared with ``image_sizes.txt``), masks included:
+            the splits the run will read images of.
+        optional: roles that may be absent from the root (a training-free method needs no
+            ``train`` split); they are then left out of the returned dict.
+        progress: show a progress bar while checking a large split's files.
+
+    Returns:
+        role → metadata, for every split of the protocol.
+
+    Raises:
+        MetadataError: the first split with defects, listing all of them (file, line, fix).
+    """
+    splits = {}
+    for role, folder in protocol.splits.items():
+        if role in optional and not (root / "metadata" / folder).is_dir():
+            continue
+        meta = read_split(root / "metadata" / folder, num_classes=protocol.num_classes)
+        if role in check_files_of:
+            check_images(
+                meta,
+                root / "images",
+                decode_sample=DECODE_SAMPLE,
+                mask_root=root / "masks" if protocol.has_masks else None,
+                progress=progress and len(meta) > 20_000,
+            )
+        splits[role] = meta
+    return splits

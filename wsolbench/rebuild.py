@@ -1,0 +1,174 @@
+"""Rebuild a method from a run folder: the one place that does it.
+
+``eval``, ``visualize``, ``run --resume --profile`` (cost of a finished run), TeD-Loc's ``run:``
+teacher and its diagnose tool all rebuild a finished run's method here, so they agree on:
+
+- **what the run was**: its record (``config.yaml``: method, config, seed, and the protocol itself,
+  so a ``--protocol FILE`` run is rebuilt with that protocol even after the file moved); a folder
+  holding only ``result.json`` falls back to the shipped protocol of that id;
+- **pretrained loading off** whenever the run's own weights replace it (trainable methods) or no
+  weights are wanted (cost): a rebuild never reads the original machine's weight caches;
+- **checked weights**: the exported ``weights.pt`` (or the newest training checkpoint) is loaded
+  only after its keys and shapes are checked against the method as configured.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsolbench.method import WSOLMethod, build_method, pretrained_keys
+from wsolbench.protocol import Protocol, load_protocol, protocol_from_snapshot
+from wsolbench.registry import get_method
+from wsolbench.results import Result, ResultError, load_result
+from wsolbench.workdir import RECORD_FILE, RESULT_FILE, read_record
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.pt"
+WEIGHT_SOURCES = ("exported", "checkpoint", "none")
+
+
+@dataclass
+class LoadedRun:
+    """A run rebuilt from its folder.
+
+    Attributes:
+        work_dir: the run folder.
+        record: what the run is (``method``, ``dataset``, ``protocol``, ``protocol_hash``,
+            ``seed``, ``config``, ...).
+        result: its ``result.json``, or None for an unfinished run.
+        method: the rebuilt method, in eval mode.
+        protocol: the protocol the run was made under.
+    """
+
+    work_dir: Path
+    record: dict
+    result: Result | None
+    method: WSOLMethod
+    protocol: Protocol
+
+
+def without_pretrained(method_cls: type[WSOLMethod], config: dict) -> dict:
+    """A copy of ``config`` with every pretrained-loading key of the method set to false."""
+    config = copy.deepcopy(config)
+    for dotted in pretrained_keys(method_cls):
+        *path, last = dotted.split(".")
+        node = config
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = False
+    return config
+
+
+def build_with_weights(
+    method_cls: type[WSOLMethod],
+    config: dict,
+    protocol: Protocol,
+    seed: int,
+    weights: Path | None,
+) -> WSOLMethod:
+    """Build a method with pretrained loading off and, if given, load a weights file into it.
+
+    Args:
+        weights: a plain state dict file (``weights.pt``); its keys and shapes are checked
+            against the method as configured before loading. None: random initialisation.
+    """
+    method = build_method(
+        method_cls,
+        without_pretrained(method_cls, config),
+        protocol.num_classes,
+        seed,
+        classnames=protocol.classnames,
+    )
+    if weights is not None:
+        from wsolbench.engine import load_weights_file
+
+        load_weights_file(method, Path(weights))
+    return method
+
+
+def run_record(work_dir: Path) -> tuple[dict, Result | None]:
+    """The record of a run folder and its result (None if unfinished).
+
+    Raises:
+        ResultError: the folder holds neither a record nor a result.
+    """
+    work_dir = Path(work_dir)
+    result = load_result(work_dir / RESULT_FILE) if (work_dir / RESULT_FILE).is_file() else None
+    record = read_record(work_dir)
+    if record is None:
+        if result is None:
+            raise ResultError(
+                f"{work_dir} is not a run folder: it holds neither {RECORD_FILE} nor "
+                f"{RESULT_FILE}; pass the --work-dir of a `wsolbench run`"
+            )
+        record = {
+            key: getattr(result, key)
+            for key in ("method", "dataset", "protocol", "protocol_hash", "seed", "config")
+        }
+    return record, result
+
+
+def run_protocol(work_dir: Path, record: dict) -> Protocol:
+    """The protocol a run was made under: its stored copy, else the shipped one of that id."""
+    snapshot = record.get("protocol_spec")
+    if snapshot is not None:
+        return protocol_from_snapshot(snapshot, Path(work_dir) / RECORD_FILE)
+    protocol = load_protocol(record["protocol"])
+    if protocol.hash != record["protocol_hash"]:
+        logger.warning(
+            "%s: protocol %s has changed since the run (hash %s, now %s); using the current one",
+            work_dir,
+            record["protocol"],
+            record["protocol_hash"][:12],
+            protocol.hash[:12],
+        )
+    return protocol
+
+
+def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
+    """Rebuild a run's method from its folder.
+
+    Args:
+        work_dir: the run folder (``--work-dir`` of ``wsolbench run`` or ``eval``).
+        weights: ``"exported"``: a trainable method gets the run's ``weights.pt`` (pretrained
+            loading off); a training-free one is built as the run built it. ``"checkpoint"``:
+            the newest training checkpoint, training-only state included (a teacher, an EMA).
+            ``"none"``: pretrained loading off and no weights (enough for cost).
+
+    Raises:
+        ResultError / WorkDirError: not a run folder. CheckpointError: a missing, unreadable or
+        ill-fitting weights file. KeyError: the method is not installed here.
+    """
+    from wsolbench.engine import CheckpointError, latest_checkpoint, load_training_state
+
+    if weights not in WEIGHT_SOURCES:
+        raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_SOURCES)}")
+    work_dir = Path(work_dir)
+    record, result = run_record(work_dir)
+    protocol = run_protocol(work_dir, record)
+    method_cls = get_method(record["method"])
+    seed = int(record["seed"])
+    if weights == "exported" and not method_cls.trainable:
+        method = build_method(
+            method_cls, record["config"], protocol.num_classes, seed, protocol.classnames
+        )
+    elif weights == "exported":
+        file = work_dir / WEIGHTS_FILE
+        if not file.is_file():
+            raise CheckpointError(
+                f"{file} does not exist: {work_dir} holds no exported weights (is the run "
+                "finished? `wsolbench run ... --resume` finishes it)"
+            )
+        method = build_with_weights(method_cls, record["config"], protocol, seed, file)
+    else:
+        method = build_with_weights(method_cls, record["config"], protocol, seed, None)
+        if weights == "checkpoint":
+            checkpoint = latest_checkpoint(work_dir)
+            if checkpoint is None:
+                raise CheckpointError(f"{work_dir}: no training checkpoint in train/")
+            load_training_state(method, checkpoint)
+    return LoadedRun(work_dir, record, result, method.eval(), protocol)

@@ -1,0 +1,214 @@
+"""A run's work dir: what it records, who holds it, and what ``--resume`` may trust.
+
+Layout::
+
+    <work_dir>/config.yaml    the run record (below), written before any work
+    <work_dir>/.lock          held (flock) by the process working in the dir; holds its PID
+    <work_dir>/train/         mmengine: epoch_N.pth checkpoints, logs (trainable methods)
+    <work_dir>/weights.pt     exported inference weights (trainable methods)
+    <work_dir>/result.json    written last, atomically: its presence means "finished"
+
+The record says what the dir is: method, dataset, protocol id and hash, the protocol itself (so a
+``--protocol FILE`` run can be rebuilt after the file moved), the data fingerprint, the seed, the
+resolved config, and for ``eval`` the weights file's content hash. A command may continue or keep
+a dir only if it asks for exactly what the dir holds; otherwise the error names every difference.
+
+States (:func:`inspect`): ``new`` (nothing to keep), ``started`` (a record but no checkpoint and no
+result: a start that failed before saving anything; the next command may reuse it, whatever it
+asks for), ``unfinished`` (checkpoints, no result: only ``--resume`` with the same record
+continues it), ``finished`` (a result: ``--resume`` with the same record keeps it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from wsolbench.atomic import write_text_atomic
+
+RECORD_FILE = "config.yaml"
+LOCK_FILE = ".lock"
+RESULT_FILE = "result.json"
+TRAIN_SUBDIR = "train"
+
+# The keys that make a run what it is, in the order differences are reported.
+IDENTITY_KEYS = (
+    "method",
+    "dataset",
+    "protocol",
+    "protocol_hash",
+    "data_fingerprint",
+    "seed",
+    "weights",
+    "config",
+)
+
+
+class WorkDirError(ValueError):
+    """A work dir cannot be used as asked; the message names the dir, the reason and the fix."""
+
+
+def read_record(work_dir: Path) -> dict | None:
+    """The run record of a work dir, or None when it has none.
+
+    Raises:
+        WorkDirError: the record exists but is not a YAML mapping.
+    """
+    path = Path(work_dir) / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise WorkDirError(
+            f"{path} is unreadable ({exc}); it is the record of the run in {work_dir}: restore it, "
+            "or choose a new --work-dir"
+        ) from None
+    if not isinstance(record, dict):
+        raise WorkDirError(f"{path} is not a run record (a YAML mapping); choose a new --work-dir")
+    return record
+
+
+def write_record(work_dir: Path, record: dict) -> None:
+    """Write the run record atomically."""
+    write_text_atomic(Path(work_dir) / RECORD_FILE, yaml.safe_dump(record, sort_keys=False))
+
+
+def _flatten(value, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, object] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def differences(stored: dict, wanted: dict) -> list[str]:
+    """Human-readable differences between the record a dir holds and the one a command wants.
+
+    Returns:
+        One ``"<key>: <stored> in the work dir, <wanted> now"`` line per differing identity key
+        (config keys dotted); empty when the two describe the same run.
+    """
+    missing = object()
+    lines = []
+    for key in IDENTITY_KEYS:
+        old = _flatten(stored.get(key, missing), key)
+        new = _flatten(wanted.get(key, missing), key)
+        for name in sorted(set(old) | set(new)):
+            a, b = old.get(name, missing), new.get(name, missing)
+            if a != b:
+                shown_a = "absent" if a is missing else repr(a)
+                shown_b = "absent" if b is missing else repr(b)
+                lines.append(f"{name}: {shown_a} in the work dir, {shown_b} now")
+    return lines
+
+
+def checkpoints(work_dir: Path) -> list[Path]:
+    """The training checkpoints a dir holds (``train/*.pth``), newest epoch first."""
+
+    def epoch(path: Path) -> int:
+        digits = path.stem.rpartition("_")[2]
+        return int(digits) if digits.isdigit() else -1
+
+    folder = Path(work_dir) / TRAIN_SUBDIR
+    found = [p for p in folder.glob("*.pth") if p.is_file()] if folder.is_dir() else []
+    return sorted(found, key=lambda p: (epoch(p), p.name), reverse=True)
+
+
+def inspect(work_dir: Path) -> str:
+    """``new``, ``started``, ``unfinished`` or ``finished`` (see the module docstring)."""
+    work_dir = Path(work_dir)
+    if (work_dir / RESULT_FILE).is_file():
+        return "finished"
+    if checkpoints(work_dir):
+        return "unfinished"
+    if (work_dir / RECORD_FILE).is_file():
+        return "started"
+    return "new"
+
+
+def check_reuse(work_dir: Path, wanted: dict, *, resume: bool) -> str:
+    """Decide whether a command asking for ``wanted`` may use ``work_dir``; returns its state.
+
+    Raises:
+        WorkDirError: the dir holds an unfinished or finished run and ``--resume`` was not given,
+            or it holds another run (every differing key is named).
+    """
+    state = inspect(work_dir)
+    if state in ("new", "started"):
+        return state
+    what = "a finished run (result.json)" if state == "finished" else "an unfinished run"
+    if not resume:
+        keep = "keep it" if state == "finished" else "continue it"
+        raise WorkDirError(
+            f"{work_dir} already holds {what}; pass --resume to {keep}, or choose a new --work-dir"
+        )
+    stored = read_record(work_dir)
+    if stored is None:
+        raise WorkDirError(
+            f"{work_dir} holds {what} but no {RECORD_FILE} saying what it is (made by an older "
+            "wsolbench, or the file was deleted); choose a new --work-dir"
+        )
+    diff = differences(stored, wanted)
+    if diff:
+        shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+        raise WorkDirError(
+            f"--resume: {work_dir} holds {what} of another run ({shown}). Resume with the "
+            "arguments it was started with, or choose a new --work-dir"
+        )
+    return state
+
+
+@contextlib.contextmanager
+def locked(work_dir: Path, *, enabled: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on ``work_dir`` (created if needed) for the ``with`` block.
+
+    The lock is an ``flock`` on ``<work_dir>/.lock``, released by the kernel when the process ends,
+    however it ends: a killed run never leaves a stale lock. A second process fails at once. If the
+    block raises and the dir was created here and holds nothing but the lock, the dir is removed,
+    so a command that failed on a user mistake leaves nothing behind.
+
+    Args:
+        enabled: False does nothing (ranks other than 0 under torchrun share rank 0's lock).
+
+    Raises:
+        WorkDirError: another process holds the lock; the message names its PID and command.
+    """
+    if not enabled:
+        yield
+        return
+    work_dir = Path(work_dir)
+    created = not work_dir.exists()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(work_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise WorkDirError(
+            f"{work_dir} is in use by {holder}; wait for it to finish, or choose another --work-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
+    handle.write(f"process {os.getpid()} ({command})\n")
+    handle.flush()
+    try:
+        yield
+    except BaseException:
+        if created and [p.name for p in work_dir.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
