@@ -67,10 +67,12 @@ def _add_prepare(commands) -> None:
 
 def cmd_prepare(args) -> int:
     if args.dataset == "synthetic":
-        from wsolbench.data.synthetic import SyntheticConfig, generate
+        from wsolbench.data.synthetic import PROTOCOL_FILE, SyntheticConfig, generate
 
         root = generate(args.out, SyntheticConfig(seed=args.seed), progress=True)
         print(f"synthetic dataset written to {root}")
+        if args.seed != 0:  # synthetic-v1 is seed 0: this set needs its own protocol
+            print(f"not synthetic-v1's data: run it with --protocol {root / PROTOCOL_FILE}")
         return 0
     if args.src is None:
         raise ValueError(f"prepare {args.dataset} needs --src (the original release folder)")
@@ -209,9 +211,11 @@ def _profile_settings(args):
 def _print_result(result) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 alone reports
+    from wsolbench.data.fingerprint import short
+
     print(
-        f"{result.method} on {result.protocol} "
-        f"(seed {result.seed}, pretrained: {result.pretrained})"
+        f"{result.method} on {result.protocol} (seed {result.seed}, data "
+        f"{short(result.data_sha256)}, pretrained: {result.pretrained})"
     )
     for split, by_policy in result.metrics.items():
         print(_metrics_table(by_policy, title=f"{split} split"))
@@ -226,7 +230,9 @@ def _metrics_table(by_policy: dict[str, dict[str, float]], title: str) -> str:
 
     from wsolbench.results import METRIC_KEYS
 
-    keys = [k for k in METRIC_KEYS if any(k in m for m in by_policy.values())]
+    present = {k for m in by_policy.values() for k in m}
+    # canonical keys first, then any other IoU threshold (evaluate-maps --iou 40 60)
+    keys = [k for k in METRIC_KEYS if k in present] + sorted(present - set(METRIC_KEYS))
     rows = [[policy] + [m.get(k) for k in keys] for policy, m in by_policy.items()]
     table = tabulate(rows, headers=["policy"] + keys, floatfmt=".2f", missingval="–")
     return f"{title}\n{table}\n"
@@ -270,6 +276,12 @@ def cmd_evaluate_maps(args) -> int:
 
     if not 0 < args.step < 1:
         raise ValueError(f"--step must be in (0, 1), not {args.step}")
+    if min(args.size) < 1:
+        raise ValueError(f"--size {args.size[0]} {args.size[1]}: H and W must be positive pixels")
+    if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
+        raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: use 1 or more")
     meta = read_split(args.metadata, mask_root=args.masks)
     settings = EvalSettings(
         size=tuple(args.size),
@@ -298,6 +310,36 @@ def cmd_evaluate_maps(args) -> int:
     return 0
 
 
+def _add_fingerprint(commands) -> None:
+    parser = commands.add_parser(
+        "fingerprint",
+        help="the data fingerprint of a prepared root under a protocol",
+        description="Print the fingerprint every result of this data would carry (per split and "
+        "combined) and whether it matches what the protocol pins.",
+    )
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cached one)")
+    parser.add_argument("--protocol", help="protocol id or YAML file (default: the newest)")
+    parser.set_defaults(handler=cmd_fingerprint)
+
+
+def cmd_fingerprint(args) -> int:
+    from wsolbench.data.fingerprint import data_fingerprint
+    from wsolbench.data.sources import read_splits
+    from wsolbench.registry import get_dataset
+    from wsolbench.run import resolve_protocol
+
+    protocol = resolve_protocol(args.dataset, args.protocol)
+    root = get_dataset(args.dataset)().resolve(args.data_root, protocol)
+    fingerprint = data_fingerprint(read_splits(root, protocol, optional=("train",)))
+    for role, split in fingerprint["splits"].items():
+        pin = protocol.data_pins.get(role)
+        verdict = "" if pin is None else ("  = pinned" if pin == split["sha256"] else "  ≠ PINNED")
+        print(f"{role:<6} {split['sha256']}  {split['n_images']:>7} images{verdict}")
+    print(f"data   {fingerprint['sha256']}")
+    return 0
+
+
 def _add_compare(commands) -> None:
     parser = commands.add_parser("compare", help="leaderboard from result files and folders")
     parser.add_argument("paths", nargs="+", type=Path)
@@ -311,6 +353,11 @@ def _add_compare(commands) -> None:
         "--published", type=Path, help="published rows file (default: the checkout's)"
     )
     parser.add_argument("--no-published", action="store_true", help="leave published rows out")
+    parser.add_argument(
+        "--by-data",
+        action="store_true",
+        help="results of different data fingerprints: one table each (default: refuse)",
+    )
     parser.set_defaults(handler=cmd_compare)
 
 
@@ -320,7 +367,12 @@ def cmd_compare(args) -> int:
 
     published = False if args.no_published else (args.published or True)
     table = compare(
-        args.paths, policy=args.policy, split=args.split, fmt=args.fmt, published=published
+        args.paths,
+        policy=args.policy,
+        split=args.split,
+        fmt=args.fmt,
+        published=published,
+        by_data=args.by_data,
     )
     if args.output:
         write_text_atomic(args.output, table)
@@ -346,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run,
         _add_eval,
         _add_evaluate_maps,
+        _add_fingerprint,
         _add_compare,
         _add_check,
         _add_reports,
@@ -354,13 +407,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Progress and facts as plain lines; warnings and errors say what they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+def _configure_logging(debug: bool) -> None:
+    """wsolbench's INFO lines are the console's progress; other libraries speak only to warn.
+
+    ``--debug`` shows everything, with the logger names.
+    """
+    handler = logging.StreamHandler()
+    if debug:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in ("wsolbench", "methods"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args.debug)
     try:
         return args.handler(args)
     except USER_ERRORS as exc:

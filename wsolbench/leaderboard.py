@@ -9,6 +9,10 @@ and never averaged.
 Rules every table follows:
 
 - One protocol version per table: results with different protocol ids or hashes are refused.
+- One dataset per table: results whose data fingerprints differ (another ``--data-root``, a
+  different selection split, edited metadata) are refused, or with ``by_data`` shown as separate
+  tables, one per fingerprint; never averaged or ranked together. Results written before
+  fingerprints existed (schema 1) count as one "unknown" fingerprint.
 - A row is (method, pretrained weights, config minus ``seed``): mean ± sample std (ddof=1) over its
   seeds. Runs with and without pretrained weights are never averaged together; a row without
   pretrained weights is marked ``‡``. Two configs of one method are told apart by a label made of
@@ -40,6 +44,7 @@ import yaml
 from tabulate import tabulate
 
 import wsolbench
+from wsolbench.data.fingerprint import short
 from wsolbench.results import METRIC_KEYS, SPLITS, Result, ResultError, find_results
 
 logger = logging.getLogger(__name__)
@@ -141,6 +146,8 @@ class Leaderboard:
     rows: list[Row]
     notes: list[str]
     taus: list[float] = field(default_factory=list)  # the grid τ a fixed policy landed on
+    data: str | None = None  # the combined data fingerprint of every run (None: unknown)
+    data_splits: dict[str, int] = field(default_factory=dict)  # role -> images
 
     @property
     def metric_keys(self) -> list[str]:
@@ -158,8 +165,14 @@ class Leaderboard:
 
     @property
     def header_lines(self) -> list[str]:
+        if self.data is None:
+            data = "unknown (results written before data fingerprints)"
+        else:
+            sizes = ", ".join(f"{role} {n}" for role, n in self.data_splits.items())
+            data = f"{short(self.data)} ({sizes})"
         return [
             f"Protocol: {self.protocol} (hash {self.protocol_hash[:12]})",
+            f"Data: {data}",
             f"Split: {self.split}",
             f"Policy: {describe_policy(self.policy, self.split, self.taus)}",
             MAPS_NOTE,
@@ -196,6 +209,7 @@ def compare(
     split: str = "test",
     fmt: str = "md",
     published: str | Path | None | bool = True,
+    by_data: bool = False,
 ) -> str:
     """Render the leaderboard of the results under ``paths``.
 
@@ -206,19 +220,27 @@ def compare(
         fmt: ``"md"``, ``"csv"``, ``"latex"`` or ``"html"``.
         published: ``True`` adds the rows of :func:`default_published_path` (skipped if the file is
             absent), a path adds that file's rows, ``False`` / ``None`` adds none.
+        by_data: results of different data fingerprints become separate tables (one CSV with a
+            ``data_fingerprint`` column) instead of an error.
 
     Returns:
-        The table as text, ending with a newline.
+        The table(s) as text, ending with a newline.
 
     Raises:
-        ResultError: results of different protocols, a result without the split's counts, ``select``
-            on a result without a val split, duplicate runs, or an unreadable result.
+        ResultError: results of different protocols, of different data (unless ``by_data``), a
+            result without the split's counts, ``select`` on a result without a val split,
+            duplicate runs, or an unreadable result.
         ValueError: an unknown policy, split or format.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    board = build_leaderboard(paths, policy=policy, split=split, published=published)
-    return render(board, fmt)
+    boards = build_leaderboards(
+        paths, policy=policy, split=split, published=published, by_data=by_data
+    )
+    if fmt == "csv":  # one header, then every table's rows
+        texts = [render(board, fmt) for board in boards]
+        return texts[0] + "".join(t.split("\n", 1)[1] for t in texts[1:])
+    return "\n".join(render(board, fmt) for board in boards)
 
 
 def build_leaderboard(
@@ -229,6 +251,19 @@ def build_leaderboard(
     published: str | Path | None | bool = True,
 ) -> Leaderboard:
     """Load, check, recompute and group results into a :class:`Leaderboard` (see ``compare``)."""
+    (board,) = build_leaderboards(paths, policy=policy, split=split, published=published)
+    return board
+
+
+def build_leaderboards(
+    paths: Sequence[str | Path],
+    *,
+    policy: str = "oracle",
+    split: str = "test",
+    published: str | Path | None | bool = True,
+    by_data: bool = False,
+) -> list[Leaderboard]:
+    """One :class:`Leaderboard` per data fingerprint (only one unless ``by_data``)."""
     from wsolbench.metrics import parse_policy  # numpy + OpenCV: only when a table is built
 
     policy = parse_policy(policy)
@@ -236,6 +271,20 @@ def build_leaderboard(
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     found = find_results(paths)
     protocol, protocol_hash = _check_one_protocol(found)
+    groups = _data_groups(found, by_data)
+    return [
+        _board(members, protocol, protocol_hash, policy, split, published) for members in groups
+    ]
+
+
+def _board(
+    found: list[tuple[Path, Result]],
+    protocol: str,
+    protocol_hash: str,
+    policy: str,
+    split: str,
+    published: str | Path | None | bool,
+) -> Leaderboard:
     dataset = found[0][1].dataset
     runs, taus = [], set()
     for path, result in found:
@@ -261,6 +310,7 @@ def build_leaderboard(
         pub_rows.sort(key=_published_sort_key)
         notes.append(PUBLISHED_NOTE + ".")
         notes.extend(_source_notes(pub_rows))
+    fingerprint = found[0][1].data_fingerprint or {}
     return Leaderboard(
         protocol=protocol,
         protocol_hash=protocol_hash,
@@ -270,6 +320,12 @@ def build_leaderboard(
         rows=rows + pub_rows,
         notes=notes,
         taus=sorted(taus) if policy.startswith("fixed:") else [],
+        data=fingerprint.get("sha256"),
+        data_splits={
+            role: int(info.get("n_images", 0))
+            for role, info in sorted(fingerprint.get("splits", {}).items())
+            if isinstance(info, dict)
+        },
     )
 
 
@@ -289,6 +345,38 @@ def _check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
         "Compare one protocol version at a time (pass only the paths of one group above), or "
         "re-run / re-evaluate the old results (`wsolbench eval`) under the current protocol."
     )
+
+
+def _data_groups(
+    found: list[tuple[Path, Result]], by_data: bool
+) -> list[list[tuple[Path, Result]]]:
+    """The results split by data fingerprint, in order of first appearance.
+
+    Raises:
+        ResultError: more than one fingerprint and not ``by_data``; lists each with its files.
+    """
+    groups: dict[str | None, list[tuple[Path, Result]]] = {}
+    for path, result in found:
+        groups.setdefault(result.data_sha256, []).append((path, result))
+    if len(groups) > 1 and not by_data:
+        listing = "\n".join(
+            f"  data {short(sha)}{_split_sizes(members[0][1])}: "
+            f"{_some_files([p for p, _ in members])}"
+            for sha, members in groups.items()
+        )
+        raise ResultError(
+            "cannot rank results evaluated on different data (another --data-root, selection "
+            f"split or edited metadata; 'unknown': written before data fingerprints):\n{listing}\n"
+            "Compare one data fingerprint at a time, or pass --by-data to show each as its own "
+            "table."
+        )
+    return list(groups.values())
+
+
+def _split_sizes(result: Result) -> str:
+    splits = (result.data_fingerprint or {}).get("splits", {})
+    sizes = ", ".join(f"{r} {i.get('n_images')}" for r, i in sorted(splits.items()))
+    return f" ({sizes})" if sizes else ""
 
 
 def _some_files(files: list[Path], limit: int = 8) -> str:
@@ -719,7 +807,7 @@ def _render_csv(board: Leaderboard) -> str:
     if board.has_cost:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
         columns += ["macs_lower_bound"] + [f"latency_clean[{d}]" for d in devices]
-    columns += ["note", "policy", "protocol", "protocol_hash", "split"]
+    columns += ["note", "policy", "protocol", "protocol_hash", "data_fingerprint", "split"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -758,6 +846,7 @@ def _render_csv(board: Leaderboard) -> str:
                 r.policy if r.published else board.policy,
                 "" if r.published else board.protocol,
                 "" if r.published else board.protocol_hash,
+                "" if r.published else board.data or "unknown",
                 board.split,
             ]
         )
