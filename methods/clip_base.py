@@ -25,7 +25,7 @@ from wsolbench.method import WSOLMethod
 
 logger = logging.getLogger(__name__)
 
-CLIP_KEYS = ("model", "pretrained", "checkpoint")
+CLIP_KEYS = ("model", "pretrained", "checkpoint", "activation")
 
 
 class ClipBaseline(WSOLMethod):
@@ -35,8 +35,10 @@ class ClipBaseline(WSOLMethod):
         num_classes: K.
         clip: ``{"model": open_clip name, "pretrained": a cached open_clip tag, true (use the
             checkpoint) or false (random towers, what ``--no-pretrained`` sets), "checkpoint": a
-            local state-dict file or null}``; a checkpoint wins over a tag, and is ignored when
-            ``pretrained`` is false (:func:`methods.clip_models.load_clip` loads).
+            local weights file (OpenAI's TorchScript archive, an OpenAI or open_clip state dict,
+            safetensors) or null, "activation": auto | quickgelu | gelu}``; a checkpoint wins
+            over a tag, and is ignored when ``pretrained`` is false; ``auto`` builds QuickGELU
+            for OpenAI's weights (:func:`methods.clip_models.load_clip` loads).
         templates: prompt templates with ``{}`` for the class name; a class's text embedding is
             the normalized mean over its templates.
         cache_text: keep text embeddings on disk (``$WSOLBENCH_CACHE/text``), keyed by encoder,
@@ -53,7 +55,12 @@ class ClipBaseline(WSOLMethod):
     needs_classnames: ClassVar[bool] = True
     pretrained_option: ClassVar[str] = "clip.pretrained"
     defaults: ClassVar[dict] = {
-        "clip": {"model": "ViT-B-16", "pretrained": "openai", "checkpoint": None},
+        "clip": {
+            "model": "ViT-B-16",
+            "pretrained": "openai",
+            "checkpoint": None,
+            "activation": "auto",
+        },
         "templates": list(DEFAULT_TEMPLATES),
         "cache_text": True,
     }
@@ -82,10 +89,17 @@ class ClipBaseline(WSOLMethod):
         names = list(classnames) if classnames else [f"class {i}" for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{self.name}: {len(names)} class names for {num_classes} classes")
+        self.classnames = names
         pretrained, checkpoint = _weights_options(self.name, options)
         # The harness seeded torch with the run's seed: a random tower follows the run's seed.
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        loaded = load_clip(options.get("model", "ViT-B-16"), pretrained, checkpoint, seed=seed)
+        loaded = load_clip(
+            options.get("model", "ViT-B-16"),
+            pretrained,
+            checkpoint,
+            seed=seed,
+            activation=options.get("activation") or "auto",
+        )
         self.visual = vit_tower(loaded.model, loaded.name, self.name or type(self).__name__)
         self.cache_text = bool(cache_text)
         self.register_buffer(
@@ -106,7 +120,8 @@ class ClipBaseline(WSOLMethod):
 
     @property
     def pretrained(self) -> str:
-        """``none`` (random towers), ``file:<path>`` or ``cache:<model>/<tag>``."""
+        """``none`` (random towers), ``file:<path> (...)`` or ``cache:<model>/<tag> (...)``, the
+        parentheses naming an OpenAI file layout and the activation built."""
         return self.source
 
     def trunk(self, images: Tensor, attention_blocks: int = 0) -> tuple[Tensor, tuple, list]:

@@ -3,14 +3,24 @@ targets): building a model, and loading its weights without ever touching the ne
 
 Weights come from one of three places, recorded as the model's ``source``:
 
-- ``checkpoint=PATH``: a local open_clip / OpenAI state dict, read with ``weights_only=True``
-  (``"file:<path>"``);
+- ``checkpoint=PATH``: a local file in any format :mod:`methods.clip_weights` reads — OpenAI's
+  TorchScript archive (``ViT-B-16.pt`` from ``~/.cache/clip``, read as data, its code never run),
+  an OpenAI or open_clip state dict (``weights_only=True``), a ``.safetensors`` file —
+  (``"file:<path> (<layout, >activation)"``);
 - ``pretrained=TAG`` (an open_clip tag such as ``openai`` or ``laion2b_s34b_b88k``): the tag's file
-  in the user's caches only — the Hugging Face hub cache and open_clip's own download folder
-  (``~/.cache/clip``) — (``"cache:<model>/<tag>"``); a tag that is not cached is a
-  :class:`ClipWeightsError` that says how to provide a file, never a download;
+  in the user's caches only — the Hugging Face hub cache and open_clip's / OpenAI's download
+  folder (``~/.cache/clip``) — (``"cache:<model>/<tag> (<activation>)"``); a tag that is not cached
+  is a :class:`ClipWeightsError` that says how to provide a file, never a download;
 - neither (``pretrained: false``, what ``--no-pretrained`` sets): a tower initialised from ``seed``
   (``"none"``): distinct but meaningless embeddings, for tests and the synthetic demo.
+
+The activation follows the weights: OpenAI's were trained with QuickGELU, while open_clip's plain
+configs (``ViT-B-16``) build GELU. ``activation="auto"`` builds QuickGELU for an OpenAI file
+layout (archive, or a state dict converted from one) and for a tag open_clip registers as
+QuickGELU, and the model config's activation otherwise; ``quickgelu`` / ``gelu`` declare it (an
+OpenAI state dict re-saved from a non-TorchScript model has open_clip's keys and cannot be told
+apart). The activation built is part of ``source`` (so of every result's ``pretrained``) and of
+:func:`weights_key` (so of every cache key).
 
 ``TINY_CLIP`` names a small open_clip configuration shipped with wsolbench (a 2-block ViT with
 8-pixel patches at 96 px and a 2-block text tower, ~4 M parameters, most of them the token
@@ -28,8 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from methods.clip_weights import (
+    WeightsFile,
+    WeightsFileError,
+    fit_problems,
+    read_weights,
+    vit_shape,
+)
 from wsolbench._compat import ensure_torchvision
 
 logger = logging.getLogger(__name__)
@@ -40,6 +57,8 @@ _CONFIG_DIR = Path(__file__).with_name("clip_configs")
 # CLIP's own image normalization (not ImageNet's): what every open_clip CLIP model expects.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+ACTIVATIONS = ("auto", "quickgelu", "gelu")
 
 
 class ClipWeightsError(ValueError):
@@ -54,12 +73,14 @@ class LoadedClip:
         model: the open_clip ``CLIP`` model (both towers).
         tokenizer: open_clip's tokenizer for ``name``: list[str] → LongTensor [N, context_length].
         name: the open_clip model name (``ViT-B-16``, :data:`TINY_CLIP`).
-        source: ``"none"``, ``"file:<path>"`` or ``"cache:<name>/<tag>"``.
+        source: ``"none"``, ``"file:<path> (...)"`` or ``"cache:<name>/<tag> (...)"``, the
+            parentheses naming an OpenAI file layout and the activation built.
         weights_id: identifies the weights' content for caches keyed on them: the seed and library
             versions for a random tower, the file's path, size and modification time otherwise.
         mean, std: the image normalization the model expects (RGB, images in [0, 1]).
         image_size: (H, W) the image tower was built for.
         patch_size: pixels per patch of a ViT image tower.
+        activation: ``"quickgelu"`` or ``"gelu"``, what the towers were built with.
     """
 
     model: nn.Module
@@ -71,6 +92,7 @@ class LoadedClip:
     std: tuple[float, float, float]
     image_size: tuple[int, int]
     patch_size: int
+    activation: str = "gelu"
 
 
 def _import_open_clip():
@@ -117,8 +139,9 @@ def _cached_tag_file(name: str, tag: str) -> Path:
     raise ClipWeightsError(
         f"CLIP weights {name}/{tag} are not in the local cache (looked for "
         f"{' and '.join(looked) or 'nothing'}), and wsolbench never downloads at run time. "
-        "Provide a local file with -o clip.checkpoint=PATH (an open_clip or OpenAI state dict of "
-        f"{name}), or run without weights with --no-pretrained. To fill the cache on a machine "
+        "Provide a local file with -o clip.checkpoint=PATH (OpenAI's TorchScript archive, or an "
+        f"OpenAI or open_clip state dict of {name}), or run without weights with "
+        "--no-pretrained. To fill the cache on a machine "
         f"with network: python -c \"import open_clip; open_clip.create_model('{name}', "
         f"pretrained='{tag}')\""
     )
@@ -129,11 +152,30 @@ def _file_id(path: Path) -> str:
     return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
+def _has_openai_tag(open_clip, name: str) -> bool:
+    return "openai" in open_clip.list_pretrained_tags_by_model(name)
+
+
+def _choose_activation(
+    activation: str, weights: WeightsFile | None, tag_quick_gelu: bool | None
+) -> tuple[bool | None, str]:
+    """(quick_gelu for open_clip — None keeps the model config's — and why)."""
+    if activation != "auto":
+        return activation == "quickgelu", "declared with clip.activation"
+    if weights is not None and weights.activation is not None:
+        reason = f"named by the file ({weights.layout})"
+        return weights.activation == "quickgelu", reason
+    if tag_quick_gelu is not None:
+        return tag_quick_gelu, "open_clip's registry for the tag"
+    return None, "the model config's"
+
+
 def load_clip(
     name: str = "ViT-B-16",
     pretrained: str | bool | None = None,
     checkpoint: str | None = None,
     seed: int = 0,
+    activation: str = "auto",
 ) -> LoadedClip:
     """Build an open_clip model and load its weights from a local file or the local cache.
 
@@ -141,12 +183,17 @@ def load_clip(
         name: an open_clip model name, or :data:`TINY_CLIP`.
         pretrained: an open_clip tag looked up in the local cache; ``None`` / ``False`` /
             ``"none"`` for a seeded random model.
-        checkpoint: a local weights file; takes precedence over ``pretrained``.
+        checkpoint: a local weights file in any format of :mod:`methods.clip_weights` (an
+            OpenAI TorchScript archive, an OpenAI or open_clip state dict, safetensors); takes
+            precedence over ``pretrained``.
         seed: initialises a random model (only used without weights).
+        activation: ``auto`` (QuickGELU for OpenAI's weights — an OpenAI file layout, or a tag
+            open_clip registers as QuickGELU —, else the model config's), ``quickgelu`` or
+            ``gelu`` (declared: what the weights were trained with).
 
     Raises:
-        ClipWeightsError: unknown model name, missing or unreadable weights (the message says how
-            to provide them).
+        ClipWeightsError: unknown model name, missing or unreadable weights, weights that do not
+            fit the model (the message lists the missing, unexpected and misshapen keys).
     """
     open_clip = _import_open_clip()
     if name not in open_clip.list_models():
@@ -158,48 +205,62 @@ def load_clip(
             f"unknown open_clip model {name!r}{hint} (open_clip.list_models() lists them; "
             f"{TINY_CLIP!r} is wsolbench's tiny test model)"
         )
+    activation = str(activation or "auto").strip().lower()
+    if activation not in ACTIVATIONS:
+        raise ClipWeightsError(
+            f"clip.activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}"
+        )
     if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "false"):
         pretrained = None
     path: Path | None = None
-    quick_gelu = False
+    tag_quick_gelu: bool | None = None
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise ClipWeightsError(
-                f"CLIP checkpoint {path} does not exist; pass an existing open_clip state dict "
-                "file with -o clip.checkpoint=PATH, or run without weights with --no-pretrained"
+                f"CLIP checkpoint {path} does not exist; pass an existing weights file with "
+                "-o clip.checkpoint=PATH, or run without weights with --no-pretrained"
             )
         source = f"file:{path.resolve()}"
     elif pretrained:
         path = _cached_tag_file(name, str(pretrained))
         source = f"cache:{name}/{pretrained}"
-        # open_clip builds ``ViT-B-16`` with GELU and only warns when a tag (OpenAI's) was trained
-        # with QuickGELU: build the activation the weights were trained with.
-        quick_gelu = bool(open_clip.get_pretrained_cfg(name, str(pretrained)).get("quick_gelu"))
+        tag_quick_gelu = bool(open_clip.get_pretrained_cfg(name, str(pretrained)).get("quick_gelu"))
     else:
         source = "none"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    weights = None
     if path is not None:
         try:
-            open_clip.load_checkpoint(model, str(path), weights_only=True)
-        except Exception as exc:
-            first_line = (str(exc).splitlines() or [""])[0][:300]
-            hint = ""
-            if "TorchScript" in str(exc):
-                hint = (
-                    "; an OpenAI TorchScript archive converts once (on a machine you trust) with "
-                    "python -c \"import torch; torch.save(torch.jit.load('IN.pt', "
-                    "map_location='cpu').state_dict(), 'OUT.pt')\", then use "
-                    f"-o clip.model={name}-quickgelu if {name}-quickgelu exists"
-                )
-            raise ClipWeightsError(
-                f"CLIP checkpoint {path} cannot be loaded into {name} with weights_only=True "
-                f"({type(exc).__name__}: {first_line}); pass a state dict of {name} saved with "
-                f"torch.save(model.state_dict(), PATH){hint}"
-            ) from None
+            weights = read_weights(path)
+        except WeightsFileError as exc:
+            raise ClipWeightsError(f"CLIP checkpoint {exc}") from None
+    quick_gelu, reason = _choose_activation(activation, weights, tag_quick_gelu)
+    if (
+        weights is not None
+        and quick_gelu is None
+        and not weights.is_openai
+        and _has_openai_tag(open_clip, name)
+    ):
+        logger.warning(
+            "%s: a plain state dict, so %s is built with its config's activation; if these are "
+            "OpenAI's weights (trained with QuickGELU) pass -o clip.activation=quickgelu",
+            path,
+            name,
+        )
+    extra = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(name, pretrained=None, **extra)
+    if weights is not None:
+        _load_state(open_clip, model, weights, path, name)
     model.eval()
+    from open_clip.transformer import QuickGELU
+
+    built = "quickgelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
+    if weights is not None:
+        layout = f"{weights.layout}, " if weights.is_openai else ""
+        source = f"{source} ({layout}{built})"
+        logger.info("CLIP %s: weights %s; activation %s (%s)", name, source, built, reason)
     visual = model.visual
     image_size = tuple(int(s) for s in _pair(getattr(visual, "image_size", 224)))
     patch_size = int(_pair(getattr(visual, "patch_size", 16))[0])
@@ -218,7 +279,74 @@ def load_clip(
         std=std,
         image_size=image_size,
         patch_size=patch_size,
+        activation=built,
     )
+
+
+def _load_state(open_clip, model: nn.Module, weights: WeightsFile, path: Path, name: str) -> None:
+    """Load a file's tensors strictly, after open_clip's own adaptations of a checkpoint.
+
+    Raises:
+        ClipWeightsError: the keys or shapes do not fit; every kind of mismatch is listed.
+    """
+    from open_clip.factory import convert_state_dict
+    from open_clip.model import (
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
+
+    # The steps of open_clip.load_checkpoint before its load_state_dict: third-party layouts,
+    # the old text-tower layout, scalar shapes, other grid and context sizes.
+    state = convert_state_dict(model, dict(weights.state))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for key in ("logit_scale", "logit_bias"):
+        own = getattr(model, key, None)
+        if key in state and isinstance(own, Tensor) and own.ndim != state[key].ndim:
+            state[key] = state[key].reshape(own.shape)
+    if getattr(model, "logit_bias", None) is not None and "logit_bias" not in state:
+        state["logit_bias"] = torch.zeros_like(model.logit_bias)
+    state.pop("text.transformer.embeddings.position_ids", None)
+    try:
+        resize_pos_embed(state, model)
+        resize_text_pos_embed(state, model)
+    except Exception as exc:  # a shape that cannot be resized is reported below
+        logger.debug("position-embedding resize of %s failed: %s", path, exc)
+    problems = fit_problems(model.state_dict(), state)
+    if problems:
+        hint = _model_hint(open_clip, weights.state)
+        raise ClipWeightsError(
+            f"CLIP checkpoint {path} ({weights.layout}) does not fit open_clip model {name}: "
+            f"{problems}.{hint} Pass weights of {name}, or the model they belong to with "
+            "-o clip.model=NAME"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _model_hint(open_clip, state: dict[str, Tensor]) -> str:
+    """' The file holds a ... (open_clip model X).' from the image tower's shapes, or ''."""
+    shape = vit_shape(state)
+    if shape is None:
+        return ""
+    matches = []
+    for candidate in open_clip.list_models():
+        vision = (open_clip.get_model_config(candidate) or {}).get("vision_cfg", {})
+        if (
+            vision.get("width") == shape["width"]
+            and vision.get("layers") == shape["layers"]
+            and vision.get("patch_size") == shape["patch_size"]
+            and vision.get("image_size") == shape["image_size"]
+            and "timm_model_name" not in vision
+        ):
+            matches.append(candidate)
+    described = (
+        f" The file holds a ViT of width {shape['width']}, {shape['layers']} blocks, "
+        f"{shape['patch_size']}-pixel patches at {shape['image_size']} px"
+    )
+    plain = [m for m in matches if "-" in m and not m.endswith(("-quickgelu", "-plus"))]
+    named = (plain or matches)[:3]
+    return described + (f" (e.g. {', '.join(named)})." if named else ".")
 
 
 def _pair(value) -> tuple:
@@ -226,5 +354,7 @@ def _pair(value) -> tuple:
 
 
 def weights_key(loaded: LoadedClip) -> str:
-    """A short hash of (model name, weights): the part of a cache key that names the encoder."""
-    return hashlib.sha256(f"{loaded.name}|{loaded.weights_id}".encode()).hexdigest()[:16]
+    """A short hash of (model name, weights, activation): the part of a cache key that names the
+    encoder. The same file built with QuickGELU and with GELU gives two towers, so two keys."""
+    text = f"{loaded.name}|{loaded.weights_id}|{loaded.activation}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

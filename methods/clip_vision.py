@@ -8,16 +8,22 @@ whose attention is an ``nn.MultiheadAttention``, ``ln_post``, ``proj``). :func:`
 anything else (timm towers, ModifiedResNet, custom or attention-pooled blocks) with a message that
 names a supported model, instead of failing deep inside a forward.
 
-Input size: images arrive at the protocol size (224 for CUB, 96 for synthetic), which need not be
-the tower's native size. The native patch size is kept and the position embedding is interpolated
-(bicubic) to the input's patch grid, so every pixel is seen at the tower's native scale and the map
-has one cell per patch; a side that is not a multiple of the patch size is first resized to the
-nearest multiple. At the native size nothing is interpolated and the forward equals open_clip's.
+Input size: images arrive at the protocol size (224 for CUB, 96 for synthetic) or, for a method
+that asks for it, at their own size; neither need be the tower's native size. The native patch
+size is kept and the position embedding is interpolated to the input's patch grid, so every pixel
+is seen at the tower's native scale and the map has one cell per patch; a side that is not a
+multiple of the patch size is first resized to a multiple. How is the namesake's choice:
+MaskCLIP interpolates position embeddings bicubically (``mmseg`` ``resize_pos_embed``); CLIP-ES
+rounds each side *up* to the patch size (bicubic image resize) and interpolates positions
+bilinearly (``upsample_pos_emb``). At the native size nothing is interpolated and the forward
+equals open_clip's.
 
 This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +75,17 @@ def vit_tower(model: nn.Module, model_name: str, method: str) -> nn.Module:
     return visual
 
 
-def grid_size(visual: nn.Module, height: int, width: int) -> tuple[int, int]:
-    """Patch grid (rows, columns) for an input of ``height`` × ``width`` pixels (≥ 1 each)."""
+ROUNDINGS = ("nearest", "ceil")
+
+
+def grid_size(
+    visual: nn.Module, height: int, width: int, rounding: str = "nearest"
+) -> tuple[int, int]:
+    """Patch grid (rows, columns) for an input of ``height`` × ``width`` pixels (≥ 1 each):
+    each side over the patch size, rounded to the nearest integer or (``ceil``) up."""
     ph, pw = _pair(visual.patch_size)
+    if rounding == "ceil":
+        return max(1, math.ceil(height / ph)), max(1, math.ceil(width / pw))
     return max(1, round(height / ph)), max(1, round(width / pw))
 
 
@@ -79,38 +93,49 @@ def _pair(value) -> tuple[int, int]:
     return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def position_embedding(visual: nn.Module, grid: tuple[int, int]) -> Tensor:
+def position_embedding(visual: nn.Module, grid: tuple[int, int], mode: str = "bicubic") -> Tensor:
     """[1 + rows·cols, D]: the class token's position embedding, then the patch grid's,
-    bicubically interpolated from the native grid when ``grid`` differs from it."""
+    interpolated (``mode``: ``bicubic`` or ``bilinear``, corners not aligned) from the native
+    grid when ``grid`` differs from it."""
     table = visual.positional_embedding
     native = tuple(int(s) for s in visual.grid_size)
     if tuple(grid) == native:
         return table
     patches = table[1:].reshape(1, native[0], native[1], -1).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches.float(), size=grid, mode="bicubic", align_corners=False)
+    patches = F.interpolate(patches.float(), size=grid, mode=mode, align_corners=False)
     patches = patches.to(table.dtype).permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
     return torch.cat([table[:1], patches])
 
 
-def embed(visual: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+def embed(
+    visual: nn.Module,
+    images: Tensor,
+    *,
+    rounding: str = "nearest",
+    image_mode: str = "bilinear",
+    position_mode: str = "bicubic",
+) -> tuple[Tensor, tuple[int, int]]:
     """Tokens entering the first block, and the patch grid.
 
     Args:
         images: [B, 3, H, W], normalized with CLIP's mean and std, any H, W.
+        rounding: how a side that is not a multiple of the patch size is rounded
+            (:func:`grid_size`); the image is resized (``image_mode``) to the rounded size.
+        position_mode: interpolation of the position embedding to another grid.
 
     Returns:
         tokens: [B, 1 + rows·cols, D] (class token first), after ``ln_pre``.
         grid: (rows, cols).
     """
-    grid = grid_size(visual, images.shape[-2], images.shape[-1])
+    grid = grid_size(visual, images.shape[-2], images.shape[-1], rounding)
     ph, pw = _pair(visual.patch_size)
     target = (grid[0] * ph, grid[1] * pw)
     if tuple(images.shape[-2:]) != target:
-        images = F.interpolate(images, size=target, mode="bilinear", align_corners=False)
+        images = F.interpolate(images, size=target, mode=image_mode, align_corners=False)
     dtype = visual.conv1.weight.dtype
     x = visual.conv1(images.to(dtype)).flatten(2).transpose(1, 2)  # [B, N, D]
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + position_embedding(visual, grid).to(x.dtype)
+    x = torch.cat([cls, x], dim=1) + position_embedding(visual, grid, position_mode).to(x.dtype)
     return visual.ln_pre(x), grid
 
 
@@ -154,10 +179,9 @@ def attention_forward(
     return out, weights
 
 
-def value_path(block: nn.Module, x: Tensor) -> Tensor:
-    """The last block's value path: every token's value projection through the output projection,
-    as if each token attended only to itself (MaskCLIP). The residual and the MLP are dropped: what
-    is left is a per-token linear map of ``ln_1(x)`` into the residual stream.
+def value_projection(block: nn.Module, x: Tensor) -> Tensor:
+    """Every token's value projection through the attention's output projection: the attention
+    output as if each token attended only to itself. A per-token linear map of ``ln_1(x)``.
 
     Args:
         x: [B, L, D] tokens entering the block.
@@ -171,6 +195,65 @@ def value_path(block: nn.Module, x: Tensor) -> Tensor:
     bias = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
     values = F.linear(block.ln_1(x), weight, bias)
     return block.ls_1(attn.out_proj(values))
+
+
+# How the last block makes the dense (per-patch) tokens; see :func:`last_block_tokens`.
+PATCH_PATHS = ("maskclip", "value_only", "full")
+
+
+def last_block_tokens(block: nn.Module, x: Tensor, path: str = "maskclip") -> Tensor:
+    """The last block's output tokens along one of :data:`PATCH_PATHS`.
+
+    - ``maskclip`` (MaskCLIP, ``mmseg/models/backbones/vit.py``, ``return_qkv`` path): the value
+      projection replaces the attention output, and the block is otherwise unchanged —
+      ``v = x + value_projection(x)``, then ``v + mlp(ln_2(v))`` (the residual and the MLP with
+      its residual kept);
+    - ``value_only``: ``value_projection(x)`` alone, no residual and no MLP (the residual-free,
+      MLP-free path, close to ClearCLIP's, which however keeps query–query attention);
+    - ``full``: the ordinary block output (query–key attention), the naive dense baseline.
+
+    Args:
+        x: [B, L, D] tokens entering the block.
+
+    Returns:
+        [B, L, D], to go through ``ln_post`` and ``proj``.
+    """
+    if path == "full":
+        return block_forward(block, x)[0]
+    values = value_projection(block, x)
+    if path == "value_only":
+        return values
+    if path != "maskclip":
+        raise ValueError(f"patch path must be one of {PATCH_PATHS}, not {path!r}")
+    v = x + values
+    return v + block.ls_2(block.mlp(block.ln_2(v)))
+
+
+@torch.no_grad()
+def dense_embeddings(
+    visual: nn.Module, images: Tensor, path: str = "maskclip"
+) -> tuple[Tensor, Tensor, tuple[int, int]]:
+    """Image and per-patch embeddings in the joint space (what ``clip_patch`` and TeD-Loc's
+    ``clip`` teacher score against text), one forward pass without gradients.
+
+    Args:
+        images: [B, 3, H, W] normalized with CLIP's mean and std (any size: see the module
+            docstring; rounding to the nearest patch multiple, bicubic position embedding).
+        path: one of :data:`PATCH_PATHS` for the patch tokens.
+
+    Returns:
+        image: [B, d] the pooled embedding of the ordinary forward (as ``encode_image``).
+        patches: [B, rows·cols, d] ``proj(ln_post(tokens))`` of the patch tokens along ``path``.
+        grid: (rows, cols).
+    """
+    x, grid = embed(visual, images)
+    blocks = visual.transformer.resblocks
+    for block in blocks[:-1]:
+        x, _ = block_forward(block, x)
+    last = blocks[-1]
+    out, _ = block_forward(last, x)
+    tokens = out if path == "full" else last_block_tokens(last, x, path)
+    return pooled_embedding(visual, out), project_tokens(visual, tokens[:, 1:]), grid
 
 
 def pooled_embedding(visual: nn.Module, x: Tensor) -> Tensor:

@@ -1,19 +1,23 @@
-"""clip_gradcam (Grad-CAM on CLIP over class and background prompts, optional attention-affinity
-refinement) on the tiny open_clip config with random towers, and gradients at inference in the
-evaluator: they work under the evaluator's no_grad and leave nothing behind across batches."""
+"""clip_gradcam (CLIP-ES's Grad-CAM on CLIP over the image's class and background prompts, optional
+attention-affinity refinement) on tiny open_clip configs with random towers: the map against
+CLIP-ES's formulas computed in the test, the named variants, native-size input; and gradients at
+inference in the evaluator: they work under the evaluator's no_grad and leave nothing behind
+across batches."""
 
 import gc
 import weakref
 
 import pytest
 import torch
+from clip_layouts import register_tiny_config
+from clip_reference import assert_same_map, clip_es_map, scoremap_boxes_mask
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from methods.clip_gradcam import ClipGradCAM
-from methods.clip_gradcam.method import box_mask
-from methods.clip_text import BACKGROUND_WORDS
+from methods.clip_gradcam.method import CLIPES_BACKGROUND_WORDS, box_mask, scale_like_grad_cam
+from methods.clip_models import load_clip
 from wsolbench.evaluate import predict_batch
 from wsolbench.method import Prediction, WSOLMethod, resolve_config
 
@@ -49,49 +53,131 @@ def test_maps_are_non_negative_on_the_grid_and_follow_the_target_class(method):
     torch.testing.assert_close(first.logits, second.logits)  # zero-shot logits ignore labels
 
 
-def test_grad_cam_matches_hooks_on_open_clips_own_forward(method):
-    """The same Grad-CAM from open_clip's forward, with a hook at the last block's ln_1."""
-    batch, labels = images(), torch.tensor([2, 1])
-    captured = {}
+@pytest.fixture(scope="module")
+def deep_tower(tmp_path_factory):
+    """A random 10-block tower (more blocks than the refinement's 8) saved as an open_clip state
+    dict, and its open_clip model (for the text side of the reference)."""
+    folder = tmp_path_factory.mktemp("deeper")
+    name = register_tiny_config(
+        "wsolbench-test-deeper", folder, layers=10, width=32, head_width=16, image_size=32
+    )
+    loaded = load_clip(name, seed=5, activation="quickgelu")
+    path = folder / "tower.pt"
+    torch.save(loaded.model.state_dict(), path)
+    return name, path, loaded
 
-    def leaf(module, inputs, output):
-        captured["activation"] = output.detach().requires_grad_(True)
-        return captured["activation"]
 
-    handle = method.visual.transformer.resblocks[-1].ln_1.register_forward_hook(leaf)
-    try:
-        with torch.enable_grad():
-            image = nn.functional.normalize(method.visual(batch), dim=-1)
-            texts = torch.cat([method.class_text, method.background_text])
-            scores = (method.logit_scale * image @ texts.T).softmax(dim=-1)
-            scores[torch.arange(2), labels].sum().backward()
-    finally:
-        handle.remove()
-    activation = captured["activation"]
-    weights = activation.grad[:, 1:].mean(dim=1, keepdim=True)
-    expected = torch.relu((weights * activation.detach()[:, 1:]).sum(-1)).reshape(2, 12, 12)
-    torch.testing.assert_close(method.predict(batch, labels).maps, expected, rtol=1e-4, atol=1e-6)
+def by_file(tower, *overrides, classnames=NAMES):
+    name, path, _ = tower
+    config = resolve_config(
+        ClipGradCAM,
+        "synthetic",
+        [
+            f"clip.model={name}",
+            "clip.pretrained=true",
+            f"clip.checkpoint={path}",
+            "clip.activation=quickgelu",
+            *overrides,
+        ],
+    )
+    return ClipGradCAM(num_classes=len(classnames), classnames=classnames, **config).eval()
+
+
+@pytest.mark.parametrize("refine", [False, True], ids=["cam", "refined"])
+@pytest.mark.parametrize("size", [(32, 32), (44, 60)], ids=["native", "rounded-up"])
+def test_the_map_is_clip_es(deep_tower, refine, size):
+    """CLIP-ES's CAM, computed in the test from the state dict (its own Grad-CAM, class set,
+    background words, template, refinement), on a random tower."""
+    method = by_file(deep_tower, f"refine={str(refine).lower()}")
+    _, path, loaded = deep_tower
+    assert is_default_clip_es(method)
+    batch, labels = images(2, seed=2)[..., : size[0], : size[1]], torch.tensor([2, 0])
+    maps = method.predict(batch, labels).maps
+    state = {k: v.float() for k, v in torch.load(path, weights_only=True).items()}
+    with torch.no_grad():
+        words = loaded.model.encode_text(
+            loaded.tokenizer([f"a clean origami {w}." for w in CLIPES_BACKGROUND_WORDS])
+        )
+    scale = float(state["logit_scale"].exp())
+    for index, label in enumerate(labels.tolist()):
+        with torch.no_grad():
+            prompt = loaded.tokenizer([f"a clean origami {NAMES[label]}."])
+            text = nn.functional.normalize(loaded.model.encode_text(prompt), dim=-1)[0]
+        expected = clip_es_map(
+            state, batch[index : index + 1], text, words, 2, "quickgelu", refine, scale
+        )
+        assert maps[index].shape == expected.shape == (-(-size[0] // 8), -(-size[1] // 8))
+        assert_same_map(maps[index].numpy(), expected)
+
+
+def is_default_clip_es(method) -> bool:
+    return (
+        method.target == "patch_mean"
+        and method.softmax_over == "target"
+        and method.cam_templates == ["a clean origami {}."]
+        and method.background_template == "a clean origami {}."
+        and method.background_words == list(CLIPES_BACKGROUND_WORDS)
+        and (method.refine_blocks, method.refine_iterations, method.refine_threshold) == (8, 3, 0.4)
+    )
+
+
+def test_the_named_variants_change_the_map(deep_tower):
+    """The class token as target, and every class (or the predictions) in the softmax."""
+    method = by_file(deep_tower)
+    batch, labels = images(2, size=32, seed=3), torch.tensor([1, 2])
+    default = method.predict(batch, labels).maps
+
+    def variant(**settings):
+        saved = {key: getattr(method, key) for key in settings}
+        for key, value in settings.items():
+            setattr(method, key, value)
+        try:
+            return method.predict(batch, labels).maps
+        finally:
+            for key, value in saved.items():
+                setattr(method, key, value)
+
+    for settings in ({"target": "class_token"}, {"softmax_over": "all"}):
+        maps = variant(**settings)
+        assert maps.shape == default.shape and (maps >= 0).all()
+        assert not torch.allclose(maps, default, atol=1e-4), settings
+    # with all three classes predicted, the class set is every class
+    torch.testing.assert_close(
+        variant(softmax_over="predicted", predicted_k=3), variant(softmax_over="all")
+    )
+    logits = method.predict(batch, labels).logits
+    top = logits.argmax(dim=1)
+    right = variant(softmax_over="predicted", predicted_k=1)
+    for i in range(2):  # the top prediction joins the target; alone where it is the target
+        same = torch.allclose(right[i], default[i])
+        assert same == bool(top[i] == labels[i])
+    with pytest.raises(ValueError, match="softmax_over must be one of"):
+        build("softmax_over=every")
 
 
 def test_prompts_and_background_words_reach_the_text_tower(tokenized_prompts):
     seen = tokenized_prompts
     custom = build(
         "templates=['itap of a {}.']",
-        "background_words=[lava, fog]",
+        "cam_templates=['a rendering of a {}.']",
+        "background_words=[lava, fog, Snowy Owl]",
         "background_template='a view of {}'",
     )
     assert seen == [
-        "itap of a red fox.",
+        "itap of a red fox.",  # zero-shot classification
         "itap of a snowy owl.",
         "itap of a blue whale.",
-        "a view of lava",
+        "a rendering of a red fox.",  # the softmax's class rows
+        "a rendering of a snowy owl.",
+        "a rendering of a blue whale.",
+        "a view of lava",  # a background word naming a class is dropped
         "a view of fog",
     ]
-    assert custom.background_text.shape == (2, 64)
+    assert custom.background_text.shape == (2, 64) and custom.cam_text.shape == (3, 64)
     seen.clear()
     default = build()
-    assert seen[3:] == [f"a photo of {word}." for word in BACKGROUND_WORDS]
-    assert default.background_text.shape == (len(BACKGROUND_WORDS), 64)
+    assert seen[6:] == [f"a clean origami {word}." for word in CLIPES_BACKGROUND_WORDS]
+    assert default.background_text.shape == (len(CLIPES_BACKGROUND_WORDS), 64)
 
 
 def test_background_words_change_the_map(method):
@@ -119,16 +205,57 @@ def test_refinement_changes_the_map_and_stays_non_negative(method):
     )
 
 
-def test_box_mask_covers_the_boxes_of_the_cam_above_the_threshold():
+def test_box_mask_is_clip_es_scoremap2bbox():
     cam = torch.zeros(1, 6, 6)
     cam[0, 1, 1] = 1.0  # one blob: (1, 1)-(2, 3)
     cam[0, 2, 2:4] = 0.6
-    cam[0, 5, 5] = 0.3  # below 0.4 of the range: no box
+    cam[0, 5, 5] = 0.3  # below 0.4 of the maximum: no box
+    cam[0, 4, 0] = 0.45  # at the last column / row? no: (4, 0), a 1-cell box
     mask = box_mask(cam.flatten(1), (6, 6), 0.4).reshape(6, 6)
     expected = torch.zeros(6, 6)
     expected[1:3, 1:4] = 1
+    expected[4, 0] = 1
     assert torch.equal(mask, expected)
-    assert box_mask(torch.ones(1, 36), (6, 6), 0.4).sum() == 0  # a flat map has no box
+    # CLIP-ES clips a box's far corner to (cols - 1, rows - 1): the last column is never covered
+    edge = torch.zeros(1, 4, 4)
+    edge[0, 1:3, 2:4] = 1.0
+    expected = torch.zeros(4, 4)
+    expected[1:3, 2:3] = 1
+    assert torch.equal(box_mask(edge.flatten(1), (4, 4), 0.4).reshape(4, 4), expected)
+    assert box_mask(torch.zeros(1, 36), (6, 6), 0.4).sum() == 0  # nothing passes: no box
+    # the test's own scoremap2bbox agrees on random maps
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        cam = scale_like_grad_cam(torch.rand(1, 35, generator=generator) ** 3)
+        reference = scoremap_boxes_mask(cam.reshape(5, 7).numpy(), 0.4)
+        assert torch.equal(box_mask(cam, (5, 7), 0.4), torch.from_numpy(reference))
+
+
+def test_native_resolution_feeds_each_image_at_its_own_size(tmp_path, monkeypatch):
+    from wsolbench.data.metadata import read_split
+    from wsolbench.data.synthetic import SyntheticConfig, generate
+    from wsolbench.evaluate import EvalSettings, evaluate_method
+
+    config = SyntheticConfig(
+        num_classes=3, image_size=48, train_per_class=1, val_per_class=1, test_per_class=2
+    )
+    root = generate(tmp_path / "tiny", config)
+    meta = read_split(root / "metadata" / "test", num_classes=3)
+    settings = EvalSettings((32, 32), 0.01, (30, 50, 70), boxes=True, masks=False)
+    for native, size, batches in ((False, 32, 2), (True, 48, 6)):
+        method = build(f"native_resolution={str(native).lower()}")
+        seen = []
+
+        def spy(images, labels, seen=seen, predict=method.predict):
+            seen.append(tuple(images.shape))
+            return predict(images, labels)
+
+        monkeypatch.setattr(method, "predict", spy)
+        counts = evaluate_method(
+            method, meta, root / "images", settings, batch_size=4, progress=False
+        )
+        assert counts["n_images"] == 6
+        assert len(seen) == batches and all(s[2:] == (size, size) for s in seen)
 
 
 # --- gradients at inference in the evaluator -------------------------------------------------

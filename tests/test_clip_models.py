@@ -1,13 +1,26 @@
-"""The shared CLIP modules: open_clip models from local files or the cache only, and the disk cache
-of text embeddings (methods/clip_models.py, methods/clip_text.py)."""
+"""The shared CLIP modules: open_clip models from every weight format users have, read from local
+files or the cache only, with the activation the weights were trained with; the disk cache of text
+embeddings (methods/clip_models.py, methods/clip_weights.py, methods/clip_text.py).
 
+Each weight-format test fabricates a file in the real on-disk layout with random values and checks
+that every tensor of the loaded model equals what was written."""
+
+import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from clip_layouts import (
+    random_openai_clip,
+    register_tiny_config,
+    write_hf_cache,
+    write_openai_archive,
+)
 
 from methods import clip_models, clip_text
 from methods.clip_models import TINY_CLIP, ClipWeightsError, load_clip
+from methods.clip_weights import OPENAI_EXTRA_KEYS, read_weights
 
 
 def state_of(model) -> dict:
@@ -18,6 +31,34 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def assert_holds(loaded, written: dict) -> None:
+    """Every tensor of the loaded model equals the written one (in the file's dtype); nothing of
+    the model is left unwritten, nothing written but OpenAI's setting entries is left out."""
+    own = loaded.model.state_dict()
+    assert set(own) == set(written) - set(OPENAI_EXTRA_KEYS)
+    for key, value in own.items():
+        assert torch.equal(value.to(written[key].dtype), written[key]), key
+
+
+def is_quick_gelu(loaded) -> bool:
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in loaded.model.modules())
+
+
+@pytest.fixture(scope="module")
+def openai_files(tmp_path_factory):
+    """OpenAI's TorchScript archive of a tiny CLIP (TINY_CLIP's shapes), and the state dict a user
+    converts from it with ``torch.save(torch.jit.load(IN).state_dict(), OUT)``."""
+    folder = tmp_path_factory.mktemp("openai")
+    archive = folder / "ViT-B-16.pt"
+    written = write_openai_archive(random_openai_clip(seed=1), archive)
+    assert {k for k in written if k in OPENAI_EXTRA_KEYS} == set(OPENAI_EXTRA_KEYS)
+    converted = folder / "ViT-B-16-state-dict.pt"
+    torch.save(written, converted)
+    return archive, converted, written
+
+
 def test_a_random_tower_is_seeded_and_says_so():
     first, again, other = (load_clip(TINY_CLIP, seed=s) for s in (3, 3, 4))
     assert first.source == "none" and first.image_size == (96, 96) and first.patch_size == 8
@@ -25,15 +66,140 @@ def test_a_random_tower_is_seeded_and_says_so():
     assert not same_weights(state_of(first.model), state_of(other.model))
     assert first.mean == clip_models.CLIP_MEAN and first.std == clip_models.CLIP_STD
     assert clip_models.weights_key(first) != clip_models.weights_key(other)
+    assert first.activation == "gelu" and not is_quick_gelu(first)  # the config's activation
 
 
-def test_a_saved_state_dict_round_trips(tmp_path):
+def test_open_clip_state_dict(tmp_path):
+    """``torch.save(model.state_dict(), PATH)`` of an open_clip model: its config's activation,
+    unless declared."""
     saved = load_clip(TINY_CLIP, seed=5)
     path = tmp_path / "tiny.pt"
+    written = state_of(saved.model)
     torch.save(saved.model.state_dict(), path)
     loaded = load_clip(TINY_CLIP, pretrained="ignored-when-a-file-is-given", checkpoint=str(path))
-    assert loaded.source == f"file:{path.resolve()}"
-    assert same_weights(state_of(loaded.model), state_of(saved.model))
+    assert loaded.source == f"file:{path.resolve()} (gelu)" and not is_quick_gelu(loaded)
+    assert_holds(loaded, written)
+    declared = load_clip(TINY_CLIP, checkpoint=str(path), activation="quickgelu")
+    assert declared.source == f"file:{path.resolve()} (quickgelu)" and is_quick_gelu(declared)
+    assert_holds(declared, written)
+    # the same file, another activation: another encoder for every cache
+    assert clip_models.weights_key(declared) != clip_models.weights_key(loaded)
+    # wrapped as training scripts save it
+    nested = tmp_path / "nested.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in written.items()}}, nested)
+    assert_holds(load_clip(TINY_CLIP, checkpoint=str(nested)), written)
+
+
+def test_openai_torchscript_archive_is_read_without_running_it(openai_files, monkeypatch):
+    archive, _, written = openai_files
+
+    def no_jit(*args, **kwargs):
+        raise AssertionError("the archive was handed to torch.jit")
+
+    monkeypatch.setattr(torch.jit, "load", no_jit)
+    loaded = load_clip(TINY_CLIP, checkpoint=str(archive))
+    assert loaded.source == f"file:{archive.resolve()} (OpenAI TorchScript archive, quickgelu)"
+    assert loaded.activation == "quickgelu" and is_quick_gelu(loaded)
+    assert_holds(loaded, written)
+
+
+def test_the_archive_reader_equals_torchscripts_own_state_dict(openai_files):
+    archive, _, _ = openai_files
+    reference = torch.jit.load(str(archive), map_location="cpu").state_dict()  # our own file
+    ours = read_weights(archive)
+    expected = {k: v for k, v in reference.items() if k not in OPENAI_EXTRA_KEYS}
+    assert ours.state.keys() == expected.keys()
+    assert all(torch.equal(ours.state[k], expected[k]) for k in expected)
+
+
+def test_openai_state_dict(openai_files):
+    """The conversion users were told to run: OpenAI's keys plus its three setting entries."""
+    _, converted, written = openai_files
+    loaded = load_clip(TINY_CLIP, checkpoint=str(converted))
+    assert loaded.source == f"file:{converted.resolve()} (OpenAI state dict, quickgelu)"
+    assert is_quick_gelu(loaded)
+    assert_holds(loaded, written)
+
+
+def test_an_archive_with_code_to_run_is_refused(tmp_path):
+    """A TorchScript-looking archive whose data.pkl calls a function is refused, not called."""
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(_Payload(marker), protocol=2))
+        archive.writestr("evil/constants.pkl", pickle.dumps((), protocol=2))
+        archive.writestr("evil/code/__torch__.py", "")
+    with pytest.raises(ClipWeightsError, match="refusing global") as caught:
+        load_clip(TINY_CLIP, checkpoint=str(path))
+    assert not marker.exists()
+    assert "torch.jit.load(" in str(caught.value)  # the one-time conversion, for a trusted file
+
+
+def _tag(monkeypatch, url: str = "", hf_hub: str = "", quick_gelu: bool = True) -> str:
+    """Register an open_clip tag for TINY_CLIP (as open_clip registers ``ViT-B-16``/``openai``)."""
+    import open_clip.pretrained as registry
+
+    config = registry._pcfg(url=url, hf_hub=hf_hub, quick_gelu=quick_gelu)
+    monkeypatch.setitem(registry._PRETRAINED, TINY_CLIP, {"fake_openai": config})
+    return "fake_openai"
+
+
+def test_a_tag_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    saved = load_clip(TINY_CLIP, seed=8)
+    written = state_of(saved.model)
+    write_hf_cache(tmp_path / "hf", "timm/wsolbench-tiny.openai", written)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    tag = _tag(monkeypatch, hf_hub="timm/wsolbench-tiny.openai/")
+    loaded = load_clip(TINY_CLIP, pretrained=tag)
+    assert loaded.source == f"cache:{TINY_CLIP}/{tag} (quickgelu)"  # the tag says QuickGELU
+    assert is_quick_gelu(loaded)
+    assert_holds(loaded, written)
+
+
+def test_a_tag_from_openais_download_folder(openai_files, tmp_path, monkeypatch):
+    """``pip install clip`` caches OpenAI's archive in ~/.cache/clip under the URL's file name."""
+    import huggingface_hub
+
+    archive, _, written = openai_files
+    folder = tmp_path / "home" / ".cache" / "clip"
+    folder.mkdir(parents=True)
+    (folder / "ViT-B-16.pt").write_bytes(archive.read_bytes())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    url = "https://openaipublic.azureedge.net/clip/models/5806e77c/ViT-B-16.pt"
+    tag = _tag(monkeypatch, url=url, hf_hub="timm/wsolbench-tiny.openai/")
+    loaded = load_clip(TINY_CLIP, pretrained=tag)
+    assert loaded.source == f"cache:{TINY_CLIP}/{tag} (OpenAI TorchScript archive, quickgelu)"
+    assert_holds(loaded, written)
+
+
+def test_a_file_that_does_not_fit_names_every_kind_of_mismatch(openai_files, tmp_path):
+    _, _, written = openai_files
+    state = {k: v for k, v in written.items() if k != "ln_final.bias"}
+    state["visual.extra"] = torch.zeros(3)
+    state["visual.proj"] = torch.zeros(64, 32)
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    with pytest.raises(ClipWeightsError) as caught:
+        load_clip(TINY_CLIP, checkpoint=str(path))
+    message = str(caught.value)
+    assert "visual.proj: file (64, 32) vs model (64, 64)" in message
+    assert "1 missing from the file (ln_final.bias)" in message
+    assert "1 unexpected (visual.extra)" in message
+    assert f"(e.g. {TINY_CLIP})" in message and "-o clip.model=NAME" in message
+
+
+def test_the_model_a_file_belongs_to_is_suggested(openai_files, tmp_path):
+    archive, _, _ = openai_files
+    wider = register_tiny_config("wsolbench-test-wider", tmp_path, width=96, head_width=48)
+    with pytest.raises(ClipWeightsError) as caught:
+        load_clip(wider, checkpoint=str(archive))
+    message = str(caught.value)
+    assert "OpenAI TorchScript archive" in message and "misshapen" in message
+    assert f"width 64, 2 blocks, 8-pixel patches at 96 px (e.g. {TINY_CLIP})" in message
 
 
 class _Payload:
@@ -64,6 +230,8 @@ def test_a_missing_checkpoint_says_how_to_provide_one(tmp_path):
     message = str(caught.value)
     assert "nope.pt does not exist" in message
     assert "-o clip.checkpoint=PATH" in message and "--no-pretrained" in message
+    with pytest.raises(ClipWeightsError, match="clip.activation must be one of"):
+        load_clip(TINY_CLIP, activation="relu")
 
 
 def test_an_uncached_tag_is_an_error_not_a_download(tmp_path, monkeypatch):
@@ -80,21 +248,6 @@ def test_an_uncached_tag_is_an_error_not_a_download(tmp_path, monkeypatch):
         load_clip("ViT-B-16", pretrained="nonsense")
     with pytest.raises(ClipWeightsError, match="did you mean 'ViT-B-16'"):
         load_clip("ViT-B-61")
-
-
-def test_a_quickgelu_tag_builds_quickgelu(tmp_path, monkeypatch):
-    """OpenAI's weights were trained with QuickGELU; open_clip's ViT-B-16 config says GELU."""
-    from open_clip.transformer import QuickGELU
-
-    open_clip = clip_models._import_open_clip()
-    path = tmp_path / "cached.pt"
-    torch.save(load_clip(TINY_CLIP).model.state_dict(), path)
-    monkeypatch.setattr(clip_models, "_cached_tag_file", lambda name, tag: path)
-    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda name, tag: {"quick_gelu": True})
-    loaded = load_clip(TINY_CLIP, pretrained="fake-openai")
-    assert loaded.source == f"cache:{TINY_CLIP}/fake-openai"
-    assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())
-    assert not any(isinstance(m, QuickGELU) for m in load_clip(TINY_CLIP).model.modules())
 
 
 def test_trimmed_text_encoding_equals_open_clips():
@@ -136,6 +289,19 @@ def test_text_embeddings_are_cached_and_keyed_on_encoder_and_prompts(tmp_path, m
         path.write_bytes(b"not a tensor")
     repaired = clip_text.text_embeddings(loaded, rows, cache_dir=tmp_path)
     assert len(calls) == 5 and torch.allclose(repaired, first)
+
+
+def test_the_activation_is_part_of_the_text_cache_key(tmp_path):
+    """One file through a QuickGELU tag and as a plain checkpoint: two towers, two cache rows."""
+    path = tmp_path / "tiny.pt"
+    torch.save(load_clip(TINY_CLIP, seed=6).model.state_dict(), path)
+    rows = clip_text.class_prompts(["cat"], ["a photo of a {}."])
+    gelu = clip_text.text_embeddings(load_clip(TINY_CLIP, checkpoint=str(path)), rows, tmp_path)
+    quick = load_clip(TINY_CLIP, checkpoint=str(path), activation="quickgelu")
+    cached = clip_text.text_embeddings(quick, rows, cache_dir=tmp_path)
+    fresh = clip_text.text_embeddings(quick, rows, use_cache=False)
+    assert torch.equal(cached, fresh) and not torch.allclose(cached, gelu)
+    assert len(list((tmp_path / "text").glob("*.pt"))) == 2
 
 
 def test_bad_prompts_are_refused():

@@ -1,21 +1,25 @@
-"""clip_patch (value-path patch–text similarity) and the CLIP ViT internals it opens up, on the tiny
-open_clip config with random towers; end to end through ``wsolbench run`` and ``compare``."""
+"""clip_patch (MaskCLIP's patch–text similarity) and the CLIP ViT internals it opens up, on tiny
+open_clip configs with random towers: the map against MaskCLIP's formula computed in the test, the
+other patch paths, TeD-Loc's ``clip`` teacher; end to end through ``wsolbench run`` and
+``compare``."""
 
 import types
 
 import pytest
 import torch
+from clip_layouts import register_tiny_config
+from clip_reference import assert_same_map, maskclip_map
 from torch import nn
 
 from methods.clip_models import CLIP_MEAN, CLIP_STD, TINY_CLIP, load_clip
 from methods.clip_patch import ClipPatch
 from methods.clip_vision import (
+    PATCH_PATHS,
     UnsupportedTowerError,
     block_forward,
     embed,
     pooled_embedding,
     project_tokens,
-    value_path,
     vit_tower,
 )
 from wsolbench.method import resolve_config
@@ -58,28 +62,107 @@ def test_own_forward_equals_open_clips_at_the_native_size():
     torch.testing.assert_close(attention.sum(-1), torch.ones(2, 145))
 
 
-def test_the_value_path_is_not_the_attention_output_and_maps_are_on_the_patch_grid():
-    patch, full = build(), build(ClipPatch, "patch_path=full")
-    full.load_state_dict(patch.state_dict())  # same weights: only the path differs
-    batch, labels = images(), torch.tensor([0, 2])
-    value_maps = patch.predict(batch, labels).maps
-    full_maps = full.predict(batch, labels).maps
-    assert value_maps.shape == full_maps.shape == (2, 12, 12)  # 96 px / 8-px patches
-    assert not torch.allclose(value_maps, full_maps, atol=1e-3)
-    assert value_maps.abs().max() <= 1 + 1e-5  # cosines
-    # the value path is the block's own weights applied to each token alone
-    visual = patch.visual
+@pytest.fixture(scope="module")
+def deep_tower(tmp_path_factory):
+    """A random 4-block tower (12-block ViT-B's layout, small) saved as an open_clip state dict,
+    with its open_clip model (for the text side of the reference) and state."""
+    folder = tmp_path_factory.mktemp("deep")
+    name = register_tiny_config(
+        "wsolbench-test-deep", folder, layers=4, width=32, head_width=16, image_size=32
+    )
+    towers = {}
+    for activation in ("gelu", "quickgelu"):
+        loaded = load_clip(name, seed=3, activation=activation)
+        path = folder / f"{activation}.pt"
+        torch.save(loaded.model.state_dict(), path)
+        towers[activation] = (name, path, loaded)
+    return towers
+
+
+def by_file(name, path, activation, *overrides, cls=ClipPatch, classnames=NAMES):
+    config = resolve_config(
+        cls,
+        "synthetic",
+        [
+            f"clip.model={name}",
+            "clip.pretrained=true",
+            f"clip.checkpoint={path}",
+            f"clip.activation={activation}",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(0)
+    method = cls(num_classes=len(classnames), classnames=classnames, **config)
+    return method.eval()
+
+
+def reference_text(loaded, prompts: list[str]) -> torch.Tensor:
+    """open_clip's text embedding of each prompt, normalized: [P, d]."""
+    with torch.no_grad():
+        return nn.functional.normalize(loaded.model.encode_text(loaded.tokenizer(prompts)), dim=-1)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "quickgelu"])
+@pytest.mark.parametrize("size", [(32, 32), (40, 56)], ids=["native", "interpolated"])
+def test_the_map_is_maskclips(deep_tower, activation, size):
+    """MaskCLIP's formula, computed in the test from the state dict, on a random tower."""
+    name, path, loaded = deep_tower[activation]
+    method = by_file(name, path, activation)
+    assert method.patch_path == "maskclip"
+    batch, labels = images(2, seed=1)[..., : size[0], : size[1]], torch.tensor([2, 0])
+    maps = method.predict(batch, labels).maps
+    state = {k: v.float() for k, v in torch.load(path, weights_only=True).items()}
+    text = reference_text(loaded, [f"a photo of a {NAMES[i]}." for i in labels])
+    with torch.no_grad():
+        expected, grid = maskclip_map(state, batch, text, heads=2, act=activation)
+    assert tuple(maps.shape[1:]) == grid == (size[0] // 8, size[1] // 8)
+    for ours, theirs in zip(maps, expected, strict=True):
+        assert_same_map(ours.numpy(), theirs.numpy())
+
+
+def test_the_other_patch_paths(deep_tower):
+    """``value_only`` drops the residual and the MLP, ``full`` is the ordinary block output."""
+    name, path, _ = deep_tower["gelu"]
+    paths = {p: by_file(name, path, "gelu", f"patch_path={p}") for p in PATCH_PATHS}
+    batch, labels = images(2, size=32), torch.tensor([0, 1])
+    maps = {p: m.predict(batch, labels).maps for p, m in paths.items()}
+    visual = paths["maskclip"].visual
     last = visual.transformer.resblocks[-1]
     with torch.no_grad():
-        x, _, _ = patch.trunk(batch)
+        x, _, _ = paths["maskclip"].trunk(batch)
         width = last.attn.embed_dim
         values = nn.functional.linear(
             last.ln_1(x), last.attn.in_proj_weight[2 * width :], last.attn.in_proj_bias[2 * width :]
         )
-        by_hand = project_tokens(visual, last.attn.out_proj(values)[:, 1:])
-        torch.testing.assert_close(project_tokens(visual, value_path(last, x)[:, 1:]), by_hand)
-        cosine = nn.functional.cosine_similarity(by_hand, patch.class_text[labels][:, None], dim=-1)
-    torch.testing.assert_close(value_maps.flatten(1), cosine, rtol=1e-4, atol=1e-5)
+        value_only = project_tokens(visual, last.attn.out_proj(values)[:, 1:])
+        full = project_tokens(visual, last(x)[:, 1:])  # batch-first open_clip block
+    text = paths["maskclip"].class_text[labels][:, None]
+    for path_name, tokens in (("value_only", value_only), ("full", full)):
+        expected = nn.functional.cosine_similarity(tokens, text, dim=-1)
+        torch.testing.assert_close(maps[path_name].flatten(1), expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(maps["maskclip"], maps["value_only"], atol=1e-3)
+    with pytest.raises(ValueError, match="'value' was the residual-free path, now 'value_only'"):
+        build(ClipPatch, "patch_path=value")
+
+
+def test_the_tedloc_clip_teacher_is_clip_patchs_map(deep_tower):
+    from methods.tedloc.teachers import ClipTeacher
+
+    name, path, _ = deep_tower["quickgelu"]
+    method = by_file(name, path, "quickgelu")
+    loaded = load_clip(name, checkpoint=str(path), activation="quickgelu")
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    teacher = ClipTeacher(loaded, method.class_text, imagenet)
+    batch, labels = images(2, size=32, seed=4), torch.tensor([1, 2])
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in imagenet)
+    clip_mean, clip_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+    student_input = ((batch * clip_std + clip_mean) - mean) / std  # the student's normalization
+    torch.testing.assert_close(
+        teacher.maps(student_input, labels, (4, 4)),
+        method.predict(batch, labels).maps,
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_maps_follow_the_target_class_and_any_input_size():
@@ -161,7 +244,7 @@ def test_a_checkpoint_file_reaches_the_method_and_no_pretrained_wins(tmp_path):
         ClipPatch, "synthetic", ["clip.pretrained=true", f"clip.checkpoint={path}"]
     )
     loaded = ClipPatch(num_classes=3, classnames=NAMES, **{**config, "cache_text": False})
-    assert loaded.pretrained == f"file:{path.resolve()}"
+    assert loaded.pretrained == f"file:{path.resolve()} (gelu)"
     expected = load_clip(TINY_CLIP, checkpoint=str(path)).model.visual.state_dict()
     assert all(torch.equal(v, loaded.visual.state_dict()[k]) for k, v in expected.items())
     assert not torch.equal(loaded.class_text, source.class_text)
@@ -203,10 +286,16 @@ def test_end_to_end_without_the_runner_and_marked_in_compare(
     monkeypatch.setattr(wsolbench.engine, "train", no_runner)
     work = tmp_path / method
     argv = ["run", "--method", method, "--dataset", "synthetic", "--data-root", str(tiny_root)]
+    argv += ["--protocol", str(tiny_root / "protocol.yaml")]
     assert main([*argv, "--work-dir", str(work), "--no-pretrained"]) == 0
     result = load_result(work / "result.json")
     assert result.pretrained == "none"
-    assert result.config["clip"] == {"model": TINY_CLIP, "pretrained": False, "checkpoint": None}
+    assert result.config["clip"] == {
+        "model": TINY_CLIP,
+        "pretrained": False,
+        "checkpoint": None,
+        "activation": "auto",
+    }
     test = result.metrics["test"]["oracle"]
     assert {"maxboxacc_v2", "top1_loc", "top5_loc", "top1_cls", "pxap"} <= set(test)
     assert not (work / "weights.pt").exists()  # nothing trained, nothing exported

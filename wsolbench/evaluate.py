@@ -180,7 +180,12 @@ def evaluate_method(
             split, each image counted exactly once.
     """
     truth = GroundTruth(meta, settings, mask_root)
-    dataset = WSOLImageDataset(meta, image_root, settings.size, method.image_mean, method.image_std)
+    # A method that declares ``native_input`` sees every image at its own size (so one per batch);
+    # its maps are resized to the evaluation size like any other's.
+    native = bool(getattr(method, "native_input", False))
+    size = None if native else settings.size
+    batch_size = 1 if native else batch_size
+    dataset = WSOLImageDataset(meta, image_root, size, method.image_mean, method.image_std)
     rank, world = shard
     if world > 1:
         dataset = Subset(dataset, range(rank, len(dataset), world))

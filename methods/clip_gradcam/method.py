@@ -1,25 +1,36 @@
-"""``clip_gradcam``: Grad-CAM on CLIP (the core of CLIP-ES, Lin et al., CVPR 2023).
+"""``clip_gradcam``: Grad-CAM on CLIP, as CLIP-ES computes it (Lin et al., CVPR 2023).
 
-1. Text embeddings for the K classes (``templates``) and for each background word
-   (``background_template`` over ``background_words``: ground, grass, tree, sky, ...); logits =
-   logit scale × cos(image embedding, text), softmax across all K + W of them. The background rows
-   compete for probability mass, so a class's score falls where the image looks like background.
-2. Grad-CAM of the target class's softmax score at the input norm (``ln_1`` output) of the last
-   vision block: channel weights are the gradient's mean over the patch tokens, the map is
-   ReLU(Σ_c weight_c · activation_c) on the patch grid — non-negative, zero where no channel
-   votes for the class.
-3. ``refine: true``: attention-affinity refinement. The patch-to-patch attention of the last
-   ``refine_blocks`` blocks (head-averaged, then block-averaged) is made doubly stochastic by
-   ``refine_iterations`` rounds of Sinkhorn-style column/row normalization and symmetrized; its
-   columns outside the boxes of the CAM at ``refine_threshold`` (of the CAM's min-max range,
-   every contour's bounding box) are zeroed, and the result is multiplied into the CAM:
-   refined = affinity_masked @ cam. The map then spreads from the CAM's peaks over patches that
-   attend alike, but only from inside the CAM's boxes.
+Defaults follow CLIP-ES's code (linyq2117/CLIP-ES: ``clip/model.py`` ``forward_last_layer``,
+``generate_cams_voc12.py``, ``pytorch_grad_cam/``, ``utils.py`` ``scoremap2bbox``):
 
-Class scores for Top-1/Top-5 are CLIP's zero-shot logits over the K class prompts only. Grad-CAM
-needs autograd at inference (``needs_grad_at_inference``); only the last block's input activation
-is a graph leaf (every parameter is frozen, the blocks before run without a graph), so memory per
-batch stays one block's worth, and nothing is left behind after ``predict`` returns.
+1. Text rows: the image's class(es) and every background word, each as "a clean origami {}."
+   (``cam_templates``, ``background_template``; CLIP-ES's VOC background list, minus words that
+   name a class of the dataset, as CLIP-ES did for COCO). Image score = logit scale × cos(proj of
+   the **mean of the patch tokens after** ``ln_post``, text); softmax over **the image's class
+   plus the background words** only (``softmax_over: target``; the protocol scores the
+   ground-truth class's map, so the class set is the ground truth).
+2. Grad-CAM of the target's softmax score at the input norm (``ln_1`` output) of the last vision
+   block: channel weights are the gradient's mean over the patch tokens, the map is
+   ReLU(Σ_c weight_c · activation_c) on the patch grid, min-max scaled as pytorch-grad-cam does
+   (``(cam − min) / (1e-7 + max)``, twice).
+3. ``refine: true``: CLIP-ES's attention-affinity refinement. The head-averaged patch-to-patch
+   attention of the last ``refine_blocks`` (8) blocks is averaged; column then row normalization,
+   ``refine_iterations`` (3) times; symmetrized; **squared once** (``T @ T``); its columns outside
+   the boxes of the scaled CAM at ``refine_threshold`` (0.4; ``scoremap2bbox``: the CAM quantized
+   to 0–255, threshold ``int(0.4 · max)``, every contour's box, clipped to the second-last row and
+   column as CLIP-ES clips them) are zeroed; refined = T @ cam.
+
+CLIP-ES runs each image at its own size, each side rounded up to the patch size (bicubic), with
+the position embedding interpolated bilinearly; here images come at the protocol size (224 × 224)
+unless ``native_resolution: true`` (the harness then feeds each image at its own size, one per
+batch). The rounding and interpolation are CLIP-ES's in both cases (no-ops at 224 px, 16-px
+patches).
+
+Class scores for Top-1/Top-5 are CLIP's zero-shot logits over the K class prompts (``templates``,
+the class token's embedding), not part of CLIP-ES. Grad-CAM needs autograd at inference
+(``needs_grad_at_inference``); only the last block's input activation is a graph leaf (every
+parameter is frozen, the blocks before run without a graph), so memory per batch stays one
+block's worth, and nothing is left behind after ``predict`` returns.
 """
 
 from __future__ import annotations
@@ -35,49 +46,88 @@ from torch import Tensor
 
 from methods.clip_base import ClipBaseline
 from methods.clip_models import LoadedClip
-from methods.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
-from methods.clip_vision import attention_forward, pooled_embedding
+from methods.clip_text import class_prompts
+from methods.clip_vision import attention_forward, block_forward, embed, pooled_embedding
 from wsolbench.method import Prediction
 from wsolbench.registry import register_method
+
+# CLIP-ES's background words for PASCAL VOC (``clip_text.py`` ``BACKGROUND_CATEGORY``) and its
+# prompt template for classes and background alike.
+CLIPES_BACKGROUND_WORDS = (
+    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea",
+    "railway", "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road",
+    "rock", "street", "valley", "bridge", "sign",
+)  # fmt: skip
+CLIPES_TEMPLATE = "a clean origami {}."
+
+TARGETS = ("patch_mean", "class_token")
+SOFTMAX_SETS = ("target", "predicted", "all")
 
 
 @register_method("clip_gradcam")
 class ClipGradCAM(ClipBaseline):
-    """Grad-CAM of CLIP's softmax over class and background prompts, optionally refined.
+    """Grad-CAM of CLIP's softmax over class and background prompts (CLIP-ES), optionally refined.
 
     Args:
         num_classes, clip, templates, cache_text, classnames: see
-            :class:`methods.clip_base.ClipBaseline`.
-        background_words: one extra softmax entry per word; empty for classes only.
-        background_template: prompt for a background word, with ``{}``.
-        refine: apply the attention-affinity refinement.
+            :class:`methods.clip_base.ClipBaseline` (``templates``: zero-shot classification).
+        target: the image embedding scored — ``patch_mean`` (CLIP-ES: mean of the patch tokens
+            after ``ln_post``, projected) or ``class_token`` (CLIP's own pooled embedding).
+        softmax_over: the class rows in the softmax, next to the background rows — ``target``
+            (CLIP-ES: the image's class), ``predicted`` (the ``predicted_k`` zero-shot top
+            classes, and the target), or ``all`` (every class).
+        predicted_k: how many predicted classes ``softmax_over: predicted`` takes.
+        cam_templates: prompt templates of the class rows of the softmax.
+        background_words: one softmax row per word; words equal to a class name are dropped.
+        background_template: prompt of a background word, with ``{}``.
+        refine: apply CLIP-ES's attention-affinity refinement.
         refine_blocks: how many last blocks' attention the affinity averages.
-        refine_threshold: the CAM level (fraction of its range) whose boxes mask the affinity.
-        refine_iterations: Sinkhorn-style column/row normalization rounds.
+        refine_threshold: the scaled CAM level whose boxes mask the affinity.
+        refine_iterations: column/row normalization rounds.
+        native_resolution: ask the harness for each image at its own size (batch of one).
     """
 
     needs_grad_at_inference: ClassVar[bool] = True
     defaults: ClassVar[dict] = {
         **ClipBaseline.defaults,
-        "background_words": list(BACKGROUND_WORDS),
-        "background_template": BACKGROUND_TEMPLATE,
+        "target": "patch_mean",
+        "softmax_over": "target",
+        "predicted_k": 1,
+        "cam_templates": [CLIPES_TEMPLATE],
+        "background_words": list(CLIPES_BACKGROUND_WORDS),
+        "background_template": CLIPES_TEMPLATE,
         "refine": False,
         "refine_blocks": 8,
         "refine_threshold": 0.4,
         "refine_iterations": 3,
+        "native_resolution": False,
     }
 
     def __init__(
         self,
         num_classes: int,
-        background_words: Sequence[str] = BACKGROUND_WORDS,
-        background_template: str = BACKGROUND_TEMPLATE,
+        target: str = "patch_mean",
+        softmax_over: str = "target",
+        predicted_k: int = 1,
+        cam_templates: Sequence[str] = (CLIPES_TEMPLATE,),
+        background_words: Sequence[str] = CLIPES_BACKGROUND_WORDS,
+        background_template: str = CLIPES_TEMPLATE,
         refine: bool = False,
         refine_blocks: int = 8,
         refine_threshold: float = 0.4,
         refine_iterations: int = 3,
+        native_resolution: bool = False,
+        classnames: Sequence[str] | None = None,
         **kwargs,
     ):
+        if target not in TARGETS:
+            raise ValueError(f"clip_gradcam: target must be one of {TARGETS}, not {target!r}")
+        if softmax_over not in SOFTMAX_SETS:
+            raise ValueError(
+                f"clip_gradcam: softmax_over must be one of {SOFTMAX_SETS}, not {softmax_over!r}"
+            )
+        if int(predicted_k) < 1:
+            raise ValueError(f"clip_gradcam: predicted_k must be >= 1, not {predicted_k}")
         if background_words and "{}" not in background_template:
             raise ValueError(
                 f"clip_gradcam: background_template needs '{{}}' for the word, got "
@@ -89,22 +139,60 @@ class ClipGradCAM(ClipBaseline):
             raise ValueError(
                 f"clip_gradcam: refine_threshold must be in [0, 1), not {refine_threshold}"
             )
-        self.background_words = list(background_words or [])
+        self.target = target
+        self.softmax_over = softmax_over
+        self.predicted_k = int(predicted_k)
+        self.cam_templates = list(cam_templates)
+        names = {str(n).strip().lower() for n in classnames or ()}
+        self.background_words = [w for w in background_words or [] if w.lower() not in names]
         self.background_template = background_template
         self.refine = bool(refine)
         self.refine_blocks = int(refine_blocks)
         self.refine_threshold = float(refine_threshold)
         self.refine_iterations = int(refine_iterations)
-        super().__init__(num_classes, **kwargs)
+        self.native_resolution = bool(native_resolution)
+        super().__init__(num_classes, classnames=classnames, **kwargs)
+
+    @property
+    def native_input(self) -> bool:
+        """Read by the evaluator: feed each image at its own size (one image per batch)."""
+        return self.native_resolution
 
     def setup_text(self, loaded: LoadedClip) -> None:
-        """One embedding per background word ([W, d]; [0, d] without background words)."""
+        """The softmax's class rows ([K, d], ``cam_templates``) and background rows ([W, d]; [0, d]
+        without background words)."""
+        names = self.classnames
+        self.register_buffer(
+            "cam_text", self.encode_text(loaded, class_prompts(names, self.cam_templates))
+        )
         if self.background_words:
             rows = [[self.background_template.format(word)] for word in self.background_words]
             background = self.encode_text(loaded, rows)
         else:
             background = self.class_text.new_zeros((0, self.class_text.shape[1]))
         self.register_buffer("background_text", background)
+
+    def image_embedding(self, tokens: Tensor) -> Tensor:
+        """The embedding the Grad-CAM target scores, from the last block's output [B, 1 + N, D]:
+        [B, d]."""
+        if self.target == "patch_mean":
+            return self.visual.ln_post(tokens)[:, 1:].mean(dim=1) @ self.visual.proj
+        return pooled_embedding(self.visual, tokens)
+
+    def softmax_mask(self, labels: Tensor, class_logits: Tensor) -> Tensor:
+        """[B, K + W] bool: the rows of each image's softmax (its class set and the background)."""
+        batch, k = class_logits.shape
+        mask = torch.zeros(batch, k + self.background_text.shape[0], dtype=torch.bool)
+        mask = mask.to(labels.device)
+        mask[:, k:] = True
+        rows = torch.arange(batch, device=labels.device)
+        if self.softmax_over == "all":
+            mask[:, :k] = True
+        elif self.softmax_over == "predicted":
+            top = class_logits.topk(min(self.predicted_k, k), dim=1).indices
+            mask[rows[:, None], top] = True
+        mask[rows, labels] = True
+        return mask
 
     def cam(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, tuple[int, int], list]:
         """Grad-CAM of the target classes' softmax scores, before refinement.
@@ -114,51 +202,64 @@ class ClipGradCAM(ClipBaseline):
             labels: [B] target classes.
 
         Returns:
-            cam: [B, N] ≥ 0 on the flattened patch grid.
+            cam: [B, N] in [0, 1) on the flattened patch grid, scaled as CLIP-ES scales it.
             logits: [B, K] zero-shot class logits (detached).
             grid: (rows, cols).
             attentions: [B, 1 + N, 1 + N] head-averaged attention maps of the last
                 ``refine_blocks`` blocks when refining, else empty.
         """
         wanted = self.refine_blocks if self.refine else 0
-        x, grid, attentions = self.trunk(images, attention_blocks=max(0, wanted - 1))
-        last = self.visual.transformer.resblocks[-1]
+        with torch.no_grad():
+            x, grid = embed(
+                self.visual, images, rounding="ceil", image_mode="bicubic", position_mode="bilinear"
+            )
+            blocks = self.visual.transformer.resblocks
+            first_kept = len(blocks) - wanted  # the last block is among the ``wanted``
+            attentions = []
+            for index, block in enumerate(blocks[:-1]):
+                x, attention = block_forward(block, x, need_attention=index >= first_kept)
+                if attention is not None:
+                    attentions.append(attention)
+        last = blocks[-1]
         with torch.enable_grad():  # also under a caller's no_grad: Grad-CAM needs autograd
             activation = last.ln_1(x).detach().requires_grad_(True)
             out, attention = attention_forward(last, activation, need_attention=self.refine)
             h = x + last.ls_1(out)
             h = h + last.ls_2(last.mlp(last.ln_2(h)))
-            image = F.normalize(pooled_embedding(self.visual, h).float(), dim=-1)
-            texts = torch.cat([self.class_text, self.background_text])
+            class_logits = self.class_logits(pooled_embedding(self.visual, h)).detach()
+            image = F.normalize(self.image_embedding(h).float(), dim=-1)
+            texts = torch.cat([self.cam_text, self.background_text])
             logits = self.logit_scale * image @ texts.T  # [B, K + W]
-            scores = logits.softmax(dim=-1)
+            mask = self.softmax_mask(labels, class_logits)
+            scores = logits.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             target = scores[torch.arange(images.shape[0], device=scores.device), labels]
             (gradient,) = torch.autograd.grad(target.sum(), activation)
         tokens = activation.detach()[:, 1:].float()  # [B, N, D]
         weights = gradient[:, 1:].float().mean(dim=1, keepdim=True)  # [B, 1, D]
-        cam = F.relu((weights * tokens).sum(dim=-1))  # [B, N]
+        cam = scale_like_grad_cam(scale_like_grad_cam(F.relu((weights * tokens).sum(dim=-1))))
         if attention is not None:
             attentions.append(attention.detach())
-        return cam, logits[:, : self.num_classes].detach(), grid, attentions
+        return cam, class_logits, grid, attentions
 
     def refine_cam(self, cam: Tensor, attentions: list[Tensor], grid: tuple[int, int]) -> Tensor:
-        """The attention-affinity refinement (see the module docstring).
+        """CLIP-ES's attention-affinity refinement (see the module docstring).
 
         Args:
-            cam: [B, N] ≥ 0.
-            attentions: list of [B, 1 + N, 1 + N].
+            cam: [B, N] scaled CAM in [0, 1).
+            attentions: list of [B, 1 + N, 1 + N], the last ``refine_blocks`` blocks' (or all).
 
         Returns:
             [B, N] ≥ 0.
         """
-        affinity = torch.stack(attentions).mean(dim=0)[:, 1:, 1:].float()  # [B, N, N]
+        affinity = torch.stack(attentions[-self.refine_blocks :]).mean(dim=0)[:, 1:, 1:].float()
         tiny = torch.finfo(affinity.dtype).tiny
         for _ in range(self.refine_iterations):
             affinity = affinity / affinity.sum(dim=-2, keepdim=True).clamp_min(tiny)  # columns
             affinity = affinity / affinity.sum(dim=-1, keepdim=True).clamp_min(tiny)  # rows
         affinity = (affinity + affinity.transpose(-1, -2)) / 2
-        mask = box_mask(cam, grid, self.refine_threshold)  # [B, N]
-        return torch.einsum("bij,bj->bi", affinity, mask * cam)
+        affinity = affinity @ affinity
+        mask = box_mask(cam, grid, self.refine_threshold)  # [B, N]: columns kept
+        return torch.einsum("bij,bj->bi", affinity * mask[:, None, :], cam)
 
     def predict(self, images: Tensor, labels: Tensor) -> Prediction:
         """Zero-shot logits [B, K] and the target class's (refined) Grad-CAM [B, rows, cols] ≥ 0."""
@@ -168,25 +269,42 @@ class ClipGradCAM(ClipBaseline):
         return Prediction(logits=logits, maps=cam.reshape(images.shape[0], *grid))
 
 
-def box_mask(cam: Tensor, grid: tuple[int, int], threshold: float) -> Tensor:
-    """1 inside the bounding box of every contour of ``cam`` above ``threshold`` of its range.
+def scale_like_grad_cam(cam: Tensor) -> Tensor:
+    """pytorch-grad-cam's ``scale_cam_image`` per map: ``(c − min) / (1e-7 + max(c − min))``.
 
     Args:
-        cam: [B, rows·cols], any range.
-        threshold: fraction of each map's min-max range.
+        cam: [B, N] ≥ 0.
 
     Returns:
-        [B, rows·cols] float 0/1 on ``cam``'s device; all zeros for a constant map.
+        [B, N] in [0, 1).
     """
-    maps = cam.detach().float().reshape(-1, *grid).cpu().numpy()
+    shifted = cam - cam.amin(dim=1, keepdim=True)
+    return shifted / (1e-7 + shifted.amax(dim=1, keepdim=True))
+
+
+def box_mask(cam: Tensor, grid: tuple[int, int], threshold: float) -> Tensor:
+    """CLIP-ES's box mask (``scoremap2bbox`` with every contour): 1 inside each box.
+
+    The map is quantized as ``uint8(cam · 255)``; cells above ``int(threshold · max)`` form the
+    foreground; every contour's bounding box (x, y, x + w, y + h) has its far corner clipped to
+    (cols − 1, rows − 1) and covers ``[y0, y1) × [x0, x1)``: as in CLIP-ES, a box that reaches
+    the last row or column does not cover it.
+
+    Args:
+        cam: [B, rows·cols] in [0, 1] (CLIP-ES's scaled CAM).
+        threshold: the fraction of the quantized maximum.
+
+    Returns:
+        [B, rows·cols] float 0/1 on ``cam``'s device; all zeros where no cell passes.
+    """
+    rows, cols = grid
+    maps = cam.detach().float().reshape(-1, rows, cols).cpu().numpy()
     masks = np.zeros_like(maps, dtype=np.float32)
     for index, scoremap in enumerate(maps):
-        low, high = float(scoremap.min()), float(scoremap.max())
-        if high <= low:
-            continue
-        binary = ((scoremap - low) / (high - low) > threshold).astype(np.uint8)
-        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        quantized = (scoremap * 255).astype(np.uint8)
+        binary = (quantized > int(threshold * quantized.max())).astype(np.uint8)
+        contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
         for contour in contours:
             x, y, w, h = cv2.boundingRect(contour)
-            masks[index, y : y + h, x : x + w] = 1.0
+            masks[index, y : min(y + h, rows - 1), x : min(x + w, cols - 1)] = 1.0
     return torch.from_numpy(masks.reshape(maps.shape[0], -1)).to(cam.device)

@@ -1,15 +1,19 @@
-"""``clip_patch``: patch–text similarity on CLIP's last value path (MaskCLIP, ECCV 2022).
+"""``clip_patch``: patch–text similarity on CLIP's dense features (MaskCLIP, ECCV 2022).
 
-The image tower runs as usual up to its last block. There, each patch token takes the block's value
-projection (through the attention's output projection) instead of the attention output: the last
-query–key mixing, which spreads every token over the image to serve the class token, is bypassed,
-so a token stays about its own patch. The final norm and projection put it in the joint space; the
-map of class c is cos(patch embedding, text embedding of c) on the patch grid. One forward pass,
-no gradients. Class scores are CLIP's zero-shot logits over the class prompts (from the ordinary
-forward of the class token), so Top-1/Top-5 Loc use zero-shot classification.
+The image tower runs as usual up to its last block. There, by default (``patch_path: maskclip``),
+the attention output of every token is replaced by the token's value projection (through the
+attention's output projection), and the rest of the block — the residual, then the MLP with its
+residual — is kept, as MaskCLIP's code does (``mmseg/models/backbones/vit.py``, the
+``return_qkv`` branch; ``MaskClipHead`` projects and scores): the last query–key mixing, which
+spreads every token over the image to serve the class token, is bypassed, so a token stays about
+its own patch. The final norm and projection put it in the joint space; the map of class c is
+cos(patch embedding, text embedding of c) on the patch grid. One forward pass, no gradients. Class
+scores are CLIP's zero-shot logits over the class prompts (from the ordinary forward of the class
+token), so Top-1/Top-5 Loc use zero-shot classification.
 
-``patch_path: full`` takes the ordinary last-block output instead (the naive patch-token
-baseline): an ablation, to show what the value path buys.
+Other ``patch_path`` values (:func:`methods.clip_vision.last_block_tokens`): ``value_only`` (the
+value projection alone: no residual, no MLP) and ``full`` (the ordinary last-block output, the
+naive baseline).
 """
 
 from __future__ import annotations
@@ -21,29 +25,34 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods.clip_base import ClipBaseline
-from methods.clip_vision import block_forward, pooled_embedding, project_tokens, value_path
+from methods.clip_vision import PATCH_PATHS, dense_embeddings
 from wsolbench.method import Prediction
 from wsolbench.registry import register_method
-
-PATCH_PATHS = ("value", "full")
 
 
 @register_method("clip_patch")
 class ClipPatch(ClipBaseline):
-    """Cosine between the last block's value-path patch embeddings and the class prompts.
+    """Cosine between the last block's dense patch embeddings and the class prompts.
 
     Args:
         num_classes, clip, templates, cache_text, classnames: see
             :class:`methods.clip_base.ClipBaseline`.
-        patch_path: ``value`` (MaskCLIP, default) or ``full`` (the ordinary last-block output).
+        patch_path: ``maskclip`` (MaskCLIP's formula, default), ``value_only`` or ``full``.
     """
 
-    defaults: ClassVar[dict] = {**ClipBaseline.defaults, "patch_path": "value"}
+    defaults: ClassVar[dict] = {**ClipBaseline.defaults, "patch_path": "maskclip"}
 
-    def __init__(self, num_classes: int, patch_path: str = "value", **kwargs):
+    def __init__(self, num_classes: int, patch_path: str = "maskclip", **kwargs):
         if patch_path not in PATCH_PATHS:
+            renamed = (
+                "; 'value' was the residual-free path, now 'value_only' (MaskCLIP's own formula "
+                "is 'maskclip')"
+                if patch_path == "value"
+                else ""
+            )
             raise ValueError(
-                f"clip_patch: patch_path must be one of {PATCH_PATHS}, not {patch_path!r}"
+                f"clip_patch: patch_path must be one of {', '.join(PATCH_PATHS)}, not "
+                f"{patch_path!r}{renamed}"
             )
         super().__init__(num_classes, **kwargs)
         self.patch_path = patch_path
@@ -60,12 +69,7 @@ class ClipPatch(ClipBaseline):
             patches: [B, N, d] per-patch embeddings along ``patch_path``, N = rows · cols.
             grid: (rows, cols).
         """
-        x, grid, _ = self.trunk(images)
-        last = self.visual.transformer.resblocks[-1]
-        out, _ = block_forward(last, x)
-        image = pooled_embedding(self.visual, out)
-        tokens = value_path(last, x) if self.patch_path == "value" else out
-        return image, project_tokens(self.visual, tokens[:, 1:]), grid
+        return dense_embeddings(self.visual, images, self.patch_path)
 
     @torch.no_grad()
     def predict(self, images: Tensor, labels: Tensor) -> Prediction:

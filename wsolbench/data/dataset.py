@@ -97,7 +97,8 @@ class WSOLImageDataset(Dataset):
     Args:
         meta: the split's metadata (image ids in evaluation order).
         image_root: folder the image ids are relative to.
-        size: (H, W) the images are resized to (the protocol's ``eval_size``).
+        size: (H, W) the images are resized to (the protocol's ``eval_size``); None keeps each
+            image at its own size (for a method that declares ``native_input``).
         mean, std: the method's input normalization (RGB, for images scaled to [0, 1]).
         augment: optional training transform ``(PIL image, numpy Generator) -> PIL image`` of
             ``size`` used instead of the plain resize, e.g. :class:`RandomResizedCropFlip`.
@@ -108,7 +109,7 @@ class WSOLImageDataset(Dataset):
         self,
         meta: SplitMetadata,
         image_root: str | Path,
-        size: tuple[int, int],
+        size: tuple[int, int] | None,
         mean: Sequence[float],
         std: Sequence[float],
         augment: Callable[[Image.Image, np.random.Generator], Image.Image] | None = None,
@@ -135,7 +136,7 @@ class WSOLImageDataset(Dataset):
         image = load_rgb(self.image_root / image_id)
         if self.augment is not None:
             image = self.augment(image, np.random.default_rng([self.seed, self.epoch, index]))
-        else:
+        elif self.size is not None:
             height, width = self.size
             image = image.resize((width, height), Image.BILINEAR)
         return {
