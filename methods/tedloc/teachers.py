@@ -8,13 +8,13 @@ outside the module tree, so neither checkpoints nor ``weights.pt`` contain them)
 
 - :class:`RunTeacher` (``teacher: run:<work_dir>``): the method of a finished run (normally
   ``cam``), rebuilt from its ``config.yaml`` and ``weights.pt``;
-- :class:`ClipTeacher` (``teacher: clip``): cosine similarity of CLIP's projected patch tokens
-  (after the final norm) with the class's text embedding; meaningful only with real weights.
+- :class:`ClipTeacher` (``teacher: clip``): ``clip_patch``'s map — cosine similarity of CLIP's
+  patch embeddings along MaskCLIP's value path with the class's text embedding; meaningful only
+  with real weights.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -158,37 +158,40 @@ class RunTeacher:
 
 
 class ClipTeacher:
-    """CLIP patch–text similarity (``teacher: clip``), frozen.
+    """CLIP patch–text similarity (``teacher: clip``), frozen: ``clip_patch``'s map.
 
-    The patch tokens of CLIP's image tower after its final norm, projected into the joint space,
-    scored by cosine similarity with the target class's (un-orthogonalized) text embedding.
+    The patch embeddings of CLIP's image tower along MaskCLIP's last-block value path
+    (:func:`methods.clip_vision.dense_embeddings`, the same function and input handling as
+    ``clip_patch``), scored by cosine similarity with the target class's (un-orthogonalized)
+    text embedding, then brought to the student's grid.
     """
 
     def __init__(self, loaded, class_embeddings: Tensor, image_norm: tuple):
+        from methods.clip_vision import vit_tower
+
         if loaded.source == "none":
             raise ValueError(
                 "teacher clip needs real CLIP weights (-o text.pretrained=TAG or "
                 "-o text.checkpoint=PATH); a random tower gives meaningless maps"
             )
-        self.visual = loaded.model.visual.eval().requires_grad_(False)
+        self.visual = vit_tower(loaded.model, loaded.name, "tedloc teacher clip")
+        self.visual.eval().requires_grad_(False)
         self.text = F.normalize(class_embeddings.float(), dim=-1)
-        self.size = loaded.image_size
         self.norm = (tuple(loaded.mean), tuple(loaded.std))
         self.image_norm = image_norm
         self.source = f"clip:{loaded.source}"
 
     @torch.no_grad()
     def maps(self, images: Tensor, labels: Tensor, grid: tuple[int, int]) -> Tensor:
+        """[B, gh, gw] cosine maps of the GT class (``clip_patch``'s, resampled to ``grid``)."""
+        from methods.clip_vision import dense_embeddings
+
         visual = self.visual.to(images.device)
         inputs = _renormalize(images.float(), self.image_norm, self.norm)
-        inputs = F.interpolate(inputs, size=self.size, mode="bilinear", align_corners=False)
-        _, tokens = visual._pool(visual.transformer(visual._embeds(inputs)))
-        if visual.proj is not None:
-            tokens = tokens @ visual.proj
-        side = int(math.isqrt(tokens.shape[1]))
-        tokens = F.normalize(tokens.float(), dim=-1)
-        scores = (tokens * self.text.to(tokens.device)[labels][:, None]).sum(-1)
-        return _to_grid(scores.view(-1, side, side), grid)
+        _, patches, clip_grid = dense_embeddings(visual, inputs, "maskclip")
+        text = self.text.to(patches.device)[labels]
+        scores = torch.einsum("bnd,bd->bn", F.normalize(patches.float(), dim=-1), text)
+        return _to_grid(scores.view(-1, *clip_grid), grid)
 
 
 def _pretrained_keys(cls) -> list[str]:
