@@ -20,6 +20,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,7 +180,11 @@ class ProgressHook(Hook):
         if self.bar is None:
             return
         self.bar.update(1)
-        losses = {k: float(v) for k, v in (outputs or {}).items() if "loss" in k}
+        losses = {
+            k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in (outputs or {}).items()
+            if "loss" in k
+        }
         self.bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in losses.items()))
 
     def after_train_epoch(self, runner) -> None:
@@ -207,16 +212,16 @@ class QuietRunner(Runner):
     """mmengine's Runner with its console output kept for the log file.
 
     mmengine prints its environment dump, the config, the hook table and one line per parameter
-    group to stdout before the first step (~150 lines); they stay in the run's log file
-    (``<work_dir>/train/<timestamp>/<timestamp>.log``), and only warnings and errors reach the
-    console, where :class:`ProgressHook` reports progress.
+    group to stdout before the first step (~150 lines), and deprecation notices after; they stay
+    in the run's log file (``<work_dir>/train/<timestamp>/<timestamp>.log``), and only errors
+    reach the console, where :class:`ProgressHook` reports progress.
     """
 
     def build_logger(self, log_level="INFO", log_file=None, **kwargs):
         built = super().build_logger(log_level, log_file, **kwargs)
         for handler in built.handlers:
             if type(handler) is logging.StreamHandler:  # the console (file handlers subclass it)
-                handler.setLevel(logging.WARNING)
+                handler.setLevel(logging.ERROR)
         return built
 
 
@@ -225,14 +230,42 @@ def selection_metric(truth: GroundTruth) -> str:
     return "maxboxacc_v2" if truth.settings.boxes else "pxap"
 
 
-def _dataloader(dataset, batch_size: int, num_workers: int, shuffle: bool) -> dict:
+def auto_workers(device: str = "cpu", cpus: int | None = None) -> int:
+    """Data-loader workers that follow the machine (``train.num_workers: auto``).
+
+    On CUDA: one core per worker, all but one core (the training process's), at most 8 per
+    process (decoding + augmenting a 224-px JPEG takes a few ms: 8 workers feed thousands of
+    images/s, more than a GPU step of these models consumes). On CPU the workers compete with
+    torch's threads for the same cores: none up to 4 cores (measured faster on 2 cores: cam's and
+    tedloc's presets use 0), then a quarter of the cores, at most 8.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if str(device).startswith("cuda"):
+        return max(0, min(8, cpus - 1))
+    return 0 if cpus <= 4 else min(8, cpus // 4)
+
+
+def resolve_workers(value, device: str = "cpu") -> int:
+    """``train.num_workers``: an integer as configured, or ``"auto"`` / None for
+    :func:`auto_workers`."""
+    if value is None or value == "auto":
+        return auto_workers(device)
+    return int(value)
+
+
+def _dataloader(
+    dataset, batch_size: int, num_workers: int, shuffle: bool, device: str = "cpu"
+) -> dict:
     return {
         "dataset": dataset,
         # round_up=False: no padded duplicates, so distributed evaluation counts each image once.
         "sampler": {"type": "DefaultSampler", "shuffle": shuffle, "round_up": shuffle},
         "batch_size": batch_size,
         "num_workers": num_workers,
-        # Workers are re-created each epoch so that they see the dataset's new epoch.
+        # Page-locked batches copy to the GPU asynchronously; on CPU pinning only costs memory.
+        "pin_memory": str(device).startswith("cuda"),
+        # Workers are re-created each epoch so that they see the dataset's new epoch (its
+        # augmentation draws depend on it: ReplayHook): persistence would freeze the epoch.
         "persistent_workers": False,
         "collate_fn": {"type": "default_collate"},
     }
@@ -290,14 +323,14 @@ def build_runner(
         if val_set is None or val_truth is None:
             raise ValueError("keeping the best checkpoint needs a selection split with boxes/masks")
         checkpoint_hook.update(save_best=selection_metric(val_truth), rule="greater")
-    num_workers = int(train_cfg["num_workers"])
+    num_workers = resolve_workers(train_cfg["num_workers"], device)
     loop = {"by_epoch": True, "max_epochs": max_epochs}
     extra = {}
     if validate:
         loop["val_interval"] = int(train_cfg["val_interval"])
         extra = {
             "val_dataloader": _dataloader(
-                val_set, int(train_cfg["batch_size"]), num_workers, False
+                val_set, int(train_cfg["batch_size"]), num_workers, False, device
             ),
             "val_cfg": {},
             "val_evaluator": [CountsMetric(val_truth)],
@@ -305,7 +338,9 @@ def build_runner(
     return QuietRunner(
         model=MethodModel(method),
         work_dir=str(work_dir / TRAIN_SUBDIR),
-        train_dataloader=_dataloader(train_set, int(train_cfg["batch_size"]), num_workers, True),
+        train_dataloader=_dataloader(
+            train_set, int(train_cfg["batch_size"]), num_workers, True, device
+        ),
         train_cfg=loop,
         optim_wrapper=optim_wrapper,
         param_scheduler=_scheduler(train_cfg["scheduler"], max_epochs) or None,
@@ -461,8 +496,11 @@ def check_train_config(train_cfg: dict) -> None:
         if type(value) is not int or value < 1:
             raise ConfigError(f"train.{key} must be a positive integer, not {value!r}")
     workers = train_cfg.get("num_workers")
-    if type(workers) is not int or workers < 0:
-        raise ConfigError(f"train.num_workers must be an integer >= 0, not {workers!r}")
+    if workers != "auto" and (type(workers) is not int or workers < 0):
+        raise ConfigError(
+            f"train.num_workers must be an integer >= 0 or auto (follow the machine), "
+            f"not {workers!r}"
+        )
     optimizer = dict(train_cfg.get("optimizer") or {})
     kind = optimizer.pop("type", None)
     optimizer_cls = OPTIMIZERS.get(kind) if isinstance(kind, str) else None

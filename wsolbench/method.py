@@ -142,7 +142,9 @@ class WSOLMethod(nn.Module):
 TRAIN_DEFAULTS: dict = {
     "max_epochs": 10,
     "batch_size": 64,
-    "num_workers": 2,
+    # data-loader workers: "auto" follows the machine (wsolbench.engine.auto_workers: none on a
+    # small CPU-only machine, all cores but one on a GPU host), or an integer.
+    "num_workers": "auto",
     # mmengine optimizer config; "type" is a torch.optim class name.
     "optimizer": {
         "type": "SGD",
@@ -198,7 +200,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 # Types of engine keys that their defaults cannot tell (a multiplier written as 10 is a float).
-TRAIN_TYPES: dict[str, type | tuple[type, ...]] = {"train.lr_mult.*": float}
+TRAIN_TYPES: dict[str, type | tuple[type, ...]] = {
+    "train.lr_mult.*": float,
+    "train.num_workers": (int, str),  # an integer, or "auto"
+}
 
 _TYPE_NAMES = {
     bool: "true or false",
