@@ -15,6 +15,15 @@ Pretrained weights never come from the network at run time (``shared/ENVIRONMENT
   hub cache (``pretrained_cfg["url"]``) — and raises :class:`PretrainedWeightsError` saying how to
   provide a file when they are not there. timm's own downloader is never called.
 
+``wsol_resnet50`` is the reference WSOL benchmark's ResNet50 (Choe et al., CVPR 2020,
+``clovaai/wsolevaluation`` ``wsol/resnet.py``, ``ResNetCam``): torchvision's ResNet50 with
+ImageNet weights (``resnet50-19c8e357.pth``, what the reference downloads, or torchvision's
+current name for the same IMAGENET1K_V1 weights, ``resnet50-0676ba61.pth``, in the torch hub
+cache; timm's ``resnet50.tv_in1k`` in the Hugging Face cache; or a file), and layer4's stride
+removed **without dilation** (stride 16: a 14×14 map at 224 px), layer3's too with
+``large_feature_map=True`` (stride 8), as the reference does. timm's ``output_stride=16`` instead
+dilates layer4, which is another network on the same weights.
+
 This is a plain module in ``methods/`` (not a plugin folder): it registers nothing.
 """
 
@@ -106,6 +115,12 @@ class WsolCNN(nn.Module):
 # Backbones built here rather than by timm: name → class taking the backbone's ``kwargs``.
 LOCAL_BACKBONES: dict[str, type[nn.Module]] = {"wsolcnn": WsolCNN}
 
+REFERENCE_RESNET50 = "wsol_resnet50"
+# timm's name of torchvision's ResNet50 ImageNet weights (same architecture and key names).
+_TORCHVISION_RESNET50 = "resnet50.tv_in1k"
+# The torch hub cache file names of those weights: the reference's URL, then torchvision's current.
+_TORCHVISION_RESNET50_FILES = ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth")
+
 
 # --------------------------------------------------------------------------------------------
 # The Backbone wrapper
@@ -145,6 +160,9 @@ class Backbone(nn.Module):
         self.out_channels = int(out_channels)
         self.stride = int(stride)
         self.source = "none"
+        # (weight [K, D], bias [K] or None) of the classifier the loaded weights came with (an
+        # ImageNet fc), for a method that starts its own classifier from it; None otherwise
+        self.pretrained_head: tuple[Tensor, Tensor | None] | None = None
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         # channels_last makes CPU (oneDNN) and CUDA convolutions markedly faster; a ViT gains
@@ -193,7 +211,8 @@ def build_backbone(
 
     Args:
         name: a timm model name, optionally with a pretrained tag (``resnet50``,
-            ``resnet50.a1_in1k``, ``vgg16_bn``, ``deit_small_patch16_224``, ...), or ``wsolcnn``.
+            ``resnet50.a1_in1k``, ``vgg16_bn``, ``deit_small_patch16_224``, ...), ``wsolcnn``,
+            or ``wsol_resnet50`` (the reference benchmark's ResNet50, see the module docstring).
         pretrained: load pretrained weights — from ``checkpoint`` when given, else from the
             user's Hugging Face or torch hub cache. False loads nothing, ``checkpoint`` included
             (``--no-pretrained`` and ``wsolbench eval`` rely on that), with a warning if one is
@@ -202,7 +221,8 @@ def build_backbone(
             Wrappers (``state_dict``/``model`` nesting, ``module.``/``model.`` key prefixes) and
             the file's own classifier head are dropped.
         **kwargs: passed to the model constructor (timm kwargs such as ``output_stride=16``,
-            ``embed_dim=...``; ``WsolCNN`` arguments for ``wsolcnn``).
+            ``embed_dim=...``; ``WsolCNN`` arguments for ``wsolcnn``; ``large_feature_map`` for
+            ``wsol_resnet50``).
 
     Returns:
         The backbone; ``source`` says which weights it holds.
@@ -217,6 +237,8 @@ def build_backbone(
             model, name=name, kind="cnn", out_channels=model.out_channels, stride=model.stride
         )
         pretrained_cfg = {}
+    elif name == REFERENCE_RESNET50:
+        backbone, pretrained_cfg = _build_reference_resnet50(**kwargs)
     else:
         backbone, pretrained_cfg = _build_timm(name, kwargs)
     if checkpoint and not pretrained:
@@ -237,7 +259,10 @@ def build_backbone(
                 "a file with -o backbone.checkpoint=PATH, or run without pretrained weights "
                 "with --no-pretrained (backbone.pretrained=false)"
             )
-        path, tag = _cached_weights(name, pretrained_cfg)
+        if name == REFERENCE_RESNET50:
+            path, tag = _cached_torchvision_resnet50(pretrained_cfg)
+        else:
+            path, tag = _cached_weights(name, pretrained_cfg)
         _load_into(backbone, _read_state_dict(path), str(path), pretrained_cfg)
         backbone.source = f"cache:{tag}"
     logger.info(
@@ -250,8 +275,11 @@ def build_backbone(
     return backbone
 
 
-def _build_timm(name: str, kwargs: dict) -> tuple[Backbone, dict]:
-    """A headless timm model (never with timm's own ``pretrained=True``) wrapped as a Backbone."""
+def _build_timm(name: str, kwargs: dict, probe_unused: bool = True) -> tuple[Backbone, dict]:
+    """A headless timm model (never with timm's own ``pretrained=True``) wrapped as a Backbone.
+
+    ``probe_unused=False`` skips :func:`_drop_unused_modules` for a model known to use every
+    module in ``forward_features`` once headless (a ResNet): the probe is a backward pass."""
     ensure_torchvision()
     import timm
 
@@ -274,7 +302,8 @@ def _build_timm(name: str, kwargs: dict) -> tuple[Backbone, dict]:
     mean = pretrained_cfg.get("mean", IMAGENET_MEAN)
     std = pretrained_cfg.get("std", IMAGENET_STD)
     is_vit = hasattr(model, "num_prefix_tokens") and hasattr(model, "patch_embed")
-    _drop_unused_modules(model, is_vit)
+    if probe_unused:
+        _drop_unused_modules(model, is_vit)
     if is_vit:
         patch = model.patch_embed.patch_size
         patch = patch[0] if isinstance(patch, (tuple, list)) else patch
@@ -323,6 +352,51 @@ def _drop_unused_modules(model: nn.Module, is_vit: bool) -> None:
         parent = model.get_submodule(parent_name) if parent_name else model
         logger.debug("dropping %s (unused by forward_features)", name)
         setattr(parent, child, nn.Identity())
+
+
+def _build_reference_resnet50(large_feature_map: bool = False) -> tuple[Backbone, dict]:
+    """The reference benchmark's ResNet50 (``ResNetCam``): torchvision's ResNet50 with layer4's
+    stride set to 1 without dilation (and layer3's with ``large_feature_map``).
+
+    Removing a stage's stride keeps its weights (a strided 3×3 / 1×1 convolution and the same one
+    at stride 1 have the same parameters), so torchvision's ImageNet weights load unchanged.
+    """
+    # headless, a ResNet uses every module in forward_features: no probe needed
+    backbone, pretrained_cfg = _build_timm(_TORCHVISION_RESNET50, {}, probe_unused=False)
+    stages = ["layer3", "layer4"] if large_feature_map else ["layer4"]
+    removed = 1
+    for stage in stages:
+        first_block = getattr(backbone.model, stage)[0]
+        strides = [m.stride for m in first_block.modules() if isinstance(m, nn.Conv2d)]
+        removed *= max(max(s) for s in strides)
+        for module in first_block.modules():
+            if isinstance(module, nn.Conv2d):
+                module.stride = (1, 1)
+    backbone.name = REFERENCE_RESNET50
+    backbone.stride //= removed
+    return backbone, pretrained_cfg
+
+
+def _cached_torchvision_resnet50(pretrained_cfg: dict) -> tuple[Path, str]:
+    """torchvision's ResNet50 ImageNet weights from the torch hub cache (either file name) or,
+    as timm's ``resnet50.tv_in1k``, from the Hugging Face cache; never downloads."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    for filename in _TORCHVISION_RESNET50_FILES:
+        if (folder / filename).is_file():
+            return folder / filename, f"torchvision/{filename}"
+    try:
+        return _cached_weights(_TORCHVISION_RESNET50, pretrained_cfg)
+    except PretrainedWeightsError:
+        pass
+    raise PretrainedWeightsError(
+        f"backbone {REFERENCE_RESNET50!r}: torchvision's ResNet50 ImageNet weights are not in the "
+        f"local cache (looked for {' and '.join(_TORCHVISION_RESNET50_FILES)} in {folder}, and "
+        f"timm/{_TORCHVISION_RESNET50} in the Hugging Face cache), and wsolbench never downloads "
+        "at run time. Provide a local file with -o backbone.checkpoint=PATH (a torchvision "
+        "ResNet50 state dict), or run without pretrained weights with --no-pretrained. To fill "
+        'the cache on a machine with network: python -c "import torchvision; '
+        "torchvision.models.resnet50(weights='IMAGENET1K_V1')\""
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,6 +486,9 @@ def _load_into(backbone: Backbone, state: dict, source: str, pretrained_cfg: dic
             "-o backbone.checkpoint=PATH, or run without pretrained weights with --no-pretrained"
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    weight = state.get(f"{head[0]}.weight") if head else None
+    if isinstance(weight, Tensor) and weight.dim() == 2:
+        backbone.pretrained_head = (weight.detach().clone(), state.get(f"{head[0]}.bias"))
 
 
 def _hub_candidates(pretrained_cfg: dict) -> list[tuple[str, str, str | None]]:

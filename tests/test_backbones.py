@@ -189,3 +189,65 @@ def test_checkpoint_of_another_architecture_fails_clearly(tmp_path):
     torch.save(_published_tiny_deit(), path)
     with pytest.raises(PretrainedWeightsError, match=r"keys the model does not have \(blocks\.0"):
         build_backbone("resnet18", pretrained=True, checkpoint=path)
+
+
+# --- the reference benchmark's ResNet50 (wsolevaluation's ResNetCam) ------------------------
+
+
+def _torchvision_resnet50_state(seed: int = 0) -> dict:
+    """A state dict in torchvision's ResNet50 layout (what resnet50-19c8e357.pth holds), random."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet50(weights=None)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor))
+    return model.state_dict()
+
+
+def test_reference_resnet50_removes_layer4s_stride_without_dilation():
+    backbone = build_backbone("wsol_resnet50", pretrained=False).eval()
+    assert (backbone.kind, backbone.stride, backbone.out_channels) == ("cnn", 16, 2048)
+    assert tuple(backbone(torch.randn(1, 3, 32, 32)).shape) == (1, 2048, 2, 2)
+    convs = [m for m in backbone.model.layer4.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.stride == (1, 1) and m.dilation == (1, 1) for m in convs)
+    # every parameter takes part (nothing for a probe to drop): one backward reaches them all
+    backbone(torch.randn(1, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in backbone.parameters())
+    large = build_backbone("wsol_resnet50", pretrained=False, large_feature_map=True).eval()
+    assert large.stride == 8 and tuple(large(torch.randn(1, 3, 32, 32)).shape[2:]) == (4, 4)
+    assert (backbone.model.layer3[0].conv2.stride, large.model.layer3[0].conv2.stride) == (
+        (2, 2),
+        (1, 1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("filename", "legacy"),
+    [("resnet50-19c8e357.pth", True), ("resnet50-0676ba61.pth", False)],
+    ids=["reference-file", "torchvision-file"],
+)
+def test_reference_resnet50_weights_from_the_torch_hub_cache(offline, filename, legacy):
+    """The file the reference's load_url caches (legacy serialization) or torchvision's current
+    name of the same weights, each fabricated in torchvision's layout with random values."""
+    state = _torchvision_resnet50_state()
+    offline["torch"].mkdir(parents=True)
+    torch.save(state, offline["torch"] / filename, _use_new_zipfile_serialization=not legacy)
+    backbone = build_backbone("wsol_resnet50", pretrained=True)
+    assert backbone.source == f"cache:torchvision/{filename}"
+    own = backbone.model.state_dict()
+    assert set(own) == set(state) - {"fc.weight", "fc.bias"}
+    assert all(torch.equal(own[k], state[k]) for k in own)
+    weight, bias = backbone.pretrained_head  # ImageNet's fc, for a classifier that starts from it
+    assert torch.equal(weight, state["fc.weight"]) and torch.equal(bias, state["fc.bias"])
+
+
+def test_reference_resnet50_missing_weights_say_where_and_how(offline):
+    with pytest.raises(PretrainedWeightsError) as error:
+        build_backbone("wsol_resnet50", pretrained=True)
+    message = str(error.value)
+    assert "resnet50-19c8e357.pth and resnet50-0676ba61.pth" in message
+    assert "timm/resnet50.tv_in1k" in message and "-o backbone.checkpoint=PATH" in message
+    assert "torchvision.models.resnet50(weights='IMAGENET1K_V1')" in message

@@ -55,6 +55,10 @@ def test_lr_mult_hits_only_the_classifier():
         method = cam(name, **kwargs)
         hits = [n for n, _ in method.named_parameters() if "classifier" in n]
         assert hits == ["classifier.weight", "classifier.bias"], name
+        # "layer4" (the reference's ×10 for a ResNet's last stage) is a ResNet's last stage only
+        layer4 = [n for n, _ in method.named_parameters() if "layer4" in n]
+        assert all(n.startswith("backbone.model.layer4.") for n in layer4)
+        assert bool(layer4) == (name == "resnet18"), name
     train = resolve_config(CAM, "cub")["train"]
     wrapper = build_optim_wrapper(
         method,
@@ -70,11 +74,34 @@ def test_lr_mult_hits_only_the_classifier():
     for group in wrapper.optimizer.param_groups:
         fast = id(group["params"][0]) in classifier
         assert group["lr"] == pytest.approx(0.1 if fast else 0.01)
+    resnet = cam("resnet18")
+    wrapper = build_optim_wrapper(
+        resnet,
+        {
+            "type": "OptimWrapper",
+            "optimizer": dict(train["optimizer"]),
+            "paramwise_cfg": {
+                "custom_keys": {k: {"lr_mult": v} for k, v in train["lr_mult"].items()}
+            },
+        },
+    )
+    names = {id(p): n for n, p in resnet.named_parameters()}
+    for group in wrapper.optimizer.param_groups:
+        name = names[id(group["params"][0])]
+        fast = name.startswith(("classifier.", "backbone.model.layer4."))
+        assert group["lr"] == pytest.approx(0.1 if fast else 0.01), name
 
 
 def test_presets_follow_the_reference_benchmark():
     cub, ilsvrc = resolve_config(CAM, "cub"), resolve_config(CAM, "ilsvrc")
-    assert cub["backbone"]["name"] == "resnet50" and cub["backbone"]["pretrained"] is True
+    for preset in (cub, ilsvrc):
+        assert preset["backbone"] == {
+            "name": "wsol_resnet50",  # torchvision's ResNet50, layer4 undilated at stride 1
+            "pretrained": True,
+            "checkpoint": None,
+            "kwargs": {},
+        }
+    assert cub["classifier_init"] == "default" and ilsvrc["classifier_init"] == "pretrained"
     assert cub["train"]["max_epochs"] == 50 and cub["train"]["batch_size"] == 64
     assert cub["train"]["optimizer"] == {
         "type": "SGD",
@@ -83,7 +110,7 @@ def test_presets_follow_the_reference_benchmark():
         "weight_decay": 1e-4,
         "nesterov": True,
     }
-    assert cub["train"]["lr_mult"] == {"classifier": 10}
+    assert cub["train"]["lr_mult"] == {"classifier": 10, "layer4": 10}
     assert cub["train"]["scheduler"]["milestones"] == [15, 30, 45]
     assert ilsvrc["train"]["max_epochs"] == 10
     assert ilsvrc["train"]["scheduler"]["milestones"] == [3, 6, 9]
@@ -159,3 +186,25 @@ def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
     assert main([*argv, "-o", kwargs]) == 0
     again = load_result(tmp_path / "eval" / "result.json")
     assert again.counts["test"] == result.counts["test"]
+
+
+def test_the_ilsvrc_classifier_starts_from_the_weights_fc(tmp_path):
+    """As the reference loads ImageNet's fc on ILSVRC: the 1×1 classifier is that fc."""
+    from wsolbench._compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torchvision
+
+    torch.manual_seed(1)
+    state = torchvision.models.resnet50(weights=None, num_classes=7).state_dict()
+    path = tmp_path / "resnet50.pth"
+    torch.save(state, path)
+    backbone = {"name": "wsol_resnet50", "pretrained": True, "checkpoint": str(path), "kwargs": {}}
+    method = CAM(num_classes=7, backbone=backbone, classifier_init="pretrained")
+    assert torch.equal(method.classifier.weight[:, :, 0, 0], state["fc.weight"])
+    assert torch.equal(method.classifier.bias, state["fc.bias"])
+    assert method.backbone.pretrained_head is None  # used once, not kept
+    other = CAM(num_classes=5, backbone=backbone, classifier_init="pretrained")  # 7 ≠ 5 classes
+    assert not torch.equal(other.classifier.weight[:, :, 0, 0], state["fc.weight"][:5])
+    with pytest.raises(ValueError, match="classifier_init must be"):
+        CAM(num_classes=7, backbone=backbone, classifier_init="imagenet")

@@ -6,20 +6,28 @@ The map of class c is Σ_d W[c, d] F[:, d] on the feature grid, without ReLU and
 grid, so the same formula is "linear classifier per patch → mean over patches" and the map is the
 per-patch logit of c (TS-CAM's semantic map without its attention coupling).
 
-Training follows the reference benchmark (Choe et al., CVPR 2020): SGD with momentum 0.9,
-Nesterov, weight decay 1e-4, lr 0.01 with the classifier at ×10, step decay ×0.1, batch 64,
-RandomResizedCrop + horizontal flip. See ``README.md`` for the presets and their reasons.
+The default backbone is the reference benchmark's (Choe et al., CVPR 2020, ``wsolevaluation``):
+``wsol_resnet50``, torchvision's ResNet50 with ImageNet weights and layer4's stride removed
+without dilation (:mod:`methods.backbones`); timm backbones are options. Training follows the
+reference: SGD with momentum 0.9, Nesterov, weight decay 1e-4, lr 0.01 with layer4 and the
+classifier at ×10 (the reference's ResNet50 split), step decay ×0.1, batch 64; on ILSVRC the
+classifier starts from the ImageNet weights' own fc (``classifier_init: pretrained``), as the
+reference loads it there. See ``README.md`` for the presets and their reasons.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.backbones import build_backbone
+from methods.backbones import REFERENCE_RESNET50, build_backbone
 from wsolbench.method import Prediction, WSOLMethod
 from wsolbench.registry import register_method
+
+logger = logging.getLogger(__name__)
 
 
 @register_method("cam")
@@ -30,27 +38,37 @@ class CAM(WSOLMethod):
         num_classes: K.
         backbone: ``{"name", "pretrained", "checkpoint", "kwargs"}``, see
             :func:`methods.backbones.build_backbone` (``kwargs`` go to the model constructor,
-            e.g. ``{"output_stride": 16}`` for a 14×14 ResNet map at 224 px).
+            e.g. ``{"output_stride": 16}`` for timm's dilated stride-16 ResNet).
+        classifier_init: ``default`` (PyTorch's initialization of a 1×1 convolution) or
+            ``pretrained`` (the loaded weights' own classifier, e.g. ImageNet's fc for ILSVRC,
+            when its shape is [K, D]; otherwise the default, with a warning).
     """
 
     pretrained_option = "backbone.pretrained"
     defaults = {
-        "backbone": {"name": "resnet50", "pretrained": True, "checkpoint": None, "kwargs": {}},
+        "backbone": {
+            "name": REFERENCE_RESNET50,
+            "pretrained": True,
+            "checkpoint": None,
+            "kwargs": {},
+        },
+        "classifier_init": "default",
         # The engine's TRAIN_DEFAULTS already are the reference benchmark's recipe (SGD, momentum
-        # 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs, batch 64, RandomResizedCrop +
-        # flip); CAM adds its epochs and the 10x classifier learning rate.
+        # 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs, batch 64); CAM adds its epochs
+        # and the 10x learning rate the reference gives a ResNet's layer4 and classifier.
         "train": {
             "max_epochs": 50,
-            # the parameter name "classifier" occurs only in the 1×1 classifier (see tests)
-            "lr_mult": {"classifier": 10},
+            # "classifier" occurs only in the 1×1 classifier's names, "layer4" only in a ResNet's
+            # last stage (see tests); other backbones have no "layer4"
+            "lr_mult": {"classifier": 10, "layer4": 10},
         },
     }
     presets = {
-        # The reference's ResNet50 CAM keeps layer4 at stride 1 (a 14×14 map at 224 px); timm
-        # reaches the same stride 16 with a dilated layer4, which loads the same weights.
-        "cub": {"backbone": {"kwargs": {"output_stride": 16}}},
+        # The reference's ResNet50 CAM on CUB (MaxBoxAccV2 63.0 in its paper): the defaults.
+        "cub": {},
+        # On ILSVRC the reference keeps the ImageNet fc as the classifier's starting point.
         "ilsvrc": {
-            "backbone": {"kwargs": {"output_stride": 16}},
+            "classifier_init": "pretrained",
             "train": {
                 "max_epochs": 10,
                 "scheduler": {"type": "MultiStepLR", "milestones": [3, 6, 9], "gamma": 0.1},
@@ -71,8 +89,12 @@ class CAM(WSOLMethod):
         },
     }
 
-    def __init__(self, num_classes: int, backbone: dict):
+    def __init__(self, num_classes: int, backbone: dict, classifier_init: str = "default"):
         super().__init__(num_classes)
+        if classifier_init not in ("default", "pretrained"):
+            raise ValueError(
+                f"cam: classifier_init must be 'default' or 'pretrained', not {classifier_init!r}"
+            )
         options = dict(backbone)
         unknown = set(options) - {"name", "pretrained", "checkpoint", "kwargs"}
         if unknown or "name" not in options:
@@ -87,9 +109,29 @@ class CAM(WSOLMethod):
             **(options.get("kwargs") or {}),
         )
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, kernel_size=1)
+        if classifier_init == "pretrained":
+            self._init_classifier_from_weights()
         # The input normalization follows the backbone's weights (e.g. 0.5/0.5 for some ViTs).
         self.image_mean = self.backbone.mean
         self.image_std = self.backbone.std
+
+    def _init_classifier_from_weights(self) -> None:
+        head, self.backbone.pretrained_head = self.backbone.pretrained_head, None
+        weight = self.classifier.weight
+        if head is None or tuple(head[0].shape) != (weight.shape[0], weight.shape[1]):
+            if self.backbone.source != "none":
+                found = "none" if head is None else tuple(head[0].shape)
+                logger.warning(
+                    "cam: classifier_init pretrained, but the backbone weights' classifier is %s "
+                    "(needed %s); the classifier starts from the default initialization",
+                    found,
+                    (weight.shape[0], weight.shape[1]),
+                )
+            return
+        with torch.no_grad():
+            weight.copy_(head[0].reshape(weight.shape))
+            if head[1] is not None:
+                self.classifier.bias.copy_(head[1])
 
     @property
     def pretrained(self) -> str:
