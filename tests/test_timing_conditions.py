@@ -132,3 +132,10 @@ def test_summary_is_robust_to_one_slow_call():
     assert summary["iqr"] == pytest.approx(0.0)
     assert summary["mean"] > 100  # what a mean would have reported
     assert torch.get_num_threads() >= 1
+
+
+def test_a_window_too_short_for_proc_falls_back_to_the_load_average():
+    with TimingMonitor(threads=1) as monitor:
+        pass  # far below /proc's 10-ms ticks
+    assert monitor.conditions["others_cpu_cores"] is None
+    assert monitor.conditions["basis"] in ("load_avg_1min_before", "nothing readable")

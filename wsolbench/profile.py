@@ -112,6 +112,7 @@ CLEAN_RULE = (
     "timing thread had a core of its own"
 )
 CLEAN_SLACK = 0.1  # cores: background noise tolerated when the timing uses every core
+MIN_WINDOW_S = 0.5  # shortest timed window whose CPU shares /proc can tell
 
 
 @dataclass(frozen=True)
@@ -478,7 +479,9 @@ class TimingMonitor:
         cpu_after = _cpu_seconds()  # read in the reverse order of __enter__: the window nests
         wall = time.perf_counter() - self._wall
         others = own = None
-        if self._cpu_before is not None and cpu_after is not None and wall > 0:
+        # /proc counts in clock ticks (10 ms per core): a shorter window is all rounding, and the
+        # 1-minute load average stands in for it.
+        if self._cpu_before is not None and cpu_after is not None and wall >= MIN_WINDOW_S:
             busy = cpu_after[0] - self._cpu_before[0]
             mine = cpu_after[1] - self._cpu_before[1]
             others = round(max(0.0, busy - mine) / wall, 3)
