@@ -248,11 +248,17 @@ def load_clip(
             name,
         )
     extra = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+    state = None
+    if weights is not None:
+        # shapes only, in no time: a file that does not fit fails before the real (slow) build
+        with torch.device("meta"):
+            skeleton = open_clip.create_model(name, pretrained=None, device="meta", **extra)
+        state = _fitted_state(open_clip, skeleton, weights, path, name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.create_model(name, pretrained=None, **extra)
-    if weights is not None:
-        _load_state(open_clip, model, weights, path, name)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
     model.eval()
     from open_clip.transformer import QuickGELU
 
@@ -283,8 +289,11 @@ def load_clip(
     )
 
 
-def _load_state(open_clip, model: nn.Module, weights: WeightsFile, path: Path, name: str) -> None:
-    """Load a file's tensors strictly, after open_clip's own adaptations of a checkpoint.
+def _fitted_state(
+    open_clip, model: nn.Module, weights: WeightsFile, path: Path, name: str
+) -> dict[str, Tensor]:
+    """A file's tensors after open_clip's own adaptations of a checkpoint, checked to load
+    strictly into ``model`` (whose values are not read: a meta-device model will do).
 
     Raises:
         ClipWeightsError: the keys or shapes do not fit; every kind of mismatch is listed.
@@ -306,7 +315,7 @@ def _load_state(open_clip, model: nn.Module, weights: WeightsFile, path: Path, n
         if key in state and isinstance(own, Tensor) and own.ndim != state[key].ndim:
             state[key] = state[key].reshape(own.shape)
     if getattr(model, "logit_bias", None) is not None and "logit_bias" not in state:
-        state["logit_bias"] = torch.zeros_like(model.logit_bias)
+        state["logit_bias"] = torch.zeros(model.logit_bias.shape)
     state.pop("text.transformer.embeddings.position_ids", None)
     try:
         resize_pos_embed(state, model)
@@ -321,7 +330,7 @@ def _load_state(open_clip, model: nn.Module, weights: WeightsFile, path: Path, n
             f"{problems}.{hint} Pass weights of {name}, or the model they belong to with "
             "-o clip.model=NAME"
         )
-    model.load_state_dict(state, strict=True)
+    return state
 
 
 def _model_hint(open_clip, state: dict[str, Tensor]) -> str:

@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten
 
 from methods.clip_gradcam import ClipGradCAM
 from methods.clip_gradcam.method import CLIPES_BACKGROUND_WORDS, box_mask, scale_like_grad_cam
-from methods.clip_models import load_clip
+from methods.clip_models import TINY_CLIP, load_clip
 from wsolbench.evaluate import predict_batch
 from wsolbench.method import Prediction, WSOLMethod, resolve_config
 
@@ -363,3 +363,38 @@ def test_the_evaluator_runs_grad_cam_inside_no_grad(tmp_path):
         )
     assert counts["n_images"] == 9
     assert all(p.grad is None for p in method.parameters())
+
+
+# --- the acceptance command: OpenAI's archive through -o clip.checkpoint ---------------------
+
+
+def test_a_run_on_openais_archive_works_or_names_the_command_that_does(tmp_path, capsys):
+    """``wsolbench run --method clip_gradcam -o clip.checkpoint=ViT-B-16.pt`` with a TorchScript
+    archive in OpenAI's layout (a tiny one): the wrong tower fails with one error line whose
+    suggested model then runs."""
+    import re
+
+    from clip_layouts import random_openai_clip, write_openai_archive
+
+    from wsolbench.cli import main
+    from wsolbench.data.synthetic import SyntheticConfig, generate
+    from wsolbench.results import load_result
+
+    config = SyntheticConfig(
+        num_classes=3, image_size=48, train_per_class=1, val_per_class=1, test_per_class=2
+    )
+    root = generate(tmp_path / "tiny", config)
+    archive = tmp_path / "ViT-B-16.pt"
+    write_openai_archive(random_openai_clip(seed=2), archive)
+    argv = ["run", "--method", "clip_gradcam", "--dataset", "synthetic", "--data-root", str(root)]
+    argv += ["--protocol", str(root / "protocol.yaml")]
+    argv += ["-o", "clip.pretrained=true", "-o", f"clip.checkpoint={archive}"]
+    capsys.readouterr()
+    assert main([*argv, "-o", "clip.model=ViT-B-16", "--work-dir", str(tmp_path / "a")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "does not fit open_clip model ViT-B-16" in errors[0]
+    suggested = re.search(r"\(e\.g\. ([\w.-]+)", errors[0]).group(1)
+    assert "-o clip.model=NAME" in errors[0] and suggested == TINY_CLIP
+    assert main([*argv, "-o", f"clip.model={suggested}", "--work-dir", str(tmp_path / "b")]) == 0
+    result = load_result(tmp_path / "b" / "result.json")
+    assert result.pretrained == f"file:{archive.resolve()} (OpenAI TorchScript archive, quickgelu)"
