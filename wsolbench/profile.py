@@ -476,6 +476,11 @@ class TimingMonitor:
         return self
 
     def __exit__(self, *exc) -> None:
+        short = MIN_WINDOW_S - (time.perf_counter() - self._wall)
+        if short > 0 and self._cpu_before is not None:
+            # Too short for /proc's ticks (a very fast method): extend the window with an idle
+            # wait, during which only the other processes' share is measured.
+            time.sleep(short)
         cpu_after = _cpu_seconds()  # read in the reverse order of __enter__: the window nests
         wall = time.perf_counter() - self._wall
         others = own = None

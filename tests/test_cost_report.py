@@ -1,0 +1,90 @@
+"""reports/make_reports.py's cost tables: marks, the cost-only GenPromp row, the TeD-Loc ratio."""
+
+import importlib.util
+from pathlib import Path
+
+from wsolbench.profile import LATENCY_MARK, timing_conditions
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+def make_reports():
+    spec = importlib.util.spec_from_file_location("make_reports", REPORTS / "make_reports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(method: str, macs: float, params: float, others: float | None) -> dict:
+    """A cub-v1 cost record as `wsolbench profile` writes it; ``others`` None: not timed."""
+    timed = others is not None
+    return {
+        "method": method,
+        "protocol": "cub-v1",
+        "input_size": [224, 224],
+        "num_classes": 200,
+        "params": {"total": int(params), "trainable": int(params), "inference": int(params)},
+        "macs": int(macs),
+        "macs_uncounted": {},
+        "latency_ms": {"median": 100.0, "p90": 120.0, "warmup": 5, "runs": 20} if timed else None,
+        "throughput": {"images_per_s": 9.5, "batch": 4} if timed else None,
+        "peak_memory_mb": 12.0 if timed else None,
+        "timing_conditions": (
+            timing_conditions(cpus=2, threads=1, others_cpu_cores=others, load_before=[0.5, 0, 0])
+            if timed
+            else None
+        ),
+        "device": "cpu",
+        "device_name": "Test CPU",
+        "threads": 1,
+        "amp": "none",
+        "grad_at_inference": False,
+    }
+
+
+GENPROMP = {
+    **record("genpromp", 1.5e12, 1.08e9, None),
+    "cost_only": True,
+    "input_size": [512, 512],
+    "device": "meta",
+    "device_name": "not timed",
+    "macs_two_rounds": 2.4e12,
+    "params": {"total": int(1.08e9), "trainable": 0, "inference": int(1.08e9)},
+    "components": {
+        "unet": {"macs_per_call": 4e11, "calls_per_image": 0, "calls_per_round": 2, "params": 8e8},
+        "vae_encoder": {
+            "macs_per_call": 5.6e11,
+            "calls_per_image": 1,
+            "calls_per_round": 0,
+            "params": 3.4e7,
+        },
+    },
+}
+
+
+def test_cub_table_marks_busy_timings_and_holds_the_cost_only_row_and_the_ratio():
+    costs = {
+        "cub": {
+            "tedloc": record("tedloc", 4.666e9, 22.0e6, others=0.3),  # clean
+            "cam": record("cam", 6.287e9, 23.9e6, others=1.4),  # the other core was not enough
+            "genpromp": GENPROMP,
+        }
+    }
+    ((title, table, notes),) = make_reports().cost_tables(costs)
+    assert "Test CPU, 1 thread" in title and "cub-v1 (224×224, 200 classes)" in title
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "| 100.00 " in lines["tedloc"] and LATENCY_MARK not in lines["tedloc"]
+    assert f"100.00{LATENCY_MARK}" in lines["cam"] and f"9.5{LATENCY_MARK}" in lines["cam"]
+    assert "NOT clean" in lines["cam"] and "others used 1.40 of 2 cores" in lines["cam"]
+    assert "1500.000" in lines["genpromp (cost only)"]
+    assert "not timed" in lines["genpromp (cost only)"]
+    assert "5 + 20" in lines["tedloc"]
+    ratio = next(n for n in notes if n.startswith("TeD-Loc / GenPromp"))
+    assert "= 0.00311 (321x fewer)" in ratio
+    assert any("random weights" in n and "2400.0 GMACs" in n for n in notes)
+
+
+def test_without_genpromp_there_are_no_genpromp_notes():
+    costs = {"cub": {"tedloc": record("tedloc", 4.666e9, 22.0e6, others=0.3)}}
+    ((_, _, notes),) = make_reports().cost_tables(costs)
+    assert notes == []
