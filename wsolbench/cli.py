@@ -382,8 +382,15 @@ def cmd_compare(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one ``error:`` line naming the fix, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wsolbench", description="Benchmark harness for weakly supervised object localization."
     )
     parser.add_argument("--version", action="version", version=f"wsolbench {__version__}")
@@ -417,12 +424,20 @@ class _ConsoleFormatter(logging.Formatter):
         return message
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (callers such as tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _configure_logging(debug: bool) -> None:
     """wsolbench's INFO lines are the console's progress; other libraries speak only to warn.
 
     ``--debug`` shows everything, with the logger names.
     """
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     if debug:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     else:

@@ -476,6 +476,17 @@ def check_checkpoint(path: Path) -> None:
         )
 
 
+def _registered(registry, name):
+    """The class ``name`` in an mmengine registry, or None (whatever ``name`` is: mmengine's own
+    lookup raises on some strings, e.g. an empty one, as it tries them as import paths)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return None
+    try:
+        return registry.get(name)
+    except Exception:  # noqa: BLE001 (any failure means "not a known name")
+        return None
+
+
 def check_train_config(train_cfg: dict) -> None:
     """Check a resolved ``train`` section before anything is written or trained.
 
@@ -503,7 +514,7 @@ def check_train_config(train_cfg: dict) -> None:
         )
     optimizer = dict(train_cfg.get("optimizer") or {})
     kind = optimizer.pop("type", None)
-    optimizer_cls = OPTIMIZERS.get(kind) if isinstance(kind, str) else None
+    optimizer_cls = _registered(OPTIMIZERS, kind)
     if optimizer_cls is None:
         raise ConfigError(
             f"train.optimizer.type {kind!r} is not an optimizer mmengine knows; use a torch.optim "
@@ -515,7 +526,7 @@ def check_train_config(train_cfg: dict) -> None:
         raise ConfigError(f"train.optimizer {dict(train_cfg['optimizer'])}: {exc}") from None
     scheduler = train_cfg.get("scheduler")
     kind = scheduler.get("type") if isinstance(scheduler, dict) else scheduler
-    if kind != "none" and (not isinstance(kind, str) or PARAM_SCHEDULERS.get(kind) is None):
+    if kind != "none" and _registered(PARAM_SCHEDULERS, kind) is None:
         raise ConfigError(
             f"train.scheduler.type {kind!r} is not a schedule mmengine knows; use MultiStepLR, "
             "CosineAnnealingLR or none"

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from wsolbench import metrics
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.method import WSOLMethod
+from wsolbench.progress import progress as progress_bar
 from wsolbench.protocol import Protocol
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,9 @@ def evaluate_method(
     counter = new_counter(settings)
     method.eval()
     method.to(device)
-    batches = tqdm(loader, desc=f"eval {meta.split_dir.name}", disable=not progress, leave=False)
+    batches = progress_bar(
+        loader, desc=f"eval {meta.split_dir.name}", enabled=progress, unit="batch", leave=False
+    )
     for batch in batches:
         maps, topk = predict_batch(method, batch["image"].to(device), batch["label"].to(device))
         count_batch(counter, truth, batch["index"].tolist(), maps, topk)
@@ -264,7 +266,7 @@ def evaluate_saved_maps(
             f"{meta.split_dir / 'image_ids.txt'}"
         )
     truth = GroundTruth(meta, settings, mask_root)
-    bar = tqdm(total=len(meta.image_ids), desc="maps", disable=not progress, unit="map")
+    bar = progress_bar(total=len(meta.image_ids), desc="maps", enabled=progress, unit="map")
 
     def count_chunk(image_ids: list[str]) -> metrics.SplitCounter:
         counter = new_counter(settings)

@@ -396,7 +396,7 @@ def _recompute(
             f"{', '.join(result.counts) or 'none'}); choose another split with --split"
         )
     val = result.counts.get("val")
-    if policy == "select" and not (val and val.get("box")):
+    if policy == "select" and not (isinstance(val, dict) and val.get("box")):
         raise ResultError(
             f"{path}: the 'select' policy needs box counts on a val split and this result has "
             "none; use --policy oracle or fixed:<tau>, or re-run under a protocol with a val split"
@@ -507,7 +507,7 @@ def _row_cost(costs: list[dict]) -> dict:
     from wsolbench.profile import MACS_COUNTER_SHORT, latency_clean, latency_device, macs_complete
 
     # Only cost blocks written by wsolbench.profile are shown; another layout is not guessed at.
-    costs = [c for c in costs if isinstance(c.get("params"), dict)]
+    costs = [c for c in costs if _profile_layout(c)]
     if not costs:
         return {}
     latency: dict[str, list[float]] = {}
@@ -531,6 +531,21 @@ def _row_cost(costs: list[dict]) -> dict:
     if macs:
         out["macs"] = statistics.fmean(macs) / 1e9
     return out
+
+
+def _profile_layout(cost: dict) -> bool:
+    """Whether a cost block has the fields tables read, with the types wsolbench.profile writes."""
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    params, latency = cost.get("params"), cost.get("latency_ms")
+    return (
+        isinstance(params, dict)
+        and number(params.get("inference"))
+        and ("macs" not in cost or number(cost["macs"]))
+        and (not latency or isinstance(latency, dict) and number(latency.get("median")))
+    )
 
 
 def _run_sort_key(row: Row) -> tuple:

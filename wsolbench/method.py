@@ -341,7 +341,7 @@ def resolve_config(
                     retyped.add(tuple(keys[:-1]))
                 node[key] = value
             else:
-                node = node[key]
+                node = node.setdefault(key, {}) if free else node[key]
     return config
 
 

@@ -795,6 +795,47 @@ class SplitCounter:
         return counter
 
 
+def check_counts(counts: dict) -> None:
+    """Validate a counts record read from disk before anything indexes it.
+
+    Every array must have the grid's length and hold integers in ``[0, n_images]`` (histograms:
+    ``>= 0``), the IoU curves must match ``iou_thresholds``, classification counts must satisfy
+    ``0 <= top1 <= top5 <= n``: a hand-edited or truncated record fails here, with the field named,
+    instead of deep inside a policy.
+
+    Raises:
+        ValueError: naming the field and what it must hold.
+    """
+    try:
+        counter = SplitCounter.from_dict(counts)
+    except ValueError:
+        raise
+    except (KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"counts record is malformed ({type(exc).__name__}: {exc})") from None
+    n = counter.n_images
+    if n < 1:
+        raise ValueError(f"counts record holds no image (n_images={n}); evaluate a non-empty split")
+    curves = {}
+    if counter.box is not None:
+        box = counter.box
+        curves.update({f"box.multi.{d}": box.multi[d] for d in box.iou_thresholds})
+        curves.update({f"box.largest.{d}": box.largest[d] for d in box.iou_thresholds})
+        if box.top1_loc is not None:
+            curves.update({"box.top1_loc": box.top1_loc, "box.top5_loc": box.top5_loc})
+        if (box.cls is None) != (box.top1_loc is None):
+            raise ValueError("counts record: top1_loc/top5_loc and cls come together")
+    for what, curve in curves.items():
+        if curve.min(initial=0) < 0 or curve.max(initial=0) > n:
+            raise ValueError(f"counts record: {what} must lie in [0, n_images={n}]")
+    cls = counter.cls or (counter.box.cls if counter.box is not None else None)
+    if cls is not None and not 0 <= cls.top1 <= cls.top5 <= cls.n:
+        raise ValueError(f"counts record: cls needs 0 <= top1 <= top5 <= n, got {cls.to_dict()}")
+    if counter.mask is not None:
+        for what in ("fg_hist", "bg_hist"):
+            if getattr(counter.mask, what).min(initial=0) < 0:
+                raise ValueError(f"counts record: mask.{what} must hold counts >= 0")
+
+
 def merge_counts(a: dict, b: dict) -> dict:
     """Elementwise sum of two counts records of the same split layout (same step, IoU, sections)."""
     counter = SplitCounter.from_dict(a)
@@ -915,9 +956,8 @@ def summarize(
             maxboxacc_iouXX entries, so it has none of its own).
     """
     policy = parse_policy(policy)
+    check_counts(counts)
     n = int(counts["n_images"])
-    if n <= 0:
-        raise ValueError("the counts record holds no image; evaluate a non-empty split first")
     thresholds = threshold_grid(counts["step"])
     metrics: dict[str, float] = {}
     chosen: dict[str, float] = {}
@@ -936,7 +976,11 @@ def summarize(
             for key in ("top1_loc", "top5_loc"):
                 if key in box:
                     plan.append((key, box[key], ("largest", str(GT_KNOWN_IOU))))
-        pick = _tau_picker(policy, thresholds, val_counts, counts["step"])
+        if policy == "select" and isinstance(val_counts, dict) and "box" in val_counts:
+            check_counts(val_counts)  # (without boxes, the picker's message says more)
+        pick = _tau_picker(
+            policy, thresholds, val_counts if isinstance(val_counts, dict) else None, counts["step"]
+        )
         for key, curve, val_key in plan:
             acc = _acc(curve, n)
             idx = int(np.argmax(acc)) if pick is None else pick(val_key)

@@ -197,7 +197,8 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
     ):
         raise ProtocolError(
             f"{path}: {DATA_PINS_KEY} must map split roles ({', '.join(splits)}) to sha256 hex "
-            "fingerprints (`wsolbench fingerprint --dataset NAME --data-root DIR --protocol FILE` prints them)"
+            "fingerprints (`wsolbench fingerprint --dataset NAME --data-root DIR --protocol FILE` "
+            "prints them)"
         )
     known = set(REQUIRED_KEYS) | {
         "selection_split",

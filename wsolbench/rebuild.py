@@ -23,11 +23,10 @@ from wsolbench.method import WSOLMethod, build_method, pretrained_keys
 from wsolbench.protocol import Protocol, load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
 from wsolbench.results import Result, ResultError, load_result
-from wsolbench.workdir import RECORD_FILE, RESULT_FILE, read_record
+from wsolbench.workdir import RECORD_FILE, RESULT_FILE, WEIGHTS_FILE, read_record
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "weights.pt"
 WEIGHT_SOURCES = ("exported", "checkpoint", "none")
 
 

@@ -216,11 +216,19 @@ def _check_schema(d: dict, source: str) -> None:
         )
     fingerprint = d.get("data_fingerprint")
     if isinstance(fingerprint, dict) and not (
-        isinstance(fingerprint.get("sha256"), str) and isinstance(fingerprint.get("splits"), dict)
+        isinstance(fingerprint.get("sha256"), str)
+        and isinstance(fingerprint.get("splits"), dict)
+        and all(
+            isinstance(split, dict)
+            and isinstance(split.get("sha256"), str)
+            and _is_type(split.get("n_images"), int)
+            and split["n_images"] >= 0
+            for split in fingerprint["splits"].values()
+        )
     ):
         raise ResultError(
-            f"{source}: 'data_fingerprint' must hold 'sha256' (a string) and 'splits' (an "
-            "object); re-run `wsolbench eval` to rewrite it"
+            f"{source}: 'data_fingerprint' must hold 'sha256' (a string) and 'splits' (role -> "
+            "{'sha256': string, 'n_images': integer}); re-run `wsolbench eval` to rewrite it"
         )
 
 

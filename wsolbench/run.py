@@ -20,23 +20,22 @@ rebuilding a finished run's method.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wsolbench import workdir
 from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.data.sources import read_splits
-from wsolbench.evaluate import EvalSettings, evaluate_method
-from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
-from wsolbench.profile import ProfileSettings, profile_method
 from wsolbench.protocol import Protocol, default_protocol_id, load_protocol
-from wsolbench.rebuild import WEIGHTS_FILE, build_with_weights, load_run
 from wsolbench.registry import get_dataset, get_method
 from wsolbench.results import (
     RESULT_FILENAME,
@@ -46,6 +45,11 @@ from wsolbench.results import (
     metrics_from_counts,
     save_result,
 )
+
+# torch and the model libraries are imported inside the functions that need them, so that an
+# explicit --work-dir is locked within a second of starting (a second process stops at once).
+if TYPE_CHECKING:
+    from wsolbench.profile import ProfileSettings
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +185,8 @@ class RunContext:
 
 def _resolve(spec: RunSpec, *, default_leaf: str) -> RunContext:
     """Names, protocol, config (typed), ``train`` section, device: no data read, nothing written."""
+    from wsolbench.method import pretrained_off_overrides, resolve_config
+
     method_cls = get_method(spec.method)
     get_dataset(spec.dataset)  # an unknown dataset name fails here, with close matches
     protocol = resolve_protocol(spec.dataset, spec.protocol)
@@ -241,6 +247,22 @@ def _announce(context: RunContext, pretrained: str) -> None:
     logger.info("pretrained: %s%s · work dir %s", pretrained, mark, context.work_dir)
 
 
+@contextlib.contextmanager
+def _locked_run(spec: RunSpec, default_leaf: str) -> Iterator[RunContext]:
+    """Resolve the run (step 1) holding its work dir's lock (step 2).
+
+    An explicit ``--work-dir`` is locked before anything heavy is even imported, so a second
+    process on a busy dir stops within a second or two; a default one as soon as its path is
+    known (it names the method and protocol).
+    """
+    explicit = Path(spec.work_dir) if spec.work_dir else None
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone holds the lock
+    with workdir.locked(explicit, enabled=explicit is not None and rank0):
+        context = _resolve(spec, default_leaf=default_leaf)
+        with workdir.locked(context.work_dir, enabled=explicit is None and rank0):
+            yield context
+
+
 def execute(spec: RunSpec) -> Result:
     """Run a method under a protocol and write ``<work_dir>/result.json``; returns the result.
 
@@ -249,11 +271,12 @@ def execute(spec: RunSpec) -> Result:
     ``torchrun`` every rank evaluates a disjoint shard of each split; rank 0 merges the counts and
     alone writes files.
     """
-    context = _resolve(spec, default_leaf=f"seed{spec.seed}")
-    with workdir.locked(context.work_dir, enabled=context.rank == 0):
+    with _locked_run(spec, f"seed{spec.seed}") as context:
         finished = _open_work_dir(context)
         if finished is not None:
             return _add_missing_cost(context, finished)
+        from wsolbench.method import build_method
+
         method = build_method(
             context.method_cls,
             context.config,
@@ -268,7 +291,7 @@ def execute(spec: RunSpec) -> Result:
             if context.rank == 0:
                 from wsolbench.engine import export_weights
 
-                export_weights(method, context.work_dir / WEIGHTS_FILE)
+                export_weights(method, context.work_dir / workdir.WEIGHTS_FILE)
         return _evaluate_and_save(context, method, method.pretrained)
 
 
@@ -282,12 +305,14 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     if not weights.is_file():
         raise RunError(f"--weights {weights} does not exist; pass the weights.pt of a finished run")
     spec = replace(spec, no_pretrained=True)
-    context = _resolve(spec, default_leaf=f"eval-{weights.resolve().parent.name or 'weights'}")
-    context.weights_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
-    with workdir.locked(context.work_dir, enabled=context.rank == 0):
+    leaf = f"eval-{weights.resolve().parent.name or 'weights'}"
+    with _locked_run(spec, leaf) as context:
+        context.weights_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
         finished = _open_work_dir(context)
         if finished is not None:
             return _add_missing_cost(context, finished)
+        from wsolbench.rebuild import build_with_weights
+
         method = build_with_weights(
             context.method_cls, context.config, context.protocol, spec.seed, weights
         )
@@ -318,6 +343,9 @@ def _write_record(context: RunContext) -> None:
 
 def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
     """Evaluate every split of the protocol (sharded across ranks) and write ``result.json``."""
+    from wsolbench.evaluate import EvalSettings, evaluate_method
+    from wsolbench.profile import profile_method
+
     spec, protocol = context.spec, context.protocol
     settings = EvalSettings.from_protocol(protocol)
     counts = {}
@@ -371,7 +399,7 @@ def _train(context: RunContext, method) -> None:
     """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
     from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
     from wsolbench.engine import load_checkpoint_into, train
-    from wsolbench.evaluate import GroundTruth
+    from wsolbench.evaluate import EvalSettings, GroundTruth
 
     protocol, train_cfg = context.protocol, context.config["train"]
     size, mean, std = protocol.eval_size, method.image_mean, method.image_std
@@ -407,6 +435,9 @@ def _add_missing_cost(context: RunContext, result: Result) -> Result:
     (only its ``cost`` block changes)."""
     if context.spec.profile is None or result.cost or context.rank != 0:
         return result
+    from wsolbench.profile import profile_method
+    from wsolbench.rebuild import load_run
+
     logger.info("%s is finished but has no cost: measuring it (--profile)", context.work_dir)
     loaded = load_run(context.work_dir, weights="none")
     result.cost = profile_method(

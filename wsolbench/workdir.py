@@ -36,6 +36,7 @@ from wsolbench.atomic import write_text_atomic
 RECORD_FILE = "config.yaml"
 LOCK_FILE = ".lock"
 RESULT_FILE = "result.json"
+WEIGHTS_FILE = "weights.pt"
 TRAIN_SUBDIR = "train"
 
 # The keys that make a run what it is, in the order differences are reported.
@@ -168,7 +169,7 @@ def check_reuse(work_dir: Path, wanted: dict, *, resume: bool) -> str:
 
 
 @contextlib.contextmanager
-def locked(work_dir: Path, *, enabled: bool = True) -> Iterator[None]:
+def locked(work_dir: Path | None, *, enabled: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``work_dir`` (created if needed) for the ``with`` block.
 
     The lock is an ``flock`` on ``<work_dir>/.lock``, released by the kernel when the process ends,

@@ -114,6 +114,9 @@ def _renormalize(images: Tensor, source: tuple, target: tuple) -> Tensor:
 class RunTeacher:
     """The maps of a finished run's method (``teacher: run:<work_dir>``), frozen, in eval mode.
 
+    Rebuilt by :func:`wsolbench.rebuild.load_run` (the run's record and exported ``weights.pt``,
+    pretrained loading off, weights checked).
+
     Args:
         work_dir: a finished run's folder holding ``config.yaml`` and ``weights.pt``.
         num_classes: must match the run's class count.
@@ -121,30 +124,27 @@ class RunTeacher:
     """
 
     def __init__(self, work_dir: str | Path, num_classes: int, image_norm: tuple):
-        import yaml
-
-        from wsolbench.engine import load_weights_file
-        from wsolbench.method import build_method
+        from wsolbench.rebuild import load_run, run_record
         from wsolbench.registry import get_method
 
         folder = Path(work_dir).expanduser()
-        config_path, weights = folder / "config.yaml", folder / "weights.pt"
-        if not (config_path.is_file() and weights.is_file()):
+        try:
+            record, _ = run_record(folder)
+            if not get_method(record["method"]).trainable:
+                raise ValueError(f"method {record['method']!r} has no weights")
+            loaded = load_run(folder, weights="exported")
+        except (ValueError, OSError, KeyError) as exc:
             raise ValueError(
                 f"teacher run:{work_dir}: {folder} must hold config.yaml and weights.pt of a "
-                "finished run (e.g. wsolbench run --method cam ... --work-dir DIR)"
+                f"finished run of a trainable method (e.g. wsolbench run --method cam ... "
+                f"--work-dir DIR): {exc}"
+            ) from None
+        if loaded.protocol.num_classes != num_classes:
+            raise ValueError(
+                f"teacher run:{work_dir}: the run has {loaded.protocol.num_classes} classes, "
+                f"this protocol {num_classes}"
             )
-        record = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        cls = get_method(record["method"])
-        if not cls.trainable:
-            raise ValueError(f"teacher run:{work_dir}: method {cls.name!r} has no weights")
-        config = dict(record["config"])
-        # the weights file replaces whatever pretrained weights the run started from
-        for key in _pretrained_keys(cls):
-            _set_dotted(config, key, False)
-        self.model = build_method(cls, config, num_classes, seed=0)
-        load_weights_file(self.model, weights)
-        self.model.eval().requires_grad_(False)
+        self.model = loaded.method.requires_grad_(False)
         self.norm = (tuple(self.model.image_mean), tuple(self.model.image_std))
         self.image_norm = image_norm
         self.source = f"run:{folder.resolve()}"
@@ -192,16 +192,3 @@ class ClipTeacher:
         text = self.text.to(patches.device)[labels]
         scores = torch.einsum("bnd,bd->bn", F.normalize(patches.float(), dim=-1), text)
         return _to_grid(scores.view(-1, *clip_grid), grid)
-
-
-def _pretrained_keys(cls) -> list[str]:
-    keys = cls.pretrained_option
-    return [] if not keys else [keys] if isinstance(keys, str) else list(keys)
-
-
-def _set_dotted(config: dict, key: str, value) -> None:
-    node = config
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value

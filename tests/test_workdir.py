@@ -1,0 +1,354 @@
+"""Every result means what it says: data identity, resume that checks before it trusts, the lock,
+validation before the first step, a reusable dir after a user mistake, a quiet console.
+
+Each test reproduces a case a hostile user found on the harness (issue 10) end to end through the
+command line, on tiny synthetic sets and the tiny trainable ``toy_method:ToyCAM``.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wsolbench import workdir
+from wsolbench.cli import main
+from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.protocol import load_protocol
+
+TESTS = Path(__file__).resolve().parent
+TINY = SyntheticConfig(
+    num_classes=3, image_size=32, train_per_class=6, val_per_class=2, test_per_class=3
+)
+# Issue 10's case: generated "with other generator settings (10/4/6 images per class)".
+OTHER = SyntheticConfig(train_per_class=10, val_per_class=4, test_per_class=6, image_size=48)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = generate(tmp_path_factory.mktemp("workdir") / "tiny", TINY)
+    return root, root / "protocol.yaml"
+
+
+def toy_args(tiny, work, *extra):
+    root, protocol = tiny
+    argv = ["run", "--method", "toy_method:ToyCAM", "--dataset", "synthetic"]
+    argv += ["--data-root", root, "--protocol", protocol, "--work-dir", work, "--device", "cpu"]
+    return [str(a) for a in (*argv, *extra)]
+
+
+def run(argv, capsys):
+    """``wsolbench`` in this process: (exit status, stderr)."""
+    status = main([str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+def subprocess_env():
+    return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+# --- data identity ---------------------------------------------------------------------------
+
+
+def test_a_data_root_of_other_settings_is_refused_before_any_work(tmp_path, capsys):
+    other = generate(tmp_path / "other", OTHER)
+    started = time.monotonic()
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", other]
+    status, err = run([*argv, "--work-dir", tmp_path / "w"], capsys)
+    assert status == 2 and time.monotonic() - started < 30
+    pins = load_protocol("synthetic-v1").data_pins
+    assert "synthetic-v1" in err and pins["test"][:12] in err  # the protocol's fingerprint ...
+    assert "(60 images)" in err  # ... and this root's, with its size
+    assert "other settings" in err and "--protocol" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()  # nothing left behind
+
+
+def test_results_of_different_data_are_never_ranked_together(tmp_path, capsys):
+    # One protocol without pins (a user's own file), two data roots: same protocol hash.
+    a = generate(tmp_path / "a", TINY)
+    b = generate(tmp_path / "b", SyntheticConfig(**{**TINY.__dict__, "seed": 1}))
+    content = (a / "protocol.yaml").read_text()
+    mine = a / "mine.yaml"
+    mine.write_text(content.split("data_fingerprint:")[0])
+    for root, leaf in ((a, "a"), (b, "b")):
+        argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]
+        assert (
+            run([*argv, "--protocol", mine, "--work-dir", tmp_path / "runs" / leaf], capsys)[0] == 0
+        )
+    results = [json.loads((tmp_path / "runs" / x / "result.json").read_text()) for x in "ab"]
+    fingerprints = [r["data_fingerprint"]["sha256"] for r in results]
+    assert fingerprints[0] != fingerprints[1]
+    assert results[0]["data_fingerprint"]["splits"]["test"]["n_images"] == 9
+    status, err = run(["compare", tmp_path / "runs", "--no-published"], capsys)
+    assert status == 2 and "different data" in err
+    assert fingerprints[0][:12] in err and fingerprints[1][:12] in err and "--by-data" in err
+    assert main(["compare", str(tmp_path / "runs"), "--no-published", "--by-data"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| center") == 2  # one table each, never one averaged row
+    assert f"Data: {fingerprints[0][:12]}" in out and f"Data: {fingerprints[1][:12]}" in out
+
+
+def test_a_pinned_protocol_accepts_its_own_data(tiny, tmp_path, capsys):
+    root, protocol = tiny
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]
+    assert run([*argv, "--protocol", protocol, "--work-dir", tmp_path / "w"], capsys)[0] == 0
+    assert main(["fingerprint", "--dataset", "synthetic", "--data-root", str(root)]) == 0
+    assert "≠ PINNED" in capsys.readouterr().out  # the tiny set is not synthetic-v1's data
+
+
+# --- resume checks before it trusts ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("finished") / "run"
+    assert main(toy_args(tiny, work, "-o", "train.max_epochs=2")) == 0
+    return work
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["--seed", "1"], "seed: 0 in the work dir, 1 now"),
+        (["-o", "train.max_epochs=3"], "config.train.max_epochs: 2 in the work dir, 3 now"),
+        (["-o", "width=4"], "config.width: 8 in the work dir, 4 now"),
+    ],
+)
+def test_resume_of_another_run_is_refused_naming_the_difference(
+    tiny, finished, change, named, capsys
+):
+    before = (finished / "result.json").read_bytes()
+    argv = toy_args(tiny, finished, "-o", "train.max_epochs=2", "--resume")
+    status, err = run([*argv, *change], capsys)
+    assert (
+        status == 2 and "holds a finished run (result.json) of another run" in err and named in err
+    )
+    assert (finished / "result.json").read_bytes() == before
+
+
+def test_resume_of_another_method_is_refused(tiny, finished, capsys):
+    root, protocol = tiny
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", protocol, "--work-dir", finished, "--resume"]
+    status, err = run(argv, capsys)
+    assert status == 2 and "method: 'toycam' in the work dir, 'center' now" in err
+
+
+def test_resume_of_the_same_run_keeps_it(tiny, finished, capsys):
+    before = (finished / "result.json").read_bytes()
+    argv = toy_args(tiny, finished, "-o", "train.max_epochs=2", "--resume")
+    assert run(argv, capsys)[0] == 0
+    assert (finished / "result.json").read_bytes() == before
+
+
+def test_a_copied_work_dir_resumes_from_its_own_checkpoints(tiny, finished, tmp_path, capsys):
+    original = tmp_path / "original"
+    shutil.copytree(finished, original)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)  # the pointer in copy/train/last_checkpoint names this dir
+    (copy / "result.json").unlink()  # as if the run had died after its last checkpoint
+    (copy / "weights.pt").unlink()
+    status, err = run(toy_args(tiny, copy, "-o", "train.max_epochs=2", "--resume"), capsys)
+    assert status == 0, err
+    assert (
+        json.loads((copy / "result.json").read_text())["metrics"]
+        == json.loads((finished / "result.json").read_text())["metrics"]
+    )
+
+
+def test_a_corrupt_last_checkpoint_resumes_from_the_previous_one(tiny, finished, tmp_path, capsys):
+    work = tmp_path / "corrupt"
+    shutil.copytree(finished, work)
+    (work / "result.json").unlink()
+    (work / "train" / "epoch_2.pth").write_bytes(os.urandom(4096))
+    status, err = run(toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume"), capsys)
+    assert status == 0, err
+    assert "epoch_2.pth is unreadable" in err and "resuming from epoch_1.pth" in err
+    # the redone epoch 2 gives the same weights as the uninterrupted run
+    assert (
+        json.loads((work / "result.json").read_text())["metrics"]
+        == json.loads((finished / "result.json").read_text())["metrics"]
+    )
+
+
+def test_no_readable_checkpoint_gives_an_instruction_that_works(tiny, finished, tmp_path, capsys):
+    work = tmp_path / "garbage"
+    shutil.copytree(finished, work)
+    (work / "result.json").unlink()
+    for checkpoint in (work / "train").glob("epoch_*.pth"):
+        checkpoint.write_bytes(b"random bytes")
+    argv = toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume")
+    status, err = run(argv, capsys)
+    assert status == 2 and f"delete {work / 'train'} and run the same command again" in err
+    shutil.rmtree(work / "train")  # followed literally
+    assert run(argv, capsys)[0] == 0
+
+
+def test_a_second_process_on_a_busy_work_dir_stops_at_once(tiny, tmp_path):
+    work = tmp_path / "busy"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "wsolbench", *toy_args(tiny, work, "-o", "train.max_epochs=50")],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (work / workdir.RECORD_FILE).is_file():  # the first holds the lock by now
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "wsolbench", *toy_args(tiny, work, "-o", "train.max_epochs=50")]
+            + ["--resume"],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2 and time.monotonic() - started < 10
+        assert f"is in use by process {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_lock_is_exclusive_and_released(tmp_path):
+    with workdir.locked(tmp_path / "w"):
+        with pytest.raises(workdir.WorkDirError, match=f"in use by process {os.getpid()}"):
+            with workdir.locked(tmp_path / "w"):
+                pass
+    with workdir.locked(tmp_path / "w"):  # released: free again
+        pass
+
+
+# --- validation before the first step, and a reusable dir after a mistake --------------------
+
+
+def test_a_test_split_defect_stops_cam_before_training(tiny, tmp_path, capsys):
+    root = tmp_path / "broken"
+    shutil.copytree(tiny[0], root)
+    localization = root / "metadata" / "test" / "localization.txt"
+    lines = localization.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",oops"
+    localization.write_text("\n".join(lines) + "\n")
+    work = tmp_path / "w"
+    argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", root / "protocol.yaml", "--work-dir", work, "-o", "train.max_epochs=1"]
+    started = time.monotonic()
+    status, err = run(argv, capsys)
+    assert status == 2 and time.monotonic() - started < 30
+    assert "localization.txt" in err and "line 3" in err and "Traceback" not in err
+    assert not work.exists()  # no training started, nothing left behind
+
+
+def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
+    root = tmp_path / "missing"
+    shutil.copytree(tiny[0], root)
+    victim = sorted((root / "images" / "train").rglob("*.png"))[-1]
+    victim.unlink()
+    status, err = run(toy_args((root, root / "protocol.yaml"), tmp_path / "w"), capsys)
+    assert status == 2 and str(victim) in err and "does not exist" in err
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.max_epochs=1.5", "train.max_epochs expects an integer, got 1.5"),
+        ("train.augment.hflip=maybe", "train.augment.hflip expects true or false, got 'maybe'"),
+        ("train.optimizer.lr=fast", "train.optimizer.lr expects a number, got 'fast'"),
+        ("train.optimizer.lr=-1", "Invalid learning rate"),
+        ("train.optimizer.type=Sgd", "not an optimizer mmengine knows"),
+        ("train.augment.crop_scale=[0.5, 2]", "0 < min <= max <= 1"),
+        ("width=wide", "width expects an integer, got 'wide'"),
+    ],
+)
+def test_override_values_are_typed_before_anything_runs(tiny, tmp_path, override, message, capsys):
+    work = tmp_path / "w"
+    status, err = run(toy_args(tiny, work, "-o", override), capsys)
+    assert status == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert not work.exists()
+
+
+def test_numbers_yaml_reads_as_text_are_numbers(tiny, tmp_path, capsys):
+    argv = toy_args(
+        tiny, tmp_path / "w", "-o", "train.optimizer.lr=1e-3", "-o", "train.max_epochs=1"
+    )
+    assert run(argv, capsys)[0] == 0
+    config = json.loads((tmp_path / "w" / "result.json").read_text())["config"]
+    assert config["train"]["optimizer"]["lr"] == 0.001 and config["train"]["max_epochs"] == 1
+
+
+def test_a_start_that_saved_nothing_leaves_the_dir_reusable(tiny, tmp_path, capsys):
+    work = tmp_path / "w"
+    # A start that wrote its record and then died before the first checkpoint.
+    workdir.write_record(work, {"method": "toycam", "seed": 0, "config": {"width": 99}})
+    status, err = run(toy_args(tiny, work, "-o", "train.max_epochs=1"), capsys)
+    assert status == 0, err
+    assert json.loads((work / "result.json").read_text())["config"]["width"] == 8
+
+
+# --- console ---------------------------------------------------------------------------------
+
+
+def test_a_cam_run_keeps_mmengine_s_dump_in_the_log_file(tiny, tmp_path):
+    work = tmp_path / "cam"
+    root, protocol = tiny
+    argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", protocol, "--work-dir", work, "-o", "train.max_epochs=2"]
+    argv += ["-o", "backbone.kwargs={channels: [8], strides: [4], dilations: [1]}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "wsolbench", *map(str, argv)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    log = "".join(p.read_text() for p in (work / "train").rglob("*.log"))
+    for dump in ("System environment", "Runtime environment", "paramwise_options"):
+        assert dump in log and dump not in console
+    assert "\r" not in console  # not a terminal: plain lines, no bar redrawn in place
+    lines = done.stderr.splitlines()
+    what = next(i for i, line in enumerate(lines) if line.startswith("cam on synthetic-custom-"))
+    assert "· data " in lines[what] and "seed 0" in lines[what] and "device cpu" in lines[what]
+    assert lines[what + 1].startswith("pretrained: none (no pretrained weights ‡)")
+    assert any(line.startswith("epoch 2/2:") and "loss_cls=" in line for line in lines)
+    assert len(console.splitlines()) < 40, console
+    assert "maxboxacc_v2" in done.stdout  # the result table
+
+
+def test_evaluate_maps_prints_a_column_for_every_requested_iou(tiny, tmp_path, capsys):
+    import numpy as np
+
+    root = tiny[0]
+    meta_dir = root / "metadata" / "test"
+    maps = tmp_path / "maps"
+    for image_id in (meta_dir / "image_ids.txt").read_text().split():
+        path = maps / f"{image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    argv = ["evaluate-maps", "--maps", maps, "--metadata", meta_dir]
+    assert main([str(a) for a in (*argv, "--size", 32, 32, "--iou", 40, 60)]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "policy" in line)
+    assert "maxboxacc_iou40" in header and "maxboxacc_iou60" in header
+    status, err = run([*argv, "--size", "0", "0"], capsys)
+    assert status == 2 and "--size 0 0" in err and "Traceback" not in err
+
+
+def test_a_command_line_mistake_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate-maps", "--maps", "m", "--metadata", "x", "--size", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "--size" in err and "wsolbench evaluate-maps --help" in err
