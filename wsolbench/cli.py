@@ -358,7 +358,59 @@ def _add_compare(commands) -> None:
         action="store_true",
         help="results of different data fingerprints: one table each (default: refuse)",
     )
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="95%% bootstrap interval over the test images in every cell; mark rows not "
+        "significantly different from the top row (needs per-image records)",
+    )
+    _add_resampling(parser)
     parser.set_defaults(handler=cmd_compare)
+
+
+def _add_resampling(parser) -> None:
+    """``--resamples`` and ``--ci-seed``, shared by compare --ci and diff."""
+    parser.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples of the images"
+    )
+    parser.add_argument("--ci-seed", type=int, default=0, help="seeds the resampling")
+
+
+def _resamples(args) -> int:
+    if args.resamples < 100:
+        raise ValueError(f"--resamples {args.resamples}: use at least 100 (1000 is the default)")
+    return args.resamples
+
+
+def _add_diff(commands) -> None:
+    parser = commands.add_parser(
+        "diff",
+        help="paired comparison of two rows on the same test images",
+        description="A - B for every metric both have, with a 95%% paired bootstrap interval and "
+        "p-value over the same images. A and B are each a run dir, a result.json, or a folder of "
+        "one row's seeds.",
+    )
+    parser.add_argument("a", type=Path, metavar="A")
+    parser.add_argument("b", type=Path, metavar="B")
+    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    _add_resampling(parser)
+    parser.set_defaults(handler=cmd_diff)
+
+
+def cmd_diff(args) -> int:
+    from wsolbench.intervals import diff, render_diff
+
+    diffs = diff(
+        [args.a],
+        [args.b],
+        policy=args.policy,
+        split=args.split,
+        resamples=_resamples(args),
+        seed=args.ci_seed,
+    )
+    print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -373,6 +425,8 @@ def cmd_compare(args) -> int:
         fmt=args.fmt,
         published=published,
         by_data=args.by_data,
+        ci=_resamples(args) if args.ci else 0,
+        ci_seed=args.ci_seed,
     )
     if args.output:
         write_text_atomic(args.output, table)
@@ -407,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate_maps,
         _add_fingerprint,
         _add_compare,
+        _add_diff,
         _add_check,
         _add_reports,
     ):

@@ -21,6 +21,7 @@ from wsolbench import metrics
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.method import WSOLMethod
+from wsolbench.per_image import RecordCollector
 from wsolbench.progress import progress as progress_bar
 from wsolbench.protocol import Protocol
 
@@ -100,10 +101,11 @@ def count_image(
     image_id: str,
     scoremap: np.ndarray,
     topk: list[int] | None = None,
-) -> None:
-    """Add one image's (already normalized, evaluation-size) map to the counter."""
+) -> dict:
+    """Add one image's (already normalized, evaluation-size) map to the counter; returns what the
+    image added (:meth:`wsolbench.metrics.SplitCounter.update`)."""
     foreground, ignore = truth.masks(image_id)
-    counter.update(
+    return counter.update(
         scoremap,
         gt_boxes=truth.boxes(image_id),
         label=truth.meta.labels[image_id] if topk is not None else None,
@@ -144,6 +146,7 @@ def count_batch(
     indices: list[int],
     maps: np.ndarray,
     topk: list[list[int]] | None,
+    records: RecordCollector | None = None,
 ) -> None:
     """Resize and normalize each predicted map to the evaluation size, then count it.
 
@@ -151,12 +154,14 @@ def count_batch(
         indices: positions of the batch's images in the split (``meta.image_ids``).
         maps: [B, h, w] predicted maps, any size and range.
         topk: as returned by :func:`predict_batch`.
+        records: keeps each image's outcome too (per-image records), when given.
     """
     for row, index in enumerate(indices):
+        image_id = truth.meta.image_ids[index]
         scoremap = metrics.normalize_map(maps[row], truth.settings.size)
-        count_image(
-            counter, truth, truth.meta.image_ids[index], scoremap, topk[row] if topk else None
-        )
+        outcome = count_image(counter, truth, image_id, scoremap, topk[row] if topk else None)
+        if records is not None:
+            records.add(image_id, outcome)
 
 
 def evaluate_method(
@@ -171,6 +176,7 @@ def evaluate_method(
     num_workers: int = 0,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    records: RecordCollector | None = None,
 ) -> dict:
     """Predict over one split (or one shard of it) and count; returns the counts record.
 
@@ -178,6 +184,7 @@ def evaluate_method(
         shard: (rank, world size): this process evaluates images ``rank, rank + world, ...``; the
             ranks' counts merge (:func:`wsolbench.metrics.merge_counts`) into those of the whole
             split, each image counted exactly once.
+        records: also keep every image's outcome there (:mod:`wsolbench.per_image`).
     """
     truth = GroundTruth(meta, settings, mask_root)
     # A method that declares ``native_input`` sees every image at its own size (so one per batch);
@@ -198,7 +205,7 @@ def evaluate_method(
     )
     for batch in batches:
         maps, topk = predict_batch(method, batch["image"].to(device), batch["label"].to(device))
-        count_batch(counter, truth, batch["index"].tolist(), maps, topk)
+        count_batch(counter, truth, batch["index"].tolist(), maps, topk, records)
     return counter.to_dict()
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import logging
 import math
 import re
@@ -45,24 +44,14 @@ from tabulate import tabulate
 
 import wsolbench
 from wsolbench.data.fingerprint import short
-from wsolbench.results import METRIC_KEYS, SPLITS, Result, ResultError, find_results
+from wsolbench.grouping import canonical, check_one_protocol, data_groups, row_key, strip_seed
+from wsolbench.intervals import SIGNIFICANCE, SIMILAR_MARK
+from wsolbench.results import METRIC_KEYS, METRIC_NAMES, SPLITS, Result, ResultError, find_results
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "latex", "html")
-COLUMN_NAMES = {
-    "maxboxacc_v2": "MaxBoxAccV2",
-    "maxboxacc_iou30": "IoU30",
-    "maxboxacc_iou50": "IoU50",
-    "maxboxacc_iou70": "IoU70",
-    "maxboxacc": "MaxBoxAcc",
-    "gt_known_loc": "GT-known",
-    "top1_loc": "Top-1 Loc",
-    "top5_loc": "Top-5 Loc",
-    "top1_cls": "Top-1 Cls",
-    "top5_cls": "Top-5 Cls",
-    "pxap": "PxAP",
-}
+COLUMN_NAMES = METRIC_NAMES  # metric key -> column header
 NO_WEIGHTS_MARK = "‡"
 PUBLISHED_MARK = "†"
 MISSING = "–"
@@ -79,8 +68,6 @@ COST_NOTE = (
     "parameters inference needs, in millions; MACs = multiply-accumulates of one image, in G "
     "({counter}); Latency = batch-1 median in ms, mean over seeds, one column per device."
 )
-# Config keys that do not change what a run is: runs differing only in these are seeds of one row.
-SEED_KEYS = frozenset({"seed"})
 
 
 def default_published_path() -> Path:
@@ -108,6 +95,9 @@ class Row:
         dataset: the dataset of a published figure (``""`` for runs: the board has one dataset).
         cost: ``{"params": M, "macs": G, "latency": {device: ms}}`` means over the seeds that
             carry cost (empty without any).
+        ci: metric key → 95 % bootstrap interval over the test images of the seed mean
+            (``compare --ci``; empty otherwise).
+        p_vs_top: p-value of the paired difference from the top row on the ranking metric.
     """
 
     method: str
@@ -123,6 +113,13 @@ class Row:
     files: list[Path] = field(default_factory=list)
     dataset: str = ""
     cost: dict = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    p_vs_top: float | None = None  # paired test against the top row (compare --ci)
+
+    @property
+    def similar(self) -> bool:
+        """Not significantly different from the top row (paired bootstrap, p >= 0.05)."""
+        return self.p_vs_top is not None and self.p_vs_top >= SIGNIFICANCE
 
     @property
     def no_weights(self) -> bool:
@@ -131,6 +128,7 @@ class Row:
     @property
     def display_name(self) -> str:
         mark = PUBLISHED_MARK if self.published else NO_WEIGHTS_MARK if self.no_weights else ""
+        mark += SIMILAR_MARK if self.similar else ""
         return f"{self.method}{mark}" + (f" ({self.label})" if self.label else "")
 
 
@@ -210,6 +208,8 @@ def compare(
     fmt: str = "md",
     published: str | Path | None | bool = True,
     by_data: bool = False,
+    ci: int = 0,
+    ci_seed: int = 0,
 ) -> str:
     """Render the leaderboard of the results under ``paths``.
 
@@ -222,6 +222,10 @@ def compare(
             absent), a path adds that file's rows, ``False`` / ``None`` adds none.
         by_data: results of different data fingerprints become separate tables (one CSV with a
             ``data_fingerprint`` column) instead of an error.
+        ci: with ``ci`` resamples (e.g. 1000), every cell gets a 95 % bootstrap interval over the
+            test images and rows not significantly different from the top row are marked
+            (:mod:`wsolbench.intervals`); 0: no intervals.
+        ci_seed: seeds the resampling.
 
     Returns:
         The table(s) as text, ending with a newline.
@@ -235,7 +239,13 @@ def compare(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     boards = build_leaderboards(
-        paths, policy=policy, split=split, published=published, by_data=by_data
+        paths,
+        policy=policy,
+        split=split,
+        published=published,
+        by_data=by_data,
+        ci=ci,
+        ci_seed=ci_seed,
     )
     if fmt == "csv":  # one header, then every table's rows
         texts = [render(board, fmt) for board in boards]
@@ -262,6 +272,8 @@ def build_leaderboards(
     split: str = "test",
     published: str | Path | None | bool = True,
     by_data: bool = False,
+    ci: int = 0,
+    ci_seed: int = 0,
 ) -> list[Leaderboard]:
     """One :class:`Leaderboard` per data fingerprint (only one unless ``by_data``)."""
     from wsolbench.metrics import parse_policy  # numpy + OpenCV: only when a table is built
@@ -270,11 +282,46 @@ def build_leaderboards(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     found = find_results(paths)
-    protocol, protocol_hash = _check_one_protocol(found)
-    groups = _data_groups(found, by_data)
-    return [
+    protocol, protocol_hash = check_one_protocol(found)
+    groups = data_groups(found, by_data)
+    boards = [
         _board(members, protocol, protocol_hash, policy, split, published) for members in groups
     ]
+    if ci:
+        for board, members in zip(boards, groups, strict=True):
+            _add_intervals(board, dict(members), ci, ci_seed)
+    return boards
+
+
+def _add_intervals(board: Leaderboard, results: dict[Path, Result], resamples: int, seed: int):
+    """Intervals for every run row's cells, and each row's paired test against the top row."""
+    from wsolbench.intervals import load_run_records, row_intervals, similar_to_top
+
+    rows = [r for r in board.rows if not r.published]
+    runs = [
+        [load_run_records(f, results[f], board.split, board.policy) for f in row.files]
+        for row in rows
+    ]
+    for row, cells in zip(
+        rows, row_intervals(runs, board.metric_keys, resamples=resamples, seed=seed), strict=True
+    ):
+        row.ci = cells
+    ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
+    if ranking is not None and len(rows) > 1:
+        p_values = similar_to_top(runs, ranking, resamples=resamples, seed=seed)
+        for row, p in zip(rows, p_values, strict=True):
+            row.p_vs_top = p
+    board.notes.append(
+        f"[low, high]: 95 % bootstrap interval of the seed mean over the {board.split} images "
+        f"({resamples} resamples, seed {seed}; every row on the same resamples); ± is the spread "
+        "over seeds."
+    )
+    if any(r.similar for r in rows):
+        board.notes.append(
+            f"{SIMILAR_MARK} not significantly different from the top row on "
+            f"{COLUMN_NAMES.get(ranking, ranking)} (paired bootstrap over the same images, "
+            f"two-sided p >= {SIGNIFICANCE})."
+        )
 
 
 def _board(
@@ -329,61 +376,6 @@ def _board(
     )
 
 
-def _check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
-    by_protocol: dict[tuple[str, str], list[Path]] = {}
-    for path, result in found:
-        by_protocol.setdefault((result.protocol, result.protocol_hash), []).append(path)
-    if len(by_protocol) == 1:
-        return next(iter(by_protocol))
-    listing = "\n".join(
-        f"  protocol {pid} hash {phash}: {_some_files(files)}"
-        for (pid, phash), files in sorted(by_protocol.items())
-    )
-    raise ResultError(
-        "cannot compare results of different protocol versions (a different protocol id or hash "
-        f"means numbers that are not comparable):\n{listing}\n"
-        "Compare one protocol version at a time (pass only the paths of one group above), or "
-        "re-run / re-evaluate the old results (`wsolbench eval`) under the current protocol."
-    )
-
-
-def _data_groups(
-    found: list[tuple[Path, Result]], by_data: bool
-) -> list[list[tuple[Path, Result]]]:
-    """The results split by data fingerprint, in order of first appearance.
-
-    Raises:
-        ResultError: more than one fingerprint and not ``by_data``; lists each with its files.
-    """
-    groups: dict[str | None, list[tuple[Path, Result]]] = {}
-    for path, result in found:
-        groups.setdefault(result.data_sha256, []).append((path, result))
-    if len(groups) > 1 and not by_data:
-        listing = "\n".join(
-            f"  data {short(sha)}{_split_sizes(members[0][1])}: "
-            f"{_some_files([p for p, _ in members])}"
-            for sha, members in groups.items()
-        )
-        raise ResultError(
-            "cannot rank results evaluated on different data (another --data-root, selection "
-            f"split or edited metadata; 'unknown': written before data fingerprints):\n{listing}\n"
-            "Compare one data fingerprint at a time, or pass --by-data to show each as its own "
-            "table."
-        )
-    return list(groups.values())
-
-
-def _split_sizes(result: Result) -> str:
-    splits = (result.data_fingerprint or {}).get("splits", {})
-    sizes = ", ".join(f"{r} {i.get('n_images')}" for r, i in sorted(splits.items()))
-    return f" ({sizes})" if sizes else ""
-
-
-def _some_files(files: list[Path], limit: int = 8) -> str:
-    shown = ", ".join(map(str, files[:limit]))
-    return shown + (f" (and {len(files) - limit} more)" if len(files) > limit else "")
-
-
 def _recompute(
     path: Path, result: Result, policy: str, split: str
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -408,16 +400,6 @@ def _recompute(
     return dict(values), dict(chosen)
 
 
-def _strip_seed(config: Any) -> Any:
-    if isinstance(config, dict):
-        return {k: _strip_seed(v) for k, v in config.items() if k not in SEED_KEYS}
-    return config
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in config.items():
@@ -430,14 +412,14 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _label_value(value: Any) -> str:
-    return value if isinstance(value, str) else _canonical(value)
+    return value if isinstance(value, str) else canonical(value)
 
 
 def _config_labels(configs: list[dict]) -> list[str]:
     """For configs of one method: each one's ``key=value`` list of the keys that differ."""
     flats = [_flatten(c) for c in configs]
     keys = sorted({k for f in flats for k in f})
-    differing = [k for k in keys if len({_canonical(f.get(k, "\0unset")) for f in flats}) > 1]
+    differing = [k for k in keys if len({canonical(f.get(k, "\0unset")) for f in flats}) > 1]
     return [
         ", ".join(f"{k}={_label_value(f[k]) if k in f else 'unset'}" for k in differing)
         for f in flats
@@ -447,9 +429,7 @@ def _config_labels(configs: list[dict]) -> list[str]:
 def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
     groups: dict[tuple[str, str, str], list[tuple[Path, Result, dict[str, float]]]] = {}
     for run in runs:
-        _, result, _ = run
-        key = (result.method, result.pretrained, _canonical(_strip_seed(result.config)))
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(row_key(run[1]), []).append(run)
 
     rows: list[Row] = []
     for (method, pretrained, _), members in groups.items():
@@ -481,7 +461,7 @@ def _group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
                 mean=mean,
                 std=std,
                 seeds=sorted(by_seed),
-                config=_strip_seed(members[0][1].config),
+                config=strip_seed(members[0][1].config),
                 files=[p for p, _, _ in members],
                 cost=cost,
             )
@@ -639,9 +619,12 @@ def _cell(row: Row, key: str) -> str:
         return MISSING
     if row.published:
         return _published_number(row.mean[key])
+    text = f"{row.mean[key]:.2f}"
     if key in row.std:
-        return f"{row.mean[key]:.2f} ± {row.std[key]:.2f}"
-    return f"{row.mean[key]:.2f}"
+        text += f" ± {row.std[key]:.2f}"
+    if key in row.ci:
+        text += " [{:.2f}, {:.2f}]".format(*row.ci[key])
+    return text
 
 
 def _published_number(value: float) -> str:
@@ -817,7 +800,9 @@ def _csv_flag(value: bool | None) -> str:
 def _render_csv(board: Leaderboard) -> str:
     keys = board.metric_keys
     columns = ["method", "config", "pretrained", "seeds", "published"]
-    columns += [f"{k}_{stat}" for k in keys for stat in ("mean", "std")]
+    with_ci = any(r.ci for r in board.rows)
+    stats = ("mean", "std", "ci_low", "ci_high") if with_ci else ("mean", "std")
+    columns += [f"{k}_{stat}" for k in keys for stat in stats]
     devices = board.cost_devices
     if board.has_cost:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
@@ -839,6 +824,9 @@ def _render_csv(board: Leaderboard) -> str:
                 metrics += [_published_number(r.mean[k]) if k in r.mean else "", ""]
             else:
                 metrics += [_number(r.mean.get(k)), _number(r.std.get(k))]
+            if with_ci:
+                low, high = r.ci.get(k, (None, None))
+                metrics += [_number(low), _number(high)]
         if board.has_cost:
             metrics += [_number(r.cost.get("params")), _number(r.cost.get("macs"))]
             metrics += [_number(r.cost.get("latency", {}).get(d)) for d in devices]

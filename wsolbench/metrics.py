@@ -409,7 +409,10 @@ def boxes_from_map(
 def _int_array(values, length: int, what: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.int64)
     if array.shape != (length,):
-        raise ValueError(f"counts record: {what} must hold {length} integers; got {array.shape}")
+        raise ValueError(
+            f"counts record: {what} must hold {length} integers; got {array.shape} (one per "
+            "threshold of the record's step)"
+        )
     return array
 
 
@@ -502,7 +505,7 @@ class BoxCounter:
         gt_boxes: np.ndarray,
         label: int | None = None,
         topk: Sequence[int] | None = None,
-    ) -> None:
+    ) -> dict:
         """Count one image.
 
         Args:
@@ -510,6 +513,12 @@ class BoxCounter:
             gt_boxes: [G, 4] int (x0, y0, x1, y1) in map coordinates, G >= 1.
             label: ground-truth class index; with ``topk``, only when the method classifies.
             topk: predicted class indices, best first (>= 5 of them, or all K when K < 5).
+
+        Returns:
+            What this image added (:mod:`wsolbench.per_image` keeps it): ``multi`` and
+            ``largest``, bool [len(iou_thresholds), T], whether its best box reaches each IoU
+            threshold at each tau under each rule; with class predictions ``top1`` and
+            ``top5`` (bool).
         """
         check_map(scoremap, "scoremap")
         gt = _check_gt_boxes(gt_boxes)
@@ -522,16 +531,22 @@ class BoxCounter:
         k = (self.thresholds * float(u.max())).astype(np.int64)
         multi_score, largest_score = level_sets.threshold_scores(u, gt, k)
         with_cls = self._check_cls_mode(label, topk)  # only now: a failed update changes nothing
-        for d in self.iou_thresholds:
-            self.multi[d] += multi_score >= d / 100
-            self.largest[d] += largest_score >= d / 100
+        outcome = {
+            "multi": np.stack([multi_score >= d / 100 for d in self.iou_thresholds]),
+            "largest": np.stack([largest_score >= d / 100 for d in self.iou_thresholds]),
+        }
+        for i, d in enumerate(self.iou_thresholds):
+            self.multi[d] += outcome["multi"][i]
+            self.largest[d] += outcome["largest"][i]
         if with_cls:
             top1, top5 = self.cls.update(label, topk)
+            outcome.update(top1=top1, top5=top5)
             if self.top1_loc is not None:
                 known = largest_score >= GT_KNOWN_IOU / 100
                 self.top1_loc += known & top1
                 self.top5_loc += known & top5
         self.n_images += 1
+        return outcome
 
     def _check_cls_mode(self, label, topk) -> bool:
         with_cls = label is not None
@@ -638,13 +653,16 @@ class MaskCounter:
 
     def update(
         self, scoremap: np.ndarray, foreground: np.ndarray, ignore: np.ndarray | None
-    ) -> None:
+    ) -> dict:
         """Count one image.
 
         Args:
             scoremap: [H, W] in [0, 1].
             foreground: [H, W] bool, union of the image's instance masks.
             ignore: [H, W] bool ignore region or None; pixels ``ignore & ~foreground`` are skipped.
+
+        Returns:
+            What this image added: ``fg_hist`` and ``bg_hist``, int64 [T + 2].
         """
         check_map(scoremap, "scoremap")
         scoremap = np.asarray(scoremap, dtype=np.float64)
@@ -657,9 +675,11 @@ class MaskCounter:
             if ign.shape != scoremap.shape:
                 raise ValueError(f"ignore mask shape {ign.shape} != map shape {scoremap.shape}")
             bg &= ~ign
-        self.fg_hist += self._hist(scoremap[fg])
-        self.bg_hist += self._hist(scoremap[bg])
+        outcome = {"fg_hist": self._hist(scoremap[fg]), "bg_hist": self._hist(scoremap[bg])}
+        self.fg_hist += outcome["fg_hist"]
+        self.bg_hist += outcome["bg_hist"]
         self.n_images += 1
+        return outcome
 
     def merge(self, other: MaskCounter) -> None:
         """Add another counter's histograms (same step)."""
@@ -714,8 +734,13 @@ class SplitCounter:
         topk: Sequence[int] | None = None,
         foreground: np.ndarray | None = None,
         ignore: np.ndarray | None = None,
-    ) -> None:
-        """Count one image; see :meth:`BoxCounter.update` and :meth:`MaskCounter.update`."""
+    ) -> dict:
+        """Count one image; see :meth:`BoxCounter.update` and :meth:`MaskCounter.update`.
+
+        Returns:
+            What this image added: the union of the box and mask counters' outcomes (``top1`` /
+            ``top5`` also for a split with labels only).
+        """
         has_box, has_mask = gt_boxes is not None, foreground is not None
         if self.n_images == 0:
             self.box = BoxCounter(self.thresholds, self.iou_thresholds) if has_box else None
@@ -727,15 +752,17 @@ class SplitCounter:
                 "every image of a split must bring the same annotations "
                 f"(boxes: {self.box is not None}, masks: {self.mask is not None})"
             )
+        outcome: dict = {}
         if self.box is not None:
-            self.box.update(scoremap, gt_boxes, label=label, topk=topk)
+            outcome.update(self.box.update(scoremap, gt_boxes, label=label, topk=topk))
         elif self.cls is not None:
             if label is None or topk is None:
                 raise ValueError("every image of a split must come with (label, topk), or none")
-            self.cls.update(label, topk)
+            outcome["top1"], outcome["top5"] = self.cls.update(label, topk)
         if self.mask is not None:
-            self.mask.update(scoremap, foreground, ignore)
+            outcome.update(self.mask.update(scoremap, foreground, ignore))
         self.n_images += 1
+        return outcome
 
     def merge(self, other: SplitCounter) -> None:
         """Add another split counter's counts (e.g. from another process)."""

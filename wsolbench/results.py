@@ -14,6 +14,7 @@ Layout (schema 2)::
      "seed": 0, "config": {...}, "pretrained": "<weights>" | "none",
      "metrics": {"val" | "test": {"oracle" | "select": {"maxboxacc_v2": 63.7, ...}}},
      "counts": {"val" | "test": <counts record of wsolbench.metrics>},
+     "per_image": {"file": "per_image.npz", "sha256": "<hex>"},   # wsolbench.per_image
      "cost": {...}, "env": {...}, "created": "2026-01-01T00:00:00Z"}
 
 Metric values are percentages; a metric that does not apply to a run is absent, never 0.
@@ -58,6 +59,20 @@ METRIC_KEYS = (
     "top5_cls",
     "pxap",
 )
+# How tables name each metric.
+METRIC_NAMES = {
+    "maxboxacc_v2": "MaxBoxAccV2",
+    "maxboxacc_iou30": "IoU30",
+    "maxboxacc_iou50": "IoU50",
+    "maxboxacc_iou70": "IoU70",
+    "maxboxacc": "MaxBoxAcc",
+    "gt_known_loc": "GT-known",
+    "top1_loc": "Top-1 Loc",
+    "top5_loc": "Top-5 Loc",
+    "top1_cls": "Top-1 Cls",
+    "top5_cls": "Top-5 Cls",
+    "pxap": "PxAP",
+}
 
 # key -> the JSON type it must have; checked on load so a hand-edited file fails naming its key.
 _REQUIRED_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -77,6 +92,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "env": dict,
     "created": str,
     "text_prior": str,
+    "per_image": dict,
 }
 
 
@@ -107,6 +123,8 @@ class Result:
         created: ISO-8601 UTC timestamp of the evaluation.
         text_prior: which text-encoder weights made a method's text targets (TeD-Loc), ``"none"``
             for a random text tower; None (absent from the JSON) for methods without text.
+        per_image: ``{"file": "per_image.npz", "sha256": ...}``, the run's per-image records
+            beside this file (:mod:`wsolbench.per_image`); None for results made without them.
         schema: layout version of this record.
     """
 
@@ -124,6 +142,7 @@ class Result:
     env: dict = field(default_factory=dict)
     created: str = ""
     text_prior: str | None = None
+    per_image: dict | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -139,7 +158,7 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
-        for optional in ("text_prior", "data_fingerprint"):
+        for optional in ("text_prior", "data_fingerprint", "per_image"):
             if d[optional] is None:  # absent: no text targets / a result older than schema 2
                 del d[optional]
         return {"schema": d.pop("schema"), **d}
@@ -213,6 +232,17 @@ def _check_schema(d: dict, source: str) -> None:
         raise ResultError(
             f"{source}: a schema-{schema} result needs 'data_fingerprint' (an object); re-run "
             "`wsolbench eval` to rewrite it"
+        )
+    per_image = d.get("per_image")
+    if per_image is not None and not (
+        isinstance(per_image, dict)
+        and isinstance(per_image.get("file"), str)
+        and Path(per_image["file"]).name == per_image["file"] not in ("", ".", "..")
+        and isinstance(per_image.get("sha256"), str)
+    ):
+        raise ResultError(
+            f"{source}: 'per_image' must be {{'file': a file name beside result.json, 'sha256': "
+            "string}; re-run `wsolbench eval` to rewrite it"
         )
     fingerprint = d.get("data_fingerprint")
     if isinstance(fingerprint, dict) and not (

@@ -137,6 +137,17 @@ def _gather_counts(counts: dict, world: int) -> dict:
     return functools.reduce(merge_counts, all_gather_object(counts))
 
 
+def _gather_records(records, world: int):
+    """Merge every rank's per-image records of one split (disjoint shards), sorted by id."""
+    if world == 1:
+        return records
+    from mmengine.dist import all_gather_object
+
+    from wsolbench.per_image import SplitRecords
+
+    return SplitRecords.merge(all_gather_object(records))
+
+
 def _barrier(world: int) -> None:
     if world > 1:
         from mmengine.dist import barrier
@@ -344,12 +355,14 @@ def _write_record(context: RunContext) -> None:
 def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
     """Evaluate every split of the protocol (sharded across ranks) and write ``result.json``."""
     from wsolbench.evaluate import EvalSettings, evaluate_method
+    from wsolbench.per_image import PER_IMAGE_FILE, RecordCollector, save_records
     from wsolbench.profile import profile_method
 
     spec, protocol = context.spec, context.protocol
     settings = EvalSettings.from_protocol(protocol)
-    counts = {}
+    counts, records = {}, {}
     for split in protocol.eval_splits:
+        collector = RecordCollector(settings.step, list(settings.iou_thresholds))
         local = evaluate_method(
             method,
             context.splits[split],
@@ -361,8 +374,10 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
             num_workers=spec.num_workers,
             shard=(context.rank, context.world),
             progress=spec.progress and context.rank == 0,
+            records=collector,
         )
         counts[split] = _gather_counts(local, context.world)
+        records[split] = _gather_records(collector.records(), context.world)
     cost = {}
     if spec.profile is not None and context.rank == 0:
         logger.info("measuring cost (--profile)")
@@ -373,6 +388,10 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
             device=context.device,
             settings=spec.profile,
         )
+    per_image = None
+    if context.rank == 0:
+        sha256 = save_records(context.work_dir / PER_IMAGE_FILE, records, counts)
+        per_image = {"file": PER_IMAGE_FILE, "sha256": sha256}
     result = Result(
         method=context.method_cls.name,
         dataset=spec.dataset,
@@ -388,6 +407,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         env={**environment(), "device": context.device, "world_size": context.world},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         text_prior=method.text_prior,  # None (omitted) for methods without text targets
+        per_image=per_image,
     )
     if context.rank == 0:
         save_result(context.work_dir / RESULT_FILENAME, result)

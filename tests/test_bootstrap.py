@@ -1,0 +1,229 @@
+"""Per-image records and the bootstrap: records add up to the counts, every metric recomputed from
+them equals the protocol's, and intervals / p-values match what a hand calculation predicts."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsolbench import metrics
+from wsolbench.bootstrap import (
+    interval,
+    metric_terms,
+    metric_value,
+    paired_difference,
+    resample_weights,
+    resampled,
+)
+from wsolbench.per_image import (
+    PerImageError,
+    RecordCollector,
+    SplitRecords,
+    load_records,
+    save_records,
+)
+from wsolbench.results import METRIC_KEYS
+
+STEP = 0.01  # 100 thresholds keep the tests fast; the code does not depend on the grid
+
+
+def _random_split(seed: int, n: int = 40, masks: bool = True) -> tuple[dict, SplitRecords]:
+    """Counts and records of ``n`` random maps with boxes (and masks), counted for real."""
+    rng = np.random.default_rng(seed)
+    counter = metrics.SplitCounter(metrics.threshold_grid(STEP), (30, 50, 70))
+    collector = RecordCollector(STEP, [30, 50, 70])
+    for i in range(n):
+        yy, xx = np.mgrid[0:32, 0:32]
+        cy, cx = rng.uniform(8, 24, size=2)
+        scoremap = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(3, 8) ** 2))
+        scoremap = (scoremap + 0.2 * rng.random((32, 32))).astype(np.float32)
+        scoremap = (scoremap - scoremap.min()) / (scoremap.max() - scoremap.min())
+        x0, y0 = rng.integers(0, 16, size=2)
+        box = np.array([[x0, y0, x0 + rng.integers(4, 16), y0 + rng.integers(4, 16)]])
+        fg = np.zeros((32, 32), bool)
+        fg[box[0, 1] : box[0, 3] + 1, box[0, 0] : box[0, 2] + 1] = True
+        topk = list(rng.permutation(10)[:5])
+        outcome = counter.update(
+            scoremap, box, int(rng.integers(0, 10)), topk, fg if masks else None, None
+        )
+        collector.add(f"img{i:03d}.png", outcome)
+    return counter.to_dict(), collector.records()
+
+
+@pytest.mark.parametrize("policy", ["oracle", "fixed:0.3", "select"])
+def test_every_metric_from_records_equals_the_protocol_s(policy):
+    counts, records = _random_split(0)
+    val_counts, _ = _random_split(1)
+    assert records.counts() == counts  # the records add up to the counts exactly
+    expected, chosen = metrics.summarize(counts, policy, val_counts=val_counts)
+    tau = None if policy == "oracle" else chosen
+    assert set(expected) == set(METRIC_KEYS)
+    for key in METRIC_KEYS:
+        assert metric_value(metric_terms(records, key, tau)) == pytest.approx(
+            expected[key], abs=1e-9
+        ), key
+
+
+def test_records_survive_the_file_and_refuse_another_result(tmp_path):
+    counts, records = _random_split(2)
+    path = tmp_path / "per_image.npz"
+    sha = save_records(path, {"test": records}, {"test": counts})
+    loaded = load_records(path, sha, {"test": counts})["test"]
+    assert loaded.counts() == counts and list(loaded.image_ids) == list(records.image_ids)
+    for field in ("multi", "largest", "top1", "top5", "fg_hist", "bg_hist"):
+        assert np.array_equal(getattr(loaded, field), getattr(records, field)), field
+    other, _ = _random_split(3)
+    with pytest.raises(PerImageError, match="do not add up"):
+        load_records(path, sha, {"test": other})
+    with pytest.raises(PerImageError, match="sha256 differs"):
+        load_records(path, "0" * 64, {"test": counts})
+    with pytest.raises(PerImageError, match="do not add up"):
+        save_records(tmp_path / "x.npz", {"test": records}, {"test": other})
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_shards_merge_into_the_whole_split():
+    _, records = _random_split(4)
+    order = np.random.default_rng(0).permutation(len(records))
+    parts = [
+        SplitRecords(
+            records.image_ids[idx],
+            records.step,
+            records.iou_thresholds,
+            **{
+                f: getattr(records, f)[idx]
+                for f in ("multi", "largest", "top1", "top5", "fg_hist", "bg_hist")
+            },
+        )
+        for idx in (order[:13], order[13:])
+    ]
+    merged = SplitRecords.merge(parts)
+    assert merged.counts() == records.counts()
+    assert list(merged.image_ids) == list(records.image_ids)
+
+
+def _cls_records(hits: np.ndarray) -> SplitRecords:
+    n = len(hits)
+    return SplitRecords(
+        np.array([f"{i:05d}" for i in range(n)]), STEP, [30, 50, 70], top1=hits, top5=hits
+    )
+
+
+def test_paired_difference_matches_the_hand_calculation():
+    # N images; A alone is right on 60 of them, B alone on 30, both on 200 (discordant: 90).
+    n, n10, n01, both = 1000, 60, 30, 200
+    a = np.zeros(n, bool)
+    b = np.zeros(n, bool)
+    a[:n10] = True
+    b[n10 : n10 + n01] = True
+    a[n10 + n01 : n10 + n01 + both] = b[n10 + n01 : n10 + n01 + both] = True
+    terms_a = [metric_terms(_cls_records(a), "top1_cls", None)]
+    terms_b = [metric_terms(_cls_records(b), "top1_cls", None)]
+    result = paired_difference("top1_cls", terms_a, terms_b, resamples=4000, seed=0)
+    # per image d_i = 100 * (a_i - b_i): mean 3.0, sd of the mean sqrt(var(d) / n)
+    mean = 100 * (n10 - n01) / n
+    sd = 100 * math.sqrt(((n10 + n01) / n - ((n10 - n01) / n) ** 2) / n)
+    assert result.difference == pytest.approx(mean)
+    assert result.a == pytest.approx(100 * (n10 + both) / n)
+    # the percentile interval ≈ mean ± 1.96 sd; Monte Carlo error of a 2.5 % quantile with 4000
+    # resamples is ~ 0.05 sd
+    assert result.low == pytest.approx(mean - 1.96 * sd, abs=0.15 * sd)
+    assert result.high == pytest.approx(mean + 1.96 * sd, abs=0.15 * sd)
+    # two-sided p of the recentred bootstrap ≈ 2 (1 - Φ(|mean| / sd)) = 0.0016 (z = 3.16)
+    z = mean / sd
+    expected_p = math.erfc(z / math.sqrt(2))
+    assert result.p_value == pytest.approx(expected_p, abs=0.002)
+    # the same images on both sides: a row against itself differs by exactly 0, p = 1
+    same = paired_difference("top1_cls", terms_a, terms_a, resamples=500, seed=1)
+    assert (same.low, same.high, same.p_value) == (0.0, 0.0, 1.0)
+
+
+def test_an_interval_covers_the_hand_calculated_spread():
+    hits = np.zeros(400, bool)
+    hits[:100] = True  # 25 %
+    terms = [metric_terms(_cls_records(hits), "top1_cls", None)]
+    low, high = interval(resampled(terms, 4000, 3))
+    sd = 100 * math.sqrt(0.25 * 0.75 / 400)
+    assert low == pytest.approx(25 - 1.96 * sd, abs=0.15 * sd)
+    assert high == pytest.approx(25 + 1.96 * sd, abs=0.15 * sd)
+
+
+def test_resample_weights_draw_n_images_each_time():
+    weights = resample_weights(50, 200, seed=5)
+    assert weights.shape == (200, 50) and (weights.sum(axis=1) == 50).all()
+    assert np.array_equal(weights, resample_weights(50, 200, seed=5))  # seeded
+    assert abs(weights.mean() - 1) < 0.02
+
+
+def test_every_committed_result_has_records_that_add_up():
+    results = Path(__file__).resolve().parents[1] / "reports" / "results"
+    files = sorted(results.rglob("result.json"))
+    assert files, "no committed result"
+    for path in files:
+        result = json.loads(path.read_text())
+        assert "per_image" in result, f"{path} has no per-image records: regenerate it"
+        records = load_records(
+            path.parent / result["per_image"]["file"],
+            result["per_image"]["sha256"],
+            result["counts"],
+        )
+        assert set(records) == set(result["counts"])
+
+
+@pytest.fixture(scope="module")
+def two_rows(tmp_path_factory):
+    """Two center rows (two sigmas; two seeds each) on one tiny set, with per-image records."""
+    from wsolbench.cli import main
+    from wsolbench.data.synthetic import SyntheticConfig, generate
+
+    folder = tmp_path_factory.mktemp("ci")
+    config = SyntheticConfig(
+        num_classes=3, image_size=32, train_per_class=2, val_per_class=4, test_per_class=10
+    )
+    root = generate(folder / "data", config)
+    for sigma in ("0.1", "0.5"):
+        for seed in (0, 1):
+            argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]
+            argv += ["--protocol", root / "protocol.yaml", "-o", f"sigma={sigma}"]
+            argv += ["--seed", seed, "--work-dir", folder / "runs" / sigma / f"seed{seed}"]
+            assert main([str(a) for a in argv]) == 0
+    return folder / "runs"
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "latex", "html"])
+def test_compare_ci_renders_intervals_in_every_format(two_rows, fmt):
+    from wsolbench.leaderboard import compare
+
+    text = compare([two_rows], fmt=fmt, published=False, ci=200)
+    if fmt == "csv":
+        header = text.splitlines()[0].split(",")
+        assert "maxboxacc_v2_ci_low" in header and "pxap_ci_high" in header
+    else:
+        assert "bootstrap interval" in text and text.count("[") >= 4
+
+
+def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
+    from wsolbench.intervals import load_run_records
+    from wsolbench.leaderboard import build_leaderboards
+    from wsolbench.results import find_results
+
+    (board,) = build_leaderboards([two_rows], published=False, ci=300, ci_seed=4)
+    for row in board.rows:
+        runs = [load_run_records(f, r, "test", "oracle") for f, r in find_results(row.files)]
+        terms = [run.terms("maxboxacc_v2") for run in runs]
+        expected = interval(resampled(terms, 300, 4))
+        assert row.ci["maxboxacc_v2"] == pytest.approx(expected)
+        low, high = row.ci["maxboxacc_v2"]
+        assert low <= row.mean["maxboxacc_v2"] <= high
+
+
+def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
+    from wsolbench.cli import main
+
+    assert main(["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "MaxBoxAccV2" in out and "PxAP" in out and "95 % CI" in out
+    assert main(["diff", str(two_rows), str(two_rows / "0.1")]) == 2  # A is two rows
+    assert "2 different" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""Which results may share a table, and which runs are seeds of one row.
+
+- One protocol version (id and hash) and one data fingerprint per table: other numbers are not
+  comparable, so mixing them is refused with the groups listed (``compare``, ``diff``).
+- A row is (method, pretrained weights, config without its seed): runs that agree on these are
+  seeds of one row and are averaged; anything else is another row.
+
+Reads result records only: no torch, no numpy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wsolbench.data.fingerprint import short
+from wsolbench.results import Result, ResultError
+
+# Config keys that do not change what a run is: runs differing only in these are seeds of one row.
+SEED_KEYS = frozenset({"seed"})
+
+
+def check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
+    by_protocol: dict[tuple[str, str], list[Path]] = {}
+    for path, result in found:
+        by_protocol.setdefault((result.protocol, result.protocol_hash), []).append(path)
+    if len(by_protocol) == 1:
+        return next(iter(by_protocol))
+    listing = "\n".join(
+        f"  protocol {pid} hash {phash}: {some_files(files)}"
+        for (pid, phash), files in sorted(by_protocol.items())
+    )
+    raise ResultError(
+        "cannot compare results of different protocol versions (a different protocol id or hash "
+        f"means numbers that are not comparable):\n{listing}\n"
+        "Compare one protocol version at a time (pass only the paths of one group above), or "
+        "re-run / re-evaluate the old results (`wsolbench eval`) under the current protocol."
+    )
+
+
+def data_groups(found: list[tuple[Path, Result]], by_data: bool) -> list[list[tuple[Path, Result]]]:
+    """The results split by data fingerprint, in order of first appearance.
+
+    Raises:
+        ResultError: more than one fingerprint and not ``by_data``; lists each with its files.
+    """
+    groups: dict[str | None, list[tuple[Path, Result]]] = {}
+    for path, result in found:
+        groups.setdefault(result.data_sha256, []).append((path, result))
+    if len(groups) > 1 and not by_data:
+        listing = "\n".join(
+            f"  data {short(sha)}{split_sizes(members[0][1])}: "
+            f"{some_files([p for p, _ in members])}"
+            for sha, members in groups.items()
+        )
+        raise ResultError(
+            "cannot rank results evaluated on different data (another --data-root, selection "
+            f"split or edited metadata; 'unknown': written before data fingerprints):\n{listing}\n"
+            "Compare one data fingerprint at a time, or pass --by-data to show each as its own "
+            "table."
+        )
+    return list(groups.values())
+
+
+def split_sizes(result: Result) -> str:
+    splits = (result.data_fingerprint or {}).get("splits", {})
+    sizes = ", ".join(f"{r} {i.get('n_images')}" for r, i in sorted(splits.items()))
+    return f" ({sizes})" if sizes else ""
+
+
+def some_files(files: list[Path], limit: int = 8) -> str:
+    shown = ", ".join(map(str, files[:limit]))
+    return shown + (f" (and {len(files) - limit} more)" if len(files) > limit else "")
+
+
+def strip_seed(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: strip_seed(v) for k, v in config.items() if k not in SEED_KEYS}
+    return config
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def row_key(result: Result) -> tuple[str, str, str]:
+    """What makes runs seeds of one row: method, weights and config without its seed."""
+    return (result.method, result.pretrained, canonical(strip_seed(result.config)))
+
+
+def check_comparable(found: list[tuple[Path, Result]]) -> None:
+    """Raise unless the results share one protocol version and one data fingerprint."""
+    check_one_protocol(found)
+    data_groups(found, by_data=False)
