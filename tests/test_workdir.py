@@ -352,3 +352,18 @@ def test_a_command_line_mistake_is_one_error_line(capsys):
     assert exit_info.value.code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "--size" in err and "wsolbench evaluate-maps --help" in err
+
+
+def test_a_tampered_count_array_is_an_error_naming_the_file(tmp_path, capsys):
+    fixture = TESTS / "fixtures" / "results" / "cub" / "cam" / "seed0" / "result.json"
+    record = json.loads(fixture.read_text())
+    record["counts"]["test"]["box"]["multi"]["50"] = record["counts"]["test"]["box"]["multi"]["50"][
+        :3
+    ]
+    path = tmp_path / "run" / "result.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(record))
+    for policy in ("fixed:0.5", "oracle", "select"):
+        status, err = run(["compare", path.parent, "--policy", policy, "--no-published"], capsys)
+        assert status == 2 and str(path) in err and "box.multi.50 must hold 10 integers" in err
+        assert "Traceback" not in err
