@@ -72,12 +72,24 @@ WORK = Path("work_dirs/reports")
 RESULTS = REPORTS / "results" / PROTOCOL
 FIGURES = REPORTS / "figures"
 COST_DIR = REPORTS / "cost"
+CI_RESAMPLES = 1000  # compare --ci: bootstrap resamples of the test images (seed 0)
+# file -> (policy, format, bootstrap resamples: 0 = no intervals)
 LEADERBOARD_FILES = {
-    "leaderboard.md": ("oracle", "md"),
-    "leaderboard.csv": ("oracle", "csv"),
-    "leaderboard.tex": ("oracle", "latex"),
-    "leaderboard.html": ("oracle", "html"),
-    "leaderboard-select.md": ("select", "md"),
+    "leaderboard.md": ("oracle", "md", 0),
+    "leaderboard.csv": ("oracle", "csv", 0),
+    "leaderboard.tex": ("oracle", "latex", 0),
+    "leaderboard.html": ("oracle", "html", 0),
+    "leaderboard-select.md": ("select", "md", 0),
+    "leaderboard-ci.md": ("oracle", "md", CI_RESAMPLES),
+    "leaderboard-ci.csv": ("oracle", "csv", CI_RESAMPLES),
+    "leaderboard-ci.tex": ("oracle", "latex", CI_RESAMPLES),
+    "leaderboard-ci.html": ("oracle", "html", CI_RESAMPLES),
+}
+# file -> (row A, row B): `wsolbench diff` of two methods' seeds on the same test images
+DIFF_FILES = {
+    "diff-tedloc-cam.md": ("tedloc", "cam"),
+    "diff-tedloc-center.md": ("tedloc", "center"),
+    "diff-cam-center.md": ("cam", "center"),
 }
 
 
@@ -127,15 +139,18 @@ def run_all(
 
 
 def collect_results(methods: list[str], seeds: tuple[int, ...]) -> None:
-    """Step 2: copy each finished run's result.json under reports/results/ (from scratch)."""
+    """Step 2: copy each finished run's result.json and per-image records under
+    reports/results/ (from scratch)."""
     shutil.rmtree(RESULTS, ignore_errors=True)
     for method in methods:
         for seed in seeds:
-            source = REPO / WORK / method / f"seed{seed}" / "result.json"
-            if source.is_file():
-                target = RESULTS / method / f"seed{seed}" / "result.json"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+            source = REPO / WORK / method / f"seed{seed}"
+            if (source / "result.json").is_file():
+                target = RESULTS / method / f"seed{seed}"
+                target.mkdir(parents=True, exist_ok=True)
+                for name in ("result.json", "per_image.npz"):
+                    if (source / name).is_file():
+                        shutil.copyfile(source / name, target / name)
 
 
 def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> list[Path]:
@@ -143,17 +158,25 @@ def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> lis
     from wsolbench.atomic import write_text_atomic
     from wsolbench.leaderboard import compare
 
+    from wsolbench.intervals import diff, render_diff
+
     written = []
-    for name, (policy, fmt) in LEADERBOARD_FILES.items():
+    for name, (policy, fmt, resamples) in LEADERBOARD_FILES.items():
         path = Path(out_dir) / name
-        write_text_atomic(path, compare([results], policy=policy, fmt=fmt))
+        write_text_atomic(path, compare([results], policy=policy, fmt=fmt, ci=resamples))
         written.append(path)
+    for name, (a, b) in DIFF_FILES.items():
+        if (results / a).is_dir() and (results / b).is_dir():
+            diffs = diff([results / a], [results / b], resamples=CI_RESAMPLES)
+            path = Path(out_dir) / name
+            write_text_atomic(path, render_diff(f"A: {a}", f"B: {b}", diffs))
+            written.append(path)
     return written
 
 
 def wait_for_quiet(max_wait: float, probe: float = 3.0) -> bool:
     """Wait until other processes leave a core free for the one timing thread, probing their CPU
-    share every ``probe`` seconds with the same monitor as ``profile`` (with a 0.25-core margin);
+    share every ``probe`` seconds with the same monitor as ``profile`` (with a 0.1-core margin);
     False when ``max_wait`` seconds pass first."""
     import time
 
@@ -166,7 +189,7 @@ def wait_for_quiet(max_wait: float, probe: float = 3.0) -> bool:
             time.sleep(probe)
         conditions = monitor.conditions
         others = conditions["others_cpu_cores"]
-        if others is not None and others <= conditions["cpus"] - threads - 0.25:
+        if others is not None and others <= conditions["cpus"] - threads - 0.1:
             return True
         if time.monotonic() > deadline:
             return False
