@@ -47,6 +47,7 @@ from methods.clip_weights import (
     read_weights,
     vit_shape,
 )
+from methods.synthclip import SYNTHCLIP, synthclip_checkpoint
 from wsolbench._compat import ensure_torchvision
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _import_open_clip():
     import open_clip
 
     if TINY_CLIP not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR / f"{TINY_CLIP}.json")
+        open_clip.add_model_config(_CONFIG_DIR)  # every config there: tiny, synthclip
     return open_clip
 
 
@@ -214,6 +215,10 @@ def load_clip(
         pretrained = None
     path: Path | None = None
     tag_quick_gelu: bool | None = None
+    if checkpoint and str(checkpoint) == SYNTHCLIP:
+        # wsolbench's own CLIP of the synthetic world: built and cached on first use, then loaded
+        # below like any user's state-dict file (methods/synthclip.py)
+        checkpoint = str(synthclip_checkpoint(name))
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
