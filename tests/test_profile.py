@@ -173,11 +173,12 @@ def tiny_root(tmp_path_factory):
 
 def test_run_profile_fills_the_cost_block_and_resume_adds_a_missing_one(tiny_root, tmp_path):
     base = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", str(tiny_root)]
-    argv += ["--protocol", str(tiny_root / "protocol.yaml")]
+    base += ["--protocol", str(tiny_root / "protocol.yaml")]
     profiled, plain = tmp_path / "profiled", tmp_path / "plain"
     assert main([*base, "--work-dir", str(profiled), "--profile", "--profile-threads", "1"]) == 0
     cost = load_result(profiled / "result.json").cost
-    assert cost["latency_ms"]["runs"] == 50 and cost["input_size"] == [96, 96]
+    # evaluated at the tiny protocol's size, its images' 48 x 48
+    assert cost["latency_ms"]["runs"] == 50 and cost["input_size"] == [48, 48]
     assert main([*base, "--work-dir", str(plain)]) == 0
     before = load_result(plain / "result.json")
     assert before.cost == {}

@@ -46,12 +46,51 @@ def test_hash_is_stable_and_moves_with_any_change(tmp_path):
     same = tmp_path / "same.yaml"
     same.write_text("# a comment does not change the content\n" + original)
     assert load_protocol(same).hash == load_protocol("cub-v1").hash
+    mine = tmp_path / "mine.yaml"  # a protocol of one's own takes an id of its own
+    mine.write_text(original.replace("id: cub-v1", "id: cub-mine"))
+    before = load_protocol(mine).hash
     changed = tmp_path / "changed.yaml"
-    changed.write_text(original.replace("threshold_step: 0.001", "threshold_step: 0.01"))
-    assert load_protocol(changed).hash != load_protocol("cub-v1").hash
+    changed.write_text(mine.read_text().replace("threshold_step: 0.001", "threshold_step: 0.01"))
+    assert load_protocol(changed).hash != before
     names = tmp_path / "classnames" / "cub.txt"
     names.write_text(names.read_text().replace("Albatross", "Albatros", 1))
-    assert load_protocol(same).hash != load_protocol("cub-v1").hash
+    assert load_protocol(mine).hash != before
+    with pytest.raises(ProtocolError, match="takes the id 'cub-v1' of a shipped protocol"):
+        load_protocol(same)  # the shipped id with other class names
+
+
+def test_a_copy_of_a_shipped_protocol_without_its_pins_is_refused(tmp_path):
+    shutil.copytree(PROTOCOL_DIR / "classnames", tmp_path / "classnames")
+    original = (PROTOCOL_DIR / "synthetic-v1.yaml").read_text()
+    nopin = tmp_path / "nopin.yaml"
+    nopin.write_text(original.split("data_fingerprint:")[0])
+    with pytest.raises(ProtocolError, match="takes the id 'synthetic-v1' of a shipped protocol"):
+        load_protocol(nopin)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("classnames: [a, b, c]", "classnames must be"),
+        ("selection_split: [val]", "selection_split must be"),
+        ('eval_size: "32"', "eval_size must be"),
+        ("eval_size: [100000, 100000]", "eval_size must be"),
+        ("iou_thresholds: [50.5]", "iou_thresholds must be"),
+        ("map_class: top1", "map_class must be ground_truth"),
+        ("chekpoint: best", "did you mean 'checkpoint'"),
+        ("version: v1", "version must be an integer"),
+    ],
+)
+def test_protocol_keys_are_typed(tmp_path, line, message):
+    shutil.copytree(PROTOCOL_DIR / "classnames", tmp_path / "classnames")
+    text = (PROTOCOL_DIR / "cub-v1.yaml").read_text().replace("id: cub-v1", "id: cub-mine")
+    key = line.split(":")[0]
+    lines = [x for x in text.splitlines() if not x.startswith(f"{key}:")]
+    path = tmp_path / "p.yaml"
+    path.write_text("\n".join([*lines, line]) + "\n")
+    with pytest.raises(ProtocolError, match=message) as info:
+        load_protocol(path)
+    assert str(path) in str(info.value)
 
 
 def test_bad_protocols_are_named(tmp_path):

@@ -226,7 +226,8 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     export_weights(cam, tmp_path / "weights.pt")
     # the record `wsolbench run` writes, under a protocol of this test's class count
     content = {**load_protocol("synthetic-v1").content, "num_classes": len(NAMES)}
-    del content["classnames"]
+    content["id"] = "synthetic-tiny"  # a protocol of its own: not the shipped synthetic-v1
+    del content["classnames"], content["data_fingerprint"]
     protocol = protocol_from_snapshot({"content": content, "classnames": []}, "test")
     record = {"method": "cam", "dataset": "synthetic", "protocol": protocol.id}
     record.update(protocol_hash=protocol.hash, seed=0, config=cam_config)

@@ -268,6 +268,15 @@ def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
         ("train.optimizer.type=Sgd", "not an optimizer mmengine knows"),
         ("train.augment.crop_scale=[0.5, 2]", "0 < min <= max <= 1"),
         ("width=wide", "width expects an integer, got 'wide'"),
+        ("train.optimizer.lr=nan", "train.optimizer.lr expects a number, got 'nan'"),
+        ("train.optimizer.lr=.inf", "is not a plain value"),
+        ("train.augment={crop_scale: [0.5, 1.0], hflip: maybe}", "hflip expects true or false"),
+        ("train.optimizer={type: SGD, lr: 0.1, nesterov: sometimes}", "nesterov expects true"),
+        ("train.lr_mult={a:1}", "expects a number, got None"),
+        ("train.scheduler.type=StepLR", "missing 1 required positional argument: 'step_size'"),
+        ("train.scheduler.type=OneCycleLR", "a resume could not read it"),
+        ("train.optimizer.type=SparseAdam", "does not support dense gradients"),
+        ("train.max_epochs=100000000000000000000", "train.max_epochs must be an integer in"),
     ],
 )
 def test_override_values_are_typed_before_anything_runs(tiny, tmp_path, override, message, capsys):
@@ -367,3 +376,121 @@ def test_a_tampered_count_array_is_an_error_naming_the_file(tmp_path, capsys):
         status, err = run(["compare", path.parent, "--policy", policy, "--no-published"], capsys)
         assert status == 2 and str(path) in err and "box.multi.50 must hold 10 integers" in err
         assert "Traceback" not in err
+
+
+# --- what the review of this work found ------------------------------------------------------
+
+
+def test_torchrun_processes_without_the_pytorch_launcher_are_refused(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    status, err = run(toy_args(tiny, tmp_path / "w"), capsys)
+    assert status == 2 and "--launcher pytorch" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_another_tool_s_folder_is_not_taken_for_a_work_dir(tiny, tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("my: important\n")
+    status, err = run(toy_args(tiny, folder), capsys)
+    assert status == 2 and "not a wsolbench run record" in err
+    assert (folder / "config.yaml").read_text() == "my: important\n"
+    (folder / "config.yaml").unlink()
+    (folder / "notes.txt").write_text("mine")
+    status, err = run(toy_args(tiny, folder), capsys)
+    assert status == 2 and "not a wsolbench run (notes.txt)" in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    status, err = run(toy_args(tiny, afile), capsys)
+    assert status == 2 and "is a file; pass a folder" in err
+
+
+def test_eval_takes_the_config_of_the_run_that_made_the_weights(tiny, finished, tmp_path, capsys):
+    root, protocol = tiny
+    argv = ["eval", "--method", "toy_method:ToyCAM", "--weights", finished / "weights.pt"]
+    argv += ["--dataset", "synthetic", "--data-root", root, "--protocol", protocol]
+    assert run([*argv, "--work-dir", tmp_path / "e"], capsys)[0] == 0
+    made = json.loads((finished / "result.json").read_text())
+    evaluated = json.loads((tmp_path / "e" / "result.json").read_text())
+    assert evaluated["config"] == made["config"]  # max_epochs 2, not the default 3
+    assert evaluated["metrics"] == made["metrics"]
+    status, err = run([*argv, "--work-dir", tmp_path / "e2", "-o", "train.max_epochs=5"], capsys)
+    assert status == 2 and "contradicts the config that made" in err
+    again = [*argv, "--work-dir", tmp_path / "e"]
+    status, err = run(again, capsys)
+    assert status == 2 and "pass --resume" in err
+    assert run([*again, "--resume"], capsys)[0] == 0  # the advice works
+
+
+def test_a_run_of_a_method_given_by_import_path_can_be_rebuilt(finished):
+    from wsolbench.rebuild import load_run
+
+    assert type(load_run(finished).method).__name__ == "ToyCAM"
+
+
+def test_resume_with_other_weights_loaded_is_refused(tiny, finished, tmp_path, capsys):
+    work = tmp_path / "other_weights"
+    shutil.copytree(finished, work)
+    (work / "result.json").unlink()
+    record = workdir.read_record(work)
+    record["pretrained"] = "run:/somewhere (weights sha256 0123456789ab)"
+    workdir.write_record(work, {k: v for k, v in record.items() if k != workdir.RECORD_MARK})
+    status, err = run(toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume"), capsys)
+    assert status == 2 and "was started with pretrained weights" in err
+
+
+def test_a_resumed_run_keeps_stdout_for_results(tiny, finished, tmp_path):
+    work = tmp_path / "resumed"
+    shutil.copytree(finished, work)
+    (work / "result.json").unlink()
+    (work / "train" / "epoch_2.pth").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "wsolbench", *toy_args(tiny, work, "-o", "train.max_epochs=2")]
+        + ["--resume"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Loads checkpoint" not in done.stdout and done.stdout.startswith("toycam on ")
+
+
+def test_the_checkpoint_hook_s_paths_follow_a_copied_dir(tmp_path):
+    from types import SimpleNamespace
+
+    from wsolbench.engine import ReplayHook, best_checkpoint
+
+    checkpoint = {
+        "message_hub": {
+            "runtime_info": {
+                "best_ckpt": "/elsewhere/train/best_maxboxacc_v2_epoch_3.pth",
+                "last_ckpt": "/elsewhere/train/epoch_4.pth",
+                "epoch": 4,
+            }
+        }
+    }
+    ReplayHook().after_load_checkpoint(SimpleNamespace(work_dir=str(tmp_path)), checkpoint)
+    info = checkpoint["message_hub"]["runtime_info"]
+    assert info["best_ckpt"] == str(tmp_path / "best_maxboxacc_v2_epoch_3.pth")
+    assert info["last_ckpt"] == str(tmp_path / "epoch_4.pth") and info["epoch"] == 4
+    train = tmp_path / "w" / "train"
+    train.mkdir(parents=True)
+    for epoch in (9, 12):
+        (train / f"best_maxboxacc_v2_epoch_{epoch}.pth").write_bytes(b"")
+    assert best_checkpoint(tmp_path / "w").name == "best_maxboxacc_v2_epoch_12.pth"
+
+
+def test_a_result_claiming_a_shipped_protocol_on_other_data_is_refused(tmp_path, capsys):
+    fixture = TESTS / "fixtures" / "results" / "cub" / "cam" / "seed0" / "result.json"
+    record = json.loads(fixture.read_text())
+    shipped = load_protocol("synthetic-v1")
+    record.update(protocol="synthetic-v1", protocol_hash=shipped.hash, dataset="synthetic")
+    path = tmp_path / "fake" / "result.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(record))
+    status, err = run(["compare", path.parent, "--no-published"], capsys)
+    assert status == 2 and "is not the data synthetic-v1 pins" in err

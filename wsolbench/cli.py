@@ -49,7 +49,7 @@ def _add_prepare(commands) -> None:
     parser = commands.add_parser(
         "prepare", help="convert a dataset into the reference metadata format"
     )
-    parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic"])
+    parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic", "synthclip"])
     parser.add_argument("--src", type=Path, help="the original release (cub, ilsvrc)")
     parser.add_argument("--out", type=Path, required=True, help="the prepared root to write")
     parser.add_argument(
@@ -66,6 +66,11 @@ def _add_prepare(commands) -> None:
 
 
 def cmd_prepare(args) -> int:
+    if args.dataset == "synthclip":  # wsolbench's CLIP of the synthetic world, into --out (a cache)
+        from methods.synthclip import prepare_synthclip
+
+        print(prepare_synthclip(args.out, seed=args.seed))
+        return 0
     if args.dataset == "synthetic":
         from wsolbench.data.synthetic import PROTOCOL_FILE, SyntheticConfig, generate
 
@@ -152,6 +157,9 @@ def _add_eval(commands) -> None:
         overrides_help="config override; must describe the same architecture as the weights",
     )
     parser.add_argument("--weights", required=True, type=Path, help="a run's weights.pt")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep (or finish) the evaluation in --work-dir"
+    )
     parser.set_defaults(handler=cmd_eval)
 
 
@@ -166,6 +174,7 @@ def cmd_eval(args) -> int:
         work_dir=args.work_dir,
         overrides=args.overrides,
         device=args.device,
+        resume=args.resume,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         profile=_profile_settings(args),

@@ -128,6 +128,12 @@ class ReplayHook(Hook):
         }
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # The checkpoint hook's bookkeeping holds absolute paths; in a copied or moved work dir
+        # they name the original's files, which it would delete when it saves a newer best.
+        info = checkpoint.get("message_hub", {}).get("runtime_info", {})
+        for key, value in info.items():
+            if (key.startswith("best_ckpt") or key == "last_ckpt") and isinstance(value, str):
+                info[key] = str(Path(runner.work_dir) / Path(value).name)
         state = checkpoint.get("rng_state")
         if state is not None:
             torch.set_rng_state(state["torch"])
@@ -225,6 +231,26 @@ class QuietRunner(Runner):
         return built
 
 
+class _LogWriter:
+    """A text stream that sends complete lines to a logger (for ``redirect_stdout``)."""
+
+    def __init__(self, target: logging.Logger):
+        self.target, self.pending = target, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.target.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.strip():
+            self.target.info(self.pending)
+        self.pending = ""
+
+
 def selection_metric(truth: GroundTruth) -> str:
     """The metric that picks the best checkpoint: MaxBoxAccV2 with boxes, PxAP with masks only."""
     return "maxboxacc_v2" if truth.settings.boxes else "pxap"
@@ -271,7 +297,7 @@ def _dataloader(
     }
 
 
-def _scheduler(config: dict, max_epochs: int) -> list[dict]:
+def _scheduler(config: dict | str | None, max_epochs: int) -> list[dict]:
     kind = config.get("type", "none") if isinstance(config, dict) else str(config)
     if kind == "none":
         return []
@@ -396,7 +422,7 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
     Found by epoch number in the dir itself, not through mmengine's ``last_checkpoint`` pointer,
     which holds an absolute path (in a copied or moved work dir, the original's file).
     """
-    found = [p for p in checkpoints(work_dir) if p.name.startswith("epoch_")]
+    found = checkpoints(work_dir, "epoch_")
     return found[0] if found else None
 
 
@@ -410,7 +436,7 @@ def resume_checkpoint(work_dir: Path) -> Path | None:
         CheckpointError: checkpoints exist but none is readable; the message says how to start
             the run over.
     """
-    found = [p for p in checkpoints(work_dir) if p.name.startswith("epoch_")]
+    found = checkpoints(work_dir, "epoch_")
     problems = []
     for path in found:
         try:
@@ -431,9 +457,9 @@ def resume_checkpoint(work_dir: Path) -> Path | None:
 
 
 def best_checkpoint(work_dir: Path) -> Path | None:
-    """The ``best_*.pth`` the checkpoint hook kept, if any."""
-    found = sorted((work_dir / TRAIN_SUBDIR).glob("best_*.pth"))
-    return found[-1] if found else None
+    """The ``best_*.pth`` the checkpoint hook kept (the newest by epoch number), if any."""
+    found = checkpoints(work_dir, "best_")
+    return found[0] if found else None
 
 
 def train(
@@ -452,7 +478,9 @@ def train(
     runner_options["resume_from"] = resume_checkpoint(work_dir)
     runner = build_runner(method, train_set, train_cfg, work_dir, **runner_options)
     logger.info("training log: %s", Path(runner.log_dir).resolve())
-    with trusted_checkpoint_loading():
+    # mmengine prints some lines itself ("Loads checkpoint by local backend ..."): they go to the
+    # run's log with the rest, not to stdout, which carries the results.
+    with trusted_checkpoint_loading(), contextlib.redirect_stdout(_LogWriter(runner.logger)):
         runner.train()
     chosen = best_checkpoint(work_dir) if keep == "best" else latest_checkpoint(work_dir)
     if chosen is None:
@@ -487,50 +515,97 @@ def _registered(registry, name):
         return None
 
 
-def check_train_config(train_cfg: dict) -> None:
-    """Check a resolved ``train`` section before anything is written or trained.
+MAX_COUNT = 1_000_000  # epochs, batch size, intervals: beyond this is a typo (and overflows)
 
-    Counts must be positive integers; the optimizer is built once on a dummy parameter (so an
-    unknown optimizer, an unknown keyword or a value the optimizer refuses, such as a negative
-    learning rate, fails now, not after the data is loaded); the scheduler type must be one
-    mmengine knows; ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
 
-    Raises:
-        ConfigError: naming the ``train.*`` key, its value and the fix.
-    """
-    from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
+def _check_optimizer(config) -> torch.optim.Optimizer:
+    """Build the configured optimizer on a dummy parameter and take one step with it."""
+    from mmengine.registry import OPTIMIZERS
 
     from wsolbench.method import ConfigError
 
-    for key in ("max_epochs", "batch_size", "checkpoint_interval", "val_interval"):
-        value = train_cfg.get(key)
-        if type(value) is not int or value < 1:
-            raise ConfigError(f"train.{key} must be a positive integer, not {value!r}")
-    workers = train_cfg.get("num_workers")
-    if workers != "auto" and (type(workers) is not int or workers < 0):
-        raise ConfigError(
-            f"train.num_workers must be an integer >= 0 or auto (follow the machine), "
-            f"not {workers!r}"
-        )
-    optimizer = dict(train_cfg.get("optimizer") or {})
-    kind = optimizer.pop("type", None)
+    options = dict(config) if isinstance(config, dict) else {}
+    kind = options.pop("type", None)
     optimizer_cls = _registered(OPTIMIZERS, kind)
     if optimizer_cls is None:
         raise ConfigError(
             f"train.optimizer.type {kind!r} is not an optimizer mmengine knows; use a torch.optim "
             "class name such as SGD, Adam or AdamW"
         )
+    parameter = torch.zeros(2, requires_grad=True)
     try:
-        optimizer_cls([torch.zeros(1, requires_grad=True)], **optimizer)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"train.optimizer {dict(train_cfg['optimizer'])}: {exc}") from None
-    scheduler = train_cfg.get("scheduler")
-    kind = scheduler.get("type") if isinstance(scheduler, dict) else scheduler
-    if kind != "none" and _registered(PARAM_SCHEDULERS, kind) is None:
+        optimizer = optimizer_cls([parameter], **options)
+        (parameter - 1).square().sum().backward()
+        optimizer.step()  # some optimizers refuse ordinary gradients only here (SparseAdam)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"train.optimizer {dict(config)}: {message}") from None
+    return optimizer
+
+
+def _check_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> None:
+    """Build the configured schedule on ``optimizer``, step it, and make sure its state can be
+    checkpointed and read back (a resume loads it with ``weights_only``)."""
+    import io
+
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    from wsolbench.method import ConfigError
+
+    if _registered(PARAM_SCHEDULERS, config.get("type")) is None:
         raise ConfigError(
-            f"train.scheduler.type {kind!r} is not a schedule mmengine knows; use MultiStepLR, "
-            "CosineAnnealingLR or none"
+            f"train.scheduler.type {config.get('type')!r} is not a schedule mmengine knows; use "
+            "MultiStepLR, CosineAnnealingLR or none"
         )
+    try:
+        schedule = PARAM_SCHEDULERS.build({**config, "optimizer": optimizer})
+        schedule.step()
+        buffer = io.BytesIO()
+        torch.save(schedule.state_dict(), buffer)
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"train.scheduler {config}: {message}") from None
+    buffer.seek(0)
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(buffer)) - set(
+        _CHECKPOINT_GLOBALS
+    )
+    if unsafe:
+        raise ConfigError(
+            f"train.scheduler {config['type']}: its state holds {', '.join(sorted(unsafe))}, "
+            "which a checkpoint of this project may not hold (a resume could not read it); use "
+            "MultiStepLR, CosineAnnealingLR, LinearLR, ExponentialLR or none"
+        )
+
+
+def check_train_config(train_cfg: dict) -> None:
+    """Check a resolved ``train`` section before anything is written or trained.
+
+    Counts must be integers in range; the optimizer is built on a dummy parameter and takes one
+    step, and the schedule is built on it, steps once and must checkpoint into objects a resume
+    may read (so an unknown name, a missing or unknown keyword, a value either refuses, such as
+    a negative learning rate, fails now, not after the data is loaded or after training);
+    ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
+
+    Raises:
+        ConfigError: naming the ``train.*`` key, its value and the fix.
+    """
+
+    from wsolbench.method import ConfigError
+
+    for key in ("max_epochs", "batch_size", "checkpoint_interval", "val_interval"):
+        value = train_cfg.get(key)
+        if type(value) is not int or not 1 <= value <= MAX_COUNT:
+            raise ConfigError(f"train.{key} must be an integer in [1, {MAX_COUNT}], not {value!r}")
+    workers = train_cfg.get("num_workers")
+    if workers != "auto" and (type(workers) is not int or not 0 <= workers <= 256):
+        raise ConfigError(
+            f"train.num_workers must be an integer >= 0 or auto (follow the machine; at most "
+            f"256), not {workers!r}"
+        )
+    optimizer = _check_optimizer(train_cfg.get("optimizer"))
+    scheduler = _scheduler(train_cfg.get("scheduler"), train_cfg["max_epochs"])
+    if scheduler:
+        _check_scheduler(scheduler[0], optimizer)
     scale = (train_cfg.get("augment") or {}).get("crop_scale")
     valid = isinstance(scale, (list, tuple)) and len(scale) == 2
     if not (

@@ -90,6 +90,34 @@ def row_key(result: Result) -> tuple[str, str, str]:
 
 
 def check_comparable(found: list[tuple[Path, Result]]) -> None:
-    """Raise unless the results share one protocol version and one data fingerprint."""
+    """Raise unless the results share one protocol version and one data fingerprint, and that
+    data is what a shipped protocol pins."""
     check_one_protocol(found)
+    check_pinned_data(found)
     data_groups(found, by_data=False)
+
+
+def check_pinned_data(found: list[tuple[Path, Result]]) -> None:
+    """Raise if a result claims a shipped protocol (its id and hash) but its data differs from
+    what that protocol pins: such a result was not made on the protocol's data (a hand-edited
+    file, or a protocol copy without its pins)."""
+    from wsolbench.protocol import PROTOCOL_DIR, load_protocol
+
+    for path, result in found:
+        if not (PROTOCOL_DIR / f"{result.protocol}.yaml").is_file():
+            continue
+        shipped = load_protocol(result.protocol)
+        splits = (result.data_fingerprint or {}).get("splits")
+        if shipped.hash != result.protocol_hash or not splits:
+            continue  # another version (refused elsewhere), or data unknown (shown as such)
+        wrong = [
+            role
+            for role, pin in shipped.data_pins.items()
+            if splits.get(role, {}).get("sha256") != pin
+        ]
+        if wrong:
+            raise ResultError(
+                f"{path}: claims {result.protocol} but its {', '.join(wrong)} data is not the "
+                f"data {result.protocol} pins (its fingerprint {short(result.data_sha256)}); it "
+                "was not made on the protocol's data: leave it out, or re-run it there"
+            )

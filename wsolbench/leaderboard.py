@@ -44,7 +44,14 @@ from tabulate import tabulate
 
 import wsolbench
 from wsolbench.data.fingerprint import short
-from wsolbench.grouping import canonical, check_one_protocol, data_groups, row_key, strip_seed
+from wsolbench.grouping import (
+    canonical,
+    check_one_protocol,
+    check_pinned_data,
+    data_groups,
+    row_key,
+    strip_seed,
+)
 from wsolbench.intervals import SIGNIFICANCE, SIMILAR_MARK
 from wsolbench.results import METRIC_KEYS, METRIC_NAMES, SPLITS, Result, ResultError, find_results
 
@@ -283,6 +290,7 @@ def build_leaderboards(
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     found = find_results(paths)
     protocol, protocol_hash = check_one_protocol(found)
+    check_pinned_data(found)
     groups = data_groups(found, by_data)
     boards = [
         _board(members, protocol, protocol_hash, policy, split, published) for members in groups

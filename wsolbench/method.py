@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -286,7 +288,9 @@ def _typed(method: type[WSOLMethod], keys: list[str], value: Any, text: str) -> 
         for kind in (int, float):
             if kind in allowed:
                 with contextlib.suppress(ValueError):
-                    return kind(value)
+                    number = kind(value)
+                    if math.isfinite(number):
+                        return number
     expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in sorted(allowed, key=str))
     got = _TYPE_NAMES.get(type(value), type(value).__name__)
     hint = " (quote it to pass text: -o 'key=\"...\"')" if str in allowed else ""
@@ -301,9 +305,12 @@ def resolve_config(
     A trainable method's defaults start from :data:`TRAIN_DEFAULTS` under ``train``. Every
     override is typed (:func:`_typed`): a key takes the types its value has in the defaults and
     presets (``max_epochs`` an integer, ``hflip`` true or false, ``lr`` a number), unless the
-    method declares its type (``config_types``) or its allowed values (``config_choices``). Keys
-    under a section whose ``type`` an override replaced (``-o train.optimizer.type=AdamW``) have
-    no defaults to check against; the engine checks them when it builds that object.
+    method declares its type (``config_types``) or its allowed values (``config_choices``). A
+    mapping given for a section (``-o 'train.augment={hflip: false}'``) is applied key by key,
+    each typed. Keys under a section whose ``type`` an override replaced (``-o
+    train.optimizer.type=AdamW``) have no defaults to check against; the engine checks them when
+    it builds that object. Values must be plain JSON values (finite numbers, text, lists,
+    mappings): a result must be able to record them.
 
     Raises:
         ConfigError: an override's key is not in the method's defaults (with close matches), its
@@ -313,36 +320,86 @@ def resolve_config(
     base = (
         _merge({"train": TRAIN_DEFAULTS}, method.defaults) if method.trainable else method.defaults
     )
-    config = _merge(base, method.presets.get(dataset, {}) if dataset else {})
+    return apply_overrides(
+        method, _merge(base, method.presets.get(dataset, {}) if dataset else {}), overrides
+    )
+
+
+def apply_overrides(method: type[WSOLMethod], config: dict, overrides: list[str] | None) -> dict:
+    """A copy of a resolved ``config`` with ``-o`` overrides applied (typed as in
+    :func:`resolve_config`)."""
+    config = copy.deepcopy(config)
     retyped: set[tuple[str, ...]] = set()  # sections whose type an override replaced
     for text in overrides or []:
         keys, value = parse_override(text)
-        node = config
-        for depth, key in enumerate(keys):
-            free = tuple(keys[:depth]) in retyped
-            if not isinstance(node, dict) or (key not in node and not free):
-                known = sorted(node) if isinstance(node, dict) else []
-                from wsolbench.registry import unknown_name_message
-
-                where = ".".join(keys[:depth]) or "the top level"
-                raise ConfigError(
-                    f"-o {text}: {unknown_name_message('config key', key, known)} at {where} of "
-                    f"method {method.name!r}"
-                )
-            if depth == len(keys) - 1:
-                if isinstance(node.get(key), dict) and not isinstance(value, dict):
-                    raise ConfigError(
-                        f"-o {text}: {'.'.join(keys)} is a section; set one of its keys"
-                    )
-                if not free:
-                    value = _typed(method, keys, value, text)
-                if key == "type" and value != node[key]:
-                    node.clear()  # a new type starts from its own keys (see _merge)
-                    retyped.add(tuple(keys[:-1]))
-                node[key] = value
-            else:
-                node = node.setdefault(key, {}) if free else node[key]
+        _apply(method, config, keys, value, text, retyped)
     return config
+
+
+def _apply(
+    method: type[WSOLMethod],
+    config: dict,
+    keys: list[str],
+    value: Any,
+    text: str,
+    retyped: set[tuple[str, ...]],
+) -> None:
+    """Set one override (see :func:`resolve_config`) in ``config``."""
+    node = config
+    for depth, key in enumerate(keys):
+        free = tuple(keys[:depth]) in retyped
+        # a key a declared wildcard type covers may be new (lr_mult's parameter-name keys)
+        open_key = _declared({**TRAIN_TYPES, **method.config_types}, ".".join(keys)) is not None
+        last = depth == len(keys) - 1
+        if not isinstance(node, dict) or (key not in node and not free and not (last and open_key)):
+            from wsolbench.registry import unknown_name_message
+
+            known = sorted(node) if isinstance(node, dict) else []
+            where = ".".join(keys[:depth]) or "the top level"
+            raise ConfigError(
+                f"-o {text}: {unknown_name_message('config key', key, known)} at {where} of "
+                f"method {method.name!r}"
+            )
+        if not last:
+            node = node.setdefault(key, {}) if free else node[key]
+            continue
+        current = node.get(key)
+        if isinstance(current, dict) and not free:
+            if not isinstance(value, dict):
+                raise ConfigError(f"-o {text}: {'.'.join(keys)} is a section; set one of its keys")
+            typed_children = _declared(
+                {**TRAIN_TYPES, **method.config_types}, ".".join([*keys, "*"])
+            )
+            if "type" in value and value["type"] != current.get("type"):
+                _check_plain(value, text)  # a new type: its keys are the engine's to check
+                node[key] = copy.deepcopy(value)
+                retyped.add(tuple(keys))
+                return
+            if not current and typed_children is None:
+                _check_plain(value, text)  # an open mapping ({} by default: kwargs) is taken whole
+                node[key] = copy.deepcopy(value)
+                return
+            for name, item in value.items():
+                _apply(method, config, [*keys, str(name)], item, text, retyped)
+            return
+        _check_plain(value, text)
+        if not free:
+            value = _typed(method, keys, value, text)
+        if key == "type" and value != current:
+            node.clear()  # a new type starts from its own keys (see _merge)
+            retyped.add(tuple(keys[:-1]))
+        node[key] = value
+
+
+def _check_plain(value: Any, text: str) -> None:
+    """Refuse a value a result could not record: NaN, infinities, dates, ..."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"-o {text}: {value!r} is not a plain value (a finite number, true/false, text, a "
+            "list or a mapping); quote it to pass text"
+        ) from None
 
 
 def pretrained_keys(method: type[WSOLMethod]) -> list[str]:
@@ -356,6 +413,19 @@ def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
     """The ``-o`` overrides that ``--no-pretrained`` adds: ``<key>=false`` for each of the method's
     :func:`pretrained_keys`."""
     return [f"{key}=false" for key in pretrained_keys(method)]
+
+
+def without_pretrained(method_cls: type[WSOLMethod], config: dict) -> dict:
+    """A copy of ``config`` with every pretrained-loading key of the method set to false (what
+    :func:`pretrained_off_overrides` does through ``-o``, for a config already resolved)."""
+    config = copy.deepcopy(config)
+    for dotted in pretrained_keys(method_cls):
+        *path, last = dotted.split(".")
+        node = config
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = False
+    return config
 
 
 def build_method(

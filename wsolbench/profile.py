@@ -849,8 +849,8 @@ def build_for_profile(
         (method, protocol, config): the method (random initialisation, seed 0), the resolved
         protocol and the resolved config.
     """
-    from wsolbench.method import resolve_config
-    from wsolbench.rebuild import build_with_weights, without_pretrained
+    from wsolbench.method import resolve_config, without_pretrained
+    from wsolbench.rebuild import build_with_weights
     from wsolbench.registry import get_method
     from wsolbench.run import resolve_protocol
 

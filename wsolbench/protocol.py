@@ -152,8 +152,29 @@ def protocol_from_snapshot(snapshot: dict, source: str | Path) -> Protocol:
     return _from_content(snapshot["content"], Path(source), classnames=tuple(names))
 
 
+# Optional keys, with what they hold; any other key is refused (a misspelt one would be ignored).
+OPTIONAL_KEYS = {
+    "selection_split": "the split that chooses thresholds (default val)",
+    "checkpoint": "last or best",
+    "classnames": "a class-name file, one name per line, relative to the protocol file",
+    "description": "text",
+    "map_class": "ground_truth (the only map the protocol scores)",
+    "generator": "the synthetic generator's settings (synthetic protocols)",
+    DATA_PINS_KEY: "{split role: sha256} of the official data",
+}
+MAX_EVAL_SIDE = 4096
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None = None) -> Protocol:
     """Validate parsed protocol content (``path`` is named in every error) and build it.
+
+    Every key is type-checked (a wrong type is an error naming the key, never a silent
+    conversion), unknown keys are refused with close matches, and a protocol that takes the id
+    of a shipped one must be that protocol.
 
     ``classnames`` None: read the class-name file the content names, relative to ``path``.
     """
@@ -162,35 +183,64 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
         raise ProtocolError(
             f"{path}: missing key(s) {', '.join(missing)}; see protocols/cub-v1.yaml"
         )
+    unknown = sorted(set(map(str, content)) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        from wsolbench.registry import unknown_name_message
+
+        known = [*REQUIRED_KEYS, *OPTIONAL_KEYS]
+        raise ProtocolError(f"{path}: {unknown_name_message('protocol key', unknown[0], known)}")
+
+    def bad(key: str, expected: str) -> ProtocolError:
+        return ProtocolError(f"{path}: {key} must be {expected}, not {content.get(key)!r}")
+
+    for key in ("id", "dataset"):
+        if not isinstance(content[key], str) or not content[key].strip():
+            raise bad(key, "a non-empty name")
+    if not _is_int(content["version"]) or content["version"] < 1:
+        raise bad("version", "an integer >= 1")
+    num_classes = content["num_classes"]
+    if not _is_int(num_classes) or not 1 <= num_classes <= 1_000_000:
+        raise bad("num_classes", "an integer >= 1")
+    size = content["eval_size"]
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(_is_int(v) and 8 <= v <= MAX_EVAL_SIDE for v in size)
+    ):
+        raise bad("eval_size", f"[H, W], integers in [8, {MAX_EVAL_SIDE}]")
+    step = content["threshold_step"]
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 1:
+        raise bad("threshold_step", "a number in (0, 1)")
+    ious = content["iou_thresholds"]
+    if not (
+        isinstance(ious, list)
+        and ious
+        and all(_is_int(t) and 0 < t <= 100 for t in ious)
+        and len(set(ious)) == len(ious)
+    ):
+        raise bad("iou_thresholds", "a list of distinct integer percentages in (0, 100]")
+    splits = content["splits"]
+    if not (
+        isinstance(splits, dict)
+        and splits
+        and all(isinstance(k, str) and isinstance(v, str) and v for k, v in splits.items())
+    ):
+        raise bad("splits", "a mapping of split roles to metadata folder names")
     if content["localization"] not in LOCALIZATION_KINDS:
-        raise ProtocolError(
-            f"{path}: localization must be one of {', '.join(LOCALIZATION_KINDS)}, "
-            f"not {content['localization']!r}"
-        )
-    try:
-        step = float(content["threshold_step"])
-        height, width = (int(v) for v in content["eval_size"])
-        num_classes = int(content["num_classes"])
-        iou_thresholds = tuple(int(t) for t in content["iou_thresholds"])
-        splits = {str(k): str(v) for k, v in dict(content["splits"]).items()}
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(
-            f"{path}: threshold_step, eval_size [H, W], num_classes, iou_thresholds and splits "
-            f"must be numbers / lists / a mapping as in protocols/cub-v1.yaml ({exc})"
-        ) from None
-    if not 0 < step < 1:
-        raise ProtocolError(f"{path}: threshold_step must be in (0, 1), not {step}")
-    if classnames is None:
-        classnames = _read_classnames(path, content)
-    if height < 1 or width < 1 or num_classes < 1:
-        raise ProtocolError(f"{path}: eval_size and num_classes must be positive")
-    if not iou_thresholds or not all(0 < t <= 100 for t in iou_thresholds):
-        raise ProtocolError(f"{path}: iou_thresholds must be percentages in (0, 100]")
-    if classnames and len(classnames) != num_classes:
-        raise ProtocolError(
-            f"{path}: num_classes is {num_classes} but the class-name file has "
-            f"{len(classnames)} names"
-        )
+        raise bad("localization", f"one of {', '.join(LOCALIZATION_KINDS)}")
+    selection = content.get("selection_split", "val" if "val" in splits else None)
+    if selection is not None and (not isinstance(selection, str) or selection not in splits):
+        raise bad("selection_split", f"one of the splits ({', '.join(splits)})")
+    checkpoint = content.get("checkpoint", "last")
+    if checkpoint not in ("last", "best"):
+        raise bad("checkpoint", "last or best")
+    if content.get("map_class", "ground_truth") != "ground_truth":
+        raise bad("map_class", "ground_truth (the protocol scores the ground-truth class's map)")
+    for key in ("description", "classnames"):
+        if key in content and not isinstance(content[key], str):
+            raise bad(key, OPTIONAL_KEYS[key])
+    if "generator" in content and not isinstance(content["generator"], dict):
+        raise bad("generator", "a mapping of generator settings")
     pins = content.get(DATA_PINS_KEY) or {}
     if not isinstance(pins, dict) or not all(
         role in splits and isinstance(sha, str) and len(sha) == 64 for role, sha in pins.items()
@@ -200,38 +250,49 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
             "fingerprints (`wsolbench fingerprint --dataset NAME --data-root DIR --protocol FILE` "
             "prints them)"
         )
-    known = set(REQUIRED_KEYS) | {
-        "selection_split",
-        "checkpoint",
-        "classnames",
-        "description",
-        DATA_PINS_KEY,
-    }
-    selection = content.get("selection_split", "val" if "val" in splits else None)
-    if selection is not None and selection not in splits:
-        raise ProtocolError(f"{path}: selection_split {selection!r} is not one of the splits")
-    checkpoint = content.get("checkpoint", "last")
-    if checkpoint not in ("last", "best"):
-        raise ProtocolError(f"{path}: checkpoint must be 'last' or 'best', not {checkpoint!r}")
-    return Protocol(
-        id=str(content["id"]),
-        dataset=str(content["dataset"]),
-        version=int(content["version"]),
+    if classnames is None:
+        classnames = _read_classnames(path, content)
+    if classnames and len(classnames) != num_classes:
+        raise ProtocolError(
+            f"{path}: num_classes is {num_classes} but the class-name file has "
+            f"{len(classnames)} names"
+        )
+    protocol = Protocol(
+        id=content["id"],
+        dataset=content["dataset"],
+        version=content["version"],
         num_classes=num_classes,
-        eval_size=(height, width),
-        splits=splits,
+        eval_size=(size[0], size[1]),
+        splits=dict(splits),
         selection_split=selection,
-        threshold_step=step,
-        iou_thresholds=iou_thresholds,
+        threshold_step=float(step),
+        iou_thresholds=tuple(ious),
         localization=content["localization"],
         checkpoint=checkpoint,
         classnames=classnames,
         source=path,
         hash=_canonical_hash(content, classnames),
-        extra={k: v for k, v in content.items() if k not in known},
-        data_pins={str(k): str(v) for k, v in pins.items()},
+        extra={k: v for k, v in content.items() if k == "generator"},
+        data_pins=dict(pins),
         content=content,
     )
+    _check_shipped_id(protocol)
+    return protocol
+
+
+def _check_shipped_id(protocol: Protocol) -> None:
+    """A protocol may carry a shipped protocol's id only if it is that protocol, pins included
+    (pins are not in the hash, so a copy without them would otherwise pass for the original)."""
+    shipped = PROTOCOL_DIR / f"{protocol.id}.yaml"
+    if not shipped.is_file() or protocol.source == shipped.resolve():
+        return
+    original = load_protocol(shipped)
+    if (original.content, original.classnames) != (protocol.content, protocol.classnames):
+        raise ProtocolError(
+            f"{protocol.source} takes the id {protocol.id!r} of a shipped protocol but differs "
+            f"from protocols/{protocol.id}.yaml; give it an id of its own (e.g. "
+            f"{protocol.id}-mine)"
+        )
 
 
 def _read_classnames(path: Path, content: dict) -> tuple[str, ...]:

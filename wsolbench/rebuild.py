@@ -14,16 +14,15 @@ teacher and its diagnose tool all rebuild a finished run's method here, so they 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsolbench.method import WSOLMethod, build_method, pretrained_keys
+from wsolbench.method import WSOLMethod, build_method, without_pretrained
 from wsolbench.protocol import Protocol, load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
-from wsolbench.results import Result, ResultError, load_result
-from wsolbench.workdir import RECORD_FILE, RESULT_FILE, WEIGHTS_FILE, read_record
+from wsolbench.results import RESULT_FILENAME, Result, ResultError, load_result
+from wsolbench.workdir import RECORD_FILE, WEIGHTS_FILE, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +47,6 @@ class LoadedRun:
     result: Result | None
     method: WSOLMethod
     protocol: Protocol
-
-
-def without_pretrained(method_cls: type[WSOLMethod], config: dict) -> dict:
-    """A copy of ``config`` with every pretrained-loading key of the method set to false."""
-    config = copy.deepcopy(config)
-    for dotted in pretrained_keys(method_cls):
-        *path, last = dotted.split(".")
-        node = config
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = False
-    return config
 
 
 def build_with_weights(
@@ -96,13 +83,14 @@ def run_record(work_dir: Path) -> tuple[dict, Result | None]:
         ResultError: the folder holds neither a record nor a result.
     """
     work_dir = Path(work_dir)
-    result = load_result(work_dir / RESULT_FILE) if (work_dir / RESULT_FILE).is_file() else None
+    result_path = work_dir / RESULT_FILENAME
+    result = load_result(result_path) if result_path.is_file() else None
     record = read_record(work_dir)
     if record is None:
         if result is None:
             raise ResultError(
                 f"{work_dir} is not a run folder: it holds neither {RECORD_FILE} nor "
-                f"{RESULT_FILE}; pass the --work-dir of a `wsolbench run`"
+                f"{RESULT_FILENAME}; pass the --work-dir of a `wsolbench run`"
             )
         record = {
             key: getattr(result, key)
@@ -128,6 +116,17 @@ def run_protocol(work_dir: Path, record: dict) -> Protocol:
     return protocol
 
 
+def method_class(record: dict) -> type[WSOLMethod]:
+    """The run's method class: by its registered name, else where the record says it lives
+    (a method run as ``--method pkg.module:Class`` is registered only once that is imported)."""
+    try:
+        return get_method(record["method"])
+    except KeyError:
+        if "method_source" not in record:
+            raise
+        return get_method(record["method_source"])
+
+
 def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
     """Rebuild a run's method from its folder.
 
@@ -149,7 +148,7 @@ def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
     work_dir = Path(work_dir)
     record, result = run_record(work_dir)
     protocol = run_protocol(work_dir, record)
-    method_cls = get_method(record["method"])
+    method_cls = method_class(record)
     seed = int(record["seed"])
     if weights == "exported" and not method_cls.trainable:
         method = build_method(

@@ -108,6 +108,12 @@ def resolve_protocol(dataset: str, protocol: str | None) -> Protocol:
 def _distributed(launcher: str, device: str) -> tuple[int, int]:
     """Join the process group that ``torchrun`` set up (``--launcher pytorch``): (rank, world)."""
     if launcher == "none":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RunError(
+                f"this process is one of {os.environ['WORLD_SIZE']} started by torchrun, but "
+                "--launcher is none (each would train alone into the same work dir); pass "
+                "--launcher pytorch"
+            )
         return 0, 1
     if launcher != "pytorch":
         raise RunError(f"--launcher {launcher!r}: use none or pytorch (under torchrun)")
@@ -171,6 +177,8 @@ class RunContext:
     splits: dict[str, SplitMetadata] = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
     weights_sha256: str | None = None  # eval: the weights file's content hash
+    state: str = "new"  # the work dir's state when the run started (wsolbench.workdir.inspect)
+    pretrained: str | None = None  # what the built method loaded (method.pretrained)
 
     @property
     def mask_root(self) -> Path | None:
@@ -179,8 +187,11 @@ class RunContext:
     @property
     def record(self) -> dict:
         """What this run is: the work dir's ``config.yaml`` (see :mod:`wsolbench.workdir`)."""
+        cls = self.method_cls
         record = {
-            "method": self.method_cls.name,
+            "method": cls.name,
+            # where the class lives, for a method given as --method pkg.module:Class
+            "method_source": f"{cls.__module__}:{cls.__qualname__}",
             "dataset": self.spec.dataset,
             "protocol": self.protocol.id,
             "protocol_hash": self.protocol.hash,
@@ -190,6 +201,8 @@ class RunContext:
         }
         if self.weights_sha256 is not None:
             record["weights"] = self.weights_sha256
+        if self.pretrained is not None:
+            record["pretrained"] = self.pretrained
         record["protocol_spec"] = self.protocol.snapshot()
         return record
 
@@ -267,7 +280,8 @@ def _locked_run(spec: RunSpec, default_leaf: str) -> Iterator[RunContext]:
     known (it names the method and protocol).
     """
     explicit = Path(spec.work_dir) if spec.work_dir else None
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone holds the lock
+    # under torchrun (--launcher pytorch), rank 0 alone holds the lock for every rank
+    rank0 = spec.launcher != "pytorch" or os.environ.get("RANK", "0") == "0"
     with workdir.locked(explicit, enabled=explicit is not None and rank0):
         context = _resolve(spec, default_leaf=default_leaf)
         with workdir.locked(context.work_dir, enabled=explicit is None and rank0):
@@ -296,7 +310,7 @@ def execute(spec: RunSpec) -> Result:
             classnames=context.protocol.classnames,
         )
         _announce(context, method.pretrained)
-        _write_record(context)
+        _write_record(context, method.pretrained)
         if context.method_cls.trainable:
             _train(context, method)
             if context.rank == 0:
@@ -319,6 +333,7 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     leaf = f"eval-{weights.resolve().parent.name or 'weights'}"
     with _locked_run(spec, leaf) as context:
         context.weights_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+        _config_of_source_run(context, weights)
         finished = _open_work_dir(context)
         if finished is not None:
             return _add_missing_cost(context, finished)
@@ -329,8 +344,35 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         )
         loaded = f"weights:{weights.resolve()} (sha256 {context.weights_sha256[:12]})"
         _announce(context, loaded)
-        _write_record(context)
+        _write_record(context, loaded)
         return _evaluate_and_save(context, method, loaded)
+
+
+def _config_of_source_run(context: RunContext, weights: Path) -> None:
+    """``eval`` of a run's ``weights.pt``: the method and config come from that run's record
+    (the config that made the weights), and ``-o`` may not contradict it."""
+    from wsolbench.method import apply_overrides, without_pretrained
+
+    try:
+        source = workdir.read_record(weights.parent)
+    except workdir.WorkDirError:
+        source = None  # not a run folder: the command line describes the weights
+    if source is None:
+        return
+    if source.get("method") != context.method_cls.name:
+        raise RunError(
+            f"--weights {weights} were trained by a {source.get('method')!r} run; pass --method "
+            f"{source.get('method')}"
+        )
+    made = without_pretrained(context.method_cls, source["config"])
+    asked = apply_overrides(context.method_cls, made, context.spec.overrides)
+    contradictions = workdir.differences({"config": made}, {"config": asked})
+    if contradictions:
+        raise RunError(
+            f"-o contradicts the config that made {weights} ({'; '.join(contradictions[:4])}); "
+            "drop the -o: eval takes the config from the weights' run"
+        )
+    context.config = made
 
 
 def _open_work_dir(context: RunContext) -> Result | None:
@@ -338,6 +380,7 @@ def _open_work_dir(context: RunContext) -> Result | None:
     when ``--resume`` keeps it, else None (the run goes ahead)."""
     _read_data(context)
     state = workdir.check_reuse(context.work_dir, context.record, resume=context.spec.resume)
+    context.state = state
     if state == "finished":
         logger.info("%s is finished; nothing to resume", context.work_dir)
         return load_result(context.work_dir / RESULT_FILENAME)
@@ -346,7 +389,21 @@ def _open_work_dir(context: RunContext) -> Result | None:
     return None
 
 
-def _write_record(context: RunContext) -> None:
+def _write_record(context: RunContext, pretrained: str) -> None:
+    """Write the record, now that the method is built and its weights known.
+
+    A resumed run must have loaded the same weights as when it started (a teacher run or a
+    weights file may have changed since): checked here, before anything is overwritten.
+    """
+    context.pretrained = pretrained
+    if context.state == "unfinished":
+        stored = (workdir.read_record(context.work_dir) or {}).get("pretrained")
+        if stored is not None and stored != pretrained:
+            raise RunError(
+                f"--resume: {context.work_dir} was started with pretrained weights {stored!r}, "
+                f"this command loads {pretrained!r} (a file or a teacher run changed since?); "
+                "restore them, or choose a new --work-dir"
+            )
     if context.rank == 0:
         workdir.write_record(context.work_dir, context.record)
     _barrier(context.world)

@@ -32,10 +32,12 @@ from pathlib import Path
 import yaml
 
 from wsolbench.atomic import write_text_atomic
+from wsolbench.results import RESULT_FILENAME as RESULT_FILE
 
 RECORD_FILE = "config.yaml"
+RECORD_MARK = "wsolbench_record"  # first key of every record: which layout it has
+RECORD_VERSION = 1
 LOCK_FILE = ".lock"
-RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
 TRAIN_SUBDIR = "train"
 
@@ -49,7 +51,7 @@ IDENTITY_KEYS = (
     "seed",
     "weights",
     "config",
-)
+)  # (the weights a method loaded, "pretrained", are known once it is built: run checks them)
 
 
 class WorkDirError(ValueError):
@@ -60,7 +62,7 @@ def read_record(work_dir: Path) -> dict | None:
     """The run record of a work dir, or None when it has none.
 
     Raises:
-        WorkDirError: the record exists but is not a YAML mapping.
+        WorkDirError: ``config.yaml`` exists but is not a wsolbench run record.
     """
     path = Path(work_dir) / RECORD_FILE
     if not path.is_file():
@@ -72,14 +74,19 @@ def read_record(work_dir: Path) -> dict | None:
             f"{path} is unreadable ({exc}); it is the record of the run in {work_dir}: restore it, "
             "or choose a new --work-dir"
         ) from None
-    if not isinstance(record, dict):
-        raise WorkDirError(f"{path} is not a run record (a YAML mapping); choose a new --work-dir")
+    if not isinstance(record, dict) or RECORD_MARK not in record:
+        raise WorkDirError(
+            f"{path} is not a wsolbench run record (another tool's file?); choose a new "
+            "--work-dir"
+        )
     return record
 
 
 def write_record(work_dir: Path, record: dict) -> None:
-    """Write the run record atomically."""
-    write_text_atomic(Path(work_dir) / RECORD_FILE, yaml.safe_dump(record, sort_keys=False))
+    """Write the run record atomically (marked as one, so another tool's file is never taken
+    for it)."""
+    text = yaml.safe_dump({RECORD_MARK: RECORD_VERSION, **record}, sort_keys=False)
+    write_text_atomic(Path(work_dir) / RECORD_FILE, text)
 
 
 def _flatten(value, prefix: str) -> dict[str, object]:
@@ -112,27 +119,40 @@ def differences(stored: dict, wanted: dict) -> list[str]:
     return lines
 
 
-def checkpoints(work_dir: Path) -> list[Path]:
-    """The training checkpoints a dir holds (``train/*.pth``), newest epoch first."""
+def checkpoints(work_dir: Path, prefix: str = "") -> list[Path]:
+    """The training checkpoints a dir holds (``train/<prefix>*.pth``), newest epoch first: the
+    one place that finds them (latest, resume and best all come from here)."""
 
     def epoch(path: Path) -> int:
         digits = path.stem.rpartition("_")[2]
         return int(digits) if digits.isdigit() else -1
 
     folder = Path(work_dir) / TRAIN_SUBDIR
-    found = [p for p in folder.glob("*.pth") if p.is_file()] if folder.is_dir() else []
+    found = [p for p in folder.glob(f"{prefix}*.pth") if p.is_file()] if folder.is_dir() else []
     return sorted(found, key=lambda p: (epoch(p), p.name), reverse=True)
 
 
 def inspect(work_dir: Path) -> str:
-    """``new``, ``started``, ``unfinished`` or ``finished`` (see the module docstring)."""
+    """``new``, ``started``, ``unfinished`` or ``finished`` (see the module docstring).
+
+    Raises:
+        WorkDirError: the folder holds files but no wsolbench run (another tool's folder).
+    """
     work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return "new"
     if (work_dir / RESULT_FILE).is_file():
         return "finished"
     if checkpoints(work_dir):
         return "unfinished"
-    if (work_dir / RECORD_FILE).is_file():
+    if read_record(work_dir) is not None:
         return "started"
+    others = sorted(p.name for p in work_dir.iterdir() if p.name != LOCK_FILE)
+    if others:
+        raise WorkDirError(
+            f"{work_dir} holds files that are not a wsolbench run ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); choose a new or an empty --work-dir"
+        )
     return "new"
 
 
@@ -187,8 +207,13 @@ def locked(work_dir: Path | None, *, enabled: bool = True) -> Iterator[None]:
         yield
         return
     work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise WorkDirError(f"--work-dir {work_dir} is a file; pass a folder (new or empty)")
     created = not work_dir.exists()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkDirError(f"--work-dir {work_dir} cannot be created ({exc.strerror})") from None
     handle = open(work_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

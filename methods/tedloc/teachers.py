@@ -15,6 +15,7 @@ outside the module tree, so neither checkpoints nor ``weights.pt`` contain them)
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -124,13 +125,13 @@ class RunTeacher:
     """
 
     def __init__(self, work_dir: str | Path, num_classes: int, image_norm: tuple):
-        from wsolbench.rebuild import load_run, run_record
-        from wsolbench.registry import get_method
+        from wsolbench.data.fingerprint import short
+        from wsolbench.rebuild import WEIGHTS_FILE, load_run, method_class, run_record
 
         folder = Path(work_dir).expanduser()
         try:
             record, _ = run_record(folder)
-            if not get_method(record["method"]).trainable:
+            if not method_class(record).trainable:
                 raise ValueError(f"method {record['method']!r} has no weights")
             loaded = load_run(folder, weights="exported")
         except (ValueError, OSError, KeyError) as exc:
@@ -147,7 +148,11 @@ class RunTeacher:
         self.model = loaded.method.requires_grad_(False)
         self.norm = (tuple(self.model.image_mean), tuple(self.model.image_std))
         self.image_norm = image_norm
-        self.source = f"run:{folder.resolve()}"
+        # which teacher this is, by content: the student's result names it, and a resume with
+        # another teacher behind the same path is refused (wsolbench.run checks "pretrained")
+        weights = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+        data = short(record.get("data_fingerprint"))
+        self.source = f"run:{folder.resolve()} (weights sha256 {weights[:12]}, data {data})"
 
     @torch.no_grad()
     def maps(self, images: Tensor, labels: Tensor, grid: tuple[int, int]) -> Tensor:
