@@ -24,6 +24,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from wsolbench.names import unknown_name_message
+
 
 @dataclass
 class Prediction:
@@ -352,8 +354,6 @@ def _apply(
         open_key = _declared({**TRAIN_TYPES, **method.config_types}, ".".join(keys)) is not None
         last = depth == len(keys) - 1
         if not isinstance(node, dict) or (key not in node and not free and not (last and open_key)):
-            from wsolbench.registry import unknown_name_message
-
             known = sorted(node) if isinstance(node, dict) else []
             where = ".".join(keys[:depth]) or "the top level"
             raise ConfigError(

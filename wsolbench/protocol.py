@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 import protocols as _protocols_package
+from wsolbench.names import unknown_name_message
 
 # The shipped specs are package data of the top-level ``protocols`` package (see pyproject.toml).
 PROTOCOL_DIR = Path(list(_protocols_package.__path__)[0]).resolve()
@@ -185,8 +186,6 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
         )
     unknown = sorted(set(map(str, content)) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
-        from wsolbench.registry import unknown_name_message
-
         known = [*REQUIRED_KEYS, *OPTIONAL_KEYS]
         raise ProtocolError(f"{path}: {unknown_name_message('protocol key', unknown[0], known)}")
 

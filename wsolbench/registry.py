@@ -20,7 +20,6 @@ import, so a plugin may import timm or open_clip at module level on a CPU-only t
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import logging
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mmengine.registry import Registry
+
+from wsolbench.names import unknown_name_message
 
 if TYPE_CHECKING:
     from wsolbench.method import WSOLMethod
@@ -177,13 +178,6 @@ def get_method(name: str) -> type[WSOLMethod]:
             ) from exc
         return _registered_class(name, loaded)
     raise KeyError(unknown_name_message("method", name, list_methods()))
-
-
-def unknown_name_message(what: str, name: str, known: list[str]) -> str:
-    """``unknown method 'tedlock'; did you mean 'tedloc'?`` plus the list of known names."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {what} {name!r}{hint} (known: {', '.join(known) or 'none'})"
 
 
 @dataclass
