@@ -72,6 +72,8 @@ class SynthClipConfig:
         warmup_steps: linear warm-up length.
         weight_decay: AdamW decay of matrices (not of norms, biases, embeddings, logit scale).
         background_fraction: share of pairs that show no object.
+        head_radius: range of the head radius as a fraction of the body length; wider than the
+            benchmark's (0.08–0.10) so that the patterns are also seen large.
         threads: torch intra-op threads while training (fixed: reductions depend on it).
     """
 
@@ -83,6 +85,7 @@ class SynthClipConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.1
     background_fraction: float = 0.04
+    head_radius: tuple[float, float] = (0.08, 0.2)
     threads: int = 2
 
     def digest(self) -> str:
@@ -109,25 +112,31 @@ def _open_clip_version() -> str:
     return version("open_clip_torch")
 
 
-def checkpoint_path(config: SynthClipConfig = SynthClipConfig(), cache_dir=None) -> Path:
+#: What ``synthclip-v1`` is: the settings the presets' checkpoint name resolves to.
+DEFAULT_CONFIG = SynthClipConfig()
+
+
+def checkpoint_path(config: SynthClipConfig | None = None, cache_dir=None) -> Path:
     """``<cache>/synthclip/synthclip-v1-<digest>.pt`` (whether or not it exists yet)."""
+    config = config or DEFAULT_CONFIG
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return cache / "synthclip" / f"{SYNTHCLIP}-{config.digest()}.pt"
 
 
 def ensure_synthclip(
-    config: SynthClipConfig = SynthClipConfig(), cache_dir=None, *, progress: bool = True
+    config: SynthClipConfig | None = None, cache_dir=None, *, progress: bool = True
 ) -> Path:
     """The cached checkpoint of ``config``, trained now if it is not there yet.
 
     Args:
-        config: the training settings (the default is ``synthclip-v1``).
+        config: the training settings (None: :data:`DEFAULT_CONFIG`, ``synthclip-v1``).
         cache_dir: cache root (default ``$WSOLBENCH_CACHE`` or ``~/.cache/wsolbench``).
         progress: show progress bars while rendering and training.
 
     Returns:
         The path of a state-dict file of :data:`MODEL`, loadable with ``weights_only=True``.
     """
+    config = config or DEFAULT_CONFIG
     path = checkpoint_path(config, cache_dir)
     if path.is_file():
         return path
@@ -145,6 +154,25 @@ def ensure_synthclip(
     write_json_atomic(path.with_suffix(".json"), record)
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+def prepare_synthclip(cache_dir=None, seed: int = 0) -> str:
+    """``wsolbench prepare synthclip``: build (or find) the model in ``cache_dir``; returns what
+    to print — where it is, and how runs find it."""
+    from dataclasses import replace
+
+    config = replace(DEFAULT_CONFIG, seed=int(seed))
+    path = ensure_synthclip(config, cache_dir, progress=True)
+    lines = [f"{SYNTHCLIP} (seed {config.seed}) is {path}"]
+    default = checkpoint_path(config) == path
+    if config != DEFAULT_CONFIG:
+        lines.append(f"not {SYNTHCLIP} itself: use it with -o clip.checkpoint={path}")
+    elif not default:
+        lines.append(
+            f"runs use it when WSOLBENCH_CACHE={Path(cache_dir).expanduser()}, or with "
+            f"-o clip.checkpoint={path}"
+        )
+    return "\n".join(lines)
 
 
 def synthclip_checkpoint(model_name: str) -> Path:
@@ -173,9 +201,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
-def train_synthclip(
-    config: SynthClipConfig = SynthClipConfig(), *, progress: bool = False
-) -> tuple[dict, dict]:
+def train_synthclip(config: SynthClipConfig, *, progress: bool = False) -> tuple[dict, dict]:
     """Train :data:`MODEL` contrastively on rendered pairs.
 
     Returns:
@@ -200,7 +226,9 @@ def train_synthclip(
             for index in progress_bar(
                 range(config.pairs), desc=f"{SYNTHCLIP} pairs", enabled=progress, unit="pair"
             ):
-                pair = render_pair(config.seed, index, size, config.background_fraction)
+                pair = render_pair(
+                    config.seed, index, size, config.background_fraction, config.head_radius
+                )
                 images[index] = torch.from_numpy(pair.image).permute(2, 0, 1)
                 captions.append(pair.caption)
             tokens = tokenizer(captions)
@@ -220,7 +248,7 @@ def train_synthclip(
         "train_seconds": round(time.monotonic() - started - rendered, 1),
         "loss_first_50": round(sum(losses[:50]) / max(1, len(losses[:50])), 4),
         "loss_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-        "logit_scale": round(float(model.logit_scale.exp()), 3),
+        "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
     }
     return state, record
 
@@ -253,9 +281,11 @@ def _fit(model, images, tokens, config: SynthClipConfig, progress_bar, progress:
         index = order[position : position + batch]
         position += batch
         x = images[index].float() / 255.0
-        # horizontal flips keep every attribute (the captions never say where or which way)
+        # flips and quarter turns keep every attribute (the captions never say where or which
+        # way; the objects are drawn at any rotation)
         flip = torch.rand(batch, generator=generator) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = torch.rot90(x, int(torch.randint(4, (), generator=generator)), dims=(2, 3))
         x = (x - mean) / std
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
@@ -266,7 +296,7 @@ def _fit(model, images, tokens, config: SynthClipConfig, progress_bar, progress:
         optimizer.step()
         with torch.no_grad():  # CLIP's cap on the logit scale
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix_str(f"loss {losses[-1]:.3f}")

@@ -1,0 +1,119 @@
+"""synthclip (methods/synthclip.py): wsolbench's own CLIP of the synthetic world — trained
+deterministically with open_clip's model and loss, cached and versioned, and loaded by the name
+``synthclip-v1`` through the same path a user's CLIP file takes. A tiny training config stands in
+for the real one (which takes minutes)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from methods import synthclip
+from methods.clip_models import ClipWeightsError, load_clip
+from methods.synthclip import MODEL, SYNTHCLIP, SynthClipConfig, ensure_synthclip
+
+TINY = SynthClipConfig(pairs=24, steps=3, batch_size=8, warmup_steps=1)
+
+
+@pytest.fixture
+def tiny_default(monkeypatch):
+    """Make the default synthclip config the tiny one (what ``synthclip-v1`` resolves to)."""
+    monkeypatch.setattr(synthclip, "DEFAULT_CONFIG", TINY)
+    return TINY
+
+
+@pytest.fixture
+def count_trainings(monkeypatch):
+    calls = []
+    real = synthclip.train_synthclip
+
+    def counting(config, **kwargs):
+        calls.append(config)
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(synthclip, "train_synthclip", counting)
+    return calls
+
+
+def test_training_is_deterministic_per_seed_and_changes_the_weights():
+    first, record = synthclip.train_synthclip(TINY)
+    second, _ = synthclip.train_synthclip(TINY)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other, _ = synthclip.train_synthclip(replace(TINY, seed=1))
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+    # the steps moved the weights away from the seeded initialisation
+    import open_clip
+
+    torch.manual_seed(TINY.seed)
+    init = open_clip.create_model(MODEL, pretrained=None).state_dict()
+    assert any(not torch.equal(first[k], init[k]) for k in first)
+    assert record["digest"] == TINY.digest() and record["config"]["steps"] == TINY.steps
+
+
+def test_training_does_not_depend_on_the_callers_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = synthclip.train_synthclip(TINY)
+        assert torch.get_num_threads() == 1  # restored
+    finally:
+        torch.set_num_threads(before)
+    two, _ = synthclip.train_synthclip(TINY)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_digest_changes_with_every_field():
+    digests = {TINY.digest()}
+    for field, value in [
+        ("seed", 1),
+        ("pairs", 25),
+        ("steps", 4),
+        ("batch_size", 9),
+        ("lr", 1e-3),
+        ("warmup_steps", 2),
+        ("weight_decay", 0.0),
+        ("background_fraction", 0.0),
+        ("head_radius", (0.08, 0.12)),
+        ("threads", 1),
+    ]:
+        digests.add(replace(TINY, **{field: value}).digest())
+    assert len(digests) == 11
+
+
+def test_ensure_builds_once_into_the_cache_and_the_file_loads_as_a_users(tmp_path, count_trainings):
+    path = ensure_synthclip(TINY, tmp_path, progress=False)
+    assert path == tmp_path / "synthclip" / f"{SYNTHCLIP}-{TINY.digest()}.pt"
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["name"] == SYNTHCLIP and record["model"] == MODEL
+    assert ensure_synthclip(TINY, tmp_path, progress=False) == path
+    assert len(count_trainings) == 1
+    # a plain state dict of the registered config: what torch.save(model.state_dict()) writes
+    state = torch.load(path, weights_only=True)
+    loaded = load_clip(MODEL, checkpoint=str(path))
+    own = loaded.model.state_dict()
+    assert set(own) == set(state) and all(torch.equal(own[k], state[k]) for k in own)
+    assert loaded.source.startswith(f"file:{path.resolve()}")
+
+
+def test_the_name_resolves_to_the_default_build_on_first_use(tiny_default, count_trainings):
+    loaded = load_clip(MODEL, checkpoint=SYNTHCLIP)
+    assert f"{SYNTHCLIP}-{TINY.digest()}.pt" in loaded.source
+    load_clip(MODEL, checkpoint=SYNTHCLIP)
+    assert count_trainings == [TINY]
+
+
+def test_the_name_with_another_model_is_one_clear_error(tiny_default, count_trainings):
+    with pytest.raises(ClipWeightsError, match=f"-o clip.model={MODEL}"):
+        load_clip("wsolbench-tiny-clip", checkpoint=SYNTHCLIP)
+    assert count_trainings == []  # refused before any training
+
+
+def test_prepare_synthclip_builds_it_explicitly(tiny_default, tmp_path, capsys):
+    from wsolbench.cli import main
+
+    assert main(["prepare", "synthclip", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "synthclip" / f"{SYNTHCLIP}-{TINY.digest()}.pt"
+    assert path.is_file()
+    assert str(path) in capsys.readouterr().out
