@@ -46,7 +46,7 @@ def test_num_workers_overrides_are_typed_and_checked():
     config = resolve_config(cam, "cub", ["train.num_workers=auto", "backbone.pretrained=false"])
     assert config["train"]["num_workers"] == "auto"
     check_train_config(config["train"])
-    with pytest.raises(ConfigError, match="train.num_workers must be an integer >= 0 or auto"):
+    with pytest.raises(ConfigError, match=r"train.num_workers must be an integer .* or auto"):
         check_train_config({**config["train"], "num_workers": -1})
     with pytest.raises(ConfigError, match="or auto"):
         check_train_config({**config["train"], "num_workers": "many"})
