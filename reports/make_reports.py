@@ -156,9 +156,8 @@ def collect_results(methods: list[str], seeds: tuple[int, ...]) -> None:
 def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> list[Path]:
     """Step 3: the leaderboard files from the results under ``results`` (deterministic)."""
     from wsolbench.atomic import write_text_atomic
-    from wsolbench.leaderboard import compare
-
     from wsolbench.intervals import diff, render_diff
+    from wsolbench.leaderboard import compare
 
     written = []
     for name, (policy, fmt, resamples) in LEADERBOARD_FILES.items():
@@ -366,7 +365,8 @@ weights), no training.
   need gradients at inference are timed with them.
 - Throughput: images per second of the median call at the table's batch. Peak mem: {memory}.
 - Timing conditions: how many of the machine's cores other processes kept busy during the timed
-  calls (read from /proc/stat minus the profiling process), and the 1-minute load average before
+  calls (read from /proc/stat minus the profiling process), how much of the time the timing
+  thread waited for a CPU (/proc/self/task/*/schedstat), and the 1-minute load average before
   them. A latency is {rule}. {mark}
 - Each table holds one device: latencies of different devices are not comparable. GPU figures:
   `bash benchmarks/gpu_check.sh` writes `reports/cost/gpu_check-<device>.json` / `.md`.

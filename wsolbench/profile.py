@@ -45,14 +45,16 @@ What is measured, and how:
   millisecond from ``/proc/self/statm`` (Linux only; ``None`` elsewhere).
 - **Timing conditions** (``timing_conditions``): the machine's cores, the threads the timing used
   (torch's CPU threads; 1 on CUDA, the launching thread), the load averages before and after, and
-  — read from ``/proc/stat`` and ``/proc/self/stat`` over the timed calls — how many cores other
-  processes kept busy on average (``others_cpu_cores``). A timing is **clean** when those other
-  processes left every thread the timing used a core of its own: ``others_cpu_cores ≤ cores −
-  threads`` (at least 0.1 core of slack when the timing used every core); where ``/proc`` cannot
-  be read, the 1-minute load average before timing stands in for it. Tables and ``compare`` print
-  a latency that is not clean (or whose conditions were not recorded) with :data:`LATENCY_MARK`
-  and a footnote, never as if it were clean. The load average is recorded but is not the rule: it
-  lags by a minute and counts this process's own threads.
+  — read over the timed calls — how many cores other processes kept busy on average
+  (``others_cpu_cores``, ``/proc/stat`` minus ``/proc/self/stat``) and how much of the time
+  this process's threads were runnable but waiting for a CPU (``wait_share``,
+  ``/proc/self/task/*/schedstat``: the direct measure of a disturbed timing). A timing is
+  **clean** (:data:`CLEAN_RULE`) when the threads waited at most 5 % of the time and the other
+  processes used at most the cores the timing left free (+ 0.1); where neither can be read, the
+  1-minute load average before timing must be at most the free cores. Tables and ``compare``
+  print a latency that is not clean (or whose conditions were not recorded) with
+  :data:`LATENCY_MARK` and a footnote, never as if it were clean. The load average is recorded
+  but is not the rule where /proc is readable: it lags by a minute and counts this process.
 - The device (``torch.cuda.get_device_name`` on CUDA, the CPU model on CPU), torch's thread count,
   the parameter dtype, AMP (``torch.autocast`` with ``amp="float16"`` or ``"bfloat16"``) and the
   torch version.
@@ -97,8 +99,8 @@ AMP_DTYPES = {"none": None, "float16": torch.float16, "bfloat16": torch.bfloat16
 #: Printed after a latency (and throughput) measured while other processes competed for the cores.
 LATENCY_MARK = "§"
 LATENCY_NOTE = (
-    f"{LATENCY_MARK} latency measured while other processes kept busy more cores than the timing "
-    "left free (or with its conditions not recorded): indicative only, not a clean figure"
+    f"{LATENCY_MARK} latency measured while other processes competed for the cores the timing "
+    "needed (not clean by the rule above), or with its conditions not recorded: indicative only"
 )
 #: Printed before MACs that miss ops the counter has no formula for (a lower bound).
 MACS_LOWER_BOUND_MARK = "≥"
@@ -107,12 +109,14 @@ MACS_LOWER_BOUND_NOTE = (
     "(listed in its cost record, macs_uncounted)"
 )
 CLEAN_RULE = (
-    "clean: other processes kept busy at most (cores - threads used) cores on average during the "
-    "timed calls (from /proc/stat minus this process; at least 0.1 core of slack), i.e. every "
-    "timing thread had a core of its own"
+    "clean: during the timed calls this process's threads waited for a CPU at most 5 % of the "
+    "time they were runnable (/proc/self/task/*/schedstat), and other processes kept busy at "
+    "most the cores the timing left free, cores - threads, + 0.1 (/proc/stat minus this "
+    "process): every timing thread had a core of its own"
 )
-CLEAN_SLACK = 0.1  # cores: background noise tolerated when the timing uses every core
-MIN_WINDOW_S = 0.5  # shortest timed window whose CPU shares /proc can tell
+CLEAN_SLACK = 0.1  # cores: background noise tolerated on top of the cores the timing left free
+MAX_WAIT_SHARE = 0.05  # of the runnable time: waits for a CPU a clean timing tolerates
+MIN_WINDOW_S = 0.5  # shortest timed window whose CPU shares /proc/stat can tell (10-ms ticks)
 
 
 @dataclass(frozen=True)
@@ -453,6 +457,24 @@ def _cpu_seconds() -> tuple[float, float] | None:
     return (sum(fields) - idle) / tick, (int(rest[11]) + int(rest[12])) / tick
 
 
+def _run_times() -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) summed over this process's
+    threads (``/proc/self/task/*/schedstat``, nanoseconds), or None where it cannot be read."""
+    on_cpu = waiting = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as f:
+                    fields = f.read().split()
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+            on_cpu += int(fields[0])
+            waiting += int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return on_cpu / 1e9, waiting / 1e9
+
+
 def _load_averages() -> list[float] | None:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
@@ -472,25 +494,27 @@ class TimingMonitor:
     def __enter__(self) -> TimingMonitor:
         self._load_before = _load_averages()
         self._cpu_before = _cpu_seconds()
+        self._run_before = _run_times()
         self._wall = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
-        short = MIN_WINDOW_S - (time.perf_counter() - self._wall)
-        if short > 0 and self._cpu_before is not None:
-            # Too short for /proc's ticks (a very fast method): extend the window with an idle
-            # wait, during which only the other processes' share is measured.
-            time.sleep(short)
-        cpu_after = _cpu_seconds()  # read in the reverse order of __enter__: the window nests
+        run_after = _run_times()  # read in the reverse order of __enter__: the windows nest
+        cpu_after = _cpu_seconds()
         wall = time.perf_counter() - self._wall
-        others = own = None
-        # /proc counts in clock ticks (10 ms per core): a shorter window is all rounding, and the
-        # 1-minute load average stands in for it.
+        others = own = wait_share = None
+        # /proc/stat counts in clock ticks (10 ms per core): over a shorter window the shares
+        # are all rounding and are not recorded; schedstat counts nanoseconds.
         if self._cpu_before is not None and cpu_after is not None and wall >= MIN_WINDOW_S:
             busy = cpu_after[0] - self._cpu_before[0]
             mine = cpu_after[1] - self._cpu_before[1]
             others = round(max(0.0, busy - mine) / wall, 3)
             own = round(mine / wall, 3)
+        if self._run_before is not None and run_after is not None:
+            on_cpu = run_after[0] - self._run_before[0]
+            waiting = run_after[1] - self._run_before[1]
+            if on_cpu + waiting > 0:
+                wait_share = round(waiting / (on_cpu + waiting), 4)
         self.conditions = timing_conditions(
             cpus=os.cpu_count() or 1,
             threads=self.threads,
@@ -499,6 +523,7 @@ class TimingMonitor:
             load_after=_load_averages(),
             own_cpu_cores=own,
             seconds=wall,
+            wait_share=wait_share,
         )
 
 
@@ -511,27 +536,37 @@ def timing_conditions(
     load_after: list[float] | None = None,
     own_cpu_cores: float | None = None,
     seconds: float | None = None,
+    wait_share: float | None = None,
 ) -> dict:
     """The ``timing_conditions`` record, with ``clean`` decided by :data:`CLEAN_RULE`.
 
     Args:
         cpus: the machine's cores.
         threads: threads the timing used.
-        others_cpu_cores: mean cores other processes kept busy during the timed calls (None where
-            ``/proc`` could not be read: the 1-minute ``load_before`` is used instead).
+        others_cpu_cores: mean cores other processes kept busy during the timed calls (None
+            where ``/proc/stat`` could not be read or the window was too short).
         load_before, load_after: (1, 5, 15)-minute load averages.
+        wait_share: the fraction of their runnable time this process's threads waited for a CPU
+            (None where ``schedstat`` could not be read).
+
+    Each figure that was measured must pass; with neither measured, the 1-minute load average
+    before timing must be at most the free cores.
     """
-    allowed = max(cpus - threads, CLEAN_SLACK)
+    allowed = max(cpus - threads, 0) + CLEAN_SLACK
+    checks = {}
+    if wait_share is not None:
+        checks["wait_share"] = wait_share <= MAX_WAIT_SHARE
     if others_cpu_cores is not None:
-        clean, basis = others_cpu_cores <= allowed, "others_cpu_cores"
-    elif load_before:
-        clean, basis = load_before[0] <= allowed, "load_avg_1min_before"
-    else:
-        clean, basis = False, "nothing readable"
+        checks["others_cpu_cores"] = others_cpu_cores <= allowed
+    if not checks and load_before:
+        checks["load_avg_1min_before"] = load_before[0] <= allowed
+    clean = bool(checks) and all(checks.values())
+    basis = " and ".join(checks) or "nothing readable"
     return {
         "cpus": int(cpus),
         "threads": int(threads),
         "others_cpu_cores": others_cpu_cores,
+        "wait_share": wait_share,
         "own_cpu_cores": own_cpu_cores,
         "load_avg_before": load_before,
         "load_avg_after": load_after,
@@ -815,11 +850,8 @@ def _time_inference(call, settings, size, num_classes, device, sync, say, thread
     conditions = monitor.conditions
     if not conditions["clean"]:
         logger.warning(
-            "timing not clean: other processes kept %s cores busy (%d cores, %d timing "
-            "thread(s)); the latency will be marked %s",
-            conditions["others_cpu_cores"],
-            conditions["cpus"],
-            conditions["threads"],
+            "timing not clean (%s); the latency will be marked %s",
+            describe_conditions(conditions),
             LATENCY_MARK,
         )
     return {
@@ -923,6 +955,9 @@ def describe_conditions(conditions: dict | None) -> str:
         else f"{conditions.get('cpus')} cores, others' share not readable"
     )
     text += f" ({threads} timing thread{'' if threads == 1 else 's'})"
+    wait = conditions.get("wait_share")
+    if wait is not None:
+        text += f", waited for a CPU {100 * wait:.1f} % of the time"
     load = conditions.get("load_avg_before")
     if load:
         text += f", load {load[0]:.2f} before"
