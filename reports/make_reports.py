@@ -174,25 +174,25 @@ def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> lis
 
 
 def wait_for_quiet(max_wait: float, probe: float = 3.0) -> bool:
-    """Wait until other processes leave a core free for the one timing thread, probing their CPU
-    share every ``probe`` seconds with the same monitor as ``profile`` (with a 0.1-core margin);
-    False when ``max_wait`` seconds pass first."""
+    """Wait until a timing would be clean: every ``probe`` seconds, spin one thread for ``probe``
+    seconds under the same monitor as ``profile`` and apply its rule (``CLEAN_RULE``); False when
+    ``max_wait`` seconds pass first."""
     import time
 
-    from wsolbench.profile import TimingMonitor
+    from wsolbench.profile import TimingMonitor, describe_conditions
 
-    threads = int(PROFILE_THREADS)
     deadline = time.monotonic() + max_wait
     while True:
-        with TimingMonitor(threads) as monitor:
-            time.sleep(probe)
-        conditions = monitor.conditions
-        others = conditions["others_cpu_cores"]
-        if others is not None and others <= conditions["cpus"] - threads - 0.1:
+        with TimingMonitor(int(PROFILE_THREADS)) as monitor:
+            end = time.perf_counter() + probe
+            while time.perf_counter() < end:
+                pass
+        if monitor.conditions["clean"]:
             return True
         if time.monotonic() > deadline:
             return False
-        print(f"  waiting for a quiet machine: other processes use {others} cores", flush=True)
+        print(f"  waiting for a quiet machine: {describe_conditions(monitor.conditions)}")
+        time.sleep(probe)
 
 
 def measure_cost(
