@@ -1,6 +1,6 @@
 """Per-image records: file size at CUB and ILSVRC scale, and the bootstrap's speed.
 
-Size: CAM-like maps (``bench_evaluator.make_workload``: random 7x7 / 14x14 maps resized bicubic to
+Size: CAM-like maps (``bench_evaluator.iter_workload``: random 7x7 / 14x14 maps resized bicubic to
 224 px, one or two GT boxes) are counted through the real counter with per-image records, with
 class predictions (top-1 right on ~70 % of the images) and no masks (CUB and ILSVRC have boxes
 only), at step 0.001; the records are written as a run writes them and the file's size printed,
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_evaluator import make_workload  # noqa: E402
+from bench_evaluator import iter_workload  # noqa: E402
 
 from wsolbench import metrics as M  # noqa: E402
 from wsolbench.bootstrap import interval, metric_terms, resampled  # noqa: E402
@@ -39,11 +39,10 @@ STEP = 0.001
 def record_size(n: int, seed: int = 0) -> tuple[int, float]:
     """(bytes of the records file of n CAM-like 224-px maps with boxes and labels, seconds)."""
     started = time.perf_counter()
-    maps, boxes = make_workload(n, 224, seed)
     rng = np.random.default_rng(seed)
     counter = M.SplitCounter(M.threshold_grid(STEP), (30, 50, 70))
     collector = RecordCollector(STEP, [30, 50, 70])
-    for i, (scoremap, gt) in enumerate(zip(maps, boxes, strict=True)):
+    for i, (scoremap, gt) in enumerate(iter_workload(n, 224, seed)):  # one map in memory at a time
         label = int(rng.integers(0, 200))
         others = [c for c in rng.permutation(200)[:6].tolist() if c != label][:4]
         topk = [label, *others] if rng.random() < 0.7 else [*others, label]

@@ -46,21 +46,25 @@ from wsolbench import metrics_literal as L
 IOUS = (30, 50, 70)
 
 
-def make_workload(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """n CAM-like [size, size] float64 maps in [0, 1] and their [G, 4] GT boxes (G = 1 or 2)."""
+def iter_workload(n: int, size: int, seed: int):
+    """The maps and boxes of :func:`make_workload`, one (map, boxes) pair at a time."""
     rng = np.random.default_rng(seed)
-    maps, boxes = [], []
     for _ in range(n):
         low = int(rng.choice([7, 14]))
         cam = rng.random((low, low)).astype(np.float32)
-        maps.append(M.normalize_map(cam, (size, size)))
+        scoremap = M.normalize_map(cam, (size, size))
         gt = []
         for _ in range(int(rng.integers(1, 3))):
             w, h = (rng.uniform(0.2, 0.9, 2) * size).astype(int)
             x0, y0 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
             gt.append([x0, y0, x0 + w, y0 + h])
-        boxes.append(np.asarray(gt, dtype=np.int64))
-    return maps, boxes
+        yield scoremap, np.asarray(gt, dtype=np.int64)
+
+
+def make_workload(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n CAM-like [size, size] float64 maps in [0, 1] and their [G, 4] GT boxes (G = 1 or 2)."""
+    pairs = list(iter_workload(n, size, seed))
+    return [m for m, _ in pairs], [b for _, b in pairs]
 
 
 def _add(total: dict | None, one: dict) -> dict:
