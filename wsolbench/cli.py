@@ -13,6 +13,13 @@ import sys
 from pathlib import Path
 
 from wsolbench import __version__
+from wsolbench.cli_options import (
+    add_overrides_argument,
+    add_profile_options,
+    add_resampling,
+    profile_settings,
+    resamples,
+)
 
 # Errors a user can fix (every wsolbench error class derives from one of these); anything else is a
 # bug and keeps its traceback.
@@ -99,13 +106,6 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def add_overrides_argument(parser, help: str) -> None:
-    """``-o KEY=VALUE`` (repeatable), shared by run, eval and check."""
-    parser.add_argument(
-        "-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
-    )
-
-
 def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> None:
     """The options ``run`` and ``eval`` share: what to run, on which data, where, on what device."""
     parser.add_argument("--method", required=True)
@@ -126,8 +126,6 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
         action="store_true",
         help="also measure cost (params, MACs, latency; see `wsolbench profile`) into the result",
     )
-    from wsolbench.cli_reports import add_profile_options
-
     add_profile_options(parser, flag=True)
 
 
@@ -212,8 +210,6 @@ def _profile_settings(args):
     """``--profile``: the timing settings (throughput at the evaluation batch size); else None."""
     if not args.profile:
         return None
-    from wsolbench.cli_reports import profile_settings
-
     return profile_settings(args, args.batch_size)
 
 
@@ -373,22 +369,8 @@ def _add_compare(commands) -> None:
         help="95%% bootstrap interval over the test images in every cell; mark rows not "
         "significantly different from the top row (needs per-image records)",
     )
-    _add_resampling(parser)
+    add_resampling(parser)
     parser.set_defaults(handler=cmd_compare)
-
-
-def _add_resampling(parser) -> None:
-    """``--resamples`` and ``--ci-seed``, shared by compare --ci and diff."""
-    parser.add_argument(
-        "--resamples", type=int, default=1000, help="bootstrap resamples of the images"
-    )
-    parser.add_argument("--ci-seed", type=int, default=0, help="seeds the resampling")
-
-
-def _resamples(args) -> int:
-    if args.resamples < 100:
-        raise ValueError(f"--resamples {args.resamples}: use at least 100 (1000 is the default)")
-    return args.resamples
 
 
 def _add_diff(commands) -> None:
@@ -403,7 +385,7 @@ def _add_diff(commands) -> None:
     parser.add_argument("b", type=Path, metavar="B")
     parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    _add_resampling(parser)
+    add_resampling(parser)
     parser.set_defaults(handler=cmd_diff)
 
 
@@ -415,7 +397,7 @@ def cmd_diff(args) -> int:
         [args.b],
         policy=args.policy,
         split=args.split,
-        resamples=_resamples(args),
+        resamples=resamples(args),
         seed=args.ci_seed,
     )
     print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
@@ -434,7 +416,7 @@ def cmd_compare(args) -> int:
         fmt=args.fmt,
         published=published,
         by_data=args.by_data,
-        ci=_resamples(args) if args.ci else 0,
+        ci=resamples(args) if args.ci else 0,
         ci_seed=args.ci_seed,
     )
     if args.output:

@@ -8,47 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsolbench.cli import add_overrides_argument
-
-
-def add_profile_options(parser, *, flag: bool = False) -> None:
-    """The timing options shared by ``profile`` and ``run/eval --profile``."""
-    prefix = "--profile-" if flag else "--"
-    parser.add_argument(
-        f"{prefix}warmup", dest="profile_warmup", type=int, default=10,
-        help="untimed batch-1 calls before timing (default 10; figures need ≥ 10)",
-    )  # fmt: skip
-    parser.add_argument(
-        f"{prefix}runs", dest="profile_runs", type=int, default=50,
-        help="timed batch-1 calls (default 50; figures need ≥ 50)",
-    )  # fmt: skip
-    parser.add_argument(
-        f"{prefix}throughput-runs", dest="profile_throughput_runs", type=int, default=5,
-        help="timed calls at the throughput batch (default 5; median reported)",
-    )  # fmt: skip
-    parser.add_argument(
-        f"{prefix}threads", dest="profile_threads", type=int, default=None,
-        help="torch CPU threads while profiling (default: as set; 1 is stable on a busy CPU)",
-    )  # fmt: skip
-    parser.add_argument(
-        f"{prefix}amp", dest="profile_amp", default="none",
-        choices=["none", "float16", "bfloat16"], help="time under torch.autocast with this dtype",
-    )  # fmt: skip
-
-
-def profile_settings(args, batch_size: int = 64, timing: bool = True):
-    from wsolbench.profile import ProfileSettings
-
-    return ProfileSettings(
-        warmup=args.profile_warmup,
-        runs=args.profile_runs,
-        batch_size=batch_size,
-        throughput_runs=args.profile_throughput_runs,
-        amp=args.profile_amp,
-        timing=timing,
-        threads=args.profile_threads,
-        strict_macs=getattr(args, "strict_macs", False),
-    )
+from wsolbench.cli_options import add_overrides_argument, add_profile_options, profile_settings
 
 
 def _add_profile(commands) -> None:
