@@ -396,6 +396,7 @@ def _write_record(context: RunContext, pretrained: str) -> None:
     weights file may have changed since): checked here, before anything is overwritten.
     """
     context.pretrained = pretrained
+    _barrier(context.world)  # every rank has inspected the work dir before rank 0 writes to it
     if context.state == "unfinished":
         stored = (workdir.read_record(context.work_dir) or {}).get("pretrained")
         if stored is not None and stored != pretrained:
