@@ -1,12 +1,25 @@
-"""Did-you-mean messages for unknown names (methods, datasets, config and protocol keys).
+"""Names of registered things: what a valid one looks like, and did-you-mean messages.
 
-A module of its own, importing nothing of wsolbench, so that every layer can name a typo's close
-matches without importing the registry.
+A module of its own, importing nothing of wsolbench, so that every layer (the method and dataset
+registries, config and protocol keys) can check a name and name a typo's close matches without
+importing a registry.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_name(name: str, what: str) -> None:
+    """Raise ValueError unless ``name`` is a valid registered name (``tedloc``, ``clip_patch``)."""
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"invalid {what} name {name!r}: use lowercase letters, digits and '_', "
+            "starting with a letter"
+        )
 
 
 def unknown_name_message(what: str, name: str, known: list[str]) -> str:

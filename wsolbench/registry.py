@@ -24,14 +24,15 @@ import importlib
 import importlib.metadata
 import logging
 import pkgutil
-import re
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mmengine.registry import Registry
 
-from wsolbench.names import unknown_name_message
+# The dataset registry lives with the dataset sources; re-exported here for one import place.
+from wsolbench.data.sources import DATASETS, get_dataset, list_datasets, register_dataset  # noqa: F401
+from wsolbench.names import NAME_PATTERN, check_name, unknown_name_message
 
 if TYPE_CHECKING:
     from wsolbench.method import WSOLMethod
@@ -42,25 +43,13 @@ ENTRY_POINT_GROUP = "wsolbench.methods"
 FIRST_PARTY_PACKAGE = "methods"
 
 METHODS = Registry("wsolbench method", scope="wsolbench")
-DATASETS = Registry("wsolbench dataset", scope="wsolbench")
-
-_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def _check_name(name: str, what: str) -> None:
-    if not _NAME_PATTERN.match(name):
-        raise ValueError(
-            f"invalid {what} name {name!r}: use lowercase letters, digits and '_', "
-            "starting with a letter"
-        )
-
 
 def register_method(name: str):
     """Class decorator: register a :class:`~wsolbench.method.WSOLMethod` subclass under ``name``.
 
     Sets ``cls.name = name``. Registering a second class under a taken name is an error.
     """
-    _check_name(name, "method")
+    check_name(name, "method")
 
     def decorator(cls):
         from wsolbench.method import WSOLMethod
@@ -77,24 +66,12 @@ def register_method(name: str):
     return decorator
 
 
-def register_dataset(name: str):
-    """Class decorator: register a dataset source (:mod:`wsolbench.data.sources`) as ``name``."""
-    _check_name(name, "dataset")
-
-    def decorator(cls):
-        cls.name = name
-        DATASETS.register_module(name=name, module=cls)
-        return cls
-
-    return decorator
-
-
 def _first_party_names() -> list[str]:
     package = importlib.import_module(FIRST_PARTY_PACKAGE)
     return sorted(
         info.name
         for info in pkgutil.iter_modules(package.__path__)
-        if info.ispkg and _NAME_PATTERN.match(info.name)
+        if info.ispkg and NAME_PATTERN.match(info.name)
     )
 
 
@@ -155,7 +132,7 @@ def get_method(name: str) -> type[WSOLMethod]:
         return cls
     if ":" in name:
         return _from_path(name)
-    if _NAME_PATTERN.match(name) and name in _first_party_names():
+    if NAME_PATTERN.match(name) and name in _first_party_names():
         _import_plugin(f"{FIRST_PARTY_PACKAGE}.{name}", name)
         cls = METHODS.get(name)
         if cls is None:
@@ -213,18 +190,3 @@ def check_plugins() -> list[PluginStatus]:
             PluginStatus(name, source, True, f"{cls.__module__}.{cls.__qualname__} ({flags})")
         )
     return statuses
-
-
-def get_dataset(name: str):
-    """The dataset source registered as ``name`` (built-ins: ``wsolbench.data.sources``)."""
-    importlib.import_module("wsolbench.data.sources")
-    cls = DATASETS.get(name)
-    if cls is None:
-        raise KeyError(unknown_name_message("dataset", name, list_datasets()))
-    return cls
-
-
-def list_datasets() -> list[str]:
-    """Names of the registered dataset sources."""
-    importlib.import_module("wsolbench.data.sources")
-    return sorted(DATASETS.module_dict)

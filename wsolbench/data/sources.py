@@ -1,4 +1,4 @@
-"""Dataset sources: where a dataset's prepared root is, registered by name in ``DATASETS``.
+"""Dataset sources: where a dataset's prepared root is, and the registry of them (``DATASETS``).
 
 A prepared root holds ``metadata/<split>/`` (the reference evaluator's four files per split) and
 ``images/`` (image ids are paths relative to it); mask datasets add ``masks/``. The real datasets
@@ -11,12 +11,41 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
+from mmengine.registry import Registry
+
 from wsolbench.data.metadata import SplitMetadata, check_images, read_split
+from wsolbench.names import check_name, unknown_name_message
 from wsolbench.protocol import Protocol
-from wsolbench.registry import register_dataset
+
+DATASETS = Registry("wsolbench dataset", scope="wsolbench")
 
 #: Images decoded per split before a run starts (every image is still checked to exist).
 DECODE_SAMPLE = 8
+
+
+def register_dataset(name: str):
+    """Class decorator: register a dataset source (a :class:`DataSource`) as ``name``."""
+    check_name(name, "dataset")
+
+    def decorator(cls):
+        cls.name = name
+        DATASETS.register_module(name=name, module=cls)
+        return cls
+
+    return decorator
+
+
+def get_dataset(name: str):
+    """The dataset source registered as ``name`` (the built-ins are defined below)."""
+    cls = DATASETS.get(name)
+    if cls is None:
+        raise KeyError(unknown_name_message("dataset", name, list_datasets()))
+    return cls
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered dataset sources."""
+    return sorted(DATASETS.module_dict)
 
 
 class DataRootError(ValueError):
