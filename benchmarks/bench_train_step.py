@@ -19,8 +19,8 @@ import time
 import torch
 
 from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+from wsolbench.protocol import protocol_for_dataset as resolve_protocol
 from wsolbench.registry import get_method
-from wsolbench.run import resolve_protocol
 
 
 def _build(name: str, dataset: str, overrides: list[str]):

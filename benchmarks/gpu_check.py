@@ -151,8 +151,8 @@ def profile_all(args, device: torch.device, clock: Clock, say) -> tuple[list[dic
 
 def build_trainable(name: str, dataset: str, device: torch.device):
     from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+    from wsolbench.protocol import protocol_for_dataset as resolve_protocol
     from wsolbench.registry import get_method
-    from wsolbench.run import resolve_protocol
 
     cls = get_method(name)
     protocol = resolve_protocol(dataset, None)

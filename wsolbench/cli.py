@@ -331,8 +331,8 @@ def _add_fingerprint(commands) -> None:
 def cmd_fingerprint(args) -> int:
     from wsolbench.data.fingerprint import data_fingerprint
     from wsolbench.data.sources import read_splits
+    from wsolbench.protocol import protocol_for_dataset as resolve_protocol
     from wsolbench.registry import get_dataset
-    from wsolbench.run import resolve_protocol
 
     protocol = resolve_protocol(args.dataset, args.protocol)
     root = get_dataset(args.dataset)().resolve(args.data_root, protocol)

@@ -882,9 +882,9 @@ def build_for_profile(
         protocol and the resolved config.
     """
     from wsolbench.method import resolve_config, without_pretrained
+    from wsolbench.protocol import protocol_for_dataset as resolve_protocol
     from wsolbench.rebuild import build_with_weights
     from wsolbench.registry import get_method
-    from wsolbench.run import resolve_protocol
 
     method_cls = get_method(method_name)
     resolved = resolve_protocol(dataset, protocol)
@@ -909,7 +909,7 @@ def profile(
         The cost block (:func:`profile_method`) plus ``method``, ``dataset``, ``protocol`` and the
         resolved ``config``.
     """
-    from wsolbench.run import resolve_device
+    from wsolbench.device import resolve_device
 
     method, resolved, config = build_for_profile(method_name, dataset, protocol, overrides)
     cost = profile_method(

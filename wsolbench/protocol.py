@@ -305,3 +305,15 @@ def _read_classnames(path: Path, content: dict) -> tuple[str, ...]:
         line.strip() for line in names_path.read_text(encoding="utf-8").splitlines() if line.strip()
     )
     return names
+
+
+def protocol_for_dataset(dataset: str, protocol: str | None = None) -> Protocol:
+    """The protocol to run under (an id or a YAML file; None: the dataset's newest shipped one),
+    checked to belong to ``dataset``."""
+    loaded = load_protocol(protocol or default_protocol_id(dataset))
+    if loaded.dataset != dataset:
+        raise ProtocolError(
+            f"protocol {loaded.id} is for dataset {loaded.dataset!r}, not {dataset!r}; "
+            f"drop --protocol or pick a {dataset} protocol"
+        )
+    return loaded

@@ -35,7 +35,9 @@ from wsolbench import workdir
 from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.data.sources import read_splits
-from wsolbench.protocol import Protocol, default_protocol_id, load_protocol
+from wsolbench.device import resolve_device  # noqa: F401 (also importable from here)
+from wsolbench.protocol import Protocol, protocol_for_dataset
+from wsolbench.protocol import protocol_for_dataset as resolve_protocol  # noqa: F401
 from wsolbench.registry import get_dataset, get_method
 from wsolbench.results import (
     RESULT_FILENAME,
@@ -77,32 +79,6 @@ class RunSpec:
     num_workers: int = 0
     progress: bool = True
     profile: ProfileSettings | None = None  # --profile: measure cost into result.cost
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; other values are checked and kept."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(
-            f"--device {device}: CUDA is not available on this machine; use --device cpu"
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise RunError(f"--device {device!r}: use auto, cpu or cuda[:N]")
-    return device
-
-
-def resolve_protocol(dataset: str, protocol: str | None) -> Protocol:
-    """The protocol to run under, checked to belong to ``dataset``."""
-    loaded = load_protocol(protocol or default_protocol_id(dataset))
-    if loaded.dataset != dataset:
-        raise RunError(
-            f"protocol {loaded.id} is for dataset {loaded.dataset!r}, not {dataset!r}; "
-            f"drop --protocol or pick a {dataset} protocol"
-        )
-    return loaded
 
 
 def _distributed(launcher: str, device: str) -> tuple[int, int]:
@@ -213,7 +189,7 @@ def _resolve(spec: RunSpec, *, default_leaf: str) -> RunContext:
 
     method_cls = get_method(spec.method)
     get_dataset(spec.dataset)  # an unknown dataset name fails here, with close matches
-    protocol = resolve_protocol(spec.dataset, spec.protocol)
+    protocol = protocol_for_dataset(spec.dataset, spec.protocol)
     overrides = list(spec.overrides)
     if spec.no_pretrained:
         overrides += pretrained_off_overrides(method_cls)
