@@ -15,6 +15,8 @@ import pytest
 from wsolbench import level_sets as LS
 from wsolbench import metrics as M
 from wsolbench import metrics_literal as L
+from wsolbench.metrics import sweeps
+from wsolbench.metrics.boxes import _levels
 
 # ------------------------------------------------------------------------------------------------
 # Map generators: rng, (H, W) -> [H, W] float64 in [0, 1]
@@ -439,9 +441,9 @@ def test_level_sets_special_paths_are_exercised():
     n_holes = n_nested = 0
     for _ in range(40):
         u = (np.clip(_nested(rng, (40, 40)), 0, 1) * 255).astype(np.uint8)
-        order, starts = LS._pixels_by_value(u)
+        order, starts = sweeps.pixels_by_value(u)
         used = np.diff(starts) > 0
-        _, nested, rec_start, _, _ = LS._holes_sweep(
+        _, nested, rec_start, _, _ = sweeps.holes_sweep(
             40, 40, order, starts, used, np.zeros((1, 4), np.int64)
         )
         n_nested += int(nested.sum())
@@ -459,7 +461,7 @@ def test_threshold_scores_follow_the_levels():
             gt = _gt_boxes(rng, hw)
             k = (thresholds * float(u.max())).astype(np.int64)
             multi, largest = LS.threshold_scores(u, gt, k)
-            levels, level_of_tau = M._levels(u, thresholds)
+            levels, level_of_tau = _levels(u, thresholds)
             by_level = LS.level_scores(u, gt, levels)
             np.testing.assert_array_equal(multi, by_level[0][level_of_tau])
             np.testing.assert_array_equal(largest, by_level[1][level_of_tau])

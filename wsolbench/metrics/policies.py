@@ -1,0 +1,141 @@
+"""Threshold policies and summaries: a split's counts record -> its metrics under a policy.
+
+A policy picks the map threshold each metric is read at: ``oracle`` (the best on the split itself),
+``select`` (the best on the selection split's counts) or ``fixed:<tau>``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wsolbench.metrics.counters import GT_KNOWN_IOU
+from wsolbench.metrics.counts import check_counts
+from wsolbench.metrics.maps import threshold_grid
+from wsolbench.metrics.pxap import pxap
+
+# MaxBoxAccV2 is the mean over exactly these IoU thresholds (percent).
+V2_IOU_THRESHOLDS = (30, 50, 70)
+
+
+def parse_policy(text: str) -> str:
+    """Validate a threshold policy: ``oracle``, ``select`` or ``fixed:<tau in [0, 1)>``.
+
+    Returns:
+        The canonical spelling (``fixed:0.2`` for ``fixed:.20``).
+    """
+    policy = str(text).strip().lower()
+    if policy in ("oracle", "select"):
+        return policy
+    if policy.startswith("fixed:"):
+        try:
+            tau = float(policy.split(":", 1)[1])
+        except ValueError:
+            tau = float("nan")
+        if not 0.0 <= tau < 1.0:  # also rejects NaN
+            raise ValueError(
+                f"policy '{text}': the fixed threshold must be a number in [0, 1), e.g. fixed:0.2"
+            )
+        return f"fixed:{tau!r}"
+    raise ValueError(
+        f"unknown threshold policy '{text}'; "
+        "use 'oracle', 'select' or 'fixed:<tau>' (e.g. fixed:0.2)"
+    )
+
+
+def _acc(counts, n: int) -> np.ndarray:
+    # Same expression as the reference: num_correct * 100. / float(cnt).
+    return np.asarray(counts, dtype=np.float64) * 100.0 / float(n)
+
+
+def summarize(
+    counts: dict, policy: str = "oracle", val_counts: dict | None = None
+) -> tuple[dict, dict]:
+    """counts -> (metrics, chosen) for one split.
+
+    Args:
+        counts: the split's counts record (:mod:`wsolbench.metrics.counts`).
+        policy: ``oracle`` (each metric at its own best tau on this split), ``select`` (taus chosen
+            on ``val_counts``: per IoU threshold for ``maxboxacc_iouXX`` / ``maxboxacc_v2``,
+            GT-known's tau for ``maxboxacc`` / ``gt_known_loc`` / ``top1_loc`` / ``top5_loc``), or
+            ``fixed:<tau>`` (the grid tau nearest to the given one). Ties go to the lowest tau.
+        val_counts: counts record of the selection split (``select`` only).
+
+    Returns:
+        metrics: {key: percent as float} with keys among maxboxacc_v2, maxboxacc_iou30/50/70,
+            maxboxacc, gt_known_loc, top1_loc, top5_loc, top1_cls, top5_cls, pxap; a metric that
+            does not apply is absent. ``maxboxacc`` equals ``gt_known_loc`` (largest rule, IoU 50).
+        chosen: {key: tau} for the thresholded metrics (maxboxacc_v2 uses the taus of its
+            maxboxacc_iouXX entries, so it has none of its own).
+    """
+    policy = parse_policy(policy)
+    check_counts(counts)
+    n = int(counts["n_images"])
+    thresholds = threshold_grid(counts["step"])
+    metrics: dict[str, float] = {}
+    chosen: dict[str, float] = {}
+    box = counts.get("box")
+
+    if box is not None:
+        # (metric, curve, val-side curve that picks its tau under "select")
+        plan = [
+            (f"maxboxacc_iou{d}", box["multi"][str(d)], ("multi", str(d)))
+            for d in counts["iou_thresholds"]
+        ]
+        if str(GT_KNOWN_IOU) in box["largest"]:
+            gt_known = box["largest"][str(GT_KNOWN_IOU)]
+            for key in ("maxboxacc", "gt_known_loc"):
+                plan.append((key, gt_known, ("largest", str(GT_KNOWN_IOU))))
+            for key in ("top1_loc", "top5_loc"):
+                if key in box:
+                    plan.append((key, box[key], ("largest", str(GT_KNOWN_IOU))))
+        if policy == "select" and isinstance(val_counts, dict) and "box" in val_counts:
+            check_counts(val_counts)  # (without boxes, the picker's message says more)
+        pick = _tau_picker(
+            policy, thresholds, val_counts if isinstance(val_counts, dict) else None, counts["step"]
+        )
+        for key, curve, val_key in plan:
+            acc = _acc(curve, n)
+            idx = int(np.argmax(acc)) if pick is None else pick(val_key)
+            metrics[key] = float(acc[idx])
+            chosen[key] = float(thresholds[idx])
+        if all(f"maxboxacc_iou{d}" in metrics for d in V2_IOU_THRESHOLDS):
+            metrics["maxboxacc_v2"] = float(
+                np.mean([metrics[f"maxboxacc_iou{d}"] for d in V2_IOU_THRESHOLDS])
+            )
+
+    cls = counts.get("cls")
+    if cls is not None and int(cls["n"]) > 0:
+        metrics["top1_cls"] = float(int(cls["top1"]) * 100.0 / float(cls["n"]))
+        metrics["top5_cls"] = float(int(cls["top5"]) * 100.0 / float(cls["n"]))
+    if counts.get("mask") is not None:
+        metrics["pxap"] = pxap(counts["mask"]["fg_hist"], counts["mask"]["bg_hist"])
+    return metrics, chosen
+
+
+def _tau_picker(policy: str, thresholds: np.ndarray, val_counts: dict | None, step: float):
+    """None for oracle; else a function (section, delta) -> threshold index."""
+    if policy == "oracle":
+        return None
+    if policy.startswith("fixed:"):
+        idx = int(np.argmin(np.abs(thresholds - float(policy.split(":", 1)[1]))))
+        return lambda _val_key: idx
+    if val_counts is None or "box" not in val_counts or not int(val_counts.get("n_images", 0)):
+        raise ValueError(
+            "policy 'select' needs the counts of a validation split with boxes (val_counts); "
+            "this protocol has none: use --policy oracle or fixed:<tau>"
+        )
+    if float(val_counts["step"]) != float(step):
+        raise ValueError(
+            f"policy 'select': validation step {val_counts['step']} != split step {step}"
+        )
+
+    def pick(val_key: tuple[str, str]) -> int:
+        section, delta = val_key
+        curve = val_counts["box"][section].get(delta)
+        if curve is None:
+            raise ValueError(
+                f"policy 'select': the validation counts have no {section} curve at IoU {delta}"
+            )
+        return int(np.argmax(np.asarray(curve, dtype=np.int64)))
+
+    return pick
