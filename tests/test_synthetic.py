@@ -270,7 +270,7 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
         (root / "partial.txt").write_text("x")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "_build", broken)
+    monkeypatch.setattr(synthetic.build, "_build", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         generate(tmp_path / "out", TINY)
     assert list(tmp_path.iterdir()) == []
@@ -282,13 +282,13 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
 @pytest.fixture
 def count_builds(monkeypatch):
     calls = []
-    real = synthetic._build
+    real = synthetic.build._build
 
     def counting(root, config, progress):
         calls.append(config)
         return real(root, config, progress)
 
-    monkeypatch.setattr(synthetic, "_build", counting)
+    monkeypatch.setattr(synthetic.build, "_build", counting)
     return calls
 
 
@@ -317,17 +317,17 @@ def test_ensure_synthetic_reports_a_corrupt_cache(tmp_path):
 
 
 def test_ensure_synthetic_losing_the_race_uses_the_winners_copy(tmp_path, monkeypatch):
-    real = synthetic._build
+    real = synthetic.build._build
     winner = tmp_path / f"synthetic-{TINY.digest()}"
 
     def racing(root, config, progress):
         # Another process finishes first, while this one is still building.
         if not winner.exists():
-            monkeypatch.setattr(synthetic, "_build", real)
+            monkeypatch.setattr(synthetic.build, "_build", real)
             generate(winner, config)
         return real(root, config, progress)
 
-    monkeypatch.setattr(synthetic, "_build", racing)
+    monkeypatch.setattr(synthetic.build, "_build", racing)
     root = ensure_synthetic(TINY, tmp_path)
     assert root == winner
     assert [p.name for p in tmp_path.iterdir()] == [winner.name]  # the loser's copy is gone
