@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from torch import Tensor
 from methods.clip_models import TINY_CLIP, LoadedClip, load_clip
 from methods.clip_text import DEFAULT_TEMPLATES, class_prompts, text_embeddings
 from methods.clip_vision import block_forward, embed, vit_tower
-from wsolbench.method import WSOLMethod
+from wsolbench.method import Capabilities, MethodConfig, WSOLMethod
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +50,34 @@ class ClipBaseline(WSOLMethod):
     seed: reproducible, and meaningless as a baseline (the result says ``pretrained: none``).
     """
 
-    trainable: ClassVar[bool] = False
-    needs_classnames: ClassVar[bool] = True
-    pretrained_option: ClassVar[str] = "clip.pretrained"
-    defaults: ClassVar[dict] = {
-        "clip": {
-            "model": "ViT-B-16",
-            "pretrained": "openai",
-            "checkpoint": None,
-            "activation": "auto",
+    capabilities = Capabilities(
+        trainable=False, needs_classnames=True, pretrained_options=("clip.pretrained",)
+    )
+    config = MethodConfig(
+        defaults={
+            "clip": {
+                "model": "ViT-B-16",
+                "pretrained": "openai",
+                "checkpoint": None,
+                "activation": "auto",
+            },
+            "templates": list(DEFAULT_TEMPLATES),
+            "cache_text": True,
         },
-        "templates": list(DEFAULT_TEMPLATES),
-        "cache_text": True,
-    }
-    presets: ClassVar[dict[str, dict]] = {
-        # Random towers mean nothing on synthetic anyway; the tiny tower (96 px, 8-px patches, the
-        # synthetic protocol's size) keeps the run and the conformance checks to seconds on a CPU.
-        "synthetic": {"clip": {"model": TINY_CLIP, "pretrained": False}},
-    }
+        presets={
+            # Random towers mean nothing on synthetic anyway; the tiny tower (96 px, 8-px patches,
+            # the synthetic protocol's size) keeps the run and the conformance checks to seconds
+            # on a CPU.
+            "synthetic": {"clip": {"model": TINY_CLIP, "pretrained": False}},
+        },
+    )
 
     def __init__(
         self,
         num_classes: int,
         clip: dict,
-        templates: Sequence[str] = DEFAULT_TEMPLATES,
-        cache_text: bool = True,
+        templates: Sequence[str],
+        cache_text: bool,
         classnames: Sequence[str] | None = None,
     ):
         super().__init__(num_classes)
@@ -107,7 +109,7 @@ class ClipBaseline(WSOLMethod):
         )
         self.register_buffer("logit_scale", loaded.model.logit_scale.detach().exp().reshape(()))
         self.setup_text(loaded)
-        self.source = loaded.source
+        self.provenance["clip"] = loaded.source
         self.image_mean, self.image_std = loaded.mean, loaded.std
         self.requires_grad_(False)  # training-free: no parameter ever needs a gradient
 
@@ -117,12 +119,6 @@ class ClipBaseline(WSOLMethod):
 
     def setup_text(self, loaded: LoadedClip) -> None:
         """Hook for more text embeddings (background words); the text tower is gone after it."""
-
-    @property
-    def pretrained(self) -> str:
-        """``none`` (random towers), ``file:<path> (...)`` or ``cache:<model>/<tag> (...)``, the
-        parentheses naming an OpenAI file layout and the activation built."""
-        return self.source
 
     def trunk(self, images: Tensor, attention_blocks: int = 0) -> tuple[Tensor, tuple, list]:
         """Every block but the last, without gradients.

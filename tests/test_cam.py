@@ -16,7 +16,7 @@ TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2}
 def cam(name: str, num_classes: int = 4, **kwargs) -> CAM:
     torch.manual_seed(0)
     backbone = {"name": name, "pretrained": False, "checkpoint": None, "kwargs": kwargs}
-    return CAM(num_classes=num_classes, backbone=backbone).eval()
+    return CAM(num_classes=num_classes, backbone=backbone, classifier_init="default").eval()
 
 
 def test_cnn_map_is_the_classifier_weighted_sum_of_features():

@@ -3,6 +3,7 @@
 from typing import ClassVar
 
 import pytest
+import torch
 
 from wsolbench.method import (
     TRAIN_DEFAULTS,
@@ -82,3 +83,38 @@ def test_a_preset_may_replace_a_section_by_a_scalar():
         presets: ClassVar[dict] = {"synthetic": {"train": {"scheduler": "none"}}}
 
     assert resolve_config(Replacing, "synthetic")["train"]["scheduler"] == "none"
+
+
+def test_capabilities_and_config_are_declared_once_and_read_under_the_old_names():
+    from wsolbench.method import Capabilities, MethodConfig
+
+    class Declared(WSOLMethod):
+        capabilities = Capabilities(trainable=False, pretrained_options=("net.pretrained",))
+        config = MethodConfig(defaults={"net": {"pretrained": True}, "width": 3})
+
+    assert Declared.trainable is False and Declared.pretrained_option == ("net.pretrained",)
+    assert Declared.defaults == {"net": {"pretrained": True}, "width": 3}
+    assert resolve_config(Declared, None, ["width=5"])["width"] == 5
+
+    class OldStyle(WSOLMethod):  # a plugin written against the first interface
+        trainable = False
+        pretrained_option = "net.pretrained"
+        defaults: ClassVar[dict] = {"net": {"pretrained": True}}
+
+    assert OldStyle.capabilities == Capabilities(
+        trainable=False, pretrained_options=("net.pretrained",)
+    )
+    assert OldStyle.config.defaults == {"net": {"pretrained": True}}
+
+
+def test_pretrained_sums_up_the_provenance():
+    method = WSOLMethod(num_classes=2)
+    assert method.pretrained == "n/a"  # no parameter, no part
+    method.head = torch.nn.Linear(2, 2)
+    assert method.pretrained == "none"
+    method.provenance["backbone"] = "none"
+    assert method.pretrained == "none"
+    method.provenance["backbone"] = "file:/w.pth"
+    assert method.pretrained == "file:/w.pth"
+    method.provenance["text"] = "cache:ViT-B-16/openai"
+    assert method.pretrained == "backbone=file:/w.pth; text=cache:ViT-B-16/openai"

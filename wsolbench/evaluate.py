@@ -189,7 +189,7 @@ def evaluate_method(
     truth = GroundTruth(meta, settings, mask_root)
     # A method that declares ``native_input`` sees every image at its own size (so one per batch);
     # its maps are resized to the evaluation size like any other's.
-    native = bool(getattr(method, "native_input", False))
+    native = bool(method.native_input)
     size = None if native else settings.size
     batch_size = 1 if native else batch_size
     dataset = WSOLImageDataset(meta, image_root, size, method.image_mean, method.image_std)

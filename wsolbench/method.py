@@ -17,7 +17,7 @@ import contextlib
 import copy
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -44,64 +44,151 @@ class Prediction:
     maps: Tensor
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method needs from the harness beyond ``loss`` and ``predict``, declared once per
+    class; every field is optional (the defaults describe a trainable method).
+
+    Attributes:
+        trainable: False for a training-free method (it never touches the training engine).
+        needs_grad_at_inference: ``predict`` needs autograd (Grad-CAM); the evaluator runs it with
+            gradients on and frees them after each batch.
+        needs_classnames: the constructor takes ``classnames`` (the protocol's class names, in
+            class order), e.g. to embed them with a text encoder.
+        pretrained_options: the dotted config keys ``--no-pretrained`` sets to false
+            (``("backbone.pretrained",)``).
+    """
+
+    trainable: bool = True
+    needs_grad_at_inference: bool = False
+    needs_classnames: bool = False
+    pretrained_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A method's configuration, declared once.
+
+    Attributes:
+        defaults: the constructor's keywords with their default values — the only place defaults
+            live (constructors take them without defaults of their own) — plus, for a trainable
+            method, a ``train`` section over :data:`TRAIN_DEFAULTS`.
+        presets: per dataset (``"cub"``, ``"ilsvrc"``, ``"synthetic"``), overrides of ``defaults``.
+        types: dotted key → the type(s) an ``-o`` value must have, where defaults and presets
+            cannot tell (``{"clip.pretrained": (str, bool)}``); ``*`` matches one part. Every other
+            key takes the types its default and presets have.
+        choices: dotted key → the values it may take (``{"pooling": ("mean", "max")}``).
+    """
+
+    defaults: dict = field(default_factory=dict)
+    presets: dict[str, dict] = field(default_factory=dict)
+    types: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
+    choices: dict[str, tuple] = field(default_factory=dict)
+
+
+# The class attributes of the first interface, still read from plugins that declare them:
+# each maps to a field of Capabilities or MethodConfig.
+_LEGACY_CAPABILITIES = {
+    "trainable": "trainable",
+    "needs_grad_at_inference": "needs_grad_at_inference",
+    "needs_classnames": "needs_classnames",
+    "pretrained_option": "pretrained_options",
+}
+_LEGACY_CONFIG = {
+    "defaults": "defaults",
+    "presets": "presets",
+    "config_types": "types",
+    "config_choices": "choices",
+}
+
+
 class WSOLMethod(nn.Module):
     """Base class of every method. Register a subclass with ``@register_method("name")``.
 
-    Class attributes:
-        name: set by the registry.
-        trainable: False for training-free methods (they never touch the training engine).
-        needs_grad_at_inference: True when ``predict`` needs autograd (Grad-CAM-style methods); the
-            evaluator then runs it with gradients enabled and frees them after each batch.
-        pretrained_option: the dotted config key that ``--no-pretrained`` sets to false (e.g.
-            ``backbone.pretrained``), or a tuple of such keys for a method with several
-            pretrained parts (TeD-Loc: backbone and text tower); None for methods that load no
-            pretrained weights. See :func:`pretrained_off_overrides`.
-        needs_classnames: True when the constructor takes ``classnames`` (the protocol's class
-            names, in class order), e.g. to embed them with a text encoder.
-        defaults: constructor kwargs plus a ``train`` section (optimizer, schedule, epochs, batch
-        size).
-        presets: per-dataset overrides of ``defaults`` (keys "cub", "ilsvrc", "synthetic", ...).
-        config_types: dotted config key → the type(s) an ``-o`` value must have, where the
-            defaults cannot tell (``{"clip.pretrained": (str, bool)}``); otherwise a key takes the
-            types its defaults and presets have. ``*`` matches one part (``"lr_mult.*"``).
-        config_choices: dotted config key → the values it may take (``{"pooling": ("mean",
-            "max")}``), checked for every ``-o`` before anything runs.
-        image_mean, image_std: the input normalization the method expects (RGB, images in [0, 1]).
+    What a method declares (``docs/writing-a-method.md`` walks through it):
 
-    Subclasses take ``num_classes`` plus their config keys as constructor keywords.
+    - ``config``: a :class:`MethodConfig` — defaults, presets, types (one declaration; the
+      constructor takes ``num_classes`` plus the top-level keys of the defaults, without defaults
+      of its own);
+    - ``capabilities``: a :class:`Capabilities`, when it differs from the default;
+    - ``loss`` (trainable methods) and ``predict``;
+    - ``self.provenance[part] = source`` for each pretrained part it loads (a backbone's weights,
+      a text tower, a teacher run): results and tables show it, ``--resume`` checks it;
+    - its input, when not the default: ``self.image_mean`` / ``self.image_std`` (RGB in [0, 1],
+      ImageNet's by default; may follow the loaded weights) and ``self.native_input`` (True:
+      ``predict`` sees each image at its own size, one per batch, not the protocol size);
+    - optionally ``on_train_epoch`` / ``on_train_step`` (warm-ups, EMA) and
+      ``inference_state_dict`` (to leave training-only parts out of ``weights.pt``).
+
+    ``name`` is set by the registry. The class attributes of the first interface (``trainable``,
+    ``needs_grad_at_inference``, ``needs_classnames``, ``pretrained_option``, ``defaults``,
+    ``presets``, ``config_types``, ``config_choices``) are still read from plugins that declare
+    them instead of ``capabilities`` / ``config``, and stay readable on every method.
     """
 
     name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    config: ClassVar[MethodConfig] = MethodConfig()
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    native_input: bool = False
+
+    # Read-only views of capabilities and config in the first interface's names (kept in step by
+    # __init_subclass__).
     trainable: ClassVar[bool] = True
     needs_grad_at_inference: ClassVar[bool] = False
-    pretrained_option: ClassVar[str | tuple[str, ...] | None] = None
     needs_classnames: ClassVar[bool] = False
+    pretrained_option: ClassVar[str | tuple[str, ...] | None] = None
     defaults: ClassVar[dict] = {}
     presets: ClassVar[dict[str, dict]] = {}
     config_types: ClassVar[dict[str, type | tuple[type, ...]]] = {}
     config_choices: ClassVar[dict[str, tuple]] = {}
-    image_mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
-    image_std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "capabilities" not in own and any(k in own for k in _LEGACY_CAPABILITIES):
+            values = {new: getattr(cls, old) for old, new in _LEGACY_CAPABILITIES.items()}
+            option = values["pretrained_options"]
+            values["pretrained_options"] = (
+                () if not option else (option,) if isinstance(option, str) else tuple(option)
+            )
+            cls.capabilities = Capabilities(**values)
+        if "config" not in own and any(k in own for k in _LEGACY_CONFIG):
+            values = {new: getattr(cls, old) for old, new in _LEGACY_CONFIG.items()}
+            cls.config = MethodConfig(**values)
+        for old, new in _LEGACY_CAPABILITIES.items():
+            setattr(cls, old, getattr(cls.capabilities, new))
+        cls.pretrained_option = cls.capabilities.pretrained_options or None
+        for old, new in _LEGACY_CONFIG.items():
+            setattr(cls, old, getattr(cls.config, new))
 
     def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
+        # part -> where its weights came from ("file:...", "cache:...", "run:...", "none")
+        self.provenance: dict[str, str] = {}
 
     @property
     def pretrained(self) -> str:
-        """What pretrained weights were loaded (a tag or file); recorded in every result.
+        """What pretrained weights were loaded, from :attr:`provenance`; in every result.
 
-        The base answer is ``"none"`` for a method with parameters (randomly initialised: tables
-        mark it) and ``"n/a"`` for a parameter-free one such as ``center``, which has no weights to
-        load. Methods that load weights override this.
+        One part: its source. Several: ``part=source; ...``. ``"none"`` when every part was
+        randomly initialised (tables mark it), and for a method with parameters and no declared
+        part; ``"n/a"`` for a parameter-free one such as ``center``, which has no weights to load.
         """
-        return "none" if any(True for _ in self.parameters()) else "n/a"
-
-    @property
-    def text_prior(self) -> str | None:
-        """Which text-encoder weights made the method's text targets (``"none"``: a random tower),
-        recorded in the result; None for methods without a text prior."""
-        return None
+        parts = {k: v for k, v in self.provenance.items() if v}
+        if not parts:
+            return "none" if any(True for _ in self.parameters()) else "n/a"
+        if all(v == "none" for v in parts.values()):
+            return "none"
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        return "; ".join(f"{part}={source}" for part, source in parts.items())
 
     def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called by the training engine before each training epoch (0-based ``epoch``), also
@@ -228,8 +315,8 @@ def _value_types(method: type[WSOLMethod], keys: list[str]) -> set[type]:
 def _default_values(method: type[WSOLMethod], keys: list[str]) -> list:
     """The values a key has in the method's defaults and in any of its presets."""
     values = []
-    base = {"train": TRAIN_DEFAULTS} if method.trainable else {}
-    for source in (base, method.defaults, *method.presets.values()):
+    base = {"train": TRAIN_DEFAULTS} if method.capabilities.trainable else {}
+    for source in (base, method.config.defaults, *method.config.presets.values()):
         node: Any = source
         for key in keys:
             if not isinstance(node, dict) or key not in node:
@@ -262,14 +349,14 @@ def _typed(method: type[WSOLMethod], keys: list[str], value: Any, text: str) -> 
         ConfigError: naming the key, the value and what it expects.
     """
     dotted = ".".join(keys)
-    choices = _declared(method.config_choices, dotted)
+    choices = _declared(method.config.choices, dotted)
     if choices is not None:
         if value not in choices:
             raise ConfigError(
                 f"-o {text}: {dotted} must be one of {', '.join(map(str, choices))}, not {value!r}"
             )
         return value
-    declared = _declared({**TRAIN_TYPES, **method.config_types}, dotted)
+    declared = _declared({**TRAIN_TYPES, **method.config.types}, dotted)
     allowed = (
         set(declared if isinstance(declared, tuple) else (declared,))
         if declared is not None
@@ -319,11 +406,12 @@ def resolve_config(
             value has the wrong type or is not an allowed choice, or it tries to replace a
             section by a scalar.
     """
+    defaults = method.config.defaults
     base = (
-        _merge({"train": TRAIN_DEFAULTS}, method.defaults) if method.trainable else method.defaults
+        _merge({"train": TRAIN_DEFAULTS}, defaults) if method.capabilities.trainable else defaults
     )
     return apply_overrides(
-        method, _merge(base, method.presets.get(dataset, {}) if dataset else {}), overrides
+        method, _merge(base, method.config.presets.get(dataset, {}) if dataset else {}), overrides
     )
 
 
@@ -351,7 +439,7 @@ def _apply(
     for depth, key in enumerate(keys):
         free = tuple(keys[:depth]) in retyped
         # a key a declared wildcard type covers may be new (lr_mult's parameter-name keys)
-        open_key = _declared({**TRAIN_TYPES, **method.config_types}, ".".join(keys)) is not None
+        open_key = _declared({**TRAIN_TYPES, **method.config.types}, ".".join(keys)) is not None
         last = depth == len(keys) - 1
         if not isinstance(node, dict) or (key not in node and not free and not (last and open_key)):
             known = sorted(node) if isinstance(node, dict) else []
@@ -368,7 +456,7 @@ def _apply(
             if not isinstance(value, dict):
                 raise ConfigError(f"-o {text}: {'.'.join(keys)} is a section; set one of its keys")
             typed_children = _declared(
-                {**TRAIN_TYPES, **method.config_types}, ".".join([*keys, "*"])
+                {**TRAIN_TYPES, **method.config.types}, ".".join([*keys, "*"])
             )
             if "type" in value and value["type"] != current.get("type"):
                 _check_plain(value, text)  # a new type: its keys are the engine's to check
@@ -405,8 +493,7 @@ def _check_plain(value: Any, text: str) -> None:
 def pretrained_keys(method: type[WSOLMethod]) -> list[str]:
     """The dotted config keys that switch a method's pretrained loading (``pretrained_option``:
     one string or a tuple of them)."""
-    keys = method.pretrained_option
-    return [] if not keys else [keys] if isinstance(keys, str) else list(keys)
+    return list(method.capabilities.pretrained_options)
 
 
 def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
@@ -442,7 +529,7 @@ def build_method(
     """
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in config.items() if k != "train"}
-    if method.needs_classnames:
+    if method.capabilities.needs_classnames:
         names = list(classnames) if classnames else [f"class {i}" for i in range(num_classes)]
         if len(names) != num_classes:
             raise ConfigError(

@@ -91,7 +91,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "cost": dict,
     "env": dict,
     "created": str,
-    "text_prior": str,
+    "provenance": dict,
     "per_image": dict,
 }
 
@@ -121,8 +121,9 @@ class Result:
         cost: parameters, MACs, latency (see :mod:`wsolbench.profile`).
         env: the software / hardware environment (see :func:`environment`).
         created: ISO-8601 UTC timestamp of the evaluation.
-        text_prior: which text-encoder weights made a method's text targets (TeD-Loc), ``"none"``
-            for a random text tower; None (absent from the JSON) for methods without text.
+        provenance: where each pretrained part of the method came from (``{"backbone":
+            "file:...", "text": "cache:ViT-B-16/openai", "teacher": "run:..."}``), as the method
+            declared it; empty for a method that declares no part. ``pretrained`` sums it up.
         per_image: ``{"file": "per_image.npz", "sha256": ...}``, the run's per-image records
             beside this file (:mod:`wsolbench.per_image`); None for results made without them.
         schema: layout version of this record.
@@ -141,7 +142,7 @@ class Result:
     cost: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
     created: str = ""
-    text_prior: str | None = None
+    provenance: dict = field(default_factory=dict)
     per_image: dict | None = None
     schema: int = SCHEMA_VERSION
 
@@ -158,8 +159,8 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
-        for optional in ("text_prior", "data_fingerprint", "per_image"):
-            if d[optional] is None:  # absent: no text targets / a result older than schema 2
+        for optional in ("data_fingerprint", "per_image"):
+            if d[optional] is None:  # absent: a result older than schema 2 / made without them
                 del d[optional]
         return {"schema": d.pop("schema"), **d}
 
@@ -190,10 +191,13 @@ class Result:
                     f"{source}: key {key!r} must be {_type_name(kind)}, got {d[key]!r:.60}"
                 )
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known - {"text_prior"})
         if unknown:
             logger.warning("%s: ignoring unknown key(s) %s", source, ", ".join(unknown))
-        return cls(**{"data_fingerprint": None, **{k: v for k, v in d.items() if k in known}})
+        values = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("text_prior"), str) and "provenance" not in d:
+            values["provenance"] = {"text": d["text_prior"]}  # schema 1: TeD-Loc's own key
+        return cls(**{"data_fingerprint": None, **values})
 
 
 def _is_type(value: Any, kind: type | tuple[type, ...]) -> bool:

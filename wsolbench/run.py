@@ -440,7 +440,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         cost=cost,
         env={**environment(), "device": context.device, "world_size": context.world},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        text_prior=method.text_prior,  # None (omitted) for methods without text targets
+        provenance=dict(method.provenance),
         per_image=per_image,
     )
     if context.rank == 0:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.backbones import REFERENCE_RESNET50, build_backbone
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -44,52 +44,55 @@ class CAM(WSOLMethod):
             when its shape is [K, D]; otherwise the default, with a warning).
     """
 
-    pretrained_option = "backbone.pretrained"
-    defaults = {
-        "backbone": {
-            "name": REFERENCE_RESNET50,
-            "pretrained": True,
-            "checkpoint": None,
-            "kwargs": {},
-        },
-        "classifier_init": "default",
-        # The engine's TRAIN_DEFAULTS already are the reference benchmark's recipe (SGD, momentum
-        # 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs, batch 64); CAM adds its epochs
-        # and the 10x learning rate the reference gives a ResNet's layer4 and classifier.
-        "train": {
-            "max_epochs": 50,
-            # "classifier" occurs only in the 1×1 classifier's names, "layer4" only in a ResNet's
-            # last stage (see tests); other backbones have no "layer4"
-            "lr_mult": {"classifier": 10, "layer4": 10},
-        },
-    }
-    presets = {
-        # The reference's ResNet50 CAM on CUB (MaxBoxAccV2 63.0 in its paper): the defaults.
-        "cub": {},
-        # On ILSVRC the reference keeps the ImageNet fc as the classifier's starting point.
-        "ilsvrc": {
-            "classifier_init": "pretrained",
+    capabilities = Capabilities(pretrained_options=("backbone.pretrained",))
+    config = MethodConfig(
+        defaults={
+            "backbone": {
+                "name": REFERENCE_RESNET50,
+                "pretrained": True,
+                "checkpoint": None,
+                "kwargs": {},
+            },
+            "classifier_init": "default",
+            # The engine's TRAIN_DEFAULTS already are the reference benchmark's recipe (SGD,
+            # momentum 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs, batch 64); CAM adds
+            # its epochs and the 10x learning rate the reference gives a ResNet's layer4 and
+            # classifier.
             "train": {
-                "max_epochs": 10,
-                "scheduler": {"type": "MultiStepLR", "milestones": [3, 6, 9], "gamma": 0.1},
+                "max_epochs": 50,
+                # "classifier" occurs only in the 1×1 classifier's names, "layer4" only in a
+                # ResNet's last stage (see tests); other backbones have no "layer4"
+                "lr_mult": {"classifier": 10, "layer4": 10},
             },
         },
-        # From scratch on 2 CPU cores in under 3 minutes (README.md: why these values).
-        "synthetic": {
-            "backbone": {"name": "wsolcnn", "pretrained": False},
-            "train": {
-                "max_epochs": 28,
-                "num_workers": 0,  # measured faster: a worker competes with the 2 torch threads
-                "optimizer": {"lr": 0.1},
-                "lr_mult": {"classifier": 1},
-                "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
-                # no crop: the head, the only strong class cue, is ~1 % of the image
-                "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
+        presets={
+            # The reference's ResNet50 CAM on CUB (MaxBoxAccV2 63.0 in its paper): the defaults.
+            "cub": {},
+            # On ILSVRC the reference keeps the ImageNet fc as the classifier's starting point.
+            "ilsvrc": {
+                "classifier_init": "pretrained",
+                "train": {
+                    "max_epochs": 10,
+                    "scheduler": {"type": "MultiStepLR", "milestones": [3, 6, 9], "gamma": 0.1},
+                },
+            },
+            # From scratch on 2 CPU cores in under 3 minutes (README.md: why these values).
+            "synthetic": {
+                "backbone": {"name": "wsolcnn", "pretrained": False},
+                "train": {
+                    "max_epochs": 28,
+                    "num_workers": 0,  # measured faster: a worker competes with the 2 torch threads
+                    "optimizer": {"lr": 0.1},
+                    "lr_mult": {"classifier": 1},
+                    "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
+                    # no crop: the head, the only strong class cue, is ~1 % of the image
+                    "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
+                },
             },
         },
-    }
+    )
 
-    def __init__(self, num_classes: int, backbone: dict, classifier_init: str = "default"):
+    def __init__(self, num_classes: int, backbone: dict, classifier_init: str):
         super().__init__(num_classes)
         if classifier_init not in ("default", "pretrained"):
             raise ValueError(
@@ -108,6 +111,8 @@ class CAM(WSOLMethod):
             checkpoint=options.get("checkpoint"),
             **(options.get("kwargs") or {}),
         )
+        # the backbone's weights: "none", "file:<path>" or "cache:<name>"
+        self.provenance["backbone"] = self.backbone.source
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, kernel_size=1)
         if classifier_init == "pretrained":
             self._init_classifier_from_weights()
@@ -132,11 +137,6 @@ class CAM(WSOLMethod):
             weight.copy_(head[0].reshape(weight.shape))
             if head[1] is not None:
                 self.classifier.bias.copy_(head[1])
-
-    @property
-    def pretrained(self) -> str:
-        """The backbone's weights: ``none``, ``file:<path>`` or ``cache:<timm name>``."""
-        return self.backbone.source
 
     def class_maps(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Per-class activation maps and logits.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
 
@@ -21,10 +21,10 @@ from wsolbench.registry import register_method
 class CenterGaussian(WSOLMethod):
     """Isotropic Gaussian at the centre, ``sigma`` as a fraction of the shorter image side."""
 
-    trainable = False
-    defaults = {"sigma": 0.25}
+    capabilities = Capabilities(trainable=False)
+    config = MethodConfig(defaults={"sigma": 0.25})
 
-    def __init__(self, num_classes: int, sigma: float = 0.25):
+    def __init__(self, num_classes: int, sigma: float):
         super().__init__(num_classes)
         if not sigma > 0:
             raise ValueError(f"center: sigma must be > 0, not {sigma}")

@@ -36,7 +36,7 @@ block's worth, and nothing is left behind after ``predict`` returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -87,36 +87,39 @@ class ClipGradCAM(ClipBaseline):
         native_resolution: ask the harness for each image at its own size (batch of one).
     """
 
-    needs_grad_at_inference: ClassVar[bool] = True
-    defaults: ClassVar[dict] = {
-        **ClipBaseline.defaults,
-        "target": "patch_mean",
-        "softmax_over": "target",
-        "predicted_k": 1,
-        "cam_templates": [CLIPES_TEMPLATE],
-        "background_words": list(CLIPES_BACKGROUND_WORDS),
-        "background_template": CLIPES_TEMPLATE,
-        "refine": False,
-        "refine_blocks": 8,
-        "refine_threshold": 0.4,
-        "refine_iterations": 3,
-        "native_resolution": False,
-    }
+    capabilities = replace(ClipBaseline.capabilities, needs_grad_at_inference=True)
+    config = replace(
+        ClipBaseline.config,
+        defaults={
+            **ClipBaseline.config.defaults,
+            "target": "patch_mean",
+            "softmax_over": "target",
+            "predicted_k": 1,
+            "cam_templates": [CLIPES_TEMPLATE],
+            "background_words": list(CLIPES_BACKGROUND_WORDS),
+            "background_template": CLIPES_TEMPLATE,
+            "refine": False,
+            "refine_blocks": 8,
+            "refine_threshold": 0.4,
+            "refine_iterations": 3,
+            "native_resolution": False,
+        },
+    )
 
     def __init__(
         self,
         num_classes: int,
-        target: str = "patch_mean",
-        softmax_over: str = "target",
-        predicted_k: int = 1,
-        cam_templates: Sequence[str] = (CLIPES_TEMPLATE,),
-        background_words: Sequence[str] = CLIPES_BACKGROUND_WORDS,
-        background_template: str = CLIPES_TEMPLATE,
-        refine: bool = False,
-        refine_blocks: int = 8,
-        refine_threshold: float = 0.4,
-        refine_iterations: int = 3,
-        native_resolution: bool = False,
+        target: str,
+        softmax_over: str,
+        predicted_k: int,
+        cam_templates: Sequence[str],
+        background_words: Sequence[str],
+        background_template: str,
+        refine: bool,
+        refine_blocks: int,
+        refine_threshold: float,
+        refine_iterations: int,
+        native_resolution: bool,
         classnames: Sequence[str] | None = None,
         **kwargs,
     ):

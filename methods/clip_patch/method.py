@@ -18,7 +18,7 @@ naive baseline).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +40,11 @@ class ClipPatch(ClipBaseline):
         patch_path: ``maskclip`` (MaskCLIP's formula, default), ``value_only`` or ``full``.
     """
 
-    defaults: ClassVar[dict] = {**ClipBaseline.defaults, "patch_path": "maskclip"}
+    config = replace(
+        ClipBaseline.config, defaults={**ClipBaseline.config.defaults, "patch_path": "maskclip"}
+    )
 
-    def __init__(self, num_classes: int, patch_path: str = "maskclip", **kwargs):
+    def __init__(self, num_classes: int, patch_path: str, **kwargs):
         if patch_path not in PATCH_PATHS:
             renamed = (
                 "; 'value' was the residual-free path, now 'value_only' (MaskCLIP's own formula "
