@@ -6,36 +6,53 @@ implementation, two drivers), the optimizer and schedule from the method's ``tra
 checkpoint hook and the seed. Multi-process training is mmengine's distributed launcher under
 ``torchrun`` (``--launcher pytorch``; gloo on CPU, NCCL on CUDA).
 
-Checkpoints live in ``<work_dir>/train/`` (``epoch_N.pth``, ``last_checkpoint``). Resuming them
-on torch ≥ 2.6 needs care: mmengine calls ``torch.load`` with the new ``weights_only=True``
-default, and its checkpoints hold a few plain Python objects (the message hub's ``HistoryBuffer``,
-numpy arrays and scalars). :func:`trusted_checkpoint_loading` allows exactly those, only while
-loading this run's own checkpoints, and refuses a checkpoint that holds anything else — the safety
-is never disabled process-wide.
+What needs no Runner lives beside it, and is importable from here as before:
+:mod:`wsolbench.checkpoints` (finding, checking and trusted loading of this project's checkpoints),
+:mod:`wsolbench.weights` (loading and exporting a method's weights) and
+:mod:`wsolbench.train_config` (checking and resolving the ``train`` section).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
-import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wsolbench._compat import ensure_torchvision
-from wsolbench.atomic import write_bytes_atomic
+from wsolbench.checkpoints import (
+    CHECKPOINT_PREFIX,
+    CheckpointError,
+    best_checkpoint,
+    check_checkpoint,
+    latest_checkpoint,
+    resume_checkpoint,
+    trusted_checkpoint_loading,
+)
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.evaluate import GroundTruth, count_batch, new_counter, predict_batch
 from wsolbench.method import WSOLMethod
 from wsolbench.metrics import merge_counts, summarize
 from wsolbench.progress import progress
-from wsolbench.workdir import TRAIN_SUBDIR, checkpoints
+from wsolbench.train_config import (
+    MAX_COUNT,
+    auto_workers,
+    check_train_config,
+    param_scheduler,
+    resolve_workers,
+)
+from wsolbench.weights import (
+    export_weights,
+    load_checkpoint_into,
+    load_training_state,
+    load_weights_file,
+    load_weights_into,
+)
+from wsolbench.workdir import TRAIN_SUBDIR
 
 ensure_torchvision()  # mmengine.runner imports torchvision
 
@@ -46,23 +63,34 @@ from mmengine.runner import Runner  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PREFIX = "method."  # the adapter holds the method as ``self.method``
-
-# Python objects an mmengine checkpoint of this project holds besides tensors (see module doc).
-_CHECKPOINT_GLOBALS = (
-    "mmengine.logging.history_buffer.HistoryBuffer",
-    "builtins.getattr",
-    "numpy.ndarray",
-    "numpy.dtype",
-    "numpy._core.multiarray._reconstruct",
-    "numpy._core.multiarray.scalar",
-    "numpy.core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar",
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or weights file cannot be used; the message names it and says why."""
+# The Runner's pieces, and (re-exported) the checkpoint, weights and train-section helpers.
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "MAX_COUNT",
+    "CheckpointError",
+    "CountsMetric",
+    "MethodHook",
+    "MethodModel",
+    "ProgressHook",
+    "QuietRunner",
+    "ReplayHook",
+    "auto_workers",
+    "best_checkpoint",
+    "build_runner",
+    "check_checkpoint",
+    "check_train_config",
+    "export_weights",
+    "latest_checkpoint",
+    "load_checkpoint_into",
+    "load_training_state",
+    "load_weights_file",
+    "load_weights_into",
+    "resolve_workers",
+    "resume_checkpoint",
+    "selection_metric",
+    "train",
+    "trusted_checkpoint_loading",
+]
 
 
 class MethodModel(BaseModel):
@@ -256,29 +284,6 @@ def selection_metric(truth: GroundTruth) -> str:
     return "maxboxacc_v2" if truth.settings.boxes else "pxap"
 
 
-def auto_workers(device: str = "cpu", cpus: int | None = None) -> int:
-    """Data-loader workers that follow the machine (``train.num_workers: auto``).
-
-    On CUDA: one core per worker, all but one core (the training process's), at most 8 per
-    process (decoding + augmenting a 224-px JPEG takes a few ms: 8 workers feed thousands of
-    images/s, more than a GPU step of these models consumes). On CPU the workers compete with
-    torch's threads for the same cores: none up to 4 cores (measured faster on 2 cores: cam's and
-    tedloc's presets use 0), then a quarter of the cores, at most 8.
-    """
-    cpus = cpus or os.cpu_count() or 1
-    if str(device).startswith("cuda"):
-        return max(0, min(8, cpus - 1))
-    return 0 if cpus <= 4 else min(8, cpus // 4)
-
-
-def resolve_workers(value, device: str = "cpu") -> int:
-    """``train.num_workers``: an integer as configured, or ``"auto"`` / None for
-    :func:`auto_workers`."""
-    if value is None or value == "auto":
-        return auto_workers(device)
-    return int(value)
-
-
 def _dataloader(
     dataset, batch_size: int, num_workers: int, shuffle: bool, device: str = "cpu"
 ) -> dict:
@@ -295,16 +300,6 @@ def _dataloader(
         "persistent_workers": False,
         "collate_fn": {"type": "default_collate"},
     }
-
-
-def _scheduler(config: dict | str | None, max_epochs: int) -> list[dict]:
-    kind = config.get("type", "none") if isinstance(config, dict) else str(config)
-    if kind == "none":
-        return []
-    params = {k: v for k, v in config.items() if k != "type"}
-    if kind == "CosineAnnealingLR":
-        params.setdefault("T_max", max_epochs)
-    return [{"type": kind, "by_epoch": True, **params}]
 
 
 def build_runner(
@@ -369,7 +364,7 @@ def build_runner(
         ),
         train_cfg=loop,
         optim_wrapper=optim_wrapper,
-        param_scheduler=_scheduler(train_cfg["scheduler"], max_epochs) or None,
+        param_scheduler=param_scheduler(train_cfg["scheduler"], max_epochs) or None,
         default_hooks={
             "checkpoint": checkpoint_hook,
             "logger": {"type": "LoggerHook", "interval": 10},
@@ -393,73 +388,6 @@ def build_runner(
         log_level="INFO",
         **extra,
     )
-
-
-def _resolve_global(name: str):
-    module, _, attribute = name.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError):
-        return None  # e.g. numpy.core.* names on numpy 2, numpy._core.* on numpy 1
-
-
-@contextlib.contextmanager
-def trusted_checkpoint_loading() -> Iterator[None]:
-    """Let ``torch.load(weights_only=True)`` read this project's own mmengine checkpoints.
-
-    Allows only the globals listed in ``_CHECKPOINT_GLOBALS`` plus numpy's dtype classes, only
-    inside the ``with`` block.
-    """
-    allowed = [g for g in map(_resolve_global, _CHECKPOINT_GLOBALS) if g is not None]
-    allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    with torch.serialization.safe_globals(allowed):
-        yield
-
-
-def latest_checkpoint(work_dir: Path) -> Path | None:
-    """The newest checkpoint of this work dir's own ``train/`` folder, or None before the first.
-
-    Found by epoch number in the dir itself, not through mmengine's ``last_checkpoint`` pointer,
-    which holds an absolute path (in a copied or moved work dir, the original's file).
-    """
-    found = checkpoints(work_dir, "epoch_")
-    return found[0] if found else None
-
-
-def resume_checkpoint(work_dir: Path) -> Path | None:
-    """The checkpoint ``--resume`` continues from: the newest readable one, or None if none yet.
-
-    An unreadable newest checkpoint (a crash mid-write, a disk error) is skipped with a warning
-    and the previous one is used; training then redoes the epochs after it.
-
-    Raises:
-        CheckpointError: checkpoints exist but none is readable; the message says how to start
-            the run over.
-    """
-    found = checkpoints(work_dir, "epoch_")
-    problems = []
-    for path in found:
-        try:
-            check_checkpoint(path)
-        except CheckpointError as exc:
-            problems.append(str(exc))
-            continue
-        for problem in problems:
-            logger.warning("%s; resuming from %s instead", problem, path.name)
-        return path
-    if problems:
-        folder = Path(work_dir) / TRAIN_SUBDIR
-        raise CheckpointError(
-            f"no readable checkpoint in {folder} ({'; '.join(problems)}). To train this run "
-            f"from the start, delete {folder} and run the same command again"
-        )
-    return None
-
-
-def best_checkpoint(work_dir: Path) -> Path | None:
-    """The ``best_*.pth`` the checkpoint hook kept (the newest by epoch number), if any."""
-    found = checkpoints(work_dir, "best_")
-    return found[0] if found else None
 
 
 def train(
@@ -486,223 +414,3 @@ def train(
     if chosen is None:
         raise CheckpointError(f"training in {work_dir / TRAIN_SUBDIR} saved no {keep} checkpoint")
     return chosen
-
-
-def check_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint that is unreadable or holds objects an mmengine checkpoint never does."""
-    try:
-        unexpected = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception as exc:  # a truncated zip, not a torch file, ...
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})"
-        ) from None
-    unexpected -= set(_CHECKPOINT_GLOBALS)
-    if unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} holds objects a wsolbench checkpoint never holds "
-            f"({', '.join(sorted(unexpected))}); refusing to load it"
-        )
-
-
-def _registered(registry, name):
-    """The class ``name`` in an mmengine registry, or None (whatever ``name`` is: mmengine's own
-    lookup raises on some strings, e.g. an empty one, as it tries them as import paths)."""
-    if not isinstance(name, str) or not name.isidentifier():
-        return None
-    try:
-        return registry.get(name)
-    except Exception:  # noqa: BLE001 (any failure means "not a known name")
-        return None
-
-
-MAX_COUNT = 1_000_000  # epochs, batch size, intervals: beyond this is a typo (and overflows)
-
-
-def _check_optimizer(config) -> torch.optim.Optimizer:
-    """Build the configured optimizer on a dummy parameter and take one step with it."""
-    from mmengine.registry import OPTIMIZERS
-
-    from wsolbench.method import ConfigError
-
-    options = dict(config) if isinstance(config, dict) else {}
-    kind = options.pop("type", None)
-    optimizer_cls = _registered(OPTIMIZERS, kind)
-    if optimizer_cls is None:
-        raise ConfigError(
-            f"train.optimizer.type {kind!r} is not an optimizer mmengine knows; use a torch.optim "
-            "class name such as SGD, Adam or AdamW"
-        )
-    parameter = torch.zeros(2, requires_grad=True)
-    try:
-        optimizer = optimizer_cls([parameter], **options)
-        (parameter - 1).square().sum().backward()
-        optimizer.step()  # some optimizers refuse ordinary gradients only here (SparseAdam)
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"train.optimizer {dict(config)}: {message}") from None
-    return optimizer
-
-
-def _check_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> None:
-    """Build the configured schedule on ``optimizer``, step it, and make sure its state can be
-    checkpointed and read back (a resume loads it with ``weights_only``)."""
-    import io
-
-    from mmengine.registry import PARAM_SCHEDULERS
-
-    from wsolbench.method import ConfigError
-
-    if _registered(PARAM_SCHEDULERS, config.get("type")) is None:
-        raise ConfigError(
-            f"train.scheduler.type {config.get('type')!r} is not a schedule mmengine knows; use "
-            "MultiStepLR, CosineAnnealingLR or none"
-        )
-    try:
-        schedule = PARAM_SCHEDULERS.build({**config, "optimizer": optimizer})
-        schedule.step()
-        buffer = io.BytesIO()
-        torch.save(schedule.state_dict(), buffer)
-    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"train.scheduler {config}: {message}") from None
-    buffer.seek(0)
-    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(buffer)) - set(
-        _CHECKPOINT_GLOBALS
-    )
-    if unsafe:
-        raise ConfigError(
-            f"train.scheduler {config['type']}: its state holds {', '.join(sorted(unsafe))}, "
-            "which a checkpoint of this project may not hold (a resume could not read it); use "
-            "MultiStepLR, CosineAnnealingLR, LinearLR, ExponentialLR or none"
-        )
-
-
-def check_train_config(train_cfg: dict) -> None:
-    """Check a resolved ``train`` section before anything is written or trained.
-
-    Counts must be integers in range; the optimizer is built on a dummy parameter and takes one
-    step, and the schedule is built on it, steps once and must checkpoint into objects a resume
-    may read (so an unknown name, a missing or unknown keyword, a value either refuses, such as
-    a negative learning rate, fails now, not after the data is loaded or after training);
-    ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
-
-    Raises:
-        ConfigError: naming the ``train.*`` key, its value and the fix.
-    """
-
-    from wsolbench.method import ConfigError
-
-    for key in ("max_epochs", "batch_size", "checkpoint_interval", "val_interval"):
-        value = train_cfg.get(key)
-        if type(value) is not int or not 1 <= value <= MAX_COUNT:
-            raise ConfigError(f"train.{key} must be an integer in [1, {MAX_COUNT}], not {value!r}")
-    workers = train_cfg.get("num_workers")
-    if workers != "auto" and (type(workers) is not int or not 0 <= workers <= 256):
-        raise ConfigError(
-            f"train.num_workers must be an integer >= 0 or auto (follow the machine; at most "
-            f"256), not {workers!r}"
-        )
-    optimizer = _check_optimizer(train_cfg.get("optimizer"))
-    scheduler = _scheduler(train_cfg.get("scheduler"), train_cfg["max_epochs"])
-    if scheduler:
-        _check_scheduler(scheduler[0], optimizer)
-    scale = (train_cfg.get("augment") or {}).get("crop_scale")
-    valid = isinstance(scale, (list, tuple)) and len(scale) == 2
-    if not (
-        valid and all(type(v) in (int, float) for v in scale) and 0 < scale[0] <= scale[1] <= 1
-    ):
-        raise ConfigError(
-            f"train.augment.crop_scale must be [min, max] with 0 < min <= max <= 1, not {scale!r}"
-        )
-
-
-def load_checkpoint_into(method: WSOLMethod, path: Path) -> None:
-    """Load the method's weights from an mmengine training checkpoint of this project."""
-    check_checkpoint(path)
-    with trusted_checkpoint_loading():
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    # Training-only state (an EMA teacher, ...) is in the checkpoint but not in the exported
-    # weights: keep what inference needs; missing or misshapen keys are still refused below.
-    wanted = set(method.inference_state_dict())
-    state = {
-        key[len(CHECKPOINT_PREFIX) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(CHECKPOINT_PREFIX) and key[len(CHECKPOINT_PREFIX) :] in wanted
-    }
-    load_weights_into(method, state, str(path))
-
-
-def load_training_state(method: WSOLMethod, path: Path) -> None:
-    """Load everything a training checkpoint holds of the method, training-only state included
-    (an EMA teacher, ...): for tools that inspect training, such as TeD-Loc's diagnose."""
-    check_checkpoint(path)
-    with trusted_checkpoint_loading():
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = {
-        key[len(CHECKPOINT_PREFIX) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(CHECKPOINT_PREFIX)
-    }
-    try:
-        method.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit method {method.name!r} as configured: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-
-
-def load_weights_into(method: WSOLMethod, state: dict, source: str) -> None:
-    """``load_state_dict`` with an error that says which keys or shapes do not fit."""
-    own = method.inference_state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or mismatched:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if mismatched:
-            k = mismatched[0]
-            details.append(
-                f"{len(mismatched)} of another shape (e.g. {k}: file {tuple(state[k].shape)}, "
-                f"model {tuple(own[k].shape)})"
-            )
-        raise CheckpointError(
-            f"{source} does not fit method {method.name!r} as configured: "
-            f"{'; '.join(details)}; was it saved by another method, backbone or class count?"
-        )
-    method.load_state_dict(state, strict=False)  # keys checked above against inference_state_dict
-
-
-def export_weights(method: WSOLMethod, path: Path) -> None:
-    """Write ``weights.pt``: a plain state dict of what inference needs (``weights_only``-safe)."""
-    import io
-
-    buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in method.inference_state_dict().items()}
-    torch.save(state, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def load_weights_file(method: WSOLMethod, path: Path) -> None:
-    """Load an exported ``weights.pt`` (or any plain state dict) with ``weights_only=True``."""
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(
-            f"weights file {path} cannot be read as a plain state dict ({type(exc).__name__}: "
-            f"{first_line}); pass a weights.pt written by wsolbench"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {k.removeprefix(CHECKPOINT_PREFIX): v for k, v in state["state_dict"].items()}
-    if not isinstance(state, dict):
-        raise CheckpointError(
-            f"weights file {path} holds a {type(state).__name__}, not a state dict"
-        )
-    load_weights_into(method, state, str(path))

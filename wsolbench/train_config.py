@@ -1,0 +1,153 @@
+"""The ``train`` section of a config: checked before anything runs, and resolved for the Runner.
+
+:func:`check_train_config` refuses a section that would fail later (an unknown optimizer, a
+schedule a resume could not read, a count out of range) with the key, the value and the fix;
+:func:`resolve_workers` and :func:`param_scheduler` turn ``num_workers`` and ``scheduler`` into
+what :func:`wsolbench.engine.build_runner` hands to mmengine.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import mmengine.optim  # noqa: F401 (fills the registries below: torch's optimizers, the schedules)
+import torch
+from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
+
+from wsolbench.checkpoints import CHECKPOINT_GLOBALS
+from wsolbench.method import ConfigError
+
+MAX_COUNT = 1_000_000  # epochs, batch size, intervals: beyond this is a typo (and overflows)
+
+
+def auto_workers(device: str = "cpu", cpus: int | None = None) -> int:
+    """Data-loader workers that follow the machine (``train.num_workers: auto``).
+
+    On CUDA: one core per worker, all but one core (the training process's), at most 8 per
+    process (decoding + augmenting a 224-px JPEG takes a few ms: 8 workers feed thousands of
+    images/s, more than a GPU step of these models consumes). On CPU the workers compete with
+    torch's threads for the same cores: none up to 4 cores (measured faster on 2 cores: cam's and
+    tedloc's presets use 0), then a quarter of the cores, at most 8.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if str(device).startswith("cuda"):
+        return max(0, min(8, cpus - 1))
+    return 0 if cpus <= 4 else min(8, cpus // 4)
+
+
+def resolve_workers(value, device: str = "cpu") -> int:
+    """``train.num_workers``: an integer as configured, or ``"auto"`` / None for
+    :func:`auto_workers`."""
+    if value is None or value == "auto":
+        return auto_workers(device)
+    return int(value)
+
+
+def param_scheduler(config: dict | str | None, max_epochs: int) -> list[dict]:
+    """mmengine's ``param_scheduler`` list for ``train.scheduler`` (a dict with a ``type``, or
+    ``none``): stepped per epoch; ``CosineAnnealingLR`` spans ``max_epochs`` unless ``T_max`` is
+    given."""
+    kind = config.get("type", "none") if isinstance(config, dict) else str(config)
+    if kind == "none":
+        return []
+    params = {k: v for k, v in config.items() if k != "type"}
+    if kind == "CosineAnnealingLR":
+        params.setdefault("T_max", max_epochs)
+    return [{"type": kind, "by_epoch": True, **params}]
+
+
+def _registered(registry, name):
+    """The class ``name`` in an mmengine registry, or None (whatever ``name`` is: mmengine's own
+    lookup raises on some strings, e.g. an empty one, as it tries them as import paths)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return None
+    try:
+        return registry.get(name)
+    except Exception:  # noqa: BLE001 (any failure means "not a known name")
+        return None
+
+
+def _check_optimizer(config) -> torch.optim.Optimizer:
+    """Build the configured optimizer on a dummy parameter and take one step with it."""
+    options = dict(config) if isinstance(config, dict) else {}
+    kind = options.pop("type", None)
+    optimizer_cls = _registered(OPTIMIZERS, kind)
+    if optimizer_cls is None:
+        raise ConfigError(
+            f"train.optimizer.type {kind!r} is not an optimizer mmengine knows; use a torch.optim "
+            "class name such as SGD, Adam or AdamW"
+        )
+    parameter = torch.zeros(2, requires_grad=True)
+    try:
+        optimizer = optimizer_cls([parameter], **options)
+        (parameter - 1).square().sum().backward()
+        optimizer.step()  # some optimizers refuse ordinary gradients only here (SparseAdam)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"train.optimizer {dict(config)}: {message}") from None
+    return optimizer
+
+
+def _check_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> None:
+    """Build the configured schedule on ``optimizer``, step it, and make sure its state can be
+    checkpointed and read back (a resume loads it with ``weights_only``)."""
+    if _registered(PARAM_SCHEDULERS, config.get("type")) is None:
+        raise ConfigError(
+            f"train.scheduler.type {config.get('type')!r} is not a schedule mmengine knows; use "
+            "MultiStepLR, CosineAnnealingLR or none"
+        )
+    try:
+        schedule = PARAM_SCHEDULERS.build({**config, "optimizer": optimizer})
+        schedule.step()
+        buffer = io.BytesIO()
+        torch.save(schedule.state_dict(), buffer)
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"train.scheduler {config}: {message}") from None
+    buffer.seek(0)
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(buffer)) - set(
+        CHECKPOINT_GLOBALS
+    )
+    if unsafe:
+        raise ConfigError(
+            f"train.scheduler {config['type']}: its state holds {', '.join(sorted(unsafe))}, "
+            "which a checkpoint of this project may not hold (a resume could not read it); use "
+            "MultiStepLR, CosineAnnealingLR, LinearLR, ExponentialLR or none"
+        )
+
+
+def check_train_config(train_cfg: dict) -> None:
+    """Check a resolved ``train`` section before anything is written or trained.
+
+    Counts must be integers in range; the optimizer is built on a dummy parameter and takes one
+    step, and the schedule is built on it, steps once and must checkpoint into objects a resume
+    may read (so an unknown name, a missing or unknown keyword, a value either refuses, such as
+    a negative learning rate, fails now, not after the data is loaded or after training);
+    ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
+
+    Raises:
+        ConfigError: naming the ``train.*`` key, its value and the fix.
+    """
+    for key in ("max_epochs", "batch_size", "checkpoint_interval", "val_interval"):
+        value = train_cfg.get(key)
+        if type(value) is not int or not 1 <= value <= MAX_COUNT:
+            raise ConfigError(f"train.{key} must be an integer in [1, {MAX_COUNT}], not {value!r}")
+    workers = train_cfg.get("num_workers")
+    if workers != "auto" and (type(workers) is not int or not 0 <= workers <= 256):
+        raise ConfigError(
+            f"train.num_workers must be an integer >= 0 or auto (follow the machine; at most "
+            f"256), not {workers!r}"
+        )
+    optimizer = _check_optimizer(train_cfg.get("optimizer"))
+    scheduler = param_scheduler(train_cfg.get("scheduler"), train_cfg["max_epochs"])
+    if scheduler:
+        _check_scheduler(scheduler[0], optimizer)
+    scale = (train_cfg.get("augment") or {}).get("crop_scale")
+    valid = isinstance(scale, (list, tuple)) and len(scale) == 2
+    if not (
+        valid and all(type(v) in (int, float) for v in scale) and 0 < scale[0] <= scale[1] <= 1
+    ):
+        raise ConfigError(
+            f"train.augment.crop_scale must be [min, max] with 0 < min <= max <= 1, not {scale!r}"
+        )
