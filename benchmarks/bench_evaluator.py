@@ -10,11 +10,12 @@ GT-known, IoU 30/50/70), one map at a time, single process, single thread.
 
 Sides (timed map by map in turn, so that both see the same machine load):
 
-* ``fast``: :class:`wsolbench.metrics.BoxCounter` (:mod:`wsolbench.level_sets`: two union-find
-  sweeps per map compiled with numba, a contour search only on the rare levels with a component
-  inside a hole). Its one-off cost, compiling the numba code or loading it from the on-disk
-  cache, is paid on a warm-up map before timing and reported on its own line (``warmup``).
-* ``literal``: :func:`wsolbench.metrics_literal.literal_box_counts`, one contour search per
+* ``fast``: :class:`wsolbench.metrics.BoxCounter` (:mod:`wsolbench.metrics.level_sets`: two
+  union-find sweeps per map compiled with numba, a contour search only on the rare levels with a
+  component inside a hole). Its one-off cost, compiling the numba code or loading it from the
+  on-disk cache, is paid on a warm-up map before timing and reported on its own line
+  (``warmup``).
+* ``literal``: :func:`wsolbench.metrics.literal.literal_box_counts`, one contour search per
   threshold shared by both rules -- a plain baseline that is already faster than the reference.
 * ``reference`` (``--literal reference`` or ``both``): the same module with
   ``reference_structure=True``, i.e. the reference evaluator's own structure (one full sweep per
@@ -41,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsolbench import metrics as M
-from wsolbench import metrics_literal as L
+from wsolbench.metrics import literal as L
 
 IOUS = (30, 50, 70)
 
