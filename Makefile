@@ -4,18 +4,26 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXAMPLE := examples/wsolbench-has
+EXAMPLE_STAMP := $(VENV)/.example-installed
 DEMO_DIR ?= work_dirs/demo
 export HF_HUB_OFFLINE = 1
 
 .PHONY: install demo test lint bench reports clean
 
-install: $(STAMP)
+install: $(STAMP) $(EXAMPLE_STAMP)
 
 # constraints.txt pins every package (torch to its CPU build), so no pip call can pull CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# The worked plugin example (docs/writing-a-method.md), installed as a user installs a plugin: the
+# suite runs `wsolbench check has` and a tiny training run on it (tests/test_example_plugin.py).
+$(EXAMPLE_STAMP): $(STAMP) $(EXAMPLE)/pyproject.toml
+	$(BIN)/python -m pip install -q -c constraints.txt -e $(EXAMPLE)
+	touch $(EXAMPLE_STAMP)
 
 # --resume: a finished run is kept as it is, an interrupted one continues.
 demo: install
@@ -26,9 +34,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(EXAMPLE)/tests
 
 lint: install
-	$(BIN)/ruff check wsolbench methods tests benchmarks
+	$(BIN)/ruff check wsolbench methods tests benchmarks examples
 
 bench: install
 	$(BIN)/python benchmarks/bench_evaluator.py
