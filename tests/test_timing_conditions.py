@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import wsolbench.profile as profile_module
+import wsolbench.cost.conditions as conditions_module
 from wsolbench.method import Prediction, WSOLMethod
 from wsolbench.profile import (
     LATENCY_MARK,
@@ -133,10 +133,10 @@ def test_profile_records_the_conditions_and_marks_a_busy_timing(monkeypatch):
         state["t"] += 1.0
         return state["t"]
 
-    monkeypatch.setattr(profile_module, "_cpu_seconds", fake_cpu_seconds)
-    monkeypatch.setattr(profile_module, "_run_times", lambda: None)
-    monkeypatch.setattr(profile_module.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(profile_module.time, "perf_counter", fake_clock)
+    monkeypatch.setattr(conditions_module, "_cpu_seconds", fake_cpu_seconds)
+    monkeypatch.setattr(conditions_module, "_run_times", lambda: None)
+    monkeypatch.setattr(conditions_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(conditions_module.time, "perf_counter", fake_clock)
     settings = ProfileSettings(warmup=1, runs=3, batch_size=2, throughput_runs=1, threads=1)
     cost = profile_method(Tiny(), (8, 8), 3, "cpu", settings)
     conditions = cost["timing_conditions"]
