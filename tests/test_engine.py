@@ -171,7 +171,10 @@ def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path)
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, tmp_path):
-    weights = reference_run / "weights.pt"
+    # a weights file on its own (outside its run folder: no record says which config made it)
+    weights = tmp_path / "loose" / "weights.pt"
+    weights.parent.mkdir()
+    weights.write_bytes((reference_run / "weights.pt").read_bytes())
     done = wsolbench(*eval_args(tiny, weights, tmp_path / "e", "-o", "width=4"), check=False)
     assert done.returncode == 2
     assert "does not fit method 'toycam'" in done.stderr and "of another shape" in done.stderr

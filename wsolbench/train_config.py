@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 
 import mmengine.optim  # noqa: F401 (fills the registries below: torch's optimizers, the schedules)
 import torch
@@ -98,8 +99,10 @@ def _check_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> None:
             "MultiStepLR, CosineAnnealingLR or none"
         )
     try:
-        schedule = PARAM_SCHEDULERS.build({**config, "optimizer": optimizer})
-        schedule.step()
+        with warnings.catch_warnings():  # "step() before optimizer.step()": true of a dry run
+            warnings.simplefilter("ignore")
+            schedule = PARAM_SCHEDULERS.build({**config, "optimizer": optimizer})
+            schedule.step()
         buffer = io.BytesIO()
         torch.save(schedule.state_dict(), buffer)
     except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:

@@ -1,0 +1,278 @@
+"""What a run is, resolved and checked before any work: its spec, protocol, config, data,
+device and work dir (steps 1-4 of :mod:`wsolbench.run`), and its record.
+
+Everything here reads and checks; the only writes are the work dir's lock (taken first, so a
+second process stops at once) and, once the method is built, the run record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsolbench import workdir
+from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
+from wsolbench.data.metadata import SplitMetadata
+from wsolbench.data.sources import read_splits
+from wsolbench.device import resolve_device
+from wsolbench.protocol import Protocol, protocol_for_dataset
+from wsolbench.registry import get_dataset, get_method
+from wsolbench.results import RESULT_FILENAME, Result, load_result
+
+if TYPE_CHECKING:
+    from wsolbench.profile import ProfileSettings
+
+logger = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class RunSpec:
+    """Everything ``wsolbench run`` was asked for."""
+
+    method: str
+    dataset: str
+    protocol: str | None = None  # id or YAML path; None → the dataset's newest shipped protocol
+    data_root: str | None = None
+    work_dir: str | None = None  # None → work_dirs/<protocol>/<method>/seed<seed>
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)
+    device: str = "auto"
+    resume: bool = False
+    no_pretrained: bool = False
+    launcher: str = "none"
+    batch_size: int = 64
+    num_workers: int = 0
+    progress: bool = True
+    profile: ProfileSettings | None = None  # --profile: measure cost into result.cost
+
+
+def _distributed(launcher: str, device: str) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` set up (``--launcher pytorch``): (rank, world)."""
+    if launcher == "none":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RunError(
+                f"this process is one of {os.environ['WORLD_SIZE']} started by torchrun, but "
+                "--launcher is none (each would train alone into the same work dir); pass "
+                "--launcher pytorch"
+            )
+        return 0, 1
+    if launcher != "pytorch":
+        raise RunError(f"--launcher {launcher!r}: use none or pytorch (under torchrun)")
+    from mmengine.dist import get_dist_info, init_dist, is_distributed
+    from torch import distributed
+
+    if "RANK" not in os.environ:
+        raise RunError(
+            "--launcher pytorch needs torchrun: torchrun --nproc-per-node N -m wsolbench ..."
+        )
+    if not is_distributed():
+        if device.startswith("cuda"):
+            init_dist("pytorch", backend="nccl")  # also binds each rank to its GPU
+        else:
+            distributed.init_process_group("gloo")  # mmengine's init_dist assumes a GPU
+    return get_dist_info()
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        from mmengine.dist import barrier
+
+        barrier()
+
+
+@dataclass
+class RunContext:
+    """What a run resolved before doing any work."""
+
+    spec: RunSpec
+    method_cls: type
+    protocol: Protocol
+    config: dict
+    work_dir: Path
+    device: str
+    rank: int
+    world: int
+    root: Path | None = None  # the prepared data root (set once the data is read)
+    splits: dict[str, SplitMetadata] = field(default_factory=dict)
+    fingerprint: dict = field(default_factory=dict)
+    weights_sha256: str | None = None  # eval: the weights file's content hash
+    state: str = "new"  # the work dir's state when the run started (wsolbench.workdir.inspect)
+    pretrained: str | None = None  # what the built method loaded (method.pretrained)
+
+    @property
+    def mask_root(self) -> Path | None:
+        return self.root / "masks" if self.protocol.has_masks else None
+
+    @property
+    def record(self) -> dict:
+        """What this run is: the work dir's ``config.yaml`` (see :mod:`wsolbench.workdir`)."""
+        cls = self.method_cls
+        record = {
+            "method": cls.name,
+            # where the class lives, for a method given as --method pkg.module:Class
+            "method_source": f"{cls.__module__}:{cls.__qualname__}",
+            "dataset": self.spec.dataset,
+            "protocol": self.protocol.id,
+            "protocol_hash": self.protocol.hash,
+            "data_fingerprint": self.fingerprint.get("sha256"),
+            "seed": self.spec.seed,
+            "config": self.config,
+        }
+        if self.weights_sha256 is not None:
+            record["weights"] = self.weights_sha256
+        if self.pretrained is not None:
+            record["pretrained"] = self.pretrained
+        record["protocol_spec"] = self.protocol.snapshot()
+        return record
+
+
+def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
+    """Names, protocol, config (typed), ``train`` section, device: no data read, nothing written."""
+    from wsolbench.method import pretrained_off_overrides, resolve_config
+
+    method_cls = get_method(spec.method)
+    get_dataset(spec.dataset)  # an unknown dataset name fails here, with close matches
+    protocol = protocol_for_dataset(spec.dataset, spec.protocol)
+    overrides = list(spec.overrides)
+    if spec.no_pretrained:
+        overrides += pretrained_off_overrides(method_cls)
+    config = resolve_config(method_cls, spec.dataset, overrides)
+    if method_cls.trainable:
+        from wsolbench.engine import check_train_config
+
+        check_train_config(config["train"])
+    work_dir = Path(
+        spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / default_leaf
+    )
+    device = resolve_device(spec.device)
+    rank, world = _distributed(spec.launcher, device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    return RunContext(spec, method_cls, protocol, config, work_dir, device, rank, world)
+
+
+def _read_data(context: RunContext) -> None:
+    """Read and check every split (all before any work) and the data fingerprint."""
+    spec, protocol = context.spec, context.protocol
+    source = get_dataset(spec.dataset)()
+    context.root = source.resolve(spec.data_root, protocol)
+    used = set(protocol.eval_splits) | ({"train"} if context.method_cls.trainable else set())
+    context.splits = read_splits(
+        context.root,
+        protocol,
+        check_files_of=used,
+        optional=() if context.method_cls.trainable else ("train",),
+        progress=spec.progress and context.rank == 0,
+    )
+    context.fingerprint = data_fingerprint(context.splits)
+    hint = source.prepare_hint
+    if (context.root / "protocol.yaml").is_file():  # a generated set carries its own protocol
+        hint += f"; this root's own protocol is --protocol {context.root / 'protocol.yaml'}"
+    check_pins(context.fingerprint, protocol.data_pins, protocol=protocol.id, hint=hint)
+
+
+def announce(context: RunContext, pretrained: str) -> None:
+    """The console's opening lines: what is being run, on what, where."""
+    if context.rank != 0:
+        return
+    sizes = ", ".join(f"{r} {s['n_images']}" for r, s in context.fingerprint["splits"].items())
+    mark = " (no pretrained weights ‡)" if pretrained.strip().lower() == "none" else ""
+    logger.info(
+        "%s on %s (protocol %s) · data %s (%s) · seed %d · device %s",
+        context.method_cls.name,
+        context.protocol.id,
+        context.protocol.short_hash,
+        short(context.fingerprint["sha256"]),
+        sizes,
+        context.spec.seed,
+        context.device,
+    )
+    logger.info("pretrained: %s%s · work dir %s", pretrained, mark, context.work_dir)
+
+
+@contextlib.contextmanager
+def locked_run(spec: RunSpec, default_leaf: str) -> Iterator[RunContext]:
+    """Resolve the run (step 1) holding its work dir's lock (step 2).
+
+    An explicit ``--work-dir`` is locked before anything heavy is even imported, so a second
+    process on a busy dir stops within a second or two; a default one as soon as its path is
+    known (it names the method and protocol).
+    """
+    explicit = Path(spec.work_dir) if spec.work_dir else None
+    # under torchrun (--launcher pytorch), rank 0 alone holds the lock for every rank
+    rank0 = spec.launcher != "pytorch" or os.environ.get("RANK", "0") == "0"
+    with workdir.locked(explicit, enabled=explicit is not None and rank0):
+        context = resolve_run(spec, default_leaf=default_leaf)
+        with workdir.locked(context.work_dir, enabled=explicit is None and rank0):
+            yield context
+
+
+def config_of_source_run(context: RunContext, weights: Path) -> None:
+    """``eval`` of a run's ``weights.pt``: the method and config come from that run's record
+    (the config that made the weights), and ``-o`` may not contradict it."""
+    from wsolbench.method import apply_overrides, without_pretrained
+
+    try:
+        source = workdir.read_record(weights.parent)
+    except workdir.WorkDirError:
+        source = None  # not a run folder: the command line describes the weights
+    if source is None:
+        return
+    if source.get("method") != context.method_cls.name:
+        raise RunError(
+            f"--weights {weights} were trained by a {source.get('method')!r} run; pass --method "
+            f"{source.get('method')}"
+        )
+    made = without_pretrained(context.method_cls, source["config"])
+    asked = apply_overrides(context.method_cls, made, context.spec.overrides)
+    contradictions = workdir.differences({"config": made}, {"config": asked})
+    if contradictions:
+        raise RunError(
+            f"-o contradicts the config that made {weights} ({'; '.join(contradictions[:4])}); "
+            "drop the -o: eval takes the config from the weights' run"
+        )
+    context.config = made
+
+
+def open_work_dir(context: RunContext) -> Result | None:
+    """Read the data and check the work dir (steps 3–4): the finished result of this very run
+    when ``--resume`` keeps it, else None (the run goes ahead)."""
+    _read_data(context)
+    state = workdir.check_reuse(context.work_dir, context.record, resume=context.spec.resume)
+    context.state = state
+    if state == "finished":
+        logger.info("%s is finished; nothing to resume", context.work_dir)
+        return load_result(context.work_dir / RESULT_FILENAME)
+    if state == "started":
+        logger.info("%s held a start that saved nothing; starting over", context.work_dir)
+    return None
+
+
+def write_record(context: RunContext, pretrained: str) -> None:
+    """Write the record, now that the method is built and its weights known.
+
+    A resumed run must have loaded the same weights as when it started (a teacher run or a
+    weights file may have changed since): checked here, before anything is overwritten.
+    """
+    context.pretrained = pretrained
+    barrier(context.world)  # every rank has inspected the work dir before rank 0 writes to it
+    if context.state == "unfinished":
+        stored = (workdir.read_record(context.work_dir) or {}).get("pretrained")
+        if stored is not None and stored != pretrained:
+            raise RunError(
+                f"--resume: {context.work_dir} was started with pretrained weights {stored!r}, "
+                f"this command loads {pretrained!r} (a file or a teacher run changed since?); "
+                "restore them, or choose a new --work-dir"
+            )
+    if context.rank == 0:
+        workdir.write_record(context.work_dir, context.record)
+    barrier(context.world)
