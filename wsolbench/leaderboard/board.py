@@ -1,0 +1,206 @@
+"""Building leaderboards: result files -> checked, grouped :class:`Leaderboard` s -> text.
+
+``compare`` is what ``wsolbench compare`` runs. It reads only result files, refuses what may not
+share a table (:mod:`wsolbench.grouping`: one protocol version and one dataset per table, or with
+``by_data`` one table per data fingerprint), turns the runs into rows
+(:mod:`~wsolbench.leaderboard.runs`), adds the published rows of the board's dataset
+(:mod:`~wsolbench.leaderboard.published`) after them, writes the notes, optionally adds bootstrap
+intervals (:mod:`wsolbench.intervals`), and renders (:mod:`~wsolbench.leaderboard.rendering`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from wsolbench.grouping import check_one_protocol, check_pinned_data, data_groups
+from wsolbench.intervals import SIGNIFICANCE, SIMILAR_MARK
+from wsolbench.leaderboard.cost_columns import cost_notes
+from wsolbench.leaderboard.published import published_rows, published_sort_key, source_notes
+from wsolbench.leaderboard.rendering import FORMATS, render
+from wsolbench.leaderboard.rows import (
+    COLUMN_NAMES,
+    MISSING,
+    NO_WEIGHTS_NOTE,
+    PUBLISHED_NOTE,
+    Leaderboard,
+)
+from wsolbench.leaderboard.runs import group_runs, recompute, run_sort_key
+from wsolbench.results import SPLITS, Result, find_results
+
+
+def compare(
+    paths: Sequence[str | Path],
+    *,
+    policy: str = "oracle",
+    split: str = "test",
+    fmt: str = "md",
+    published: str | Path | None | bool = True,
+    by_data: bool = False,
+    ci: int = 0,
+    ci_seed: int = 0,
+) -> str:
+    """Render the leaderboard of the results under ``paths``.
+
+    Args:
+        paths: result files and / or folders searched recursively for ``result.json``.
+        policy: ``"oracle"``, ``"select"`` or ``"fixed:<tau>"``, recomputed from the stored counts.
+        split: the evaluated split shown, ``"test"`` or ``"val"``.
+        fmt: ``"md"``, ``"csv"``, ``"latex"`` or ``"html"``.
+        published: ``True`` adds the rows of :func:`default_published_path` (skipped if the file is
+            absent), a path adds that file's rows, ``False`` / ``None`` adds none.
+        by_data: results of different data fingerprints become separate tables (one CSV with a
+            ``data_fingerprint`` column) instead of an error.
+        ci: with ``ci`` resamples (e.g. 1000), every cell gets a 95 % bootstrap interval over the
+            test images and rows not significantly different from the top row are marked
+            (:mod:`wsolbench.intervals`); 0: no intervals.
+        ci_seed: seeds the resampling.
+
+    Returns:
+        The table(s) as text, ending with a newline.
+
+    Raises:
+        ResultError: results of different protocols, of different data (unless ``by_data``), a
+            result without the split's counts, ``select`` on a result without a val split,
+            duplicate runs, or an unreadable result.
+        ValueError: an unknown policy, split or format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    boards = build_leaderboards(
+        paths,
+        policy=policy,
+        split=split,
+        published=published,
+        by_data=by_data,
+        ci=ci,
+        ci_seed=ci_seed,
+    )
+    if fmt == "csv":  # one header, then every table's rows
+        texts = [render(board, fmt) for board in boards]
+        return texts[0] + "".join(t.split("\n", 1)[1] for t in texts[1:])
+    return "\n".join(render(board, fmt) for board in boards)
+
+
+def build_leaderboard(
+    paths: Sequence[str | Path],
+    *,
+    policy: str = "oracle",
+    split: str = "test",
+    published: str | Path | None | bool = True,
+) -> Leaderboard:
+    """Load, check, recompute and group results into a :class:`Leaderboard` (see ``compare``)."""
+    (board,) = build_leaderboards(paths, policy=policy, split=split, published=published)
+    return board
+
+
+def build_leaderboards(
+    paths: Sequence[str | Path],
+    *,
+    policy: str = "oracle",
+    split: str = "test",
+    published: str | Path | None | bool = True,
+    by_data: bool = False,
+    ci: int = 0,
+    ci_seed: int = 0,
+) -> list[Leaderboard]:
+    """One :class:`Leaderboard` per data fingerprint (only one unless ``by_data``)."""
+    from wsolbench.metrics import parse_policy  # numpy + OpenCV: only when a table is built
+
+    policy = parse_policy(policy)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    found = find_results(paths)
+    protocol, protocol_hash = check_one_protocol(found)
+    check_pinned_data(found)
+    groups = data_groups(found, by_data)
+    boards = [
+        _board(members, protocol, protocol_hash, policy, split, published) for members in groups
+    ]
+    if ci:
+        for board, members in zip(boards, groups, strict=True):
+            _add_intervals(board, dict(members), ci, ci_seed)
+    return boards
+
+
+def _add_intervals(board: Leaderboard, results: dict[Path, Result], resamples: int, seed: int):
+    """Intervals for every run row's cells, and each row's paired test against the top row."""
+    from wsolbench.intervals import load_run_records, row_intervals, similar_to_top
+
+    rows = [r for r in board.rows if not r.published]
+    runs = [
+        [load_run_records(f, results[f], board.split, board.policy) for f in row.files]
+        for row in rows
+    ]
+    for row, cells in zip(
+        rows, row_intervals(runs, board.metric_keys, resamples=resamples, seed=seed), strict=True
+    ):
+        row.ci = cells
+    ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
+    if ranking is not None and len(rows) > 1:
+        p_values = similar_to_top(runs, ranking, resamples=resamples, seed=seed)
+        for row, p in zip(rows, p_values, strict=True):
+            row.p_vs_top = p
+    board.notes.append(
+        f"[low, high]: 95 % bootstrap interval of the seed mean over the {board.split} images "
+        f"({resamples} resamples, seed {seed}; every row on the same resamples); ± is the spread "
+        "over seeds."
+    )
+    if any(r.similar for r in rows):
+        board.notes.append(
+            f"{SIMILAR_MARK} not significantly different from the top row on "
+            f"{COLUMN_NAMES.get(ranking, ranking)} (paired bootstrap over the same images, "
+            f"two-sided p >= {SIGNIFICANCE})."
+        )
+
+
+def _board(
+    found: list[tuple[Path, Result]],
+    protocol: str,
+    protocol_hash: str,
+    policy: str,
+    split: str,
+    published: str | Path | None | bool,
+) -> Leaderboard:
+    dataset = found[0][1].dataset
+    runs, taus = [], set()
+    for path, result in found:
+        values, chosen = recompute(path, result, policy, split)
+        runs.append((path, result, values))
+        taus.update(chosen.values())
+    rows = group_runs(runs)
+    rows.sort(key=run_sort_key)
+    notes = [
+        "Cells: mean ± sample std (ddof=1) over seeds, in percent; "
+        f"{MISSING} where a row has no such figure (not applicable, or not published)."
+    ]
+    if any(len(r.seeds) == 1 for r in rows):
+        notes.append("Rows with one seed show the mean only: no std.")
+    if any(r.no_weights for r in rows):
+        notes.append(NO_WEIGHTS_NOTE)
+    notes.extend(cost_notes(rows))
+    pub_rows = published_rows(published, dataset)
+    if pub_rows and split != "test":
+        notes.append(f"Published rows are test-split figures: not shown for the {split} split.")
+        pub_rows = []
+    if pub_rows:
+        pub_rows.sort(key=published_sort_key)
+        notes.append(PUBLISHED_NOTE + ".")
+        notes.extend(source_notes(pub_rows))
+    fingerprint = found[0][1].data_fingerprint or {}
+    return Leaderboard(
+        protocol=protocol,
+        protocol_hash=protocol_hash,
+        dataset=dataset,
+        split=split,
+        policy=policy,
+        rows=rows + pub_rows,
+        notes=notes,
+        taus=sorted(taus) if policy.startswith("fixed:") else [],
+        data=fingerprint.get("sha256"),
+        data_splits={
+            role: int(info.get("n_images", 0))
+            for role, info in sorted(fingerprint.get("splits", {}).items())
+            if isinstance(info, dict)
+        },
+    )

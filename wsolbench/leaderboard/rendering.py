@@ -1,0 +1,230 @@
+"""Rendering a leaderboard: the same table as markdown, CSV, LaTeX or HTML text.
+
+Every format shows the board's header lines (protocol, data, split, policy, maps), one line per
+row and the notes; published figures keep the precision the paper printed. The CSV has one column
+per figure (mean, std, interval bounds, cost) instead of formatted cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import re
+from pathlib import Path
+
+from tabulate import tabulate
+
+from wsolbench.cost.formatting import LATENCY_MARK, MACS_LOWER_BOUND_MARK
+from wsolbench.leaderboard.cost_columns import cost_cells, cost_headers
+from wsolbench.leaderboard.rows import (
+    COLUMN_NAMES,
+    MISSING,
+    NO_WEIGHTS_MARK,
+    NO_WEIGHTS_NOTE,
+    PUBLISHED_MARK,
+    PUBLISHED_NOTE,
+    Leaderboard,
+    Row,
+)
+
+FORMATS = ("md", "csv", "latex", "html")
+
+
+def _cell(row: Row, key: str) -> str:
+    if key not in row.mean:
+        return MISSING
+    if row.published:
+        return _published_number(row.mean[key])
+    text = f"{row.mean[key]:.2f}"
+    if key in row.std:
+        text += f" ± {row.std[key]:.2f}"
+    if key in row.ci:
+        text += " [{:.2f}, {:.2f}]".format(*row.ci[key])
+    return text
+
+
+def _published_number(value: float) -> str:
+    # Published figures keep the precision the paper printed (shortest repr): 41.1 stays 41.1.
+    return repr(float(value))
+
+
+def _pretrained_cell(row: Row) -> str:
+    if row.published:
+        return MISSING
+    # A weights file path is long and machine-specific; its file name says which weights. Tags such
+    # as "openai/clip-vit-base-patch16" or "n/a" have no file suffix and are kept whole.
+    name = Path(row.pretrained).name
+    return name if "/" in row.pretrained and Path(name).suffix else row.pretrained
+
+
+def _table(board: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
+    keys = board.metric_keys
+    costs = cost_headers(board)
+    headers = ["Method", "Pretrained", "Seeds"] + [COLUMN_NAMES[k] for k in keys] + costs
+    body = [
+        [
+            r.display_name,
+            _pretrained_cell(r),
+            str(len(r.seeds)) if not r.published else MISSING,
+            *(_cell(r, k) for k in keys),
+            *cost_cells(board, r),
+        ]
+        for r in board.rows
+    ]
+    align = ["left", "left", "right"] + ["right"] * (len(keys) + len(costs))
+    return headers, body, align
+
+
+def render(board: Leaderboard, fmt: str) -> str:
+    """Render a leaderboard as ``md``, ``csv``, ``latex`` or ``html`` text (ends with a newline)."""
+    renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex, "html": _render_html}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return renderers[fmt](board)
+
+
+def _render_md(board: Leaderboard) -> str:
+    headers, body, align = _table(board)
+    table = tabulate(
+        body, headers=headers, tablefmt="github", colalign=align, disable_numparse=True
+    )
+    lines = [f"- {line}" for line in board.header_lines]
+    notes = [f"- {note}" for note in board.notes]
+    return "\n".join([*lines, "", table, "", *notes]) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+# Symbols the tables use that pdflatex cannot typeset from UTF-8 without extra packages.
+_LATEX_UNICODE = {
+    "±": r"$\pm$",
+    NO_WEIGHTS_MARK: r"\ddag{}",
+    PUBLISHED_MARK: r"\dag{}",
+    MISSING: "--",
+    "τ": r"$\tau$",
+    LATENCY_MARK: r"\S{}",
+    MACS_LOWER_BOUND_MARK: r"$\geq$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape text for LaTeX: special ASCII characters and the table's Unicode symbols."""
+    text = re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIAL[m.group()], text)
+    return _latex_unicode(text)
+
+
+def _latex_unicode(text: str) -> str:
+    for symbol, command in _LATEX_UNICODE.items():
+        text = text.replace(symbol, command)
+    return text
+
+
+def _render_latex(board: Leaderboard) -> str:
+    headers, body, align = _table(board)
+    # tabulate escapes the ASCII specials of every cell; the Unicode symbols are replaced after.
+    tabular = _latex_unicode(
+        tabulate(
+            body, headers=headers, tablefmt="latex_booktabs", colalign=align, disable_numparse=True
+        )
+    )
+    caption = latex_escape("; ".join(board.header_lines) + ".")
+    label = re.sub(r"[^a-z0-9]+", "-", f"{board.protocol}-{board.split}".lower())
+    notes = "\\\\\n".join(latex_escape(n) for n in board.notes)
+    return (
+        "% Requires \\usepackage{booktabs}.\n"
+        "\\begin{table}[t]\n\\centering\n"
+        f"\\caption{{{caption}}}\n\\label{{tab:wsolbench-{label}}}\n"
+        f"{tabular}\n"
+        f"\\par\\smallskip\n{{\\footnotesize\n{notes}\\par}}\n"
+        "\\end{table}\n"
+    )
+
+
+def _render_html(board: Leaderboard) -> str:
+    headers, body, align = _table(board)
+    table = tabulate(body, headers=headers, tablefmt="html", colalign=align, disable_numparse=True)
+    caption = "<br>".join(html.escape(line) for line in board.header_lines)
+    notes = "<br>".join(html.escape(n) for n in board.notes)
+    tfoot = f'<tfoot>\n<tr><td colspan="{len(headers)}">{notes}</td></tr>\n</tfoot>\n'
+    assert table.startswith("<table>") and table.endswith("</table>")
+    inner = table[len("<table>") : -len("</table>")].strip("\n")
+    return f'<table class="wsolbench">\n<caption>{caption}</caption>\n{inner}\n{tfoot}</table>\n'
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _csv_flag(value: bool | None) -> str:
+    return "" if value is None else "true" if value else "false"
+
+
+def _render_csv(board: Leaderboard) -> str:
+    keys = board.metric_keys
+    columns = ["method", "config", "pretrained", "seeds", "published"]
+    with_ci = any(r.ci for r in board.rows)
+    stats = ("mean", "std", "ci_low", "ci_high") if with_ci else ("mean", "std")
+    columns += [f"{k}_{stat}" for k in keys for stat in stats]
+    devices = board.cost_devices
+    if board.has_cost:
+        columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
+        columns += ["macs_lower_bound"] + [f"latency_clean[{d}]" for d in devices]
+    columns += ["note", "policy", "protocol", "protocol_hash", "data_fingerprint", "split"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for r in board.rows:
+        if r.published:
+            note = f"{PUBLISHED_NOTE.removeprefix(PUBLISHED_MARK + ' ')}; source: {r.source}"
+        elif r.no_weights:
+            note = NO_WEIGHTS_NOTE.removeprefix(NO_WEIGHTS_MARK + " ").rstrip(".")
+        else:
+            note = ""
+        metrics = []
+        for k in keys:
+            if r.published:
+                metrics += [_published_number(r.mean[k]) if k in r.mean else "", ""]
+            else:
+                metrics += [_number(r.mean.get(k)), _number(r.std.get(k))]
+            if with_ci:
+                low, high = r.ci.get(k, (None, None))
+                metrics += [_number(low), _number(high)]
+        if board.has_cost:
+            metrics += [_number(r.cost.get("params")), _number(r.cost.get("macs"))]
+            metrics += [_number(r.cost.get("latency", {}).get(d)) for d in devices]
+            metrics += [_csv_flag(r.cost.get("macs_lower_bound") if r.cost else None)]
+            metrics += [
+                _csv_flag(d not in r.cost.get("unclean", ()))
+                if d in r.cost.get("latency", {})
+                else ""
+                for d in devices
+            ]
+        writer.writerow(
+            [
+                r.method,
+                r.label,
+                r.pretrained,
+                "" if r.published else len(r.seeds),
+                "true" if r.published else "false",
+                *metrics,
+                note,
+                r.policy if r.published else board.policy,
+                "" if r.published else board.protocol,
+                "" if r.published else board.protocol_hash,
+                "" if r.published else board.data or "unknown",
+                board.split,
+            ]
+        )
+    return out.getvalue()

@@ -1,0 +1,156 @@
+"""A leaderboard's data: its rows, the board that holds them, and the marks and notes they show.
+
+A :class:`Row` is a group of runs (mean ± std over seeds) or one published figure; a
+:class:`Leaderboard` is one table's rows with what every format prints above and below them (the
+protocol, the data, the split, the threshold policy in words, the notes). Nothing here reads a
+file or renders text: :mod:`~wsolbench.leaderboard.board` builds boards and
+:mod:`~wsolbench.leaderboard.rendering` prints them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsolbench.data.fingerprint import short
+from wsolbench.intervals import SIGNIFICANCE, SIMILAR_MARK
+from wsolbench.results import METRIC_KEYS, METRIC_NAMES
+
+COLUMN_NAMES = METRIC_NAMES  # metric key -> column header
+NO_WEIGHTS_MARK = "‡"
+PUBLISHED_MARK = "†"
+MISSING = "–"
+MAPS_NOTE = "Maps: ground-truth class"
+NO_WEIGHTS_NOTE = (
+    f"{NO_WEIGHTS_MARK} no pretrained weights: trained or run from random initialisation, "
+    "not comparable with pretrained rows."
+)
+PUBLISHED_NOTE = (
+    f"{PUBLISHED_MARK} published figure, not run by wsolbench and never averaged with runs"
+)
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a group of runs (mean, std over seeds) or one published figure.
+
+    Attributes:
+        method: method name as shown (registered name for runs, paper name for published rows).
+        label: short text telling apart rows of one method (differing config keys, or the backbone).
+        pretrained: the weights the runs loaded (``"none"``: random initialisation); ``""`` for
+            published rows.
+        mean: metric key → mean over seeds, percent [0, 100].
+        std: metric key → sample std over seeds (ddof=1); absent with one seed.
+        seeds: the seeds averaged (empty for published rows).
+        published: a published figure, not run by wsolbench.
+        source: where a published figure comes from.
+        policy: the threshold policy of the figures.
+        config: the run config without its seed (empty for published rows).
+        files: the result files of the runs.
+        dataset: the dataset of a published figure (``""`` for runs: the board has one dataset).
+        cost: ``{"params": M, "macs": G, "latency": {device: ms}}`` means over the seeds that
+            carry cost (empty without any).
+        ci: metric key → 95 % bootstrap interval over the test images of the seed mean
+            (``compare --ci``; empty otherwise).
+        p_vs_top: p-value of the paired difference from the top row on the ranking metric.
+    """
+
+    method: str
+    label: str
+    pretrained: str
+    mean: dict[str, float]
+    std: dict[str, float] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    published: bool = False
+    source: str = ""
+    policy: str = ""
+    config: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    dataset: str = ""
+    cost: dict = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    p_vs_top: float | None = None  # paired test against the top row (compare --ci)
+
+    @property
+    def similar(self) -> bool:
+        """Not significantly different from the top row (paired bootstrap, p >= 0.05)."""
+        return self.p_vs_top is not None and self.p_vs_top >= SIGNIFICANCE
+
+    @property
+    def no_weights(self) -> bool:
+        return not self.published and self.pretrained.strip().lower() == "none"
+
+    @property
+    def display_name(self) -> str:
+        mark = PUBLISHED_MARK if self.published else NO_WEIGHTS_MARK if self.no_weights else ""
+        mark += SIMILAR_MARK if self.similar else ""
+        return f"{self.method}{mark}" + (f" ({self.label})" if self.label else "")
+
+
+@dataclass
+class Leaderboard:
+    """A rendered-format-independent leaderboard; :func:`render` turns it into text."""
+
+    protocol: str
+    protocol_hash: str
+    dataset: str
+    split: str
+    policy: str
+    rows: list[Row]
+    notes: list[str]
+    taus: list[float] = field(default_factory=list)  # the grid τ a fixed policy landed on
+    data: str | None = None  # the combined data fingerprint of every run (None: unknown)
+    data_splits: dict[str, int] = field(default_factory=dict)  # role -> images
+
+    @property
+    def metric_keys(self) -> list[str]:
+        """The metric columns: those at least one row has, in the canonical order."""
+        return [k for k in METRIC_KEYS if any(k in r.mean for r in self.rows)]
+
+    @property
+    def cost_devices(self) -> list[str]:
+        """The devices some row has a latency for, sorted: one latency column each."""
+        return sorted({d for r in self.rows for d in r.cost.get("latency", {})})
+
+    @property
+    def has_cost(self) -> bool:
+        return any(r.cost for r in self.rows)
+
+    @property
+    def header_lines(self) -> list[str]:
+        if self.data is None:
+            data = "unknown (results written before data fingerprints)"
+        else:
+            sizes = ", ".join(f"{role} {n}" for role, n in self.data_splits.items())
+            data = f"{short(self.data)} ({sizes})"
+        return [
+            f"Protocol: {self.protocol} (hash {self.protocol_hash[:12]})",
+            f"Data: {data}",
+            f"Split: {self.split}",
+            f"Policy: {describe_policy(self.policy, self.split, self.taus)}",
+            MAPS_NOTE,
+        ]
+
+
+def describe_policy(policy: str, split: str = "test", taus: Sequence[float] = ()) -> str:
+    """One line saying what a threshold policy means: ``"fixed:0.2 (τ = 0.2 for every metric)"``.
+
+    Args:
+        policy: canonical policy text (:func:`wsolbench.metrics.parse_policy`).
+        split: the evaluated split.
+        taus: for ``fixed``, the grid thresholds actually used (the grid τ nearest the request),
+            named when they differ from the request.
+    """
+    if policy == "oracle":
+        return f"oracle (each metric at its best τ on the {split} split)"
+    if policy == "select":
+        return f"select (τ chosen per run on the val split, applied to the {split} split)"
+    if policy.startswith("fixed:"):
+        requested = policy.split(":", 1)[1]
+        used = sorted({round(t, 6) for t in taus})
+        if used and used != [round(float(requested), 6)]:
+            grid = ", ".join(f"{t:g}" for t in used)
+            return f"{policy} (nearest grid τ = {grid} for every metric)"
+        return f"{policy} (τ = {requested} for every metric)"
+    return policy

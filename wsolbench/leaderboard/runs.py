@@ -1,0 +1,139 @@
+"""Runs into rows: each run's metrics under the policy, then one row per (method, weights, config).
+
+Metrics are recomputed from a result's stored per-threshold counts (never from its stored summary
+metrics, so a policy added later applies to old results). Runs that agree on
+:func:`wsolbench.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over their
+seeds; runs with and without pretrained weights are never averaged together. Two configs of one
+method are told apart by a label made of the config keys that differ between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from wsolbench.grouping import canonical, row_key, strip_seed
+from wsolbench.leaderboard.cost_columns import row_cost
+from wsolbench.leaderboard.rows import Row
+from wsolbench.results import METRIC_KEYS, Result, ResultError
+
+logger = logging.getLogger(__name__)
+
+
+def recompute(
+    path: Path, result: Result, policy: str, split: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A run's metrics under ``policy`` from its stored ``split`` counts, and the τ chosen.
+
+    Returns:
+        (metric key -> percent, metric key -> threshold τ each was read at).
+
+    Raises:
+        ResultError: the result has no counts of ``split``, or ``select`` without val counts.
+    """
+    from wsolbench.metrics import summarize  # numpy + OpenCV: only when a table is built
+
+    counts = result.counts.get(split)
+    if not counts:
+        raise ResultError(
+            f"{path}: no counts for the {split!r} split (it has: "
+            f"{', '.join(result.counts) or 'none'}); choose another split with --split"
+        )
+    val = result.counts.get("val")
+    if policy == "select" and not (isinstance(val, dict) and val.get("box")):
+        raise ResultError(
+            f"{path}: the 'select' policy needs box counts on a val split and this result has "
+            "none; use --policy oracle or fixed:<tau>, or re-run under a protocol with a val split"
+        )
+    try:
+        values, chosen = summarize(counts, policy, val_counts=val)
+    except (ValueError, KeyError) as exc:
+        raise ResultError(f"{path}: cannot summarize the {split} counts: {exc!s}") from exc
+    return dict(values), dict(chosen)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _label_value(value: Any) -> str:
+    return value if isinstance(value, str) else canonical(value)
+
+
+def _config_labels(configs: list[dict]) -> list[str]:
+    """For configs of one method: each one's ``key=value`` list of the keys that differ."""
+    flats = [_flatten(c) for c in configs]
+    keys = sorted({k for f in flats for k in f})
+    differing = [k for k in keys if len({canonical(f.get(k, "\0unset")) for f in flats}) > 1]
+    return [
+        ", ".join(f"{k}={_label_value(f[k]) if k in f else 'unset'}" for k in differing)
+        for f in flats
+    ]
+
+
+def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
+    """(file, result, metrics) per run -> one :class:`Row` per row key, labelled when one method
+    has several; two runs of one row with the same seed are refused (:class:`ResultError`)."""
+    groups: dict[tuple[str, str, str], list[tuple[Path, Result, dict[str, float]]]] = {}
+    for run in runs:
+        groups.setdefault(row_key(run[1]), []).append(run)
+
+    rows: list[Row] = []
+    for (method, pretrained, _), members in groups.items():
+        by_seed: dict[int, Path] = {}
+        for path, result, _ in members:
+            if result.seed in by_seed:
+                raise ResultError(
+                    f"two results of {method} with the same config and seed {result.seed}: "
+                    f"{by_seed[result.seed]} and {path}; pass only one of them"
+                )
+            by_seed[result.seed] = path
+        values = [v for _, _, v in members]
+        shared = [k for k in METRIC_KEYS if all(k in v for v in values)]
+        partial = sorted({k for v in values for k in v} - set(shared))
+        if partial:
+            logger.warning(
+                "%s: metric(s) %s missing from some seeds; left out of the row",
+                method,
+                ", ".join(partial),
+            )
+        mean = {k: statistics.fmean(v[k] for v in values) for k in shared}
+        std = {k: statistics.stdev(v[k] for v in values) for k in shared} if len(values) > 1 else {}
+        cost = row_cost([result.cost for _, result, _ in members if result.cost])
+        rows.append(
+            Row(
+                method=method,
+                label="",
+                pretrained=pretrained,
+                mean=mean,
+                std=std,
+                seeds=sorted(by_seed),
+                config=strip_seed(members[0][1].config),
+                files=[p for p, _, _ in members],
+                cost=cost,
+            )
+        )
+
+    by_method: dict[str, list[Row]] = {}
+    for row in rows:
+        by_method.setdefault(row.method, []).append(row)
+    for same in by_method.values():
+        if len(same) > 1:
+            for row, label in zip(same, _config_labels([r.config for r in same]), strict=True):
+                row.label = label
+    return rows
+
+
+def run_sort_key(row: Row) -> tuple:
+    """MaxBoxAccV2 descending, rows without it last; ties by method, label, weights."""
+    v2 = row.mean.get("maxboxacc_v2")
+    return (v2 is None, -(v2 or 0.0), row.method, row.label, row.pretrained)
