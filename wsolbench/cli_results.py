@@ -1,0 +1,194 @@
+"""``evaluate-maps``, ``fingerprint``, ``compare`` and ``diff``: commands that score saved maps,
+describe data, or read results (no model is built)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wsolbench.cli_options import add_resampling, resamples
+from wsolbench.cli_run import metrics_table
+
+
+def add_evaluate_maps(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate-maps",
+        help="score saved maps <maps>/<image_id>.npy against a metadata split",
+        description="Evaluate maps saved by any WSOL codebase, laid out as the reference evaluator "
+        "expects (<maps>/<image_id>.npy, ids keep subfolders and extension).",
+    )
+    parser.add_argument("--maps", type=Path, required=True)
+    parser.add_argument("--metadata", type=Path, required=True, help="a split folder (four files)")
+    parser.add_argument("--masks", type=Path, help="mask root: evaluate PxAP from mask records")
+    parser.add_argument(
+        "--step", type=float, default=0.001, help="threshold step (protocol: 0.001)"
+    )
+    parser.add_argument("--iou", type=int, nargs="+", default=[30, 50, 70])
+    parser.add_argument("--size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
+    parser.add_argument(
+        "--normalize",
+        action="store_true",
+        help="min-max normalize every map (protocol-size maps are otherwise used as given)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="maps counted in parallel (default: every core); the counts do not depend on it",
+    )
+    parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
+    parser.set_defaults(handler=cmd_evaluate_maps)
+
+
+def cmd_evaluate_maps(args) -> int:
+    from wsolbench.atomic import write_json_atomic
+    from wsolbench.data.metadata import read_split
+    from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
+    from wsolbench.metrics import summarize
+
+    if not 0 < args.step < 1:
+        raise ValueError(f"--step must be in (0, 1), not {args.step}")
+    if min(args.size) < 1:
+        raise ValueError(f"--size {args.size[0]} {args.size[1]}: H and W must be positive pixels")
+    if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
+        raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: use 1 or more")
+    meta = read_split(args.metadata, mask_root=args.masks)
+    settings = EvalSettings(
+        size=tuple(args.size),
+        step=args.step,
+        iou_thresholds=tuple(args.iou),
+        boxes=meta.boxes is not None,
+        masks=args.masks is not None,
+    )
+    if not settings.boxes and not settings.masks:
+        raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
+    counts = evaluate_saved_maps(
+        args.maps,
+        meta,
+        settings,
+        mask_root=args.masks,
+        normalize=args.normalize,
+        threads=args.threads,
+    )
+    metrics, chosen = summarize(counts, "oracle")
+    print(metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
+    if args.json:
+        record = {**metrics, "n_images": counts["n_images"], "step": args.step}
+        record.update({"policy": "oracle", "chosen_thresholds": chosen, "counts": counts})
+        write_json_atomic(args.json, record)
+        print(f"written {args.json}")
+    return 0
+
+
+def add_fingerprint(commands) -> None:
+    parser = commands.add_parser(
+        "fingerprint",
+        help="the data fingerprint of a prepared root under a protocol",
+        description="Print the fingerprint every result of this data would carry (per split and "
+        "combined) and whether it matches what the protocol pins.",
+    )
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cached one)")
+    parser.add_argument("--protocol", help="protocol id or YAML file (default: the newest)")
+    parser.set_defaults(handler=cmd_fingerprint)
+
+
+def cmd_fingerprint(args) -> int:
+    from wsolbench.data.fingerprint import data_fingerprint
+    from wsolbench.data.sources import read_splits
+    from wsolbench.protocol import protocol_for_dataset as resolve_protocol
+    from wsolbench.registry import get_dataset
+
+    protocol = resolve_protocol(args.dataset, args.protocol)
+    root = get_dataset(args.dataset)().resolve(args.data_root, protocol)
+    fingerprint = data_fingerprint(read_splits(root, protocol, optional=("train",)))
+    for role, split in fingerprint["splits"].items():
+        pin = protocol.data_pins.get(role)
+        verdict = "" if pin is None else ("  = pinned" if pin == split["sha256"] else "  ≠ PINNED")
+        print(f"{role:<6} {split['sha256']}  {split['n_images']:>7} images{verdict}")
+    print(f"data   {fingerprint['sha256']}")
+    return 0
+
+
+def add_compare(commands) -> None:
+    parser = commands.add_parser("compare", help="leaderboard from result files and folders")
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument(
+        "--format", dest="fmt", default="md", choices=["md", "csv", "latex", "html"]
+    )
+    parser.add_argument("--output", type=Path, help="write the table here (atomically)")
+    parser.add_argument(
+        "--published", type=Path, help="published rows file (default: the checkout's)"
+    )
+    parser.add_argument("--no-published", action="store_true", help="leave published rows out")
+    parser.add_argument(
+        "--by-data",
+        action="store_true",
+        help="results of different data fingerprints: one table each (default: refuse)",
+    )
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="95%% bootstrap interval over the test images in every cell; mark rows not "
+        "significantly different from the top row (needs per-image records)",
+    )
+    add_resampling(parser)
+    parser.set_defaults(handler=cmd_compare)
+
+
+def add_diff(commands) -> None:
+    parser = commands.add_parser(
+        "diff",
+        help="paired comparison of two rows on the same test images",
+        description="A - B for every metric both have, with a 95%% paired bootstrap interval and "
+        "p-value over the same images. A and B are each a run dir, a result.json, or a folder of "
+        "one row's seeds.",
+    )
+    parser.add_argument("a", type=Path, metavar="A")
+    parser.add_argument("b", type=Path, metavar="B")
+    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    add_resampling(parser)
+    parser.set_defaults(handler=cmd_diff)
+
+
+def cmd_diff(args) -> int:
+    from wsolbench.intervals import diff, render_diff
+
+    diffs = diff(
+        [args.a],
+        [args.b],
+        policy=args.policy,
+        split=args.split,
+        resamples=resamples(args),
+        seed=args.ci_seed,
+    )
+    print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from wsolbench.atomic import write_text_atomic
+    from wsolbench.leaderboard import compare
+
+    published = False if args.no_published else (args.published or True)
+    table = compare(
+        args.paths,
+        policy=args.policy,
+        split=args.split,
+        fmt=args.fmt,
+        published=published,
+        by_data=args.by_data,
+        ci=resamples(args) if args.ci else 0,
+        ci_seed=args.ci_seed,
+    )
+    if args.output:
+        write_text_atomic(args.output, table)
+        print(f"written {args.output}")
+    else:
+        print(table, end="" if table.endswith("\n") else "\n")
+    return 0

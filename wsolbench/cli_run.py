@@ -1,0 +1,145 @@
+"""``wsolbench run`` and ``wsolbench eval``: train and/or evaluate a method, print its result."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wsolbench.cli_options import add_overrides_argument, add_profile_options, profile_settings
+
+
+def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> None:
+    """The options ``run`` and ``eval`` share: what to run, on which data, where, on what device."""
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument(
+        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
+    )
+    parser.add_argument(
+        "--protocol", help="protocol id or YAML file (default: the dataset's newest)"
+    )
+    parser.add_argument("--work-dir", help=work_dir_help)
+    add_overrides_argument(parser, overrides_help)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also measure cost (params, MACs, latency; see `wsolbench profile`) into the result",
+    )
+    add_profile_options(parser, flag=True)
+
+
+def add_run(commands) -> None:
+    parser = commands.add_parser("run", help="train (if trainable) and evaluate a method")
+    _add_method_and_data(
+        parser,
+        work_dir_help="default: work_dirs/<protocol>/<method>/seed<N>",
+        overrides_help="config override, dotted keys into sections (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue (or keep) the run in --work-dir"
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument(
+        "--no-pretrained", action="store_true", help="allow running without pretrained weights"
+    )
+    parser.set_defaults(handler=cmd_run)
+
+
+def add_eval(commands) -> None:
+    parser = commands.add_parser("eval", help="evaluate exported weights (weights.pt) of a method")
+    _add_method_and_data(
+        parser,
+        work_dir_help="default: work_dirs/<protocol>/<method>/eval-<run>",
+        overrides_help="config override; must describe the same architecture as the weights",
+    )
+    parser.add_argument("--weights", required=True, type=Path, help="a run's weights.pt")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep (or finish) the evaluation in --work-dir"
+    )
+    parser.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from wsolbench.run import RunSpec, evaluate_weights
+
+    spec = RunSpec(
+        method=args.method,
+        dataset=args.dataset,
+        protocol=args.protocol,
+        data_root=args.data_root,
+        work_dir=args.work_dir,
+        overrides=args.overrides,
+        device=args.device,
+        resume=args.resume,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        profile=_profile_settings(args),
+    )
+    _print_result(evaluate_weights(spec, args.weights))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from wsolbench.run import RunSpec, execute
+
+    result = execute(
+        RunSpec(
+            method=args.method,
+            dataset=args.dataset,
+            protocol=args.protocol,
+            data_root=args.data_root,
+            work_dir=args.work_dir,
+            seed=args.seed,
+            overrides=args.overrides,
+            device=args.device,
+            resume=args.resume,
+            no_pretrained=args.no_pretrained,
+            launcher=args.launcher,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            profile=_profile_settings(args),
+        )
+    )
+    _print_result(result)
+    return 0
+
+
+def _profile_settings(args):
+    """``--profile``: the timing settings (throughput at the evaluation batch size); else None."""
+    if not args.profile:
+        return None
+    return profile_settings(args, args.batch_size)
+
+
+def _print_result(result) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 alone reports
+    from wsolbench.data.fingerprint import short
+
+    print(
+        f"{result.method} on {result.protocol} (seed {result.seed}, data "
+        f"{short(result.data_sha256)}, pretrained: {result.pretrained})"
+    )
+    for split, by_policy in result.metrics.items():
+        print(metrics_table(by_policy, title=f"{split} split"))
+    if result.cost:
+        from wsolbench.profile import format_cost
+
+        print("cost\n" + format_cost(result.cost))
+
+
+def metrics_table(by_policy: dict[str, dict[str, float]], title: str) -> str:
+    from tabulate import tabulate
+
+    from wsolbench.results import METRIC_KEYS
+
+    present = {k for m in by_policy.values() for k in m}
+    # canonical keys first, then any other IoU threshold (evaluate-maps --iou 40 60)
+    keys = [k for k in METRIC_KEYS if k in present] + sorted(present - set(METRIC_KEYS))
+    rows = [[policy] + [m.get(k) for k in keys] for policy, m in by_policy.items()]
+    table = tabulate(rows, headers=["policy"] + keys, floatfmt=".2f", missingval="–")
+    return f"{title}\n{table}\n"
