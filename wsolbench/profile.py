@@ -1,4 +1,4 @@
-"""Cost of a method: parameters, MACs, latency, throughput and memory of inference.
+"""Measuring a method's cost: parameters, MACs, latency, throughput and memory of inference.
 
 This is what ``wsolbench profile`` and ``wsolbench run --profile`` compute; the record goes into the
 ``cost`` block of a result. Cost does not depend on the weights' values, so a method is profiled as
