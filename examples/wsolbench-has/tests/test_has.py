@@ -126,11 +126,16 @@ def test_conformance():
     assert not failed, "\n".join(failed)
 
 
-def test_a_checkpoint_of_another_cnn_is_refused(tmp_path):
+def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line(tmp_path):
     path = tmp_path / "other.pt"
     torch.save(build("channels=[8, 8]", "strides=[2, 2]").state_dict(), path)
     with pytest.raises(ValueError, match="does not fit this CNN"):
         build("pretrained=true", f"checkpoint={path}")
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a plain state dict"):
+        build("pretrained=true", f"checkpoint={path}")
+    with pytest.raises(ValueError, match="no file is given"):
+        build("pretrained=true")
 
 
 def test_tiny_run_trains_evaluates_and_restarts_from_its_weights(tmp_path, capsys):

@@ -206,7 +206,14 @@ class HideAndSeek(WSOLMethod):
         if not path.is_file():
             raise ValueError(f"has: checkpoint {path} does not exist; pass -o checkpoint=PATH")
         data = path.read_bytes()
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated file, another format, a pickle of objects
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(
+                f"has: checkpoint {path} is not a plain state dict ({first_line}); pass a "
+                "weights.pt written by wsolbench"
+            ) from None
         if not isinstance(state, dict):
             raise ValueError(f"has: checkpoint {path} holds a {type(state).__name__}, not a dict")
         if any(k.startswith("features.") for k in state):
