@@ -1,30 +1,32 @@
-"""The method interface: :class:`WSOLMethod`, :class:`Prediction`, and method configuration.
+"""The method interface: :class:`WSOLMethod` (what a method declares and implements),
+:class:`Prediction`, :class:`Capabilities`, :class:`MethodConfig`, and :func:`build_method`.
 
 A method learns (:meth:`WSOLMethod.loss`) and predicts (:meth:`WSOLMethod.predict`); the harness
 does everything else (resizing and normalizing maps, thresholds, boxes, counting), so no method can
-drift from the protocol.
-
-Configuration is one flat-or-nested dict resolved as ``defaults ⊕ presets[dataset] ⊕ overrides``;
-the ``train`` section (mmengine vocabulary) is for the engine, every other top-level key is a
-constructor keyword. Overrides come from the command line as ``-o key=value`` with dotted keys into
-nested sections (``-o train.max_epochs=2``) and YAML-parsed values (``-o sigma=0.3``, ``-o
-use_distill=false``).
+drift from the protocol. How a config is resolved and ``-o`` overrides typed is
+:mod:`wsolbench.config` (its names are importable from here too).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
-import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from wsolbench.names import unknown_name_message
+# Configuration lives in wsolbench.config; its names stay importable from here.
+from wsolbench.config import (  # noqa: F401
+    TRAIN_DEFAULTS,
+    TRAIN_TYPES,
+    ConfigError,
+    apply_overrides,
+    parse_override,
+    pretrained_keys,
+    pretrained_off_overrides,
+    resolve_config,
+    without_pretrained,
+)
 
 
 @dataclass
@@ -226,293 +228,6 @@ class WSOLMethod(nn.Module):
             labels: [B] int64; class-agnostic methods ignore them.
         """
         raise NotImplementedError
-
-
-# The engine's training settings (mmengine vocabulary); a trainable method's ``defaults["train"]``
-# and presets override any of them, and every key can be set with ``-o train.<key>=...``.
-TRAIN_DEFAULTS: dict = {
-    "max_epochs": 10,
-    "batch_size": 64,
-    # data-loader workers: "auto" follows the machine (wsolbench.engine.auto_workers: none on a
-    # small CPU-only machine, all cores but one on a GPU host), or an integer.
-    "num_workers": "auto",
-    # mmengine optimizer config; "type" is a torch.optim class name.
-    "optimizer": {
-        "type": "SGD",
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "nesterov": True,
-    },
-    # parameter-name substring -> learning-rate multiplier (mmengine paramwise custom_keys),
-    # e.g. {"classifier": 10} for the reference's 10x classifier learning rate.
-    "lr_mult": {},
-    # by-epoch schedule: MultiStepLR (milestones, gamma), CosineAnnealingLR, or "none".
-    "scheduler": {"type": "MultiStepLR", "milestones": [15, 30, 45], "gamma": 0.1},
-    # training-time augmentation of the PIL image (evaluation only resizes).
-    "augment": {"crop_scale": [0.08, 1.0], "hflip": True},
-    "amp": True,  # mixed precision, on CUDA only
-    "checkpoint_interval": 1,  # epochs between checkpoints (resume granularity)
-    "val_interval": 1,  # epochs between selection-split evaluations when the protocol keeps "best"
-}
-
-
-class ConfigError(ValueError):
-    """A configuration override names an unknown key or has a bad value; the message says which."""
-
-
-def _merge(base: dict, update: dict) -> dict:
-    """Recursive dict merge. A section whose ``type`` changes is replaced, not merged: the old
-    keys belong to the old type (a ``MultiStepLR``'s milestones mean nothing to a cosine)."""
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        old = merged.get(key)
-        both_dicts = isinstance(old, dict) and isinstance(value, dict)
-        if both_dicts and value.get("type", old.get("type")) == old.get("type"):
-            merged[key] = _merge(old, value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=0.1"`` → (["train", "lr"], 0.1); values are parsed as YAML scalars/lists."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not key=value (e.g. -o train.max_epochs=2)")
-    keys = key.strip().split(".")
-    if not all(keys):
-        raise ConfigError(f"override {text!r}: empty part in the dotted key {key.strip()!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return keys, value
-
-
-# Types of engine keys that their defaults cannot tell (a multiplier written as 10 is a float).
-TRAIN_TYPES: dict[str, type | tuple[type, ...]] = {
-    "train.lr_mult.*": float,
-    "train.num_workers": (int, str),  # an integer, or "auto"
-}
-
-_TYPE_NAMES = {
-    bool: "true or false",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    list: "a list ([a, b])",
-    dict: "a mapping ({k: v})",
-    type(None): "null",
-}
-
-
-def _value_types(method: type[WSOLMethod], keys: list[str]) -> set[type]:
-    """The types a key's value has in the method's defaults and in any of its presets."""
-    return {type(v) for v in _default_values(method, keys)}
-
-
-def _default_values(method: type[WSOLMethod], keys: list[str]) -> list:
-    """The values a key has in the method's defaults and in any of its presets."""
-    values = []
-    base = {"train": TRAIN_DEFAULTS} if method.capabilities.trainable else {}
-    for source in (base, method.config.defaults, *method.config.presets.values()):
-        node: Any = source
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                break
-            node = node[key]
-        else:
-            values.append(node)
-    return values
-
-
-def _declared(table: dict, dotted: str):
-    """The entry of ``table`` for a dotted key; ``*`` in a table key matches one whole part."""
-    if dotted in table:
-        return table[dotted]
-    parts = dotted.split(".")
-    for pattern, entry in table.items():
-        wanted = pattern.split(".")
-        if len(wanted) == len(parts) and all(
-            w in ("*", p) for w, p in zip(wanted, parts, strict=True)
-        ):
-            return entry
-    return None
-
-
-def _typed(method: type[WSOLMethod], keys: list[str], value: Any, text: str) -> Any:
-    """``value`` checked (and widened: int → float, numeric text → number) against the key's
-    declared choices, declared type, or the types its defaults and presets have.
-
-    Raises:
-        ConfigError: naming the key, the value and what it expects.
-    """
-    dotted = ".".join(keys)
-    choices = _declared(method.config.choices, dotted)
-    if choices is not None:
-        if value not in choices:
-            raise ConfigError(
-                f"-o {text}: {dotted} must be one of {', '.join(map(str, choices))}, not {value!r}"
-            )
-        return value
-    declared = _declared({**TRAIN_TYPES, **method.config.types}, dotted)
-    allowed = (
-        set(declared if isinstance(declared, tuple) else (declared,))
-        if declared is not None
-        else _value_types(method, keys)
-    )
-    if type(value) is list and declared is None:
-        # a list of numbers (crop_scale, milestones) stays a list of numbers
-        kinds = {type(x) for d in _default_values(method, keys) if type(d) is list for x in d}
-        if kinds and kinds <= {int, float}:
-            if not all(type(x) in kinds or (float in kinds and type(x) is int) for x in value):
-                raise ConfigError(f"-o {text}: {dotted} expects a list of numbers, got {value!r}")
-    if allowed <= {type(None)} or type(value) in allowed:
-        return value  # (no default to learn a type from: e.g. a checkpoint path that is null)
-    if float in allowed and type(value) is int:
-        return float(value)
-    if (float in allowed or int in allowed) and isinstance(value, str):
-        # YAML reads 1e-3 (no dot) as text; a number is meant
-        for kind in (int, float):
-            if kind in allowed:
-                with contextlib.suppress(ValueError):
-                    number = kind(value)
-                    if math.isfinite(number):
-                        return number
-    expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in sorted(allowed, key=str))
-    got = _TYPE_NAMES.get(type(value), type(value).__name__)
-    hint = " (quote it to pass text: -o 'key=\"...\"')" if str in allowed else ""
-    raise ConfigError(f"-o {text}: {dotted} expects {expected}, got {value!r} ({got}){hint}")
-
-
-def resolve_config(
-    method: type[WSOLMethod], dataset: str | None, overrides: list[str] | None = None
-) -> dict:
-    """``defaults ⊕ presets[dataset] ⊕ overrides`` for a method.
-
-    A trainable method's defaults start from :data:`TRAIN_DEFAULTS` under ``train``. Every
-    override is typed (:func:`_typed`): a key takes the types its value has in the defaults and
-    presets (``max_epochs`` an integer, ``hflip`` true or false, ``lr`` a number), unless the
-    method declares its type (``config_types``) or its allowed values (``config_choices``). A
-    mapping given for a section (``-o 'train.augment={hflip: false}'``) is applied key by key,
-    each typed. Keys under a section whose ``type`` an override replaced (``-o
-    train.optimizer.type=AdamW``) have no defaults to check against; the engine checks them when
-    it builds that object. Values must be plain JSON values (finite numbers, text, lists,
-    mappings): a result must be able to record them.
-
-    Raises:
-        ConfigError: an override's key is not in the method's defaults (with close matches), its
-            value has the wrong type or is not an allowed choice, or it tries to replace a
-            section by a scalar.
-    """
-    defaults = method.config.defaults
-    base = (
-        _merge({"train": TRAIN_DEFAULTS}, defaults) if method.capabilities.trainable else defaults
-    )
-    return apply_overrides(
-        method, _merge(base, method.config.presets.get(dataset, {}) if dataset else {}), overrides
-    )
-
-
-def apply_overrides(method: type[WSOLMethod], config: dict, overrides: list[str] | None) -> dict:
-    """A copy of a resolved ``config`` with ``-o`` overrides applied (typed as in
-    :func:`resolve_config`)."""
-    config = copy.deepcopy(config)
-    retyped: set[tuple[str, ...]] = set()  # sections whose type an override replaced
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        _apply(method, config, keys, value, text, retyped)
-    return config
-
-
-def _apply(
-    method: type[WSOLMethod],
-    config: dict,
-    keys: list[str],
-    value: Any,
-    text: str,
-    retyped: set[tuple[str, ...]],
-) -> None:
-    """Set one override (see :func:`resolve_config`) in ``config``."""
-    node = config
-    for depth, key in enumerate(keys):
-        free = tuple(keys[:depth]) in retyped
-        # a key a declared wildcard type covers may be new (lr_mult's parameter-name keys)
-        open_key = _declared({**TRAIN_TYPES, **method.config.types}, ".".join(keys)) is not None
-        last = depth == len(keys) - 1
-        if not isinstance(node, dict) or (key not in node and not free and not (last and open_key)):
-            known = sorted(node) if isinstance(node, dict) else []
-            where = ".".join(keys[:depth]) or "the top level"
-            raise ConfigError(
-                f"-o {text}: {unknown_name_message('config key', key, known)} at {where} of "
-                f"method {method.name!r}"
-            )
-        if not last:
-            node = node.setdefault(key, {}) if free else node[key]
-            continue
-        current = node.get(key)
-        if isinstance(current, dict) and not free:
-            if not isinstance(value, dict):
-                raise ConfigError(f"-o {text}: {'.'.join(keys)} is a section; set one of its keys")
-            typed_children = _declared(
-                {**TRAIN_TYPES, **method.config.types}, ".".join([*keys, "*"])
-            )
-            if "type" in value and value["type"] != current.get("type"):
-                _check_plain(value, text)  # a new type: its keys are the engine's to check
-                node[key] = copy.deepcopy(value)
-                retyped.add(tuple(keys))
-                return
-            if not current and typed_children is None:
-                _check_plain(value, text)  # an open mapping ({} by default: kwargs) is taken whole
-                node[key] = copy.deepcopy(value)
-                return
-            for name, item in value.items():
-                _apply(method, config, [*keys, str(name)], item, text, retyped)
-            return
-        _check_plain(value, text)
-        if not free:
-            value = _typed(method, keys, value, text)
-        if key == "type" and value != current:
-            node.clear()  # a new type starts from its own keys (see _merge)
-            retyped.add(tuple(keys[:-1]))
-        node[key] = value
-
-
-def _check_plain(value: Any, text: str) -> None:
-    """Refuse a value a result could not record: NaN, infinities, dates, ..."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"-o {text}: {value!r} is not a plain value (a finite number, true/false, text, a "
-            "list or a mapping); quote it to pass text"
-        ) from None
-
-
-def pretrained_keys(method: type[WSOLMethod]) -> list[str]:
-    """The dotted config keys that switch a method's pretrained loading (``pretrained_option``:
-    one string or a tuple of them)."""
-    return list(method.capabilities.pretrained_options)
-
-
-def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
-    """The ``-o`` overrides that ``--no-pretrained`` adds: ``<key>=false`` for each of the method's
-    :func:`pretrained_keys`."""
-    return [f"{key}=false" for key in pretrained_keys(method)]
-
-
-def without_pretrained(method_cls: type[WSOLMethod], config: dict) -> dict:
-    """A copy of ``config`` with every pretrained-loading key of the method set to false (what
-    :func:`pretrained_off_overrides` does through ``-o``, for a config already resolved)."""
-    config = copy.deepcopy(config)
-    for dotted in pretrained_keys(method_cls):
-        *path, last = dotted.split(".")
-        node = config
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = False
-    return config
 
 
 def build_method(

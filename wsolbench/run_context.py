@@ -137,7 +137,7 @@ class RunContext:
 
 def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
     """Names, protocol, config (typed), ``train`` section, device: no data read, nothing written."""
-    from wsolbench.method import pretrained_off_overrides, resolve_config
+    from wsolbench.config import pretrained_off_overrides, resolve_config
 
     method_cls = get_method(spec.method)
     get_dataset(spec.dataset)  # an unknown dataset name fails here, with close matches
@@ -219,7 +219,7 @@ def locked_run(spec: RunSpec, default_leaf: str) -> Iterator[RunContext]:
 def config_of_source_run(context: RunContext, weights: Path) -> None:
     """``eval`` of a run's ``weights.pt``: the method and config come from that run's record
     (the config that made the weights), and ``-o`` may not contradict it."""
-    from wsolbench.method import apply_overrides, without_pretrained
+    from wsolbench.config import apply_overrides, without_pretrained
 
     try:
         source = workdir.read_record(weights.parent)
