@@ -5,7 +5,6 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 import methods.clip_text as clip_text
 from methods.clip_models import TINY_CLIP
@@ -232,7 +231,9 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     record = {"method": "cam", "dataset": "synthetic", "protocol": protocol.id}
     record.update(protocol_hash=protocol.hash, seed=0, config=cam_config)
     record["protocol_spec"] = protocol.snapshot()
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(record))
+    from wsolbench.workdir import write_record
+
+    write_record(tmp_path, record)
     method = tiny(f"teacher=run:{tmp_path}").train()
     assert method.pseudo_labels_active  # no warm-up with an external teacher
     assert "cam_head.weight" not in method.state_dict()

@@ -13,14 +13,15 @@ import contextlib
 import copy
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from wsolbench.names import unknown_name_message
 
-if TYPE_CHECKING:
-    from wsolbench.method import WSOLMethod
+# A method class (wsolbench.method.WSOLMethod); named by this alias, not imported: the method
+# module imports this one.
+WSOLMethod = type
 
 
 # The engine's training settings (mmengine vocabulary); a trainable method's ``defaults["train"]``

@@ -70,7 +70,7 @@ def build_with_weights(
         classnames=protocol.classnames,
     )
     if weights is not None:
-        from wsolbench.engine import load_weights_file
+        from wsolbench.weights import load_weights_file
 
         load_weights_file(method, Path(weights))
     return method
@@ -141,7 +141,8 @@ def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
         ResultError / WorkDirError: not a run folder. CheckpointError: a missing, unreadable or
         ill-fitting weights file. KeyError: the method is not installed here.
     """
-    from wsolbench.engine import CheckpointError, latest_checkpoint, load_training_state
+    from wsolbench.checkpoints import CheckpointError, latest_checkpoint
+    from wsolbench.weights import load_training_state
 
     if weights not in WEIGHT_SOURCES:
         raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_SOURCES)}")

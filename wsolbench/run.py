@@ -103,7 +103,7 @@ def execute(spec: RunSpec) -> Result:
         if context.method_cls.trainable:
             _train(context, method)
             if context.rank == 0:
-                from wsolbench.engine import export_weights
+                from wsolbench.weights import export_weights
 
                 export_weights(method, context.work_dir / workdir.WEIGHTS_FILE)
         return _evaluate_and_save(context, method, method.pretrained)

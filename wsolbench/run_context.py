@@ -147,7 +147,7 @@ def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
         overrides += pretrained_off_overrides(method_cls)
     config = resolve_config(method_cls, spec.dataset, overrides)
     if method_cls.trainable:
-        from wsolbench.engine import check_train_config
+        from wsolbench.train_config import check_train_config
 
         check_train_config(config["train"])
     work_dir = Path(

@@ -247,7 +247,7 @@ def _check_round_trip(
     images: Tensor,
     labels: Tensor,
 ) -> str:
-    from wsolbench.engine import export_weights, load_weights_file
+    from wsolbench.weights import export_weights, load_weights_file
 
     expected = _predict(method, images, labels).maps
     with tempfile.TemporaryDirectory(prefix="wsolbench-check-") as folder:
