@@ -158,6 +158,7 @@ def test_losses_are_finite_and_have_gradients_after_the_warmup(variant):
     assert method.pseudo_labels_active
     out = method.loss(images, labels)
     expected = {"loss_cls", "loss_teacher", "loss_loc", "pl_fg", "pl_bg"}
+    expected |= {"acc_mil", "acc_cam", "logit_scale"}  # logged statistics
     if "use_distill=false" not in variant:
         expected.add("loss_distill")
     assert set(out) == expected
@@ -187,6 +188,102 @@ def test_warmup_has_no_pseudo_labels_and_ema_follows_the_classifier():
     method.on_train_step()
     assert torch.allclose(method.ema_cam_weight, 0.5 * old + 0.5 * method.cam_head.weight)
     assert int(method.ema_steps) == 2
+
+
+def test_mil_detach_keeps_the_classifier_loss_out_of_the_backbone():
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+
+    def grads(method):
+        method.zero_grad()
+        method.loss(images, labels)["loss_cls"].backward()
+        named = dict(method.named_parameters())
+        return {
+            part: named[name].grad is not None and float(named[name].grad.abs().sum()) > 0
+            for part, name in (
+                ("backbone", next(k for k in named if k.startswith("backbone."))),
+                ("projector", "projector.0.weight"),
+                ("fg_head", "fg_head.weight"),
+                ("logit_scale", "logit_scale"),
+            )
+        }
+
+    heads_only = {"backbone": False, "projector": True, "fg_head": True, "logit_scale": True}
+    everything = dict.fromkeys(heads_only, True)
+    warmup = tiny("mil_detach=warmup").train()
+    assert grads(warmup) == heads_only  # epoch 0: the teacher is warming up
+    warmup.on_train_epoch(warmup.warmup_epochs, 10)
+    assert grads(warmup) == everything
+    always = tiny("mil_detach=always").train()
+    always.on_train_epoch(always.warmup_epochs, 10)
+    assert grads(always) == heads_only
+    assert grads(tiny("mil_detach=never").train()) == everything
+    # the logits themselves do not change: only where the gradient goes
+    never, detached = tiny("mil_detach=never").eval(), tiny("mil_detach=always").eval()
+    with torch.no_grad():
+        assert torch.equal(
+            never.predict(images, labels).logits, detached.predict(images, labels).logits
+        )
+
+
+def test_frozen_self_teacher_is_the_warmed_up_student_and_stays_fixed():
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    method = tiny("self_teacher=frozen", "warmup_epochs=2").train()
+    assert not bool(method.teacher_ready) and not method.teacher_backbone.training
+    assert "loss_teacher" in method.loss(images, labels)  # warm-up: the CAM head trains
+    method.on_train_step()
+    method.on_train_epoch(1, 10)
+    assert not bool(method.teacher_ready)
+    method.on_train_epoch(2, 10)  # the first epoch with pseudo-labels: a copy now
+    assert bool(method.teacher_ready)
+    student = method.backbone.state_dict()
+    assert all(torch.equal(v, student[k]) for k, v in method.teacher_backbone.state_dict().items())
+    assert torch.equal(method.teacher_cam_weight, method.ema_cam_weight)
+    frozen = {k: v.clone() for k, v in method.teacher_backbone.state_dict().items()}
+    maps_before = method.teacher_maps(images, labels, method.backbone(images))
+    out = method.loss(images, labels)
+    assert "loss_teacher" not in out and "acc_cam" not in out  # its CAM loss stopped
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    with torch.no_grad():  # a student step (and an EMA step) must not move the teacher
+        for param in method.parameters():
+            if param.grad is not None:
+                param.sub_(0.5 * param.grad)
+    method.on_train_step()
+    method.train()
+    assert not method.teacher_backbone.training  # batch-norm statistics stay frozen
+    assert all(torch.equal(v, frozen[k]) for k, v in method.teacher_backbone.state_dict().items())
+    features = method.backbone(images)
+    assert torch.equal(method.teacher_maps(images, labels, features), maps_before)
+    # the map is the frozen CAM: W_y · teacher features
+    with torch.no_grad():
+        expected = torch.einsum(
+            "bd,bdhw->bhw",
+            method.teacher_cam_weight.flatten(1)[labels],
+            method.teacher_backbone(images),
+        )
+    assert torch.allclose(maps_before, expected)
+    # a resume rebuilds it from the checkpoint, not from the (trained-on) student
+    resumed = tiny("self_teacher=frozen", "warmup_epochs=2")
+    resumed.load_state_dict(method.state_dict())
+    resumed.on_train_epoch(5, 10)
+    assert all(torch.equal(v, frozen[k]) for k, v in resumed.teacher_backbone.state_dict().items())
+    exported = method.inference_state_dict()
+    assert not [k for k in exported if k.startswith(("teacher_", "cam_head", "ema_"))]
+
+
+def test_centered_teacher_ignores_a_shift_common_to_every_class():
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    centered, raw = tiny("teacher_center=true").eval(), tiny().eval()
+    features = centered.backbone(images)  # same seed: the same backbone in both
+    weights = centered.ema_cam_weight.flatten(1)
+    before = centered.teacher_maps(images, labels, features)
+    expected = torch.einsum("bd,bdhw->bhw", (weights - weights.mean(0))[labels], features)
+    assert torch.allclose(before, expected, atol=1e-5)
+    raw_before = raw.teacher_maps(images, labels, features)
+    shift = torch.rand_like(centered.ema_cam_weight[:1])  # a shift no softmax can see
+    for method in (centered, raw):
+        method.ema_cam_weight.add_(shift)
+    assert torch.allclose(centered.teacher_maps(images, labels, features), before, atol=1e-5)
+    assert not torch.allclose(raw.teacher_maps(images, labels, features), raw_before)  # raw CAM
 
 
 def test_weights_hold_no_teacher_and_no_text_tower():

@@ -24,6 +24,7 @@ buffer, the MIL classifier's weights); nothing of the text tower or any teacher 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from methods import synthclip
 from methods.backbones import build_backbone
 from methods.clip_text import (
     BACKGROUND_TEMPLATE,
@@ -48,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 CLIP_BACKBONE_PREFIX = "clip:"
 _MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale
+MIL_DETACH = ("never", "warmup", "always")
+SELF_TEACHERS = ("live", "frozen")
 
 
 class ClipImageBackbone(nn.Module):
@@ -124,12 +128,24 @@ class TeDLoc(WSOLMethod):
         teacher: ``self`` | ``run:<work_dir>`` | ``clip``.
         warmup_epochs: epochs before the ``self`` teacher gives pseudo-labels.
         ema_momentum: momentum of the ``self`` teacher's EMA copy (updated every step).
+        self_teacher: how the ``self`` teacher reads its maps once the warm-up is over: ``live``
+            (its EMA classifier over the student's current features, which keep changing with
+            the pseudo-labels they are trained on) or ``frozen`` (a copy of the backbone and the
+            CAM classifier taken at the end of the warm-up, never trained again; its CAM loss
+            stops there).
+        teacher_center: the ``self`` teacher's map of class y uses W_y − mean_c W_c, the part of
+            the CAM classifier its softmax loss determines (a shift common to every class's
+            weights changes no softmax, so it is left to initialisation and decay, yet it moves
+            the min-max normalized map); false uses W_y itself (CAM's map).
         fg_rule, fg_ratio, bg_ratio: pseudo-label selection
             (:func:`methods.tedloc.teachers.select_pseudo_labels`).
         tau_distill: temperature τ_t of ``loss_distill``.
         logit_scale_init: initial MIL logit scale s (learnt, in log space, capped at 100).
         use_distill: false drops ``loss_distill`` (ablation).
         mil_pooling: ``weighted`` (Σ p e / Σ p) or ``mean`` (ablation).
+        mil_detach: when ``loss_cls`` may not reach the backbone (it still trains the projection,
+            the FG head and the logit scale): ``never``, ``warmup`` (while the ``self`` teacher
+            warms up and gives no pseudo-labels) or ``always``.
         loc_balanced: average the BCE of foreground and background cells separately.
         loss_weights: ``{loc, distill, cls, teacher}``.
     """
@@ -161,6 +177,8 @@ class TeDLoc(WSOLMethod):
         "teacher": "self",
         "warmup_epochs": 5,
         "ema_momentum": 0.99,
+        "self_teacher": "live",
+        "teacher_center": False,
         "fg_rule": "otsu",
         "fg_ratio": 0.2,
         "bg_ratio": 0.5,
@@ -168,6 +186,7 @@ class TeDLoc(WSOLMethod):
         "logit_scale_init": 1 / 0.07,
         "use_distill": True,
         "mil_pooling": "weighted",
+        "mil_detach": "never",
         "loc_balanced": False,
         "loss_weights": {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0},
         "train": {
@@ -193,7 +212,16 @@ class TeDLoc(WSOLMethod):
         # (README.md: why these values).
         "synthetic": {
             "backbone": {"name": "wsolcnn", "pretrained": False},
-            "text": {"model": "wsolbench-tiny-clip", "pretrained": False},
+            # text targets from wsolbench's own CLIP of the synthetic world (methods/synthclip.py,
+            # built on first use), loaded as a user's CLIP file is; prompts in its captions' words
+            "text": {
+                "model": synthclip.MODEL,
+                "pretrained": True,
+                "checkpoint": synthclip.SYNTHCLIP,
+                "templates": list(synthclip.PROMPT_TEMPLATES),
+                "background_words": list(synthclip.BACKGROUND_WORDS),
+                "background_template": synthclip.BACKGROUND_TEMPLATE,
+            },
             "warmup_epochs": 8,
             "ema_momentum": 0.9,
             "train": {
@@ -221,6 +249,8 @@ class TeDLoc(WSOLMethod):
         teacher: str = "self",
         warmup_epochs: int = 5,
         ema_momentum: float = 0.99,
+        self_teacher: str = "live",
+        teacher_center: bool = False,
         fg_rule: str = "otsu",
         fg_ratio: float = 0.2,
         bg_ratio: float = 0.5,
@@ -228,12 +258,19 @@ class TeDLoc(WSOLMethod):
         logit_scale_init: float = 1 / 0.07,
         use_distill: bool = True,
         mil_pooling: str = "weighted",
+        mil_detach: str = "never",
         loc_balanced: bool = False,
         loss_weights: dict | None = None,
     ):
         super().__init__(num_classes)
         if mil_pooling not in ("weighted", "mean"):
             raise ValueError(f"mil_pooling: {mil_pooling!r} is not weighted or mean")
+        if self_teacher not in SELF_TEACHERS:
+            raise ValueError(
+                f"self_teacher: {self_teacher!r} is not one of {', '.join(SELF_TEACHERS)}"
+            )
+        if mil_detach not in MIL_DETACH:
+            raise ValueError(f"mil_detach: {mil_detach!r} is not one of {', '.join(MIL_DETACH)}")
         if fg_rule not in FG_RULES:
             raise ValueError(f"fg_rule: {fg_rule!r} is not one of {', '.join(FG_RULES)}")
         if orthogonalize not in ORTHOGONALIZE:
@@ -251,10 +288,13 @@ class TeDLoc(WSOLMethod):
         self.teacher_kind = "run" if str(teacher).startswith("run:") else str(teacher)
         self.warmup_epochs = int(warmup_epochs)
         self.ema_momentum = float(ema_momentum)
+        self.teacher_center = bool(teacher_center)
+        self.self_teacher = self_teacher
         self.fg_rule, self.fg_ratio, self.bg_ratio = fg_rule, float(fg_ratio), float(bg_ratio)
         self.tau_distill = float(tau_distill)
         self.use_distill = bool(use_distill)
         self.mil_pooling = mil_pooling
+        self.mil_detach = mil_detach
         self.loc_balanced = bool(loc_balanced)
         self._epoch = 0  # set by the engine (on_train_epoch); 0 outside training
 
@@ -291,6 +331,13 @@ class TeDLoc(WSOLMethod):
         if self.cam_head is not None:
             self.register_buffer("ema_cam_weight", self.cam_head.weight.detach().clone())
             self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        # self_teacher frozen: the teacher network, filled from the student at the end of the
+        # warm-up (a module from the start, so checkpoints hold it and a resume is exact)
+        self.teacher_backbone = None
+        if self.cam_head is not None and self_teacher == "frozen":
+            self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+            self.register_buffer("teacher_cam_weight", torch.zeros_like(self.cam_head.weight))
+            self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
         self._external = ()  # a frozen external teacher, held outside the module tree
         if self.teacher_kind == "run":
             norm = (tuple(self.image_mean), tuple(self.image_std))
@@ -324,7 +371,8 @@ class TeDLoc(WSOLMethod):
             "false",
         )
         checkpoint = options.get("checkpoint")
-        if checkpoint and not use_weights:
+        # the synthetic preset names synthclip; --no-pretrained turning it off is no news
+        if checkpoint and not use_weights and checkpoint != synthclip.SYNTHCLIP:
             logger.warning(
                 "text.checkpoint %s ignored because text.pretrained is false; set "
                 "-o text.pretrained=true to load it",
@@ -382,13 +430,36 @@ class TeDLoc(WSOLMethod):
     def inference_state_dict(self) -> dict[str, Tensor]:
         """Backbone, FG/BG head, projection, logit scale and text targets; no teacher."""
         return {
-            k: v for k, v in self.state_dict().items() if not k.startswith(("cam_head.", "ema_"))
+            k: v
+            for k, v in self.state_dict().items()
+            if not k.startswith(("cam_head.", "ema_", "teacher_"))
         }
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher_backbone is not None:  # frozen: its batch-norm statistics too
+            self.teacher_backbone.eval()
+        return self
 
     # ---------------------------------------------------------------- training hooks
 
     def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
         self._epoch = int(epoch)
+        if (
+            self.teacher_backbone is not None
+            and self.pseudo_labels_active
+            and not bool(self.teacher_ready)
+        ):
+            self._freeze_teacher()
+
+    @torch.no_grad()
+    def _freeze_teacher(self) -> None:
+        """``self_teacher: frozen``: the teacher becomes a copy of the warmed-up student's backbone
+        and CAM classifier (its EMA copy, what the ``live`` teacher would read)."""
+        self.teacher_backbone.load_state_dict(self.backbone.state_dict())
+        self.teacher_cam_weight.copy_(self.ema_cam_weight)
+        self.teacher_ready.fill_(True)
+        logger.info("tedloc: self teacher frozen at epoch %d", self._epoch)
 
     @torch.no_grad()
     def on_train_step(self) -> None:
@@ -398,6 +469,17 @@ class TeDLoc(WSOLMethod):
         momentum = self.ema_momentum if int(self.ema_steps) > 0 else 0.0
         self.ema_cam_weight.mul_(momentum).add_(self.cam_head.weight.detach(), alpha=1 - momentum)
         self.ema_steps += 1
+
+    @property
+    def _teacher_frozen(self) -> bool:
+        return self.teacher_backbone is not None and bool(self.teacher_ready)
+
+    @property
+    def _mil_detached(self) -> bool:
+        """Whether ``loss_cls`` stops at the heads in this step (``mil_detach``)."""
+        if self.mil_detach == "warmup":
+            return not self.pseudo_labels_active
+        return self.mil_detach == "always"
 
     @property
     def pseudo_labels_active(self) -> bool:
@@ -428,7 +510,13 @@ class TeDLoc(WSOLMethod):
         grid = tuple(features.shape[-2:])
         if self.teacher_kind == "self":
             with torch.no_grad():
-                weight = self.ema_cam_weight.flatten(1)[labels].to(features.dtype)  # [B, D]
+                weights = self.ema_cam_weight.flatten(1)  # [C, D]
+                if self.teacher_backbone is not None:
+                    features = self.teacher_backbone(images)
+                    weights = self.teacher_cam_weight.flatten(1)
+                if self.teacher_center:
+                    weights = weights - weights.mean(dim=0, keepdim=True)
+                weight = weights[labels].to(features.dtype)  # [B, D]
                 return torch.einsum("bd,bdhw->bhw", weight, features.detach()).float()
         return self._external[0].maps(images, labels, grid)
 
@@ -445,15 +533,21 @@ class TeDLoc(WSOLMethod):
         features = self.backbone(images)
         fg_logits, embeddings = self._heads(features)
         w = self.loss_weights
-        out = {
-            "loss_cls": w["cls"] * F.cross_entropy(self._mil_logits(fg_logits, embeddings), labels)
-        }
-        if self.cam_head is not None:
+        if self._mil_detached:
+            mil_logits = self._mil_logits(*self._heads(features.detach()))
+        else:
+            mil_logits = self._mil_logits(fg_logits, embeddings)
+        out = {"loss_cls": w["cls"] * F.cross_entropy(mil_logits, labels)}
+        # logged, not summed: how the MIL classifier and its scale are doing during training
+        out["acc_mil"] = (mil_logits.argmax(dim=1) == labels).float().mean().detach() * 100
+        out["logit_scale"] = self.logit_scale.detach().clamp(max=_MAX_LOG_SCALE).exp()
+        if self.cam_head is not None and not self._teacher_frozen:
             # CAM's logits (mean over cells of the 1×1 classifier's map) = the classifier applied
             # to the mean feature: the same value without the [B, C, h, w] map
             pooled = features.float().mean(dim=(2, 3))
             cam_logits = F.linear(pooled, self.cam_head.weight.flatten(1), self.cam_head.bias)
             out["loss_teacher"] = w["teacher"] * F.cross_entropy(cam_logits, labels)
+            out["acc_cam"] = (cam_logits.argmax(dim=1) == labels).float().mean().detach() * 100
         flat_fg = fg_logits.flatten(1)  # [B, N]
         if self.pseudo_labels_active:
             pseudo = self.pseudo_labels(images, labels, features)
