@@ -44,12 +44,18 @@ import torch.nn.functional as F
 from wsolbench.atomic import write_bytes_atomic, write_json_atomic
 from wsolbench.data.synthetic import default_cache_dir
 
+# The background words and template in the captions' own wording (TeD-Loc's t_bg, CLIP-ES's
+# background rows), re-exported for the presets.
+from wsolbench.data.synthetic_captions import BACKGROUND_TEMPLATE, BACKGROUND_WORDS  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 #: The name presets and users pass as a CLIP checkpoint to get this model.
 SYNTHCLIP = "synthclip-v1"
 #: Its open_clip model config (``methods/clip_configs/<MODEL>.json``).
 MODEL = "wsolbench-synthclip-v1"
+#: Class-prompt templates in the captions' own wording, for the presets that use this model.
+PROMPT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
 #: Bump when training changes in a way the config fields do not capture.
 TRAINING_VERSION = 1
 _CONFIG_FILE = Path(__file__).with_name("clip_configs") / f"{MODEL}.json"

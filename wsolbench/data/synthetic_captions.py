@@ -72,15 +72,20 @@ BODY_COLOURS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[fl
 }
 
 #: Caption templates for an object; fields: colour, pattern (the head), shape, texture, body
-#: (the body colour). The first is the benchmark's class-name form in CLIP's usual prompt.
+#: (the body colour). The first is the benchmark's class-name form in CLIP's usual prompt. Six of
+#: ten name the head alone: a caption that names the whole body would let the contrastive loss
+#: match it by the large body and never look at the small head, the only class cue of the
+#: benchmark.
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "a photo of a {colour} {pattern}-headed shape.",
     "a {colour} {pattern}-headed shape.",
-    "a photo of a {colour} {pattern}-headed shape with a {texture} {body} {shape} body.",
+    "a picture of a {colour} {pattern}-headed shape.",
+    "a photo of the {colour} {pattern}-headed shape.",
+    "a shape with a {pattern} {colour} head.",
+    "a photo of a shape whose head is {colour} and {pattern}.",
     "a {colour} {pattern}-headed shape with a {shape} body.",
-    "a {shape} {texture} {body} shape with a {colour} {pattern} head.",
     "a shape with a {pattern} {colour} head and a {texture} body.",
-    "a picture of a {texture} {body} shape whose head is {colour} and {pattern}.",
+    "a photo of a {colour} {pattern}-headed shape with a {texture} {body} {shape} body.",
     "the head is {colour} and {pattern}, the body is {body}, {texture} and {shape}.",
 )
 #: Captions of an image with no object (one drawn at random).
