@@ -22,9 +22,10 @@ OpenAI state dict re-saved from a non-TorchScript model has open_clip's keys and
 apart). The activation built is part of ``source`` (so of every result's ``pretrained``) and of
 :func:`weights_key` (so of every cache key).
 
-``TINY_CLIP`` names a small open_clip configuration shipped with wsolbench (a 2-block ViT with
-8-pixel patches at 96 px and a 2-block text tower, ~4 M parameters, most of them the token
-embedding), registered with open_clip on import: it is what the synthetic presets and the tests use.
+Model names include wsolbench's own configurations (:mod:`methods.open_clip_configs`):
+``TINY_CLIP``, a 2-block test model, and ``wsolbench-synthclip-v1``, whose checkpoint name
+``synthclip-v1`` resolves to the file :mod:`methods.synthclip` trains (built on first use), then
+loaded as any user's file is.
 
 This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
 """
@@ -47,23 +48,17 @@ from methods.clip_weights import (
     read_weights,
     vit_shape,
 )
+from methods.open_clip_configs import TINY_CLIP, ClipWeightsError, create_model, import_open_clip
 from methods.synthclip import SYNTHCLIP, synthclip_checkpoint
-from wsolbench._compat import ensure_torchvision
 
 logger = logging.getLogger(__name__)
 
-TINY_CLIP = "wsolbench-tiny-clip"
-_CONFIG_DIR = Path(__file__).with_name("clip_configs")
 
 # CLIP's own image normalization (not ImageNet's): what every open_clip CLIP model expects.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ACTIVATIONS = ("auto", "quickgelu", "gelu")
-
-
-class ClipWeightsError(ValueError):
-    """CLIP weights are unavailable or do not fit; the message says how to fix it."""
 
 
 @dataclass
@@ -96,18 +91,9 @@ class LoadedClip:
     activation: str = "gelu"
 
 
-def _import_open_clip():
-    ensure_torchvision()  # open_clip imports torchvision
-    import open_clip
-
-    if TINY_CLIP not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR)  # every config there: tiny, synthclip
-    return open_clip
-
-
 def _cached_tag_file(name: str, tag: str) -> Path:
     """The cached weights file of an open_clip (model, tag); never downloads."""
-    open_clip = _import_open_clip()
+    open_clip = import_open_clip()
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(name)
@@ -196,7 +182,7 @@ def load_clip(
         ClipWeightsError: unknown model name, missing or unreadable weights, weights that do not
             fit the model (the message lists the missing, unexpected and misshapen keys).
     """
-    open_clip = _import_open_clip()
+    open_clip = import_open_clip()
     if name not in open_clip.list_models():
         import difflib
 
@@ -257,11 +243,11 @@ def load_clip(
     if weights is not None:
         # shapes only, in no time: a file that does not fit fails before the real (slow) build
         with torch.device("meta"):
-            skeleton = open_clip.create_model(name, pretrained=None, device="meta", **extra)
+            skeleton = create_model(name, device="meta", **extra)
         state = _fitted_state(open_clip, skeleton, weights, path, name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = open_clip.create_model(name, pretrained=None, **extra)
+        model = create_model(name, **extra)
     if state is not None:
         model.load_state_dict(state, strict=True)
     model.eval()

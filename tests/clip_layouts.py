@@ -177,11 +177,11 @@ def register_tiny_config(name: str, folder: Path, **vision) -> str:
     """Register an open_clip model config ``name``: TINY_CLIP's with ``vision`` overrides."""
     import json
 
-    from methods.clip_models import _CONFIG_DIR, TINY_CLIP, _import_open_clip
+    from methods.open_clip_configs import CONFIG_DIR, TINY_CLIP, import_open_clip
 
-    open_clip = _import_open_clip()
+    open_clip = import_open_clip()
     if name not in open_clip.list_models():
-        config = json.loads((_CONFIG_DIR / f"{TINY_CLIP}.json").read_text())
+        config = json.loads((CONFIG_DIR / f"{TINY_CLIP}.json").read_text())
         config["vision_cfg"].update(vision)
         path = Path(folder) / f"{name}.json"
         path.write_text(json.dumps(config))

@@ -130,22 +130,43 @@ def test_mil_pooling_is_the_probability_weighted_mean():
     method = tiny().eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        fg_logits, embeddings = method._heads(method.backbone(images))
+        fg_logits, projections = method._heads(method.backbone(images))
+        embeddings = F.normalize(projections, dim=1)  # e_i: unit per cell
         p = torch.sigmoid(fg_logits).flatten(1)
         v = (p[:, None] * embeddings.flatten(2)).sum(-1) / p.sum(1, keepdim=True)
         scale = method.logit_scale.exp()
         expected = scale * F.normalize(v, dim=1) @ method.text_targets[1:].T
-        assert torch.allclose(method._mil_logits(fg_logits, embeddings), expected, atol=1e-5)
+        assert torch.allclose(method._mil_logits(fg_logits, projections), expected, atol=1e-5)
         prediction = method.predict(images, torch.zeros(2, dtype=torch.long))
         assert torch.allclose(prediction.logits, expected, atol=1e-5)
         assert torch.allclose(prediction.maps, torch.sigmoid(fg_logits))
     mean = tiny("mil_pooling=mean").eval()
     with torch.no_grad():
-        fg_logits, embeddings = mean._heads(mean.backbone(images))
-        plain = F.normalize(embeddings.flatten(2).mean(-1), dim=1) @ mean.text_targets[1:].T
+        fg_logits, projections = mean._heads(mean.backbone(images))
+        unit = F.normalize(projections, dim=1)
+        plain = F.normalize(unit.flatten(2).mean(-1), dim=1) @ mean.text_targets[1:].T
         assert torch.allclose(
-            mean._mil_logits(fg_logits, embeddings), mean.logit_scale.exp() * plain, atol=1e-5
+            mean._mil_logits(fg_logits, projections), mean.logit_scale.exp() * plain, atol=1e-5
         )
+
+
+def test_pooled_normalization_lets_a_long_projection_outvote_short_ones():
+    """``mil_normalize=pooled``: Σ p g(z_i) / Σ p, normalized once; a cell's length counts."""
+    method = tiny("mil_normalize=pooled").eval()
+    targets = method.text_targets[1:]  # [C, d]
+    # one cell 10× as long along class 1, three unit cells along class 0, equal probabilities
+    cells = torch.stack([10 * targets[1], targets[0], targets[0], targets[0]], dim=1)  # [d, 4]
+    projections = cells[None, :, None, :]  # [1, d, 1, 4]
+    fg_logits = torch.zeros(1, 1, 4)
+    with torch.no_grad():
+        pooled = method._mil_logits(fg_logits, projections)
+        expected = F.normalize(cells.mean(dim=1), dim=0) @ targets.T * method.logit_scale.exp()
+        assert torch.allclose(pooled[0], expected, atol=1e-5)
+        assert int(pooled.argmax()) == 1
+        # the default (patch) gives every cell one equal vote: class 0 wins
+        assert int(tiny().eval()._mil_logits(fg_logits, projections).argmax()) == 0
+    with pytest.raises(ValueError, match="mil_normalize"):
+        tiny("mil_normalize=cell")
 
 
 @pytest.mark.parametrize("variant", [[], ["use_distill=false"], ["fg_rule=topk"]])

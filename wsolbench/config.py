@@ -309,5 +309,3 @@ def without_pretrained(method_cls: type[WSOLMethod], config: dict) -> dict:
             node = node.setdefault(key, {})
         node[last] = False
     return config
-
-

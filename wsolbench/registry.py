@@ -44,6 +44,7 @@ FIRST_PARTY_PACKAGE = "methods"
 
 METHODS = Registry("wsolbench method", scope="wsolbench")
 
+
 def register_method(name: str):
     """Class decorator: register a :class:`~wsolbench.method.WSOLMethod` subclass under ``name``.
 

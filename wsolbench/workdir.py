@@ -76,8 +76,7 @@ def read_record(work_dir: Path) -> dict | None:
         ) from None
     if not isinstance(record, dict) or RECORD_MARK not in record:
         raise WorkDirError(
-            f"{path} is not a wsolbench run record (another tool's file?); choose a new "
-            "--work-dir"
+            f"{path} is not a wsolbench run record (another tool's file?); choose a new --work-dir"
         )
     return record
 

@@ -33,77 +33,107 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods import synthclip
-from methods.backbones import build_backbone
-from methods.clip_text import (
-    BACKGROUND_TEMPLATE,
-    BACKGROUND_WORDS,
-    background_prompts,
-    class_prompts,
-    text_embeddings,
-)
+from methods.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
+from methods.tedloc.backbone import build_tedloc_backbone
 from methods.tedloc.teachers import FG_RULES, ClipTeacher, RunTeacher, select_pseudo_labels
-from methods.tedloc.text import ORTHOGONALIZE, orthogonalize_targets
-from wsolbench.method import Prediction, WSOLMethod
+from methods.tedloc.text import ORTHOGONALIZE, load_text_embeddings, orthogonalize_targets
+from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
 logger = logging.getLogger(__name__)
 
-CLIP_BACKBONE_PREFIX = "clip:"
 _MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale
 MIL_DETACH = ("never", "warmup", "always")
+MIL_NORMALIZE = ("patch", "pooled")
 SELF_TEACHERS = ("live", "frozen")
 
 
-class ClipImageBackbone(nn.Module):
-    """CLIP's ViT image tower as a backbone: patch tokens after the final norm → [B, D, h, w].
-
-    Inputs are resized to the tower's image size (its positional embedding is fixed).
-    """
-
-    def __init__(self, loaded):
-        super().__init__()
-        self.visual = loaded.model.visual
-        self.visual.proj = None  # the joint-space projection is TeD-Loc's own g
-        self.name = f"{CLIP_BACKBONE_PREFIX}{loaded.name}"
-        self.kind = "vit"
-        self.out_channels = int(self.visual.transformer.width)
-        self.stride = int(loaded.patch_size)
-        self.size = tuple(loaded.image_size)
-        self.source = loaded.source
-        self.mean, self.std = tuple(loaded.mean), tuple(loaded.std)
-
-    def forward(self, images: Tensor) -> Tensor:
-        if tuple(images.shape[-2:]) != self.size:
-            images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
-        visual = self.visual
-        _, tokens = visual._pool(visual.transformer(visual._embeds(images)))
-        side = self.size[0] // self.stride
-        return tokens.transpose(1, 2).reshape(
-            tokens.shape[0], -1, side, self.size[1] // self.stride
-        )
-
-
-def _build_backbone(options: dict) -> nn.Module:
-    known = {"name", "pretrained", "checkpoint", "clip_tag", "kwargs"}
-    if set(options) - known or "name" not in options:
-        raise ValueError(f"tedloc: backbone takes {sorted(known)} (got {sorted(options)})")
-    name = str(options["name"])
-    if name.startswith(CLIP_BACKBONE_PREFIX):
-        from methods.clip_models import load_clip
-
-        pretrained = bool(options.get("pretrained"))
-        loaded = load_clip(
-            name[len(CLIP_BACKBONE_PREFIX) :],
-            pretrained=options.get("clip_tag") if pretrained else None,
-            checkpoint=options.get("checkpoint") if pretrained else None,
-        )
-        return ClipImageBackbone(loaded)
-    return build_backbone(
-        name,
-        pretrained=bool(options.get("pretrained", False)),
-        checkpoint=options.get("checkpoint"),
-        **(options.get("kwargs") or {}),
-    )
+#: every config key's default (methods/tedloc/README.md: what each means)
+DEFAULTS = {
+    "backbone": {
+        "name": "deit_small_patch16_224",
+        "pretrained": True,
+        "checkpoint": None,
+        "clip_tag": "openai",
+        "kwargs": {},
+    },
+    "text": {
+        "model": "ViT-B-16",
+        "pretrained": "openai",
+        "checkpoint": None,
+        "templates": ["a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}."],
+        "background_words": list(BACKGROUND_WORDS),
+        "background_template": BACKGROUND_TEMPLATE,
+        "seed": 0,
+        "cache_dir": None,
+    },
+    "orthogonalize": "qr",
+    "qr_group_size": None,
+    "proj_hidden": None,
+    "fg_head": {"hidden": 0, "kernel": 1},
+    "teacher": "self",
+    "warmup_epochs": 5,
+    "ema_momentum": 0.99,
+    "self_teacher": "live",
+    "teacher_center": False,
+    "fg_rule": "otsu",
+    "fg_ratio": 0.2,
+    "bg_ratio": 0.5,
+    "tau_distill": 0.07,
+    "logit_scale_init": 1 / 0.07,
+    "use_distill": True,
+    "mil_pooling": "weighted",
+    "mil_normalize": "patch",
+    "mil_detach": "never",
+    "loc_balanced": False,
+    "loss_weights": {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0},
+    "train": {
+        "max_epochs": 50,
+        "optimizer": {"nesterov": False},  # SGD, momentum 0.9, wd 1e-4, lr 0.01 (heads)
+        # backbone lr 0.001; the logit scale moves slowly (a fast one collapses to ~0 while
+        # the cosine logits are still random, and the MIL classifier then never learns)
+        "lr_mult": {"backbone": 0.1, "logit_scale": 0.1},
+        "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
+    },
+}
+#: per-dataset overrides of DEFAULTS
+PRESETS = {
+    "cub": {
+        "text": {"templates": ["a photo of a {}, a type of bird.", "a photo of the {}."]},
+    },
+    "ilsvrc": {
+        # C + 1 = 1001 > d = 512: qr falls back to none (with a warning); qr_groups is the
+        # option that still orthogonalizes similar classes
+        "warmup_epochs": 1,
+        "train": {"max_epochs": 10},
+    },
+    # From scratch on 2 CPU cores, the same backbone and budget as cam's synthetic preset
+    # (README.md: why these values).
+    "synthetic": {
+        "backbone": {"name": "wsolcnn", "pretrained": False},
+        # text targets from wsolbench's own CLIP of the synthetic world (methods/synthclip.py,
+        # built on first use), loaded as a user's CLIP file is; prompts in its captions' words
+        "text": {
+            "model": synthclip.MODEL,
+            "pretrained": True,
+            "checkpoint": synthclip.SYNTHCLIP,
+            "templates": list(synthclip.PROMPT_TEMPLATES),
+            "background_words": list(synthclip.BACKGROUND_WORDS),
+            "background_template": synthclip.BACKGROUND_TEMPLATE,
+        },
+        "warmup_epochs": 8,
+        "ema_momentum": 0.9,
+        "train": {
+            "max_epochs": 28,
+            "num_workers": 0,
+            "optimizer": {"lr": 0.1},
+            # from scratch the backbone learns at CAM's lr 0.1; the projection into the
+            # scaled cosine space needs 0.01 (at 0.1 its loss diverged in a 15-step probe)
+            "lr_mult": {"backbone": 1.0, "projector": 0.1, "logit_scale": 0.01},
+            "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
+        },
+    },
+}
 
 
 @register_method("tedloc")
@@ -143,6 +173,10 @@ class TeDLoc(WSOLMethod):
         logit_scale_init: initial MIL logit scale s (learnt, in log space, capped at 100).
         use_distill: false drops ``loss_distill`` (ablation).
         mil_pooling: ``weighted`` (Σ p e / Σ p) or ``mean`` (ablation).
+        mil_normalize: what the MIL pooling averages: ``patch`` (the unit embeddings e_i, each
+            cell one equal vote) or ``pooled`` (the projections g(z_i) before their L2 norm, so a
+            cell's length — how sure g is there — weighs in, as a CAM's logit does; only the
+            pooled vector is normalized).
         mil_detach: when ``loss_cls`` may not reach the backbone (it still trains the projection,
             the FG head and the logit scale): ``never``, ``warmup`` (while the ``self`` teacher
             warms up and gives no pseudo-labels) or ``always``.
@@ -150,91 +184,10 @@ class TeDLoc(WSOLMethod):
         loss_weights: ``{loc, distill, cls, teacher}``.
     """
 
-    needs_classnames = True
-    pretrained_option = ("backbone.pretrained", "text.pretrained")
-    defaults = {
-        "backbone": {
-            "name": "deit_small_patch16_224",
-            "pretrained": True,
-            "checkpoint": None,
-            "clip_tag": "openai",
-            "kwargs": {},
-        },
-        "text": {
-            "model": "ViT-B-16",
-            "pretrained": "openai",
-            "checkpoint": None,
-            "templates": ["a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}."],
-            "background_words": list(BACKGROUND_WORDS),
-            "background_template": BACKGROUND_TEMPLATE,
-            "seed": 0,
-            "cache_dir": None,
-        },
-        "orthogonalize": "qr",
-        "qr_group_size": None,
-        "proj_hidden": None,
-        "fg_head": {"hidden": 0, "kernel": 1},
-        "teacher": "self",
-        "warmup_epochs": 5,
-        "ema_momentum": 0.99,
-        "self_teacher": "live",
-        "teacher_center": False,
-        "fg_rule": "otsu",
-        "fg_ratio": 0.2,
-        "bg_ratio": 0.5,
-        "tau_distill": 0.07,
-        "logit_scale_init": 1 / 0.07,
-        "use_distill": True,
-        "mil_pooling": "weighted",
-        "mil_detach": "never",
-        "loc_balanced": False,
-        "loss_weights": {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0},
-        "train": {
-            "max_epochs": 50,
-            "optimizer": {"nesterov": False},  # SGD, momentum 0.9, wd 1e-4, lr 0.01 (heads)
-            # backbone lr 0.001; the logit scale moves slowly (a fast one collapses to ~0 while
-            # the cosine logits are still random, and the MIL classifier then never learns)
-            "lr_mult": {"backbone": 0.1, "logit_scale": 0.1},
-            "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
-        },
-    }
-    presets = {
-        "cub": {
-            "text": {"templates": ["a photo of a {}, a type of bird.", "a photo of the {}."]},
-        },
-        "ilsvrc": {
-            # C + 1 = 1001 > d = 512: qr falls back to none (with a warning); qr_groups is the
-            # option that still orthogonalizes similar classes
-            "warmup_epochs": 1,
-            "train": {"max_epochs": 10},
-        },
-        # From scratch on 2 CPU cores, the same backbone and budget as cam's synthetic preset
-        # (README.md: why these values).
-        "synthetic": {
-            "backbone": {"name": "wsolcnn", "pretrained": False},
-            # text targets from wsolbench's own CLIP of the synthetic world (methods/synthclip.py,
-            # built on first use), loaded as a user's CLIP file is; prompts in its captions' words
-            "text": {
-                "model": synthclip.MODEL,
-                "pretrained": True,
-                "checkpoint": synthclip.SYNTHCLIP,
-                "templates": list(synthclip.PROMPT_TEMPLATES),
-                "background_words": list(synthclip.BACKGROUND_WORDS),
-                "background_template": synthclip.BACKGROUND_TEMPLATE,
-            },
-            "warmup_epochs": 8,
-            "ema_momentum": 0.9,
-            "train": {
-                "max_epochs": 28,
-                "num_workers": 0,
-                "optimizer": {"lr": 0.1},
-                # from scratch the backbone learns at CAM's lr 0.1; the projection into the
-                # scaled cosine space needs 0.01 (at 0.1 its loss diverged in a 15-step probe)
-                "lr_mult": {"backbone": 1.0, "projector": 0.1, "logit_scale": 0.01},
-                "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
-            },
-        },
-    }
+    capabilities = Capabilities(
+        needs_classnames=True, pretrained_options=("backbone.pretrained", "text.pretrained")
+    )
+    config = MethodConfig(defaults=DEFAULTS, presets=PRESETS)
 
     def __init__(
         self,
@@ -242,29 +195,34 @@ class TeDLoc(WSOLMethod):
         classnames: list[str],
         backbone: dict,
         text: dict,
-        orthogonalize: str = "qr",
-        qr_group_size: int | None = None,
-        proj_hidden: int | None = None,
-        fg_head: dict | None = None,
-        teacher: str = "self",
-        warmup_epochs: int = 5,
-        ema_momentum: float = 0.99,
-        self_teacher: str = "live",
-        teacher_center: bool = False,
-        fg_rule: str = "otsu",
-        fg_ratio: float = 0.2,
-        bg_ratio: float = 0.5,
-        tau_distill: float = 0.07,
-        logit_scale_init: float = 1 / 0.07,
-        use_distill: bool = True,
-        mil_pooling: str = "weighted",
-        mil_detach: str = "never",
-        loc_balanced: bool = False,
-        loss_weights: dict | None = None,
+        orthogonalize: str,
+        qr_group_size: int | None,
+        proj_hidden: int | None,
+        fg_head: dict | None,
+        teacher: str,
+        warmup_epochs: int,
+        ema_momentum: float,
+        self_teacher: str,
+        teacher_center: bool,
+        fg_rule: str,
+        fg_ratio: float,
+        bg_ratio: float,
+        tau_distill: float,
+        logit_scale_init: float,
+        use_distill: bool,
+        mil_pooling: str,
+        mil_normalize: str,
+        mil_detach: str,
+        loc_balanced: bool,
+        loss_weights: dict | None,
     ):
         super().__init__(num_classes)
         if mil_pooling not in ("weighted", "mean"):
             raise ValueError(f"mil_pooling: {mil_pooling!r} is not weighted or mean")
+        if mil_normalize not in MIL_NORMALIZE:
+            raise ValueError(
+                f"mil_normalize: {mil_normalize!r} is not one of {', '.join(MIL_NORMALIZE)}"
+            )
         if self_teacher not in SELF_TEACHERS:
             raise ValueError(
                 f"self_teacher: {self_teacher!r} is not one of {', '.join(SELF_TEACHERS)}"
@@ -294,16 +252,19 @@ class TeDLoc(WSOLMethod):
         self.tau_distill = float(tau_distill)
         self.use_distill = bool(use_distill)
         self.mil_pooling = mil_pooling
+        self.mil_normalize = mil_normalize
         self.mil_detach = mil_detach
         self.loc_balanced = bool(loc_balanced)
         self._epoch = 0  # set by the engine (on_train_epoch); 0 outside training
 
-        self.backbone = _build_backbone(dict(backbone))
+        self.backbone = build_tedloc_backbone(dict(backbone))
         self.image_mean, self.image_std = self.backbone.mean, self.backbone.std
         channels = self.backbone.out_channels
 
-        loaded, embeddings = self._text_embeddings(dict(text), list(classnames))
-        self._text_source = loaded.source
+        loaded, embeddings = load_text_embeddings(dict(text), list(classnames))
+        # where each pretrained part came from: results and tables show it (WSOLMethod)
+        self.provenance["backbone"] = getattr(self.backbone, "source", "none")
+        self.provenance["text"] = loaded.source
         targets = orthogonalize_targets(embeddings, orthogonalize, qr_group_size)
         self.register_buffer("text_targets", targets.float())  # [C + 1, d], background first
         dim = targets.shape[1]
@@ -345,76 +306,17 @@ class TeDLoc(WSOLMethod):
         elif self.teacher_kind == "clip":
             norm = (tuple(self.image_mean), tuple(self.image_std))
             self._external = (ClipTeacher(loaded, embeddings[1:], norm),)
+        if self._external:  # the teacher's weights are a pretrained part too (--resume checks)
+            self.provenance["teacher"] = self._external[0].source
 
     # ---------------------------------------------------------------- text targets
 
-    @staticmethod
-    def _text_embeddings(options: dict, classnames: list[str]):
-        from methods.clip_models import load_clip
-
-        known = {
-            "model",
-            "pretrained",
-            "checkpoint",
-            "templates",
-            "background_words",
-            "background_template",
-            "seed",
-            "cache_dir",
-        }
-        if set(options) - known:
-            raise ValueError(f"tedloc: text takes {sorted(known)} (got {sorted(options)})")
-        pretrained = options.get("pretrained")
-        use_weights = pretrained not in (None, False) and str(pretrained).lower() not in (
-            "",
-            "none",
-            "false",
-        )
-        checkpoint = options.get("checkpoint")
-        # the synthetic preset names synthclip; --no-pretrained turning it off is no news
-        if checkpoint and not use_weights and checkpoint != synthclip.SYNTHCLIP:
-            logger.warning(
-                "text.checkpoint %s ignored because text.pretrained is false; set "
-                "-o text.pretrained=true to load it",
-                checkpoint,
-            )
-        loaded = load_clip(
-            options.get("model", "ViT-B-16"),
-            pretrained=pretrained if use_weights and pretrained is not True else None,
-            checkpoint=checkpoint if use_weights else None,
-            seed=int(options.get("seed", 0)),
-        )
-        if use_weights and loaded.source == "none":
-            raise ValueError(
-                "text.pretrained is true but names no tag and text.checkpoint is empty; pass "
-                "-o text.pretrained=TAG (e.g. openai) or -o text.checkpoint=PATH"
-            )
-        rows = background_prompts(
-            options.get("background_words") or BACKGROUND_WORDS,
-            options.get("background_template") or BACKGROUND_TEMPLATE,
-        ) + class_prompts(classnames, options.get("templates") or ["a photo of a {}."])
-        embeddings = text_embeddings(loaded, rows, cache_dir=options.get("cache_dir"))
-        if loaded.source == "none":
-            logger.warning(
-                "tedloc: text targets from a random %s text tower (text_prior: none): distinct "
-                "but meaningless; pass -o text.pretrained=TAG or text.checkpoint=PATH for CLIP's",
-                loaded.name,
-            )
-        return loaded, embeddings
-
     @property
     def text_prior(self) -> str:
-        """The text weights behind the targets: ``none`` (random tower), ``file:...``,
-        ``cache:<model>/<tag>``, or ``weights-file`` once loaded from exported weights."""
-        return self._text_source
-
-    @property
-    def pretrained(self) -> str:
-        """``none`` when neither backbone nor text tower had weights, else both sources."""
-        backbone = getattr(self.backbone, "source", "none")
-        if backbone == "none" and self.text_prior == "none":
-            return "none"
-        return f"backbone={backbone}; text={self.text_prior}"
+        """The text weights behind the targets (``provenance["text"]``): ``none`` (random
+        tower), ``file:...``, ``cache:<model>/<tag>``, or ``weights-file`` once loaded from
+        exported weights."""
+        return self.provenance["text"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Targets from a file that differ from the ones this instance computed were made by
@@ -424,7 +326,7 @@ class TeDLoc(WSOLMethod):
             loaded.shape == self.text_targets.shape
             and torch.equal(loaded.to(self.text_targets), self.text_targets)
         ):
-            self._text_source = "weights-file"
+            self.provenance["text"] = "weights-file"
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def inference_state_dict(self) -> dict[str, Tensor]:
@@ -488,19 +390,22 @@ class TeDLoc(WSOLMethod):
     # ---------------------------------------------------------------- forward parts
 
     def _heads(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """FG logits [B, h, w] and unit patch embeddings [B, d, h, w]."""
+        """FG logits [B, h, w] and patch projections g(z) [B, d, h, w] (not normalized)."""
         fg_logits = self.fg_head(features)[:, 0].float()
-        embeddings = F.normalize(self.projector(features).float(), dim=1)
-        return fg_logits, embeddings
+        return fg_logits, self.projector(features).float()
 
-    def _mil_logits(self, fg_logits: Tensor, embeddings: Tensor) -> Tensor:
-        """s · cos(v, t_c) [B, C] with v the p-weighted (or plain) mean of the patch embeddings."""
+    def _mil_logits(self, fg_logits: Tensor, projections: Tensor) -> Tensor:
+        """s · cos(v, t_c) [B, C] with v the p-weighted (or plain) mean of the patch embeddings
+        (``mil_normalize``: of the unit embeddings, or of the projections)."""
+        cells = projections.flatten(2)  # [B, d, N]
+        if self.mil_normalize == "patch":
+            cells = F.normalize(cells, dim=1)
         if self.mil_pooling == "weighted":
             weights = torch.sigmoid(fg_logits).flatten(1)  # [B, N]
             weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
-            pooled = torch.einsum("bn,bdn->bd", weights, embeddings.flatten(2))
+            pooled = torch.einsum("bn,bdn->bd", weights, cells)
         else:
-            pooled = embeddings.flatten(2).mean(dim=2)
+            pooled = cells.mean(dim=2)
         pooled = F.normalize(pooled, dim=1)
         scale = self.logit_scale.clamp(max=_MAX_LOG_SCALE).exp()
         return scale * pooled @ self.text_targets[1:].T
@@ -531,12 +436,12 @@ class TeDLoc(WSOLMethod):
         """``loss_loc``, ``loss_distill``, ``loss_cls`` (+ ``loss_teacher`` for ``self``), and the
         pseudo-labelled cells per image ``pl_fg`` / ``pl_bg`` (logged, not summed)."""
         features = self.backbone(images)
-        fg_logits, embeddings = self._heads(features)
+        fg_logits, projections = self._heads(features)
         w = self.loss_weights
         if self._mil_detached:
             mil_logits = self._mil_logits(*self._heads(features.detach()))
         else:
-            mil_logits = self._mil_logits(fg_logits, embeddings)
+            mil_logits = self._mil_logits(fg_logits, projections)
         out = {"loss_cls": w["cls"] * F.cross_entropy(mil_logits, labels)}
         # logged, not summed: how the MIL classifier and its scale are doing during training
         out["acc_mil"] = (mil_logits.argmax(dim=1) == labels).float().mean().detach() * 100
@@ -556,7 +461,7 @@ class TeDLoc(WSOLMethod):
         fg, bg = pseudo == 1, pseudo == 0
         out["loss_loc"] = w["loc"] * self._loc_loss(flat_fg, fg, bg)
         if self.use_distill:
-            out["loss_distill"] = w["distill"] * self._distill_loss(embeddings, labels, pseudo)
+            out["loss_distill"] = w["distill"] * self._distill_loss(projections, labels, pseudo)
         out["pl_fg"] = fg.sum(dim=1).float().mean().detach()
         out["pl_bg"] = bg.sum(dim=1).float().mean().detach()
         return out
@@ -573,9 +478,10 @@ class TeDLoc(WSOLMethod):
             (fg_w.sum() > 0).float() + (bg_w.sum() > 0).float()
         ).clamp_min(1)
 
-    def _distill_loss(self, embeddings: Tensor, labels: Tensor, pseudo: Tensor) -> Tensor:
+    def _distill_loss(self, projections: Tensor, labels: Tensor, pseudo: Tensor) -> Tensor:
         """Cross-entropy of cos(e_i, targets) / τ: class y on pseudo-fg, bg on pseudo-bg cells."""
-        logits = torch.einsum("bdn,kd->bkn", embeddings.flatten(2), self.text_targets)
+        embeddings = F.normalize(projections.flatten(2), dim=1)  # unit e_i [B, d, N]
+        logits = torch.einsum("bdn,kd->bkn", embeddings, self.text_targets)
         targets = torch.where(pseudo == 1, labels[:, None] + 1, torch.zeros_like(pseudo))
         targets = torch.where(pseudo >= 0, targets, torch.full_like(pseudo, -1))
         per_cell = F.cross_entropy(
@@ -585,7 +491,7 @@ class TeDLoc(WSOLMethod):
 
     def predict(self, images: Tensor, labels: Tensor) -> Prediction:
         """MIL logits [B, C] and the FG probability map [B, h, w] (``labels`` ignored)."""
-        fg_logits, embeddings = self._heads(self.backbone(images))
+        fg_logits, projections = self._heads(self.backbone(images))
         return Prediction(
-            logits=self._mil_logits(fg_logits, embeddings), maps=torch.sigmoid(fg_logits)
+            logits=self._mil_logits(fg_logits, projections), maps=torch.sigmoid(fg_logits)
         )

@@ -1,5 +1,8 @@
 """TeD-Loc's text targets: CLIP embeddings of the background and of every class, orthogonalized.
 
+:func:`load_text_embeddings` loads the text tower the ``text`` options name and embeds the prompts;
+:func:`orthogonalize_targets` turns the embeddings into the targets.
+
 Rows are ``[t_bg, t_1, ..., t_C]`` (background first). Each is CLIP's prompt ensemble
 (:mod:`methods.clip_text`): a class is the mean of its name in every template, the background the
 mean of every background word in the background template. The encoding is cached on disk under a
@@ -30,6 +33,15 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from methods import synthclip
+from methods.clip_text import (
+    BACKGROUND_TEMPLATE,
+    BACKGROUND_WORDS,
+    background_prompts,
+    class_prompts,
+    text_embeddings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +116,63 @@ def orthogonalize_targets(embeddings: Tensor, mode: str, group_size: int | None 
         out[0] = q[0]
         out[1:][group] = q[1:]
     return out
+
+
+def load_text_embeddings(options: dict, classnames: list[str]):
+    """The text tower ``options`` names and the embeddings [C + 1, d] of the background and
+    each class, before orthogonalization (rows: background first).
+
+    Returns:
+        (the :class:`methods.clip_models.LoadedClip`, embeddings [C + 1, d] float)
+    """
+    from methods.clip_models import load_clip
+
+    known = {
+        "model",
+        "pretrained",
+        "checkpoint",
+        "templates",
+        "background_words",
+        "background_template",
+        "seed",
+        "cache_dir",
+    }
+    if set(options) - known:
+        raise ValueError(f"tedloc: text takes {sorted(known)} (got {sorted(options)})")
+    pretrained = options.get("pretrained")
+    use_weights = pretrained not in (None, False) and str(pretrained).lower() not in (
+        "",
+        "none",
+        "false",
+    )
+    checkpoint = options.get("checkpoint")
+    # the synthetic preset names synthclip; --no-pretrained turning it off is no news
+    if checkpoint and not use_weights and checkpoint != synthclip.SYNTHCLIP:
+        logger.warning(
+            "text.checkpoint %s ignored because text.pretrained is false; set "
+            "-o text.pretrained=true to load it",
+            checkpoint,
+        )
+    loaded = load_clip(
+        options.get("model", "ViT-B-16"),
+        pretrained=pretrained if use_weights and pretrained is not True else None,
+        checkpoint=checkpoint if use_weights else None,
+        seed=int(options.get("seed", 0)),
+    )
+    if use_weights and loaded.source == "none":
+        raise ValueError(
+            "text.pretrained is true but names no tag and text.checkpoint is empty; pass "
+            "-o text.pretrained=TAG (e.g. openai) or -o text.checkpoint=PATH"
+        )
+    rows = background_prompts(
+        options.get("background_words") or BACKGROUND_WORDS,
+        options.get("background_template") or BACKGROUND_TEMPLATE,
+    ) + class_prompts(classnames, options.get("templates") or ["a photo of a {}."])
+    embeddings = text_embeddings(loaded, rows, cache_dir=options.get("cache_dir"))
+    if loaded.source == "none":
+        logger.warning(
+            "tedloc: text targets from a random %s text tower (text_prior: none): distinct "
+            "but meaningless; pass -o text.pretrained=TAG or text.checkpoint=PATH for CLIP's",
+            loaded.name,
+        )
+    return loaded, embeddings
