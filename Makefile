@@ -42,7 +42,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/bench_evaluator.py
 
-# Regenerate reports/ (see reports/README.md): runs (3 seeds, resumed), leaderboards, cost, figures.
+# Regenerate reports/ (see reports/README.md): runs (5 seeds, resumed), leaderboards, cost, figures.
 reports: install
 	$(BIN)/python reports/make_reports.py
 

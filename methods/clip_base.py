@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.clip_models import TINY_CLIP, LoadedClip, load_clip
+from methods import synthclip
+from methods.clip_models import LoadedClip, load_clip
 from methods.clip_text import DEFAULT_TEMPLATES, class_prompts, text_embeddings
 from methods.clip_vision import block_forward, embed, vit_tower
 from wsolbench.method import Capabilities, MethodConfig, WSOLMethod
@@ -65,10 +66,16 @@ class ClipBaseline(WSOLMethod):
             "cache_text": True,
         },
         presets={
-            # Random towers mean nothing on synthetic anyway; the tiny tower (96 px, 8-px patches,
-            # the synthetic protocol's size) keeps the run and the conformance checks to seconds
-            # on a CPU.
-            "synthetic": {"clip": {"model": TINY_CLIP, "pretrained": False}},
+            # synthetic: wsolbench's own CLIP of the synthetic world (methods/synthclip.py; built
+            # on first use, then loaded as a user's checkpoint file is; the default template is
+            # one of its captions' wordings); --no-pretrained gives seeded random towers of it
+            "synthetic": {
+                "clip": {
+                    "model": synthclip.MODEL,
+                    "pretrained": True,
+                    "checkpoint": synthclip.SYNTHCLIP,
+                },
+            },
         },
     )
 

@@ -12,6 +12,8 @@ import shutil
 
 from report_settings import DATASET, METHODS, PROFILE_THREADS, REPO, RESULTS, WORK, wsolbench
 
+from wsolbench.per_image import copy_result
+
 
 def known_methods(wanted: list[str]) -> list[str]:
     from wsolbench.registry import list_methods
@@ -59,8 +61,4 @@ def collect_results(methods: list[str], seeds: tuple[int, ...]) -> None:
         for seed in seeds:
             source = REPO / WORK / method / f"seed{seed}"
             if (source / "result.json").is_file():
-                target = RESULTS / method / f"seed{seed}"
-                target.mkdir(parents=True, exist_ok=True)
-                for name in ("result.json", "per_image.npz"):
-                    if (source / name).is_file():
-                        shutil.copyfile(source / name, target / name)
+                copy_result(source, RESULTS / method / f"seed{seed}")

@@ -24,9 +24,12 @@ from wsolbench.method import Prediction, WSOLMethod, resolve_config
 NAMES = ["red fox", "snowy owl", "blue whale"]
 
 
-def build(*overrides, classnames=NAMES, seed=0):
-    """The synthetic preset (tiny tower), random weights, no disk cache of text embeddings."""
-    config = resolve_config(ClipGradCAM, "synthetic", ["clip.pretrained=false", *overrides])
+def build(*overrides, classnames=NAMES, seed=0, preset="synthetic"):
+    """The synthetic preset (synthclip's small model), random weights, no disk cache of text
+    embeddings; ``preset=None``: CLIP-ES's own defaults on the tiny tower."""
+    if preset is None:
+        overrides = (f"clip.model={TINY_CLIP}", *overrides)
+    config = resolve_config(ClipGradCAM, preset, ["clip.pretrained=false", *overrides])
     torch.manual_seed(seed)
     config = {**config, "cache_text": False}
     return ClipGradCAM(num_classes=len(classnames), classnames=classnames, **config).eval()
@@ -69,9 +72,9 @@ def deep_tower(tmp_path_factory):
 
 def by_file(tower, *overrides, classnames=NAMES):
     name, path, _ = tower
-    config = resolve_config(
+    config = resolve_config(  # CLIP-ES's own prompts (the synthetic preset has synthclip's)
         ClipGradCAM,
-        "synthetic",
+        None,
         [
             f"clip.model={name}",
             "clip.pretrained=true",
@@ -175,7 +178,7 @@ def test_prompts_and_background_words_reach_the_text_tower(tokenized_prompts):
     ]
     assert custom.background_text.shape == (2, 64) and custom.cam_text.shape == (3, 64)
     seen.clear()
-    default = build()
+    default = build(preset=None)  # CLIP-ES's background prompts
     assert seen[6:] == [f"a clean origami {word}." for word in CLIPES_BACKGROUND_WORDS]
     assert default.background_text.shape == (len(CLIPES_BACKGROUND_WORDS), 64)
 
@@ -199,7 +202,7 @@ def test_refinement_changes_the_map_and_stays_non_negative(method):
     assert not torch.allclose(refined_maps, plain_maps)
     # with no box at all (threshold above every level but the peak), nothing flows: zeros
     cam, _, grid, attentions = refined.cam(batch, labels)
-    assert len(attentions) == 2  # the tiny tower has 2 blocks (fewer than refine_blocks)
+    assert len(attentions) == 3  # synthclip's tower has 3 blocks (fewer than refine_blocks)
     assert torch.equal(
         refined.refine_cam(torch.zeros_like(cam), attentions, grid), torch.zeros_like(cam)
     )

@@ -11,6 +11,7 @@ from clip_layouts import register_tiny_config
 from clip_reference import assert_same_map, maskclip_map
 from torch import nn
 
+from methods import synthclip
 from methods.clip_models import CLIP_MEAN, CLIP_STD, TINY_CLIP, load_clip
 from methods.clip_patch import ClipPatch
 from methods.clip_vision import (
@@ -241,7 +242,9 @@ def test_a_checkpoint_file_reaches_the_method_and_no_pretrained_wins(tmp_path):
     path = tmp_path / "tiny-clip.pt"
     torch.save(load_clip(TINY_CLIP, seed=11).model.state_dict(), path)
     config = resolve_config(
-        ClipPatch, "synthetic", ["clip.pretrained=true", f"clip.checkpoint={path}"]
+        ClipPatch,
+        "synthetic",
+        [f"clip.model={TINY_CLIP}", "clip.pretrained=true", f"clip.checkpoint={path}"],
     )
     loaded = ClipPatch(num_classes=3, classnames=NAMES, **{**config, "cache_text": False})
     assert loaded.pretrained == f"file:{path.resolve()} (gelu)"
@@ -259,7 +262,12 @@ def test_a_checkpoint_file_reaches_the_method_and_no_pretrained_wins(tmp_path):
     with pytest.raises(ClipWeightsError, match="-o clip.checkpoint=PATH"):
         ClipPatch(num_classes=3, **missing)
     with pytest.raises(ValueError, match="clip.checkpoint is empty"):
-        ClipPatch(num_classes=3, **resolve_config(ClipPatch, "synthetic", ["clip.pretrained=true"]))
+        ClipPatch(
+            num_classes=3,
+            **resolve_config(
+                ClipPatch, "synthetic", ["clip.pretrained=true", "clip.checkpoint=null"]
+            ),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -290,10 +298,10 @@ def test_end_to_end_without_the_runner_and_marked_in_compare(
     assert main([*argv, "--work-dir", str(work), "--no-pretrained"]) == 0
     result = load_result(work / "result.json")
     assert result.pretrained == "none"
-    assert result.config["clip"] == {
-        "model": TINY_CLIP,
+    assert result.config["clip"] == {  # the synthetic preset's model, its weights turned off
+        "model": synthclip.MODEL,
         "pretrained": False,
-        "checkpoint": None,
+        "checkpoint": synthclip.SYNTHCLIP,
         "activation": "auto",
     }
     test = result.metrics["test"]["oracle"]

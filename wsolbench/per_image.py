@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +260,12 @@ def load_records(path: Path, sha256: str, counts: dict[str, dict]) -> dict[str, 
             _check_against(records, counts[split], f"{path} ({split})")
         splits[split] = records
     return splits
+
+
+def copy_result(source: Path, target: Path) -> None:
+    """Copy a finished run's ``result.json`` and its per-image records (when it has them) from the
+    work dir ``source`` into the folder ``target`` (created): what a report keeps of a run."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("result.json", PER_IMAGE_FILE):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)

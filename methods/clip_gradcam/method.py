@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from methods import synthclip
 from methods.clip_base import ClipBaseline
 from methods.clip_models import LoadedClip
 from methods.clip_text import class_prompts
@@ -103,6 +104,17 @@ class ClipGradCAM(ClipBaseline):
             "refine_threshold": 0.4,
             "refine_iterations": 3,
             "native_resolution": False,
+        },
+        presets={
+            # synthetic: the base's (synthclip), with the class and background prompts in its
+            # captions' words (CLIP-ES's origami template and VOC background words are words
+            # it never saw)
+            "synthetic": {
+                **ClipBaseline.config.presets["synthetic"],
+                "cam_templates": [synthclip.PROMPT_TEMPLATES[0]],
+                "background_words": list(synthclip.BACKGROUND_WORDS),
+                "background_template": synthclip.BACKGROUND_TEMPLATE,
+            },
         },
     )
 
