@@ -150,25 +150,6 @@ def test_mil_pooling_is_the_probability_weighted_mean():
         )
 
 
-def test_pooled_normalization_lets_a_long_projection_outvote_short_ones():
-    """``mil_normalize=pooled``: Σ p g(z_i) / Σ p, normalized once; a cell's length counts."""
-    method = tiny("mil_normalize=pooled").eval()
-    targets = method.text_targets[1:]  # [C, d]
-    # one cell 10× as long along class 1, three unit cells along class 0, equal probabilities
-    cells = torch.stack([10 * targets[1], targets[0], targets[0], targets[0]], dim=1)  # [d, 4]
-    projections = cells[None, :, None, :]  # [1, d, 1, 4]
-    fg_logits = torch.zeros(1, 1, 4)
-    with torch.no_grad():
-        pooled = method._mil_logits(fg_logits, projections)
-        expected = F.normalize(cells.mean(dim=1), dim=0) @ targets.T * method.logit_scale.exp()
-        assert torch.allclose(pooled[0], expected, atol=1e-5)
-        assert int(pooled.argmax()) == 1
-        # the default (patch) gives every cell one equal vote: class 0 wins
-        assert int(tiny().eval()._mil_logits(fg_logits, projections).argmax()) == 0
-    with pytest.raises(ValueError, match="mil_normalize"):
-        tiny("mil_normalize=cell")
-
-
 @pytest.mark.parametrize("variant", [[], ["use_distill=false"], ["fg_rule=topk"]])
 def test_losses_are_finite_and_have_gradients_after_the_warmup(variant):
     method = tiny(*variant).train()
@@ -244,6 +225,24 @@ def test_mil_detach_keeps_the_classifier_loss_out_of_the_backbone():
         assert torch.equal(
             never.predict(images, labels).logits, detached.predict(images, labels).logits
         )
+
+
+def test_teacher_detach_keeps_the_cam_loss_out_of_the_backbone():
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+
+    def reached(method):
+        """Which parts the teacher's CAM loss reaches."""
+        method.zero_grad()
+        method.loss(images, labels)["loss_teacher"].backward()
+        named = dict(method.named_parameters())
+        backbone = next(k for k in named if k.startswith("backbone."))
+        return [
+            named[name].grad is not None and float(named[name].grad.abs().sum()) > 0
+            for name in (backbone, "cam_head.weight")
+        ]
+
+    assert reached(tiny("teacher_detach=true").train()) == [False, True]  # a linear probe
+    assert reached(tiny().train()) == [True, True]  # CAM's loss shapes the shared backbone
 
 
 def test_frozen_self_teacher_is_the_warmed_up_student_and_stays_fixed():
@@ -359,6 +358,10 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
     out = method.loss(images, labels)
     assert "loss_teacher" not in out and float(out["pl_fg"]) >= 1
+    # the teacher run is part of what the result was made from: its weights' digest is recorded
+    teacher = method.provenance["teacher"]
+    assert teacher.startswith(f"run:{tmp_path.resolve()} (weights sha256 ")
+    assert f"teacher={teacher}" in method.pretrained
     with torch.no_grad():
         expected = cam.eval().predict(images, labels).maps  # cam's 8x8 grid = the student's
     assert torch.allclose(method.teacher_maps(images, labels, torch.zeros(2, 16, 8, 8)), expected)

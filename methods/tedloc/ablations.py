@@ -2,16 +2,17 @@
 
     python -m methods.tedloc.ablations [--seeds 0 1 2 3 4] [--variants NAME ...] [--no-runs]
 
-Each run is ``wsolbench run --method M --dataset synthetic --seed S --work-dir
-work_dirs/ablations13/<variant>/seed<S> --resume [overrides]`` (one at a time; ``--resume`` keeps
-finished runs, so an interrupted sweep continues where it stopped), then its ``result.json`` is
-copied to ``reports/results/ablations/<variant>/seed<S>/`` and the table
-``reports/tedloc-ablations.md`` is rendered from those copies alone with ``wsolbench compare
-reports/results/ablations --format md --no-published`` (``--no-runs`` only re-renders).
+Each run is ``wsolbench run --method tedloc --dataset synthetic --seed S --work-dir
+work_dirs/ablations/<variant>/seed<S> --resume -o OVERRIDE ...`` (one at a time; ``--resume``
+keeps finished runs, so an interrupted sweep continues where it stopped); its ``result.json`` and
+per-image records are copied to ``reports/results/ablations/<variant>/seed<S>/``, and the table
+``reports/tedloc-ablations.md`` is rendered from the copies alone (``--no-runs`` only copies and
+renders) beside the default and CAM rows of the board (``reports/results/synthetic-v1``, made by
+``make reports`` with the same seeds): ``wsolbench compare reports/results/synthetic-v1/tedloc
+reports/results/synthetic-v1/cam reports/results/ablations --format md --no-published``.
 
-The ``cam`` rows are the baseline the acceptance compares with, and seed 0 of them is the finished
-run the ``teacher_cam`` variant reads its pseudo-labels from (the same teacher for every seed, so
-that the variant is one configuration).
+``teacher_cam`` reads its pseudo-labels from the board's finished CAM run of seed 0, the same
+teacher for every seed, so that the variant is one configuration; run ``make reports`` first.
 """
 
 from __future__ import annotations
@@ -25,31 +26,32 @@ from pathlib import Path
 from wsolbench.per_image import copy_result
 
 REPO = Path(__file__).resolve().parents[2]
-WORK = Path("work_dirs/ablations13")
+WORK = Path("work_dirs/ablations")
 RESULTS = Path("reports/results/ablations")
+BOARD = Path("reports/results/synthetic-v1")  # the default rows: the board's tedloc and cam runs
 TABLE = Path("reports/tedloc-ablations.md")
 SEEDS = (0, 1, 2, 3, 4)
+#: the finished CAM run the teacher_cam variant reads its pseudo-labels from (the board's seed 0,
+#: for every seed, so that the variant is one configuration)
+CAM_TEACHER = Path("work_dirs/reports/cam/seed0")
 
-#: variant → (method, ``-o`` overrides); the first TeD-Loc row is the default preset.
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "cam": ("cam", []),
-    "default": ("tedloc", []),
-    "text_random": ("tedloc", ["text.pretrained=false"]),
-    "no_distill": ("tedloc", ["use_distill=false"]),
-    "orthogonalize_none": ("tedloc", ["orthogonalize=none"]),
-    "teacher_cam": ("tedloc", [f"teacher=run:{WORK / 'cam' / 'seed0'}"]),
-    "self_teacher_live": ("tedloc", ["self_teacher=live"]),
-    "mil_detach_never": ("tedloc", ["mil_detach=never"]),
+#: variant → ``-o`` overrides of TeD-Loc's synthetic preset (the default itself is the board's row)
+VARIANTS: dict[str, list[str]] = {
+    "text_random": ["text.pretrained=false"],
+    "no_distill": ["use_distill=false"],
+    "orthogonalize_none": ["orthogonalize=none"],
+    "teacher_cam": [f"teacher=run:{CAM_TEACHER}"],
+    "teacher_detach": ["teacher_detach=true"],
+    "mil_detach_warmup": ["mil_detach=warmup"],
 }
 
 
 def run(variant: str, seed: int) -> int:
     """One run (kept when finished); returns the exit status."""
-    method, overrides = VARIANTS[variant]
-    argv = [sys.executable, "-m", "wsolbench", "run", "--method", method]
+    argv = [sys.executable, "-m", "wsolbench", "run", "--method", "tedloc"]
     argv += ["--dataset", "synthetic", "--seed", str(seed)]
     argv += ["--work-dir", str(WORK / variant / f"seed{seed}"), "--resume"]
-    for override in overrides:
+    for override in VARIANTS[variant]:
         argv += ["-o", override]
     print("$", " ".join(argv[1:]), flush=True)
     return subprocess.call(argv, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -64,7 +66,8 @@ def collect(variants: list[str], seeds: list[int]) -> None:
 
 
 def render() -> int:
-    argv = [sys.executable, "-m", "wsolbench", "compare", str(RESULTS)]
+    rows = [BOARD / "tedloc", BOARD / "cam", RESULTS]
+    argv = [sys.executable, "-m", "wsolbench", "compare", *map(str, rows)]
     argv += ["--format", "md", "--no-published", "--output", str(TABLE)]
     print("$", " ".join(argv[1:]), flush=True)
     return subprocess.call(argv, cwd=REPO)
@@ -77,16 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-runs", action="store_true", help="only copy results and render")
     args = parser.parse_args(argv)
     variants = list(args.variants)
-    if "teacher_cam" in variants and "cam" not in variants:
-        variants.insert(0, "cam")  # its teacher is cam's seed-0 run
     failed = []
     if not args.no_runs:
-        # cam first: teacher_cam reads cam's seed 0
-        for variant in sorted(variants, key=lambda v: v != "cam"):
-            seeds = args.seeds
-            if variant == "cam" and "teacher_cam" in variants and 0 not in seeds:
-                seeds = [0, *seeds]
-            for seed in seeds:
+        for variant in variants:
+            for seed in args.seeds:
                 if run(variant, seed) != 0:
                     failed.append(f"{variant}/seed{seed}")
     collect(variants, args.seeds)

@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale
 MIL_DETACH = ("never", "warmup", "always")
-MIL_NORMALIZE = ("patch", "pooled")
 SELF_TEACHERS = ("live", "frozen")
 
 
@@ -76,6 +75,7 @@ DEFAULTS = {
     "ema_momentum": 0.99,
     "self_teacher": "live",
     "teacher_center": False,
+    "teacher_detach": False,
     "fg_rule": "otsu",
     "fg_ratio": 0.2,
     "bg_ratio": 0.5,
@@ -83,7 +83,6 @@ DEFAULTS = {
     "logit_scale_init": 1 / 0.07,
     "use_distill": True,
     "mil_pooling": "weighted",
-    "mil_normalize": "patch",
     "mil_detach": "never",
     "loc_balanced": False,
     "loss_weights": {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0},
@@ -167,16 +166,15 @@ class TeDLoc(WSOLMethod):
             the CAM classifier its softmax loss determines (a shift common to every class's
             weights changes no softmax, so it is left to initialisation and decay, yet it moves
             the min-max normalized map); false uses W_y itself (CAM's map).
+        teacher_detach: the ``self`` teacher's CAM classifier learns on detached features (a
+            linear probe of the student's features): ``loss_teacher`` no longer reaches the
+            backbone, which then learns from TeD-Loc's own losses only.
         fg_rule, fg_ratio, bg_ratio: pseudo-label selection
             (:func:`methods.tedloc.teachers.select_pseudo_labels`).
         tau_distill: temperature τ_t of ``loss_distill``.
         logit_scale_init: initial MIL logit scale s (learnt, in log space, capped at 100).
         use_distill: false drops ``loss_distill`` (ablation).
         mil_pooling: ``weighted`` (Σ p e / Σ p) or ``mean`` (ablation).
-        mil_normalize: what the MIL pooling averages: ``patch`` (the unit embeddings e_i, each
-            cell one equal vote) or ``pooled`` (the projections g(z_i) before their L2 norm, so a
-            cell's length — how sure g is there — weighs in, as a CAM's logit does; only the
-            pooled vector is normalized).
         mil_detach: when ``loss_cls`` may not reach the backbone (it still trains the projection,
             the FG head and the logit scale): ``never``, ``warmup`` (while the ``self`` teacher
             warms up and gives no pseudo-labels) or ``always``.
@@ -204,6 +202,7 @@ class TeDLoc(WSOLMethod):
         ema_momentum: float,
         self_teacher: str,
         teacher_center: bool,
+        teacher_detach: bool,
         fg_rule: str,
         fg_ratio: float,
         bg_ratio: float,
@@ -211,7 +210,6 @@ class TeDLoc(WSOLMethod):
         logit_scale_init: float,
         use_distill: bool,
         mil_pooling: str,
-        mil_normalize: str,
         mil_detach: str,
         loc_balanced: bool,
         loss_weights: dict | None,
@@ -219,10 +217,6 @@ class TeDLoc(WSOLMethod):
         super().__init__(num_classes)
         if mil_pooling not in ("weighted", "mean"):
             raise ValueError(f"mil_pooling: {mil_pooling!r} is not weighted or mean")
-        if mil_normalize not in MIL_NORMALIZE:
-            raise ValueError(
-                f"mil_normalize: {mil_normalize!r} is not one of {', '.join(MIL_NORMALIZE)}"
-            )
         if self_teacher not in SELF_TEACHERS:
             raise ValueError(
                 f"self_teacher: {self_teacher!r} is not one of {', '.join(SELF_TEACHERS)}"
@@ -247,12 +241,12 @@ class TeDLoc(WSOLMethod):
         self.warmup_epochs = int(warmup_epochs)
         self.ema_momentum = float(ema_momentum)
         self.teacher_center = bool(teacher_center)
+        self.teacher_detach = bool(teacher_detach)
         self.self_teacher = self_teacher
         self.fg_rule, self.fg_ratio, self.bg_ratio = fg_rule, float(fg_ratio), float(bg_ratio)
         self.tau_distill = float(tau_distill)
         self.use_distill = bool(use_distill)
         self.mil_pooling = mil_pooling
-        self.mil_normalize = mil_normalize
         self.mil_detach = mil_detach
         self.loc_balanced = bool(loc_balanced)
         self._epoch = 0  # set by the engine (on_train_epoch); 0 outside training
@@ -395,11 +389,9 @@ class TeDLoc(WSOLMethod):
         return fg_logits, self.projector(features).float()
 
     def _mil_logits(self, fg_logits: Tensor, projections: Tensor) -> Tensor:
-        """s · cos(v, t_c) [B, C] with v the p-weighted (or plain) mean of the patch embeddings
-        (``mil_normalize``: of the unit embeddings, or of the projections)."""
-        cells = projections.flatten(2)  # [B, d, N]
-        if self.mil_normalize == "patch":
-            cells = F.normalize(cells, dim=1)
+        """s · cos(v, t_c) [B, C] with v the p-weighted (or plain) mean of the unit patch
+        embeddings e_i = g(z_i) / |g(z_i)|."""
+        cells = F.normalize(projections.flatten(2), dim=1)  # [B, d, N]
         if self.mil_pooling == "weighted":
             weights = torch.sigmoid(fg_logits).flatten(1)  # [B, N]
             weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
@@ -449,7 +441,8 @@ class TeDLoc(WSOLMethod):
         if self.cam_head is not None and not self._teacher_frozen:
             # CAM's logits (mean over cells of the 1×1 classifier's map) = the classifier applied
             # to the mean feature: the same value without the [B, C, h, w] map
-            pooled = features.float().mean(dim=(2, 3))
+            pooled = (features.detach() if self.teacher_detach else features).float()
+            pooled = pooled.mean(dim=(2, 3))
             cam_logits = F.linear(pooled, self.cam_head.weight.flatten(1), self.cam_head.bias)
             out["loss_teacher"] = w["teacher"] * F.cross_entropy(cam_logits, labels)
             out["acc_cam"] = (cam_logits.argmax(dim=1) == labels).float().mean().detach() * 100
