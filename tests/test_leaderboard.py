@@ -155,6 +155,17 @@ def test_runs_with_and_without_weights_are_not_averaged(tmp_path):
     assert _md_row(text, "cam‡")[2] == "3"
 
 
+def test_pretrained_cell_keeps_every_part_and_shortens_each_path(tmp_path):
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    weights = "file:/home/someone/.cache/wsolbench/synthclip/synthclip-v1-0123456789ab.pt (gelu)"
+    for path in (tmp_path / "cam").rglob("result.json"):
+        d = json.loads(path.read_text())
+        d["pretrained"] = f"backbone=none; text={weights}"
+        path.write_text(json.dumps(d))
+    row = _md_row(compare([tmp_path], published=False), "cam")
+    assert row[1] == "backbone=none; text=synthclip-v1-0123456789ab.pt (gelu)"
+
+
 def test_published_rows_are_never_averaged():
     rows = list(csv.DictReader(io.StringIO(_render("csv"))))
     published = [r for r in rows if r["published"] == "true"]

@@ -259,6 +259,9 @@ class TeDLoc(WSOLMethod):
         # where each pretrained part came from: results and tables show it (WSOLMethod)
         self.provenance["backbone"] = getattr(self.backbone, "source", "none")
         self.provenance["text"] = loaded.source
+        # said when training starts: a rebuild for evaluation also starts from a random tower,
+        # and then loads the run's own targets from weights.pt
+        self._random_text = loaded.name if loaded.source == "none" else None
         targets = orthogonalize_targets(embeddings, orthogonalize, qr_group_size)
         self.register_buffer("text_targets", targets.float())  # [C + 1, d], background first
         dim = targets.shape[1]
@@ -427,6 +430,13 @@ class TeDLoc(WSOLMethod):
     def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``loss_loc``, ``loss_distill``, ``loss_cls`` (+ ``loss_teacher`` for ``self``), and the
         pseudo-labelled cells per image ``pl_fg`` / ``pl_bg`` (logged, not summed)."""
+        if self._random_text:
+            logger.warning(
+                "tedloc: training towards text targets from a random %s text tower (text=none): "
+                "distinct but meaningless; pass -o text.pretrained=TAG or text.checkpoint=PATH",
+                self._random_text,
+            )
+            self._random_text = None
         features = self.backbone(images)
         fg_logits, projections = self._heads(features)
         w = self.loss_weights

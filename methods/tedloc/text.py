@@ -169,10 +169,4 @@ def load_text_embeddings(options: dict, classnames: list[str]):
         options.get("background_template") or BACKGROUND_TEMPLATE,
     ) + class_prompts(classnames, options.get("templates") or ["a photo of a {}."])
     embeddings = text_embeddings(loaded, rows, cache_dir=options.get("cache_dir"))
-    if loaded.source == "none":
-        logger.warning(
-            "tedloc: text targets from a random %s text tower (text_prior: none): distinct "
-            "but meaningless; pass -o text.pretrained=TAG or text.checkpoint=PATH for CLIP's",
-            loaded.name,
-        )
     return loaded, embeddings

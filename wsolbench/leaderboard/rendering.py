@@ -51,12 +51,18 @@ def _published_number(value: float) -> str:
 
 
 def _pretrained_cell(row: Row) -> str:
+    """The row's weights, each part (``backbone=…; text=…``) kept, each file path shortened."""
     if row.published:
         return MISSING
+    return "; ".join(_short_source(part) for part in row.pretrained.split("; "))
+
+
+def _short_source(part: str) -> str:
     # A weights file path is long and machine-specific; its file name says which weights. Tags such
     # as "openai/clip-vit-base-patch16" or "n/a" have no file suffix and are kept whole.
-    name = Path(row.pretrained).name
-    return name if "/" in row.pretrained and Path(name).suffix else row.pretrained
+    label, source = re.fullmatch(r"(\w+=)?(.*)", part, flags=re.DOTALL).groups()
+    name = Path(source).name
+    return (label or "") + (name if "/" in source and Path(name).suffix else source)
 
 
 def _table(board: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
