@@ -192,22 +192,31 @@ def test_warmup_has_no_pseudo_labels_and_ema_follows_the_classifier():
     assert int(method.ema_steps) == 2
 
 
+def parts_reached(method, loss: str, images, labels, parts: dict[str, str]) -> dict[str, bool]:
+    """For each part (name → parameter name, ``backbone.`` for the backbone's first one): whether
+    the gradient of the loss ``loss`` reaches it."""
+    method.zero_grad()
+    method.loss(images, labels)[loss].backward()
+    named = dict(method.named_parameters())
+    found = {}
+    for part, name in parts.items():
+        name = next(k for k in named if k.startswith(name)) if name.endswith(".") else name
+        grad = named[name].grad
+        found[part] = grad is not None and float(grad.abs().sum()) > 0
+    return found
+
+
 def test_mil_detach_keeps_the_classifier_loss_out_of_the_backbone():
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    parts = {
+        "backbone": "backbone.",
+        "projector": "projector.0.weight",
+        "fg_head": "fg_head.weight",
+        "logit_scale": "logit_scale",
+    }
 
     def grads(method):
-        method.zero_grad()
-        method.loss(images, labels)["loss_cls"].backward()
-        named = dict(method.named_parameters())
-        return {
-            part: named[name].grad is not None and float(named[name].grad.abs().sum()) > 0
-            for part, name in (
-                ("backbone", next(k for k in named if k.startswith("backbone."))),
-                ("projector", "projector.0.weight"),
-                ("fg_head", "fg_head.weight"),
-                ("logit_scale", "logit_scale"),
-            )
-        }
+        return parts_reached(method, "loss_cls", images, labels, parts)
 
     heads_only = {"backbone": False, "projector": True, "fg_head": True, "logit_scale": True}
     everything = dict.fromkeys(heads_only, True)
@@ -229,20 +238,12 @@ def test_mil_detach_keeps_the_classifier_loss_out_of_the_backbone():
 
 def test_teacher_detach_keeps_the_cam_loss_out_of_the_backbone():
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-
-    def reached(method):
-        """Which parts the teacher's CAM loss reaches."""
-        method.zero_grad()
-        method.loss(images, labels)["loss_teacher"].backward()
-        named = dict(method.named_parameters())
-        backbone = next(k for k in named if k.startswith("backbone."))
-        return [
-            named[name].grad is not None and float(named[name].grad.abs().sum()) > 0
-            for name in (backbone, "cam_head.weight")
-        ]
-
-    assert reached(tiny("teacher_detach=true").train()) == [False, True]  # a linear probe
-    assert reached(tiny().train()) == [True, True]  # CAM's loss shapes the shared backbone
+    parts = {"backbone": "backbone.", "cam_head": "cam_head.weight"}
+    detached = tiny("teacher_detach=true").train()
+    probe = parts_reached(detached, "loss_teacher", images, labels, parts)
+    assert probe == {"backbone": False, "cam_head": True}  # a linear probe
+    shared = parts_reached(tiny().train(), "loss_teacher", images, labels, parts)
+    assert shared == {"backbone": True, "cam_head": True}  # CAM's loss shapes the shared backbone
 
 
 def test_frozen_self_teacher_is_the_warmed_up_student_and_stays_fixed():
