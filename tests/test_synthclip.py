@@ -119,3 +119,20 @@ def test_prepare_synthclip_builds_it_explicitly(tiny_default, tmp_path, capsys):
     path = tmp_path / "synthclip" / f"{SYNTHCLIP}-{TINY.digest()}.pt"
     assert path.is_file()
     assert str(path) in capsys.readouterr().out
+
+
+def test_prepare_synthclip_defaults_to_the_cache_runs_read(tiny_default, tmp_path, monkeypatch):
+    from wsolbench.cli import main
+
+    monkeypatch.setenv("WSOLBENCH_CACHE", str(tmp_path))
+    assert main(["prepare", "synthclip"]) == 0
+    assert (tmp_path / "synthclip" / f"{SYNTHCLIP}-{TINY.digest()}.pt").is_file()
+
+
+def test_prepare_a_dataset_without_out_is_one_error_line(tmp_path, capsys):
+    from wsolbench.cli import main
+
+    assert main(["prepare", "synthetic"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: prepare synthetic needs --out (the folder to write the dataset to)"
+    )

@@ -52,7 +52,11 @@ def _add_prepare(commands) -> None:
     )
     parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic", "synthclip"])
     parser.add_argument("--src", type=Path, help="the original release (cub, ilsvrc)")
-    parser.add_argument("--out", type=Path, required=True, help="the prepared root to write")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the prepared root to write (synthclip: the cache folder; default $WSOLBENCH_CACHE)",
+    )
     parser.add_argument(
         "--val-per-class",
         type=int,
@@ -67,11 +71,13 @@ def _add_prepare(commands) -> None:
 
 
 def cmd_prepare(args) -> int:
-    if args.dataset == "synthclip":  # wsolbench's CLIP of the synthetic world, into --out (a cache)
+    if args.dataset == "synthclip":  # wsolbench's CLIP of the synthetic world, into a cache
         from methods.synthclip import prepare_synthclip
 
         print(prepare_synthclip(args.out, seed=args.seed))
         return 0
+    if args.out is None:
+        raise ValueError(f"prepare {args.dataset} needs --out (the folder to write the dataset to)")
     if args.dataset == "synthetic":
         from wsolbench.data.synthetic import PROTOCOL_FILE, SyntheticConfig, generate
 
