@@ -16,7 +16,7 @@ file has — with a JSON record beside it. Methods ask for it by name: the check
 :data:`SYNTHCLIP` (``-o clip.checkpoint=synthclip-v1`` / ``-o text.checkpoint=synthclip-v1``)
 makes :func:`methods.clip_models.load_clip` call :func:`ensure_synthclip`, which builds it on first
 use (with a progress bar) and returns the file, which is then loaded exactly as a user's file is.
-``wsolbench prepare synthclip --out CACHE`` builds it explicitly.
+``wsolbench prepare synthclip [--out CACHE]`` builds it explicitly.
 
 Training is deterministic per seed: the pairs are a pure function of (seed, index), the batches
 and the flips come from a seeded generator, the weights from a seeded initialisation, and the
