@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods import synthclip
-from methods.clip_models import LoadedClip, load_clip
-from methods.clip_text import DEFAULT_TEMPLATES, class_prompts, text_embeddings
-from methods.clip_vision import block_forward, embed, vit_tower
+from wsolbench.blocks import synthclip
+from wsolbench.blocks.clip_models import LoadedClip, load_clip
+from wsolbench.blocks.clip_text import DEFAULT_TEMPLATES, class_prompts, text_embeddings
+from wsolbench.blocks.clip_vision import block_forward, embed, vit_tower
 from wsolbench.method import Capabilities, MethodConfig, WSOLMethod
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class ClipBaseline(WSOLMethod):
             local weights file (OpenAI's TorchScript archive, an OpenAI or open_clip state dict,
             safetensors) or null, "activation": auto | quickgelu | gelu}``; a checkpoint wins
             over a tag, and is ignored when ``pretrained`` is false; ``auto`` builds QuickGELU
-            for OpenAI's weights (:func:`methods.clip_models.load_clip` loads).
+            for OpenAI's weights (:func:`wsolbench.blocks.clip_models.load_clip` loads).
         templates: prompt templates with ``{}`` for the class name; a class's text embedding is
             the normalized mean over its templates.
         cache_text: keep text embeddings on disk (``$WSOLBENCH_CACHE/text``), keyed by encoder,
@@ -66,9 +66,9 @@ class ClipBaseline(WSOLMethod):
             "cache_text": True,
         },
         presets={
-            # synthetic: wsolbench's own CLIP of the synthetic world (methods/synthclip.py; built
-            # on first use, then loaded as a user's checkpoint file is; the default template is
-            # one of its captions' wordings); --no-pretrained gives seeded random towers of it
+            # synthetic: wsolbench's own CLIP of the synthetic world (wsolbench/blocks/synthclip.py;
+            # built on first use, then loaded as a user's checkpoint file is; the default template
+            # is one of its captions' wordings); --no-pretrained gives seeded random towers of it
             "synthetic": {
                 "clip": {
                     "model": synthclip.MODEL,

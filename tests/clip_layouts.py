@@ -114,7 +114,7 @@ class OpenAIClip(nn.Module):
         return self.logit_scale.exp() * image_features @ text_features.T
 
 
-# TINY_CLIP's shapes (methods/clip_configs/wsolbench-tiny-clip.json)
+# TINY_CLIP's shapes (wsolbench/blocks/clip_configs/wsolbench-tiny-clip.json)
 TINY = {
     "image_size": 96,
     "patch": 8,
@@ -177,7 +177,7 @@ def register_tiny_config(name: str, folder: Path, **vision) -> str:
     """Register an open_clip model config ``name``: TINY_CLIP's with ``vision`` overrides."""
     import json
 
-    from methods.open_clip_configs import CONFIG_DIR, TINY_CLIP, import_open_clip
+    from wsolbench.blocks.open_clip_configs import CONFIG_DIR, TINY_CLIP, import_open_clip
 
     open_clip = import_open_clip()
     if name not in open_clip.list_models():

@@ -16,7 +16,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 def tokenized_prompts(monkeypatch) -> list[str]:
     """Every prompt the CLIP methods hand to the tokenizer, in order (filled as they run)."""
     import methods.clip_base as clip_base
-    from methods.clip_models import load_clip
+    from wsolbench.blocks.clip_models import load_clip
 
     seen: list[str] = []
 

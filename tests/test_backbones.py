@@ -1,12 +1,12 @@
-"""methods/backbones.py: output shapes, ViT patch grids, and offline-only pretrained weights."""
+"""wsolbench.blocks.backbones: output shapes, ViT patch grids, offline-only pretrained weights."""
 
 import socket
 
 import pytest
 import torch
 
-from methods.backbones import PretrainedWeightsError, build_backbone
 from wsolbench._compat import ensure_torchvision
+from wsolbench.blocks.backbones import PretrainedWeightsError, build_backbone
 
 ensure_torchvision()
 import timm  # noqa: E402

@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten
 
 from methods.clip_gradcam import ClipGradCAM
 from methods.clip_gradcam.method import CLIPES_BACKGROUND_WORDS, box_mask, scale_like_grad_cam
-from methods.clip_models import TINY_CLIP, load_clip
+from wsolbench.blocks.clip_models import TINY_CLIP, load_clip
 from wsolbench.evaluate import predict_batch
 from wsolbench.method import Prediction, WSOLMethod, resolve_config
 

@@ -1,6 +1,7 @@
 """The shared CLIP modules: open_clip models from every weight format users have, read from local
 files or the cache only, with the activation the weights were trained with; the disk cache of text
-embeddings (methods/clip_models.py, methods/clip_weights.py, methods/clip_text.py).
+embeddings (wsolbench/blocks/clip_models.py, wsolbench/blocks/clip_weights.py,
+wsolbench/blocks/clip_text.py).
 
 Each weight-format test fabricates a file in the real on-disk layout with random values and checks
 that every tensor of the loaded model equals what was written."""
@@ -20,8 +21,8 @@ from clip_layouts import (
 )
 
 from methods import clip_models, clip_text
-from methods.clip_models import TINY_CLIP, ClipWeightsError, load_clip
-from methods.clip_weights import OPENAI_EXTRA_KEYS, read_weights
+from wsolbench.blocks.clip_models import TINY_CLIP, ClipWeightsError, load_clip
+from wsolbench.blocks.clip_weights import OPENAI_EXTRA_KEYS, read_weights
 
 
 def state_of(model) -> dict:

@@ -11,10 +11,10 @@ from clip_layouts import register_tiny_config
 from clip_reference import assert_same_map, maskclip_map
 from torch import nn
 
-from methods import synthclip
-from methods.clip_models import CLIP_MEAN, CLIP_STD, TINY_CLIP, load_clip
 from methods.clip_patch import ClipPatch
-from methods.clip_vision import (
+from wsolbench.blocks import synthclip
+from wsolbench.blocks.clip_models import CLIP_MEAN, CLIP_STD, TINY_CLIP, load_clip
+from wsolbench.blocks.clip_vision import (
     PATCH_PATHS,
     UnsupportedTowerError,
     block_forward,
@@ -198,7 +198,7 @@ def test_prompts_reach_the_text_tower(tokenized_prompts):
 
 
 def test_text_embeddings_are_cached_on_disk_and_shared(tmp_path, monkeypatch):
-    import methods.clip_text as clip_text
+    import wsolbench.blocks.clip_text as clip_text
 
     monkeypatch.setenv("WSOLBENCH_CACHE", str(tmp_path))
     config = resolve_config(ClipPatch, "synthetic", ["clip.pretrained=false"])
@@ -236,7 +236,7 @@ def test_only_the_image_tower_and_text_embeddings_are_kept():
 
 
 def test_a_checkpoint_file_reaches_the_method_and_no_pretrained_wins(tmp_path):
-    from methods.clip_models import ClipWeightsError
+    from wsolbench.blocks.clip_models import ClipWeightsError
 
     source = build(seed=7)
     path = tmp_path / "tiny-clip.pt"

@@ -1,4 +1,4 @@
-"""synthclip (methods/synthclip.py): wsolbench's own CLIP of the synthetic world — trained
+"""synthclip (wsolbench/blocks/synthclip.py): wsolbench's own CLIP of the synthetic world — trained
 deterministically with open_clip's model and loss, cached and versioned, and loaded by the name
 ``synthclip-v1`` through the same path a user's CLIP file takes. A tiny training config stands in
 for the real one (which takes minutes)."""
@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from methods import synthclip
-from methods.clip_models import ClipWeightsError, load_clip
-from methods.synthclip import MODEL, SYNTHCLIP, SynthClipConfig, ensure_synthclip
+from wsolbench.blocks import synthclip
+from wsolbench.blocks.clip_models import ClipWeightsError, load_clip
+from wsolbench.blocks.synthclip import MODEL, SYNTHCLIP, SynthClipConfig, ensure_synthclip
 
 TINY = SynthClipConfig(pairs=24, steps=3, batch_size=8, warmup_steps=1)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.clip_text as clip_text
-from methods.clip_models import TINY_CLIP
+import wsolbench.blocks.clip_text as clip_text
 from methods.tedloc.teachers import otsu_thresholds, select_pseudo_labels
 from methods.tedloc.text import _similarity_groups, orthogonalize_targets, qr_targets
+from wsolbench.blocks.clip_models import TINY_CLIP
 from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
 from wsolbench.protocol import load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method

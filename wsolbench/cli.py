@@ -72,7 +72,7 @@ def _add_prepare(commands) -> None:
 
 def cmd_prepare(args) -> int:
     if args.dataset == "synthclip":  # wsolbench's CLIP of the synthetic world, into a cache
-        from methods.synthclip import prepare_synthclip
+        from wsolbench.blocks.synthclip import prepare_synthclip
 
         print(prepare_synthclip(args.out, seed=args.seed))
         return 0

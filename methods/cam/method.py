@@ -7,8 +7,8 @@ grid, so the same formula is "linear classifier per patch → mean over patches"
 per-patch logit of c (TS-CAM's semantic map without its attention coupling).
 
 The default backbone is the reference benchmark's (Choe et al., CVPR 2020, ``wsolevaluation``):
-``wsol_resnet50``, torchvision's ResNet50 with ImageNet weights and layer4's stride removed
-without dilation (:mod:`methods.backbones`); timm backbones are options. Training follows the
+``wsol_resnet50``, torchvision's ResNet50 with ImageNet weights and layer4's stride removed without
+dilation (:mod:`wsolbench.blocks.backbones`); timm backbones are options. Training follows the
 reference: SGD with momentum 0.9, Nesterov, weight decay 1e-4, lr 0.01 with layer4 and the
 classifier at ×10 (the reference's ResNet50 split), step decay ×0.1, batch 64; on ILSVRC the
 classifier starts from the ImageNet weights' own fc (``classifier_init: pretrained``), as the
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.backbones import REFERENCE_RESNET50, build_backbone
+from wsolbench.blocks.backbones import REFERENCE_RESNET50, build_backbone
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
@@ -37,8 +37,8 @@ class CAM(WSOLMethod):
     Args:
         num_classes: K.
         backbone: ``{"name", "pretrained", "checkpoint", "kwargs"}``, see
-            :func:`methods.backbones.build_backbone` (``kwargs`` go to the model constructor,
-            e.g. ``{"output_stride": 16}`` for timm's dilated stride-16 ResNet).
+            :func:`wsolbench.blocks.backbones.build_backbone` (``kwargs`` go to the model
+            constructor, e.g. ``{"output_stride": 16}`` for timm's dilated stride-16 ResNet).
         classifier_init: ``default`` (PyTorch's initialization of a 1×1 convolution) or
             ``pretrained`` (the loaded weights' own classifier, e.g. ImageNet's fc for ILSVRC,
             when its shape is [K, D]; otherwise the default, with a warning).

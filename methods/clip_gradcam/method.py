@@ -44,11 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods import synthclip
 from methods.clip_base import ClipBaseline
-from methods.clip_models import LoadedClip
-from methods.clip_text import class_prompts
-from methods.clip_vision import attention_forward, block_forward, embed, pooled_embedding
+from wsolbench.blocks import synthclip
+from wsolbench.blocks.clip_models import LoadedClip
+from wsolbench.blocks.clip_text import class_prompts
+from wsolbench.blocks.clip_vision import attention_forward, block_forward, embed, pooled_embedding
 from wsolbench.method import Prediction
 from wsolbench.registry import register_method
 

@@ -11,8 +11,8 @@ cos(patch embedding, text embedding of c) on the patch grid. One forward pass, n
 scores are CLIP's zero-shot logits over the class prompts (from the ordinary forward of the class
 token), so Top-1/Top-5 Loc use zero-shot classification.
 
-Other ``patch_path`` values (:func:`methods.clip_vision.last_block_tokens`): ``value_only`` (the
-value projection alone: no residual, no MLP) and ``full`` (the ordinary last-block output, the
+Other ``patch_path`` values (:func:`wsolbench.blocks.clip_vision.last_block_tokens`): ``value_only``
+(the value projection alone: no residual, no MLP) and ``full`` (the ordinary last-block output, the
 naive baseline).
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods.clip_base import ClipBaseline
-from methods.clip_vision import PATCH_PATHS, dense_embeddings
+from wsolbench.blocks.clip_vision import PATCH_PATHS, dense_embeddings
 from wsolbench.method import Prediction
 from wsolbench.registry import register_method
 

@@ -1,12 +1,12 @@
-"""TeD-Loc's student backbone: a timm model or ``wsolcnn`` (:mod:`methods.backbones`), or CLIP's
-own ViT image tower (``clip:<open_clip model>``), each giving patch features [B, D, h, w]."""
+"""TeD-Loc's student backbone: a timm model or ``wsolcnn`` (:mod:`wsolbench.blocks.backbones`), or
+CLIP's own ViT image tower (``clip:<open_clip model>``), each giving patch features [B, D, h, w]."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.backbones import build_backbone
+from wsolbench.blocks.backbones import build_backbone
 
 CLIP_BACKBONE_PREFIX = "clip:"
 
@@ -47,7 +47,7 @@ def build_tedloc_backbone(options: dict) -> nn.Module:
         raise ValueError(f"tedloc: backbone takes {sorted(known)} (got {sorted(options)})")
     name = str(options["name"])
     if name.startswith(CLIP_BACKBONE_PREFIX):
-        from methods.clip_models import load_clip
+        from wsolbench.blocks.clip_models import load_clip
 
         pretrained = bool(options.get("pretrained"))
         loaded = load_clip(

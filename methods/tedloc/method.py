@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods import synthclip
-from methods.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
 from methods.tedloc.backbone import build_tedloc_backbone
 from methods.tedloc.teachers import FG_RULES, ClipTeacher, RunTeacher, select_pseudo_labels
 from methods.tedloc.text import ORTHOGONALIZE, load_text_embeddings, orthogonalize_targets
+from wsolbench.blocks import synthclip
+from wsolbench.blocks.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
@@ -110,8 +110,8 @@ PRESETS = {
     # (README.md: why these values).
     "synthetic": {
         "backbone": {"name": "wsolcnn", "pretrained": False},
-        # text targets from wsolbench's own CLIP of the synthetic world (methods/synthclip.py,
-        # built on first use), loaded as a user's CLIP file is; prompts in its captions' words
+        # text targets from synthclip-v1 (wsolbench/blocks/synthclip.py, built on first use),
+        # loaded as a user's CLIP file is; prompts in its captions' words
         "text": {
             "model": synthclip.MODEL,
             "pretrained": True,
@@ -143,8 +143,8 @@ class TeDLoc(WSOLMethod):
         num_classes: C.
         classnames: the C class names (embedded with the text encoder).
         backbone: ``{name, pretrained, checkpoint, clip_tag, kwargs}``: a timm name or ``wsolcnn``
-            (:func:`methods.backbones.build_backbone`), or ``clip:<open_clip model>`` for CLIP's
-            image tower (weights: ``checkpoint`` or the cached ``clip_tag``).
+            (:func:`wsolbench.blocks.backbones.build_backbone`), or ``clip:<open_clip model>`` for
+            CLIP's image tower (weights: ``checkpoint`` or the cached ``clip_tag``).
         text: ``{model, pretrained, checkpoint, templates, background_words,
             background_template, seed, cache_dir}``: the open_clip text encoder (``pretrained``:
             a tag from the local cache, or false for a random tower seeded by ``seed``), prompts,

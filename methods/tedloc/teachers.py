@@ -166,13 +166,13 @@ class ClipTeacher:
     """CLIP patch–text similarity (``teacher: clip``), frozen: ``clip_patch``'s map.
 
     The patch embeddings of CLIP's image tower along MaskCLIP's last-block value path
-    (:func:`methods.clip_vision.dense_embeddings`, the same function and input handling as
+    (:func:`wsolbench.blocks.clip_vision.dense_embeddings`, the same function and input handling as
     ``clip_patch``), scored by cosine similarity with the target class's (un-orthogonalized)
     text embedding, then brought to the student's grid.
     """
 
     def __init__(self, loaded, class_embeddings: Tensor, image_norm: tuple):
-        from methods.clip_vision import vit_tower
+        from wsolbench.blocks.clip_vision import vit_tower
 
         if loaded.source == "none":
             raise ValueError(
@@ -189,7 +189,7 @@ class ClipTeacher:
     @torch.no_grad()
     def maps(self, images: Tensor, labels: Tensor, grid: tuple[int, int]) -> Tensor:
         """[B, gh, gw] cosine maps of the GT class (``clip_patch``'s, resampled to ``grid``)."""
-        from methods.clip_vision import dense_embeddings
+        from wsolbench.blocks.clip_vision import dense_embeddings
 
         visual = self.visual.to(images.device)
         inputs = _renormalize(images.float(), self.image_norm, self.norm)

@@ -4,11 +4,11 @@
 :func:`orthogonalize_targets` turns the embeddings into the targets.
 
 Rows are ``[t_bg, t_1, ..., t_C]`` (background first). Each is CLIP's prompt ensemble
-(:mod:`methods.clip_text`): a class is the mean of its name in every template, the background the
-mean of every background word in the background template. The encoding is cached on disk under a
-hash of (encoder, weights, prompts) by :func:`methods.clip_text.text_embeddings`, so it runs once
-per (encoder, weights, class names, templates); the orthogonalization below is cheap and runs at
-every build.
+(:mod:`wsolbench.blocks.clip_text`): a class is the mean of its name in every template, the
+background the mean of every background word in the background template. The encoding is cached on
+disk under a hash of (encoder, weights, prompts) by
+:func:`wsolbench.blocks.clip_text.text_embeddings`, so it runs once per (encoder, weights, class
+names, templates); the orthogonalization below is cheap and runs at every build.
 
 Orthogonalization (``orthogonalize``):
 
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods import synthclip
-from methods.clip_text import (
+from wsolbench.blocks import synthclip
+from wsolbench.blocks.clip_text import (
     BACKGROUND_TEMPLATE,
     BACKGROUND_WORDS,
     background_prompts,
@@ -123,9 +123,9 @@ def load_text_embeddings(options: dict, classnames: list[str]):
     each class, before orthogonalization (rows: background first).
 
     Returns:
-        (the :class:`methods.clip_models.LoadedClip`, embeddings [C + 1, d] float)
+        (the :class:`wsolbench.blocks.clip_models.LoadedClip`, embeddings [C + 1, d] float)
     """
-    from methods.clip_models import load_clip
+    from wsolbench.blocks.clip_models import load_clip
 
     known = {
         "model",

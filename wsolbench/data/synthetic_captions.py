@@ -1,9 +1,9 @@
 """Image–caption pairs of the synthetic world: the training data of wsolbench's own CLIP.
 
-``synthclip`` (:mod:`methods.synthclip`) is a small CLIP trained contrastively on pairs made here.
-The images follow the image model of :mod:`wsolbench.data.synthetic` — the same smooth cluttered
-background, a convex body with a small head on its boundary, the same sizes — with a **broader
-vocabulary**, so that the benchmark's ten classes are a few of its many combinations:
+``synthclip`` (:mod:`wsolbench.blocks.synthclip`) is a small CLIP trained contrastively on pairs
+made here. The images follow the image model of :mod:`wsolbench.data.synthetic` — the same smooth
+cluttered background, a convex body with a small head on its boundary, the same sizes — with a
+**broader vocabulary**, so that the benchmark's ten classes are a few of its many combinations:
 
 * head colour: the benchmark's five (same RGB values) and :data:`EXTRA_HEAD_COLOURS`;
 * head pattern: the benchmark's four (drawn by the same function) and ``crossed``, ``barred``;

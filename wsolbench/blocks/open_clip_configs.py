@@ -1,11 +1,11 @@
 """open_clip with wsolbench's own model configurations registered, and the error every CLIP loading
 path raises.
 
-The configurations are the JSON files of ``methods/clip_configs/`` (:data:`TINY_CLIP`, the tests'
-2-block model, and ``wsolbench-synthclip-v1``, :mod:`methods.synthclip`'s); they are added to
-open_clip's registry the first time :func:`import_open_clip` runs. Both :mod:`methods.clip_models`
-(loading) and :mod:`methods.synthclip` (training) start from here, so neither imports the other's
-internals.
+The configurations are the JSON files of ``wsolbench/blocks/clip_configs/`` (:data:`TINY_CLIP`, the
+tests' 2-block model, and ``wsolbench-synthclip-v1``, :mod:`wsolbench.blocks.synthclip`'s); they are
+added to open_clip's registry the first time :func:`import_open_clip` runs. Both
+:mod:`wsolbench.blocks.clip_models` (loading) and :mod:`wsolbench.blocks.synthclip` (training) start
+from here, so neither imports the other's internals.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Any timm model name serves (``resnet50``, ``resnet50.a1_in1k``, ``vgg16_bn``,
 ``deit_small_patch16_224``, ...): a CNN's last feature map or a ViT's patch grid, the model built
-with ``pretrained=False`` (weights come from :mod:`methods.backbone_weights`).
+with ``pretrained=False`` (weights come from :mod:`wsolbench.blocks.backbone_weights`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import logging
 import torch
 from torch import nn
 
-from methods.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
-from methods.backbone_wsolcnn import LOCAL_BACKBONES
 from wsolbench._compat import ensure_torchvision
+from wsolbench.blocks.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from wsolbench.blocks.backbone_wsolcnn import LOCAL_BACKBONES
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor
 
-from methods.backbone_base import Backbone
+from wsolbench.blocks.backbone_base import Backbone
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """Building a feature backbone by name: the one entry point to the backbones methods share.
 
-Every backbone is a :class:`Backbone` (:mod:`methods.backbone_base`): ``forward(images [B, 3, H,
-W]) -> [B, D, h, w]``. A name is ``wsolcnn``, the small CNN for synthetic data
-(:mod:`methods.backbone_wsolcnn`), ``wsol_resnet50``, the reference benchmark's ResNet50
-(:mod:`methods.backbone_resnet50`), or any timm CNN or ViT (:mod:`methods.backbone_timm`);
-pretrained weights come from a local file or the local caches only, never from the network
-(:mod:`methods.backbone_weights`).
+Every backbone is a :class:`Backbone` (:mod:`wsolbench.blocks.backbone_base`): ``forward(images [B,
+3, H, W]) -> [B, D, h, w]``. A name is ``wsolcnn``, the small CNN for synthetic data
+(:mod:`wsolbench.blocks.backbone_wsolcnn`), ``wsol_resnet50``, the reference benchmark's ResNet50
+(:mod:`wsolbench.blocks.backbone_resnet50`), or any timm CNN or ViT
+(:mod:`wsolbench.blocks.backbone_timm`); pretrained weights come from a local file or the local
+caches only, never from the network (:mod:`wsolbench.blocks.backbone_weights`).
 
 These are plain modules in ``methods/`` (not plugin folders): they register nothing.
 """
@@ -16,20 +16,20 @@ import logging
 import os
 from pathlib import Path
 
-from methods.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
-from methods.backbone_resnet50 import (
+from wsolbench.blocks.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from wsolbench.blocks.backbone_resnet50 import (
     REFERENCE_RESNET50,
     build_reference_resnet50,
     cached_torchvision_resnet50,
 )
-from methods.backbone_timm import build_timm
-from methods.backbone_weights import (
+from wsolbench.blocks.backbone_timm import build_timm
+from wsolbench.blocks.backbone_weights import (
     PretrainedWeightsError,
     cached_weights,
     load_into,
     read_state_dict,
 )
-from methods.backbone_wsolcnn import LOCAL_BACKBONES, WsolCNN
+from wsolbench.blocks.backbone_wsolcnn import LOCAL_BACKBONES, WsolCNN
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def build_backbone(
         name: a timm model name, optionally with a pretrained tag (``resnet50``,
             ``resnet50.a1_in1k``, ``vgg16_bn``, ``deit_small_patch16_224``, ...), ``wsolcnn``,
             or ``wsol_resnet50`` (the reference benchmark's ResNet50, see
-            :mod:`methods.backbone_resnet50`).
+            :mod:`wsolbench.blocks.backbone_resnet50`).
         pretrained: load pretrained weights — from ``checkpoint`` when given, else from the
             user's Hugging Face or torch hub cache. False loads nothing, ``checkpoint`` included
             (``--no-pretrained`` and ``wsolbench eval`` rely on that), with a warning if one is

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from methods.backbone_base import Backbone
-from methods.backbone_timm import build_timm
-from methods.backbone_weights import PretrainedWeightsError, cached_weights
+from wsolbench.blocks.backbone_base import Backbone
+from wsolbench.blocks.backbone_timm import build_timm
+from wsolbench.blocks.backbone_weights import PretrainedWeightsError, cached_weights
 
 REFERENCE_RESNET50 = "wsol_resnet50"
 # timm's name of torchvision's ResNet50 ImageNet weights (same architecture and key names).

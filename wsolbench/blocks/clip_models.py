@@ -3,9 +3,9 @@ targets): building a model, and loading its weights without ever touching the ne
 
 Weights come from one of three places, recorded as the model's ``source``:
 
-- ``checkpoint=PATH``: a local file in any format :mod:`methods.clip_weights` reads — OpenAI's
-  TorchScript archive (``ViT-B-16.pt`` from ``~/.cache/clip``, read as data, its code never run),
-  an OpenAI or open_clip state dict (``weights_only=True``), a ``.safetensors`` file —
+- ``checkpoint=PATH``: a local file in any format :mod:`wsolbench.blocks.clip_weights` reads —
+  OpenAI's TorchScript archive (``ViT-B-16.pt`` from ``~/.cache/clip``, read as data, its code
+  never run), an OpenAI or open_clip state dict (``weights_only=True``), a ``.safetensors`` file —
   (``"file:<path> (<layout, >activation)"``);
 - ``pretrained=TAG`` (an open_clip tag such as ``openai`` or ``laion2b_s34b_b88k``): the tag's file
   in the user's caches only — the Hugging Face hub cache and open_clip's / OpenAI's download
@@ -22,10 +22,10 @@ OpenAI state dict re-saved from a non-TorchScript model has open_clip's keys and
 apart). The activation built is part of ``source`` (so of every result's ``pretrained``) and of
 :func:`weights_key` (so of every cache key).
 
-Model names include wsolbench's own configurations (:mod:`methods.open_clip_configs`):
+Model names include wsolbench's own configurations (:mod:`wsolbench.blocks.open_clip_configs`):
 ``TINY_CLIP``, a 2-block test model, and ``wsolbench-synthclip-v1``, whose checkpoint name
-``synthclip-v1`` resolves to the file :mod:`methods.synthclip` trains (built on first use), then
-loaded as any user's file is.
+``synthclip-v1`` resolves to the file :mod:`wsolbench.blocks.synthclip` trains (built on first use),
+then loaded as any user's file is.
 
 This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
 """
@@ -41,15 +41,20 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from methods.clip_weights import (
+from wsolbench.blocks.clip_weights import (
     WeightsFile,
     WeightsFileError,
     fit_problems,
     read_weights,
     vit_shape,
 )
-from methods.open_clip_configs import TINY_CLIP, ClipWeightsError, create_model, import_open_clip
-from methods.synthclip import SYNTHCLIP, synthclip_checkpoint
+from wsolbench.blocks.open_clip_configs import (
+    TINY_CLIP,
+    ClipWeightsError,
+    create_model,
+    import_open_clip,
+)
+from wsolbench.blocks.synthclip import SYNTHCLIP, synthclip_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +175,7 @@ def load_clip(
         name: an open_clip model name, or :data:`TINY_CLIP`.
         pretrained: an open_clip tag looked up in the local cache; ``None`` / ``False`` /
             ``"none"`` for a seeded random model.
-        checkpoint: a local weights file in any format of :mod:`methods.clip_weights` (an
+        checkpoint: a local weights file in any format of :mod:`wsolbench.blocks.clip_weights` (an
             OpenAI TorchScript archive, an OpenAI or open_clip state dict, safetensors); takes
             precedence over ``pretrained``.
         seed: initialises a random model (only used without weights).
@@ -203,7 +208,7 @@ def load_clip(
     tag_quick_gelu: bool | None = None
     if checkpoint and str(checkpoint) == SYNTHCLIP:
         # wsolbench's own CLIP of the synthetic world: built and cached on first use, then loaded
-        # below like any user's state-dict file (methods/synthclip.py)
+        # below like any user's state-dict file (wsolbench/blocks/synthclip.py)
         checkpoint = str(synthclip_checkpoint(name))
     if checkpoint:
         path = Path(checkpoint).expanduser()

@@ -1,6 +1,6 @@
 """The small from-scratch CNN for synthetic data, and the table of backbones built here.
 
-Every other backbone is a timm model (:mod:`methods.backbone_timm`).
+Every other backbone is a timm model (:mod:`wsolbench.blocks.backbone_timm`).
 """
 
 from __future__ import annotations

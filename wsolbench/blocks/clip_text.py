@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.clip_models import LoadedClip, weights_key
 from wsolbench.atomic import write_bytes_atomic
+from wsolbench.blocks.clip_models import LoadedClip, weights_key
 from wsolbench.data.synthetic import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def text_embeddings(
     """Embeddings of ``rows`` ([R, d], unit norm); rows already in the disk cache are not encoded.
 
     Args:
-        loaded: the encoder (:func:`methods.clip_models.load_clip`).
+        loaded: the encoder (:func:`wsolbench.blocks.clip_models.load_clip`).
         rows: R lists of prompts; each row gives one embedding.
         cache_dir: the cache root (default ``$WSOLBENCH_CACHE`` or ``~/.cache/wsolbench``);
             files go to ``<cache_dir>/text/``.

@@ -1,22 +1,22 @@
 """``synthclip``: a CLIP of the synthetic world, pretrained by wsolbench itself.
 
 No CLIP weights can be downloaded on the machines wsolbench runs on, so on the built-in
-``synthetic`` protocol the CLIP methods (``clip_patch``, ``clip_gradcam``, TeD-Loc's text
-targets) would only ever see random towers. ``synthclip-v1`` is a small open_clip model
-(:data:`MODEL`, ``methods/clip_configs/wsolbench-synthclip-v1.json``) trained contrastively —
-open_clip's own model and its :class:`open_clip.ClipLoss` — on image–caption pairs of the
-synthetic world (:mod:`wsolbench.data.synthetic_captions`): a separate random stream and a broader
-vocabulary than the benchmark's, captions that name the attributes and never the location, and
-no image of any synthetic-v1 split.
+``synthetic`` protocol the CLIP methods (``clip_patch``, ``clip_gradcam``, TeD-Loc's text targets)
+would only ever see random towers. ``synthclip-v1`` is a small open_clip model (:data:`MODEL`,
+``wsolbench/blocks/clip_configs/wsolbench-synthclip-v1.json``) trained contrastively — open_clip's
+own model and its :class:`open_clip.ClipLoss` — on image–caption pairs of the synthetic world
+(:mod:`wsolbench.data.synthetic_captions`): a separate random stream and a broader vocabulary than
+the benchmark's, captions that name the attributes and never the location, and no image of any
+synthetic-v1 split.
 
 It is built once per :class:`SynthClipConfig` and cached as
-``$WSOLBENCH_CACHE/synthclip/synthclip-v1-<digest>.pt``, a plain
-``torch.save(model.state_dict())`` of the registered open_clip config — the format a user's own CLIP
-file has — with a JSON record beside it. Methods ask for it by name: the checkpoint value
-:data:`SYNTHCLIP` (``-o clip.checkpoint=synthclip-v1`` / ``-o text.checkpoint=synthclip-v1``)
-makes :func:`methods.clip_models.load_clip` call :func:`ensure_synthclip`, which builds it on first
-use (with a progress bar) and returns the file, which is then loaded exactly as a user's file is.
-``wsolbench prepare synthclip [--out CACHE]`` builds it explicitly.
+``$WSOLBENCH_CACHE/synthclip/synthclip-v1-<digest>.pt``, a plain ``torch.save(model.state_dict())``
+of the registered open_clip config — the format a user's own CLIP file has — with a JSON record
+beside it. Methods ask for it by name: the checkpoint value :data:`SYNTHCLIP` (``-o
+clip.checkpoint=synthclip-v1`` / ``-o text.checkpoint=synthclip-v1``) makes
+:func:`wsolbench.blocks.clip_models.load_clip` call :func:`ensure_synthclip`, which builds it on
+first use (with a progress bar) and returns the file, which is then loaded exactly as a user's file
+is. ``wsolbench prepare synthclip [--out CACHE]`` builds it explicitly.
 
 Training is deterministic per seed: the pairs are a pure function of (seed, index), the batches
 and the flips come from a seeded generator, the weights from a seeded initialisation, and the
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from methods.open_clip_configs import ClipWeightsError, create_model, import_open_clip
 from wsolbench.atomic import write_bytes_atomic, write_json_atomic
+from wsolbench.blocks.open_clip_configs import ClipWeightsError, create_model, import_open_clip
 from wsolbench.data.synthetic import default_cache_dir
 
 # The background words and template in the captions' own wording (TeD-Loc's t_bg, CLIP-ES's
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 #: The name presets and users pass as a CLIP checkpoint to get this model.
 SYNTHCLIP = "synthclip-v1"
-#: Its open_clip model config (``methods/clip_configs/<MODEL>.json``).
+#: Its open_clip model config (``wsolbench/blocks/clip_configs/<MODEL>.json``).
 MODEL = "wsolbench-synthclip-v1"
 #: Class-prompt templates in the captions' own wording, for the presets that use this model.
 PROMPT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
@@ -60,7 +60,8 @@ PROMPT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
 TRAINING_VERSION = 1
 _CONFIG_FILE = Path(__file__).with_name("clip_configs") / f"{MODEL}.json"
 
-# CLIP's image normalization, which open_clip models expect (methods.clip_models.CLIP_MEAN/STD).
+# CLIP's image normalization, which open_clip models expect
+# (wsolbench.blocks.clip_models.CLIP_MEAN/STD).
 _MEAN = (0.48145466, 0.4578275, 0.40821073)
 _STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -184,7 +185,7 @@ def synthclip_checkpoint(model_name: str) -> Path:
     of ``model_name``, which must be :data:`MODEL` (``-o clip.model`` / ``-o text.model``).
 
     Raises:
-        methods.open_clip_configs.ClipWeightsError: another model was asked for.
+        wsolbench.blocks.open_clip_configs.ClipWeightsError: another model was asked for.
     """
     if model_name != MODEL:
         raise ClipWeightsError(
