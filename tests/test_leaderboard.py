@@ -158,12 +158,16 @@ def test_runs_with_and_without_weights_are_not_averaged(tmp_path):
 def test_pretrained_cell_keeps_every_part_and_shortens_each_path(tmp_path):
     shutil.copytree(CUB / "cam", tmp_path / "cam")
     weights = "file:/home/someone/.cache/wsolbench/synthclip/synthclip-v1-0123456789ab.pt (gelu)"
+    teacher = "run:/home/someone/work_dirs/cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)"
     for path in (tmp_path / "cam").rglob("result.json"):
         d = json.loads(path.read_text())
-        d["pretrained"] = f"backbone=none; text={weights}"
+        d["pretrained"] = f"backbone=none; text={weights}; teacher={teacher}"
         path.write_text(json.dumps(d))
     row = _md_row(compare([tmp_path], published=False), "cam")
-    assert row[1] == "backbone=none; text=synthclip-v1-0123456789ab.pt (gelu)"
+    assert row[1] == (
+        "backbone=none; text=synthclip-v1-0123456789ab.pt (gelu); "
+        "teacher=run:cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)"
+    )
 
 
 def test_published_rows_are_never_averaged():

@@ -61,6 +61,9 @@ def _short_source(part: str) -> str:
     # A weights file path is long and machine-specific; its file name says which weights. Tags such
     # as "openai/clip-vit-base-patch16" or "n/a" have no file suffix and are kept whole.
     label, source = re.fullmatch(r"(\w+=)?(.*)", part, flags=re.DOTALL).groups()
+    run = re.fullmatch(r"run:(/\S+)( \(.*\))?", source, flags=re.DOTALL)
+    if run:  # a teacher run's folder: its last two parts (method/seed) and its digests
+        return f"{label or ''}run:{'/'.join(Path(run[1]).parts[-2:])}{run[2] or ''}"
     name = Path(source).name
     return (label or "") + (name if "/" in source and Path(name).suffix else source)
 
