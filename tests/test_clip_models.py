@@ -20,7 +20,7 @@ from clip_layouts import (
     write_openai_archive,
 )
 
-from methods import clip_models, clip_text
+from wsolbench.blocks import clip_models, clip_text
 from wsolbench.blocks.clip_models import TINY_CLIP, ClipWeightsError, load_clip
 from wsolbench.blocks.clip_weights import OPENAI_EXTRA_KEYS, read_weights
 
