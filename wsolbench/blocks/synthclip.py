@@ -147,7 +147,7 @@ def ensure_synthclip(
         return path
     logger.warning(
         "building %s once (an open_clip %s trained on synthetic image-caption pairs; about "
-        "3 minutes on 2 CPU cores); cached as %s",
+        "5 minutes on 2 CPU cores); cached as %s",
         SYNTHCLIP,
         MODEL,
         path,
