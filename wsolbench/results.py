@@ -385,7 +385,8 @@ def environment() -> dict:
 
     Returns:
         ``{"python", "platform", "cpu_count", "wsolbench", "numpy", "cv2", "torch", ...}``; a
-        library that is not installed is absent, ``cuda_device`` only on a CUDA machine.
+        library that is not installed is absent; ``torch_threads`` (intra-op threads) once torch
+        is imported; ``cuda_device`` only on a CUDA machine.
     """
     import wsolbench
 
@@ -411,6 +412,9 @@ def environment() -> dict:
             env[module] = version
     torch = sys.modules.get("torch")
     if torch is not None:
+        # the same seed and config with another thread count reduces floats in another order
+        # and can end elsewhere
+        env["torch_threads"] = torch.get_num_threads()
         try:
             if torch.cuda.is_available():
                 env["cuda_device"] = torch.cuda.get_device_name(0)

@@ -189,7 +189,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         metrics=metrics_from_counts(counts),
         counts=counts,
         cost=cost,
-        env={**environment(), **_parallelism(context)},
+        env={**environment(), "device": context.device, "world_size": context.world},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),
         per_image=per_image,
@@ -254,15 +254,3 @@ def _add_missing_cost(context: RunContext, result: Result) -> Result:
     )
     save_result(context.work_dir / RESULT_FILENAME, result)
     return result
-
-
-def _parallelism(context) -> dict:
-    """Device, ranks and torch's intra-op threads: a run with the same seed and config but another
-    thread count reduces floats in another order and can end elsewhere, so the result says which."""
-    import torch
-
-    return {
-        "device": context.device,
-        "world_size": context.world,
-        "torch_threads": torch.get_num_threads(),
-    }
