@@ -25,8 +25,11 @@ $(EXAMPLE_STAMP): $(STAMP) $(EXAMPLE)/pyproject.toml
 	$(BIN)/python -m pip install -q -c constraints.txt -e $(EXAMPLE)
 	touch $(EXAMPLE_STAMP)
 
-# --resume: a finished run is kept as it is, an interrupted one continues.
+# --resume: a finished run is kept as it is, an interrupted one continues. TeD-Loc's synthetic preset
+# needs synthclip-v1 and synthcam-v1 (cached; one torch thread each): built side by side first.
 demo: install
+	$(BIN)/wsolbench prepare synthclip & clip=$$!; \
+	$(BIN)/wsolbench prepare synthcam; cam=$$?; wait $$clip && exit $$cam
 	$(BIN)/wsolbench run --method center --dataset synthetic --work-dir $(DEMO_DIR)/center --resume
 	$(BIN)/wsolbench run --method cam --dataset synthetic --work-dir $(DEMO_DIR)/cam --resume
 	$(BIN)/wsolbench run --method tedloc --dataset synthetic --work-dir $(DEMO_DIR)/tedloc --resume

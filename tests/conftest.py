@@ -12,6 +12,23 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WSOLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+#: what ``synthcam-v1`` resolves to in tests: one epoch of a tiny cam (seconds, not minutes)
+TINY_SYNTHCAM_OVERRIDES = (
+    "train.max_epochs=1",
+    "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}",
+)
+
+
+@pytest.fixture(autouse=True)
+def _tiny_synthcam(monkeypatch):
+    """No test trains the real synthcam-v1 (minutes): a test that reaches TeD-Loc's synthetic
+    default teacher builds this tiny one instead (cached in the private cache, so once)."""
+    from wsolbench.blocks import synthcam
+
+    tiny = synthcam.SynthCamConfig(overrides=TINY_SYNTHCAM_OVERRIDES)
+    monkeypatch.setattr(synthcam, "DEFAULT_CONFIG", tiny)
+
+
 @pytest.fixture
 def tokenized_prompts(monkeypatch) -> list[str]:
     """Every prompt the CLIP methods hand to the tokenizer, in order (filled as they run)."""

@@ -22,9 +22,9 @@ NAMES = ["red dotted-headed shape", "blue ringed-headed shape", "green solid-hea
 
 def tiny(*overrides, classnames=NAMES, seed=0):
     cls = get_method("tedloc")
-    config = resolve_config(
-        cls, "synthetic", [*pretrained_off_overrides(cls), *TINY_BACKBONE, *overrides]
-    )
+    # pretrained parts off, the synthcam-v1 teacher included (teacher=false: the self teacher)
+    base = [*pretrained_off_overrides(cls), *TINY_BACKBONE]
+    config = resolve_config(cls, "synthetic", [*base, *overrides])
     return build_method(cls, config, len(classnames), seed=seed, classnames=classnames)
 
 
@@ -326,10 +326,24 @@ def test_weights_hold_no_teacher_and_no_text_tower():
 
 def test_pretrained_option_is_a_tuple_that_no_pretrained_turns_off():
     cls = get_method("tedloc")
-    assert pretrained_off_overrides(cls) == ["backbone.pretrained=false", "text.pretrained=false"]
+    off = ["backbone.pretrained=false", "text.pretrained=false", "teacher=false"]
+    assert pretrained_off_overrides(cls) == off
     config = resolve_config(cls, "cub", pretrained_off_overrides(cls))
     assert config["backbone"]["pretrained"] is False and config["text"]["pretrained"] is False
+    # synthetic's teacher is a cam run trained before this one: off, it is the self teacher
+    assert resolve_config(cls, "synthetic", off)["teacher"] is False
+    assert tiny().teacher_kind == "self" and tiny().cam_head is not None
     assert pretrained_off_overrides(get_method("cam")) == ["backbone.pretrained=false"]
+
+
+def test_a_rebuild_drops_the_teacher_unless_the_diagnosis_keeps_it():
+    from wsolbench.config import without_pretrained
+
+    cls = get_method("tedloc")
+    config = resolve_config(cls, "synthetic")
+    assert without_pretrained(cls, config)["teacher"] is False  # weights.pt: no teacher needed
+    kept = without_pretrained(cls, config, keep=("teacher",))  # methods/tedloc/diagnose.py
+    assert kept["teacher"] == "synthcam-v1" and kept["text"]["pretrained"] is False
 
 
 def test_run_teacher_uses_a_finished_cam_run(tmp_path):
@@ -352,6 +366,7 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     from wsolbench.workdir import write_record
 
     write_record(tmp_path, record)
+    assert "teacher" not in tiny(f"teacher=run:{tmp_path}").provenance  # built for training only
     method = tiny(f"teacher=run:{tmp_path}").train()
     assert method.pseudo_labels_active  # no warm-up with an external teacher
     assert "cam_head.weight" not in method.state_dict()
@@ -367,12 +382,12 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
         expected = cam.eval().predict(images, labels).maps  # cam's 8x8 grid = the student's
     assert torch.allclose(method.teacher_maps(images, labels, torch.zeros(2, 16, 8, 8)), expected)
     with pytest.raises(ValueError, match="config.yaml and weights.pt"):
-        tiny(f"teacher=run:{tmp_path / 'missing'}")
+        tiny(f"teacher=run:{tmp_path / 'missing'}").prepare_training()
 
 
 def test_clip_teacher_needs_real_weights():
     with pytest.raises(ValueError, match="teacher clip needs real CLIP weights"):
-        tiny("teacher=clip")
+        tiny("teacher=clip").prepare_training()
 
 
 # ------------------------------------------------------------------ the text cache

@@ -48,14 +48,17 @@ def cmd_list(args) -> int:
 
 def _add_prepare(commands) -> None:
     parser = commands.add_parser(
-        "prepare", help="convert a dataset into the reference metadata format"
+        "prepare",
+        help="convert a dataset into the reference metadata format, or build synthclip or "
+        "synthcam (wsolbench's own CLIP and CAM teacher of the synthetic world) into the cache",
     )
-    parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic", "synthclip"])
+    parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic", "synthclip", "synthcam"])
     parser.add_argument("--src", type=Path, help="the original release (cub, ilsvrc)")
     parser.add_argument(
         "--out",
         type=Path,
-        help="the prepared root to write (synthclip: the cache folder; default $WSOLBENCH_CACHE)",
+        help="the prepared root to write (synthclip, synthcam: the cache folder; default "
+        "$WSOLBENCH_CACHE)",
     )
     parser.add_argument(
         "--val-per-class",
@@ -75,6 +78,11 @@ def cmd_prepare(args) -> int:
         from wsolbench.blocks.synthclip import prepare_synthclip
 
         print(prepare_synthclip(args.out, seed=args.seed))
+        return 0
+    if args.dataset == "synthcam":  # the CAM run TeD-Loc's synthetic preset learns from
+        from wsolbench.blocks.synthcam import prepare_synthcam
+
+        print(prepare_synthcam(args.out, seed=args.seed))
         return 0
     if args.out is None:
         raise ValueError(f"prepare {args.dataset} needs --out (the folder to write the dataset to)")

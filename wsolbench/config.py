@@ -298,11 +298,16 @@ def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
     return [f"{key}=false" for key in pretrained_keys(method)]
 
 
-def without_pretrained(method_cls: type[WSOLMethod], config: dict) -> dict:
-    """A copy of ``config`` with every pretrained-loading key of the method set to false (what
-    :func:`pretrained_off_overrides` does through ``-o``, for a config already resolved)."""
+def without_pretrained(
+    method_cls: type[WSOLMethod], config: dict, keep: tuple[str, ...] = ()
+) -> dict:
+    """A copy of ``config`` with every pretrained-loading key of the method but those in ``keep``
+    set to false (what :func:`pretrained_off_overrides` does through ``-o``, for a config already
+    resolved)."""
     config = copy.deepcopy(config)
     for dotted in pretrained_keys(method_cls):
+        if dotted in keep:
+            continue
         *path, last = dotted.split(".")
         node = config
         for key in path:

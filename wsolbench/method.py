@@ -192,6 +192,11 @@ class WSOLMethod(nn.Module):
             return next(iter(parts.values()))
         return "; ".join(f"{part}={source}" for part, source in parts.items())
 
+    def prepare_training(self) -> None:
+        """Called by ``wsolbench run`` before training (and before the result's ``pretrained`` is
+        read): build what only training needs, such as a frozen teacher, and record its source
+        in :attr:`provenance`. Inference, cost and rebuilds from weights never call it."""
+
     def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called by the training engine before each training epoch (0-based ``epoch``), also
         after a resume. Methods whose training depends on the epoch (warm-ups) override it."""

@@ -55,16 +55,18 @@ def build_with_weights(
     protocol: Protocol,
     seed: int,
     weights: Path | None,
+    keep: tuple[str, ...] = (),
 ) -> WSOLMethod:
     """Build a method with pretrained loading off and, if given, load a weights file into it.
 
     Args:
         weights: a plain state dict file (``weights.pt``); its keys and shapes are checked
             against the method as configured before loading. None: random initialisation.
+        keep: pretrained keys left as ``config`` has them (:func:`load_run`).
     """
     method = build_method(
         method_cls,
-        without_pretrained(method_cls, config),
+        without_pretrained(method_cls, config, keep),
         protocol.num_classes,
         seed,
         classnames=protocol.classnames,
@@ -127,7 +129,9 @@ def method_class(record: dict) -> type[WSOLMethod]:
         return get_method(record["method_source"])
 
 
-def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
+def load_run(
+    work_dir: str | Path, *, weights: str = "exported", keep: tuple[str, ...] = ()
+) -> LoadedRun:
     """Rebuild a run's method from its folder.
 
     Args:
@@ -136,6 +140,9 @@ def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
             loading off); a training-free one is built as the run built it. ``"checkpoint"``:
             the newest training checkpoint, training-only state included (a teacher, an EMA).
             ``"none"``: pretrained loading off and no weights (enough for cost).
+        keep: pretrained keys (``Capabilities.pretrained_options``) left as the run had them,
+            for a training-only part no weights file holds (TeD-Loc's diagnosis keeps
+            ``teacher``: the teacher run it learnt from).
 
     Raises:
         ResultError / WorkDirError: not a run folder. CheckpointError: a missing, unreadable or
@@ -162,9 +169,9 @@ def load_run(work_dir: str | Path, *, weights: str = "exported") -> LoadedRun:
                 f"{file} does not exist: {work_dir} holds no exported weights (is the run "
                 "finished? `wsolbench run ... --resume` finishes it)"
             )
-        method = build_with_weights(method_cls, record["config"], protocol, seed, file)
+        method = build_with_weights(method_cls, record["config"], protocol, seed, file, keep)
     else:
-        method = build_with_weights(method_cls, record["config"], protocol, seed, None)
+        method = build_with_weights(method_cls, record["config"], protocol, seed, None, keep)
         if weights == "checkpoint":
             checkpoint = latest_checkpoint(work_dir)
             if checkpoint is None:

@@ -98,6 +98,8 @@ def execute(spec: RunSpec) -> Result:
             spec.seed,
             classnames=context.protocol.classnames,
         )
+        if context.method_cls.trainable:
+            method.prepare_training()  # a teacher it learns from is part of what it is
         announce(context, method.pretrained)
         write_record(context, method.pretrained)
         if context.method_cls.trainable:

@@ -38,7 +38,7 @@ from wsolbench.registry import get_dataset
 
 def _load_run(run_dir: Path):
     """The run's method with its newest training checkpoint (teacher state included)."""
-    loaded = load_run(run_dir, weights="checkpoint")
+    loaded = load_run(run_dir, weights="checkpoint", keep=("teacher",))  # the run's own teacher
     return loaded.method, loaded.protocol, loaded.record
 
 

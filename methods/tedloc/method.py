@@ -25,6 +25,7 @@ buffer, the MIL classifier's weights); nothing of the text tower or any teacher 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 
@@ -33,106 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.tedloc.backbone import build_tedloc_backbone
-from methods.tedloc.teachers import FG_RULES, ClipTeacher, RunTeacher, select_pseudo_labels
+from methods.tedloc.settings import DEFAULTS, MIL_DETACH, PRESETS, SELF_TEACHERS
+from methods.tedloc.teachers import FG_RULES, external_teacher, select_pseudo_labels
 from methods.tedloc.text import ORTHOGONALIZE, load_text_embeddings, orthogonalize_targets
-from wsolbench.blocks import synthclip
-from wsolbench.blocks.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
+from wsolbench.blocks.synthcam import SYNTHCAM
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
 logger = logging.getLogger(__name__)
 
 _MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale
-MIL_DETACH = ("never", "warmup", "always")
-SELF_TEACHERS = ("live", "frozen")
-
-
-#: every config key's default (methods/tedloc/README.md: what each means)
-DEFAULTS = {
-    "backbone": {
-        "name": "deit_small_patch16_224",
-        "pretrained": True,
-        "checkpoint": None,
-        "clip_tag": "openai",
-        "kwargs": {},
-    },
-    "text": {
-        "model": "ViT-B-16",
-        "pretrained": "openai",
-        "checkpoint": None,
-        "templates": ["a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}."],
-        "background_words": list(BACKGROUND_WORDS),
-        "background_template": BACKGROUND_TEMPLATE,
-        "seed": 0,
-        "cache_dir": None,
-    },
-    "orthogonalize": "qr",
-    "qr_group_size": None,
-    "proj_hidden": None,
-    "fg_head": {"hidden": 0, "kernel": 1},
-    "teacher": "self",
-    "warmup_epochs": 5,
-    "ema_momentum": 0.99,
-    "self_teacher": "live",
-    "teacher_center": False,
-    "teacher_detach": False,
-    "fg_rule": "otsu",
-    "fg_ratio": 0.2,
-    "bg_ratio": 0.5,
-    "tau_distill": 0.07,
-    "logit_scale_init": 1 / 0.07,
-    "use_distill": True,
-    "mil_pooling": "weighted",
-    "mil_detach": "never",
-    "loc_balanced": False,
-    "loss_weights": {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0},
-    "train": {
-        "max_epochs": 50,
-        "optimizer": {"nesterov": False},  # SGD, momentum 0.9, wd 1e-4, lr 0.01 (heads)
-        # backbone lr 0.001; the logit scale moves slowly (a fast one collapses to ~0 while
-        # the cosine logits are still random, and the MIL classifier then never learns)
-        "lr_mult": {"backbone": 0.1, "logit_scale": 0.1},
-        "scheduler": {"type": "CosineAnnealingLR", "eta_min": 0.0},
-    },
-}
-#: per-dataset overrides of DEFAULTS
-PRESETS = {
-    "cub": {
-        "text": {"templates": ["a photo of a {}, a type of bird.", "a photo of the {}."]},
-    },
-    "ilsvrc": {
-        # C + 1 = 1001 > d = 512: qr falls back to none (with a warning); qr_groups is the
-        # option that still orthogonalizes similar classes
-        "warmup_epochs": 1,
-        "train": {"max_epochs": 10},
-    },
-    # From scratch on 2 CPU cores, the same backbone and budget as cam's synthetic preset
-    # (README.md: why these values).
-    "synthetic": {
-        "backbone": {"name": "wsolcnn", "pretrained": False},
-        # text targets from synthclip-v1 (wsolbench/blocks/synthclip.py, built on first use),
-        # loaded as a user's CLIP file is; prompts in its captions' words
-        "text": {
-            "model": synthclip.MODEL,
-            "pretrained": True,
-            "checkpoint": synthclip.SYNTHCLIP,
-            "templates": list(synthclip.PROMPT_TEMPLATES),
-            "background_words": list(synthclip.BACKGROUND_WORDS),
-            "background_template": synthclip.BACKGROUND_TEMPLATE,
-        },
-        "warmup_epochs": 8,
-        "ema_momentum": 0.9,
-        "train": {
-            "max_epochs": 28,
-            "num_workers": 0,
-            "optimizer": {"lr": 0.1},
-            # from scratch the backbone learns at CAM's lr 0.1; the projection into the
-            # scaled cosine space needs 0.01 (at 0.1 its loss diverged in a 15-step probe)
-            "lr_mult": {"backbone": 1.0, "projector": 0.1, "logit_scale": 0.01},
-            "augment": {"crop_scale": [1.0, 1.0], "hflip": True},
-        },
-    },
-}
 
 
 @register_method("tedloc")
@@ -154,7 +65,8 @@ class TeDLoc(WSOLMethod):
         proj_hidden: hidden width of the projection MLP g (None: D).
         fg_head: ``{hidden, kernel}``: h is a ``kernel``×``kernel`` conv (``hidden`` > 0: a 1×1
             conv to ``hidden`` channels and ReLU first).
-        teacher: ``self`` | ``run:<work_dir>`` | ``clip``.
+        teacher: ``self`` | ``run:<work_dir>`` | ``synthcam-v1`` (wsolbench's cached ``cam`` run on
+            synthetic, :mod:`wsolbench.blocks.synthcam`) | ``clip``.
         warmup_epochs: epochs before the ``self`` teacher gives pseudo-labels.
         ema_momentum: momentum of the ``self`` teacher's EMA copy (updated every step).
         self_teacher: how the ``self`` teacher reads its maps once the warm-up is over: ``live``
@@ -182,10 +94,13 @@ class TeDLoc(WSOLMethod):
         loss_weights: ``{loc, distill, cls, teacher}``.
     """
 
+    # a teacher trained before this run (run:, synthcam-v1) is a pretrained part: --no-pretrained
+    # sets teacher=false, which is the self teacher
     capabilities = Capabilities(
-        needs_classnames=True, pretrained_options=("backbone.pretrained", "text.pretrained")
+        needs_classnames=True,
+        pretrained_options=("backbone.pretrained", "text.pretrained", "teacher"),
     )
-    config = MethodConfig(defaults=DEFAULTS, presets=PRESETS)
+    config = MethodConfig(defaults=DEFAULTS, presets=PRESETS, types={"teacher": (str, bool)})
 
     def __init__(
         self,
@@ -227,8 +142,11 @@ class TeDLoc(WSOLMethod):
             raise ValueError(f"fg_rule: {fg_rule!r} is not one of {', '.join(FG_RULES)}")
         if orthogonalize not in ORTHOGONALIZE:
             raise ValueError(f"orthogonalize: {orthogonalize!r} is not one of {ORTHOGONALIZE}")
-        if not (teacher in ("self", "clip") or str(teacher).startswith("run:")):
-            raise ValueError(f"teacher: {teacher!r} is not self, clip or run:<work_dir>")
+        teacher = "self" if teacher is False else teacher
+        if not (teacher in ("self", "clip", SYNTHCAM) or str(teacher).startswith("run:")):
+            raise ValueError(
+                f"teacher: {teacher!r} is not self, clip, {SYNTHCAM} or run:<work_dir>"
+            )
         weights = {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0}
         unknown = set(loss_weights or {}) - set(weights)
         if unknown:
@@ -237,7 +155,7 @@ class TeDLoc(WSOLMethod):
             )
         weights.update(loss_weights or {})
         self.loss_weights = {k: float(v) for k, v in weights.items()}
-        self.teacher_kind = "run" if str(teacher).startswith("run:") else str(teacher)
+        self.teacher_kind = str(teacher) if teacher in ("self", "clip") else "run"
         self.warmup_epochs = int(warmup_epochs)
         self.ema_momentum = float(ema_momentum)
         self.teacher_center = bool(teacher_center)
@@ -296,14 +214,20 @@ class TeDLoc(WSOLMethod):
             self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
             self.register_buffer("teacher_cam_weight", torch.zeros_like(self.cam_head.weight))
             self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
-        self._external = ()  # a frozen external teacher, held outside the module tree
-        if self.teacher_kind == "run":
+        # a frozen external teacher (run, synthcam-v1, clip), held outside the module tree and
+        # built by prepare_training(): inference, cost and rebuilds from weights never need it
+        self._external = ()
+        self._make_teacher = None
+        if self.teacher_kind != "self":
             norm = (tuple(self.image_mean), tuple(self.image_std))
-            self._external = (RunTeacher(str(teacher)[4:], num_classes, norm),)
-        elif self.teacher_kind == "clip":
-            norm = (tuple(self.image_mean), tuple(self.image_std))
-            self._external = (ClipTeacher(loaded, embeddings[1:], norm),)
-        if self._external:  # the teacher's weights are a pretrained part too (--resume checks)
+            args = (teacher, num_classes, norm, loaded, embeddings[1:])
+            self._make_teacher = functools.partial(external_teacher, *args)
+
+    def prepare_training(self) -> None:
+        """Build the external teacher (``synthcam-v1``: trained now if not cached) and name it in
+        :attr:`provenance` (its weights are a pretrained part: results and ``--resume`` see it)."""
+        if self._make_teacher is not None and not self._external:
+            self._external = self._make_teacher()
             self.provenance["teacher"] = self._external[0].source
 
     # ---------------------------------------------------------------- text targets
@@ -418,6 +342,7 @@ class TeDLoc(WSOLMethod):
                     weights = weights - weights.mean(dim=0, keepdim=True)
                 weight = weights[labels].to(features.dtype)  # [B, D]
                 return torch.einsum("bd,bdhw->bhw", weight, features.detach()).float()
+        self.prepare_training()  # built once (the run has already called it)
         return self._external[0].maps(images, labels, grid)
 
     def pseudo_labels(self, images: Tensor, labels: Tensor, features: Tensor) -> Tensor:

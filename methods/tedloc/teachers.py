@@ -7,7 +7,8 @@ an EMA copy); the two here are frozen and are never part of the method's state (
 outside the module tree, so neither checkpoints nor ``weights.pt`` contain them):
 
 - :class:`RunTeacher` (``teacher: run:<work_dir>``): the method of a finished run (normally
-  ``cam``), rebuilt from its ``config.yaml`` and ``weights.pt``;
+  ``cam``), rebuilt from its ``config.yaml`` and ``weights.pt``; ``teacher: synthcam-v1`` is the
+  same on wsolbench's own cached ``cam`` run on synthetic (:mod:`wsolbench.blocks.synthcam`);
 - :class:`ClipTeacher` (``teacher: clip``): ``clip_patch``'s map — cosine similarity of CLIP's
   patch embeddings along MaskCLIP's value path with the class's text embedding; meaningful only
   with real weights.
@@ -197,3 +198,23 @@ class ClipTeacher:
         text = self.text.to(patches.device)[labels]
         scores = torch.einsum("bnd,bd->bn", F.normalize(patches.float(), dim=-1), text)
         return _to_grid(scores.view(-1, *clip_grid), grid)
+
+
+def external_teacher(
+    teacher: str, num_classes: int, image_norm: tuple, loaded, class_embeddings: Tensor
+) -> tuple:
+    """The frozen teacher ``teacher`` names, as a 0- or 1-tuple (``self``: none here).
+
+    ``run:<work_dir>`` and ``synthcam-v1`` (wsolbench's cached ``cam`` run on synthetic, built on
+    first use: :mod:`wsolbench.blocks.synthcam`) give a :class:`RunTeacher`; ``clip`` a
+    :class:`ClipTeacher` on the text encoder ``loaded`` and the classes' [C, d] embeddings.
+    """
+    from wsolbench.blocks.synthcam import SYNTHCAM, ensure_synthcam
+
+    if teacher == SYNTHCAM:
+        return (RunTeacher(ensure_synthcam(), num_classes, image_norm),)
+    if str(teacher).startswith("run:"):
+        return (RunTeacher(str(teacher)[4:], num_classes, image_norm),)
+    if teacher == "clip":
+        return (ClipTeacher(loaded, class_embeddings, image_norm),)
+    return ()
