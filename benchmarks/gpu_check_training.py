@@ -30,10 +30,9 @@ def build_trainable(name: str, dataset: str, device: torch.device):
 
     cls = get_method(name)
     protocol = resolve_protocol(dataset, None)
-    overrides = pretrained_off_overrides(cls)
-    if name == "tedloc":  # the spec's self teacher (cub's): synthetic's synthcam-v1 is a cam run
-        overrides.append("teacher=self")  # that would first be trained here (minutes)
-    config = resolve_config(cls, dataset, overrides)
+    # pretrained parts off: TeD-Loc gets the spec's self teacher (synthetic's synthcam-v1 is a
+    # cam run that would first be trained here, for minutes)
+    config = resolve_config(cls, dataset, pretrained_off_overrides(cls))
     method = build_method(cls, config, protocol.num_classes, classnames=protocol.classnames)
     if name == "tedloc":  # past the warm-up: pseudo-labels from the EMA teacher every step
         method.on_train_epoch(int(config.get("warmup_epochs", 0)), 10**6)

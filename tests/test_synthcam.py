@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from wsolbench.blocks import synthcam
-from wsolbench.blocks.synthcam import SYNTHCAM, ensure_synthcam, run_dir
+from wsolbench.blocks.synthcam import SYNTHCAM, SynthCamError, ensure_synthcam, run_dir
 from wsolbench.cli import main
 from wsolbench.method import build_method, resolve_config
+from wsolbench.rebuild import load_run
 from wsolbench.registry import get_method
 
 
@@ -51,10 +52,17 @@ def test_the_digest_names_what_decides_the_weights():
 
 def test_a_failed_build_caches_nothing_and_says_so():
     broken = synthcam.SynthCamConfig(overrides=("backbone.name=no_such_network",))
-    with pytest.raises(RuntimeError, match=f"building {SYNTHCAM} failed .*nothing was cached"):
+    with pytest.raises(SynthCamError, match=f"building {SYNTHCAM} failed .*nothing was cached"):
         ensure_synthcam(broken)
     assert not run_dir(broken).exists()
     assert not [p for p in run_dir(broken).parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_one_rank_of_several_does_not_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SynthCamError, match="wsolbench prepare synthcam"):
+        ensure_synthcam(cache_dir=tmp_path)
+    assert not (tmp_path / "synthcam").exists()
 
 
 def test_tedloc_names_it_and_learns_from_its_maps():
@@ -71,6 +79,31 @@ def test_tedloc_names_it_and_learns_from_its_maps():
     images, labels = torch.randn(2, 3, 96, 96), torch.tensor([0, 3])
     out = method.train().loss(images, labels)
     assert "loss_teacher" not in out and float(out["pl_fg"]) >= 1
+    # its pseudo-labels are the cam run's own maps (same 24×24 grid as this tiny student)
+    cam = load_run(run_dir()).method
+    with torch.no_grad():
+        expected = cam.predict(images, labels).maps
+    assert torch.allclose(method.teacher_maps(images, labels, torch.zeros(2, 1, 24, 24)), expected)
+
+
+def test_a_run_records_it_and_a_resume_refuses_another(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "run"
+    argv = ["run", "--method", "tedloc", "--dataset", "synthetic", "--work-dir", str(work)]
+    tiny = "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"
+    for override in ("text.pretrained=false", tiny, "train.max_epochs=1"):
+        argv += ["-o", override]
+    assert main(argv) == 0
+    result = json.loads((work / "result.json").read_text())
+    assert f"teacher=run:{run_dir()} (weights sha256 " in result["pretrained"]
+    # interrupted after training (no result yet), then the teacher changes under the same name
+    (work / "result.json").unlink()
+    (work / "weights.pt").unlink()
+    other = replace(synthcam.DEFAULT_CONFIG, seed=1)
+    monkeypatch.setattr(synthcam, "DEFAULT_CONFIG", other)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "error: --resume:" in error and "teacher=run:" in error, error
 
 
 def test_prepare_synthcam_builds_it_explicitly(tmp_path, capsys):

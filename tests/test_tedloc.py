@@ -22,7 +22,7 @@ NAMES = ["red dotted-headed shape", "blue ringed-headed shape", "green solid-hea
 
 def tiny(*overrides, classnames=NAMES, seed=0):
     cls = get_method("tedloc")
-    # pretrained parts off, the synthcam-v1 teacher included (teacher=false: the self teacher)
+    # pretrained parts off, the synthcam-v1 teacher included (teacher=self)
     base = [*pretrained_off_overrides(cls), *TINY_BACKBONE]
     config = resolve_config(cls, "synthetic", [*base, *overrides])
     return build_method(cls, config, len(classnames), seed=seed, classnames=classnames)
@@ -326,12 +326,15 @@ def test_weights_hold_no_teacher_and_no_text_tower():
 
 def test_pretrained_option_is_a_tuple_that_no_pretrained_turns_off():
     cls = get_method("tedloc")
-    off = ["backbone.pretrained=false", "text.pretrained=false", "teacher=false"]
+    off = ["backbone.pretrained=false", "text.pretrained=false", "teacher=self"]
     assert pretrained_off_overrides(cls) == off
     config = resolve_config(cls, "cub", pretrained_off_overrides(cls))
     assert config["backbone"]["pretrained"] is False and config["text"]["pretrained"] is False
-    # synthetic's teacher is a cam run trained before this one: off, it is the self teacher
-    assert resolve_config(cls, "synthetic", off)["teacher"] is False
+    # synthetic's teacher is a cam run trained before this one: off, it is the self teacher,
+    # recorded as such (the same config, and row, as -o teacher=self)
+    assert resolve_config(cls, "synthetic", off) == resolve_config(
+        cls, "synthetic", [*off[:2], "teacher=self"]
+    )
     assert tiny().teacher_kind == "self" and tiny().cam_head is not None
     assert pretrained_off_overrides(get_method("cam")) == ["backbone.pretrained=false"]
 
@@ -341,7 +344,7 @@ def test_a_rebuild_drops_the_teacher_unless_the_diagnosis_keeps_it():
 
     cls = get_method("tedloc")
     config = resolve_config(cls, "synthetic")
-    assert without_pretrained(cls, config)["teacher"] is False  # weights.pt: no teacher needed
+    assert without_pretrained(cls, config)["teacher"] == "self"  # weights.pt: no teacher needed
     kept = without_pretrained(cls, config, keep=("teacher",))  # methods/tedloc/diagnose.py
     assert kept["teacher"] == "synthcam-v1" and kept["text"]["pretrained"] is False
 

@@ -286,31 +286,44 @@ def _check_plain(value: Any, text: str) -> None:
         ) from None
 
 
+def _pretrained_off_values(method: type[WSOLMethod]) -> dict[str, object]:
+    """Dotted key → its value with pretrained loading off: ``false``, or what an option spells
+    out as ``key=value`` (TeD-Loc's ``teacher=self``)."""
+    values: dict[str, object] = {}
+    for option in method.capabilities.pretrained_options:
+        key, _, value = option.partition("=")
+        values[key] = value if value else False
+    return values
+
+
 def pretrained_keys(method: type[WSOLMethod]) -> list[str]:
     """The dotted config keys that switch a method's pretrained loading (``pretrained_option``:
     one string or a tuple of them)."""
-    return list(method.capabilities.pretrained_options)
+    return list(_pretrained_off_values(method))
 
 
 def pretrained_off_overrides(method: type[WSOLMethod]) -> list[str]:
-    """The ``-o`` overrides that ``--no-pretrained`` adds: ``<key>=false`` for each of the method's
-    :func:`pretrained_keys`."""
-    return [f"{key}=false" for key in pretrained_keys(method)]
+    """The ``-o`` overrides that ``--no-pretrained`` adds: ``<key>=false`` (or the option's own
+    off value) for each of the method's :func:`pretrained_keys`."""
+    return [
+        f"{key}={'false' if value is False else value}"
+        for key, value in _pretrained_off_values(method).items()
+    ]
 
 
 def without_pretrained(
     method_cls: type[WSOLMethod], config: dict, keep: tuple[str, ...] = ()
 ) -> dict:
     """A copy of ``config`` with every pretrained-loading key of the method but those in ``keep``
-    set to false (what :func:`pretrained_off_overrides` does through ``-o``, for a config already
+    switched off (what :func:`pretrained_off_overrides` does through ``-o``, for a config already
     resolved)."""
     config = copy.deepcopy(config)
-    for dotted in pretrained_keys(method_cls):
+    for dotted, off in _pretrained_off_values(method_cls).items():
         if dotted in keep:
             continue
         *path, last = dotted.split(".")
         node = config
         for key in path:
             node = node.setdefault(key, {})
-        node[last] = False
+        node[last] = off
     return config

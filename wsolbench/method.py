@@ -62,7 +62,8 @@ class Capabilities:
         needs_classnames: the constructor takes ``classnames`` (the protocol's class names, in
             class order), e.g. to embed them with a text encoder.
         pretrained_options: the dotted config keys ``--no-pretrained`` sets to false
-            (``("backbone.pretrained",)``).
+            (``("backbone.pretrained",)``), or to the value an entry spells out as ``key=value``
+            (TeD-Loc's ``"teacher=self"``: no teacher trained before the run).
     """
 
     trainable: bool = True

@@ -37,9 +37,18 @@ from wsolbench.registry import get_dataset
 
 
 def _load_run(run_dir: Path):
-    """The run's method with its newest training checkpoint (teacher state included)."""
-    loaded = load_run(run_dir, weights="checkpoint", keep=("teacher",))  # the run's own teacher
-    return loaded.method, loaded.protocol, loaded.record
+    """The run's method with its newest training checkpoint (teacher state included) and its
+    external teacher, refused when that is not the teacher the run learnt from."""
+    loaded = load_run(run_dir, weights="checkpoint", keep=("teacher",))
+    method = loaded.method
+    method.prepare_training()  # a run: / synthcam-v1 teacher (synthcam-v1 built if not cached)
+    recorded = loaded.result.provenance.get("teacher") if loaded.result else None
+    if recorded and method.provenance.get("teacher") != recorded:
+        raise ValueError(
+            f"{run_dir} learnt from teacher {recorded}, but its config now gives "
+            f"{method.provenance.get('teacher')}: the pseudo-labels would not be the run's"
+        )
+    return method, loaded.protocol, loaded.record
 
 
 def _cell_centres_inside(box: np.ndarray, grid: tuple[int, int], size: tuple[int, int]):
@@ -119,6 +128,7 @@ def diagnose(
         "run": str(run_dir),
         "split": split,
         "teacher": record["config"].get("teacher"),
+        "teacher_source": method.provenance.get("teacher", "self"),
         "fg_precision_box": 100 * sums["fg_in_box"] / max(sums["fg"], 1),
         "fg_recall_box": 100 * sums["box_fg"] / max(sums["box"], 1),
         "bg_precision_box": 100 * sums["bg_out_box"] / max(sums["bg"], 1),

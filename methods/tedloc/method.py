@@ -95,12 +95,12 @@ class TeDLoc(WSOLMethod):
     """
 
     # a teacher trained before this run (run:, synthcam-v1) is a pretrained part: --no-pretrained
-    # sets teacher=false, which is the self teacher
+    # (and a rebuild from weights.pt) sets the self teacher
     capabilities = Capabilities(
         needs_classnames=True,
-        pretrained_options=("backbone.pretrained", "text.pretrained", "teacher"),
+        pretrained_options=("backbone.pretrained", "text.pretrained", "teacher=self"),
     )
-    config = MethodConfig(defaults=DEFAULTS, presets=PRESETS, types={"teacher": (str, bool)})
+    config = MethodConfig(defaults=DEFAULTS, presets=PRESETS)
 
     def __init__(
         self,
@@ -142,7 +142,6 @@ class TeDLoc(WSOLMethod):
             raise ValueError(f"fg_rule: {fg_rule!r} is not one of {', '.join(FG_RULES)}")
         if orthogonalize not in ORTHOGONALIZE:
             raise ValueError(f"orthogonalize: {orthogonalize!r} is not one of {ORTHOGONALIZE}")
-        teacher = "self" if teacher is False else teacher
         if not (teacher in ("self", "clip", SYNTHCAM) or str(teacher).startswith("run:")):
             raise ValueError(
                 f"teacher: {teacher!r} is not self, clip, {SYNTHCAM} or run:<work_dir>"
@@ -220,8 +219,10 @@ class TeDLoc(WSOLMethod):
         self._make_teacher = None
         if self.teacher_kind != "self":
             norm = (tuple(self.image_mean), tuple(self.image_std))
-            args = (teacher, num_classes, norm, loaded, embeddings[1:])
-            self._make_teacher = functools.partial(external_teacher, *args)
+            clip = (loaded, embeddings[1:]) if teacher == "clip" else (None, None)  # else free
+            self._make_teacher = functools.partial(
+                external_teacher, teacher, num_classes, norm, *clip
+            )
 
     def prepare_training(self) -> None:
         """Build the external teacher (``synthcam-v1``: trained now if not cached) and name it in

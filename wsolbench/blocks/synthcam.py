@@ -37,6 +37,12 @@ logger = logging.getLogger(__name__)
 SYNTHCAM = "synthcam-v1"
 #: Bump when the build changes in a way the digest's fields do not capture.
 BUILD_VERSION = 1
+# what a torchrun launch sets: the child is one plain process, whatever its parent is
+_LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+
+
+class SynthCamError(ValueError):
+    """synthcam-v1 could not be built here (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +97,18 @@ def ensure_synthcam(config: SynthCamConfig | None = None, cache_dir=None) -> Pat
         A finished ``cam`` work dir (``config.yaml``, ``weights.pt``, ``result.json``).
 
     Raises:
-        RuntimeError: the child run failed (its output went to the terminal; nothing is cached).
+        SynthCamError: the child run failed (its output went to the terminal; nothing is cached),
+            or this is one rank of several (build it first with ``wsolbench prepare synthcam``).
     """
     config = config or DEFAULT_CONFIG
     final = run_dir(config, cache_dir)
     if (final / "weights.pt").is_file():
         return final
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # N ranks would each train it
+        raise SynthCamError(
+            f"{SYNTHCAM} is not in {final.parent} yet; build it once before a distributed run: "
+            "wsolbench prepare synthcam"
+        )
     cache = final.parents[1]
     logger.warning(
         "building %s once (the cam method's synthetic run, seed %d, one torch thread: TeD-Loc's "
@@ -109,26 +121,29 @@ def ensure_synthcam(config: SynthCamConfig | None = None, cache_dir=None) -> Pat
     work = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     argv = [sys.executable, "-m", "wsolbench", "run", "--method", "cam", "--dataset", "synthetic"]
+    # on the CPU wherever it is built (a GPU's kernels give other weights)
+    argv += ["--protocol", "synthetic-v1", "--device", "cpu"]
     argv += ["--seed", str(config.seed), "--work-dir", str(work)]
     for override in config.overrides:
         argv += ["-o", override]
     threads = str(config.threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    env["WSOLBENCH_CACHE"] = str(cache)
-    # the child's progress goes to the terminal as it comes (a run of minutes must show it)
-    status = subprocess.call(argv, env=env)
-    if status != 0 or not (work / "weights.pt").is_file():
-        shutil.rmtree(work, ignore_errors=True)
-        raise RuntimeError(
-            f"building {SYNTHCAM} failed (exit {status} of {' '.join(argv[1:])}; its output is "
-            "above); nothing was cached, the next run tries again"
-        )
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, WSOLBENCH_CACHE=str(cache))
     try:
+        # the child's progress goes to the terminal as it comes (a run of minutes must show it)
+        status = subprocess.call(argv, env=env)
+        if status != 0 or not (work / "weights.pt").is_file():
+            raise SynthCamError(
+                f"building {SYNTHCAM} failed (exit {status} of {' '.join(argv[1:])}; its output "
+                "is above); nothing was cached, the next run tries again"
+            )
         os.rename(work, final)  # whole or not at all
     except OSError:
-        shutil.rmtree(work, ignore_errors=True)  # another process finished first: same run
         if not (final / "weights.pt").is_file():
             raise
+        # another process finished first: the same run
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # failed, interrupted, or lost the race
     return final
 
 
