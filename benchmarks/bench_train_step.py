@@ -6,7 +6,9 @@ One step = forward, the method's losses, backward, SGD step, and the engine's pe
 (``on_train_step``: TeD-Loc's EMA update), on random images of the protocol size. TeD-Loc is
 timed after its warm-up (pseudo-labels from the EMA teacher every step: its most expensive
 state). Both methods use the dataset's preset (``synthetic``: the same 0.29 M-parameter
-``wsolcnn``), without pretrained weights. Steps alternate between the two methods so that a
+``wsolcnn``), without pretrained weights — so TeD-Loc with the ``self`` teacher; ``-o
+teacher=synthcam-v1`` times the synthetic default, whose frozen CAM teacher runs a forward pass in
+every step. Steps alternate between the two methods so that a
 change in machine load hits both alike; the median of each is reported.
 """
 
