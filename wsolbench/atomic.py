@@ -2,13 +2,16 @@
 
 Write to a temporary file in the destination folder, flush and fsync it, then ``os.replace`` it over
 the destination (atomic on POSIX within one file system). An exception on the way removes the
-temporary file and leaves the destination untouched.
+temporary file and leaves the destination untouched. A folder built whole in a temporary sibling
+is published the same way (:func:`rename_into_place`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,3 +54,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, content: Any) -> None:
     """Replace ``path`` with ``content`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
+
+
+def rename_into_place(built: Path, final: Path) -> bool:
+    """Rename the finished folder ``built`` (a sibling of ``final``) to ``final``: a reader sees
+    no folder or a complete one. Several processes may race to build the same cached folder.
+
+    Returns:
+        True if ours is now ``final``; False if another process renamed its copy first (ours is
+        removed: both are the same build).
+
+    Raises:
+        OSError: any other failure (``built`` is removed).
+    """
+    try:
+        os.rename(built, final)
+        return True
+    except OSError as exc:
+        shutil.rmtree(built, ignore_errors=True)
+        # rename onto a non-empty folder fails: the other process's copy is there
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.exists():
+            raise
+        return False

@@ -29,6 +29,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from wsolbench.atomic import rename_into_place
 from wsolbench.data.synthetic import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -137,13 +138,10 @@ def ensure_synthcam(config: SynthCamConfig | None = None, cache_dir=None) -> Pat
                 f"building {SYNTHCAM} failed (exit {status} of {' '.join(argv[1:])}; its output "
                 "is above); nothing was cached, the next run tries again"
             )
-        os.rename(work, final)  # whole or not at all
-    except OSError:
-        if not (final / "weights.pt").is_file():
-            raise
-        # another process finished first: the same run
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # failed, interrupted, or lost the race
+    except BaseException:  # failed or interrupted: nothing half-built stays
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    rename_into_place(work, final)  # whole or not at all (another process's copy: the same run)
     return final
 
 

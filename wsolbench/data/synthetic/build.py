@@ -6,7 +6,6 @@ digest in the user's cache and generates it on first use, safely when several pr
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from wsolbench.atomic import rename_into_place
 from wsolbench.data.synthetic.config import GENERATOR_VERSION, SPLITS, SyntheticConfig
 from wsolbench.data.synthetic.protocol_file import write_protocol
 from wsolbench.data.synthetic.render import render_sample
@@ -215,13 +215,7 @@ def ensure_synthetic(
         return root
     logger.info("generating the synthetic dataset into %s (once; cached afterwards)", root)
     tmp = _build_in_temp(root, config, progress)
-    try:
-        os.rename(tmp, root)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        # Another process renamed its copy first (rename onto a non-empty folder fails).
-        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not root.exists():
-            raise
+    if not rename_into_place(tmp, root):
         logger.info("another process generated %s first; using its copy", root)
     _check_cached(root, config)
     return root
