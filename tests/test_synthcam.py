@@ -18,6 +18,11 @@ from wsolbench.rebuild import load_run
 from wsolbench.registry import get_method
 
 
+def _tiny_backbone() -> str:
+    """The backbone override of the tiny synthcam-v1 the conftest makes."""
+    return next(o for o in synthcam.DEFAULT_CONFIG.overrides if o.startswith("backbone."))
+
+
 def test_the_synthetic_preset_learns_from_synthcam_and_the_spec_default_stays_self():
     tedloc = get_method("tedloc")
     assert resolve_config(tedloc, "synthetic")["teacher"] == SYNTHCAM
@@ -68,7 +73,7 @@ def test_one_rank_of_several_does_not_build_it(monkeypatch, tmp_path):
 def test_tedloc_names_it_and_learns_from_its_maps():
     names = ["red dotted-headed shape", "blue ringed-headed shape"] + [f"c{i}" for i in range(8)]
     cls = get_method("tedloc")
-    tiny = "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"
+    tiny = _tiny_backbone()  # the student on synthcam's 24×24 grid
     towers_off = ["backbone.pretrained=false", "text.pretrained=false"]  # the teacher stays
     config = resolve_config(cls, "synthetic", [*towers_off, tiny])
     method = build_method(cls, config, 10, classnames=names)
@@ -89,7 +94,7 @@ def test_tedloc_names_it_and_learns_from_its_maps():
 def test_a_run_records_it_and_a_resume_refuses_another(tmp_path, monkeypatch, capsys):
     work = tmp_path / "run"
     argv = ["run", "--method", "tedloc", "--dataset", "synthetic", "--work-dir", str(work)]
-    tiny = "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}"
+    tiny = _tiny_backbone()  # the student on synthcam's 24×24 grid
     for override in ("text.pretrained=false", tiny, "train.max_epochs=1"):
         argv += ["-o", override]
     assert main(argv) == 0

@@ -7,7 +7,7 @@ Every backbone is a :class:`Backbone` (:mod:`wsolbench.blocks.backbone_base`): `
 (:mod:`wsolbench.blocks.backbone_timm`); pretrained weights come from a local file or the local
 caches only, never from the network (:mod:`wsolbench.blocks.backbone_weights`).
 
-These are plain modules in ``methods/`` (not plugin folders): they register nothing.
+These are plain modules of ``wsolbench.blocks`` (not plugin folders): they register nothing.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Model names include wsolbench's own configurations (:mod:`wsolbench.blocks.open_
 ``synthclip-v1`` resolves to the file :mod:`wsolbench.blocks.synthclip` trains (built on first use),
 then loaded as any user's file is.
 
-This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
+This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registers no method.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ by one, callers that ask for different row lists share the rows they have in com
 text targets (background + classes) and the CLIP baselines (classes, background words one by one)
 reuse each other's class rows when encoder and templates match.
 
-This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
+This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registers no method.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ rounds each side *up* to the patch size (bicubic image resize) and interpolates 
 bilinearly (``upsample_pos_emb``). At the native size nothing is interpolated and the forward
 equals open_clip's.
 
-This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
+This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registers no method.
 """
 
 from __future__ import annotations

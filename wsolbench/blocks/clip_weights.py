@@ -23,7 +23,7 @@ OpenAI's weights were trained with QuickGELU; open_clip's plain configs (``ViT-B
 OpenAI layouts mean QuickGELU. A plain state dict does not say (OpenAI's keys are open_clip's), so
 the caller decides from a tag or a declaration (``clip.activation``).
 
-This is a plain module in ``methods/`` (not a plugin folder): it registers nothing.
+This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registers nothing.
 """
 
 from __future__ import annotations

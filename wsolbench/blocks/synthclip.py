@@ -24,7 +24,7 @@ thread count is fixed (:attr:`SynthClipConfig.threads`) so that float reductions
 the caller's settings. The digest covers the config, the model config file, the caption
 generator's version and the torch and open_clip versions.
 
-This is a plain module in ``methods/`` (not a plugin folder): it registers no method.
+This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registers no method.
 """
 
 from __future__ import annotations
