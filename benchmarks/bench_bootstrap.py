@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_evaluator import iter_workload  # noqa: E402
 
 from wsolbench import metrics as M  # noqa: E402
-from wsolbench.bootstrap import interval, metric_terms, resampled  # noqa: E402
-from wsolbench.per_image import RecordCollector, SplitRecords, save_records  # noqa: E402
+from wsolbench.results.bootstrap import interval, metric_terms, resampled  # noqa: E402
+from wsolbench.results.per_image import RecordCollector, SplitRecords, save_records  # noqa: E402
 
 STEP = 0.001
 

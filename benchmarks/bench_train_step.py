@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+from wsolbench.config import pretrained_off_overrides, resolve_config
+from wsolbench.method import build_method
 from wsolbench.protocol import protocol_for_dataset as resolve_protocol
 from wsolbench.registry import get_method
 

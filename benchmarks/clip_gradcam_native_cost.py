@@ -4,7 +4,7 @@ with random weights (cost does not depend on the weights), with and without refi
 
     python benchmarks/clip_gradcam_native_cost.py
 
-MACs are counted by ``wsolbench.profile.count_macs`` (the backward pass of Grad-CAM included);
+MACs are counted by ``wsolbench.cost.macs.count_macs`` (the backward pass of Grad-CAM included);
 seconds are the mean of 3 calls after one warm-up, on whatever the machine is doing.
 """
 
@@ -13,8 +13,8 @@ import time
 import torch
 
 from methods.clip_gradcam import ClipGradCAM
-from wsolbench.method import resolve_config
-from wsolbench.profile import count_macs
+from wsolbench.config import resolve_config
+from wsolbench.cost.macs import count_macs
 
 
 def main() -> None:

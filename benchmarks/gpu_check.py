@@ -8,9 +8,9 @@ Steps, each on ``--device`` (CUDA by default), results in ``<out>/gpu_check-<dev
 
 1. **Inference** of every registered method of :data:`METHODS`, built for ``--dataset`` (CUB:
    224 × 224, 200 classes; pretrained loading off, random weights: cost does not depend on them),
-   with :func:`wsolbench.profile.profile_method` in fp32 and under AMP (float16 on CUDA, bfloat16
-   on CPU): MACs, latency at batch 1 (median over 50 calls after 10), throughput and peak memory
-   at batch 64, and the timing conditions.
+   with :func:`wsolbench.cost.profile.profile_method` in fp32 and under AMP (float16 on CUDA,
+   bfloat16 on CPU): MACs, latency at batch 1 (median over 50 calls after 10), throughput and peak
+   memory at batch 64, and the timing conditions.
 2. **Training steps** of ``cam`` and ``tedloc`` at the same size with AMP on CUDA (float16 and a
    gradient scaler; fp32 on CPU): forward, the method's losses, backward, SGD step and the
    per-step hook (TeD-Loc after its warm-up: pseudo-labels every step), ``--steps`` steps after
@@ -21,7 +21,7 @@ Steps, each on ``--device`` (CUDA by default), results in ``<out>/gpu_check-<dev
    CUDA): images/s of the loader alone, and of loader + training step together, so that a
    data-bound run shows (end-to-end well below the model step's rate).
 4. With ``diffusers`` installed (the ``genpromp-cost`` extra) and not ``--quick``: GenPromp's
-   inference graph (:mod:`wsolbench.cost_genpromp`, random weights) timed per image at batch 1
+   inference graph (:mod:`wsolbench.cost.genpromp`, random weights) timed per image at batch 1
    under AMP.
 
 A step that would run past ``--budget-s`` (default 450 s) is skipped and listed as such, so the
@@ -49,7 +49,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsolbench._compat import ensure_torchvision  # noqa: E402
+from wsolbench.util.compat import ensure_torchvision  # noqa: E402
 
 ensure_torchvision()
 
@@ -60,7 +60,7 @@ from gpu_check_inference import profile_all, time_genpromp  # noqa: E402
 from gpu_check_report import markdown, slug  # noqa: E402
 from gpu_check_training import train_and_data  # noqa: E402
 
-from wsolbench.profile import device_name  # noqa: E402
+from wsolbench.cost.timing import device_name  # noqa: E402
 
 METHODS = ("center", "cam", "tedloc", "clip_patch", "clip_gradcam")
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": training,
         "genpromp": genpromp,
     }
-    from wsolbench.atomic import write_json_atomic, write_text_atomic
+    from wsolbench.util.atomic import write_json_atomic, write_text_atomic
 
     stem = args.out / f"gpu_check-{slug(name)}{'-quick' if args.quick else ''}"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 Step 1: each method of ``--methods`` built for ``--dataset`` (pretrained loading off, random
 weights: cost does not depend on them) and measured by
-:func:`wsolbench.profile.profile_method` — MACs, batch-1 latency, throughput and peak memory at
+:func:`wsolbench.cost.profile.profile_method` — MACs, batch-1 latency, throughput and peak memory at
 the batch, and the timing conditions. Step 4: with ``diffusers`` installed, on CUDA and not
-``--quick``, GenPromp's inference graph (:mod:`wsolbench.cost_genpromp`, random weights) timed
+``--quick``, GenPromp's inference graph (:mod:`wsolbench.cost.genpromp`, random weights) timed
 per image at batch 1 in float16. Imported by ``benchmarks/gpu_check.py``.
 """
 
@@ -17,7 +17,8 @@ import torch
 from gpu_check_budget import Clock, amp_dtype, sync
 
 from wsolbench.cost.conditions import TimingMonitor
-from wsolbench.profile import ProfileSettings, build_for_profile, profile_method
+from wsolbench.cost.profile import ProfileSettings, profile_method
+from wsolbench.runs.profile import build_for_profile
 
 
 def profile_all(args, device: torch.device, clock: Clock, say) -> tuple[list[dict], list[str]]:
@@ -58,7 +59,7 @@ def time_genpromp(args, device: torch.device, clock: Clock, say) -> dict | None:
         return {"skipped": "diffusers not installed (pip install -e '.[genpromp-cost]')"}
     if not clock.fits(90):
         return {"skipped": "over the time budget"}
-    from wsolbench import cost_genpromp as g
+    from wsolbench.cost import genpromp as g
 
     say("GenPromp graph (random weights, float16)")
     modules = {k: m.to(torch.float16) for k, m in g.build(200, device).items()}

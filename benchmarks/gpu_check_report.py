@@ -70,7 +70,7 @@ def markdown(record: dict) -> str:
     lines += [
         "",
         f"{LATENCY_MARK}: measured while other processes used the cores the timing needed "
-        "(wsolbench.profile.CLEAN_RULE); indicative only.",
+        "(wsolbench.cost.conditions.CLEAN_RULE); indicative only.",
         "",
     ]
     return "\n".join(lines)

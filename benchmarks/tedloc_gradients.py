@@ -19,7 +19,8 @@ import statistics
 
 import torch
 
-from wsolbench.method import build_method, resolve_config
+from wsolbench.config import resolve_config
+from wsolbench.method import build_method
 from wsolbench.protocol import protocol_for_dataset
 from wsolbench.registry import get_method
 

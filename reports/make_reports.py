@@ -18,7 +18,7 @@ Steps, each through the ``wsolbench`` command line or the library call behind it
    ``tests/test_reports.py`` checks against the committed files.
 4. **Cost** (``wsolbench profile --method M --dataset D --json``, one torch thread, timed on
    both protocols: :data:`PROFILE_FLAGS`): ``cost/<D>/<M>.json``; GenPromp's cost-only record
-   (``python -m wsolbench.cost_genpromp --json cost/cub/genpromp.json``, needs the
+   (``python -m wsolbench.cost.genpromp --json cost/cub/genpromp.json``, needs the
    ``genpromp-cost`` extra); ``cost.md`` / ``cost.json`` with one table per protocol and device,
    latencies not measured clean marked ``§``, and the TeD-Loc / GenPromp ratio.
 5. **Figures** (``wsolbench visualize``): ``figures/curves-synthetic.png`` (BoxAcc vs threshold,
@@ -42,48 +42,17 @@ import argparse
 import sys
 from pathlib import Path
 
-# The steps live beside this file (one idea per module); run as a script or loaded by path (the
-# tests), this folder must be on the import path for them.
+# The steps live beside this file (one idea per module): run as a script, this folder must be on
+# the import path for them.
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report_boards import (  # noqa: E402, F401  (re-exported: make_reports.X still works)
-    CI_RESAMPLES,
-    DIFF_FILES,
-    LEADERBOARD_FILES,
-    render_leaderboards,
-)
-from report_cost import (  # noqa: E402, F401
-    COST_HEADER,
-    COST_HEADERS,
-    cost_tables,
-    genpromp_notes,
-    write_cost,
-)
+from report_boards import render_leaderboards  # noqa: E402
+from report_cost import write_cost  # noqa: E402
 from report_html import make_figures, write_report  # noqa: E402
-from report_profiles import (  # noqa: E402, F401
-    COST_DATASETS,
-    GENPROMP_DATASET,
-    PROFILE_FLAGS,
-    load_cost,
-    measure_cost,
-    wait_for_quiet,
-)
+from report_profiles import COST_DATASETS, load_cost, measure_cost  # noqa: E402
 from report_runs import collect_results, known_methods, run_all  # noqa: E402
-from report_settings import (  # noqa: E402, F401
-    COST_DIR,
-    DATASET,
-    FIGURES,
-    METHODS,
-    PROFILE_THREADS,
-    PROTOCOL,
-    REPO,
-    REPORTS,
-    RESULTS,
-    SEEDS,
-    WORK,
-    wsolbench,
-)
+from report_settings import METHODS, REPO, SEEDS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

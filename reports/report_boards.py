@@ -33,9 +33,9 @@ DIFF_FILES = {
 
 def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> list[Path]:
     """Step 3: the leaderboard files from the results under ``results`` (deterministic)."""
-    from wsolbench.atomic import write_text_atomic
-    from wsolbench.intervals import diff, render_diff
     from wsolbench.leaderboard import compare
+    from wsolbench.results.intervals import diff, render_diff
+    from wsolbench.util.atomic import write_text_atomic
 
     written = []
     for name, (policy, fmt, resamples) in LEADERBOARD_FILES.items():

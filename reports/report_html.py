@@ -47,12 +47,11 @@ def _published_table() -> str:
     from tabulate import tabulate
 
     from wsolbench.leaderboard import (
-        COLUMN_NAMES,
         MISSING,
         default_published_path,
         load_published,
     )
-    from wsolbench.results import METRIC_KEYS
+    from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES
 
     rows = load_published(default_published_path())
     keys = [k for k in METRIC_KEYS if any(k in r.mean for r in rows)]
@@ -61,13 +60,13 @@ def _published_table() -> str:
         + [repr(r.mean[k]) if k in r.mean else MISSING for k in keys]
         for r in rows
     ]
-    headers = ["Dataset", "Method", "Source", "Policy", *(COLUMN_NAMES[k] for k in keys)]
+    headers = ["Dataset", "Method", "Source", "Policy", *(METRIC_NAMES[k] for k in keys)]
     return tabulate(body, headers=headers, tablefmt="html", disable_numparse=True)
 
 
 def write_report(methods: list[str], skipped: list[str], failed: dict[str, str], costs) -> Path:
     """Step 6: one self-contained HTML file."""
-    from wsolbench.atomic import write_text_atomic
+    from wsolbench.util.atomic import write_text_atomic
 
     board = (REPORTS / "leaderboard.html").read_text(encoding="utf-8")
     parts = [

@@ -2,7 +2,7 @@
 
 Each method is built from its preset for the dataset, random initialisation, and profiled with
 one torch thread and the flags of :data:`PROFILE_FLAGS`; GenPromp's cost-only record comes from
-``python -m wsolbench.cost_genpromp``. A timing that was not clean can be measured again after
+``python -m wsolbench.cost.genpromp``. A timing that was not clean can be measured again after
 waiting for a quiet machine (:func:`wait_for_quiet`, the timing's own rule).
 """
 
@@ -22,7 +22,7 @@ PROFILE_FLAGS: dict[str, list[str]] = {
     "synthetic": ["--batch-size", "64"],
     "cub": ["--warmup", "5", "--runs", "20", "--batch-size", "4", "--throughput-runs", "3"],
 }
-GENPROMP_DATASET = "cub"  # GenPromp's cost-only row (wsolbench.cost_genpromp) goes in this table
+GENPROMP_DATASET = "cub"  # GenPromp's cost-only row (wsolbench.cost.genpromp) goes in this table
 
 
 def wait_for_quiet(max_wait: float, probe: float = 3.0) -> bool:
@@ -55,8 +55,8 @@ def measure_cost(
     GenPromp's cost-only record. Only the records measured are rewritten: other methods' records
     and the device checks under ``cost/`` (``benchmarks/gpu_check.sh``) are kept.
 
-    ``retries``: a timing that was not clean (``wsolbench.profile.CLEAN_RULE``) is measured again,
-    up to this many times, each after waiting (at most ``max_wait`` s) for a quiet machine.
+    ``retries``: a timing that was not clean (``wsolbench.cost.conditions.CLEAN_RULE``) is measured
+    again, up to this many times, each after waiting (at most ``max_wait`` s) for a quiet machine.
     """
     from wsolbench.cost.conditions import latency_clean
 
@@ -83,8 +83,8 @@ def measure_cost(
                 print(f"profile {method} on {dataset} failed (exit status {status}); left out")
         if dataset == GENPROMP_DATASET:
             out = COST_DIR / dataset / "genpromp.json"
-            command = [sys.executable, "-m", "wsolbench.cost_genpromp", "--json", str(out)]
-            print("$ python -m wsolbench.cost_genpromp --json " + str(out), flush=True)
+            command = [sys.executable, "-m", "wsolbench.cost.genpromp", "--json", str(out)]
+            print("$ python -m wsolbench.cost.genpromp --json " + str(out), flush=True)
             if subprocess.call(command, cwd=REPO) == 0 and out.is_file():
                 costs.setdefault(dataset, {})["genpromp"] = json.loads(out.read_text())
             else:

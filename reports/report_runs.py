@@ -12,7 +12,7 @@ import shutil
 
 from report_settings import DATASET, METHODS, PROFILE_THREADS, REPO, RESULTS, WORK, wsolbench
 
-from wsolbench.per_image import copy_result
+from wsolbench.results.per_image import copy_result
 
 
 def known_methods(wanted: list[str]) -> list[str]:

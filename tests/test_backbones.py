@@ -5,8 +5,9 @@ import socket
 import pytest
 import torch
 
-from wsolbench._compat import ensure_torchvision
-from wsolbench.blocks.backbones import PretrainedWeightsError, build_backbone
+from wsolbench.blocks.backbone_weights import PretrainedWeightsError
+from wsolbench.blocks.backbones import build_backbone
+from wsolbench.util.compat import ensure_torchvision
 
 ensure_torchvision()
 import timm  # noqa: E402

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wsolbench import metrics
-from wsolbench.bootstrap import (
+from wsolbench.results.bootstrap import (
     interval,
     metric_terms,
     metric_value,
@@ -17,14 +17,14 @@ from wsolbench.bootstrap import (
     resample_weights,
     resampled,
 )
-from wsolbench.per_image import (
+from wsolbench.results.per_image import (
     PerImageError,
     RecordCollector,
     SplitRecords,
     load_records,
     save_records,
 )
-from wsolbench.results import METRIC_KEYS
+from wsolbench.results.record import METRIC_KEYS
 
 STEP = 0.01  # 100 thresholds keep the tests fast; the code does not depend on the grid
 
@@ -175,7 +175,7 @@ def test_every_committed_result_has_records_that_add_up():
 @pytest.fixture(scope="module")
 def two_rows(tmp_path_factory):
     """Two center rows (two sigmas; two seeds each) on one tiny set, with per-image records."""
-    from wsolbench.cli import main
+    from wsolbench.cli.main import main
     from wsolbench.data.synthetic import SyntheticConfig, generate
 
     folder = tmp_path_factory.mktemp("ci")
@@ -205,9 +205,9 @@ def test_compare_ci_renders_intervals_in_every_format(two_rows, fmt):
 
 
 def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
-    from wsolbench.intervals import load_run_records
     from wsolbench.leaderboard import build_leaderboards
-    from wsolbench.results import find_results
+    from wsolbench.results.intervals import load_run_records
+    from wsolbench.results.record import find_results
 
     (board,) = build_leaderboards([two_rows], published=False, ci=300, ci_seed=4)
     for row in board.rows:
@@ -220,7 +220,7 @@ def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
 
 
 def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
-    from wsolbench.cli import main
+    from wsolbench.cli.main import main
 
     assert main(["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]) == 0
     out = capsys.readouterr().out

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from methods.cam import CAM
-from wsolbench.cli import main
+from wsolbench.cli.main import main
+from wsolbench.config import resolve_config
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.method import build_method, resolve_config
-from wsolbench.results import load_result
+from wsolbench.method import build_method
+from wsolbench.results.record import load_result
 from wsolbench.testing import check_method
 
 TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -190,7 +191,7 @@ def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
 
 def test_the_ilsvrc_classifier_starts_from_the_weights_fc(tmp_path):
     """As the reference loads ImageNet's fc on ILSVRC: the 1×1 classifier is that fc."""
-    from wsolbench._compat import ensure_torchvision
+    from wsolbench.util.compat import ensure_torchvision
 
     ensure_torchvision()
     import torchvision

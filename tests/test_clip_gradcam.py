@@ -17,9 +17,11 @@ from torch.utils._pytree import tree_flatten
 
 from methods.clip_gradcam import ClipGradCAM
 from methods.clip_gradcam.method import CLIPES_BACKGROUND_WORDS, box_mask, scale_like_grad_cam
-from wsolbench.blocks.clip_models import TINY_CLIP, load_clip
+from wsolbench.blocks.clip_models import load_clip
+from wsolbench.blocks.open_clip_configs import TINY_CLIP
+from wsolbench.config import resolve_config
 from wsolbench.evaluate import predict_batch
-from wsolbench.method import Prediction, WSOLMethod, resolve_config
+from wsolbench.method import Prediction, WSOLMethod
 
 NAMES = ["red fox", "snowy owl", "blue whale"]
 
@@ -379,9 +381,9 @@ def test_a_run_on_openais_archive_works_or_names_the_command_that_does(tmp_path,
 
     from clip_layouts import random_openai_clip, write_openai_archive
 
-    from wsolbench.cli import main
+    from wsolbench.cli.main import main
     from wsolbench.data.synthetic import SyntheticConfig, generate
-    from wsolbench.results import load_result
+    from wsolbench.results.record import load_result
 
     config = SyntheticConfig(
         num_classes=3, image_size=48, train_per_class=1, val_per_class=1, test_per_class=2

@@ -21,8 +21,9 @@ from clip_layouts import (
 )
 
 from wsolbench.blocks import clip_models, clip_text
-from wsolbench.blocks.clip_models import TINY_CLIP, ClipWeightsError, load_clip
+from wsolbench.blocks.clip_models import load_clip
 from wsolbench.blocks.clip_weights import OPENAI_EXTRA_KEYS, read_weights
+from wsolbench.blocks.open_clip_configs import TINY_CLIP, ClipWeightsError
 
 
 def state_of(model) -> dict:

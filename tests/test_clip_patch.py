@@ -13,7 +13,7 @@ from torch import nn
 
 from methods.clip_patch import ClipPatch
 from wsolbench.blocks import synthclip
-from wsolbench.blocks.clip_models import CLIP_MEAN, CLIP_STD, TINY_CLIP, load_clip
+from wsolbench.blocks.clip_models import CLIP_MEAN, CLIP_STD, load_clip
 from wsolbench.blocks.clip_vision import (
     PATCH_PATHS,
     UnsupportedTowerError,
@@ -23,7 +23,8 @@ from wsolbench.blocks.clip_vision import (
     project_tokens,
     vit_tower,
 )
-from wsolbench.method import resolve_config
+from wsolbench.blocks.open_clip_configs import TINY_CLIP
+from wsolbench.config import resolve_config
 
 NAMES = ["red fox", "snowy owl", "blue whale"]
 
@@ -236,7 +237,7 @@ def test_only_the_image_tower_and_text_embeddings_are_kept():
 
 
 def test_a_checkpoint_file_reaches_the_method_and_no_pretrained_wins(tmp_path):
-    from wsolbench.blocks.clip_models import ClipWeightsError
+    from wsolbench.blocks.open_clip_configs import ClipWeightsError
 
     source = build(seed=7)
     path = tmp_path / "tiny-clip.pt"
@@ -284,14 +285,14 @@ def tiny_root(tmp_path_factory):
 def test_end_to_end_without_the_runner_and_marked_in_compare(
     method, tiny_root, tmp_path, monkeypatch, capsys
 ):
-    import wsolbench.engine
-    from wsolbench.cli import main
-    from wsolbench.results import load_result
+    import wsolbench.train.engine
+    from wsolbench.cli.main import main
+    from wsolbench.results.record import load_result
 
     def no_runner(*args, **kwargs):
         raise AssertionError("a training-free method reached the training engine")
 
-    monkeypatch.setattr(wsolbench.engine, "train", no_runner)
+    monkeypatch.setattr(wsolbench.train.engine, "train", no_runner)
     work = tmp_path / method
     argv = ["run", "--method", method, "--dataset", "synthetic", "--data-root", str(tiny_root)]
     argv += ["--protocol", str(tiny_root / "protocol.yaml")]

@@ -7,7 +7,7 @@ import sys
 
 def test_torchvision_models_and_nms_work_after_the_shim():
     code = """
-from wsolbench._compat import ensure_torchvision
+from wsolbench.util.compat import ensure_torchvision
 ensure_torchvision()
 ensure_torchvision()  # idempotent
 import torch, torchvision, timm, open_clip
@@ -31,7 +31,7 @@ def test_shim_is_a_no_op_when_the_extension_loads(monkeypatch):
     """Where torchvision's own C extension loads, no fallback operator is defined."""
     import torch
 
-    from wsolbench import _compat
+    from wsolbench.util import compat as _compat
 
     monkeypatch.setattr(_compat, "_fallback_library", None)
     monkeypatch.delitem(sys.modules, "torchvision", raising=False)

@@ -1,11 +1,11 @@
-"""GenPromp's inference cost (wsolbench/cost_genpromp.py): hand counts and published sizes."""
+"""GenPromp's inference cost (wsolbench/cost/genpromp.py): hand counts and published sizes."""
 
 import json
 
 import pytest
 import torch
 
-from wsolbench.profile import MacCounter
+from wsolbench.cost.macs import MacCounter
 
 
 def text_encoder_hand_count(tokens: int = 77, width: int = 768, layers: int = 12) -> int:
@@ -17,7 +17,7 @@ def text_encoder_hand_count(tokens: int = 77, width: int = 768, layers: int = 12
 
 
 def test_text_encoder_against_the_hand_count_and_clip_text_model_size():
-    from wsolbench.cost_genpromp import TextEncoder
+    from wsolbench.cost.genpromp import TextEncoder
 
     with torch.device("meta"):
         encoder = TextEncoder(vocab=49408 + 200).eval()
@@ -34,7 +34,7 @@ def test_text_encoder_against_the_hand_count_and_clip_text_model_size():
 
 def test_the_full_record(tmp_path, capsys):
     pytest.importorskip("diffusers")
-    from wsolbench.cost_genpromp import main, measure
+    from wsolbench.cost.genpromp import main, measure
 
     record = measure()
     parts = record["components"]
@@ -66,7 +66,7 @@ def test_the_full_record(tmp_path, capsys):
 
 
 def test_without_diffusers_the_command_says_how_to_install_it(monkeypatch, capsys):
-    import wsolbench.cost_genpromp as genpromp
+    import wsolbench.cost.genpromp as genpromp
 
     def missing():
         raise genpromp.MissingExtraError("GenPromp's cost needs diffusers; install the extra")

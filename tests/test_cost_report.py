@@ -1,18 +1,21 @@
-"""reports/make_reports.py's cost tables: marks, the cost-only GenPromp row, the TeD-Loc ratio."""
+"""reports/report_cost.py's cost tables: marks, the cost-only GenPromp row, the TeD-Loc ratio."""
 
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
-from wsolbench.profile import LATENCY_MARK, timing_conditions
+from wsolbench.cost.conditions import timing_conditions
+from wsolbench.cost.formatting import LATENCY_MARK
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
-def make_reports():
-    spec = importlib.util.spec_from_file_location("make_reports", REPORTS / "make_reports.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def report_cost():
+    """reports/report_cost.py, the step that renders the cost tables (its folder on the path: the
+    steps import each other by name, as make_reports.py runs them)."""
+    if str(REPORTS) not in sys.path:
+        sys.path.insert(0, str(REPORTS))
+    return importlib.import_module("report_cost")
 
 
 def record(method: str, macs: float, params: float, others: float | None) -> dict:
@@ -70,7 +73,7 @@ def test_cub_table_marks_busy_timings_and_holds_the_cost_only_row_and_the_ratio(
             "genpromp": GENPROMP,
         }
     }
-    ((title, table, notes),) = make_reports().cost_tables(costs)
+    ((title, table, notes),) = report_cost().cost_tables(costs)
     assert "Test CPU, 1 thread" in title and "cub-v1 (224×224, 200 classes)" in title
     lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "| 100.00 " in lines["tedloc"] and LATENCY_MARK not in lines["tedloc"]
@@ -86,5 +89,5 @@ def test_cub_table_marks_busy_timings_and_holds_the_cost_only_row_and_the_ratio(
 
 def test_without_genpromp_there_are_no_genpromp_notes():
     costs = {"cub": {"tedloc": record("tedloc", 4.666e9, 22.0e6, others=0.3)}}
-    ((_, _, notes),) = make_reports().cost_tables(costs)
+    ((_, _, notes),) = report_cost().cost_tables(costs)
     assert notes == []

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 from wsolbench.data.metadata import read_split
 from wsolbench.data.synthetic import SyntheticConfig, generate
 

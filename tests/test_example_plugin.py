@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
 
 pytestmark = pytest.mark.skipif(

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from wsolbench.cli import USER_ERRORS, main
+from wsolbench.cli.main import USER_ERRORS, main
+from wsolbench.config import ConfigError, resolve_config
 from wsolbench.data.metadata import MetadataError, read_split
 from wsolbench.data.synthetic import SyntheticConfig, generate
 from wsolbench.leaderboard import compare
-from wsolbench.method import ConfigError, resolve_config
 from wsolbench.registry import get_method
-from wsolbench.results import ResultError, load_result
+from wsolbench.results.record import ResultError, load_result
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results" / "cub" / "cam" / "seed0" / "result.json"
 TINY = SyntheticConfig(
@@ -59,7 +59,7 @@ def _mutated_key(rng: random.Random, keys: list[str]) -> str:
 
 @pytest.mark.parametrize("name", ["center", "cam", "tedloc", "clip_patch", "clip_gradcam"])
 def test_fuzzed_overrides_are_config_errors_or_typed_values(name):
-    from wsolbench.engine import check_train_config
+    from wsolbench.train.config import check_train_config
 
     cls = get_method(name)
     keys = _keys(resolve_config(cls, "synthetic"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from wsolbench.leaderboard import build_leaderboard, compare, load_published
-from wsolbench.results import ResultError, find_results
+from wsolbench.results.record import ResultError, find_results
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures" / "results"

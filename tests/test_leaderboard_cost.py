@@ -6,8 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+from wsolbench.cost.conditions import timing_conditions
+from wsolbench.cost.formatting import LATENCY_MARK, MACS_LOWER_BOUND_MARK
 from wsolbench.leaderboard import compare
-from wsolbench.profile import LATENCY_MARK, MACS_LOWER_BOUND_MARK, timing_conditions
 
 CAM = Path(__file__).parent / "fixtures" / "results" / "cub" / "cam"
 
@@ -20,7 +21,7 @@ def cost(
     clean: bool | None = True,
     uncounted: dict | None = None,
 ):
-    """A cost block as wsolbench.profile writes it (the fields the tables read); ``clean`` None
+    """A cost block as wsolbench.cost.profile writes it (the fields the tables read); ``clean`` None
     leaves the timing conditions out (a record from before they were written)."""
     block = {
         "params": {"total": params + 5, "trainable": params, "inference": params},

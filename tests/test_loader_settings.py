@@ -1,10 +1,11 @@
-"""Training data-loader settings follow the machine unless configured (wsolbench/engine.py)."""
+"""Training data-loader settings follow the machine unless configured (wsolbench/train/)."""
 
 import pytest
 
-from wsolbench.engine import _dataloader, auto_workers, check_train_config, resolve_workers
-from wsolbench.method import TRAIN_DEFAULTS, ConfigError, resolve_config
+from wsolbench.config import TRAIN_DEFAULTS, ConfigError, resolve_config
 from wsolbench.registry import get_method
+from wsolbench.train.config import auto_workers, check_train_config, resolve_workers
+from wsolbench.train.engine import _dataloader
 
 
 @pytest.mark.parametrize(

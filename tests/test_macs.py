@@ -1,4 +1,4 @@
-"""The MAC counter (wsolbench.profile.MacCounter) against hand-derived counts and against an
+"""The MAC counter (wsolbench.cost.macs.MacCounter) against hand-derived counts and against an
 independent dispatch-level count: every attention kernel counted, unknown ops never a silent zero.
 
 Hand counts use one multiply-add = 1 MAC and count matrix products and convolutions only (no
@@ -16,18 +16,12 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from wsolbench._compat import ensure_torchvision
+from wsolbench.cost.formatting import MACS_LOWER_BOUND_MARK, format_cost
+from wsolbench.cost.macs import MacCounter, UncountedOpsError, count_macs
+from wsolbench.cost.profile import ProfileSettings, profile_method
 from wsolbench.method import Prediction, WSOLMethod
-from wsolbench.profile import (
-    MACS_LOWER_BOUND_MARK,
-    MacCounter,
-    ProfileSettings,
-    UncountedOpsError,
-    build_for_profile,
-    count_macs,
-    format_cost,
-    profile_method,
-)
+from wsolbench.runs.profile import build_for_profile
+from wsolbench.util.compat import ensure_torchvision
 
 ensure_torchvision()
 
@@ -215,7 +209,7 @@ def test_an_op_without_a_formula_is_reported_never_a_silent_zero():
 
 
 class IndependentCount(TorchDispatchMode):
-    """A second counter, written apart from wsolbench.profile: its own formulas for the plain
+    """A second counter, written apart from wsolbench.cost.macs: its own formulas for the plain
     matrix products and convolutions, run with every fused path switched off (MHA fast path off,
     math SDPA), so that all attention is plain matmuls. Any other op whose name says it
     multiply-accumulates fails the test."""

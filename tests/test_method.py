@@ -5,14 +5,8 @@ from typing import ClassVar
 import pytest
 import torch
 
-from wsolbench.method import (
-    TRAIN_DEFAULTS,
-    ConfigError,
-    WSOLMethod,
-    build_method,
-    parse_override,
-    resolve_config,
-)
+from wsolbench.config import TRAIN_DEFAULTS, ConfigError, parse_override, resolve_config
+from wsolbench.method import WSOLMethod, build_method
 
 
 class Configured(WSOLMethod):

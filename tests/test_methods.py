@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from wsolbench.cli_check import _add_check
+from wsolbench.cli.check import _add_check
 from wsolbench.method import Prediction, WSOLMethod
 from wsolbench.registry import METHODS, list_methods
 from wsolbench.testing import check_method

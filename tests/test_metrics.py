@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wsolbench import metrics as M
-from wsolbench.metrics_literal import literal_normalize
+from wsolbench.metrics.literal import literal_normalize
 
 # ------------------------------------------------------------------------------------------------
 # Thresholds, IoU, box rescaling

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from wsolbench import level_sets as LS
 from wsolbench import metrics as M
-from wsolbench import metrics_literal as L
+from wsolbench.metrics import level_sets as LS
+from wsolbench.metrics import literal as L
 from wsolbench.metrics import sweeps
 from wsolbench.metrics.boxes import _levels
 
@@ -347,7 +347,8 @@ def test_rescale_matches_literal():
 
 
 # ------------------------------------------------------------------------------------------------
-# wsolbench.level_sets (the engine behind BoxCounter), level by level against OpenCV's contours
+# wsolbench.metrics.level_sets (the engine behind BoxCounter), level by level against OpenCV's
+# contours
 # ------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Cost measurement (wsolbench/profile.py): MACs against a hand count, timing rules, the CLI."""
+"""Cost measurement (wsolbench/cost/, the profile command): MACs against a hand count, timing
+rules, the CLI."""
 
 import json
 
@@ -6,19 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from wsolbench.cli import main
+from wsolbench.cli.main import main
+from wsolbench.cost.formatting import latency_device
+from wsolbench.cost.macs import count_macs
+from wsolbench.cost.params import count_parameters
+from wsolbench.cost.profile import ProfileSettings, profile_method
+from wsolbench.cost.timing import time_calls
 from wsolbench.data.synthetic import SyntheticConfig, generate
 from wsolbench.method import Prediction, WSOLMethod
-from wsolbench.profile import (
-    ProfileSettings,
-    count_macs,
-    count_parameters,
-    latency_device,
-    profile,
-    profile_method,
-    time_calls,
-)
-from wsolbench.results import load_result
+from wsolbench.results.record import load_result
+from wsolbench.runs.profile import profile
 
 
 class HandCounted(WSOLMethod):

@@ -1,4 +1,4 @@
-"""One way to rebuild a method from a run folder (wsolbench.rebuild): eval, visualize,
+"""One way to rebuild a method from a run folder (wsolbench.runs.rebuild): eval, visualize,
 --profile, TeD-Loc's run: teacher and diagnose all get the same method, with pretrained loading
 off, checked weights, and the protocol the run was made under even after its file moved."""
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.engine import CheckpointError
-from wsolbench.rebuild import load_run
+from wsolbench.runs.rebuild import load_run
+from wsolbench.train.checkpoints import CheckpointError
 
 TINY = SyntheticConfig(
     num_classes=3, image_size=32, train_per_class=4, val_per_class=2, test_per_class=3

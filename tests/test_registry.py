@@ -6,16 +6,9 @@ import textwrap
 
 import pytest
 
+from wsolbench.data.sources import get_dataset, list_datasets
 from wsolbench.method import Prediction, WSOLMethod
-from wsolbench.registry import (
-    METHODS,
-    check_plugins,
-    get_dataset,
-    get_method,
-    list_datasets,
-    list_methods,
-    register_method,
-)
+from wsolbench.registry import METHODS, check_plugins, get_method, list_methods, register_method
 
 PLUGIN_SOURCE = textwrap.dedent(
     '''

@@ -1,25 +1,27 @@
 """The committed leaderboards of reports/ equal what reports/make_reports.py renders from the
 committed results (reports/results/): regenerate with `make reports` after changing either."""
 
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
-def load_make_reports():
-    spec = importlib.util.spec_from_file_location("make_reports", REPORTS / "make_reports.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def report_step(name: str):
+    """One step of reports/make_reports.py (its folder on the path: the steps import each other by
+    name, as make_reports.py runs them)."""
+    if str(REPORTS) not in sys.path:
+        sys.path.insert(0, str(REPORTS))
+    return importlib.import_module(name)
 
 
 def test_committed_leaderboards_are_up_to_date(tmp_path):
-    make_reports = load_make_reports()
-    results = REPORTS / "results" / make_reports.PROTOCOL
+    boards = report_step("report_boards")
+    results = REPORTS / "results" / report_step("report_settings").PROTOCOL
     assert any(results.rglob("result.json")), f"{results} holds no result: run `make reports`"
-    written = make_reports.render_leaderboards(results, tmp_path)
-    expected = list(make_reports.LEADERBOARD_FILES) + list(make_reports.DIFF_FILES)
+    written = boards.render_leaderboards(results, tmp_path)
+    expected = list(boards.LEADERBOARD_FILES) + list(boards.DIFF_FILES)
     assert [p.name for p in written] == expected
     stale = [
         p.name
@@ -30,14 +32,14 @@ def test_committed_leaderboards_are_up_to_date(tmp_path):
 
 
 def test_rows_without_pretrained_weights_are_marked_in_every_format(tmp_path):
-    make_reports = load_make_reports()
-    results = REPORTS / "results" / make_reports.PROTOCOL
-    from wsolbench.results import find_results
+    boards = report_step("report_boards")
+    results = REPORTS / "results" / report_step("report_settings").PROTOCOL
+    from wsolbench.results.record import find_results
 
     no_weights = sorted({r.method for _, r in find_results([results]) if not r.has_pretrained})
     if not no_weights:  # e.g. only center (no weights to load: "n/a") on the board
         return
-    text = {n: (REPORTS / n).read_text(encoding="utf-8") for n in make_reports.LEADERBOARD_FILES}
+    text = {n: (REPORTS / n).read_text(encoding="utf-8") for n in boards.LEADERBOARD_FILES}
     for method in no_weights:
         assert f"{method}‡" in text["leaderboard.md"] and f"{method}‡" in text["leaderboard.html"]
         assert method.replace("_", "\\_") + "\\ddag{}" in text["leaderboard.tex"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wsolbench.results import (
+from wsolbench.results.record import (
     SCHEMA_VERSION,
     Result,
     ResultError,
@@ -214,7 +214,7 @@ def test_not_an_object(tmp_path):
 
 def test_unknown_keys_are_ignored_with_a_warning(tmp_path, caplog):
     path = _write(tmp_path / "r.json", {**_result().to_dict(), "extra": 1})
-    with caplog.at_level(logging.WARNING, logger="wsolbench.results"):
+    with caplog.at_level(logging.WARNING, logger="wsolbench.results.record"):
         assert load_result(path) == _result()
     assert "extra" in caplog.text
 
@@ -303,7 +303,7 @@ def test_metrics_from_counts_with_val():
 
 
 def test_metrics_from_counts_without_val_drops_select(caplog):
-    with caplog.at_level(logging.WARNING, logger="wsolbench.results"):
+    with caplog.at_level(logging.WARNING, logger="wsolbench.results.record"):
         metrics = metrics_from_counts({"test": _counts(classifies=False)})
     assert set(metrics["test"]) == {"oracle"}
     assert "select" in caplog.text and "no val split" in caplog.text

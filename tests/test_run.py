@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.results import load_result
+from wsolbench.results.record import load_result
 
 TINY = SyntheticConfig(
     num_classes=3, image_size=48, train_per_class=2, val_per_class=3, test_per_class=4

@@ -12,10 +12,11 @@ import torch
 
 from wsolbench.blocks import synthcam
 from wsolbench.blocks.synthcam import SYNTHCAM, SynthCamError, ensure_synthcam, run_dir
-from wsolbench.cli import main
-from wsolbench.method import build_method, resolve_config
-from wsolbench.rebuild import load_run
+from wsolbench.cli.main import main
+from wsolbench.config import resolve_config
+from wsolbench.method import build_method
 from wsolbench.registry import get_method
+from wsolbench.runs.rebuild import load_run
 
 
 def _tiny_backbone() -> str:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from wsolbench.blocks import synthclip
-from wsolbench.blocks.clip_models import ClipWeightsError, load_clip
+from wsolbench.blocks.clip_models import load_clip
+from wsolbench.blocks.open_clip_configs import ClipWeightsError
 from wsolbench.blocks.synthclip import MODEL, SYNTHCLIP, SynthClipConfig, ensure_synthclip
 
 TINY = SynthClipConfig(pairs=24, steps=3, batch_size=8, warmup_steps=1)
@@ -113,7 +114,7 @@ def test_the_name_with_another_model_is_one_clear_error(tiny_default, count_trai
 
 
 def test_prepare_synthclip_builds_it_explicitly(tiny_default, tmp_path, capsys):
-    from wsolbench.cli import main
+    from wsolbench.cli.main import main
 
     assert main(["prepare", "synthclip", "--out", str(tmp_path)]) == 0
     path = tmp_path / "synthclip" / f"{SYNTHCLIP}-{TINY.digest()}.pt"
@@ -122,7 +123,7 @@ def test_prepare_synthclip_builds_it_explicitly(tiny_default, tmp_path, capsys):
 
 
 def test_prepare_synthclip_defaults_to_the_cache_runs_read(tiny_default, tmp_path, monkeypatch):
-    from wsolbench.cli import main
+    from wsolbench.cli.main import main
 
     monkeypatch.setenv("WSOLBENCH_CACHE", str(tmp_path))
     assert main(["prepare", "synthclip"]) == 0
@@ -130,7 +131,7 @@ def test_prepare_synthclip_defaults_to_the_cache_runs_read(tiny_default, tmp_pat
 
 
 def test_prepare_a_dataset_without_out_is_one_error_line(tmp_path, capsys):
-    from wsolbench.cli import main
+    from wsolbench.cli.main import main
 
     assert main(["prepare", "synthetic"]) == 2
     assert capsys.readouterr().err.strip() == (

@@ -23,10 +23,12 @@ from wsolbench.data.synthetic import (
     SPLITS,
     SyntheticConfig,
     class_names,
+    draw,
     ensure_synthetic,
     generate,
     head_style,
     render_sample,
+    style,
 )
 
 # Small enough that a generation takes a few tens of milliseconds.
@@ -114,7 +116,7 @@ def test_rendered_ground_truth_is_consistent_and_inside():
 def _ink_fraction(sample) -> float:
     colour = np.array(HEAD_COLOURS[head_style(sample.label)[0]][1], dtype=float)
     pixels = sample.image[sample.head_mask].astype(float)
-    ink = np.linalg.norm(pixels - synthetic._PATTERN_INK, axis=1)
+    ink = np.linalg.norm(pixels - style.PATTERN_INK, axis=1)
     paint = np.linalg.norm(pixels - colour, axis=1)
     return float((ink < paint).mean())
 
@@ -142,7 +144,7 @@ def test_heads_of_different_classes_differ():
 
 def test_head_patterns_are_distinct():
     yy, xx = np.mgrid[-20:21, -20:21].astype(float)
-    inks = {p: synthetic._head_pattern(p, xx, yy, 20.0) for p in HEAD_PATTERNS}
+    inks = {p: draw.head_pattern(p, xx, yy, 20.0) for p in HEAD_PATTERNS}
     assert not inks["solid"].any()
     for i, p in enumerate(HEAD_PATTERNS):
         for q in HEAD_PATTERNS[i + 1 :]:

@@ -1,4 +1,4 @@
-"""Image–caption pairs for synthclip (wsolbench/data/synthetic_captions.py): a pure function of
+"""Image–caption pairs for synthclip (wsolbench/data/synthetic/captions.py): a pure function of
 (seed, index), a vocabulary that contains the benchmark's, captions about attributes only, and no
 benchmark image among them."""
 
@@ -8,9 +8,10 @@ from collections import Counter
 
 import numpy as np
 
-from wsolbench.data import synthetic, synthetic_captions
-from wsolbench.data.synthetic import SyntheticConfig, class_names, head_style, render_sample
-from wsolbench.data.synthetic_captions import (
+from wsolbench.data import synthetic
+from wsolbench.data.synthetic import SyntheticConfig, class_names, draw, head_style, render_sample
+from wsolbench.data.synthetic import captions as synthetic_captions
+from wsolbench.data.synthetic.captions import (
     BACKGROUND_CAPTIONS,
     BACKGROUND_TEMPLATE,
     BACKGROUND_WORDS,
@@ -119,13 +120,13 @@ def test_heads_are_drawn_in_their_colour_and_pattern():
 def test_a_wider_head_radius_range_draws_larger_heads(monkeypatch):
     def mean_radius(radius):
         seen = []
-        original = synthetic._head_pattern
+        original = draw.head_pattern
 
         def recording(pattern, u, v, r):
             seen.append(r)
             return original(pattern, u, v, r)
 
-        monkeypatch.setattr(synthetic_captions.synthetic, "_head_pattern", recording)
+        monkeypatch.setattr(synthetic_captions, "head_pattern", recording)
         for index in range(80):
             render_pair(2, index, head_radius=radius)
         monkeypatch.undo()

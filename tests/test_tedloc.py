@@ -9,8 +9,9 @@ import torch.nn.functional as F
 import wsolbench.blocks.clip_text as clip_text
 from methods.tedloc.teachers import otsu_thresholds, select_pseudo_labels
 from methods.tedloc.text import _similarity_groups, orthogonalize_targets, qr_targets
-from wsolbench.blocks.clip_models import TINY_CLIP
-from wsolbench.method import build_method, pretrained_off_overrides, resolve_config
+from wsolbench.blocks.open_clip_configs import TINY_CLIP
+from wsolbench.config import pretrained_off_overrides, resolve_config
+from wsolbench.method import build_method
 from wsolbench.protocol import load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
 
@@ -350,7 +351,7 @@ def test_a_rebuild_drops_the_teacher_unless_the_diagnosis_keeps_it():
 
 
 def test_run_teacher_uses_a_finished_cam_run(tmp_path):
-    from wsolbench.engine import export_weights
+    from wsolbench.train.weights import export_weights
 
     cam_cls = get_method("cam")
     cam_config = resolve_config(
@@ -366,7 +367,7 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     record = {"method": "cam", "dataset": "synthetic", "protocol": protocol.id}
     record.update(protocol_hash=protocol.hash, seed=0, config=cam_config)
     record["protocol_spec"] = protocol.snapshot()
-    from wsolbench.workdir import write_record
+    from wsolbench.results.workdir import write_record
 
     write_record(tmp_path, record)
     assert "teacher" not in tiny(f"teacher=run:{tmp_path}").provenance  # built for training only

@@ -1,4 +1,5 @@
-"""Timing conditions (wsolbench.profile): what else ran while timing, the clean rule, the marks."""
+"""Timing conditions (wsolbench.cost.conditions): what else ran while timing, the clean rule,
+the marks."""
 
 import os
 import subprocess
@@ -10,17 +11,11 @@ import torch
 from torch import nn
 
 import wsolbench.cost.conditions as conditions_module
+from wsolbench.cost.conditions import TimingMonitor, latency_clean, timing_conditions
+from wsolbench.cost.formatting import LATENCY_MARK, format_cost
+from wsolbench.cost.profile import ProfileSettings, profile_method
+from wsolbench.cost.timing import summarize_times
 from wsolbench.method import Prediction, WSOLMethod
-from wsolbench.profile import (
-    LATENCY_MARK,
-    ProfileSettings,
-    TimingMonitor,
-    format_cost,
-    latency_clean,
-    profile_method,
-    summarize_times,
-    timing_conditions,
-)
 
 
 class Tiny(WSOLMethod):

@@ -1,15 +1,16 @@
-"""Figures (wsolbench/visualize.py): boxes land on their pixels, PNG sizes, the CLI end to end."""
+"""Figures (wsolbench/runs/visualize.py): boxes land on their pixels, PNG sizes, the CLI end to
+end."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from wsolbench import metrics
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 from wsolbench.data.metadata import read_split
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.results import load_result
-from wsolbench.visualize import (
+from wsolbench.results.record import load_result
+from wsolbench.runs.visualize import (
     CAPTION_HEIGHT,
     GT_COLOR,
     PAD,

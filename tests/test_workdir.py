@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from wsolbench import workdir
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
 from wsolbench.protocol import load_protocol
+from wsolbench.results import workdir
 
 TESTS = Path(__file__).resolve().parent
 TINY = SyntheticConfig(
@@ -426,7 +426,7 @@ def test_eval_takes_the_config_of_the_run_that_made_the_weights(tiny, finished, 
 
 
 def test_a_run_of_a_method_given_by_import_path_can_be_rebuilt(finished):
-    from wsolbench.rebuild import load_run
+    from wsolbench.runs.rebuild import load_run
 
     assert type(load_run(finished).method).__name__ == "ToyCAM"
 
@@ -462,7 +462,8 @@ def test_a_resumed_run_keeps_stdout_for_results(tiny, finished, tmp_path):
 def test_the_checkpoint_hook_s_paths_follow_a_copied_dir(tmp_path):
     from types import SimpleNamespace
 
-    from wsolbench.engine import ReplayHook, best_checkpoint
+    from wsolbench.train.checkpoints import best_checkpoint
+    from wsolbench.train.engine import ReplayHook
 
     checkpoint = {
         "message_hub": {

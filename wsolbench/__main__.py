@@ -2,6 +2,6 @@
 
 import sys
 
-from wsolbench.cli import main
+from wsolbench.cli.main import main
 
 sys.exit(main())

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from wsolbench.names import unknown_name_message
+from wsolbench.util.names import unknown_name_message
 
 # A method class (wsolbench.method.WSOLMethod); named by this alias, not imported: the method
 # module imports this one.
@@ -29,8 +29,8 @@ WSOLMethod = type
 TRAIN_DEFAULTS: dict = {
     "max_epochs": 10,
     "batch_size": 64,
-    # data-loader workers: "auto" follows the machine (wsolbench.engine.auto_workers: none on a
-    # small CPU-only machine, all cores but one on a GPU host), or an integer.
+    # data-loader workers: "auto" follows the machine (wsolbench.train.engine.auto_workers: none on
+    # a small CPU-only machine, all cores but one on a GPU host), or an integer.
     "num_workers": "auto",
     # mmengine optimizer config; "type" is a torch.optim class name.
     "optimizer": {

@@ -21,9 +21,9 @@ from wsolbench import metrics
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.method import WSOLMethod
-from wsolbench.per_image import RecordCollector
-from wsolbench.progress import progress as progress_bar
 from wsolbench.protocol import Protocol
+from wsolbench.results.per_image import RecordCollector
+from wsolbench.util.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def evaluate_method(
         shard: (rank, world size): this process evaluates images ``rank, rank + world, ...``; the
             ranks' counts merge (:func:`wsolbench.metrics.merge_counts`) into those of the whole
             split, each image counted exactly once.
-        records: also keep every image's outcome there (:mod:`wsolbench.per_image`).
+        records: also keep every image's outcome there (:mod:`wsolbench.results.per_image`).
     """
     truth = GroundTruth(meta, settings, mask_root)
     # A method that declares ``native_input`` sees every image at its own size (so one per batch);

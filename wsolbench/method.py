@@ -4,7 +4,7 @@
 A method learns (:meth:`WSOLMethod.loss`) and predicts (:meth:`WSOLMethod.predict`); the harness
 does everything else (resizing and normalizing maps, thresholds, boxes, counting), so no method can
 drift from the protocol. How a config is resolved and ``-o`` overrides typed is
-:mod:`wsolbench.config` (its names are importable from here too).
+:mod:`wsolbench.config`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-# Configuration lives in wsolbench.config; its names stay importable from here.
-from wsolbench.config import (  # noqa: F401
-    TRAIN_DEFAULTS,
-    TRAIN_TYPES,
+from wsolbench.config import (
     ConfigError,
-    apply_overrides,
-    parse_override,
-    pretrained_keys,
-    pretrained_off_overrides,
-    resolve_config,
-    without_pretrained,
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 import protocols as _protocols_package
-from wsolbench.names import unknown_name_message
+from wsolbench.util.names import unknown_name_message
 
 # The shipped specs are package data of the top-level ``protocols`` package (see pyproject.toml).
 PROTOCOL_DIR = Path(list(_protocols_package.__path__)[0]).resolve()

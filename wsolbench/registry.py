@@ -14,8 +14,8 @@ A method is found by name, importing only what it needs, in this order:
 5. otherwise ``KeyError`` naming the close matches ("did you mean 'tedloc'?").
 
 :func:`list_methods` only lists names (folders and entry points) and imports no plugin. Plugin
-modules run :func:`wsolbench._compat.ensure_torchvision` implicitly: it is called before any plugin
-import, so a plugin may import timm or open_clip at module level on a CPU-only torch.
+modules run :func:`wsolbench.util.compat.ensure_torchvision` implicitly: it is called before any
+plugin import, so a plugin may import timm or open_clip at module level on a CPU-only torch.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from typing import TYPE_CHECKING
 
 from mmengine.registry import Registry
 
-# The dataset registry lives with the dataset sources; re-exported here for one import place.
-from wsolbench.data.sources import DATASETS, get_dataset, list_datasets, register_dataset  # noqa: F401
-from wsolbench.names import NAME_PATTERN, check_name, unknown_name_message
+from wsolbench.util.names import NAME_PATTERN, check_name, unknown_name_message
 
 if TYPE_CHECKING:
     from wsolbench.method import WSOLMethod
@@ -87,7 +85,7 @@ def list_methods() -> list[str]:
 
 
 def _import_plugin(module_name: str, name: str):
-    from wsolbench._compat import ensure_torchvision
+    from wsolbench.util.compat import ensure_torchvision
 
     ensure_torchvision()
     try:
@@ -144,7 +142,7 @@ def get_method(name: str) -> type[WSOLMethod]:
         return cls
     entry_point = _entry_points().get(name)
     if entry_point is not None:
-        from wsolbench._compat import ensure_torchvision
+        from wsolbench.util.compat import ensure_torchvision
 
         ensure_torchvision()
         try:

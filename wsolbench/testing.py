@@ -38,14 +38,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from wsolbench.method import (
-    TRAIN_DEFAULTS,
-    Prediction,
-    WSOLMethod,
-    build_method,
-    pretrained_off_overrides,
-    resolve_config,
-)
+from wsolbench.config import TRAIN_DEFAULTS, pretrained_off_overrides, resolve_config
+from wsolbench.method import Prediction, WSOLMethod, build_method
 
 # Two predictions of the same image are "the same" within float32 noise of batched kernels.
 _RTOL, _ATOL = 1e-4, 1e-5
@@ -247,7 +241,7 @@ def _check_round_trip(
     images: Tensor,
     labels: Tensor,
 ) -> str:
-    from wsolbench.weights import export_weights, load_weights_file
+    from wsolbench.train.weights import export_weights, load_weights_file
 
     expected = _predict(method, images, labels).maps
     with tempfile.TemporaryDirectory(prefix="wsolbench-check-") as folder:

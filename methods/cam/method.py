@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsolbench.blocks.backbones import REFERENCE_RESNET50, build_backbone
+from wsolbench.blocks.backbone_resnet50 import REFERENCE_RESNET50
+from wsolbench.blocks.backbones import build_backbone
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 

@@ -49,6 +49,7 @@ from wsolbench.blocks import synthclip
 from wsolbench.blocks.clip_models import LoadedClip
 from wsolbench.blocks.clip_text import class_prompts
 from wsolbench.blocks.clip_vision import attention_forward, block_forward, embed, pooled_embedding
+from wsolbench.data.synthetic import captions as synthetic_captions
 from wsolbench.method import Prediction
 from wsolbench.registry import register_method
 
@@ -112,8 +113,8 @@ class ClipGradCAM(ClipBaseline):
             "synthetic": {
                 **ClipBaseline.config.presets["synthetic"],
                 "cam_templates": [synthclip.PROMPT_TEMPLATES[0]],
-                "background_words": list(synthclip.BACKGROUND_WORDS),
-                "background_template": synthclip.BACKGROUND_TEMPLATE,
+                "background_words": list(synthetic_captions.BACKGROUND_WORDS),
+                "background_template": synthetic_captions.BACKGROUND_TEMPLATE,
             },
         },
     )

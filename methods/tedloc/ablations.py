@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wsolbench.per_image import copy_result
+from wsolbench.results.per_image import copy_result
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path("work_dirs/ablations")

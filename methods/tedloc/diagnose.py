@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from wsolbench.data.dataset import WSOLImageDataset
+from wsolbench.data.sources import get_dataset
 from wsolbench.evaluate import EvalSettings, GroundTruth
-from wsolbench.rebuild import load_run
-from wsolbench.registry import get_dataset
+from wsolbench.runs.rebuild import load_run
 
 
 def _load_run(run_dir: Path):

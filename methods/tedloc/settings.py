@@ -7,6 +7,7 @@ the method (:mod:`methods.tedloc.method`) validates the values.
 from wsolbench.blocks import synthclip
 from wsolbench.blocks.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
 from wsolbench.blocks.synthcam import SYNTHCAM
+from wsolbench.data.synthetic import captions as synthetic_captions
 
 MIL_DETACH = ("never", "warmup", "always")
 SELF_TEACHERS = ("live", "frozen")
@@ -82,8 +83,8 @@ PRESETS = {
             "pretrained": True,
             "checkpoint": synthclip.SYNTHCLIP,
             "templates": list(synthclip.PROMPT_TEMPLATES),
-            "background_words": list(synthclip.BACKGROUND_WORDS),
-            "background_template": synthclip.BACKGROUND_TEMPLATE,
+            "background_words": list(synthetic_captions.BACKGROUND_WORDS),
+            "background_template": synthetic_captions.BACKGROUND_TEMPLATE,
         },
         # pseudo-labels from a finished CAM run (synthcam-v1, cached; README.md: why not `self`)
         "teacher": SYNTHCAM,

@@ -116,8 +116,8 @@ def _renormalize(images: Tensor, source: tuple, target: tuple) -> Tensor:
 class RunTeacher:
     """The maps of a finished run's method (``teacher: run:<work_dir>``), frozen, in eval mode.
 
-    Rebuilt by :func:`wsolbench.rebuild.load_run` (the run's record and exported ``weights.pt``,
-    pretrained loading off, weights checked).
+    Rebuilt by :func:`wsolbench.runs.rebuild.load_run` (the run's record and exported
+    ``weights.pt``, pretrained loading off, weights checked).
 
     Args:
         work_dir: a finished run's folder holding ``config.yaml`` and ``weights.pt``.
@@ -127,7 +127,8 @@ class RunTeacher:
 
     def __init__(self, work_dir: str | Path, num_classes: int, image_norm: tuple):
         from wsolbench.data.fingerprint import short
-        from wsolbench.rebuild import WEIGHTS_FILE, load_run, method_class, run_record
+        from wsolbench.results.workdir import WEIGHTS_FILE
+        from wsolbench.runs.rebuild import load_run, method_class, run_record
 
         folder = Path(work_dir).expanduser()
         try:
@@ -150,7 +151,8 @@ class RunTeacher:
         self.norm = (tuple(self.model.image_mean), tuple(self.model.image_std))
         self.image_norm = image_norm
         # which teacher this is, by content: the student's result names it, and a resume with
-        # another teacher behind the same path is refused (wsolbench.run checks "pretrained")
+        # another teacher behind the same path is refused (wsolbench.runs.execute checks
+        # "pretrained")
         weights = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
         data = short(record.get("data_fingerprint"))
         self.source = f"run:{folder.resolve()} (weights sha256 {weights[:12]}, data {data})"

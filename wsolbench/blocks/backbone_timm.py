@@ -12,9 +12,9 @@ import logging
 import torch
 from torch import nn
 
-from wsolbench._compat import ensure_torchvision
 from wsolbench.blocks.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from wsolbench.blocks.backbone_wsolcnn import LOCAL_BACKBONES
+from wsolbench.util.compat import ensure_torchvision
 
 logger = logging.getLogger(__name__)
 

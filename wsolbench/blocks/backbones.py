@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from wsolbench.blocks.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from wsolbench.blocks.backbone_base import Backbone
 from wsolbench.blocks.backbone_resnet50 import (
     REFERENCE_RESNET50,
     build_reference_resnet50,
@@ -29,20 +29,9 @@ from wsolbench.blocks.backbone_weights import (
     load_into,
     read_state_dict,
 )
-from wsolbench.blocks.backbone_wsolcnn import LOCAL_BACKBONES, WsolCNN
+from wsolbench.blocks.backbone_wsolcnn import LOCAL_BACKBONES
 
 logger = logging.getLogger(__name__)
-
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LOCAL_BACKBONES",
-    "REFERENCE_RESNET50",
-    "Backbone",
-    "PretrainedWeightsError",
-    "WsolCNN",
-    "build_backbone",
-]
 
 
 def build_backbone(

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsolbench.atomic import write_bytes_atomic
 from wsolbench.blocks.clip_models import LoadedClip, weights_key
 from wsolbench.data.synthetic import default_cache_dir
+from wsolbench.util.atomic import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from wsolbench._compat import ensure_torchvision
+from wsolbench.util.compat import ensure_torchvision
 
 TINY_CLIP = "wsolbench-tiny-clip"
 CONFIG_DIR = Path(__file__).with_name("clip_configs")

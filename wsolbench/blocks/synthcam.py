@@ -29,8 +29,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from wsolbench.atomic import rename_into_place
 from wsolbench.data.synthetic import default_cache_dir
+from wsolbench.util.atomic import rename_into_place
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class SynthCamConfig:
         """12 hex digits over the fields, ``cam``'s resolved config, the data and torch."""
         import torch
 
+        from wsolbench.config import resolve_config
         from wsolbench.data.synthetic import SyntheticConfig
-        from wsolbench.method import resolve_config
         from wsolbench.registry import get_method
 
         payload = {

@@ -5,7 +5,7 @@ No CLIP weights can be downloaded on the machines wsolbench runs on, so on the b
 would only ever see random towers. ``synthclip-v1`` is a small open_clip model (:data:`MODEL`,
 ``wsolbench/blocks/clip_configs/wsolbench-synthclip-v1.json``) trained contrastively — open_clip's
 own model and its :class:`open_clip.ClipLoss` — on image–caption pairs of the synthetic world
-(:mod:`wsolbench.data.synthetic_captions`): a separate random stream and a broader vocabulary than
+(:mod:`wsolbench.data.synthetic.captions`): a separate random stream and a broader vocabulary than
 the benchmark's, captions that name the attributes and never the location, and no image of any
 synthetic-v1 split.
 
@@ -40,13 +40,9 @@ from pathlib import Path
 
 import torch
 
-from wsolbench.atomic import write_bytes_atomic, write_json_atomic
 from wsolbench.blocks.open_clip_configs import ClipWeightsError, create_model, import_open_clip
 from wsolbench.data.synthetic import default_cache_dir
-
-# The background words and template in the captions' own wording (TeD-Loc's t_bg, CLIP-ES's
-# background rows), re-exported for the presets.
-from wsolbench.data.synthetic_captions import BACKGROUND_TEMPLATE, BACKGROUND_WORDS  # noqa: F401
+from wsolbench.util.atomic import write_bytes_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +93,7 @@ class SynthClipConfig:
 
     def digest(self) -> str:
         """12 hex digits over the fields, the model config, and the code and library versions."""
-        from wsolbench.data.synthetic_captions import CAPTION_GENERATOR_VERSION
+        from wsolbench.data.synthetic.captions import CAPTION_GENERATOR_VERSION
 
         payload = {
             "config": asdict(self),
@@ -210,8 +206,8 @@ def train_synthclip(config: SynthClipConfig, *, progress: bool = False) -> tuple
     Returns:
         The state dict (CPU tensors) and a JSON-ready record (config, digest, losses, timing).
     """
-    from wsolbench.data.synthetic_captions import render_pair
-    from wsolbench.progress import progress as progress_bar
+    from wsolbench.data.synthetic.captions import render_pair
+    from wsolbench.util.progress import progress as progress_bar
 
     open_clip = import_open_clip()
     started = time.monotonic()

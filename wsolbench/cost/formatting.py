@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from wsolbench.cost.conditions import latency_clean
 
-# The counter as records and tables name it. It says wsolbench.profile.MacCounter, the public name
-# (wsolbench.cost.macs holds it): committed records and tables carry this very text.
+# The counter as records and tables name it, by its home. Records made before the package was
+# grouped by role name it wsolbench.profile.MacCounter: the same counter.
 MACS_COUNTER = (
-    "wsolbench.profile.MacCounter: torch.utils.flop_counter formulas / 2 for matmul and conv (one "
-    "multiply-add = 1 MAC, as fvcore, mmengine, open_clip and timm count; torch's own counter "
+    "wsolbench.cost.macs.MacCounter: torch.utils.flop_counter formulas / 2 for matmul and conv "
+    "(one multiply-add = 1 MAC, as fvcore, mmengine, open_clip and timm count; torch's own counter "
     "reports 2 FLOPs per multiply-add), every attention kernel counted as its math form "
     "(fused SDPA, nn.MultiheadAttention's fast path); element-wise ops, norms and pooling not "
     "counted"
@@ -53,7 +53,7 @@ def uncounted_message(uncounted: dict[str, int]) -> str:
         f"{op} ({calls} call{'s' if calls != 1 else ''})" for op, calls in uncounted.items()
     )
     return (
-        f"MACs are a lower bound: no formula for {ops}; add one to wsolbench.profile.MAC_FORMULAS"
+        f"MACs are a lower bound: no formula for {ops}; add one to wsolbench.cost.macs.MAC_FORMULAS"
     )
 
 

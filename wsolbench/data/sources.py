@@ -14,8 +14,8 @@ from pathlib import Path
 from mmengine.registry import Registry
 
 from wsolbench.data.metadata import SplitMetadata, check_images, read_split
-from wsolbench.names import check_name, unknown_name_message
 from wsolbench.protocol import Protocol
+from wsolbench.util.names import check_name, unknown_name_message
 
 DATASETS = Registry("wsolbench dataset", scope="wsolbench")
 

@@ -33,8 +33,8 @@ One idea per module, each importing only those above it in this list:
 - :mod:`~wsolbench.leaderboard.rendering`: markdown, CSV, LaTeX and HTML text;
 - :mod:`~wsolbench.leaderboard.board`: results into boards, and ``compare``.
 
-Which results may share a table, and a row's identity, are :mod:`wsolbench.grouping`'s. No torch:
-reading results and cost records needs none.
+Which results may share a table, and a row's identity, are :mod:`wsolbench.results.grouping`'s. No
+torch: reading results and cost records needs none.
 """
 
 from wsolbench.leaderboard.board import build_leaderboard, build_leaderboards, compare
@@ -42,7 +42,6 @@ from wsolbench.leaderboard.cost_columns import COST_NOTE
 from wsolbench.leaderboard.published import default_published_path, load_published
 from wsolbench.leaderboard.rendering import FORMATS, latex_escape, render
 from wsolbench.leaderboard.rows import (
-    COLUMN_NAMES,
     MAPS_NOTE,
     MISSING,
     NO_WEIGHTS_MARK,
@@ -55,7 +54,6 @@ from wsolbench.leaderboard.rows import (
 )
 
 __all__ = [
-    "COLUMN_NAMES",
     "COST_NOTE",
     "FORMATS",
     "MAPS_NOTE",

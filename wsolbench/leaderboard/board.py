@@ -1,11 +1,12 @@
 """Building leaderboards: result files -> checked, grouped :class:`Leaderboard` s -> text.
 
 ``compare`` is what ``wsolbench compare`` runs. It reads only result files, refuses what may not
-share a table (:mod:`wsolbench.grouping`: one protocol version and one dataset per table, or with
-``by_data`` one table per data fingerprint), turns the runs into rows
+share a table (:mod:`wsolbench.results.grouping`: one protocol version and one dataset per table,
+or with ``by_data`` one table per data fingerprint), turns the runs into rows
 (:mod:`~wsolbench.leaderboard.runs`), adds the published rows of the board's dataset
 (:mod:`~wsolbench.leaderboard.published`) after them, writes the notes, optionally adds bootstrap
-intervals (:mod:`wsolbench.intervals`), and renders (:mod:`~wsolbench.leaderboard.rendering`).
+intervals (:mod:`wsolbench.results.intervals`), and renders
+(:mod:`~wsolbench.leaderboard.rendering`).
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsolbench.grouping import check_one_protocol, check_pinned_data, data_groups
-from wsolbench.intervals import SIGNIFICANCE, SIMILAR_MARK
 from wsolbench.leaderboard.cost_columns import cost_notes
 from wsolbench.leaderboard.published import published_rows, published_sort_key, source_notes
 from wsolbench.leaderboard.rendering import FORMATS, render
 from wsolbench.leaderboard.rows import (
-    COLUMN_NAMES,
     MISSING,
     NO_WEIGHTS_NOTE,
     PUBLISHED_NOTE,
     Leaderboard,
 )
 from wsolbench.leaderboard.runs import group_runs, recompute, run_sort_key
-from wsolbench.results import SPLITS, Result, find_results
+from wsolbench.results.grouping import check_one_protocol, check_pinned_data, data_groups
+from wsolbench.results.intervals import SIGNIFICANCE, SIMILAR_MARK
+from wsolbench.results.record import METRIC_NAMES, SPLITS, Result, find_results
 
 
 def compare(
@@ -53,7 +53,7 @@ def compare(
             ``data_fingerprint`` column) instead of an error.
         ci: with ``ci`` resamples (e.g. 1000), every cell gets a 95 % bootstrap interval over the
             test images and rows not significantly different from the top row are marked
-            (:mod:`wsolbench.intervals`); 0: no intervals.
+            (:mod:`wsolbench.results.intervals`); 0: no intervals.
         ci_seed: seeds the resampling.
 
     Returns:
@@ -125,7 +125,7 @@ def build_leaderboards(
 
 def _add_intervals(board: Leaderboard, results: dict[Path, Result], resamples: int, seed: int):
     """Intervals for every run row's cells, and each row's paired test against the top row."""
-    from wsolbench.intervals import load_run_records, row_intervals, similar_to_top
+    from wsolbench.results.intervals import load_run_records, row_intervals, similar_to_top
 
     rows = [r for r in board.rows if not r.published]
     runs = [
@@ -149,7 +149,7 @@ def _add_intervals(board: Leaderboard, results: dict[Path, Result], resamples: i
     if any(r.similar for r in rows):
         board.notes.append(
             f"{SIMILAR_MARK} not significantly different from the top row on "
-            f"{COLUMN_NAMES.get(ranking, ranking)} (paired bootstrap over the same images, "
+            f"{METRIC_NAMES.get(ranking, ranking)} (paired bootstrap over the same images, "
             f"two-sided p >= {SIGNIFICANCE})."
         )
 

@@ -39,7 +39,8 @@ def row_cost(costs: list[dict]) -> dict:
     and the device is listed in ``unclean`` (the cell is then marked). ``macs_lower_bound``: some
     seed's count missed ops without a formula.
     """
-    # Only cost blocks written by wsolbench.profile are shown; another layout is not guessed at.
+    # Only cost blocks written by wsolbench.cost.profile are shown; another layout is not guessed
+    # at.
     costs = [c for c in costs if _profile_layout(c)]
     if not costs:
         return {}
@@ -67,7 +68,8 @@ def row_cost(costs: list[dict]) -> dict:
 
 
 def _profile_layout(cost: dict) -> bool:
-    """Whether a cost block has the fields tables read, with the types wsolbench.profile writes."""
+    """Whether a cost block has the fields tables read, with the types
+    :mod:`wsolbench.cost.profile` writes."""
 
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -13,7 +13,7 @@ import yaml
 
 import wsolbench
 from wsolbench.leaderboard.rows import PUBLISHED_MARK, Row
-from wsolbench.results import METRIC_KEYS, ResultError
+from wsolbench.results.record import METRIC_KEYS, ResultError
 
 
 def default_published_path() -> Path:

@@ -19,7 +19,6 @@ from tabulate import tabulate
 from wsolbench.cost.formatting import LATENCY_MARK, MACS_LOWER_BOUND_MARK
 from wsolbench.leaderboard.cost_columns import cost_cells, cost_headers
 from wsolbench.leaderboard.rows import (
-    COLUMN_NAMES,
     MISSING,
     NO_WEIGHTS_MARK,
     NO_WEIGHTS_NOTE,
@@ -28,6 +27,7 @@ from wsolbench.leaderboard.rows import (
     Leaderboard,
     Row,
 )
+from wsolbench.results.record import METRIC_NAMES
 
 FORMATS = ("md", "csv", "latex", "html")
 
@@ -71,7 +71,7 @@ def _short_source(part: str) -> str:
 def _table(board: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
     keys = board.metric_keys
     costs = cost_headers(board)
-    headers = ["Method", "Pretrained", "Seeds"] + [COLUMN_NAMES[k] for k in keys] + costs
+    headers = ["Method", "Pretrained", "Seeds"] + [METRIC_NAMES[k] for k in keys] + costs
     body = [
         [
             r.display_name,

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.data.fingerprint import short
-from wsolbench.intervals import SIGNIFICANCE, SIMILAR_MARK
-from wsolbench.results import METRIC_KEYS, METRIC_NAMES
+from wsolbench.results.intervals import SIGNIFICANCE, SIMILAR_MARK
+from wsolbench.results.record import METRIC_KEYS
 
-COLUMN_NAMES = METRIC_NAMES  # metric key -> column header
 NO_WEIGHTS_MARK = "‡"
 PUBLISHED_MARK = "†"
 MISSING = "–"

@@ -2,9 +2,9 @@
 
 Metrics are recomputed from a result's stored per-threshold counts (never from its stored summary
 metrics, so a policy added later applies to old results). Runs that agree on
-:func:`wsolbench.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over their
-seeds; runs with and without pretrained weights are never averaged together. Two configs of one
-method are told apart by a label made of the config keys that differ between them.
+:func:`wsolbench.results.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over
+their seeds; runs with and without pretrained weights are never averaged together. Two configs of
+one method are told apart by a label made of the config keys that differ between them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from wsolbench.grouping import canonical, row_key, strip_seed
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
-from wsolbench.results import METRIC_KEYS, Result, ResultError
+from wsolbench.results.grouping import canonical, row_key, strip_seed
+from wsolbench.results.record import METRIC_KEYS, Result, ResultError
 
 logger = logging.getLogger(__name__)
 

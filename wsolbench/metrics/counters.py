@@ -134,7 +134,7 @@ class BoxCounter:
             topk: predicted class indices, best first (>= 5 of them, or all K when K < 5).
 
         Returns:
-            What this image added (:mod:`wsolbench.per_image` keeps it): ``multi`` and
+            What this image added (:mod:`wsolbench.results.per_image` keeps it): ``multi`` and
             ``largest``, bool [len(iou_thresholds), T], whether its best box reaches each IoU
             threshold at each tau under each rule; with class predictions ``top1`` and
             ``top5`` (bool).

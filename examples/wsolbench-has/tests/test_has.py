@@ -7,9 +7,10 @@ import json
 
 import pytest
 import torch
-from wsolbench.cli import main
+from wsolbench.cli.main import main
+from wsolbench.config import resolve_config
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.method import build_method, resolve_config
+from wsolbench.method import build_method
 from wsolbench.registry import get_method
 from wsolbench.testing import check_method
 

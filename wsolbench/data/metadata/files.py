@@ -96,7 +96,7 @@ def verify_images(
     ids = meta.image_ids
     decoded = set(spread(ids, decode_sample)) if decode else set()
     if progress:
-        from wsolbench.progress import progress as progress_bar
+        from wsolbench.util.progress import progress as progress_bar
 
         ids = progress_bar(ids, desc=f"checking images of {meta.split_dir.name}", unit="img")
     for image_id in ids:

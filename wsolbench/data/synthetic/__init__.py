@@ -4,12 +4,14 @@ Every image holds one object whose ground truth covers a large body, while almos
 evidence sits in a small head, so a classifier's CAM finds the head and misses the body. See
 ``shared/spec/synthetic.md``. One idea per module: :mod:`~wsolbench.data.synthetic.style` (what
 each class looks like), :mod:`~wsolbench.data.synthetic.config` (a dataset's parameters),
-:mod:`~wsolbench.data.synthetic.draw` (drawing primitives), :mod:`~wsolbench.data.synthetic.render`
-(one sample), :mod:`~wsolbench.data.synthetic.build` (a dataset root, cached) and
-:mod:`~wsolbench.data.synthetic.protocol_file` (its protocol file).
+:mod:`~wsolbench.data.synthetic.draw` (drawing primitives),
+:mod:`~wsolbench.data.synthetic.placement` (the object's layout),
+:mod:`~wsolbench.data.synthetic.render` (one sample),
+:mod:`~wsolbench.data.synthetic.build` (a dataset root, cached),
+:mod:`~wsolbench.data.synthetic.protocol_file` (its protocol file) and
+:mod:`~wsolbench.data.synthetic.captions` (the image–caption pairs synthclip learns from).
 """
 
-from wsolbench.data.synthetic import draw, style
 from wsolbench.data.synthetic.build import default_cache_dir, ensure_synthetic, generate
 from wsolbench.data.synthetic.config import GENERATOR_VERSION, SPLITS, SyntheticConfig
 from wsolbench.data.synthetic.protocol_file import PROTOCOL_FILE, write_protocol
@@ -27,16 +29,6 @@ from wsolbench.data.synthetic.style import (
     class_names,
     head_style,
 )
-
-# The drawing primitives and the pattern ink under the private names they had when this package
-# was one module, for wsolbench.data.synthetic_captions (new code imports them from ``draw``).
-_background = draw.background
-_boundary_distance = draw.boundary_distance
-_head_pattern = draw.head_pattern
-_inside_polygon = draw.inside_polygon
-_local_frame = draw.local_frame
-_value_noise = draw.value_noise
-_PATTERN_INK = style.PATTERN_INK
 
 __all__ = [
     "BODY_ASPECT",

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wsolbench.atomic import rename_into_place
 from wsolbench.data.synthetic.config import GENERATOR_VERSION, SPLITS, SyntheticConfig
 from wsolbench.data.synthetic.protocol_file import write_protocol
 from wsolbench.data.synthetic.render import render_sample
 from wsolbench.data.synthetic.style import class_names
+from wsolbench.util.atomic import rename_into_place
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Elementwise NumPy arithmetic only (no interpolation kernels or SIMD transcendental functions per
 pixel), so that a given random stream draws byte-identical images on every machine. Both the
 dataset (:mod:`wsolbench.data.synthetic.render`) and the image-caption pairs
-(:mod:`wsolbench.data.synthetic_captions`) draw with them.
+(:mod:`wsolbench.data.synthetic.captions`) draw with them.
 """
 
 from __future__ import annotations
@@ -87,9 +87,16 @@ def body_shape(rng: np.random.Generator, a: float, b: float) -> np.ndarray | Non
     """
     if rng.random() < 0.5:
         return None
-    n = int(rng.integers(5, 9))
+    return inscribed_polygon(rng, a, b, int(rng.integers(5, 9)), jitter=0.3)
+
+
+def inscribed_polygon(
+    rng: np.random.Generator, a: float, b: float, n: int, jitter: float
+) -> np.ndarray:
+    """[n, 2] counter-clockwise vertices on the ellipse (a, b), in angular order (so convex): a
+    random start, then n steps of 2π/n, each moved by up to ``jitter`` of a step."""
     start = rng.uniform(0, 2 * math.pi)
-    t = start + 2 * math.pi * (np.arange(n) + rng.uniform(-0.3, 0.3, size=n)) / n
+    t = start + 2 * math.pi * (np.arange(n) + rng.uniform(-jitter, jitter, size=n)) / n
     return np.stack([a * np.cos(t), b * np.sin(t)], axis=1)
 
 

@@ -37,19 +37,19 @@ level: the same config gives byte-identical files with the same library versions
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from wsolbench.data.synthetic.config import SPLIT_STREAM, SPLITS, SyntheticConfig
-from wsolbench.data.synthetic.draw import (
-    background,
-    body_shape,
-    boundary_distance,
-    head_pattern,
-    inside_polygon,
-    local_frame,
+from wsolbench.data.synthetic.draw import background, body_shape, head_pattern, local_frame
+from wsolbench.data.synthetic.placement import (
+    body_mask,
+    draw_head,
+    head_on_boundary,
+    place_object,
 )
 from wsolbench.data.synthetic.style import (
     BODY_ASPECT,
@@ -57,9 +57,7 @@ from wsolbench.data.synthetic.style import (
     HEAD_COLOURS,
     HEAD_PATTERNS,
     HEAD_RADIUS,
-    MIN_HEAD_RADIUS_PX,
     OBJECT_LENGTH,
-    PATTERN_INK,
     class_hue,
     head_style,
 )
@@ -118,32 +116,12 @@ def render_sample(config: SyntheticConfig, split: str, label: int, index: int) -
     b = a * rng.uniform(*BODY_ASPECT)
     rotation = rng.uniform(0, 2 * math.pi)
     poly = body_shape(rng, a, b)
-    head_r = max(MIN_HEAD_RADIUS_PX, rng.uniform(*HEAD_RADIUS) * length)
-    # Head near one end of the major axis (which end is random; rotation covers the rest).
-    head_angle = rng.uniform(-0.35, 0.35) + (math.pi if rng.random() < 0.5 else 0.0)
-    direction = np.array([math.cos(head_angle), math.sin(head_angle)])
-    head_uv = direction * boundary_distance(poly, a, b, direction)
-
-    # Extent of body ∪ head in image axes around the body centre, to place it fully inside.
-    c, s = math.cos(rotation), math.sin(rotation)
-    if poly is None:
-        half_w, half_h = math.hypot(a * c, b * s), math.hypot(a * s, b * c)
-        body_ext = (-half_w, half_w, -half_h, half_h)
-    else:
-        px = c * poly[:, 0] - s * poly[:, 1]
-        py = s * poly[:, 0] + c * poly[:, 1]
-        body_ext = (px.min(), px.max(), py.min(), py.max())
-    hx = c * head_uv[0] - s * head_uv[1]
-    hy = s * head_uv[0] + c * head_uv[1]
-    x_lo, x_hi = min(body_ext[0], hx - head_r), max(body_ext[1], hx + head_r)
-    y_lo, y_hi = min(body_ext[2], hy - head_r), max(body_ext[3], hy + head_r)
-    # One pixel of margin so the object never touches the border (a box there would be ambiguous).
-    cx = rng.uniform(1 - x_lo, max(1 - x_lo, size - 2 - x_hi))
-    cy = rng.uniform(1 - y_lo, max(1 - y_lo, size - 2 - y_hi))
+    head_r, head_uv = head_on_boundary(rng, poly, a, b, length, HEAD_RADIUS)
+    cx, cy, hx, hy = place_object(rng, size, (a, b, rotation, poly), head_uv, head_r)
 
     # Body: stripes in a grey-brown palette whose hue carries the weak class cue.
     u, v = local_frame(xx, yy, cx, cy, rotation)
-    body = (u / a) ** 2 + (v / b) ** 2 <= 1.0 if poly is None else inside_polygon(u, v, poly)
+    body = body_mask(u, v, a, b, poly)
     hue = (class_hue(label) + rng.normal(0.0, BODY_HUE_SPREAD)) % 360.0
     sat, val = rng.uniform(0.2, 0.45), rng.uniform(0.45, 0.75)
     light = np.array(colorsys.hsv_to_rgb(hue / 360.0, sat, min(1.0, val * 1.25))) * 255.0
@@ -155,23 +133,10 @@ def render_sample(config: SyntheticConfig, split: str, label: int, index: int) -
     image[body] = dark + (light - dark) * tri[body][:, None]
 
     # Head: a disc centred on the body boundary; colour x pattern is the class.
-    head_cx, head_cy = cx + hx, cy + hy
-    head = (xx - head_cx) ** 2 + (yy - head_cy) ** 2 <= head_r**2
     colour_idx, pattern_idx = head_style(label)
     colour = np.array(HEAD_COLOURS[colour_idx][1], dtype=np.float64)
-    pattern = HEAD_PATTERNS[pattern_idx]
-    # 4x4 supersampling of the pattern: at a 4-px radius, point sampling turns dots into noise.
-    sub = (np.arange(4) + 0.5) / 4 - 0.5
-    su, sv = np.meshgrid(sub, sub)
-    hu, hv = local_frame(
-        xx[head][:, None] + su.ravel(),
-        yy[head][:, None] + sv.ravel(),
-        head_cx + rng.uniform(-0.5, 0.5),
-        head_cy + rng.uniform(-0.5, 0.5),
-        rng.uniform(0, math.pi),
-    )
-    ink = head_pattern(pattern, hu, hv, head_r).mean(axis=1)
-    image[head] = colour + (PATTERN_INK - colour) * ink[:, None]
+    ink = functools.partial(head_pattern, HEAD_PATTERNS[pattern_idx])
+    head = draw_head(rng, image, (xx, yy), (cx + hx, cy + hy), head_r, colour, ink)
 
     mask = body | head
     ys, xs = np.nonzero(mask)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from wsolbench.atomic import write_text_atomic
-from wsolbench.results import RESULT_FILENAME as RESULT_FILE
+from wsolbench.results.record import RESULT_FILENAME as RESULT_FILE
+from wsolbench.util.atomic import write_text_atomic
 
 RECORD_FILE = "config.yaml"
 RECORD_MARK = "wsolbench_record"  # first key of every record: which layout it has

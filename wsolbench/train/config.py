@@ -3,7 +3,7 @@
 :func:`check_train_config` refuses a section that would fail later (an unknown optimizer, a
 schedule a resume could not read, a count out of range) with the key, the value and the fix;
 :func:`resolve_workers` and :func:`param_scheduler` turn ``num_workers`` and ``scheduler`` into
-what :func:`wsolbench.engine.build_runner` hands to mmengine.
+what :func:`wsolbench.train.engine.build_runner` hands to mmengine.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import mmengine.optim  # noqa: F401 (fills the registries below: torch's optimiz
 import torch
 from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
 
-from wsolbench.checkpoints import CHECKPOINT_GLOBALS
-from wsolbench.method import ConfigError
+from wsolbench.config import ConfigError
+from wsolbench.train.checkpoints import CHECKPOINT_GLOBALS
 
 MAX_COUNT = 1_000_000  # epochs, batch size, intervals: beyond this is a typo (and overflows)
 

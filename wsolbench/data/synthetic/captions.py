@@ -29,19 +29,32 @@ function of (``seed``, ``index``, ``image_size``, :data:`CAPTION_GENERATOR_VERSI
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from wsolbench.data import synthetic
-from wsolbench.data.synthetic import (
+from wsolbench.data.synthetic import style
+from wsolbench.data.synthetic.draw import (
+    background,
+    head_pattern,
+    inscribed_polygon,
+    local_frame,
+    value_noise,
+)
+from wsolbench.data.synthetic.placement import (
+    body_mask,
+    draw_head,
+    head_on_boundary,
+    place_object,
+)
+from wsolbench.data.synthetic.style import (
     BODY_ASPECT,
     BODY_HUE_RANGE,
     BODY_HUE_SPREAD,
     HEAD_RADIUS,
-    MIN_HEAD_RADIUS_PX,
     OBJECT_LENGTH,
 )
 
@@ -58,8 +71,8 @@ EXTRA_HEAD_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("cyan", (30, 205, 215)),
     ("white", (240, 240, 240)),
 )
-HEAD_COLOURS = synthetic.HEAD_COLOURS + EXTRA_HEAD_COLOURS
-HEAD_PATTERNS: tuple[str, ...] = synthetic.HEAD_PATTERNS + ("crossed", "barred")
+HEAD_COLOURS = style.HEAD_COLOURS + EXTRA_HEAD_COLOURS
+HEAD_PATTERNS: tuple[str, ...] = style.HEAD_PATTERNS + ("crossed", "barred")
 BODY_SHAPES: tuple[str, ...] = ("oval", "angular", "round", "triangular")
 BODY_TEXTURES: tuple[str, ...] = ("striped", "plain", "speckled", "mottled")
 #: Body colours: name → (hue range in degrees, saturation range, value range); ``brown`` is the
@@ -117,13 +130,6 @@ class CaptionedSample:
     attributes: dict
 
 
-def _polygon(rng: np.random.Generator, a: float, b: float, n: int) -> np.ndarray:
-    """[n, 2] counter-clockwise vertices on the ellipse (a, b), in angular order: convex."""
-    start = rng.uniform(0, 2 * math.pi)
-    t = start + 2 * math.pi * (np.arange(n) + rng.uniform(-0.2, 0.2, size=n)) / n
-    return np.stack([a * np.cos(t), b * np.sin(t)], axis=1)
-
-
 def _body_colours(rng: np.random.Generator, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(light, dark) RGB in 0..255 of a body colour; ``brown`` draws as the benchmark's body."""
     hue_range, sat_range, val_range = BODY_COLOURS[name]
@@ -169,7 +175,7 @@ def _texture(
         du, dv = pu - np.floor(pu) - 0.5, pv - np.floor(pv) - 0.5
         return np.where(du * du + dv * dv <= 0.22**2, 0.0, 0.85)
     # mottled: smooth value noise over the image, taken on the body
-    noise = synthetic._value_noise(rng, size, 6, 1)[..., 0][body]
+    noise = value_noise(rng, size, 6, 1)[..., 0][body]
     return np.clip(0.55 + 0.45 * noise, 0.0, 1.0)
 
 
@@ -180,7 +186,7 @@ def _head_ink(pattern: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarra
         return (np.abs(u) <= half) | (np.abs(v) <= half)
     if pattern == "barred":
         return np.abs(np.abs(v) - 0.42 * r) <= 0.15 * r
-    return synthetic._head_pattern(pattern, u, v, r)
+    return head_pattern(pattern, u, v, r)
 
 
 def draw_attributes(rng: np.random.Generator, background_fraction: float) -> dict:
@@ -225,7 +231,7 @@ def render_pair(
     template_draw = rng.random()
     size = image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    image = synthetic._background(rng, size, (xx, yy))
+    image = background(rng, size, (xx, yy))
     if not attributes:
         caption = BACKGROUND_CAPTIONS[int(template_draw * len(BACKGROUND_CAPTIONS))]
         return CaptionedSample(_to_uint8(image), caption, {})
@@ -238,53 +244,21 @@ def render_pair(
     rotation = rng.uniform(0, 2 * math.pi)
     poly = None
     if shape == "angular":
-        poly = _polygon(rng, a, b, int(rng.integers(5, 9)))
+        poly = inscribed_polygon(rng, a, b, int(rng.integers(5, 9)), jitter=0.2)
     elif shape == "triangular":
-        poly = _polygon(rng, a, b, 3)
-    head_r = max(MIN_HEAD_RADIUS_PX, rng.uniform(*head_radius) * length)
-    head_angle = rng.uniform(-0.35, 0.35) + (math.pi if rng.random() < 0.5 else 0.0)
-    direction = np.array([math.cos(head_angle), math.sin(head_angle)])
-    head_uv = direction * synthetic._boundary_distance(poly, a, b, direction)
+        poly = inscribed_polygon(rng, a, b, 3, jitter=0.2)
+    head_r, head_uv = head_on_boundary(rng, poly, a, b, length, head_radius)
+    cx, cy, hx, hy = place_object(rng, size, (a, b, rotation, poly), head_uv, head_r)
 
-    # Place body ∪ head fully inside the image (one pixel of margin), as the benchmark does.
-    c, s = math.cos(rotation), math.sin(rotation)
-    if poly is None:
-        half_w, half_h = math.hypot(a * c, b * s), math.hypot(a * s, b * c)
-        ext = (-half_w, half_w, -half_h, half_h)
-    else:
-        px = c * poly[:, 0] - s * poly[:, 1]
-        py = s * poly[:, 0] + c * poly[:, 1]
-        ext = (px.min(), px.max(), py.min(), py.max())
-    hx = c * head_uv[0] - s * head_uv[1]
-    hy = s * head_uv[0] + c * head_uv[1]
-    x_lo, x_hi = min(ext[0], hx - head_r), max(ext[1], hx + head_r)
-    y_lo, y_hi = min(ext[2], hy - head_r), max(ext[3], hy + head_r)
-    cx = rng.uniform(1 - x_lo, max(1 - x_lo, size - 2 - x_hi))
-    cy = rng.uniform(1 - y_lo, max(1 - y_lo, size - 2 - y_hi))
-
-    u, v = synthetic._local_frame(xx, yy, cx, cy, rotation)
-    if poly is None:
-        body = (u / a) ** 2 + (v / b) ** 2 <= 1.0
-    else:
-        body = synthetic._inside_polygon(u, v, poly)
+    u, v = local_frame(xx, yy, cx, cy, rotation)
+    body = body_mask(u, v, a, b, poly)
     light, dark = _body_colours(rng, attributes["body"])
     mix = _texture(rng, attributes["texture"], u, v, body)
     image[body] = dark + (light - dark) * mix[:, None]
 
-    head_cx, head_cy = cx + hx, cy + hy
-    head = (xx - head_cx) ** 2 + (yy - head_cy) ** 2 <= head_r**2
     colour = np.array(dict(HEAD_COLOURS)[attributes["colour"]], dtype=np.float64)
-    sub = (np.arange(4) + 0.5) / 4 - 0.5  # 4x4 supersampling, as the benchmark's heads
-    su, sv = np.meshgrid(sub, sub)
-    hu, hv = synthetic._local_frame(
-        xx[head][:, None] + su.ravel(),
-        yy[head][:, None] + sv.ravel(),
-        head_cx + rng.uniform(-0.5, 0.5),
-        head_cy + rng.uniform(-0.5, 0.5),
-        rng.uniform(0, math.pi),
-    )
-    ink = _head_ink(attributes["pattern"], hu, hv, head_r).mean(axis=1)
-    image[head] = colour + (synthetic._PATTERN_INK - colour) * ink[:, None]
+    ink = functools.partial(_head_ink, attributes["pattern"])
+    draw_head(rng, image, (xx, yy), (cx + hx, cy + hy), head_r, colour, ink)
     template = CAPTION_TEMPLATES[int(template_draw * len(CAPTION_TEMPLATES))]
     return CaptionedSample(_to_uint8(image), _articles(template.format(**attributes)), attributes)
 

@@ -1,6 +1,6 @@
 """How much of a metric is the choice of test images: bootstrap intervals and paired tests.
 
-Every metric of the protocol is a function of per-image terms (:mod:`wsolbench.per_image`):
+Every metric of the protocol is a function of per-image terms (:mod:`wsolbench.results.per_image`):
 BoxAcc at (τ, δ) is the share of images whose best box reaches δ at τ, Top-k Cls a share of
 hits, PxAP a function of summed histograms. Resampling the test images with replacement and
 recomputing the metric on each resample gives its sampling distribution over images, exactly
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsolbench.per_image import SplitRecords
+from wsolbench.results.per_image import SplitRecords
 
 CHUNK = 100  # resamples drawn and evaluated at a time (bounds memory: CHUNK x N weights)
 
@@ -110,7 +110,7 @@ def _bits(records: SplitRecords, key: str) -> np.ndarray:
 
 
 def metric_terms(records: SplitRecords, key: str, tau: dict[str, float] | None) -> MetricTerms:
-    """The per-image terms of ``key`` (a key of :data:`wsolbench.results.METRIC_KEYS`).
+    """The per-image terms of ``key`` (a key of :data:`wsolbench.results.record.METRIC_KEYS`).
 
     Args:
         tau: the chosen τ per metric key (``summarize``'s ``chosen``) for ``select`` / ``fixed``

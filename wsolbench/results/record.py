@@ -14,7 +14,7 @@ Layout (schema 2)::
      "seed": 0, "config": {...}, "pretrained": "<weights>" | "none",
      "metrics": {"val" | "test": {"oracle" | "select": {"maxboxacc_v2": 63.7, ...}}},
      "counts": {"val" | "test": <counts record of wsolbench.metrics>},
-     "per_image": {"file": "per_image.npz", "sha256": "<hex>"},   # wsolbench.per_image
+     "per_image": {"file": "per_image.npz", "sha256": "<hex>"},   # wsolbench.results.per_image
      "cost": {...}, "env": {...}, "created": "2026-01-01T00:00:00Z"}
 
 Metric values are percentages; a metric that does not apply to a run is absent, never 0.
@@ -37,7 +37,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from wsolbench.atomic import write_text_atomic
+from wsolbench.util.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +118,15 @@ class Result:
         metrics: ``metrics[split][policy][key]`` in percent, split in {val, test}, policy in
             {oracle, select}; absent keys do not apply.
         counts: ``counts[split]`` = the counts record of :mod:`wsolbench.metrics` for that split.
-        cost: parameters, MACs, latency (see :mod:`wsolbench.profile`).
+        cost: parameters, MACs, latency (see :mod:`wsolbench.cost.profile`).
         env: the software / hardware environment (see :func:`environment`).
         created: ISO-8601 UTC timestamp of the evaluation.
         provenance: where each pretrained part of the method came from (``{"backbone":
             "file:...", "text": "cache:ViT-B-16/openai", "teacher": "run:..."}``), as the method
             declared it; empty for a method that declares no part. ``pretrained`` sums it up.
         per_image: ``{"file": "per_image.npz", "sha256": ...}``, the run's per-image records
-            beside this file (:mod:`wsolbench.per_image`); None for results made without them.
+            beside this file (:mod:`wsolbench.results.per_image`); None for results made without
+            them.
         schema: layout version of this record.
     """
 
@@ -281,9 +282,9 @@ def save_result(path: str | Path, result: Result) -> None:
     """Write ``result`` as JSON, atomically.
 
     The text goes to a temporary file in the same folder, is flushed and fsync'ed, then replaces
-    ``path`` with ``os.replace`` (:func:`wsolbench.atomic.write_text_atomic`): a reader sees the old
-    file or the new one, never half of one, and a crash mid-write leaves the old file intact and no
-    temporary file behind.
+    ``path`` with ``os.replace`` (:func:`wsolbench.util.atomic.write_text_atomic`): a reader sees
+    the old file or the new one, never half of one, and a crash mid-write leaves the old file
+    intact and no temporary file behind.
 
     Raises:
         ResultError: the record holds a value JSON cannot represent (NaN, an arbitrary object).

@@ -5,7 +5,7 @@ GenPromp (Zhao et al., "Generative Prompt Model for Weakly Supervised Object Loc
 weights are not needed to count its cost, so this module builds the networks its inference runs from
 their published architecture configs with random weights, on the ``meta`` device (shapes only:
 nothing is computed or allocated), and counts them with the same counter as every method
-(:class:`wsolbench.profile.MacCounter`).
+(:class:`wsolbench.cost.macs.MacCounter`).
 
 What one test image costs, read from GenPromp's ``main.py`` (``test``), ``configs/cub.yml`` and
 ``datasets/base.py``:
@@ -40,7 +40,7 @@ two-round cost.
 Needs the optional extra ``pip install -e '.[genpromp-cost]'`` (``diffusers``, pinned in
 ``constraints.txt``); ``open_clip`` and ``timm`` are core dependencies. Run::
 
-    python -m wsolbench.cost_genpromp --json reports/cost/cub/genpromp.json
+    python -m wsolbench.cost.genpromp --json reports/cost/cub/genpromp.json
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wsolbench.profile import MACS_COUNTER, MacCounter, uncounted_message
+from wsolbench.cost.formatting import MACS_COUNTER, uncounted_message
+from wsolbench.cost.macs import MacCounter
 
 SOURCE = (
     "callsys/GenPromp: main.py test() (VAE encode, 2 UNet calls per round at t = 0 and 99, 7 "
@@ -109,7 +110,7 @@ class MissingExtraError(ImportError):
 
 
 def _diffusers():
-    from wsolbench._compat import ensure_torchvision
+    from wsolbench.util.compat import ensure_torchvision
 
     ensure_torchvision()  # diffusers imports torchvision
     try:
@@ -142,7 +143,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, vocab: int):
         super().__init__()
-        from wsolbench._compat import ensure_torchvision
+        from wsolbench.util.compat import ensure_torchvision
 
         ensure_torchvision()  # open_clip imports torchvision
         from open_clip.model import QuickGELU
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_record(record))
     if args.json:
-        from wsolbench.atomic import write_json_atomic
+        from wsolbench.util.atomic import write_json_atomic
 
         write_json_atomic(args.json, record)
         print(f"written {args.json}")

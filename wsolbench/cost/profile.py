@@ -4,22 +4,21 @@ This is what ``wsolbench profile`` and ``wsolbench run --profile`` compute; the 
 ``cost`` block of a result. Cost does not depend on the weights' values, so a method is profiled as
 built from its config with pretrained loading switched off (random initialisation, no file read),
 at the protocol's evaluation size and number of classes. This module drives the measurement; each
-figure is defined where it is measured (:mod:`wsolbench.cost`), and every name of those modules is
-importable from here:
+figure is defined where it is measured (the modules of :mod:`wsolbench.cost`):
 
 - **Parameters** (:mod:`wsolbench.cost.params`): ``total`` (every parameter of the module),
   ``trainable`` (``requires_grad``) and ``inference`` (the parameters in
   :meth:`~wsolbench.method.WSOLMethod.inference_state_dict`, what exported weights hold).
 - **MACs** of one inference (:mod:`wsolbench.cost.macs`): batch 1, ``method.predict`` on one image
-  at the protocol size, counted by :class:`MacCounter` over every aten op that runs, forward and
-  backward; one multiply-add is one MAC; an op it has no formula for makes the count a lower bound
-  (a warning, an error with ``strict_macs``).
+  at the protocol size, counted by :class:`~wsolbench.cost.macs.MacCounter` over every aten op that
+  runs, forward and backward; one multiply-add is one MAC; an op it has no formula for makes the
+  count a lower bound (a warning, an error with ``strict_macs``).
 - **Latency** at batch 1, **throughput** at batch ``batch_size`` (default 64) and **peak memory**
   (:mod:`wsolbench.cost.timing`): median over ``runs`` (≥ 50 for a reported figure) timed calls
   of :func:`wsolbench.evaluate.predict_batch` after ``warmup`` (≥ 10) untimed ones.
 - **Timing conditions** (:mod:`wsolbench.cost.conditions`): what else ran while timing; a timing
-  is clean by :data:`CLEAN_RULE`, and tables print one that is not with :data:`LATENCY_MARK`
-  (:mod:`wsolbench.cost.formatting`).
+  is clean by :data:`~wsolbench.cost.conditions.CLEAN_RULE`, and tables print one that is not
+  with :data:`~wsolbench.cost.formatting.LATENCY_MARK`.
 - The device (``torch.cuda.get_device_name`` on CUDA, the CPU model on CPU), torch's thread count,
   the parameter dtype, AMP (``torch.autocast`` with ``amp="float16"`` or ``"bfloat16"``) and the
   torch version.
@@ -37,42 +36,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from wsolbench.cost.conditions import (  # noqa: F401  (re-exported: the public names live here)
-    CLEAN_RULE,
-    CLEAN_SLACK,
-    MAX_WAIT_SHARE,
-    MIN_WINDOW_S,
-    TimingMonitor,
-    latency_clean,
-    timing_conditions,
-)
-from wsolbench.cost.formatting import (  # noqa: F401
-    LATENCY_MARK,
-    LATENCY_NOTE,
-    MACS_COUNTER,
-    MACS_COUNTER_SHORT,
-    MACS_LOWER_BOUND_MARK,
-    MACS_LOWER_BOUND_NOTE,
-    describe_conditions,
-    format_cost,
-    latency_device,
-    macs_complete,
-    uncounted_message,
-)
-from wsolbench.cost.macs import (  # noqa: F401
-    MAC_FORMULAS,
-    MacCounter,
-    UncountedOpsError,
-    count_macs,
-)
+from wsolbench.cost.formatting import MACS_COUNTER, uncounted_message
+from wsolbench.cost.macs import UncountedOpsError, count_macs
 from wsolbench.cost.params import count_parameters, weights_megabytes
-from wsolbench.cost.timing import (  # noqa: F401
-    device_name,
-    dummy_batch,
-    summarize_times,
-    time_calls,
-    time_inference,
-)
+from wsolbench.cost.timing import device_name, dummy_batch, time_inference
 from wsolbench.method import WSOLMethod
 
 logger = logging.getLogger(__name__)
@@ -227,64 +194,4 @@ def profile_method(
         "dtype": str(next(iter(method.parameters()), torch.empty(0)).dtype).removeprefix("torch."),
         "amp": settings.amp,
         "torch": torch.__version__,
-    }
-
-
-def build_for_profile(
-    method_name: str,
-    dataset: str,
-    protocol: str | None = None,
-    overrides: list[str] | None = None,
-):
-    """Build a registered method for profiling: its ``dataset`` config, pretrained loading off.
-
-    Returns:
-        (method, protocol, config): the method (random initialisation, seed 0), the resolved
-        protocol and the resolved config.
-    """
-    from wsolbench.method import resolve_config, without_pretrained
-    from wsolbench.protocol import protocol_for_dataset as resolve_protocol
-    from wsolbench.rebuild import build_with_weights
-    from wsolbench.registry import get_method
-
-    method_cls = get_method(method_name)
-    resolved = resolve_protocol(dataset, protocol)
-    config = without_pretrained(method_cls, resolve_config(method_cls, dataset, overrides))
-    return build_with_weights(method_cls, config, resolved, 0, None), resolved, config
-
-
-def profile(
-    method_name: str,
-    dataset: str = "cub",
-    *,
-    protocol: str | None = None,
-    overrides: list[str] | None = None,
-    device: str = "auto",
-    settings: ProfileSettings | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
-    """``wsolbench profile``: build ``method_name`` for ``dataset`` (no training, no pretrained
-    weights) and measure its cost at the protocol's evaluation size.
-
-    Returns:
-        The cost block (:func:`profile_method`) plus ``method``, ``dataset``, ``protocol`` and the
-        resolved ``config``.
-    """
-    from wsolbench.device import resolve_device
-
-    method, resolved, config = build_for_profile(method_name, dataset, protocol, overrides)
-    cost = profile_method(
-        method,
-        resolved.eval_size,
-        resolved.num_classes,
-        device=resolve_device(device),
-        settings=settings,
-        progress=progress,
-    )
-    return {
-        "method": method_name,
-        "dataset": dataset,
-        "protocol": resolved.id,
-        "config": config,
-        **cost,
     }

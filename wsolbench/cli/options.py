@@ -40,7 +40,7 @@ def add_profile_options(parser, *, flag: bool = False) -> None:
 
 
 def profile_settings(args, batch_size: int = 64, timing: bool = True):
-    from wsolbench.profile import ProfileSettings
+    from wsolbench.cost.profile import ProfileSettings
 
     return ProfileSettings(
         warmup=args.profile_warmup,

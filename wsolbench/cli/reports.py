@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsolbench.cli_options import add_overrides_argument, add_profile_options, profile_settings
+from wsolbench.cli.options import add_overrides_argument, add_profile_options, profile_settings
 
 
 def _add_profile(commands) -> None:
@@ -20,7 +20,7 @@ def _add_profile(commands) -> None:
         "and measure parameters, MACs of one inference at the protocol size (every attention "
         "kernel counted), latency at batch 1 (median, p90, IQR), throughput, peak memory, and "
         "how busy the machine was meanwhile (a latency measured while other processes took the "
-        "cores it needed is marked). See wsolbench/profile.py for each definition.",
+        "cores it needed is marked). See wsolbench/cost/profile.py for each definition.",
     )
     parser.add_argument("--method", required=True)
     parser.add_argument(
@@ -47,8 +47,9 @@ def _add_profile(commands) -> None:
 
 
 def cmd_profile(args) -> int:
-    from wsolbench.atomic import write_json_atomic
-    from wsolbench.profile import format_cost, profile
+    from wsolbench.cost.formatting import format_cost
+    from wsolbench.runs.profile import profile
+    from wsolbench.util.atomic import write_json_atomic
 
     cost = profile(
         args.method,
@@ -91,7 +92,7 @@ def _add_visualize(commands) -> None:
 
 
 def cmd_visualize(args) -> int:
-    from wsolbench.visualize import visualize
+    from wsolbench.runs.visualize import visualize
 
     if args.n < 1:
         raise ValueError(f"--n {args.n}: draw at least one image")

@@ -14,7 +14,7 @@ the first training step, and before anything is written that a corrected command
 6. the run record (``config.yaml``) is written, then training (trainable methods), evaluation of
    the selection and test splits, and ``result.json``, written atomically.
 
-See :mod:`wsolbench.workdir` for the work dir's states and :mod:`wsolbench.rebuild` for
+See :mod:`wsolbench.results.workdir` for the work dir's states and :mod:`wsolbench.runs.rebuild` for
 rebuilding a finished run's method.
 """
 
@@ -27,17 +27,15 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wsolbench import workdir
-from wsolbench.device import resolve_device  # noqa: F401 (also importable from here)
-from wsolbench.protocol import protocol_for_dataset as resolve_protocol  # noqa: F401
-from wsolbench.results import (
+from wsolbench.results import workdir
+from wsolbench.results.record import (
     RESULT_FILENAME,
     Result,
     environment,
     metrics_from_counts,
     save_result,
 )
-from wsolbench.run_context import (  # noqa: F401 (RunSpec, RunError: importable from here)
+from wsolbench.runs.context import (
     RunContext,
     RunError,
     RunSpec,
@@ -72,7 +70,7 @@ def _gather_records(records, world: int):
         return records
     from mmengine.dist import all_gather_object
 
-    from wsolbench.per_image import SplitRecords
+    from wsolbench.results.per_image import SplitRecords
 
     return SplitRecords.merge(all_gather_object(records))
 
@@ -80,10 +78,10 @@ def _gather_records(records, world: int):
 def execute(spec: RunSpec) -> Result:
     """Run a method under a protocol and write ``<work_dir>/result.json``; returns the result.
 
-    Trainable methods are trained first (:mod:`wsolbench.engine`); the checkpoint the protocol keeps
-    (last, or best on the selection split) is loaded and exported as ``weights.pt``. Under
-    ``torchrun`` every rank evaluates a disjoint shard of each split; rank 0 merges the counts and
-    alone writes files.
+    Trainable methods are trained first (:mod:`wsolbench.train.engine`); the checkpoint the
+    protocol keeps (last, or best on the selection split) is loaded and exported as ``weights.pt``.
+    Under ``torchrun`` every rank evaluates a disjoint shard of each split; rank 0 merges the
+    counts and alone writes files.
     """
     with locked_run(spec, f"seed{spec.seed}") as context:
         finished = open_work_dir(context)
@@ -105,7 +103,7 @@ def execute(spec: RunSpec) -> Result:
         if context.method_cls.trainable:
             _train(context, method)
             if context.rank == 0:
-                from wsolbench.weights import export_weights
+                from wsolbench.train.weights import export_weights
 
                 export_weights(method, context.work_dir / workdir.WEIGHTS_FILE)
         return _evaluate_and_save(context, method, method.pretrained)
@@ -128,7 +126,7 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         finished = open_work_dir(context)
         if finished is not None:
             return _add_missing_cost(context, finished)
-        from wsolbench.rebuild import build_with_weights
+        from wsolbench.runs.rebuild import build_with_weights
 
         method = build_with_weights(
             context.method_cls, context.config, context.protocol, spec.seed, weights
@@ -141,9 +139,9 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
 
 def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
     """Evaluate every split of the protocol (sharded across ranks) and write ``result.json``."""
+    from wsolbench.cost.profile import profile_method
     from wsolbench.evaluate import EvalSettings, evaluate_method
-    from wsolbench.per_image import PER_IMAGE_FILE, RecordCollector, save_records
-    from wsolbench.profile import profile_method
+    from wsolbench.results.per_image import PER_IMAGE_FILE, RecordCollector, save_records
 
     spec, protocol = context.spec, context.protocol
     settings = EvalSettings.from_protocol(protocol)
@@ -205,8 +203,9 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
 def _train(context: RunContext, method) -> None:
     """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
     from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
-    from wsolbench.engine import load_checkpoint_into, train
     from wsolbench.evaluate import EvalSettings, GroundTruth
+    from wsolbench.train.engine import train
+    from wsolbench.train.weights import load_checkpoint_into
 
     protocol, train_cfg = context.protocol, context.config["train"]
     size, mean, std = protocol.eval_size, method.image_mean, method.image_std
@@ -242,8 +241,8 @@ def _add_missing_cost(context: RunContext, result: Result) -> Result:
     (only its ``cost`` block changes)."""
     if context.spec.profile is None or result.cost or context.rank != 0:
         return result
-    from wsolbench.profile import profile_method
-    from wsolbench.rebuild import load_run
+    from wsolbench.cost.profile import profile_method
+    from wsolbench.runs.rebuild import load_run
 
     logger.info("%s is finished but has no cost: measuring it (--profile)", context.work_dir)
     loaded = load_run(context.work_dir, weights="none")

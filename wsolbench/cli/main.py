@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from wsolbench import __version__
-from wsolbench.cli_results import add_compare, add_diff, add_evaluate_maps, add_fingerprint
-from wsolbench.cli_run import add_eval, add_run
+from wsolbench.cli.results import add_compare, add_diff, add_evaluate_maps, add_fingerprint
+from wsolbench.cli.run import add_eval, add_run
 
 # Errors a user can fix (every wsolbench error class derives from one of these); anything else is a
 # bug and keeps its traceback.
@@ -29,8 +29,9 @@ def _add_list(commands) -> None:
 
 
 def cmd_list(args) -> int:
+    from wsolbench.data.sources import list_datasets
     from wsolbench.protocol import list_protocols
-    from wsolbench.registry import check_plugins, list_datasets, list_methods
+    from wsolbench.registry import check_plugins, list_methods
 
     if args.verbose:
         print("methods:")
@@ -128,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wsolbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from wsolbench.cli_check import _add_check
-    from wsolbench.cli_reports import add_commands as _add_reports
+    from wsolbench.cli.check import _add_check
+    from wsolbench.cli.reports import add_commands as _add_reports
 
     for add in (
         _add_list,

@@ -1,5 +1,5 @@
 """What a run is, resolved and checked before any work: its spec, protocol, config, data,
-device and work dir (steps 1-4 of :mod:`wsolbench.run`), and its record.
+device and work dir (steps 1-4 of :mod:`wsolbench.runs.execute`), and its record.
 
 Everything here reads and checks; the only writes are the work dir's lock (taken first, so a
 second process stops at once) and, once the method is built, the run record.
@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsolbench import workdir
 from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
 from wsolbench.data.metadata import SplitMetadata
-from wsolbench.data.sources import read_splits
-from wsolbench.device import resolve_device
+from wsolbench.data.sources import get_dataset, read_splits
 from wsolbench.protocol import Protocol, protocol_for_dataset
-from wsolbench.registry import get_dataset, get_method
-from wsolbench.results import RESULT_FILENAME, Result, load_result
+from wsolbench.registry import get_method
+from wsolbench.results import workdir
+from wsolbench.results.record import RESULT_FILENAME, Result, load_result
+from wsolbench.util.device import resolve_device
 
 if TYPE_CHECKING:
-    from wsolbench.profile import ProfileSettings
+    from wsolbench.cost.profile import ProfileSettings
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class RunContext:
     splits: dict[str, SplitMetadata] = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
     weights_sha256: str | None = None  # eval: the weights file's content hash
-    state: str = "new"  # the work dir's state when the run started (wsolbench.workdir.inspect)
+    state: str = "new"  # the work dir's state when the run started (workdir.inspect)
     pretrained: str | None = None  # what the built method loaded (method.pretrained)
 
     @property
@@ -114,7 +114,7 @@ class RunContext:
 
     @property
     def record(self) -> dict:
-        """What this run is: the work dir's ``config.yaml`` (see :mod:`wsolbench.workdir`)."""
+        """What this run is: the work dir's ``config.yaml`` (:mod:`wsolbench.results.workdir`)."""
         cls = self.method_cls
         record = {
             "method": cls.name,
@@ -147,7 +147,7 @@ def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
         overrides += pretrained_off_overrides(method_cls)
     config = resolve_config(method_cls, spec.dataset, overrides)
     if method_cls.trainable:
-        from wsolbench.train_config import check_train_config
+        from wsolbench.train.config import check_train_config
 
         check_train_config(config["train"])
     work_dir = Path(

@@ -6,7 +6,7 @@ registers it with :func:`_add_check`.
 
 from __future__ import annotations
 
-from wsolbench.cli_options import add_overrides_argument
+from wsolbench.cli.options import add_overrides_argument
 
 
 def _add_check(commands) -> None:

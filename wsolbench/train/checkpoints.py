@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsolbench.workdir import TRAIN_SUBDIR, checkpoints
+from wsolbench.results.workdir import TRAIN_SUBDIR, checkpoints
 
 logger = logging.getLogger(__name__)
 
 # Where a checkpoint keeps the method's tensors: the Runner's model adapter
-# (wsolbench.engine.MethodModel) holds the method as ``self.method``.
+# (wsolbench.train.engine.MethodModel) holds the method as ``self.method``.
 CHECKPOINT_PREFIX = "method."
 
 # Python objects an mmengine checkpoint of this project holds besides tensors (see module doc).

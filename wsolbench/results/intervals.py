@@ -1,9 +1,9 @@
 """Intervals and paired tests of result files: their per-image records, resampled.
 
-The glue between results (``result.json`` + ``per_image.npz``) and :mod:`wsolbench.bootstrap`:
-``compare --ci`` adds an interval to every cell and marks the rows not significantly different
-from the top row; ``wsolbench diff A B`` compares two rows metric by metric. Both refuse runs of
-different data (the per-image records must list the same images).
+The glue between results (``result.json`` + ``per_image.npz``) and
+:mod:`wsolbench.results.bootstrap`: ``compare --ci`` adds an interval to every cell and marks the
+rows not significantly different from the top row; ``wsolbench diff A B`` compares two rows metric
+by metric. Both refuse runs of different data (the per-image records must list the same images).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from wsolbench.bootstrap import (
+from wsolbench.results.bootstrap import (
     BootstrapError,
     MetricTerms,
     PairedDifference,
@@ -24,9 +24,9 @@ from wsolbench.bootstrap import (
     paired_difference,
     resampled,
 )
-from wsolbench.grouping import check_comparable, row_key
-from wsolbench.per_image import SplitRecords, load_records
-from wsolbench.results import METRIC_KEYS, METRIC_NAMES, Result, ResultError, find_results
+from wsolbench.results.grouping import check_comparable, row_key
+from wsolbench.results.per_image import SplitRecords, load_records
+from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultError, find_results
 
 SIGNIFICANCE = 0.05
 SIMILAR_MARK = "≈"
@@ -77,7 +77,7 @@ def row_intervals(
     seed: int,
 ) -> list[dict[str, tuple[float, float]]]:
     """Per row (its seeds' records), per metric key: the 95 % interval of the seed mean over
-    image resamples shared by every row (:mod:`wsolbench.bootstrap`)."""
+    image resamples shared by every row (:mod:`wsolbench.results.bootstrap`)."""
     check_same_images([(str(run.path), run.records) for row in rows for run in row])
     out = []
     for row in rows:

@@ -1,8 +1,8 @@
 """A method's weights: loaded from a training checkpoint or a weights file, and exported.
 
 Every load checks the keys and shapes against what the method as configured holds, and refuses a
-mismatch with a :class:`~wsolbench.checkpoints.CheckpointError` naming them; ``weights.pt`` is a
-plain state dict of what inference needs, readable with ``weights_only=True``.
+mismatch with a :class:`~wsolbench.train.checkpoints.CheckpointError` naming them; ``weights.pt``
+is a plain state dict of what inference needs, readable with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from wsolbench.atomic import write_bytes_atomic
-from wsolbench.checkpoints import (
+from wsolbench.method import WSOLMethod
+from wsolbench.train.checkpoints import (
     CHECKPOINT_PREFIX,
     CheckpointError,
     check_checkpoint,
     trusted_checkpoint_loading,
 )
-from wsolbench.method import WSOLMethod
+from wsolbench.util.atomic import write_bytes_atomic
 
 
 def load_checkpoint_into(method: WSOLMethod, path: Path) -> None:

@@ -18,11 +18,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsolbench.method import WSOLMethod, build_method, without_pretrained
+from wsolbench.config import without_pretrained
+from wsolbench.method import WSOLMethod, build_method
 from wsolbench.protocol import Protocol, load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
-from wsolbench.results import RESULT_FILENAME, Result, ResultError, load_result
-from wsolbench.workdir import RECORD_FILE, WEIGHTS_FILE, read_record
+from wsolbench.results.record import RESULT_FILENAME, Result, ResultError, load_result
+from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def build_with_weights(
         classnames=protocol.classnames,
     )
     if weights is not None:
-        from wsolbench.weights import load_weights_file
+        from wsolbench.train.weights import load_weights_file
 
         load_weights_file(method, Path(weights))
     return method
@@ -148,8 +149,8 @@ def load_run(
         ResultError / WorkDirError: not a run folder. CheckpointError: a missing, unreadable or
         ill-fitting weights file. KeyError: the method is not installed here.
     """
-    from wsolbench.checkpoints import CheckpointError, latest_checkpoint
-    from wsolbench.weights import load_training_state
+    from wsolbench.train.checkpoints import CheckpointError, latest_checkpoint
+    from wsolbench.train.weights import load_training_state
 
     if weights not in WEIGHT_SOURCES:
         raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_SOURCES)}")

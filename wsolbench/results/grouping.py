@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wsolbench.data.fingerprint import short
-from wsolbench.results import Result, ResultError
+from wsolbench.results.record import Result, ResultError
 
 # Config keys that do not change what a run is: runs differing only in these are seeds of one row.
 SEED_KEYS = frozenset({"seed"})

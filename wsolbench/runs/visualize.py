@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from wsolbench.results import RESULT_FILENAME, Result, ResultError, load_result
+from wsolbench.results.record import RESULT_FILENAME, Result, ResultError, load_result
 
 if TYPE_CHECKING:
-    from wsolbench.rebuild import LoadedRun
+    from wsolbench.runs.rebuild import LoadedRun
 
 logger = logging.getLogger(__name__)
 
@@ -240,12 +240,12 @@ def plot_curves(
 
 
 def load_run(work_dir: str | Path) -> LoadedRun:
-    """A finished run rebuilt from its work dir (:func:`wsolbench.rebuild.load_run`).
+    """A finished run rebuilt from its work dir (:func:`wsolbench.runs.rebuild.load_run`).
 
     Raises:
         ResultError: the run is not finished (no ``result.json``). See ``rebuild.load_run``.
     """
-    from wsolbench.rebuild import load_run as rebuild_run
+    from wsolbench.runs.rebuild import load_run as rebuild_run
 
     run = rebuild_run(work_dir, weights="exported")
     if run.result is None:
@@ -294,8 +294,8 @@ def overlay_grid(
     from wsolbench.data.dataset import WSOLImageDataset
     from wsolbench.data.fingerprint import short, split_fingerprint
     from wsolbench.data.metadata import read_split
+    from wsolbench.data.sources import get_dataset
     from wsolbench.evaluate import predict_batch
-    from wsolbench.registry import get_dataset
 
     result, method, protocol = run.result, run.method, run.protocol
     tau = policy_threshold(result, policy, split)

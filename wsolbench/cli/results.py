@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsolbench.cli_options import add_resampling, resamples
-from wsolbench.cli_run import metrics_table
+from wsolbench.cli.options import add_resampling, resamples
+from wsolbench.cli.run import metrics_table
 
 
 def add_evaluate_maps(commands) -> None:
@@ -41,10 +41,10 @@ def add_evaluate_maps(commands) -> None:
 
 
 def cmd_evaluate_maps(args) -> int:
-    from wsolbench.atomic import write_json_atomic
     from wsolbench.data.metadata import read_split
     from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
     from wsolbench.metrics import summarize
+    from wsolbench.util.atomic import write_json_atomic
 
     if not 0 < args.step < 1:
         raise ValueError(f"--step must be in (0, 1), not {args.step}")
@@ -97,9 +97,8 @@ def add_fingerprint(commands) -> None:
 
 def cmd_fingerprint(args) -> int:
     from wsolbench.data.fingerprint import data_fingerprint
-    from wsolbench.data.sources import read_splits
+    from wsolbench.data.sources import get_dataset, read_splits
     from wsolbench.protocol import protocol_for_dataset as resolve_protocol
-    from wsolbench.registry import get_dataset
 
     protocol = resolve_protocol(args.dataset, args.protocol)
     root = get_dataset(args.dataset)().resolve(args.data_root, protocol)
@@ -157,7 +156,7 @@ def add_diff(commands) -> None:
 
 
 def cmd_diff(args) -> int:
-    from wsolbench.intervals import diff, render_diff
+    from wsolbench.results.intervals import diff, render_diff
 
     diffs = diff(
         [args.a],
@@ -172,8 +171,8 @@ def cmd_diff(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from wsolbench.atomic import write_text_atomic
     from wsolbench.leaderboard import compare
+    from wsolbench.util.atomic import write_text_atomic
 
     published = False if args.no_published else (args.published or True)
     table = compare(

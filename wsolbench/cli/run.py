@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsolbench.cli_options import add_overrides_argument, add_profile_options, profile_settings
+from wsolbench.cli.options import add_overrides_argument, add_profile_options, profile_settings
 
 
 def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> None:
@@ -64,7 +64,8 @@ def add_eval(commands) -> None:
 
 
 def cmd_eval(args) -> int:
-    from wsolbench.run import RunSpec, evaluate_weights
+    from wsolbench.runs.context import RunSpec
+    from wsolbench.runs.execute import evaluate_weights
 
     spec = RunSpec(
         method=args.method,
@@ -84,7 +85,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from wsolbench.run import RunSpec, execute
+    from wsolbench.runs.context import RunSpec
+    from wsolbench.runs.execute import execute
 
     result = execute(
         RunSpec(
@@ -127,7 +129,7 @@ def _print_result(result) -> None:
     for split, by_policy in result.metrics.items():
         print(metrics_table(by_policy, title=f"{split} split"))
     if result.cost:
-        from wsolbench.profile import format_cost
+        from wsolbench.cost.formatting import format_cost
 
         print("cost\n" + format_cost(result.cost))
 
@@ -135,7 +137,7 @@ def _print_result(result) -> None:
 def metrics_table(by_policy: dict[str, dict[str, float]], title: str) -> str:
     from tabulate import tabulate
 
-    from wsolbench.results import METRIC_KEYS
+    from wsolbench.results.record import METRIC_KEYS
 
     present = {k for m in by_policy.values() for k in m}
     # canonical keys first, then any other IoU threshold (evaluate-maps --iou 40 60)

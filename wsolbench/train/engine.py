@@ -6,10 +6,11 @@ implementation, two drivers), the optimizer and schedule from the method's ``tra
 checkpoint hook and the seed. Multi-process training is mmengine's distributed launcher under
 ``torchrun`` (``--launcher pytorch``; gloo on CPU, NCCL on CUDA).
 
-What needs no Runner lives beside it, and is importable from here as before:
-:mod:`wsolbench.checkpoints` (finding, checking and trusted loading of this project's checkpoints),
-:mod:`wsolbench.weights` (loading and exporting a method's weights) and
-:mod:`wsolbench.train_config` (checking and resolving the ``train`` section).
+What needs no Runner lives beside it:
+:mod:`wsolbench.train.checkpoints` (finding, checking and trusted loading of this project's
+checkpoints),
+:mod:`wsolbench.train.weights` (loading and exporting a method's weights) and
+:mod:`wsolbench.train.config` (checking and resolving the ``train`` section).
 """
 
 from __future__ import annotations
@@ -23,36 +24,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsolbench._compat import ensure_torchvision
-from wsolbench.checkpoints import (
-    CHECKPOINT_PREFIX,
-    CheckpointError,
-    best_checkpoint,
-    check_checkpoint,
-    latest_checkpoint,
-    resume_checkpoint,
-    trusted_checkpoint_loading,
-)
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.evaluate import GroundTruth, count_batch, new_counter, predict_batch
 from wsolbench.method import WSOLMethod
 from wsolbench.metrics import merge_counts, summarize
-from wsolbench.progress import progress
-from wsolbench.train_config import (
-    MAX_COUNT,
-    auto_workers,
-    check_train_config,
+from wsolbench.results.workdir import TRAIN_SUBDIR
+from wsolbench.train.checkpoints import (
+    CheckpointError,
+    best_checkpoint,
+    latest_checkpoint,
+    resume_checkpoint,
+    trusted_checkpoint_loading,
+)
+from wsolbench.train.config import (
     param_scheduler,
     resolve_workers,
 )
-from wsolbench.weights import (
-    export_weights,
-    load_checkpoint_into,
-    load_training_state,
-    load_weights_file,
-    load_weights_into,
-)
-from wsolbench.workdir import TRAIN_SUBDIR
+from wsolbench.util.compat import ensure_torchvision
+from wsolbench.util.progress import progress
 
 ensure_torchvision()  # mmengine.runner imports torchvision
 
@@ -62,35 +51,6 @@ from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-# The Runner's pieces, and (re-exported) the checkpoint, weights and train-section helpers.
-__all__ = [
-    "CHECKPOINT_PREFIX",
-    "MAX_COUNT",
-    "CheckpointError",
-    "CountsMetric",
-    "MethodHook",
-    "MethodModel",
-    "ProgressHook",
-    "QuietRunner",
-    "ReplayHook",
-    "auto_workers",
-    "best_checkpoint",
-    "build_runner",
-    "check_checkpoint",
-    "check_train_config",
-    "export_weights",
-    "latest_checkpoint",
-    "load_checkpoint_into",
-    "load_training_state",
-    "load_weights_file",
-    "load_weights_into",
-    "resolve_workers",
-    "resume_checkpoint",
-    "selection_metric",
-    "train",
-    "trusted_checkpoint_loading",
-]
 
 
 class MethodModel(BaseModel):

@@ -2,8 +2,8 @@
 
 The counts record of a split (:mod:`wsolbench.metrics`) is a sum over images; keeping every
 image's term lets any metric be recomputed on any subset or reweighting of the images, under any
-threshold policy: bootstrap intervals and paired tests (:mod:`wsolbench.bootstrap`). Summed over
-the images, the records give back the stored counts exactly (:meth:`SplitRecords.counts`;
+threshold policy: bootstrap intervals and paired tests (:mod:`wsolbench.results.bootstrap`). Summed
+over the images, the records give back the stored counts exactly (:meth:`SplitRecords.counts`;
 ``run`` checks this before writing).
 
 Per image, sorted by image id (so the file does not depend on batch order or process count):
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsolbench.atomic import write_bytes_atomic
+from wsolbench.util.atomic import write_bytes_atomic
 
 PER_IMAGE_FILE = "per_image.npz"
 FORMAT_VERSION = 1

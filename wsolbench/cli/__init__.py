@@ -1,0 +1,3 @@
+"""The command line: one module per command family (``wsolbench run``, ``compare``, ...).
+Parsing and printing only; the work is done by the packages below.
+"""
