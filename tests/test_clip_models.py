@@ -190,8 +190,8 @@ def test_a_file_that_does_not_fit_names_every_kind_of_mismatch(openai_files, tmp
         load_clip(TINY_CLIP, checkpoint=str(path))
     message = str(caught.value)
     assert "visual.proj: file (64, 32) vs model (64, 64)" in message
-    assert "1 missing from the file (ln_final.bias)" in message
-    assert "1 unexpected (visual.extra)" in message
+    assert "1 key missing from the file (ln_final.bias)" in message
+    assert "1 key the model does not have (visual.extra)" in message
     # the models these weights fit are named (the tiny config; synthclip's has the same shapes)
     assert re.search(rf"\(e\.g\. [^)]*{TINY_CLIP}\)", message) and "-o clip.model=NAME" in message
 
@@ -202,7 +202,7 @@ def test_the_model_a_file_belongs_to_is_suggested(openai_files, tmp_path):
     with pytest.raises(ClipWeightsError) as caught:
         load_clip(wider, checkpoint=str(archive))
     message = str(caught.value)
-    assert "OpenAI TorchScript archive" in message and "misshapen" in message
+    assert "OpenAI TorchScript archive" in message and "of another shape" in message
     assert re.search(
         rf"width 64, 2 blocks, 8-pixel patches at 96 px \(e\.g\. [^)]*{TINY_CLIP}\)", message
     )

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from wsolbench.blocks.backbone_base import Backbone
+from wsolbench.blocks.state_dicts import StateDictError, fit_problems, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -53,26 +54,10 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             f"weights_only=True ({type(exc).__name__}: {first_line}); save the weights with "
             "torch.save(model.state_dict(), PATH)"
         ) from None
-    while isinstance(state, dict):
-        nested = next((k for k in _NESTING_KEYS if isinstance(state.get(k), dict)), None)
-        if nested is None or any(isinstance(v, Tensor) for v in state.values()):
-            break
-        state = state[nested]
-    if not isinstance(state, dict) or not any(isinstance(v, Tensor) for v in state.values()):
-        keys = ", ".join(map(str, list(state)[:5])) if isinstance(state, dict) else ""
-        raise PretrainedWeightsError(
-            f"backbone checkpoint {path} holds no state dict of tensors (found "
-            f"{type(state).__name__}{' with keys ' + keys if keys else ''})"
-        )
-    state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _KEY_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                stripped = True
-    return state
+    try:
+        return unwrap_state_dict(state, nesting_keys=_NESTING_KEYS, prefixes=_KEY_PREFIXES)
+    except StateDictError as exc:
+        raise PretrainedWeightsError(f"backbone checkpoint {path} {exc}") from None
 
 
 def load_into(backbone: Backbone, state: dict, source: str, pretrained_cfg: dict) -> None:
@@ -91,28 +76,17 @@ def load_into(backbone: Backbone, state: dict, source: str, pretrained_cfg: dict
     head = (head,) if isinstance(head, str) else tuple(head)
     head_prefixes = tuple(f"{h}." for h in head) + ("head.", "fc.", "classifier.", "pre_logits.")
 
-    def optional(key: str) -> bool:
-        return key.endswith("num_batches_tracked")
-
-    missing = sorted(k for k in own if k not in state and not optional(k))
-    unexpected = sorted(k for k in state if k not in own and not k.startswith(head_prefixes))
-    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or mismatched:
-        details = []
-        if mismatched:
-            shown = ", ".join(
-                f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                for k in mismatched[:3]
-            )
-            details.append(f"{len(mismatched)} tensors of another shape ({shown})")
-        if missing:
-            details.append(f"{len(missing)} keys missing from the file ({', '.join(missing[:3])})")
-        if unexpected:
-            details.append(
-                f"{len(unexpected)} keys the model does not have ({', '.join(unexpected[:3])})"
-            )
+    problems = fit_problems(
+        own,
+        state,
+        # BatchNorm's step counters: files saved by older torch versions lack them
+        missing_ok=lambda key: key.endswith("num_batches_tracked"),
+        # a classifier head: the backbone drops it (kept below as pretrained_head)
+        unexpected_ok=lambda key: key.startswith(head_prefixes),
+    )
+    if problems:
         raise PretrainedWeightsError(
-            f"{source} does not fit backbone {backbone.name!r}: {'; '.join(details)}. Is it a "
+            f"{source} does not fit backbone {backbone.name!r}: {problems}. Is it a "
             f"checkpoint of another architecture? Pass a state dict of {backbone.name} with "
             "-o backbone.checkpoint=PATH, or run without pretrained weights with --no-pretrained"
         )

@@ -44,7 +44,6 @@ from torch import Tensor, nn
 from wsolbench.blocks.clip_weights import (
     WeightsFile,
     WeightsFileError,
-    fit_problems,
     read_weights,
     vit_shape,
 )
@@ -54,6 +53,7 @@ from wsolbench.blocks.open_clip_configs import (
     create_model,
     import_open_clip,
 )
+from wsolbench.blocks.state_dicts import fit_problems
 from wsolbench.blocks.synthclip import SYNTHCLIP, synthclip_checkpoint
 
 logger = logging.getLogger(__name__)

@@ -39,6 +39,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from wsolbench.blocks.state_dicts import StateDictError, unwrap_state_dict
+
 # Entries of OpenAI's archives (and of state dicts converted from them) that are model settings
 # stored as tensors, not weights: open_clip's OpenAI loader drops them too.
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -60,6 +62,7 @@ _STORAGE_DTYPES = {
     "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
+# Where a training script nests an open_clip state dict inside its checkpoint.
 _NESTING_KEYS = ("state_dict", "model", "module")
 
 
@@ -124,23 +127,12 @@ def read_weights(path: str | Path) -> WeightsFile:
 
 def _plain(loaded, path: Path) -> WeightsFile:
     """A (possibly nested, possibly ``module.``-prefixed) state dict → :class:`WeightsFile`."""
-    state = loaded
-    while isinstance(state, dict) and not any(isinstance(v, Tensor) for v in state.values()):
-        nested = next((k for k in _NESTING_KEYS if isinstance(state.get(k), dict)), None)
-        if nested is None:
-            break
-        state = state[nested]
-    if not isinstance(state, dict) or not any(isinstance(v, Tensor) for v in state.values()):
-        found = type(loaded).__name__
-        keys = ", ".join(map(str, list(loaded)[:5])) if isinstance(loaded, dict) else ""
+    try:
+        state = unwrap_state_dict(loaded, nesting_keys=_NESTING_KEYS, prefixes=("module.",))
+    except StateDictError as exc:
         raise WeightsFileError(
-            f"{path} holds no state dict of tensors (found {found}"
-            f"{' with keys ' + keys if keys else ''}); save one with "
-            "torch.save(model.state_dict(), PATH)"
-        )
-    state = {str(k): v for k, v in state.items() if isinstance(v, Tensor)}
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
+            f"{path} {exc}; save one with torch.save(model.state_dict(), PATH)"
+        ) from None
     if any(k in state for k in OPENAI_EXTRA_KEYS):
         return WeightsFile(_drop_extras(state), OPENAI_STATE_DICT, "quickgelu")
     return WeightsFile(state, STATE_DICT, None)
@@ -319,33 +311,6 @@ def _archive_activation(code_texts) -> str | None:
     if any("torch.gelu(" in t for t in texts):
         return "gelu"
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# Fitting a state dict to a model
-# --------------------------------------------------------------------------------------------
-
-
-def fit_problems(own: dict[str, Tensor], state: dict[str, Tensor], shown: int = 5) -> str:
-    """What keeps ``state`` from loading strictly into a model with state dict ``own``: the
-    missing, unexpected and misshapen keys (at most ``shown`` named of each); "" when it fits."""
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    misshapen = sorted(
-        k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)
-    )
-    parts = []
-    if misshapen:
-        listed = ", ".join(
-            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in misshapen[:shown]
-        )
-        parts.append(f"{len(misshapen)} misshapen ({listed})")
-    if missing:
-        parts.append(f"{len(missing)} missing from the file ({', '.join(missing[:shown])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:shown])})")
-    return "; ".join(parts)
 
 
 def vit_shape(state: dict[str, Tensor]) -> dict[str, int] | None:

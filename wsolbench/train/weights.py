@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from wsolbench.blocks.state_dicts import fit_problems
 from wsolbench.method import WSOLMethod
 from wsolbench.train.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -60,25 +61,11 @@ def load_training_state(method: WSOLMethod, path: Path) -> None:
 
 def load_weights_into(method: WSOLMethod, state: dict, source: str) -> None:
     """``load_state_dict`` with an error that says which keys or shapes do not fit."""
-    own = method.inference_state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or mismatched:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if mismatched:
-            k = mismatched[0]
-            details.append(
-                f"{len(mismatched)} of another shape (e.g. {k}: file {tuple(state[k].shape)}, "
-                f"model {tuple(own[k].shape)})"
-            )
+    problems = fit_problems(method.inference_state_dict(), state)
+    if problems:
         raise CheckpointError(
             f"{source} does not fit method {method.name!r} as configured: "
-            f"{'; '.join(details)}; was it saved by another method, backbone or class count?"
+            f"{problems}; was it saved by another method, backbone or class count?"
         )
     method.load_state_dict(state, strict=False)  # keys checked above against inference_state_dict
 
