@@ -44,7 +44,7 @@ class ClipBaseline(WSOLMethod):
         cache_text: keep text embeddings on disk (``$WSOLBENCH_CACHE/text``), keyed by encoder,
             weights and prompts.
         classnames: the protocol's class names in class order (the harness passes them:
-            ``needs_classnames``); ``class 0``, ``class 1``, ... when none are given.
+            ``capabilities.needs_classnames``); ``class 0``, ``class 1``, ... when none are given.
 
     Without weights (``clip.pretrained: false``, what ``--no-pretrained`` sets) the towers are
     initialised from a seed drawn from torch's generator, which the harness seeds with the run's

@@ -21,7 +21,7 @@ from wsolbench.blocks.clip_models import load_clip
 from wsolbench.blocks.open_clip_configs import TINY_CLIP
 from wsolbench.config import resolve_config
 from wsolbench.evaluate import predict_batch
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, Prediction, WSOLMethod
 
 NAMES = ["red fox", "snowy owl", "blue whale"]
 
@@ -306,7 +306,7 @@ def assert_flat(method, batches=3):
 class BackwardCAM(WSOLMethod):
     """Needs gradients and takes them with ``backward``: parameters collect ``.grad``."""
 
-    needs_grad_at_inference = True
+    capabilities = Capabilities(needs_grad_at_inference=True)
 
     def __init__(self, num_classes: int = 3):
         super().__init__(num_classes)

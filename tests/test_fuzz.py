@@ -72,7 +72,7 @@ def test_fuzzed_overrides_are_config_errors_or_typed_values(name):
             overrides.append(rng.choice(["novalue", "=1", "a.=1"]))
         try:
             config = resolve_config(cls, rng.choice(["synthetic", "cub", None]), overrides)
-            if cls.trainable:
+            if cls.capabilities.trainable:
                 check_train_config(config["train"])
         except ConfigError:
             continue

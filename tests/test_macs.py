@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from wsolbench.cost.formatting import MACS_LOWER_BOUND_MARK, format_cost
 from wsolbench.cost.macs import MacCounter, UncountedOpsError, count_macs
 from wsolbench.cost.profile import ProfileSettings, profile_method
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, Prediction, WSOLMethod
 from wsolbench.runs.profile import build_for_profile
 from wsolbench.util.compat import ensure_torchvision
 
@@ -182,7 +182,7 @@ def test_an_op_without_a_formula_is_reported_never_a_silent_zero():
     assert counter.by_op == {"mm": 4 * 12 * 4}
 
     class WithSvd(WSOLMethod):
-        trainable = False
+        capabilities = Capabilities(trainable=False)
 
         def __init__(self, num_classes: int = 5):
             super().__init__(num_classes)

@@ -1,23 +1,21 @@
 """Method configuration: defaults ⊕ preset ⊕ overrides, and clear errors for unknown keys."""
 
-from typing import ClassVar
-
 import pytest
 import torch
 
 from wsolbench.config import TRAIN_DEFAULTS, ConfigError, parse_override, resolve_config
-from wsolbench.method import WSOLMethod, build_method
+from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod, build_method
+from wsolbench.registry import METHODS, PluginError, get_method, register_method
 
 
 class Configured(WSOLMethod):
     name = "configured"
-    trainable = False  # keeps TRAIN_DEFAULTS out, so the expected dicts stay small
-    defaults: ClassVar[dict] = {
-        "width": 8,
-        "head": {"depth": 2},
-        "train": {"max_epochs": 10, "lr": 0.01},
-    }
-    presets: ClassVar[dict] = {"synthetic": {"width": 4, "train": {"max_epochs": 3}}}
+    # training-free keeps TRAIN_DEFAULTS out, so the expected dicts stay small
+    capabilities = Capabilities(trainable=False)
+    config = MethodConfig(
+        defaults={"width": 8, "head": {"depth": 2}, "train": {"max_epochs": 10, "lr": 0.01}},
+        presets={"synthetic": {"width": 4, "train": {"max_epochs": 3}}},
+    )
 
     def __init__(self, num_classes, width, head):
         super().__init__(num_classes)
@@ -27,8 +25,8 @@ class Configured(WSOLMethod):
 def test_defaults_then_preset_then_overrides():
     config = resolve_config(Configured, "synthetic", ["train.lr=0.1", "head.depth=5"])
     assert config == {"width": 4, "head": {"depth": 5}, "train": {"max_epochs": 3, "lr": 0.1}}
-    assert resolve_config(Configured, "cub") == Configured.defaults
-    assert Configured.defaults["train"]["max_epochs"] == 10  # never mutated
+    assert resolve_config(Configured, "cub") == Configured.config.defaults
+    assert Configured.config.defaults["train"]["max_epochs"] == 10  # never mutated
 
 
 def test_override_values_are_yaml():
@@ -55,8 +53,10 @@ def test_build_method_passes_config_but_not_train_section():
 
 class Trained(WSOLMethod):
     name = "trained"
-    defaults: ClassVar[dict] = {"train": {"max_epochs": 2}}
-    presets: ClassVar[dict] = {"synthetic": {"train": {"scheduler": {"type": "CosineAnnealingLR"}}}}
+    config = MethodConfig(
+        defaults={"train": {"max_epochs": 2}},
+        presets={"synthetic": {"train": {"scheduler": {"type": "CosineAnnealingLR"}}}},
+    )
 
 
 def test_trainable_methods_start_from_the_engine_defaults():
@@ -74,31 +74,57 @@ def test_a_section_whose_type_changes_is_replaced_not_merged():
 
 def test_a_preset_may_replace_a_section_by_a_scalar():
     class Replacing(Trained):
-        presets: ClassVar[dict] = {"synthetic": {"train": {"scheduler": "none"}}}
+        config = MethodConfig(
+            defaults=Trained.config.defaults,
+            presets={"synthetic": {"train": {"scheduler": "none"}}},
+        )
 
     assert resolve_config(Replacing, "synthetic")["train"]["scheduler"] == "none"
 
 
-def test_capabilities_and_config_are_declared_once_and_read_under_the_old_names():
-    from wsolbench.method import Capabilities, MethodConfig
+class OldStyle(WSOLMethod):
+    """A plugin written against the first interface: its attributes would be silently ignored."""
 
+    trainable = False
+    pretrained_option = "net.pretrained"
+    defaults = {"net": {"pretrained": True}}
+
+    def predict(self, images, labels):
+        return Prediction(None, images[:, 0])
+
+
+def test_registering_the_old_interface_is_refused_naming_the_replacement():
+    with pytest.raises(TypeError) as refused:
+        register_method("old_style")(OldStyle)
+    assert str(refused.value) == (
+        "method 'old_style' declares `trainable = False` and `pretrained_option = "
+        "'net.pretrained'` and `defaults = {...}`, the old interface; declare `capabilities = "
+        "Capabilities(trainable=False, pretrained_options=('net.pretrained',))` and `config = "
+        "MethodConfig(defaults={...})` instead (docs/writing-a-method.md)"
+    )
+    assert "old_style" not in METHODS.module_dict and OldStyle.name == ""
+
+    class Inherits(OldStyle):  # an inherited old attribute is ignored just the same
+        capabilities = Capabilities(trainable=False)
+
+    with pytest.raises(TypeError, match=r"'inherits' declares .* \(in its base OldStyle\), "):
+        register_method("inherits")(Inherits)
+
+
+def test_the_old_interface_is_refused_on_a_class_found_by_path():
+    with pytest.raises(PluginError, match=r"method 'oldstyle' declares `trainable = False`"):
+        get_method(f"{__name__}:OldStyle")
+    assert "oldstyle" not in METHODS.module_dict
+
+
+def test_capabilities_and_config_are_what_the_harness_reads():
     class Declared(WSOLMethod):
         capabilities = Capabilities(trainable=False, pretrained_options=("net.pretrained",))
         config = MethodConfig(defaults={"net": {"pretrained": True}, "width": 3})
 
-    assert Declared.trainable is False and Declared.pretrained_option == ("net.pretrained",)
-    assert Declared.defaults == {"net": {"pretrained": True}, "width": 3}
-    assert resolve_config(Declared, None, ["width=5"])["width"] == 5
-
-    class OldStyle(WSOLMethod):  # a plugin written against the first interface
-        trainable = False
-        pretrained_option = "net.pretrained"
-        defaults: ClassVar[dict] = {"net": {"pretrained": True}}
-
-    assert OldStyle.capabilities == Capabilities(
-        trainable=False, pretrained_options=("net.pretrained",)
-    )
-    assert OldStyle.config.defaults == {"net": {"pretrained": True}}
+    assert resolve_config(Declared, None, ["width=5"]) == {"net": {"pretrained": True}, "width": 5}
+    for old in ("trainable", "defaults", "presets", "pretrained_option", "config_types"):
+        assert not hasattr(Declared, old), f"WSOLMethod still carries the old attribute {old}"
 
 
 def test_pretrained_sums_up_the_provenance():

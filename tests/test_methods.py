@@ -1,14 +1,13 @@
 """Conformance of every method the registry finds, and proof that the checker catches bad ones."""
 
 import argparse
-from typing import ClassVar
 
 import pytest
 import torch
 from torch import nn
 
 from wsolbench.cli.check import _add_check
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import METHODS, list_methods
 from wsolbench.testing import check_method
 
@@ -27,7 +26,7 @@ class TinyCam(WSOLMethod):
     """A correct little trainable method; the broken ones below change one thing each."""
 
     name = ""  # not registered: classes are handed to the checker directly
-    defaults: ClassVar[dict] = {}
+    config = MethodConfig(defaults={}, presets={"synthetic": {}})
 
     def __init__(self, num_classes: int):
         super().__init__(num_classes)
@@ -114,6 +113,37 @@ def test_the_checker_catches_a_broken_method(cls, failing):
     results = verdicts(cls)
     assert results[failing] is False, results
     assert results["builds"] is True
+
+
+def test_loss_verdicts_are_worded_in_capabilities():
+    detail = {r.name: r.detail for r in check_method(NoLoss)}
+    assert detail["loss"] == "capabilities.trainable is True but loss() is not implemented"
+
+    class TrainingFree(NoLoss):
+        capabilities = Capabilities(trainable=False)
+
+    detail = {r.name: r.detail for r in check_method(TrainingFree)}
+    assert detail["training-free"] == "capabilities.trainable is False: no loss needed"
+    assert detail["config"] == "config.defaults + config.presets ['synthetic'] resolve"
+
+
+def test_a_preset_key_the_defaults_lack_is_named_in_the_guides_words():
+    class Stray(TinyCam):
+        config = MethodConfig(presets={"synthetic": {"width": 3}})
+
+    detail = {r.name: r.detail for r in check_method(Stray)}
+    assert detail["config"] == "config.presets['synthetic'] sets keys config.defaults lacks: width"
+
+
+def test_a_class_declaring_the_old_interface_is_refused_before_any_check():
+    class OldStyle(TinyCam):
+        trainable = False
+
+    results = check_method(OldStyle)
+    assert [(r.name, r.ok) for r in results] == [("registered", False)]
+    assert "declares `trainable = False`, the old interface; declare `capabilities = " in (
+        results[0].detail
+    )
 
 
 def test_nan_maps_are_reported_with_a_count():

@@ -14,7 +14,7 @@ from wsolbench.cost.params import count_parameters
 from wsolbench.cost.profile import ProfileSettings, profile_method
 from wsolbench.cost.timing import time_calls
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, Prediction, WSOLMethod
 from wsolbench.results.record import load_result
 from wsolbench.runs.profile import profile
 
@@ -27,7 +27,7 @@ class HandCounted(WSOLMethod):
     pooling are not multiply-adds. Total 6932.
     """
 
-    trainable = False
+    capabilities = Capabilities(trainable=False)
 
     def __init__(self, num_classes: int = 5, grad_map: bool = False):
         super().__init__(num_classes)
@@ -53,7 +53,7 @@ class HandCounted(WSOLMethod):
 
 
 class GradCounted(HandCounted):
-    needs_grad_at_inference = True
+    capabilities = Capabilities(trainable=False, needs_grad_at_inference=True)
 
     def __init__(self, num_classes: int = 5):
         super().__init__(num_classes, grad_map=True)

@@ -6,49 +6,90 @@ import textwrap
 
 import pytest
 
+from wsolbench.cli.main import main
 from wsolbench.data.sources import get_dataset, list_datasets
-from wsolbench.method import Prediction, WSOLMethod
-from wsolbench.registry import METHODS, check_plugins, get_method, list_methods, register_method
-
-PLUGIN_SOURCE = textwrap.dedent(
-    '''
-    import torch
-    from wsolbench.method import Prediction, WSOLMethod
-
-    class EverywhereMethod(WSOLMethod):
-        """Test plugin: a constant map."""
-        trainable = False
-        def predict(self, images, labels):
-            return Prediction(None, torch.ones(images.shape[0], 4, 4))
-    '''
+from wsolbench.method import Capabilities, Prediction, WSOLMethod
+from wsolbench.registry import (
+    METHODS,
+    PluginError,
+    check_plugins,
+    get_method,
+    list_methods,
+    register_method,
 )
+
+PLUGIN_MODULES = {
+    "method": '''
+        import torch
+        from wsolbench.method import Capabilities, Prediction, WSOLMethod
+
+        class EverywhereMethod(WSOLMethod):
+            """Test plugin: a constant map."""
+            capabilities = Capabilities(trainable=False)
+            def predict(self, images, labels):
+                return Prediction(None, torch.ones(images.shape[0], 4, 4))
+        ''',
+    # registered under another name than its entry point's
+    "renamed": """
+        from wsolbench.registry import register_method
+        from my_wsol_plugin.method import EverywhereMethod
+
+        @register_method("registeredname")
+        class Renamed(EverywhereMethod):
+            pass
+        """,
+    # the first interface, without and with @register_method
+    "old": """
+        from wsolbench.method import WSOLMethod
+
+        class OldStyle(WSOLMethod):
+            trainable = False
+        """,
+    "old_registered": """
+        from wsolbench.method import WSOLMethod
+        from wsolbench.registry import register_method
+
+        @register_method("oldregistered")
+        class OldRegistered(WSOLMethod):
+            needs_grad_at_inference = True
+        """,
+}
+ENTRY_POINTS = {
+    "everywhere": "my_wsol_plugin.method:EverywhereMethod",
+    "brokenplugin": "my_wsol_plugin.missing_module:Nothing",
+    "entryname": "my_wsol_plugin.renamed:Renamed",
+    "oldstyle": "my_wsol_plugin.old:OldStyle",
+    "oldregistered": "my_wsol_plugin.old_registered:OldRegistered",
+}
 
 
 @pytest.fixture
 def plugin_on_path(tmp_path, monkeypatch):
-    """A third-party package with an entry point, installed by putting its dist-info on sys.path."""
+    """A third-party package with entry points, installed by putting its dist-info on sys.path."""
     package = tmp_path / "my_wsol_plugin"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "method.py").write_text(PLUGIN_SOURCE)
+    for module, source in PLUGIN_MODULES.items():
+        (package / f"{module}.py").write_text(textwrap.dedent(source))
     dist_info = tmp_path / "my_wsol_plugin-0.1.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: my-wsol-plugin\nVersion: 0.1\n"
     )
-    (dist_info / "entry_points.txt").write_text(
-        "[wsolbench.methods]\neverywhere = my_wsol_plugin.method:EverywhereMethod\n"
-        "brokenplugin = my_wsol_plugin.missing_module:Nothing\n"
-    )
+    lines = [f"{name} = {value}" for name, value in ENTRY_POINTS.items()]
+    (dist_info / "entry_points.txt").write_text("\n".join(["[wsolbench.methods]", *lines, ""]))
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
-    for name in ("everywhere", "brokenplugin"):
+    for name in [*ENTRY_POINTS, "registeredname", "everywheremethod"]:
         METHODS.module_dict.pop(name, None)
+    for module in [m for m in sys.modules if m.split(".")[0] == "my_wsol_plugin"]:
+        del sys.modules[module]  # the next test imports its own tmp_path's copy
 
 
 def test_first_party_folder_is_found_and_registered():
     cls = get_method("center")
-    assert cls.name == "center" and issubclass(cls, WSOLMethod) and not cls.trainable
+    assert cls.name == "center" and issubclass(cls, WSOLMethod)
+    assert not cls.capabilities.trainable
     assert "center" in list_methods()
 
 
@@ -83,6 +124,58 @@ def test_broken_plugin_is_reported_not_fatal(plugin_on_path):
     assert not broken.ok and "missing_module" in broken.detail
 
 
+MISMATCH = (
+    "entry point 'entryname' (my_wsol_plugin.renamed:Renamed, group wsolbench.methods) loads the "
+    "method registered as 'registeredname', and the two names must agree: rename the entry point "
+    "to 'registeredname' in the plugin's pyproject.toml (then reinstall it), or register the "
+    'class as @register_method("entryname")'
+)
+
+
+def test_an_entry_point_must_be_named_as_its_method_registers(plugin_on_path):
+    with pytest.raises(PluginError) as refused:
+        get_method("entryname")
+    assert str(refused.value) == MISMATCH
+    # without @register_method, the class takes the entry point's name
+    assert get_method("everywhere").name == "everywhere"
+
+
+def test_the_old_interface_found_by_entry_point_is_refused(plugin_on_path):
+    with pytest.raises(PluginError, match=r"'oldstyle' declares `trainable = False`, the old"):
+        get_method("oldstyle")
+    with pytest.raises(PluginError) as refused:  # raised by @register_method while importing
+        get_method("oldregistered")
+    assert "declare `capabilities = Capabilities(needs_grad_at_inference=True)`" in str(
+        refused.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("entryname", MISMATCH), ("oldstyle", "declares `trainable = False`, the old interface")],
+)
+def test_run_and_check_report_an_unusable_plugin_in_one_error_line(
+    plugin_on_path, tmp_path, capsys, name, expected
+):
+    work_dir = str(tmp_path / "run")
+    run = ["run", "--method", name, "--dataset", "synthetic", "--work-dir", work_dir]
+    for argv in (run, ["check", name]):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured
+        assert captured.err.startswith("error: ") and expected in captured.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_list_verbose_reports_the_unusable_plugins_and_lists_the_others(plugin_on_path, capsys):
+    assert main(["list", "-v"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.split("datasets:")[0].splitlines()[1:]}
+    assert MISMATCH in rows["entryname"] and "BROKEN" in rows["entryname"]
+    assert "BROKEN" in rows["oldstyle"] and "the old interface" in rows["oldstyle"]
+    assert " ok " in rows["everywhere"] and " ok " in rows["center"]
+
+
 def test_register_rejects_non_methods_and_bad_names():
     with pytest.raises(TypeError, match="not a WSOLMethod subclass"):
         register_method("notamethod")(object)
@@ -93,7 +186,7 @@ def test_register_rejects_non_methods_and_bad_names():
 def test_register_method_sets_name():
     @register_method("tmp_registered")
     class Temporary(WSOLMethod):
-        trainable = False
+        capabilities = Capabilities(trainable=False)
 
         def predict(self, images, labels):
             return Prediction(None, images[:, 0])

@@ -15,11 +15,11 @@ from wsolbench.cost.conditions import TimingMonitor, latency_clean, timing_condi
 from wsolbench.cost.formatting import LATENCY_MARK, format_cost
 from wsolbench.cost.profile import ProfileSettings, profile_method
 from wsolbench.cost.timing import summarize_times
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import Capabilities, Prediction, WSOLMethod
 
 
 class Tiny(WSOLMethod):
-    trainable = False
+    capabilities = Capabilities(trainable=False)
 
     def __init__(self, num_classes: int = 3):
         super().__init__(num_classes)

@@ -1,11 +1,9 @@
 """A tiny trainable CAM-like method for engine tests (loaded as ``--method toy_method:ToyCAM``)."""
 
-from typing import ClassVar
-
 import torch
 from torch import nn
 
-from wsolbench.method import Prediction, WSOLMethod
+from wsolbench.method import MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
 
 
@@ -13,16 +11,18 @@ from wsolbench.registry import register_method
 class ToyCAM(WSOLMethod):
     """Two convolutions and a 1×1 classifier; maps are the target class's activation map."""
 
-    defaults: ClassVar[dict] = {
-        "width": 8,
-        "train": {
-            "max_epochs": 3,
-            "batch_size": 8,
-            "num_workers": 0,
-            "scheduler": {"type": "CosineAnnealingLR"},
-            "augment": {"crop_scale": [0.5, 1.0], "hflip": True},
-        },
-    }
+    config = MethodConfig(
+        defaults={
+            "width": 8,
+            "train": {
+                "max_epochs": 3,
+                "batch_size": 8,
+                "num_workers": 0,
+                "scheduler": {"type": "CosineAnnealingLR"},
+                "augment": {"crop_scale": [0.5, 1.0], "hflip": True},
+            },
+        }
+    )
 
     def __init__(self, num_classes: int, width: int = 8):
         super().__init__(num_classes)

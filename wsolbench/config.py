@@ -24,8 +24,9 @@ from wsolbench.util.names import unknown_name_message
 WSOLMethod = type
 
 
-# The engine's training settings (mmengine vocabulary); a trainable method's ``defaults["train"]``
-# and presets override any of them, and every key can be set with ``-o train.<key>=...``.
+# The engine's training settings (mmengine vocabulary); a trainable method's
+# ``config.defaults["train"]`` and ``config.presets`` override any of them, and every key can be
+# set with ``-o train.<key>=...``.
 TRAIN_DEFAULTS: dict = {
     "max_epochs": 10,
     "batch_size": 64,
@@ -190,7 +191,7 @@ def resolve_config(
     A trainable method's defaults start from :data:`TRAIN_DEFAULTS` under ``train``. Every
     override is typed (:func:`_typed`): a key takes the types its value has in the defaults and
     presets (``max_epochs`` an integer, ``hflip`` true or false, ``lr`` a number), unless the
-    method declares its type (``config_types``) or its allowed values (``config_choices``). A
+    method declares its type (``config.types``) or its allowed values (``config.choices``). A
     mapping given for a section (``-o 'train.augment={hflip: false}'``) is applied key by key,
     each typed. Keys under a section whose ``type`` an override replaced (``-o
     train.optimizer.type=AdamW``) have no defaults to check against; the engine checks them when
@@ -297,8 +298,8 @@ def _pretrained_off_values(method: type[WSOLMethod]) -> dict[str, object]:
 
 
 def pretrained_keys(method: type[WSOLMethod]) -> list[str]:
-    """The dotted config keys that switch a method's pretrained loading (``pretrained_option``:
-    one string or a tuple of them)."""
+    """The dotted config keys that switch a method's pretrained loading (the keys of its
+    ``capabilities.pretrained_options``)."""
     return list(_pretrained_off_values(method))
 
 

@@ -120,22 +120,24 @@ def predict_batch(
 ) -> tuple[np.ndarray, list[list[int]] | None]:
     """Run ``method.predict`` on a batch and bring its output to numpy.
 
-    Methods that declare ``needs_grad_at_inference`` run with autograd enabled (also inside a
-    caller's ``no_grad``); their gradients are dropped at once, so memory stays flat over batches.
+    Methods whose ``capabilities.needs_grad_at_inference`` is True run with autograd enabled
+    (also inside a caller's ``no_grad``); their gradients are dropped at once, so memory stays
+    flat over batches.
 
     Returns:
         maps: [B, h, w] float32, as predicted (not yet resized or normalized).
         topk: per image, the indices of the (up to) 5 best classes, best first; None when the method
             does not classify.
     """
-    with torch.set_grad_enabled(method.needs_grad_at_inference):
+    needs_grad = method.capabilities.needs_grad_at_inference
+    with torch.set_grad_enabled(needs_grad):
         prediction = method.predict(images, labels)
     maps = prediction.maps.detach().float().cpu().numpy()
     topk = None
     if prediction.logits is not None:
         k = min(5, prediction.logits.shape[1])
         topk = prediction.logits.detach().topk(k, dim=1).indices.cpu().tolist()
-    if method.needs_grad_at_inference:
+    if needs_grad:
         method.zero_grad(set_to_none=True)
     return maps, topk
 

@@ -15,9 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from wsolbench.config import (
-    ConfigError,
-)
+from wsolbench.config import ConfigError
 
 
 @dataclass
@@ -25,12 +23,10 @@ class Prediction:
     """What a method predicts for a batch.
 
     Attributes:
-        logits: [B, K] class scores, any range; None when the method cannot classify (then Top-k Loc
-        and
-            classification metrics are absent from its results).
+        logits: [B, K] class scores, any range; None when the method cannot classify (then Top-k
+            Loc and classification metrics are absent from its results).
         maps: [B, h, w] localization map for the given target class, any size, any range; the
-        harness
-            resizes it to the protocol size (bicubic) and min-max normalizes it.
+            harness resizes it to the protocol size (bicubic) and min-max normalizes it.
     """
 
     logits: Tensor | None
@@ -84,22 +80,6 @@ class MethodConfig:
     choices: dict[str, tuple] = field(default_factory=dict)
 
 
-# The class attributes of the first interface, still read from plugins that declare them:
-# each maps to a field of Capabilities or MethodConfig.
-_LEGACY_CAPABILITIES = {
-    "trainable": "trainable",
-    "needs_grad_at_inference": "needs_grad_at_inference",
-    "needs_classnames": "needs_classnames",
-    "pretrained_option": "pretrained_options",
-}
-_LEGACY_CONFIG = {
-    "defaults": "defaults",
-    "presets": "presets",
-    "config_types": "types",
-    "config_choices": "choices",
-}
-
-
 class WSOLMethod(nn.Module):
     """Base class of every method. Register a subclass with ``@register_method("name")``.
 
@@ -109,7 +89,7 @@ class WSOLMethod(nn.Module):
       constructor takes ``num_classes`` plus the top-level keys of the defaults, without defaults
       of its own);
     - ``capabilities``: a :class:`Capabilities`, when it differs from the default;
-    - ``loss`` (trainable methods) and ``predict``;
+    - ``loss`` (unless ``capabilities.trainable`` is False) and ``predict``;
     - ``self.provenance[part] = source`` for each pretrained part it loads (a backbone's weights,
       a text tower, a teacher run): results and tables show it, ``--resume`` checks it;
     - its input, when not the default: ``self.image_mean`` / ``self.image_std`` (RGB in [0, 1],
@@ -118,10 +98,9 @@ class WSOLMethod(nn.Module):
     - optionally ``on_train_epoch`` / ``on_train_step`` (warm-ups, EMA) and
       ``inference_state_dict`` (to leave training-only parts out of ``weights.pt``).
 
-    ``name`` is set by the registry. The class attributes of the first interface (``trainable``,
-    ``needs_grad_at_inference``, ``needs_classnames``, ``pretrained_option``, ``defaults``,
-    ``presets``, ``config_types``, ``config_choices``) are still read from plugins that declare
-    them instead of ``capabilities`` / ``config``, and stay readable on every method.
+    ``name`` is set by the registry, which refuses a class still declaring an attribute of the
+    first interface (``trainable = False``, ``defaults = {...}``, ...): each is now a field of
+    ``capabilities`` or ``config``.
     """
 
     name: ClassVar[str] = ""
@@ -130,36 +109,6 @@ class WSOLMethod(nn.Module):
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
     native_input: bool = False
-
-    # Read-only views of capabilities and config in the first interface's names (kept in step by
-    # __init_subclass__).
-    trainable: ClassVar[bool] = True
-    needs_grad_at_inference: ClassVar[bool] = False
-    needs_classnames: ClassVar[bool] = False
-    pretrained_option: ClassVar[str | tuple[str, ...] | None] = None
-    defaults: ClassVar[dict] = {}
-    presets: ClassVar[dict[str, dict]] = {}
-    config_types: ClassVar[dict[str, type | tuple[type, ...]]] = {}
-    config_choices: ClassVar[dict[str, tuple]] = {}
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__
-        if "capabilities" not in own and any(k in own for k in _LEGACY_CAPABILITIES):
-            values = {new: getattr(cls, old) for old, new in _LEGACY_CAPABILITIES.items()}
-            option = values["pretrained_options"]
-            values["pretrained_options"] = (
-                () if not option else (option,) if isinstance(option, str) else tuple(option)
-            )
-            cls.capabilities = Capabilities(**values)
-        if "config" not in own and any(k in own for k in _LEGACY_CONFIG):
-            values = {new: getattr(cls, old) for old, new in _LEGACY_CONFIG.items()}
-            cls.config = MethodConfig(**values)
-        for old, new in _LEGACY_CAPABILITIES.items():
-            setattr(cls, old, getattr(cls.capabilities, new))
-        cls.pretrained_option = cls.capabilities.pretrained_options or None
-        for old, new in _LEGACY_CONFIG.items():
-            setattr(cls, old, getattr(cls.config, new))
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -215,7 +164,10 @@ class WSOLMethod(nn.Module):
             must not contain "loss", are scalar statistics the engine logs without summing
             (e.g. TeD-Loc's per-batch pseudo-label counts).
         """
-        raise NotImplementedError(f"{type(self).__name__} is not trainable (trainable = False)")
+        raise NotImplementedError(
+            f"{type(self).__name__} implements no loss(); a training-free method declares "
+            "capabilities = Capabilities(trainable=False)"
+        )
 
     def predict(self, images: Tensor, labels: Tensor) -> Prediction:
         """Class scores and the localization map of the target class ``labels`` (the GT class).
@@ -237,7 +189,8 @@ def build_method(
     """Instantiate a method from a resolved config (the ``train`` section is left to the engine).
 
     The seed is set first, so that randomly initialised weights are reproducible. A method with
-    ``needs_classnames`` also gets ``classnames`` (``"class 0"``, ... when none are known).
+    ``capabilities.needs_classnames`` also gets ``classnames`` (``"class 0"``, ... when none are
+    known).
     """
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in config.items() if k != "train"}

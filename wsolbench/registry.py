@@ -13,6 +13,11 @@ A method is found by name, importing only what it needs, in this order:
 4. a ``"pkg.module:Class"`` path given directly (handy while developing a plugin);
 5. otherwise ``KeyError`` naming the close matches ("did you mean 'tedloc'?").
 
+A plugin found but unusable raises :class:`PluginError`: it fails to import, is no
+:class:`~wsolbench.method.WSOLMethod`, still declares an attribute of the first interface
+(``trainable = False`` instead of ``capabilities = Capabilities(trainable=False)``: the harness
+would silently ignore it), or its entry point's name differs from the name it registers under.
+
 :func:`list_methods` only lists names (folders and entry points) and imports no plugin. Plugin
 modules run :func:`wsolbench.util.compat.ensure_torchvision` implicitly: it is called before any
 plugin import, so a plugin may import timm or open_clip at module level on a CPU-only torch.
@@ -42,11 +47,81 @@ FIRST_PARTY_PACKAGE = "methods"
 
 METHODS = Registry("wsolbench method", scope="wsolbench")
 
+# The class attributes of the first plugin interface → the declaration and field that replaced
+# each. The harness reads only ``capabilities`` and ``config``, so a plugin still declaring one of
+# these is refused rather than run with the attribute ignored.
+_OLD_INTERFACE = {
+    "trainable": ("capabilities", "trainable"),
+    "needs_grad_at_inference": ("capabilities", "needs_grad_at_inference"),
+    "needs_classnames": ("capabilities", "needs_classnames"),
+    "pretrained_option": ("capabilities", "pretrained_options"),
+    "defaults": ("config", "defaults"),
+    "presets": ("config", "presets"),
+    "config_types": ("config", "types"),
+    "config_choices": ("config", "choices"),
+}
+_DECLARATION_TYPES = {"capabilities": "Capabilities", "config": "MethodConfig"}
+
+
+class PluginError(ImportError):
+    """A method plugin that was found but cannot be used; the message names the fix.
+
+    An ``ImportError``, so that the command line reports it as one ``error:`` line (exit 2) and
+    ``wsolbench list -v`` as one broken plugin among the others.
+    """
+
+
+def old_interface_message(cls: type, name: str) -> str | None:
+    """Why ``cls`` (to be method ``name``) is refused for declaring attributes of the first
+    interface, spelling out the ``capabilities`` / ``config`` declaration that replaces them; None
+    when it declares none.
+
+    Its own class body counts, and so do its bases' up to :class:`~wsolbench.method.WSOLMethod`:
+    an inherited ``trainable = False`` would be ignored just the same.
+    """
+    from wsolbench.method import WSOLMethod
+
+    found: dict[str, tuple[type, object]] = {}  # old attribute -> (the class declaring it, value)
+    for klass in cls.__mro__:
+        if klass in WSOLMethod.__mro__:
+            continue
+        for old in _OLD_INTERFACE:
+            if old in vars(klass) and old not in found:
+                found[old] = (klass, vars(klass)[old])
+    if not found:
+        return None
+    fields: dict[str, list[str]] = {}  # "capabilities" / "config" -> its keyword arguments
+    for old, (_, value) in found.items():
+        holder, field = _OLD_INTERFACE[old]
+        if old == "pretrained_option":  # one dotted key or several; now always a tuple
+            value = () if not value else (value,) if isinstance(value, str) else tuple(value)
+        fields.setdefault(holder, []).append(f"{field}={_quoted(value)}")
+    declared = " and ".join(f"`{old} = {_quoted(value)}`" for old, (_, value) in found.items())
+    bases = sorted({klass.__qualname__ for klass, _ in found.values() if klass is not cls})
+    where = f" (in its base {', '.join(bases)})" if bases else ""
+    replacement = " and ".join(
+        f"`{holder} = {_DECLARATION_TYPES[holder]}({', '.join(arguments)})`"
+        for holder, arguments in fields.items()
+    )
+    return (
+        f"method {name!r} declares {declared}{where}, the old interface; declare {replacement} "
+        "instead (docs/writing-a-method.md)"
+    )
+
+
+def _quoted(value: object) -> str:
+    """A declared value as a message quotes it: a mapping's contents are elided."""
+    return "{...}" if isinstance(value, dict) and value else repr(value)
+
 
 def register_method(name: str):
     """Class decorator: register a :class:`~wsolbench.method.WSOLMethod` subclass under ``name``.
 
     Sets ``cls.name = name``. Registering a second class under a taken name is an error.
+
+    Raises:
+        TypeError: ``cls`` is no WSOLMethod subclass, or declares the first interface's attributes
+            (:func:`old_interface_message`); discovery reports either as a :class:`PluginError`.
     """
     check_name(name, "method")
 
@@ -58,6 +133,9 @@ def register_method(name: str):
                 f"@register_method({name!r}) decorates {cls!r}, which is not a WSOLMethod "
                 "subclass; derive it from wsolbench.method.WSOLMethod"
             )
+        old_interface = old_interface_message(cls, name)
+        if old_interface:
+            raise TypeError(old_interface)
         cls.name = name
         METHODS.register_module(name=name, module=cls)
         return cls
@@ -91,7 +169,7 @@ def _import_plugin(module_name: str, name: str):
     try:
         return importlib.import_module(module_name)
     except Exception as exc:
-        raise ImportError(f"method {name!r}: importing {module_name!r} failed: {exc}") from exc
+        raise PluginError(f"method {name!r}: importing {module_name!r} failed: {exc}") from exc
 
 
 def _from_path(spec: str) -> type[WSOLMethod]:
@@ -106,16 +184,39 @@ def _from_path(spec: str) -> type[WSOLMethod]:
     return _registered_class(spec, cls)
 
 
-def _registered_class(label: str, cls) -> type[WSOLMethod]:
-    """Check a class found by entry point or path, and register it under its own name if needed."""
+def _registered_class(
+    label: str, cls, entry_point: importlib.metadata.EntryPoint | None = None
+) -> type[WSOLMethod]:
+    """Check a class found by entry point (``label`` its name) or path (``label`` the path), and
+    register it under its own name if needed: the name ``@register_method`` gave it, else the
+    entry point's name, else the path's class name in lower case.
+
+    Raises:
+        PluginError: ``cls`` is no WSOLMethod subclass, declares the first interface, or was
+            registered under another name than its entry point's.
+    """
     from wsolbench.method import WSOLMethod
 
     if not (isinstance(cls, type) and issubclass(cls, WSOLMethod)):
-        raise TypeError(f"method {label!r} resolves to {cls!r}, which is not a WSOLMethod subclass")
-    if not getattr(cls, "name", ""):
-        cls.name = label.rpartition(":")[2].lower() if ":" in label else label
-    if METHODS.get(cls.name) is None:
-        METHODS.register_module(name=cls.name, module=cls)
+        raise PluginError(
+            f"method {label!r} resolves to {cls!r}, which is not a WSOLMethod subclass; point it "
+            "at a subclass of wsolbench.method.WSOLMethod"
+        )
+    registered = vars(cls).get("name", "")  # set on the class itself, not inherited from a base
+    if entry_point is not None and registered and registered != label:
+        raise PluginError(
+            f"entry point {label!r} ({entry_point.value}, group {ENTRY_POINT_GROUP}) loads the "
+            f"method registered as {registered!r}, and the two names must agree: rename the "
+            f"entry point to {registered!r} in the plugin's pyproject.toml (then reinstall it), "
+            f'or register the class as @register_method("{label}")'
+        )
+    name = registered or (label.rpartition(":")[2].lower() if ":" in label else label)
+    old_interface = old_interface_message(cls, name)
+    if old_interface:
+        raise PluginError(old_interface)
+    cls.name = name
+    if METHODS.get(name) is None:
+        METHODS.register_module(name=name, module=cls)
     return cls
 
 
@@ -124,7 +225,8 @@ def get_method(name: str) -> type[WSOLMethod]:
 
     Raises:
         KeyError: no method has that name; the message lists close matches.
-        ImportError: the plugin exists but fails to import; the message names it.
+        PluginError: the plugin exists but cannot be used (see the module docstring); the message
+            names it and the fix.
     """
     cls = METHODS.get(name)
     if cls is not None:
@@ -148,11 +250,11 @@ def get_method(name: str) -> type[WSOLMethod]:
         try:
             loaded = entry_point.load()
         except Exception as exc:
-            raise ImportError(
+            raise PluginError(
                 f"method {name!r}: entry point {entry_point.value!r} "
                 f"(group {ENTRY_POINT_GROUP}) failed to load: {exc}"
             ) from exc
-        return _registered_class(name, loaded)
+        return _registered_class(name, loaded, entry_point)
     raise KeyError(unknown_name_message("method", name, list_methods()))
 
 
@@ -184,7 +286,7 @@ def check_plugins() -> list[PluginStatus]:
             logger.debug("plugin %s failed:\n%s", name, traceback.format_exc())
             statuses.append(PluginStatus(name, source, False, f"{type(exc).__name__}: {exc}"))
             continue
-        flags = "trainable" if cls.trainable else "training-free"
+        flags = "trainable" if cls.capabilities.trainable else "training-free"
         statuses.append(
             PluginStatus(name, source, True, f"{cls.__module__}.{cls.__qualname__} ({flags})")
         )

@@ -2,25 +2,26 @@
 
 A plugin author runs them before a first real training run; ``tests/test_methods.py`` runs them
 over every method the registry can find, so a new method folder is tested without a new test.
-Everything runs on random tensors, on CPU, without pretrained weights (the method's
-``pretrained_option`` is set false), in seconds for a small configuration.
+Everything runs on random tensors, on CPU, without pretrained weights (the keys of the method's
+``capabilities.pretrained_options`` are switched off), in seconds for a small configuration.
 
 The checks, in order (a failed build stops the rest):
 
-- ``registered``: the name resolves to the class, and the class carries that name;
-- ``config``: defaults resolve for every preset (with pretrained weights off), presets only set
-  keys the defaults know;
+- ``registered``: the name resolves to the class, the class carries that name, and it declares
+  none of the first interface's attributes (``trainable = False`` for ``capabilities``, ...);
+- ``config``: ``config.defaults`` resolve for every preset (with pretrained weights off), and
+  ``config.presets`` only set keys the defaults know;
 - ``builds``: ``build_method`` on the chosen preset;
 - ``predict``: a :class:`~wsolbench.method.Prediction` with finite float maps [B, h, w] and logits
   [B, K] or None;
 - ``deterministic``: two eval-mode predictions agree;
 - ``per-image``: image i's map and logits do not depend on the other images of the batch;
 - ``no_grad``: the evaluator's path works inside ``torch.no_grad()`` (Grad-CAM-style methods
-  re-enable autograd themselves through ``needs_grad_at_inference``);
-- trainable methods: ``loss`` (finite scalar ``loss_*`` tensors; other keys are logged scalar
-  statistics without "loss" in their name), ``gradients`` (backward reaches
-  every trainable parameter inference uses), ``sgd step`` (one step changes the loss);
-  training-free ones: ``training-free`` (``trainable = False`` and no ``loss`` needed);
+  re-enable autograd themselves through ``capabilities.needs_grad_at_inference``);
+- with ``capabilities.trainable``: ``loss`` (finite scalar ``loss_*`` tensors; other keys are
+  logged scalar statistics without "loss" in their name), ``gradients`` (backward reaches every
+  parameter with ``requires_grad`` that inference uses), ``sgd step`` (one step changes the loss);
+  without: ``training-free`` (no ``loss`` needed);
 - ``weights round-trip``: ``inference_state_dict`` through ``export_weights`` /
   ``load_weights_file`` into a fresh instance gives the same maps.
 """
@@ -78,21 +79,34 @@ def _pretrained_off(cls: type[WSOLMethod]) -> list[str]:
     return pretrained_off_overrides(cls)
 
 
+def _old_interface(cls: type[WSOLMethod]) -> str | None:
+    """The registry's refusal of a class declaring the first interface's attributes, or None."""
+    from wsolbench.registry import old_interface_message
+
+    return old_interface_message(cls, cls.name or cls.__qualname__)
+
+
 def _check_config(cls: type[WSOLMethod]) -> str:
-    known = set(cls.defaults) | ({"train"} if cls.trainable else set())
-    known_train = set(TRAIN_DEFAULTS) | set(cls.defaults.get("train", {}))
-    for preset in [None, *cls.presets]:
+    defaults, presets = cls.config.defaults, cls.config.presets
+    trains = cls.capabilities.trainable
+    known = set(defaults) | ({"train"} if trains else set())
+    known_train = set(TRAIN_DEFAULTS) | set(defaults.get("train", {}))
+    for preset in [None, *presets]:
         config = resolve_config(cls, preset, _pretrained_off(cls))
-        if cls.trainable and not isinstance(config.get("train"), dict):
-            raise _Failed(f"preset {preset!r}: a trainable method needs a 'train' section")
+        if trains and not isinstance(config.get("train"), dict):
+            raise _Failed(
+                f"preset {preset!r}: 'train' is not a section, and capabilities.trainable is True"
+            )
         if preset is None:
             continue
-        extra = set(cls.presets[preset]) - known
-        extra_train = set(cls.presets[preset].get("train", {})) - known_train
+        extra = set(presets[preset]) - known
+        extra_train = set(presets[preset].get("train", {})) - known_train
         if extra or extra_train:
             keys = sorted(extra) + sorted(f"train.{k}" for k in extra_train)
-            raise _Failed(f"preset {preset!r} sets keys the defaults lack: {', '.join(keys)}")
-    return f"defaults + presets {sorted(cls.presets) or 'none'} resolve"
+            raise _Failed(
+                f"config.presets[{preset!r}] sets keys config.defaults lacks: {', '.join(keys)}"
+            )
+    return f"config.defaults + config.presets {sorted(presets) or 'none'} resolve"
 
 
 def _check_prediction(prediction, batch: int, num_classes: int) -> str:
@@ -122,7 +136,7 @@ def _check_prediction(prediction, batch: int, num_classes: int) -> str:
 
 def _predict(method: WSOLMethod, images: Tensor, labels: Tensor) -> Prediction:
     method.eval()
-    with torch.set_grad_enabled(method.needs_grad_at_inference):
+    with torch.set_grad_enabled(method.capabilities.needs_grad_at_inference):
         prediction = method.predict(images, labels)
     method.zero_grad(set_to_none=True)
     return prediction
@@ -153,7 +167,9 @@ def _check_no_grad(method: WSOLMethod, images: Tensor, labels: Tensor) -> str:
     if not _close(torch.from_numpy(maps), reference):
         raise _Failed("maps under torch.no_grad() differ from maps with autograd enabled")
     return "evaluator path works under torch.no_grad()" + (
-        " (needs_grad_at_inference)" if method.needs_grad_at_inference else ""
+        " (capabilities.needs_grad_at_inference)"
+        if method.capabilities.needs_grad_at_inference
+        else ""
     )
 
 
@@ -195,9 +211,9 @@ def _params_reached(method: WSOLMethod, output: Tensor) -> set[str]:
 
 
 def _check_gradients(method: WSOLMethod, images: Tensor, labels: Tensor) -> str:
-    trainable = {n for n, p in method.named_parameters() if p.requires_grad}
-    if not trainable:
-        raise _Failed("the method is trainable but has no parameter with requires_grad")
+    learnable = {n for n, p in method.named_parameters() if p.requires_grad}
+    if not learnable:
+        raise _Failed("capabilities.trainable is True but no parameter has requires_grad")
     method.eval()
     with torch.enable_grad():
         prediction = method.predict(images, labels)
@@ -207,8 +223,8 @@ def _check_gradients(method: WSOLMethod, images: Tensor, labels: Tensor) -> str:
     if output.requires_grad:
         used = _params_reached(method, output)
         basis = "used by predict"
-    else:  # predict detaches its output: hold the loss to every trainable parameter
-        used, basis = trainable, "trainable (predict output is detached)"
+    else:  # predict detaches its output: hold the loss to every parameter with requires_grad
+        used, basis = learnable, "with requires_grad (predict output is detached)"
     total = sum(_loss_terms(method, images, labels).values())
     reached = _params_reached(method, total)
     unreached = sorted(used - reached)
@@ -303,6 +319,8 @@ def check_method(
             cls = name_or_cls
             if not (isinstance(cls, type) and issubclass(cls, WSOLMethod)):
                 raise _Failed(f"{cls!r} is not a WSOLMethod subclass")
+            if _old_interface(cls):
+                raise _Failed(_old_interface(cls))
             if not cls.name:
                 raise _Failed(f"{cls.__qualname__} is not registered (@register_method)")
             found = get_method(cls.name)
@@ -313,12 +331,12 @@ def check_method(
 
     if not run("registered", registered):
         cls = name_or_cls if isinstance(name_or_cls, type) else None
-        if cls is None or not issubclass(cls, WSOLMethod):
-            return results
+        if cls is None or not issubclass(cls, WSOLMethod) or _old_interface(cls):
+            return results  # (the old interface's attributes would be ignored: nothing to check)
         holder["cls"] = cls  # keep checking an unregistered class: the other verdicts still help
     cls = holder["cls"]
     run("config", lambda: _check_config(cls))
-    preset = dataset if dataset in cls.presets else None
+    preset = dataset if dataset in cls.config.presets else None
     options = _pretrained_off(cls) + list(overrides or [])
 
     def fresh(seed: int = 1) -> WSOLMethod:
@@ -352,16 +370,20 @@ def check_method(
         run("deterministic", deterministic)
         run("per-image", lambda: _check_per_image(method, images, labels))
         run("no_grad", lambda: _check_no_grad(method, images, labels))
-    if cls.trainable:
+    if cls.capabilities.trainable:
         if type(method).loss is WSOLMethod.loss:
             results.append(
-                CheckResult("loss", False, "trainable = True but loss() is not implemented")
+                CheckResult(
+                    "loss", False, "capabilities.trainable is True but loss() is not implemented"
+                )
             )
         elif run("loss", lambda: ", ".join(_loss_terms(method, images, labels))):
             run("gradients", lambda: _check_gradients(method, images, labels))
             run("sgd step", lambda: _check_sgd_step(method, images, labels))
     else:
-        results.append(CheckResult("training-free", True, "trainable = False: no loss needed"))
+        results.append(
+            CheckResult("training-free", True, "capabilities.trainable is False: no loss needed")
+        )
     if ok:
         run("weights round-trip", lambda: _check_round_trip(method, fresh, images, labels))
     return results

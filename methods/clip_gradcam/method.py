@@ -28,9 +28,9 @@ patches).
 
 Class scores for Top-1/Top-5 are CLIP's zero-shot logits over the K class prompts (``templates``,
 the class token's embedding), not part of CLIP-ES. Grad-CAM needs autograd at inference
-(``needs_grad_at_inference``); only the last block's input activation is a graph leaf (every
-parameter is frozen, the blocks before run without a graph), so memory per batch stays one
-block's worth, and nothing is left behind after ``predict`` returns.
+(``capabilities.needs_grad_at_inference``); only the last block's input activation is a graph
+leaf (every parameter is frozen, the blocks before run without a graph), so memory per batch
+stays one block's worth, and nothing is left behind after ``predict`` returns.
 """
 
 from __future__ import annotations

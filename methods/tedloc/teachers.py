@@ -133,7 +133,7 @@ class RunTeacher:
         folder = Path(work_dir).expanduser()
         try:
             record, _ = run_record(folder)
-            if not method_class(record).trainable:
+            if not method_class(record).capabilities.trainable:
                 raise ValueError(f"method {record['method']!r} has no weights")
             loaded = load_run(folder, weights="exported")
         except (ValueError, OSError, KeyError) as exc:

@@ -16,7 +16,7 @@ def _add_check(commands) -> None:
         description="Check that a method plugin honours the WSOLMethod contract (registration, "
         "config, predict shapes and determinism, per-image independence, loss and gradients, "
         "weights round-trip), on random tensors without pretrained weights. Exit status 1 if "
-        "any check fails.",
+        "any check fails, 2 if the name finds no usable method.",
     )
     parser.add_argument("name", help="method name, or pkg.module:Class of a plugin in development")
     parser.add_argument("--num-classes", type=int, default=3)
@@ -30,9 +30,17 @@ def _add_check(commands) -> None:
 
 
 def cmd_check(args) -> int:
-    """Print one line per check; 0 when all pass, 1 otherwise."""
+    """Print one line per check; 0 when all pass, 1 otherwise.
+
+    A name that finds no usable method (unknown, a plugin that fails to import, declares the old
+    interface, or registers under another name than its entry point) is the user's to fix, not a
+    failed check: :func:`~wsolbench.registry.get_method` raises, and ``main`` prints one
+    ``error:`` line (exit 2).
+    """
+    from wsolbench.registry import get_method
     from wsolbench.testing import check_method
 
+    get_method(args.name)
     results = check_method(
         args.name,
         num_classes=args.num_classes,

@@ -185,7 +185,7 @@ def profile_method(
         "input_size": [int(size[0]), int(size[1])],
         "num_classes": int(num_classes),
         **timed,
-        "grad_at_inference": bool(method.needs_grad_at_inference),
+        "grad_at_inference": bool(method.capabilities.needs_grad_at_inference),
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),

@@ -2,9 +2,10 @@
 
 - **Latency** at batch 1: median (and p90, IQR, min) over ``runs`` (≥ 50 for a reported figure)
   timed calls after ``warmup`` (≥ 10) untimed ones. A call is what the caller passes: for a
-  method, :func:`wsolbench.evaluate.predict_batch` — its ``predict`` with autograd on when it
-  declares ``needs_grad_at_inference``, and its maps brought to host memory — on a batch already
-  on the device. On CUDA the device is synchronized before the clock starts and before it stops.
+  method, :func:`wsolbench.evaluate.predict_batch` — its ``predict`` with autograd on when its
+  ``capabilities.needs_grad_at_inference`` is True, and its maps brought to host memory — on a
+  batch already on the device. On CUDA the device is synchronized before the clock starts and
+  before it stops.
 - **Throughput** at batch ``batch_size``: images per second of the median call.
 - **Peak memory**: the most memory the batch-``batch_size`` calls used above what was in use
   before them (weights and inputs excluded). On CUDA ``torch.cuda.max_memory_allocated``; on CPU

@@ -146,7 +146,7 @@ def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
     if spec.no_pretrained:
         overrides += pretrained_off_overrides(method_cls)
     config = resolve_config(method_cls, spec.dataset, overrides)
-    if method_cls.trainable:
+    if method_cls.capabilities.trainable:
         from wsolbench.train.config import check_train_config
 
         check_train_config(config["train"])
@@ -165,12 +165,13 @@ def _read_data(context: RunContext) -> None:
     spec, protocol = context.spec, context.protocol
     source = get_dataset(spec.dataset)()
     context.root = source.resolve(spec.data_root, protocol)
-    used = set(protocol.eval_splits) | ({"train"} if context.method_cls.trainable else set())
+    trains = context.method_cls.capabilities.trainable
+    used = set(protocol.eval_splits) | ({"train"} if trains else set())
     context.splits = read_splits(
         context.root,
         protocol,
         check_files_of=used,
-        optional=() if context.method_cls.trainable else ("train",),
+        optional=() if trains else ("train",),
         progress=spec.progress and context.rank == 0,
     )
     context.fingerprint = data_fingerprint(context.splits)

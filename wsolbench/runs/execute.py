@@ -96,11 +96,11 @@ def execute(spec: RunSpec) -> Result:
             spec.seed,
             classnames=context.protocol.classnames,
         )
-        if context.method_cls.trainable:
+        if context.method_cls.capabilities.trainable:
             method.prepare_training()  # a teacher it learns from is part of what it is
         announce(context, method.pretrained)
         write_record(context, method.pretrained)
-        if context.method_cls.trainable:
+        if context.method_cls.capabilities.trainable:
             _train(context, method)
             if context.rank == 0:
                 from wsolbench.train.weights import export_weights

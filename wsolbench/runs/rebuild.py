@@ -159,7 +159,7 @@ def load_run(
     protocol = run_protocol(work_dir, record)
     method_cls = method_class(record)
     seed = int(record["seed"])
-    if weights == "exported" and not method_cls.trainable:
+    if weights == "exported" and not method_cls.capabilities.trainable:
         method = build_method(
             method_cls, record["config"], protocol.num_classes, seed, protocol.classnames
         )

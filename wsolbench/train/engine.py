@@ -276,7 +276,7 @@ def build_runner(
     launcher: str = "none",
     resume_from: Path | None = None,
 ) -> Runner:
-    """The mmengine Runner that trains ``method`` (see :data:`wsolbench.method.TRAIN_DEFAULTS`).
+    """The mmengine Runner that trains ``method`` (see :data:`wsolbench.config.TRAIN_DEFAULTS`).
 
     Args:
         keep: "last" or "best" (best MaxBoxAccV2 / PxAP on ``val_set``, which is then required).
