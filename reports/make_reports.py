@@ -14,7 +14,7 @@ Steps, each through the ``wsolbench`` command line or the library call behind it
    committed leaderboards are rendered from these copies alone.
 3. **Leaderboards** (``wsolbench compare reports/results/synthetic-v1``): ``leaderboard.md``,
    ``.csv``, ``.tex``, ``.html`` (oracle policy) and ``leaderboard-select.md`` (select policy).
-   No timestamp and no machine path in them: the same results give the same bytes, which
+   No timestamp in them: the same results give the same bytes, which
    ``tests/test_reports.py`` checks against the committed files.
 4. **Cost** (``wsolbench profile --method M --dataset D --json``, one torch thread, timed on
    both protocols: :data:`PROFILE_FLAGS`): ``cost/<D>/<M>.json``; GenPromp's cost-only record
@@ -28,8 +28,7 @@ Steps, each through the ``wsolbench`` command line or the library call behind it
 One idea per module beside this file, each importing only those above it: ``report_settings``
 (what is run, where files go, how a step runs ``wsolbench``), ``report_runs`` (steps 1-2),
 ``report_boards`` (step 3), ``report_profiles`` (step 4, measuring), ``report_cost`` (step 4,
-the tables), ``report_html`` (steps 5-6). This file is the command line; their names are
-importable from it.
+the tables), ``report_html`` (steps 5-6). This file is the command line only.
 
 Usage: ``python reports/make_reports.py [--methods M ...] [--seeds S ...] [--no-runs]
 [--cost-datasets D ...] [--cost-only] [--reuse-cost]``; ``--no-runs`` re-renders from

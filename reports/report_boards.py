@@ -1,6 +1,7 @@
 """Step 3 of the reports: the committed leaderboards and diffs, rendered from the results alone.
 
-No timestamp and no machine path in them: the same results give the same bytes, which
+No timestamp and nothing of the machine that renders them (the weights paths in the footnotes and
+the CSV are those the results recorded): the same results give the same bytes, which
 ``tests/test_reports.py`` checks against the committed files.
 """
 
@@ -11,17 +12,20 @@ from pathlib import Path
 from report_settings import REPORTS, RESULTS
 
 CI_RESAMPLES = 1000  # compare --ci: bootstrap resamples of the test images (seed 0)
-# file -> (policy, format, bootstrap resamples: 0 = no intervals)
+# file -> (policy, format, bootstrap resamples: 0 = no intervals, wide). The markdown files are
+# what `wsolbench compare` prints (the columns that fit 120 characters, weights by short names);
+# leaderboard-wide.md is `compare --wide`: every column, each weights source in full.
 LEADERBOARD_FILES = {
-    "leaderboard.md": ("oracle", "md", 0),
-    "leaderboard.csv": ("oracle", "csv", 0),
-    "leaderboard.tex": ("oracle", "latex", 0),
-    "leaderboard.html": ("oracle", "html", 0),
-    "leaderboard-select.md": ("select", "md", 0),
-    "leaderboard-ci.md": ("oracle", "md", CI_RESAMPLES),
-    "leaderboard-ci.csv": ("oracle", "csv", CI_RESAMPLES),
-    "leaderboard-ci.tex": ("oracle", "latex", CI_RESAMPLES),
-    "leaderboard-ci.html": ("oracle", "html", CI_RESAMPLES),
+    "leaderboard.md": ("oracle", "md", 0, False),
+    "leaderboard-wide.md": ("oracle", "md", 0, True),
+    "leaderboard.csv": ("oracle", "csv", 0, False),
+    "leaderboard.tex": ("oracle", "latex", 0, False),
+    "leaderboard.html": ("oracle", "html", 0, False),
+    "leaderboard-select.md": ("select", "md", 0, False),
+    "leaderboard-ci.md": ("oracle", "md", CI_RESAMPLES, False),
+    "leaderboard-ci.csv": ("oracle", "csv", CI_RESAMPLES, False),
+    "leaderboard-ci.tex": ("oracle", "latex", CI_RESAMPLES, False),
+    "leaderboard-ci.html": ("oracle", "html", CI_RESAMPLES, False),
 }
 # file -> (row A, row B): `wsolbench diff` of two methods' seeds on the same test images
 DIFF_FILES = {
@@ -38,9 +42,10 @@ def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> lis
     from wsolbench.util.atomic import write_text_atomic
 
     written = []
-    for name, (policy, fmt, resamples) in LEADERBOARD_FILES.items():
+    for name, (policy, fmt, resamples, wide) in LEADERBOARD_FILES.items():
         path = Path(out_dir) / name
-        write_text_atomic(path, compare([results], policy=policy, fmt=fmt, ci=resamples))
+        table = compare([results], policy=policy, fmt=fmt, ci=resamples, wide=wide)
+        write_text_atomic(path, table)
         written.append(path)
     for name, (a, b) in DIFF_FILES.items():
         if (results / a).is_dir() and (results / b).is_dir():

@@ -25,8 +25,10 @@ FIXTURES = HERE / "fixtures" / "results"
 CUB = FIXTURES / "cub"
 GOLDEN = HERE / "golden"
 PUBLISHED = HERE.parent / "reports" / "published.yaml"
-GOLDEN_FILES = {"md": "leaderboard.md", "csv": "leaderboard.csv", "latex": "leaderboard.tex",
-                "html": "leaderboard.html"}  # fmt: skip
+# golden file -> (format, wide)
+GOLDEN_FILES = {"leaderboard.md": ("md", False), "leaderboard-wide.md": ("md", True),
+                "leaderboard.csv": ("csv", False), "leaderboard.tex": ("latex", False),
+                "leaderboard.html": ("html", False)}  # fmt: skip
 
 
 def _render(fmt: str, **kwargs) -> str:
@@ -34,16 +36,17 @@ def _render(fmt: str, **kwargs) -> str:
     return compare([CUB], fmt=fmt, **kwargs)
 
 
-@pytest.mark.parametrize("fmt", sorted(GOLDEN_FILES))
-def test_golden_leaderboard(fmt):
-    text = _render(fmt)
-    golden = GOLDEN / GOLDEN_FILES[fmt]
+@pytest.mark.parametrize("name", sorted(GOLDEN_FILES))
+def test_golden_leaderboard(name):
+    fmt, wide = GOLDEN_FILES[name]
+    text = _render(fmt, wide=wide)
+    golden = GOLDEN / name
     if os.environ.get("WSOLBENCH_UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text, encoding="utf-8")
     assert golden.is_file(), f"{golden} missing: run with WSOLBENCH_UPDATE_GOLDEN=1 and review it"
     assert text == golden.read_text(encoding="utf-8"), (
-        f"{fmt} leaderboard differs from {golden}; if the change is intended, rerun with "
+        f"{name} differs from {golden}; if the change is intended, rerun with "
         "WSOLBENCH_UPDATE_GOLDEN=1 and review the diff"
     )
 
@@ -85,11 +88,15 @@ def test_golden_mean_std_checked_by_hand():
 
 
 def test_rows_columns_and_order():
-    text = _render("md")
+    text = _render("md", wide=True)
     header = _md_header(text)
     assert header[:4] == ["Method", "Pretrained", "Seeds", "MaxBoxAccV2"]
     assert "PxAP" not in header  # no row has masks
     assert {"Top-1 Loc", "Top-5 Loc", "GT-known", "Top-1 Cls"} <= set(header)
+    # to fit a terminal the default keeps the headline columns, in the same order
+    short = _md_header(_render("md"))
+    assert short[:5] == ["Method", "Pretrained", "Seeds", "MaxBoxAccV2", "Top-1 Loc"]
+    assert set(short) < set(header) and short == [h for h in header if h in short]
     names = [
         line.split("|")[1].strip()
         for line in text.splitlines()
@@ -150,24 +157,29 @@ def test_runs_with_and_without_weights_are_not_averaged(tmp_path):
         d["pretrained"] = "none"
         (path.parent.parent / f"none{d['seed']}").mkdir()
         (path.parent.parent / f"none{d['seed']}" / "result.json").write_text(json.dumps(d))
-    text = compare([tmp_path], published=False)
+    text = compare([tmp_path], published=False, wide=True)
     assert _md_row(text, "cam")[2] == "3"
     assert _md_row(text, "cam‡")[2] == "3"
 
 
-def test_pretrained_cell_keeps_every_part_and_shortens_each_path(tmp_path):
+def test_pretrained_cell_keeps_every_part_by_its_short_name(tmp_path):
     shutil.copytree(CUB / "cam", tmp_path / "cam")
     weights = "file:/home/someone/.cache/wsolbench/synthclip/synthclip-v1-0123456789ab.pt (gelu)"
     teacher = "run:/home/someone/work_dirs/cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)"
+    pretrained = f"backbone=none; text={weights}; teacher={teacher}"
     for path in (tmp_path / "cam").rglob("result.json"):
         d = json.loads(path.read_text())
-        d["pretrained"] = f"backbone=none; text={weights}; teacher={teacher}"
+        d["pretrained"] = pretrained
         path.write_text(json.dumps(d))
-    row = _md_row(compare([tmp_path], published=False), "cam")
-    assert row[1] == (
-        "backbone=none; text=synthclip-v1-0123456789ab.pt (gelu); "
-        "teacher=run:cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)"
+    text = compare([tmp_path], published=False)
+    assert _md_row(text, "cam")[1] == "backbone none; text synthclip-v1; teacher cam/seed0"
+    # the footnotes name each source by content, without the folders of one machine
+    assert "- Pretrained synthclip-v1: file:synthclip/synthclip-v1-0123456789ab.pt (gelu)\n" in text
+    assert (
+        "- Pretrained cam/seed0: run:cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)\n" in text
     )
+    assert "/home/someone" not in text
+    assert _md_row(compare([tmp_path], published=False, wide=True), "cam")[1] == pretrained
 
 
 def test_published_rows_are_never_averaged():
@@ -243,7 +255,7 @@ def test_mixed_protocol_ids_are_refused(tmp_path):
 
 
 def test_fixed_policy_is_recomputed_from_counts():
-    text = _render("md", policy="fixed:0.2", published=False)
+    text = _render("md", policy="fixed:0.2", published=False, wide=True)
     assert "- Policy: fixed:0.2 (τ = 0.2 for every metric)" in text
     header = _md_header(text)
     # Thresholds are arange(0, 1, 0.1): τ = 0.2 is index 2.

@@ -1,4 +1,8 @@
-"""Cost columns of leaderboards: Params and MACs, and latency never mixed across devices."""
+"""Cost columns of leaderboards: Params and MACs, and latency never mixed across devices.
+
+The markdown tables are rendered ``wide``: the default one keeps only what fits a terminal
+(tests/test_leaderboard_width.py), which may leave the cost out.
+"""
 
 import csv
 import io
@@ -58,7 +62,7 @@ def test_latencies_of_two_devices_get_two_columns(tmp_path):
     root = results_with_costs(
         tmp_path, [cost("Big GPU", 2.0), cost("Small CPU", 40.0), cost("Small CPU", 60.0)]
     )
-    table = compare([root], fmt="md", published=False)
+    table = compare([root], fmt="md", published=False, wide=True)
     header = next(line for line in table.splitlines() if line.startswith("| Method"))
     assert "Params (M)" in header and "MACs (G)" in header
     assert "Latency ms (Big GPU)" in header and "Latency ms (Small CPU, 2 threads)" in header
@@ -83,7 +87,7 @@ def test_no_cost_columns_without_cost(tmp_path):
         data = json.loads(path.read_text())
         data.pop("cost", None)
         path.write_text(json.dumps(data))
-    table = compare([tmp_path], fmt="md", published=False)
+    table = compare([tmp_path], fmt="md", published=False, wide=True)
     assert "MACs" not in table and "Latency" not in table
 
 
@@ -98,7 +102,7 @@ def test_a_latency_measured_under_load_is_marked_never_shown_as_clean(tmp_path):
     root = results_with_costs(
         tmp_path, [cost("CPU", 40.0, clean=False), cost("CPU", 60.0, clean=None)]
     )
-    table = compare([root], fmt="md", published=False)
+    table = compare([root], fmt="md", published=False, wide=True)
     assert cells_of(table)["Latency ms (CPU, 2 threads)"] == f"50.00{LATENCY_MARK}"
     assert f"{LATENCY_MARK} latency measured while other processes" in table
     assert "Latency shown when clean" in table
@@ -114,7 +118,7 @@ def test_clean_seeds_give_the_latency_and_busy_ones_are_left_out(tmp_path):
         tmp_path,
         [cost("CPU", 40.0), cost("CPU", 44.0), cost("CPU", 400.0, clean=False)],
     )
-    table = compare([root], fmt="md", published=False)
+    table = compare([root], fmt="md", published=False, wide=True)
     assert cells_of(table)["Latency ms (CPU, 2 threads)"] == "42.00"  # the clean two only
     assert f"{LATENCY_MARK} latency measured" not in table
     rows = list(csv.DictReader(io.StringIO(compare([root], fmt="csv", published=False))))
@@ -124,7 +128,7 @@ def test_clean_seeds_give_the_latency_and_busy_ones_are_left_out(tmp_path):
 
 def test_macs_missing_uncounted_ops_are_shown_as_a_lower_bound(tmp_path):
     root = results_with_costs(tmp_path, [cost("CPU", 40.0, uncounted={"_linalg_svd": 1})])
-    table = compare([root], fmt="md", published=False)
+    table = compare([root], fmt="md", published=False, wide=True)
     assert cells_of(table)["MACs (G)"] == f"{MACS_LOWER_BOUND_MARK}3.000"
     assert "lower bound" in table
     rows = list(csv.DictReader(io.StringIO(compare([root], fmt="csv", published=False))))

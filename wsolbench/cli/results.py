@@ -135,6 +135,13 @@ def add_compare(commands) -> None:
         help="95%% bootstrap interval over the test images in every cell; mark rows not "
         "significantly different from the top row (needs per-image records)",
     )
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, and each weights source in full in its cell (default: short weights "
+        "names spelled out in a footnote, and a markdown table of the columns that fit 120 "
+        "characters)",
+    )
     add_resampling(parser)
     parser.set_defaults(handler=cmd_compare)
 
@@ -184,6 +191,7 @@ def cmd_compare(args) -> int:
         by_data=args.by_data,
         ci=resamples(args) if args.ci else 0,
         ci_seed=args.ci_seed,
+        wide=args.wide,
     )
     if args.output:
         write_text_atomic(args.output, table)

@@ -20,6 +20,9 @@ Rules every table follows:
 - Published figures are marked ``†`` with their source and threshold policy.
 - Runs are sorted by MaxBoxAccV2 (descending, rows without it last), published rows come after runs.
 - The localization map is always the ground-truth class's map; every table says so.
+- A Pretrained cell names each part's weights by a short name (``text synthclip-v1``), spelled out
+  in full in a footnote; two different sources never share a short name in one table. The CSV,
+  and every format with ``wide``, keep the full sources in the cells.
 - When results carry cost (``run --profile``), the table adds the parameters inference needs, MACs
   of one image (the counter is named in a note) and the batch-1 median latency — one column per
   device (name, CPU threads, AMP), since latencies of two devices are not comparable.
@@ -30,6 +33,10 @@ One idea per module, each importing only those above it in this list:
 - :mod:`~wsolbench.leaderboard.published`: published rows (``reports/published.yaml``);
 - :mod:`~wsolbench.leaderboard.cost_columns`: the cost columns and their notes;
 - :mod:`~wsolbench.leaderboard.runs`: runs into rows (metrics under the policy, seeds grouped);
+- :mod:`~wsolbench.leaderboard.sources`: weights sources by short names, unique in a table, and
+  their footnotes;
+- :mod:`~wsolbench.leaderboard.columns`: a table's columns and notes, and those a markdown table
+  keeps to fit a terminal (120 characters; ``wide``: every one);
 - :mod:`~wsolbench.leaderboard.rendering`: markdown, CSV, LaTeX and HTML text;
 - :mod:`~wsolbench.leaderboard.board`: results into boards, and ``compare``.
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsolbench.leaderboard.cost_columns import cost_notes
 from wsolbench.leaderboard.published import published_rows, published_sort_key, source_notes
 from wsolbench.leaderboard.rendering import FORMATS, render
 from wsolbench.leaderboard.rows import (
@@ -39,6 +38,7 @@ def compare(
     by_data: bool = False,
     ci: int = 0,
     ci_seed: int = 0,
+    wide: bool = False,
 ) -> str:
     """Render the leaderboard of the results under ``paths``.
 
@@ -55,6 +55,10 @@ def compare(
             test images and rows not significantly different from the top row are marked
             (:mod:`wsolbench.results.intervals`); 0: no intervals.
         ci_seed: seeds the resampling.
+        wide: every column, and each weights source in full in its Pretrained cell; by default
+            the cells name the weights by short names spelled out in a footnote, and markdown
+            keeps the columns that fit 120 characters (:mod:`~wsolbench.leaderboard.columns`).
+            The CSV is the same either way.
 
     Returns:
         The table(s) as text, ending with a newline.
@@ -79,7 +83,7 @@ def compare(
     if fmt == "csv":  # one header, then every table's rows
         texts = [render(board, fmt) for board in boards]
         return texts[0] + "".join(t.split("\n", 1)[1] for t in texts[1:])
-    return "\n".join(render(board, fmt) for board in boards)
+    return "\n".join(render(board, fmt, wide=wide) for board in boards)
 
 
 def build_leaderboard(
@@ -178,7 +182,6 @@ def _board(
         notes.append("Rows with one seed show the mean only: no std.")
     if any(r.no_weights for r in rows):
         notes.append(NO_WEIGHTS_NOTE)
-    notes.extend(cost_notes(rows))
     pub_rows = published_rows(published, dataset)
     if pub_rows and split != "test":
         notes.append(f"Published rows are test-split figures: not shown for the {split} split.")

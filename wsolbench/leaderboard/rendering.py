@@ -1,8 +1,10 @@
 """Rendering a leaderboard: the same table as markdown, CSV, LaTeX or HTML text.
 
 Every format shows the board's header lines (protocol, data, split, policy, maps), one line per
-row and the notes; published figures keep the precision the paper printed. The CSV has one column
-per figure (mean, std, interval bounds, cost) instead of formatted cells.
+row and the notes; published figures keep the precision the paper printed. Markdown, LaTeX and
+HTML show the columns and notes of :mod:`~wsolbench.leaderboard.columns` (weights by short names,
+and in markdown only the columns that fit a terminal, unless ``wide``). The CSV has one column
+per figure (mean, std, interval bounds, cost) instead of formatted cells, and the full sources.
 """
 
 from __future__ import annotations
@@ -12,12 +14,20 @@ import html
 import io
 import math
 import re
-from pathlib import Path
+import textwrap
 
 from tabulate import tabulate
 
 from wsolbench.cost.formatting import LATENCY_MARK, MACS_LOWER_BOUND_MARK
-from wsolbench.leaderboard.cost_columns import cost_cells, cost_headers
+from wsolbench.leaderboard.columns import (
+    TERMINAL_WIDTH,
+    fitting,
+    grid,
+    markdown_table,
+    published_number,
+    table_columns,
+    table_notes,
+)
 from wsolbench.leaderboard.rows import (
     MISSING,
     NO_WEIGHTS_MARK,
@@ -25,83 +35,46 @@ from wsolbench.leaderboard.rows import (
     PUBLISHED_MARK,
     PUBLISHED_NOTE,
     Leaderboard,
-    Row,
 )
-from wsolbench.results.record import METRIC_NAMES
+from wsolbench.leaderboard.sources import table_sources
 
 FORMATS = ("md", "csv", "latex", "html")
 
 
-def _cell(row: Row, key: str) -> str:
-    if key not in row.mean:
-        return MISSING
-    if row.published:
-        return _published_number(row.mean[key])
-    text = f"{row.mean[key]:.2f}"
-    if key in row.std:
-        text += f" ± {row.std[key]:.2f}"
-    if key in row.ci:
-        text += " [{:.2f}, {:.2f}]".format(*row.ci[key])
-    return text
+def render(board: Leaderboard, fmt: str, *, wide: bool = False) -> str:
+    """Render a leaderboard as ``md``, ``csv``, ``latex`` or ``html`` text (ends with a newline).
 
-
-def _published_number(value: float) -> str:
-    # Published figures keep the precision the paper printed (shortest repr): 41.1 stays 41.1.
-    return repr(float(value))
-
-
-def _pretrained_cell(row: Row) -> str:
-    """The row's weights, each part (``backbone=…; text=…``) kept, each file path shortened."""
-    if row.published:
-        return MISSING
-    return "; ".join(_short_source(part) for part in row.pretrained.split("; "))
-
-
-def _short_source(part: str) -> str:
-    # A weights file path is long and machine-specific; its file name says which weights. Tags such
-    # as "openai/clip-vit-base-patch16" or "n/a" have no file suffix and are kept whole.
-    label, source = re.fullmatch(r"(\w+=)?(.*)", part, flags=re.DOTALL).groups()
-    run = re.fullmatch(r"run:(/\S+)( \(.*\))?", source, flags=re.DOTALL)
-    if run:  # a teacher run's folder: its last two parts (method/seed) and its digests
-        return f"{label or ''}run:{'/'.join(Path(run[1]).parts[-2:])}{run[2] or ''}"
-    name = Path(source).name
-    return (label or "") + (name if "/" in source and Path(name).suffix else source)
-
-
-def _table(board: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
-    keys = board.metric_keys
-    costs = cost_headers(board)
-    headers = ["Method", "Pretrained", "Seeds"] + [METRIC_NAMES[k] for k in keys] + costs
-    body = [
-        [
-            r.display_name,
-            _pretrained_cell(r),
-            str(len(r.seeds)) if not r.published else MISSING,
-            *(_cell(r, k) for k in keys),
-            *cost_cells(board, r),
-        ]
-        for r in board.rows
-    ]
-    align = ["left", "left", "right"] + ["right"] * (len(keys) + len(costs))
-    return headers, body, align
-
-
-def render(board: Leaderboard, fmt: str) -> str:
-    """Render a leaderboard as ``md``, ``csv``, ``latex`` or ``html`` text (ends with a newline)."""
+    By default the Pretrained cells hold short names, each spelled out in a footnote, and the
+    markdown table keeps the columns that fit a terminal (:mod:`~wsolbench.leaderboard.columns`);
+    ``wide``: every column, and each weights source in full in its cell. The CSV always holds
+    every figure and the full sources.
+    """
     renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex, "html": _render_html}
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return renderers[fmt](board)
+    return renderers[fmt](board, wide)
 
 
-def _render_md(board: Leaderboard) -> str:
-    headers, body, align = _table(board)
-    table = tabulate(
-        body, headers=headers, tablefmt="github", colalign=align, disable_numparse=True
+def _render_md(board: Leaderboard, wide: bool) -> str:
+    names = None if wide else table_sources(board.rows)
+    columns = table_columns(board, names)
+    shown = columns if wide else fitting(columns)
+    lines = [_bullet(line) for line in board.header_lines]
+    notes = [_bullet(note) for note in table_notes(board, names, shown, columns)]
+    return "\n".join([*lines, "", markdown_table(shown), "", *notes]) + "\n"
+
+
+def _bullet(text: str) -> str:
+    """A markdown list item wrapped at the terminal width (continuation lines indented, so it
+    renders as one item); a single word longer than the width, such as a path, is not broken."""
+    return textwrap.fill(
+        text,
+        width=TERMINAL_WIDTH,
+        initial_indent="- ",
+        subsequent_indent="  ",
+        break_long_words=False,
+        break_on_hyphens=False,
     )
-    lines = [f"- {line}" for line in board.header_lines]
-    notes = [f"- {note}" for note in board.notes]
-    return "\n".join([*lines, "", table, "", *notes]) + "\n"
 
 
 _LATEX_SPECIAL = {
@@ -140,8 +113,10 @@ def _latex_unicode(text: str) -> str:
     return text
 
 
-def _render_latex(board: Leaderboard) -> str:
-    headers, body, align = _table(board)
+def _render_latex(board: Leaderboard, wide: bool) -> str:
+    names = None if wide else table_sources(board.rows)
+    columns = table_columns(board, names)
+    headers, body, align = grid(columns)
     # tabulate escapes the ASCII specials of every cell; the Unicode symbols are replaced after.
     tabular = _latex_unicode(
         tabulate(
@@ -150,7 +125,7 @@ def _render_latex(board: Leaderboard) -> str:
     )
     caption = latex_escape("; ".join(board.header_lines) + ".")
     label = re.sub(r"[^a-z0-9]+", "-", f"{board.protocol}-{board.split}".lower())
-    notes = "\\\\\n".join(latex_escape(n) for n in board.notes)
+    notes = "\\\\\n".join(latex_escape(n) for n in table_notes(board, names, columns, columns))
     return (
         "% Requires \\usepackage{booktabs}.\n"
         "\\begin{table}[t]\n\\centering\n"
@@ -161,11 +136,13 @@ def _render_latex(board: Leaderboard) -> str:
     )
 
 
-def _render_html(board: Leaderboard) -> str:
-    headers, body, align = _table(board)
+def _render_html(board: Leaderboard, wide: bool) -> str:
+    names = None if wide else table_sources(board.rows)
+    columns = table_columns(board, names)
+    headers, body, align = grid(columns)
     table = tabulate(body, headers=headers, tablefmt="html", colalign=align, disable_numparse=True)
     caption = "<br>".join(html.escape(line) for line in board.header_lines)
-    notes = "<br>".join(html.escape(n) for n in board.notes)
+    notes = "<br>".join(html.escape(n) for n in table_notes(board, names, columns, columns))
     tfoot = f'<tfoot>\n<tr><td colspan="{len(headers)}">{notes}</td></tr>\n</tfoot>\n'
     assert table.startswith("<table>") and table.endswith("</table>")
     inner = table[len("<table>") : -len("</table>")].strip("\n")
@@ -180,7 +157,8 @@ def _csv_flag(value: bool | None) -> str:
     return "" if value is None else "true" if value else "false"
 
 
-def _render_csv(board: Leaderboard) -> str:
+def _render_csv(board: Leaderboard, wide: bool) -> str:
+    del wide  # the CSV always holds every figure and the full sources
     keys = board.metric_keys
     columns = ["method", "config", "pretrained", "seeds", "published"]
     with_ci = any(r.ci for r in board.rows)
@@ -204,7 +182,7 @@ def _render_csv(board: Leaderboard) -> str:
         metrics = []
         for k in keys:
             if r.published:
-                metrics += [_published_number(r.mean[k]) if k in r.mean else "", ""]
+                metrics += [published_number(r.mean[k]) if k in r.mean else "", ""]
             else:
                 metrics += [_number(r.mean.get(k)), _number(r.std.get(k))]
             if with_ci:

@@ -97,6 +97,8 @@ class Leaderboard:
     split: str
     policy: str
     rows: list[Row]
+    # the notes under the table; rendering adds those of what it shows (the cost notes with the
+    # cost columns, the full weights sources behind short names, the columns left out)
     notes: list[str]
     taus: list[float] = field(default_factory=list)  # the grid τ a fixed policy landed on
     data: str | None = None  # the combined data fingerprint of every run (None: unknown)

@@ -1,0 +1,169 @@
+"""Weights sources in a table: each one's short name, unique within the table, and its footnote.
+
+A result's ``pretrained`` names every part's weights in full, e.g. ``backbone=none;
+text=file:/root/.cache/wsolbench/synthclip/synthclip-v1-db89e33c5b28.pt (gelu);
+teacher=run:/root/.cache/wsolbench/synthcam/synthcam-v1-dd2dd7afc8b6 (weights sha256 41e2dfa9979f,
+data a1b07468cea2)``: far too long for a cell. A cell shows short names instead
+(``backbone none; text synthclip-v1; teacher synthcam-v1``) and a footnote under the table gives
+each shortened source in full, keyed by its short name, so no path or digest is lost.
+
+A short name is:
+
+- a tag as written: ``none``, ``n/a``, ``dino_vits16``, ``cache:resnet50.tv_in1k`` →
+  ``resnet50.tv_in1k``;
+- a file's name: ``file:/any/where/x.pth`` → ``x.pth``; with the file's sha256 recorded
+  (``file:/w/weights.pt (sha256 0a1b2c3d4e5f)``) → ``weights.pt@0a1b2c3d``, since a user's file
+  name (``weights.pt``, ``best.pth``) says little; a wsolbench cache entry, named
+  ``<name>-<12 hex digest>``, → ``<name>`` (``synthclip-v1``);
+- a run's folder: a cache entry → its name (``synthcam-v1``), any other folder → its last two
+  parts (``cam/seed0``: method and seed in a work dir).
+
+Two different sources never share a short name in one table: on a clash each of them adds its
+content digest (``synthclip-v1@db89e33c``), and where that still clashes (one file, two
+activations) its full source.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+
+from wsolbench.leaderboard.rows import MISSING, Row
+
+DIGEST_CHARS = 8  # the hex digits of a digest a short name carries
+# "<part>=<source>" entries of a several-part ``pretrained``, split where the next part begins
+# (a source's own text may hold "; ")
+_NEXT_PART = re.compile(r"; (?=\w+=)")
+_PART = re.compile(r"(?P<part>\w+)=(?P<source>.*)", re.DOTALL)
+# "<body> (<details>)": what the source is, then what the loader added (activation, digests)
+_DETAILS = re.compile(r"(?P<body>.*?)(?: \((?P<details>[^()]*)\))?", re.DOTALL)
+# wsolbench names its cache entries "<name>-<12 hex digits>" (the digest of what built them)
+_CACHE_ENTRY = re.compile(r"(?P<name>.+)-(?P<digest>[0-9a-f]{12})")
+_SHA256 = re.compile(r"\bsha256 (?P<digest>[0-9a-f]{8,64})\b")
+
+
+def source_parts(pretrained: str) -> list[tuple[str, str]]:
+    """A ``pretrained`` text as (part, source) pairs; one unlabelled source gives ``("", it)``.
+
+    ``"backbone=none; text=file:/w.pt"`` → ``[("backbone", "none"), ("text", "file:/w.pt")]``.
+    """
+    entries = _NEXT_PART.split(pretrained)
+    matches = [_PART.fullmatch(entry) for entry in entries]
+    if len(entries) > 1 and all(matches):
+        return [(m["part"], m["source"]) for m in matches]
+    return [("", pretrained)]
+
+
+def _split(source: str) -> tuple[str, str, str]:
+    """``"file:/w/x.pt (gelu)"`` → ``("file", "/w/x.pt", "gelu")``; a bare tag has no kind."""
+    match = _DETAILS.fullmatch(source)
+    body, details = match["body"], match["details"] or ""
+    kind, colon, rest = body.partition(":")
+    if colon and kind in ("file", "cache", "run"):
+        return kind, rest, details
+    if body.startswith(("/", "~")):  # a bare path: results written before "file:" existed
+        return "file", body, details
+    return "", body, details
+
+
+def short_name(source: str) -> str:
+    """The name a cell shows for one source (see the module docstring); unique only within a
+    table through :func:`short_names`."""
+    kind, body, details = _split(source)
+    if kind == "cache":
+        return body
+    if kind == "file":
+        path = PurePosixPath(body)
+        entry = _CACHE_ENTRY.fullmatch(path.stem)
+        if entry:
+            return entry["name"]
+        sha = _SHA256.search(details)
+        return f"{path.name}@{sha['digest'][:DIGEST_CHARS]}" if sha else path.name
+    if kind == "run":
+        folder = PurePosixPath(body)
+        entry = _CACHE_ENTRY.fullmatch(folder.name)
+        return entry["name"] if entry else "/".join(folder.parts[-2:])
+    return source
+
+
+def _digest(source: str) -> str | None:
+    """The content digest a source records: a sha256 in its details, else a cache entry's."""
+    kind, body, details = _split(source)
+    sha = _SHA256.search(details)
+    if sha:
+        return sha["digest"][:DIGEST_CHARS]
+    path = PurePosixPath(body)
+    entry = _CACHE_ENTRY.fullmatch(path.stem if kind == "file" else path.name)
+    return entry["digest"][:DIGEST_CHARS] if kind and entry else None
+
+
+def _candidates(source: str) -> list[str]:
+    """Names for ``source`` from shortest to full, tried in turn while two sources clash."""
+    name, digest = short_name(source), _digest(source)
+    with_digest = f"{name}@{digest}" if digest and not name.endswith(f"@{digest}") else name
+    return [name, with_digest, source]
+
+
+def short_names(sources: Iterable[str]) -> dict[str, str]:
+    """Each source → its short name, no two different sources sharing one.
+
+    Every source whose name clashes moves on to its next, longer candidate (short name, then with
+    its digest, then the source itself) until no two clash: full sources differ, so it ends.
+    """
+    distinct = sorted(set(sources))
+    level = dict.fromkeys(distinct, 0)
+    candidates = {source: _candidates(source) for source in distinct}
+    while True:
+        names = {source: candidates[source][level[source]] for source in distinct}
+        owners: dict[str, set[str]] = {}
+        for source, name in names.items():
+            owners.setdefault(name, set()).add(source)
+        clashing = [s for group in owners.values() if len(group) > 1 for s in group]
+        if not clashing:
+            return names
+        for source in clashing:
+            level[source] = min(level[source] + 1, len(candidates[source]) - 1)
+
+
+def table_sources(rows: Iterable[Row]) -> dict[str, str]:
+    """The short names of every source the run rows of a table load (published rows load none)."""
+    return short_names(
+        source for row in rows if not row.published for _, source in source_parts(row.pretrained)
+    )
+
+
+def pretrained_cell(row: Row, names: dict[str, str] | None) -> str:
+    """A row's Pretrained cell: its short names (``backbone none; text synthclip-v1``) from
+    ``names`` (:func:`table_sources`), or with ``names`` None its ``pretrained`` in full."""
+    if row.published:
+        return MISSING
+    if names is None:
+        return row.pretrained
+    return "; ".join(
+        f"{part} {names[source]}" if part else names[source]
+        for part, source in source_parts(row.pretrained)
+    )
+
+
+def portable(source: str) -> str:
+    """A source as a footnote shows it: what identifies the weights (the file or folder name,
+    which for a cache entry carries its digest, and every recorded digest) without the folders
+    above it, which name one machine: ``file:/root/.cache/wsolbench/synthclip/synthclip-v1-
+    db89e33c5b28.pt (gelu)`` → ``file:synthclip/synthclip-v1-db89e33c5b28.pt (gelu)``. The
+    full text is in the result, and in ``compare --wide``."""
+    kind, body, details = _split(source)
+    if kind not in ("file", "run"):
+        return source
+    shown = "/".join(PurePosixPath(body).parts[-2:])
+    return f"{kind}:{shown}" + (f" ({details})" if details else "")
+
+
+def weights_notes(names: dict[str, str]) -> list[str]:
+    """One footnote per source its short name does not spell out, sorted by name:
+    ``"Pretrained synthclip-v1: file:synthclip/synthclip-v1-db89e33c5b28.pt (gelu)"``."""
+    return [
+        f"Pretrained {name}: {portable(source)}"
+        for source, name in sorted(names.items(), key=lambda item: item[1])
+        if name != source
+    ]
