@@ -54,6 +54,13 @@ PLUGIN_MODULES = {
             needs_grad_at_inference = True
         """,
 }
+# an unregistered class whose own name is a first-party method's
+PLUGIN_MODULES["clash"] = """
+    from my_wsol_plugin.method import EverywhereMethod
+
+    class CAM(EverywhereMethod):
+        pass
+    """
 ENTRY_POINTS = {
     "everywhere": "my_wsol_plugin.method:EverywhereMethod",
     "brokenplugin": "my_wsol_plugin.missing_module:Nothing",
@@ -103,6 +110,12 @@ def test_entry_point_plugin_is_listed_without_import_then_loaded(plugin_on_path)
 def test_module_path_plugin(plugin_on_path):
     cls = get_method("my_wsol_plugin.method:EverywhereMethod")
     assert cls.__name__ == "EverywhereMethod"
+
+
+def test_a_class_loaded_by_path_never_takes_another_methods_name(plugin_on_path):
+    with pytest.raises(PluginError, match="would be named 'cam', which another method already"):
+        get_method("my_wsol_plugin.clash:CAM")
+    assert get_method("cam").__module__ == "methods.cam.method"
 
 
 def test_unknown_method_suggests_close_names():
@@ -168,7 +181,7 @@ def test_run_and_check_report_an_unusable_plugin_in_one_error_line(
 
 
 def test_list_verbose_reports_the_unusable_plugins_and_lists_the_others(plugin_on_path, capsys):
-    assert main(["list", "-v"]) == 0
+    assert main(["list", "-v"]) == 1  # a broken plugin fails the listing, after every line
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.split("datasets:")[0].splitlines()[1:]}
     assert MISMATCH in rows["entryname"] and "BROKEN" in rows["entryname"]

@@ -214,10 +214,25 @@ def _registered_class(
     old_interface = old_interface_message(cls, name)
     if old_interface:
         raise PluginError(old_interface)
+    if not registered and entry_point is None and _name_taken(name, cls):
+        # A class loaded by path takes its own class name: results must not name it after
+        # another method (``pkg:CAM`` would be recorded, grouped and tabled as ``cam``).
+        raise PluginError(
+            f"method {label!r} would be named {name!r}, which another method already has; "
+            f'register the class under a name of its own with @register_method("<name>")'
+        )
     cls.name = name
     if METHODS.get(name) is None:
         METHODS.register_module(name=name, module=cls)
     return cls
+
+
+def _name_taken(name: str, cls: type) -> bool:
+    """Whether another class has, or will have on first use, the method name ``name``."""
+    existing = METHODS.get(name)
+    if existing is not None:
+        return existing is not cls
+    return name in _first_party_names() or name in _entry_points()
 
 
 def get_method(name: str) -> type[WSOLMethod]:

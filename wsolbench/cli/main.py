@@ -23,7 +23,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, OSError, I
 def _add_list(commands) -> None:
     parser = commands.add_parser("list", help="methods, datasets and protocols")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="import each method and report it"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="import each method and report it (exit 1 if one is broken)",
     )
     parser.set_defaults(handler=cmd_list)
 
@@ -33,9 +36,9 @@ def cmd_list(args) -> int:
     from wsolbench.protocol import list_protocols
     from wsolbench.registry import check_plugins, list_methods
 
+    broken = 0
     if args.verbose:
         print("methods:")
-        broken = 0
         for status in check_plugins():
             mark = "ok " if status.ok else "BROKEN"
             broken += not status.ok
@@ -44,7 +47,7 @@ def cmd_list(args) -> int:
         print("methods:   " + ", ".join(list_methods()))
     print("datasets:  " + ", ".join(list_datasets()))
     print("protocols: " + ", ".join(list_protocols()))
-    return 0
+    return 1 if args.verbose and broken else 0  # a broken plugin fails a script that lists them
 
 
 def _add_prepare(commands) -> None:
