@@ -25,12 +25,15 @@ class _Module:
     aliases: dict[str, int] = field(default_factory=dict)  # name = imported.thing, at top level
 
 
-def _module_name(root: Path, path: Path) -> str:
+def module_name(root: Path, path: Path) -> str:
+    """``root/a/b/c.py`` -> ``a.b.c``; a package's ``__init__.py`` -> the package."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _base(node: ast.ImportFrom, name: str, is_face: bool) -> str:
+def import_base(node: ast.ImportFrom, name: str, is_face: bool) -> str:
+    """The absolute module a ``from ... import`` in module ``name`` reads from (relative imports
+    resolved; ``is_face``: ``name`` is a package's ``__init__``)."""
     if not node.level:
         return node.module or ""
     package = name if is_face else name.rpartition(".")[0]
@@ -66,7 +69,7 @@ def _read(root: Path, name: str, path: Path) -> _Module:
                 ):
                     module.aliases[target.id] = node.lineno
         elif isinstance(node, ast.ImportFrom):
-            base = _base(node, name, module.is_face)
+            base = import_base(node, name, module.is_face)
             for alias in node.names:
                 module.imported[alias.asname or alias.name] = (base, alias.name, node.lineno)
         elif isinstance(node, ast.Import):
@@ -86,7 +89,7 @@ def misplaced_imports(root: Path, packages: tuple[str, ...], trees: tuple[str, .
     folders whose imports are checked (the packages, plus tests, benchmarks, scripts...).
     """
     modules = {
-        _module_name(root, path): path for top in packages for path in (root / top).rglob("*.py")
+        module_name(root, path): path for top in packages for path in (root / top).rglob("*.py")
     }
     read = {name: _read(root, name, path) for name, path in modules.items()}
 
@@ -134,12 +137,12 @@ def misplaced_imports(root: Path, packages: tuple[str, ...], trees: tuple[str, .
                 found.append(f"{relative} passes on {bound} (its home is {where})")
     for top in trees:
         for path in sorted((root / top).rglob("*.py")):
-            name = _module_name(root, path)
+            name = module_name(root, path)
             tree = ast.parse(path.read_text(encoding="utf-8"))
             aliases = {}
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom):
-                    base = _base(node, name, path.name == "__init__.py")
+                    base = import_base(node, name, path.name == "__init__.py")
                     for alias in node.names:
                         if f"{base}.{alias.name}" in modules:
                             aliases[alias.asname or alias.name] = f"{base}.{alias.name}"

@@ -10,7 +10,7 @@ import ast
 import textwrap
 from pathlib import Path
 
-from import_homes import misplaced_imports
+from import_homes import import_base, misplaced_imports, module_name
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("wsolbench", "methods", "protocols")
@@ -38,33 +38,22 @@ def test_every_module_names_its_one_idea_and_stays_small():
     assert not undocumented, f"modules without an opening docstring: {', '.join(undocumented)}"
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
 def _imports(path: Path, name: str) -> set[str]:
     """The project modules ``path`` imports (``from a.b import c`` counts a.b.c if it is a
     module, else a.b)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = import_base(node, name, path.name == "__init__.py")
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
 def test_no_import_circle():
-    names = {_module_name(p): p for p in _modules() if p.parts[len(REPO.parts)] in PACKAGES}
+    names = {module_name(REPO, p): p for p in _modules() if p.parts[len(REPO.parts)] in PACKAGES}
     graph = {}
     for name, path in names.items():
         targets = set()
@@ -186,7 +175,7 @@ def test_every_package_says_its_role():
 
 
 def test_packages_import_only_downward():
-    names = {_module_name(p): p for p in _modules() if p.parts[len(REPO.parts)] == "wsolbench"}
+    names = {module_name(REPO, p): p for p in _modules() if p.parts[len(REPO.parts)] == "wsolbench"}
     upward = []
     for name, path in names.items():
         here = _layer(name)
@@ -218,7 +207,7 @@ def test_one_home_check_catches_a_planted_reexport(tmp_path):
     (pkg / "shim.py").write_text(
         textwrap.dedent(
             """\
-            \"\"\"Former home.\"\"\"
+            \"\"\"Passes a name on.\"\"\"
             from pkg.sub.home import thing  # noqa: F401
 
             __all__ = ["thing"]

@@ -319,8 +319,9 @@ def check_method(
             cls = name_or_cls
             if not (isinstance(cls, type) and issubclass(cls, WSOLMethod)):
                 raise _Failed(f"{cls!r} is not a WSOLMethod subclass")
-            if _old_interface(cls):
-                raise _Failed(_old_interface(cls))
+            refusal = _old_interface(cls)
+            if refusal:
+                raise _Failed(refusal)
             if not cls.name:
                 raise _Failed(f"{cls.__qualname__} is not registered (@register_method)")
             found = get_method(cls.name)
