@@ -14,7 +14,7 @@ Steps, each through the ``wsolbench`` command line or the library call behind it
    committed leaderboards are rendered from these copies alone.
 3. **Leaderboards** (``wsolbench compare reports/results/synthetic-v1``): ``leaderboard.md``,
    ``.csv``, ``.tex``, ``.html`` (oracle policy) and ``leaderboard-select.md`` (select policy).
-   No timestamp in them: the same results give the same bytes, which
+   No timestamp and no machine path in them: the same results give the same bytes, which
    ``tests/test_reports.py`` checks against the committed files.
 4. **Cost** (``wsolbench profile --method M --dataset D --json``, one torch thread, timed on
    both protocols: :data:`PROFILE_FLAGS`): ``cost/<D>/<M>.json``; GenPromp's cost-only record

@@ -179,7 +179,10 @@ def test_pretrained_cell_keeps_every_part_by_its_short_name(tmp_path):
         "- Pretrained cam/seed0: run:cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)\n" in text
     )
     assert "/home/someone" not in text
-    assert _md_row(compare([tmp_path], published=False, wide=True), "cam")[1] == pretrained
+    assert _md_row(compare([tmp_path], published=False, wide=True), "cam")[1] == (
+        "backbone=none; text=file:synthclip/synthclip-v1-0123456789ab.pt (gelu); "
+        "teacher=run:cam/seed0 (weights sha256 a0d20a954fbf, data a1b0)"
+    )
 
 
 def test_published_rows_are_never_averaged():

@@ -115,9 +115,10 @@ def test_the_footnote_gives_every_shortened_source_by_content(root, request):
 def test_wide_shows_every_source_in_full_and_every_column(demo, capsys):
     assert main(["compare", str(demo), "--no-published", "--wide"]) == 0
     text = capsys.readouterr().out
+    assert "/root/" not in text  # every source by content, not by the machine's folders
     for _, result in find_results([demo]):
         name = result.method + ("‡" if result.pretrained == "none" else "")
-        assert _cells(text, name)["Pretrained"] == result.pretrained
+        assert _cells(text, name)["Pretrained"] == _without_folders(result.pretrained)
     header = set(_cells(text, "tedloc"))
     assert {METRIC_NAMES[k] for k in ("maxboxacc_iou30", "top5_cls", "gt_known_loc")} <= header
     assert "Params (M)" in header and "Latency shown when clean" in text
@@ -143,12 +144,38 @@ def test_latex_and_html_show_short_names_with_footnotes_and_the_csv_keeps_full_s
         assert "PxAP" in text and "IoU30" in text  # only the terminal's table leaves columns out
         wide = compare([demo], fmt=fmt, published=False, wide=True)
         assert "teacher synthcam-v1" not in wide and "Pretrained synthcam-v1" not in wide
-    assert "teacher=run:/root/.cache/wsolbench/synthcam/" in compare(
+    assert "teacher=run:synthcam/synthcam-v1-0f1e2d3c4b5a (weights sha256" in compare(
         [demo], fmt="html", published=False, wide=True
     )
     for wide in (False, True):
-        rows = csv.DictReader(io.StringIO(compare([demo], fmt="csv", published=False, wide=wide)))
-        assert tedloc.pretrained in {r["pretrained"] for r in rows}
+        text = compare([demo], fmt="csv", published=False, wide=wide)
+        assert "/root/" not in text
+        rows = csv.DictReader(io.StringIO(text))
+        assert _without_folders(tedloc.pretrained) in {r["pretrained"] for r in rows}
+
+
+def _without_folders(pretrained: str) -> str:
+    """What a full cell shows of a demo row's ``pretrained``: each path's last two parts."""
+    return pretrained.replace("/root/.cache/wsolbench/", "").replace(
+        "-0f1e2d3c4b5a/ ", "-0f1e2d3c4b5a "
+    )
+
+
+def test_full_cells_keep_the_folders_that_tell_two_sources_apart(tmp_path):
+    """Two user files of one name in folders whose last parts agree read alike without the
+    folders above them: then each keeps its whole path (with --wide and in the CSV)."""
+    first, second = "file:/data/a/run/best.pth", "file:/data/b/run/best.pth"
+    for seed, source in enumerate((first, second)):
+        shutil.copytree(BOARD / "clip_patch" / f"seed{seed}", tmp_path / f"s{seed}")
+        _set_pretrained(tmp_path / f"s{seed}" / "result.json", {"clip": source})
+    wide = compare([tmp_path], published=False, wide=True)
+    cells = sorted(line.split("|")[2].strip() for line in _table_lines(wide)[2:])
+    assert cells == [first, second]
+    rows = csv.DictReader(io.StringIO(compare([tmp_path], fmt="csv", published=False)))
+    assert sorted(r["pretrained"] for r in rows) == [first, second]
+    shutil.rmtree(tmp_path / "s1")  # alone in its table, the file needs no folder above it
+    wide = compare([tmp_path], published=False, wide=True)
+    assert [line.split("|")[2].strip() for line in _table_lines(wide)[2:]] == ["file:run/best.pth"]
 
 
 def test_two_sources_never_share_a_short_name_in_one_table(tmp_path):

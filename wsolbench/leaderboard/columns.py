@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from wsolbench.leaderboard.cost_columns import cost_cells, cost_headers, cost_notes
 from wsolbench.leaderboard.rows import MISSING, Leaderboard, Row
-from wsolbench.leaderboard.sources import pretrained_cell, weights_notes
+from wsolbench.leaderboard.sources import full_sources, pretrained_cell, weights_notes
 from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES
 
 TERMINAL_WIDTH = 120
@@ -62,10 +62,13 @@ def table_columns(board: Leaderboard, names: dict[str, str] | None) -> list[Colu
     """Every column of the board; Pretrained cells by the short ``names``
     (:func:`~wsolbench.leaderboard.sources.table_sources`), or in full with None."""
     rows = board.rows
+    full = names is None
+    sources = full_sources(rows) if full else names
+    pretrained = tuple(pretrained_cell(r, sources, full=full) for r in rows)
     seeds = tuple(MISSING if r.published else str(len(r.seeds)) for r in rows)
     columns = [
         Column("method", "Method", "left", tuple(r.display_name for r in rows)),
-        Column("pretrained", "Pretrained", "left", tuple(pretrained_cell(r, names) for r in rows)),
+        Column("pretrained", "Pretrained", "left", pretrained),
         Column("seeds", "Seeds", "right", seeds),
     ]
     columns += [

@@ -36,7 +36,7 @@ from wsolbench.leaderboard.rows import (
     PUBLISHED_NOTE,
     Leaderboard,
 )
-from wsolbench.leaderboard.sources import table_sources
+from wsolbench.leaderboard.sources import full_sources, pretrained_cell, table_sources
 
 FORMATS = ("md", "csv", "latex", "html")
 
@@ -46,8 +46,8 @@ def render(board: Leaderboard, fmt: str, *, wide: bool = False) -> str:
 
     By default the Pretrained cells hold short names, each spelled out in a footnote, and the
     markdown table keeps the columns that fit a terminal (:mod:`~wsolbench.leaderboard.columns`);
-    ``wide``: every column, and each weights source in full in its cell. The CSV always holds
-    every figure and the full sources.
+    ``wide``: every column, and each weights source in full in its cell (without the folders of
+    the machine that ran it). The CSV always holds every figure and the full sources.
     """
     renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex, "html": _render_html}
     if fmt not in renderers:
@@ -159,6 +159,7 @@ def _csv_flag(value: bool | None) -> str:
 
 def _render_csv(board: Leaderboard, wide: bool) -> str:
     del wide  # the CSV always holds every figure and the full sources
+    sources = full_sources(board.rows)
     keys = board.metric_keys
     columns = ["method", "config", "pretrained", "seeds", "published"]
     with_ci = any(r.ci for r in board.rows)
@@ -202,7 +203,7 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
             [
                 r.method,
                 r.label,
-                r.pretrained,
+                "" if r.published else pretrained_cell(r, sources, full=True),
                 "" if r.published else len(r.seeds),
                 "true" if r.published else "false",
                 *metrics,

@@ -26,7 +26,7 @@ activations) its full source.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 
 from wsolbench.leaderboard.rows import MISSING, Row
@@ -111,9 +111,15 @@ def short_names(sources: Iterable[str]) -> dict[str, str]:
     Every source whose name clashes moves on to its next, longer candidate (short name, then with
     its digest, then the source itself) until no two clash: full sources differ, so it ends.
     """
+    return _unique(sources, _candidates)
+
+
+def _unique(sources: Iterable[str], candidates_of: Callable[[str], list[str]]) -> dict[str, str]:
+    """Each source → the first of its ``candidates_of`` (shortest first, the source itself last)
+    that no other source shares."""
     distinct = sorted(set(sources))
     level = dict.fromkeys(distinct, 0)
-    candidates = {source: _candidates(source) for source in distinct}
+    candidates = {source: candidates_of(source) for source in distinct}
     while True:
         names = {source: candidates[source][level[source]] for source in distinct}
         owners: dict[str, set[str]] = {}
@@ -126,22 +132,35 @@ def short_names(sources: Iterable[str]) -> dict[str, str]:
             level[source] = min(level[source] + 1, len(candidates[source]) - 1)
 
 
-def table_sources(rows: Iterable[Row]) -> dict[str, str]:
-    """The short names of every source the run rows of a table load (published rows load none)."""
-    return short_names(
+def _run_sources(rows: Iterable[Row]) -> list[str]:
+    """Every source the run rows of a table load (published rows load none)."""
+    return [
         source for row in rows if not row.published for _, source in source_parts(row.pretrained)
-    )
+    ]
 
 
-def pretrained_cell(row: Row, names: dict[str, str] | None) -> str:
-    """A row's Pretrained cell: its short names (``backbone none; text synthclip-v1``) from
-    ``names`` (:func:`table_sources`), or with ``names`` None its ``pretrained`` in full."""
+def table_sources(rows: Iterable[Row]) -> dict[str, str]:
+    """The short names of every source the run rows of a table load."""
+    return short_names(_run_sources(rows))
+
+
+def full_sources(rows: Iterable[Row]) -> dict[str, str]:
+    """Every source the run rows of a table load, in full but for the folders of the machine that
+    ran it (:func:`portable`); a source whose portable text another one shares keeps its whole
+    text, so two different sources never read alike. What ``compare --wide`` and the CSV show."""
+    return _unique(_run_sources(rows), lambda source: [portable(source), source])
+
+
+def pretrained_cell(row: Row, names: dict[str, str], *, full: bool = False) -> str:
+    """A row's Pretrained cell from the table's ``names`` of its sources: short names
+    (:func:`table_sources`: ``backbone none; text synthclip-v1``), or with ``full`` whole sources
+    (:func:`full_sources`: ``backbone=none; text=file:synthclip/synthclip-v1-db89e33c5b28.pt
+    (gelu)``, as the record spells its parts)."""
     if row.published:
         return MISSING
-    if names is None:
-        return row.pretrained
+    between = "=" if full else " "
     return "; ".join(
-        f"{part} {names[source]}" if part else names[source]
+        f"{part}{between}{names[source]}" if part else names[source]
         for part, source in source_parts(row.pretrained)
     )
 
@@ -155,8 +174,8 @@ def portable(source: str) -> str:
     kind, body, details = _split(source)
     if kind not in ("file", "run"):
         return source
-    shown = "/".join(PurePosixPath(body).parts[-2:])
-    return f"{kind}:{shown}" + (f" ({details})" if details else "")
+    del details  # kept as written: the loader's digests and settings
+    return source.replace(body, "/".join(PurePosixPath(body).parts[-2:]), 1)
 
 
 def weights_notes(names: dict[str, str]) -> list[str]:
