@@ -11,6 +11,7 @@ import yaml
 
 from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.results.verify import BindingError
 from wsolbench.runs.rebuild import load_run
 from wsolbench.train.checkpoints import CheckpointError
 
@@ -35,9 +36,13 @@ def cam_run(tmp_path_factory):
     argv += ["--protocol", protocol, "--work-dir", work, "-o", "train.max_epochs=1", "-o", CNN]
     assert main([str(a) for a in argv]) == 0
     shutil.rmtree(protocol.parent)  # the protocol file is gone: the record must carry it
+    # no such weights exist for wsolcnn; the record and the result say the same (they must)
     record = yaml.safe_load((work / "config.yaml").read_text())
-    record["config"]["backbone"]["pretrained"] = True  # no such weights exist for wsolcnn
+    record["config"]["backbone"]["pretrained"] = True
     (work / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    result = json.loads((work / "result.json").read_text())
+    result["config"]["backbone"]["pretrained"] = True
+    (work / "result.json").write_text(json.dumps(result))
     return root, work
 
 
@@ -83,6 +88,9 @@ def test_profile_of_a_finished_run_rebuilds_without_weights(cam_run, tmp_path):
     record = yaml.safe_load((copy / "config.yaml").read_text())
     record["config"]["backbone"]["pretrained"] = False  # as the run was made
     (copy / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    result = json.loads((copy / "result.json").read_text())
+    result["config"]["backbone"]["pretrained"] = False
+    (copy / "result.json").write_text(json.dumps(result))
     argv = ["run", "--method", "cam", "--dataset", "synthetic", "--data-root", str(root)]
     argv += ["--protocol", str(root / "protocol.yaml"), "--work-dir", str(copy), "--resume"]
     argv += ["-o", "train.max_epochs=1", "-o", CNN, "--profile", "--profile-runs", "1"]
@@ -100,5 +108,5 @@ def test_missing_or_foreign_weights_are_clear_errors(cam_run, tmp_path):
     with pytest.raises(CheckpointError, match="holds no exported weights"):
         load_run(bare)
     torch.save({"something": torch.zeros(2)}, bare / "weights.pt")
-    with pytest.raises(CheckpointError, match="does not fit method 'cam'"):
+    with pytest.raises(BindingError, match="is not the weights .* records"):
         load_run(bare)

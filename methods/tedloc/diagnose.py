@@ -23,6 +23,7 @@ defaults to ``RUN_DIR/diagnose``. Needs the run's ``train/`` checkpoints (the EM
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.sources import get_dataset
 from wsolbench.evaluate import EvalSettings, GroundTruth
 from wsolbench.runs.rebuild import load_run
+from wsolbench.util.atomic import write_bytes_atomic, write_json_atomic
 
 
 def _load_run(run_dir: Path):
@@ -140,14 +142,16 @@ def diagnose(
         report["fg_precision_mask"] = 100 * sums["fg_in_mask"] / max(sums["fg"], 1)
     output = Path(output or run_dir / "diagnose")
     output.mkdir(parents=True, exist_ok=True)
-    (output / "pseudo_labels.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(output / "pseudo_labels.json", report)
     if tiles:
         height, width = size
         sheet = Image.new("RGB", (len(tiles) * (width + 2), 4 * (height + 2)), (40, 40, 40))
         for col, column in enumerate(tiles):
             for row, tile in enumerate(column):
                 sheet.paste(tile, (col * (width + 2), row * (height + 2)))
-        sheet.save(output / "maps.png")
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        write_bytes_atomic(output / "maps.png", buffer.getvalue())
     return report
 
 

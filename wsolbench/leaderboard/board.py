@@ -26,6 +26,7 @@ from wsolbench.leaderboard.runs import group_runs, recompute, run_sort_key
 from wsolbench.results.grouping import check_one_protocol, check_pinned_data, data_groups
 from wsolbench.results.intervals import SIGNIFICANCE, SIMILAR_MARK
 from wsolbench.results.record import METRIC_NAMES, SPLITS, Result, find_results
+from wsolbench.results.verify import verify_results
 
 
 def compare(
@@ -115,6 +116,7 @@ def build_leaderboards(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     found = find_results(paths)
+    verify_results(found)  # every result with its own files, its counts consistent
     protocol, protocol_hash = check_one_protocol(found)
     check_pinned_data(found)
     groups = data_groups(found, by_data)

@@ -27,6 +27,7 @@ from wsolbench.results.bootstrap import (
 from wsolbench.results.grouping import check_comparable, row_key
 from wsolbench.results.per_image import SplitRecords, load_records
 from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultError, find_results
+from wsolbench.results.verify import verify_results
 
 SIGNIFICANCE = 0.05
 SIMILAR_MARK = "≈"
@@ -113,6 +114,7 @@ def similar_to_top(
 def _group(paths: Sequence[str | Path], name: str) -> list[tuple[Path, Result]]:
     """The results under ``paths``, checked to be one row: one method, config and weights."""
     found = find_results(paths)
+    verify_results(found)
     keys = {row_key(result) for _, result in found}
     if len(keys) > 1:
         raise ResultError(

@@ -15,6 +15,7 @@ Layout (schema 2)::
      "metrics": {"val" | "test": {"oracle" | "select": {"maxboxacc_v2": 63.7, ...}}},
      "counts": {"val" | "test": <counts record of wsolbench.metrics>},
      "per_image": {"file": "per_image.npz", "sha256": "<hex>"},   # wsolbench.results.per_image
+     "weights_file": {"file": "weights.pt", "sha256": "<hex>"},   # trainable methods' export
      "cost": {...}, "env": {...}, "created": "2026-01-01T00:00:00Z"}
 
 Metric values are percentages; a metric that does not apply to a run is absent, never 0.
@@ -93,7 +94,10 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "created": str,
     "provenance": dict,
     "per_image": dict,
+    "weights_file": dict,
 }
+# Keys naming a file beside result.json by content (checked by wsolbench.results.verify).
+FILE_KEYS = ("per_image", "weights_file")
 
 
 class ResultError(ValueError):
@@ -127,6 +131,8 @@ class Result:
         per_image: ``{"file": "per_image.npz", "sha256": ...}``, the run's per-image records
             beside this file (:mod:`wsolbench.results.per_image`); None for results made without
             them.
+        weights_file: ``{"file": "weights.pt", "sha256": ...}``, the weights the run exported
+            and evaluated (trainable methods); None for training-free methods and older results.
         schema: layout version of this record.
     """
 
@@ -145,6 +151,7 @@ class Result:
     created: str = ""
     provenance: dict = field(default_factory=dict)
     per_image: dict | None = None
+    weights_file: dict | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -160,7 +167,7 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
-        for optional in ("data_fingerprint", "per_image"):
+        for optional in ("data_fingerprint", *FILE_KEYS):
             if d[optional] is None:  # absent: a result older than schema 2 / made without them
                 del d[optional]
         return {"schema": d.pop("schema"), **d}
@@ -238,17 +245,18 @@ def _check_schema(d: dict, source: str) -> None:
             f"{source}: a schema-{schema} result needs 'data_fingerprint' (an object); re-run "
             "`wsolbench eval` to rewrite it"
         )
-    per_image = d.get("per_image")
-    if per_image is not None and not (
-        isinstance(per_image, dict)
-        and isinstance(per_image.get("file"), str)
-        and Path(per_image["file"]).name == per_image["file"] not in ("", ".", "..")
-        and isinstance(per_image.get("sha256"), str)
-    ):
-        raise ResultError(
-            f"{source}: 'per_image' must be {{'file': a file name beside result.json, 'sha256': "
-            "string}; re-run `wsolbench eval` to rewrite it"
-        )
+    for key in FILE_KEYS:
+        named = d.get(key)
+        if named is not None and not (
+            isinstance(named, dict)
+            and isinstance(named.get("file"), str)
+            and Path(named["file"]).name == named["file"] not in ("", ".", "..")
+            and isinstance(named.get("sha256"), str)
+        ):
+            raise ResultError(
+                f"{source}: {key!r} must be {{'file': a file name beside result.json, 'sha256': "
+                "string}; re-run `wsolbench eval` to rewrite it"
+            )
     fingerprint = d.get("data_fingerprint")
     if isinstance(fingerprint, dict) and not (
         isinstance(fingerprint.get("sha256"), str)

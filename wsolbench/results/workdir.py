@@ -97,11 +97,13 @@ def _flatten(value, prefix: str) -> dict[str, object]:
     return {prefix: value}
 
 
-def differences(stored: dict, wanted: dict) -> list[str]:
+def differences(
+    stored: dict, wanted: dict, stored_in: str = "in the work dir", wanted_in: str = "now"
+) -> list[str]:
     """Human-readable differences between the record a dir holds and the one a command wants.
 
     Returns:
-        One ``"<key>: <stored> in the work dir, <wanted> now"`` line per differing identity key
+        One ``"<key>: <stored> <stored_in>, <wanted> <wanted_in>"`` line per differing identity key
         (config keys dotted); empty when the two describe the same run.
     """
     missing = object()
@@ -114,8 +116,31 @@ def differences(stored: dict, wanted: dict) -> list[str]:
             if a != b:
                 shown_a = "absent" if a is missing else repr(a)
                 shown_b = "absent" if b is missing else repr(b)
-                lines.append(f"{name}: {shown_a} in the work dir, {shown_b} now")
+                lines.append(f"{name}: {shown_a} {stored_in}, {shown_b} {wanted_in}")
     return lines
+
+
+def identity(record: dict) -> dict:
+    """The part of a record that makes the run what it is (``IDENTITY_KEYS``): what each of its
+    checkpoints carries, so that ``--resume`` continues only this run's own."""
+    return {key: record[key] for key in IDENTITY_KEYS if key in record}
+
+
+def refuse_symlinks(work_dir: Path) -> None:
+    """Refuse a work dir holding a symbolic link anywhere: through a link ``--resume`` would keep
+    another run's result, or train in and rotate away another run's checkpoints.
+
+    Raises:
+        WorkDirError: naming the first link found.
+    """
+    for folder, subfolders, files in os.walk(work_dir):
+        for name in sorted(subfolders + files):
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise WorkDirError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); a work dir holds only "
+                    "its own run's files: replace the link by a copy, or choose a new --work-dir"
+                )
 
 
 def checkpoints(work_dir: Path, prefix: str = "") -> list[Path]:
@@ -135,11 +160,13 @@ def inspect(work_dir: Path) -> str:
     """``new``, ``started``, ``unfinished`` or ``finished`` (see the module docstring).
 
     Raises:
-        WorkDirError: the folder holds files but no wsolbench run (another tool's folder).
+        WorkDirError: the folder holds files but no wsolbench run (another tool's folder), or a
+            symbolic link (:func:`refuse_symlinks`).
     """
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return "new"
+    refuse_symlinks(work_dir)
     if (work_dir / RESULT_FILE).is_file():
         return "finished"
     if checkpoints(work_dir):

@@ -22,6 +22,7 @@ from wsolbench.protocol import Protocol, protocol_for_dataset
 from wsolbench.registry import get_method
 from wsolbench.results import workdir
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result
+from wsolbench.results.verify import verify_result
 from wsolbench.util.device import resolve_device
 
 if TYPE_CHECKING:
@@ -252,7 +253,10 @@ def open_work_dir(context: RunContext) -> Result | None:
     context.state = state
     if state == "finished":
         logger.info("%s is finished; nothing to resume", context.work_dir)
-        return load_result(context.work_dir / RESULT_FILENAME)
+        path = context.work_dir / RESULT_FILENAME
+        result = load_result(path)
+        verify_result(path, result, weights=True)  # the dir's own result, files and weights
+        return result
     if state == "started":
         logger.info("%s held a start that saved nothing; starting over", context.work_dir)
     return None

@@ -21,7 +21,6 @@ rebuilding a finished run's method.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ from wsolbench.results.record import (
     metrics_from_counts,
     save_result,
 )
+from wsolbench.results.verify import file_sha256, verify_run_weights
 from wsolbench.runs.context import (
     RunContext,
     RunError,
@@ -100,13 +100,15 @@ def execute(spec: RunSpec) -> Result:
             method.prepare_training()  # a teacher it learns from is part of what it is
         announce(context, method.pretrained)
         write_record(context, method.pretrained)
+        weights_file = None
         if context.method_cls.capabilities.trainable:
             _train(context, method)
             if context.rank == 0:
                 from wsolbench.train.weights import export_weights
 
-                export_weights(method, context.work_dir / workdir.WEIGHTS_FILE)
-        return _evaluate_and_save(context, method, method.pretrained)
+                sha256 = export_weights(method, context.work_dir / workdir.WEIGHTS_FILE)
+                weights_file = {"file": workdir.WEIGHTS_FILE, "sha256": sha256}
+        return _evaluate_and_save(context, method, method.pretrained, weights_file)
 
 
 def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
@@ -121,7 +123,8 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     spec = replace(spec, no_pretrained=True)
     leaf = f"eval-{weights.resolve().parent.name or 'weights'}"
     with locked_run(spec, leaf) as context:
-        context.weights_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+        context.weights_sha256 = file_sha256(weights)
+        verify_run_weights(weights, context.weights_sha256)
         config_of_source_run(context, weights)
         finished = open_work_dir(context)
         if finished is not None:
@@ -137,8 +140,15 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         return _evaluate_and_save(context, method, loaded)
 
 
-def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
-    """Evaluate every split of the protocol (sharded across ranks) and write ``result.json``."""
+def _evaluate_and_save(
+    context: RunContext, method, pretrained: str, weights_file: dict | None = None
+) -> Result:
+    """Evaluate every split of the protocol (sharded across ranks) and write ``result.json``.
+
+    Args:
+        weights_file: ``{"file", "sha256"}`` of the weights the run exported, which the result
+            binds to itself (:mod:`wsolbench.results.verify`).
+    """
     from wsolbench.cost.profile import profile_method
     from wsolbench.evaluate import EvalSettings, evaluate_method
     from wsolbench.results.per_image import PER_IMAGE_FILE, RecordCollector, save_records
@@ -193,6 +203,7 @@ def _evaluate_and_save(context: RunContext, method, pretrained: str) -> Result:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),
         per_image=per_image,
+        weights_file=weights_file,
     )
     if context.rank == 0:
         save_result(context.work_dir / RESULT_FILENAME, result)
@@ -204,7 +215,7 @@ def _train(context: RunContext, method) -> None:
     """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
     from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
     from wsolbench.evaluate import EvalSettings, GroundTruth
-    from wsolbench.train.engine import train
+    from wsolbench.train.engine import TrainingDiverged, train
     from wsolbench.train.weights import load_checkpoint_into
 
     protocol, train_cfg = context.protocol, context.config["train"]
@@ -221,18 +232,33 @@ def _train(context: RunContext, method) -> None:
         val_meta = context.splits[protocol.selection_split]
         val_set = WSOLImageDataset(val_meta, images, size, mean, std)
         val_truth = GroundTruth(val_meta, EvalSettings.from_protocol(protocol), context.mask_root)
-    chosen = train(
-        method,
-        train_set,
-        train_cfg,
-        context.work_dir,
-        val_set=val_set,
-        val_truth=val_truth,
-        keep=protocol.checkpoint,
-        seed=context.spec.seed,
-        device=context.device,
-        launcher=context.spec.launcher,
-    )
+    try:
+        chosen = train(
+            method,
+            train_set,
+            train_cfg,
+            context.work_dir,
+            identity=workdir.identity(context.record),
+            val_set=val_set,
+            val_truth=val_truth,
+            keep=protocol.checkpoint,
+            seed=context.spec.seed,
+            device=context.device,
+            launcher=context.spec.launcher,
+        )
+    except TrainingDiverged as exc:
+        # The record says so (a diverged run has no result: it is never evaluated or ranked).
+        if context.rank == 0:
+            workdir.write_record(
+                context.work_dir,
+                {**context.record, "diverged": {"epoch": exc.epoch, "why": str(exc)}},
+            )
+        raise RunError(
+            f"{exc}; {context.work_dir / workdir.RECORD_FILE} records it, and the run has no "
+            "result. Run it again in a new --work-dir with a lower learning rate (-o "
+            f"train.optimizer.lr=..., now {train_cfg['optimizer'].get('lr')}), or check the data "
+            "and the method's loss"
+        ) from None
     load_checkpoint_into(method, chosen)
 
 

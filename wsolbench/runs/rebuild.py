@@ -8,8 +8,9 @@ teacher and its diagnose tool all rebuild a finished run's method here, so they 
   holding only ``result.json`` falls back to the shipped protocol of that id;
 - **pretrained loading off** whenever the run's own weights replace it (trainable methods) or no
   weights are wanted (cost): a rebuild never reads the original machine's weight caches;
-- **checked weights**: the exported ``weights.pt`` (or the newest training checkpoint) is loaded
-  only after its keys and shapes are checked against the method as configured.
+- **checked weights**: the exported ``weights.pt`` is loaded only if it is the file the run's
+  result names by sha256 (:mod:`wsolbench.results.verify`), and it (or the newest training
+  checkpoint) only after its keys and shapes are checked against the method as configured.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from wsolbench.method import WSOLMethod, build_method
 from wsolbench.protocol import Protocol, load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
 from wsolbench.results.record import RESULT_FILENAME, Result, ResultError, load_result
+from wsolbench.results.verify import verify_result
 from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE, read_record
 
 logger = logging.getLogger(__name__)
@@ -165,11 +167,13 @@ def load_run(
         )
     elif weights == "exported":
         file = work_dir / WEIGHTS_FILE
-        if not file.is_file():
+        if result is None or not file.is_file():
+            missing = RESULT_FILENAME if result is None else WEIGHTS_FILE
             raise CheckpointError(
-                f"{file} does not exist: {work_dir} holds no exported weights (is the run "
-                "finished? `wsolbench run ... --resume` finishes it)"
+                f"{work_dir} holds no exported weights with a result naming them ({missing} is "
+                "missing): is the run finished? `wsolbench run ... --resume` finishes it"
             )
+        verify_result(work_dir / RESULT_FILENAME, result, weights=True)
         method = build_with_weights(method_cls, record["config"], protocol, seed, file, keep)
     else:
         method = build_with_weights(method_cls, record["config"], protocol, seed, None, keep)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ import cv2
 import numpy as np
 
 from wsolbench.results.record import RESULT_FILENAME, Result, ResultError, load_result
+from wsolbench.results.verify import verify_results
+from wsolbench.util.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     from wsolbench.runs.rebuild import LoadedRun
@@ -149,13 +152,13 @@ def make_grid(tiles: list[np.ndarray], ncols: int, header: Sequence[str] = ()) -
 
 
 def save_png(image: np.ndarray, path: Path) -> Path:
-    """Write an RGB uint8 image as PNG (folders created)."""
+    """Write an RGB uint8 image as PNG, atomically (folders created)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG")
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,12 +229,12 @@ def plot_curves(
     axes[0][0].set_ylabel(f"BoxAcc (%), {split} split")
     fig.suptitle(title or "BoxAcc vs threshold (multi-contour rule; ● = maximum)", fontsize=10)
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     # Fixed metadata: the same curves give the same bytes (no timestamp, no version string).
-    fig.savefig(output, dpi=110, metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    return output
+    write_bytes_atomic(output, buffer.getvalue())
+    return Path(output)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,6 +394,8 @@ def visualize(
             loaded.append((path, load_result(path / RESULT_FILENAME)))
         else:
             raise ResultError(f"{path}: no {RESULT_FILENAME}; pass a finished run's work dir")
+    # each result with its own files (load_run checks the weights the overlays load)
+    verify_results([(p if p.is_file() else p / RESULT_FILENAME, r) for p, r in loaded])
     protocols = sorted({result.protocol for _, result in loaded})
     if curves and len(protocols) > 1:
         raise ResultError(

@@ -1,17 +1,21 @@
 """This project's training checkpoints: found in a work dir, checked, and loaded trusting only them.
 
-Checkpoints live in ``<work_dir>/train/`` (``epoch_N.pth``, ``last_checkpoint``). Resuming them
-on torch ≥ 2.6 needs care: mmengine calls ``torch.load`` with the new ``weights_only=True``
-default, and its checkpoints hold a few plain Python objects (the message hub's ``HistoryBuffer``,
-numpy arrays and scalars). :func:`trusted_checkpoint_loading` allows exactly those, only while
-loading this run's own checkpoints, and refuses a checkpoint that holds anything else — the safety
-is never disabled process-wide.
+Checkpoints live in ``<work_dir>/train/`` (``epoch_N.pth``, ``last_checkpoint``), each written
+atomically (:mod:`wsolbench.train.engine`) and stamped with the identity of the run that wrote it
+(method, protocol, data, seed, config: :func:`wsolbench.results.workdir.identity`), so that
+``--resume`` continues only the run's own checkpoints, never ones copied in from another run.
+Resuming them on torch ≥ 2.6 needs care: mmengine calls ``torch.load`` with the new
+``weights_only=True`` default, and its checkpoints hold a few plain Python objects (the message
+hub's ``HistoryBuffer``, numpy arrays and scalars). :func:`trusted_checkpoint_loading` allows
+exactly those, only while loading this run's own checkpoints, and refuses a checkpoint that holds
+anything else — the safety is never disabled process-wide.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsolbench.results.workdir import TRAIN_SUBDIR, checkpoints
+from wsolbench.results.workdir import TRAIN_SUBDIR, checkpoints, differences
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,11 @@ CHECKPOINT_GLOBALS = (
     "numpy.core.multiarray._reconstruct",
     "numpy.core.multiarray.scalar",
 )
+
+
+# The key under which a checkpoint carries its run's identity, as canonical JSON text (a string
+# survives ``weights_only`` loading and compares exactly).
+IDENTITY_KEY = "wsolbench_run"
 
 
 class CheckpointError(ValueError):
@@ -75,16 +84,36 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
-def resume_checkpoint(work_dir: Path) -> Path | None:
+def identity_text(identity: dict) -> str:
+    """A run identity as the canonical JSON text a checkpoint carries under ``IDENTITY_KEY``."""
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def checkpoint_identity(path: Path) -> dict | None:
+    """The run identity a checkpoint carries, or None for one written without it (memory-mapped:
+    the tensors are not read)."""
+    with trusted_checkpoint_loading():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    text = checkpoint.get(IDENTITY_KEY) if isinstance(checkpoint, dict) else None
+    return json.loads(text) if isinstance(text, str) else None
+
+
+def resume_checkpoint(work_dir: Path, identity: dict) -> Path | None:
     """The checkpoint ``--resume`` continues from: the newest readable one, or None if none yet.
 
-    An unreadable newest checkpoint (a crash mid-write, a disk error) is skipped with a warning
-    and the previous one is used; training then redoes the epochs after it.
+    An unreadable newest checkpoint (a disk error; a crash mid-write cannot leave one, since
+    checkpoints are written atomically) is skipped with a warning and the previous one is used;
+    training then redoes the epochs after it.
+
+    Args:
+        identity: this run's (:func:`wsolbench.results.workdir.identity`); a checkpoint that
+            carries another is refused.
 
     Raises:
-        CheckpointError: checkpoints exist but none is readable; the message says how to start
-            the run over.
+        CheckpointError: a checkpoint belongs to another run (every difference named), or
+            checkpoints exist but none is readable; the message says how to start over.
     """
+    folder = Path(work_dir) / TRAIN_SUBDIR
     found = checkpoints(work_dir, "epoch_")
     problems = []
     for path in found:
@@ -93,11 +122,22 @@ def resume_checkpoint(work_dir: Path) -> Path | None:
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
+        stored = checkpoint_identity(path)
+        wanted = json.loads(identity_text(identity))
+        if stored != wanted:
+            shown = (
+                "; ".join(differences(stored, wanted, "in the checkpoint")[:4])
+                if stored
+                else "it carries no run identity: another tool's, or an older wsolbench's"
+            )
+            raise CheckpointError(
+                f"--resume: {path} is not this run's checkpoint ({shown}); restore this run's "
+                f"{TRAIN_SUBDIR}/, or delete {folder} to train it from the start"
+            )
         for problem in problems:
             logger.warning("%s; resuming from %s instead", problem, path.name)
         return path
     if problems:
-        folder = Path(work_dir) / TRAIN_SUBDIR
         raise CheckpointError(
             f"no readable checkpoint in {folder} ({'; '.join(problems)}). To train this run "
             f"from the start, delete {folder} and run the same command again"

@@ -3,8 +3,10 @@
 Everything is built in Python and handed to ``Runner``: a ``BaseModel`` adapter around the method, a
 ``BaseMetric`` adapter that feeds the same counters as :mod:`wsolbench.evaluate` (one metric
 implementation, two drivers), the optimizer and schedule from the method's ``train`` section, a
-checkpoint hook and the seed. Multi-process training is mmengine's distributed launcher under
-``torchrun`` (``--launcher pytorch``; gloo on CPU, NCCL on CUDA).
+checkpoint hook and the seed. Checkpoints are written atomically (:class:`AtomicLocalBackend`) and
+carry the run's identity (:class:`RunIdentityHook`); a loss or weight that is no longer finite stops
+training at once (:class:`FiniteHook`). Multi-process training is mmengine's distributed launcher
+under ``torchrun`` (``--launcher pytorch``; gloo on CPU, NCCL on CUDA).
 
 What needs no Runner lives beside it:
 :mod:`wsolbench.train.checkpoints` (finding, checking and trusted loading of this project's
@@ -30,8 +32,10 @@ from wsolbench.method import WSOLMethod
 from wsolbench.metrics import merge_counts, summarize
 from wsolbench.results.workdir import TRAIN_SUBDIR
 from wsolbench.train.checkpoints import (
+    IDENTITY_KEY,
     CheckpointError,
     best_checkpoint,
+    identity_text,
     latest_checkpoint,
     resume_checkpoint,
     trusted_checkpoint_loading,
@@ -40,17 +44,47 @@ from wsolbench.train.config import (
     param_scheduler,
     resolve_workers,
 )
+from wsolbench.util.atomic import write_bytes_atomic
 from wsolbench.util.compat import ensure_torchvision
 from wsolbench.util.progress import progress
 
 ensure_torchvision()  # mmengine.runner imports torchvision
 
+from mmengine.dist import all_reduce, get_world_size  # noqa: E402
 from mmengine.evaluator import BaseMetric  # noqa: E402
+from mmengine.fileio import LocalBackend, register_backend  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+ATOMIC_BACKEND = "wsolbench_atomic"
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend, but a file is written whole or not at all (temp file +
+    rename): a crash or a full disk mid-checkpoint leaves the previous checkpoints intact and no
+    truncated one for ``--resume`` to trip on; a full disk is one error naming the file and the
+    space needed (:class:`wsolbench.util.atomic.NoRoomError`)."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        write_bytes_atomic(filepath, obj)
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite numbers; the message says when and the fix.
+
+    Attributes:
+        epoch: the 1-based epoch it happened in.
+    """
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class MethodModel(BaseModel):
@@ -127,6 +161,53 @@ class ReplayHook(Hook):
             torch.set_rng_state(state["torch"])
             np.random.set_state(state["numpy"])
             random.setstate(state["random"])
+
+
+class RunIdentityHook(Hook):
+    """Stamp every checkpoint with the identity of the run that writes it (``--resume`` checks
+    it: :func:`wsolbench.train.checkpoints.resume_checkpoint`)."""
+
+    def __init__(self, identity: dict):
+        self.text = identity_text(identity)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[IDENTITY_KEY] = self.text
+
+
+class FiniteHook(Hook):
+    """Stop training when a loss (each step) or a weight (each epoch, before its checkpoint is
+    saved) is NaN or infinite: a diverged run must never be evaluated, saved or ranked as if it
+    had learnt something."""
+
+    priority = "VERY_HIGH"  # before the checkpoint hook: a diverged epoch is never saved
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        losses = {
+            name: torch.as_tensor(value).detach().float().cpu()
+            for name, value in (outputs or {}).items()
+            if "loss" in name
+        }
+        bad = [name for name, value in losses.items() if not torch.isfinite(value).all()]
+        if get_world_size() > 1:
+            # every rank stops together: one alone would leave the others waiting in a collective
+            anywhere = torch.tensor(float(bool(bad)))
+            all_reduce(anywhere)
+            if anywhere.item() and not bad:
+                self._stop(runner, f"a loss on another process at step {batch_idx + 1}")
+        if bad:
+            shown = ", ".join(f"{name} = {float(losses[name].sum())}" for name in bad)
+            self._stop(runner, f"{shown} at step {batch_idx + 1}")
+
+    def after_train_epoch(self, runner) -> None:
+        model = getattr(runner.model, "module", runner.model)
+        for name, parameter in model.named_parameters():
+            if not torch.isfinite(parameter.detach()).all():
+                self._stop(runner, f"weight {name.removeprefix('method.')} is not finite")
+
+    @staticmethod
+    def _stop(runner, what: str) -> None:
+        epoch = runner.epoch + 1
+        raise TrainingDiverged(f"training diverged in epoch {epoch} ({what})", epoch)
 
 
 class MethodHook(Hook):
@@ -275,11 +356,14 @@ def build_runner(
     device: str = "cpu",
     launcher: str = "none",
     resume_from: Path | None = None,
+    identity: dict | None = None,
 ) -> Runner:
     """The mmengine Runner that trains ``method`` (see :data:`wsolbench.config.TRAIN_DEFAULTS`).
 
     Args:
         keep: "last" or "best" (best MaxBoxAccV2 / PxAP on ``val_set``, which is then required).
+        identity: the run's (:func:`wsolbench.results.workdir.identity`), stamped into every
+            checkpoint.
         resume_from: a checkpoint of this work dir to continue from (:func:`resume_checkpoint`);
             None starts from the first epoch.
     """
@@ -298,6 +382,7 @@ def build_runner(
         "interval": int(train_cfg["checkpoint_interval"]),
         "max_keep_ckpts": 2,
         "save_last": True,
+        "backend_args": {"backend": ATOMIC_BACKEND},
     }
     validate = keep == "best"
     if validate:
@@ -329,7 +414,13 @@ def build_runner(
             "checkpoint": checkpoint_hook,
             "logger": {"type": "LoggerHook", "interval": 10},
         },
-        custom_hooks=[ReplayHook(), MethodHook(), ProgressHook()],
+        custom_hooks=[
+            ReplayHook(),
+            RunIdentityHook(identity or {}),
+            FiniteHook(),
+            MethodHook(),
+            ProgressHook(),
+        ],
         randomness={"seed": seed, "deterministic": False},
         launcher=launcher,
         env_cfg={"dist_cfg": {"backend": "nccl" if device.startswith("cuda") else "gloo"}},
@@ -355,15 +446,25 @@ def train(
     train_set: WSOLImageDataset,
     train_cfg: dict,
     work_dir: Path,
+    *,
+    identity: dict,
     **runner_options,
 ) -> Path:
-    """Train (continuing from the newest readable checkpoint of ``work_dir``, if any) and return
-    the checkpoint to evaluate: last or best.
+    """Train (continuing from the newest readable checkpoint of ``work_dir`` that this run
+    wrote, if any) and return the checkpoint to evaluate: last or best.
 
-    Keyword arguments are those of :func:`build_runner` except ``resume_from``.
+    Args:
+        identity: the run's (:func:`wsolbench.results.workdir.identity`): stamped into every
+            checkpoint, and a checkpoint carrying another is never resumed.
+
+    Other keyword arguments are those of :func:`build_runner` except ``resume_from``.
+
+    Raises:
+        TrainingDiverged: a loss or a weight became NaN or infinite.
     """
     keep = runner_options.get("keep", "last")
-    runner_options["resume_from"] = resume_checkpoint(work_dir)
+    runner_options["resume_from"] = resume_checkpoint(work_dir, identity)
+    runner_options["identity"] = identity
     runner = build_runner(method, train_set, train_cfg, work_dir, **runner_options)
     logger.info("training log: %s", Path(runner.log_dir).resolve())
     # mmengine prints some lines itself ("Loads checkpoint by local backend ..."): they go to the

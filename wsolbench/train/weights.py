@@ -7,6 +7,7 @@ is a plain state dict of what inference needs, readable with ``weights_only=True
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -70,12 +71,17 @@ def load_weights_into(method: WSOLMethod, state: dict, source: str) -> None:
     method.load_state_dict(state, strict=False)  # keys checked above against inference_state_dict
 
 
-def export_weights(method: WSOLMethod, path: Path) -> None:
-    """Write ``weights.pt``: a plain state dict of what inference needs (``weights_only``-safe)."""
+def export_weights(method: WSOLMethod, path: Path) -> str:
+    """Write ``weights.pt``: a plain state dict of what inference needs (``weights_only``-safe).
+
+    Returns:
+        The file's sha256 hex, which the run's result records (``weights_file``).
+    """
     buffer = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in method.inference_state_dict().items()}
     torch.save(state, buffer)
     write_bytes_atomic(path, buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 def load_weights_file(method: WSOLMethod, path: Path) -> None:

@@ -26,8 +26,21 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import, before any thread of ours runs
 
 
+# errno values that mean "no room for this file": a full disk, a quota, a file-size limit
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class NoRoomError(OSError):
+    """A file did not fit (disk full, quota, ``ulimit -f``); the message names the file, the
+    space it needs and the fix. Nothing was written: the destination is as it was."""
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically, creating parent folders."""
+    """Replace ``path`` with ``data`` atomically, creating parent folders.
+
+    Raises:
+        NoRoomError: the disk, a quota or the file-size limit has no room for ``data``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
@@ -41,9 +54,18 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            raise NoRoomError(
+                f"cannot write {path}: {exc.strerror} ({_size(len(data))} needed); free disk "
+                "space (or raise the file-size limit, `ulimit -f`) and run the command again"
+            ) from None
         raise
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes} bytes"
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
