@@ -1,5 +1,6 @@
 """wsolbench.blocks.backbones: output shapes, ViT patch grids, offline-only pretrained weights."""
 
+import hashlib
 import socket
 
 import pytest
@@ -11,6 +12,13 @@ from wsolbench.util.compat import ensure_torchvision
 
 ensure_torchvision()
 import timm  # noqa: E402
+
+
+def _sha256(path) -> str:
+    """A file's sha256 hex, computed here (not by wsolbench)."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
 
 TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2}
 
@@ -136,7 +144,8 @@ def test_weights_from_the_hugging_face_cache(offline):
     (repo / "refs" / "main").write_text("0" * 40)
     save_file(state, str(snapshot / "model.safetensors"))
     backbone = build_backbone("deit_tiny_patch16_224", pretrained=True, **TINY_VIT)
-    assert backbone.source == "cache:deit_tiny_patch16_224.fb_in1k"
+    sha256 = _sha256(snapshot / "model.safetensors")
+    assert backbone.source == f"cache:deit_tiny_patch16_224.fb_in1k (sha256 {sha256[:12]})"
     _assert_loaded(backbone, state)
 
 
@@ -146,7 +155,8 @@ def test_weights_from_the_torch_hub_cache(offline):
     # the original DeiT release nests the weights under "model"
     torch.save({"model": state}, offline["torch"] / "deit_tiny_patch16_224-a1311bcf.pth")
     backbone = build_backbone("deit_tiny_patch16_224", pretrained=True, **TINY_VIT)
-    assert backbone.source == "cache:deit_tiny_patch16_224.fb_in1k"
+    sha256 = _sha256(offline["torch"] / "deit_tiny_patch16_224-a1311bcf.pth")
+    assert backbone.source == f"cache:deit_tiny_patch16_224.fb_in1k (sha256 {sha256[:12]})"
     _assert_loaded(backbone, state)
 
 
@@ -156,7 +166,7 @@ def test_local_checkpoint_wrapped_and_prefixed(offline, tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
     backbone = build_backbone("resnet18", pretrained=True, checkpoint=str(path))
-    assert backbone.source == f"file:{path.resolve()}"
+    assert backbone.source == f"file:resnet18.pth (sha256 {_sha256(path)[:12]})"
     _assert_loaded(backbone, reference.state_dict())
 
 
@@ -237,7 +247,8 @@ def test_reference_resnet50_weights_from_the_torch_hub_cache(offline, filename, 
     offline["torch"].mkdir(parents=True)
     torch.save(state, offline["torch"] / filename, _use_new_zipfile_serialization=not legacy)
     backbone = build_backbone("wsol_resnet50", pretrained=True)
-    assert backbone.source == f"cache:torchvision/{filename}"
+    sha256 = _sha256(offline["torch"] / filename)
+    assert backbone.source == f"cache:torchvision/{filename} (sha256 {sha256[:12]})"
     own = backbone.model.state_dict()
     assert set(own) == set(state) - {"fc.weight", "fc.bias"}
     assert all(torch.equal(own[k], state[k]) for k in own)

@@ -6,6 +6,7 @@ wsolbench/blocks/clip_text.py).
 Each weight-format test fabricates a file in the real on-disk layout with random values and checks
 that every tensor of the loaded model equals what was written."""
 
+import hashlib
 import pickle
 import re
 import zipfile
@@ -24,6 +25,12 @@ from wsolbench.blocks import clip_models, clip_text
 from wsolbench.blocks.clip_models import load_clip
 from wsolbench.blocks.clip_weights import OPENAI_EXTRA_KEYS, read_weights
 from wsolbench.blocks.open_clip_configs import TINY_CLIP, ClipWeightsError
+
+
+def _sha256(path) -> str:
+    """A file's sha256 hex, computed here (not by wsolbench)."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def state_of(model) -> dict:
@@ -80,10 +87,16 @@ def test_open_clip_state_dict(tmp_path):
     written = state_of(saved.model)
     torch.save(saved.model.state_dict(), path)
     loaded = load_clip(TINY_CLIP, pretrained="ignored-when-a-file-is-given", checkpoint=str(path))
-    assert loaded.source == f"file:{path.resolve()} (gelu)" and not is_quick_gelu(loaded)
+    assert (
+        loaded.source == f"file:{path.name} (sha256 {_sha256(path)[:12]}, gelu)"
+        and not is_quick_gelu(loaded)
+    )
     assert_holds(loaded, written)
     declared = load_clip(TINY_CLIP, checkpoint=str(path), activation="quickgelu")
-    assert declared.source == f"file:{path.resolve()} (quickgelu)" and is_quick_gelu(declared)
+    assert (
+        declared.source == f"file:{path.name} (sha256 {_sha256(path)[:12]}, quickgelu)"
+        and is_quick_gelu(declared)
+    )
     assert_holds(declared, written)
     # the same file, another activation: another encoder for every cache
     assert clip_models.weights_key(declared) != clip_models.weights_key(loaded)
@@ -101,7 +114,11 @@ def test_openai_torchscript_archive_is_read_without_running_it(openai_files, mon
 
     monkeypatch.setattr(torch.jit, "load", no_jit)
     loaded = load_clip(TINY_CLIP, checkpoint=str(archive))
-    assert loaded.source == f"file:{archive.resolve()} (OpenAI TorchScript archive, quickgelu)"
+    assert (
+        loaded.source
+        == f"file:{archive.name} (sha256 {_sha256(archive)[:12]}, OpenAI TorchScript archive, "
+        "quickgelu)"
+    )
     assert loaded.activation == "quickgelu" and is_quick_gelu(loaded)
     assert_holds(loaded, written)
 
@@ -119,7 +136,10 @@ def test_openai_state_dict(openai_files):
     """The conversion users were told to run: OpenAI's keys plus its three setting entries."""
     _, converted, written = openai_files
     loaded = load_clip(TINY_CLIP, checkpoint=str(converted))
-    assert loaded.source == f"file:{converted.resolve()} (OpenAI state dict, quickgelu)"
+    assert (
+        loaded.source
+        == f"file:{converted.name} (sha256 {_sha256(converted)[:12]}, OpenAI state dict, quickgelu)"
+    )
     assert is_quick_gelu(loaded)
     assert_holds(loaded, written)
 
@@ -157,7 +177,9 @@ def test_a_tag_from_the_hugging_face_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     tag = _tag(monkeypatch, hf_hub="timm/wsolbench-tiny.openai/")
     loaded = load_clip(TINY_CLIP, pretrained=tag)
-    assert loaded.source == f"cache:{TINY_CLIP}/{tag} (quickgelu)"  # the tag says QuickGELU
+    (weights,) = (tmp_path / "hf").rglob("*.safetensors")
+    sha256 = _sha256(weights)[:12]
+    assert loaded.source == f"cache:{TINY_CLIP}/{tag} (sha256 {sha256}, quickgelu)"  # the tag
     assert is_quick_gelu(loaded)
     assert_holds(loaded, written)
 
@@ -175,7 +197,10 @@ def test_a_tag_from_openais_download_folder(openai_files, tmp_path, monkeypatch)
     url = "https://openaipublic.azureedge.net/clip/models/5806e77c/ViT-B-16.pt"
     tag = _tag(monkeypatch, url=url, hf_hub="timm/wsolbench-tiny.openai/")
     loaded = load_clip(TINY_CLIP, pretrained=tag)
-    assert loaded.source == f"cache:{TINY_CLIP}/{tag} (OpenAI TorchScript archive, quickgelu)"
+    details = (
+        f"sha256 {_sha256(folder / 'ViT-B-16.pt')[:12]}, OpenAI TorchScript archive, quickgelu"
+    )
+    assert loaded.source == f"cache:{TINY_CLIP}/{tag} ({details})"
     assert_holds(loaded, written)
 
 

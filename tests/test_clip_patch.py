@@ -3,6 +3,7 @@ open_clip configs with random towers: the map against MaskCLIP's formula compute
 other patch paths, TeD-Loc's ``clip`` teacher; end to end through ``wsolbench run`` and
 ``compare``."""
 
+import hashlib
 import types
 
 import pytest
@@ -27,6 +28,12 @@ from wsolbench.blocks.open_clip_configs import TINY_CLIP
 from wsolbench.config import resolve_config
 
 NAMES = ["red fox", "snowy owl", "blue whale"]
+
+
+def _sha256(path) -> str:
+    """A file's sha256 hex, computed here (not by wsolbench)."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def build(cls=ClipPatch, *overrides, classnames=NAMES, seed=0):
@@ -248,7 +255,7 @@ def test_a_checkpoint_file_reaches_the_method_and_no_pretrained_wins(tmp_path):
         [f"clip.model={TINY_CLIP}", "clip.pretrained=true", f"clip.checkpoint={path}"],
     )
     loaded = ClipPatch(num_classes=3, classnames=NAMES, **{**config, "cache_text": False})
-    assert loaded.pretrained == f"file:{path.resolve()} (gelu)"
+    assert loaded.pretrained == f"file:{path.name} (sha256 {_sha256(path)[:12]}, gelu)"
     expected = load_clip(TINY_CLIP, checkpoint=str(path)).model.visual.state_dict()
     assert all(torch.equal(v, loaded.visual.state_dict()[k]) for k, v in expected.items())
     assert not torch.equal(loaded.class_text, source.class_text)

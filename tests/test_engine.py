@@ -1,5 +1,6 @@
 """Training through mmengine: determinism, resume after SIGKILL, torchrun, weights, bad input."""
 
+import hashlib
 import json
 import os
 import signal
@@ -168,7 +169,8 @@ def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path)
     wsolbench(*eval_args(tiny, reference_run / "weights.pt", tmp_path / "eval"))
     evaluated = json.loads((tmp_path / "eval" / "result.json").read_text())
     assert evaluated["metrics"] == metrics(reference_run)
-    assert evaluated["pretrained"].startswith("weights:")
+    sha256 = hashlib.sha256((reference_run / "weights.pt").read_bytes()).hexdigest()
+    assert evaluated["pretrained"] == f"file:weights.pt (sha256 {sha256[:12]})"
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, tmp_path):

@@ -1,4 +1,4 @@
-"""Fuzzing the readers of user input: ``-o`` overrides, split metadata, result files.
+"""Fuzzing the readers of user input: ``-o`` overrides, split metadata, result files, saved maps.
 
 Each reader gets hundreds of mutated inputs from a seeded generator (reproducible, no extra
 dependency; ``FUZZ_SEED=x FUZZ_CASES=5000 pytest tests/test_fuzz.py`` searches further). The
@@ -11,15 +11,19 @@ import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wsolbench.cli.main import USER_ERRORS, main
 from wsolbench.config import ConfigError, resolve_config
-from wsolbench.data.metadata import MetadataError, read_split
+from wsolbench.data.metadata import MetadataError, SplitMetadata, read_split
 from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
 from wsolbench.leaderboard import compare
+from wsolbench.metrics import summarize
 from wsolbench.registry import get_method
 from wsolbench.results.record import ResultError, load_result
 
@@ -206,3 +210,80 @@ def test_fuzzed_command_lines_exit_0_or_2(tmp_path, capsys):
         assert "Traceback" not in err
         assert status == 0 or err.strip().splitlines()[-1].startswith("error: ")
     assert issubclass(ConfigError, USER_ERRORS) and issubclass(MetadataError, USER_ERRORS)
+
+
+MAP_DTYPES = [
+    bool, np.int8, np.uint8, np.int64, np.uint64, np.float16, np.float32, np.float64,
+    np.complex64, [("score", "f4"), ("n", "i2")], "U3", "datetime64[s]",
+]  # fmt: skip
+
+
+def _write_fuzzed_map(rng: random.Random, path: Path, side: int) -> tuple[str, bool]:
+    """Write something a user might save as a map at ``path``: an array of any shape, dtype and
+    values (NaN / inf at random places), or a file that is not an array at all.
+
+    Returns:
+        (what was written, whether it is a numeric array holding NaN or inf).
+    """
+    gen = np.random.default_rng(rng.getrandbits(64))
+    roll = rng.random()
+    if roll < 0.1:  # not a .npy array
+        kind = rng.choice(["text", "bytes", "npz", "pickle", "truncated"])
+        if kind == "text":
+            path.write_text("0.1, 0.2\n0.3, 0.4\n")
+        elif kind == "bytes":
+            path.write_bytes(gen.bytes(rng.randrange(100)))
+        elif kind == "npz":
+            with open(path, "wb") as f:
+                np.savez(f, gen.random((side, side)))
+        elif kind == "pickle":
+            np.save(path, np.array([{"map": 1}, None], dtype=object), allow_pickle=True)
+        else:
+            np.save(path, gen.random((side, side)))
+            path.write_bytes(path.read_bytes()[: rng.randrange(200)])
+        return kind, False
+    shape = rng.choice(
+        [(side, side), (side, side), (7, 9), (1, side, side), (side, side, 1), (2, 5, 5), (5,),
+         (), (0,), (0, side), (side, 0), (1, 1), (1, 40), (3, 4, 5, 6), (300, 2)]
+    )  # fmt: skip
+    values = np.array(gen.random(shape) * rng.choice([1.0, 1e-300, 1e30, 1e308, -1e308]))
+    if rng.random() < 0.2:
+        values[...] = rng.choice([0.0, 1.0, 0.5])
+    if values.size and rng.random() < 0.4:
+        flat = values.reshape(-1)
+        flat[gen.integers(0, flat.size, rng.randint(1, 3))] = rng.choice([np.nan, np.inf, -np.inf])
+    dtype = np.dtype(rng.choice(MAP_DTYPES))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # casting NaN or 1e308 to an int says so
+        array = values.astype(dtype) if dtype.fields is None else np.zeros(shape, dtype)
+    np.save(path, array)
+    non_finite = dtype.kind in "fc" and not np.isfinite(array).all()
+    return f"{dtype} {shape}", non_finite
+
+
+def test_fuzzed_saved_maps_are_scored_or_user_errors(tmp_path):
+    root = generate(tmp_path / "tiny", TINY)
+    full = read_split(root / "metadata" / "test")
+    first = full.image_ids[0]
+    meta = SplitMetadata(full.split_dir, [first], full.labels, full.sizes, full.boxes, full.masks)
+    side = TINY.image_size
+    settings = EvalSettings((side, side), 0.01, (30, 50, 70), boxes=True, masks=True)
+    path = tmp_path / "maps" / f"{first}.npy"
+    path.parent.mkdir(parents=True)
+    rng = random.Random(f"maps/{os.environ.get('FUZZ_SEED', '')}")
+    for _ in range(int(os.environ.get("FUZZ_CASES", 300))):
+        what, non_finite = _write_fuzzed_map(rng, path, side)
+        try:
+            counts = evaluate_saved_maps(
+                tmp_path / "maps",
+                meta,
+                settings,
+                mask_root=root / "masks",
+                normalize=rng.random() < 0.5,
+                progress=False,
+            )
+        except USER_ERRORS as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc), (what, exc)
+            continue
+        assert not non_finite, f"a map holding NaN or inf was scored: {what}"
+        summarize(counts, "oracle")

@@ -165,9 +165,15 @@ def test_empty_ignore_path_and_mask_localization(tmp_path):
     assert meta.masks["a/1.png"] == MaskRecord(["m/1a.png", "m/1b.png"], None)
     assert meta.masks["a/2.png"].ignore_path == "m/2i.png"
     masks = tmp_path / "masks"
-    for rel in ("m/1a.png", "m/1b.png", "m/2.png", "m/2i.png", "m/3.png"):
-        (masks / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (4, 4)).save(masks / rel)
+    (masks / "m").mkdir(parents=True)
+    for rel, image in [
+        ("m/1a.png", "a/1.png"),
+        ("m/1b.png", "a/1.png"),
+        ("m/2.png", "a/2.png"),
+        ("m/2i.png", "a/2.png"),
+        ("m/3.png", "b/3.png"),
+    ]:
+        Image.new("L", SIZE_MAP[image]).save(masks / rel)  # a mask has its image's size
     assert read_split(split, mask_root=masks).masks["b/3.png"].ignore_path is None
 
 
@@ -386,11 +392,12 @@ def test_missing_and_undecodable_masks(tmp_path):
         localization="a/1.png,m/1.png,m/1i.png\na/2.png,m/2.png,\nb/3.png,m/3.png,\n",
     )
     masks = tmp_path / "masks"
-    _images(masks, {"m/1.png": (4, 4), "m/2.png": (4, 4)})
+    (masks / "m").mkdir(parents=True)
+    Image.new("L", (40, 30), 255).save(masks / "m" / "1.png")  # a mask of a/1.png's size
     (masks / "m" / "2.png").write_bytes(b"garbage")
     message = error_of(split, mask_root=masks)
     assert f"mask file {masks / 'm/1i.png'} (of 'a/1.png') does not exist" in message
-    assert f"mask file {masks / 'm/2.png'} (of 'a/2.png') cannot be decoded" in message
+    assert f"mask file {masks / 'm/2.png'} cannot be decoded" in message
     assert f"{masks / 'm/3.png'}" in message
 
 

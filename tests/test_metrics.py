@@ -10,6 +10,7 @@ import pytest
 
 from wsolbench import metrics as M
 from wsolbench.metrics.literal import literal_normalize
+from wsolbench.metrics.maps import NonFiniteError
 
 # ------------------------------------------------------------------------------------------------
 # Thresholds, IoU, box rescaling
@@ -177,18 +178,27 @@ def test_several_gt_boxes_take_the_max():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_normalize_nan_and_constant_give_zeros():
+def test_normalize_constant_gives_zeros_and_non_finite_is_an_error():
+    out = M.normalize_map(np.full((7, 7), 3.5, dtype=np.float32), (224, 224))
+    assert out.shape == (224, 224) and out.dtype == np.float64 and not out.any()
+    # The reference scores a NaN map as all zeros (and crashes on inf); here neither is a number,
+    # whatever resizing would make of it (down-sampling can drop the NaN, bicubic up-sampling
+    # turns an inf into NaN).
     nan_map = np.ones((224, 224), dtype=np.float32)
     nan_map[3, 3] = np.nan
-    out = M.normalize_map(nan_map, (224, 224))
-    assert out.dtype == np.float64 and not out.any()
-    out = M.normalize_map(np.full((7, 7), 3.5, dtype=np.float32), (224, 224))
-    assert out.shape == (224, 224) and not out.any()
-    # An infinite value that survives resizing is an error (the reference crashes on it); bicubic
-    # up-sampling turns it into NaN first, which gives zeros as in the reference.
-    with pytest.raises(ValueError, match="infinite"):
-        M.normalize_map(np.array([[0.0, np.inf], [1.0, 2.0]]), (2, 2))
-    assert not M.normalize_map(np.array([[0.0, np.inf], [1.0, 2.0]]), (4, 4)).any()
+    for cam, size in [(nan_map, (224, 224)), (nan_map, (7, 7)), (nan_map.T[:4, :4], (8, 8))]:
+        with pytest.raises(NonFiniteError, match="img_7: the map holds NaN or inf"):
+            M.normalize_map(cam, size, "img_7")
+    for size in [(2, 2), (4, 4)]:
+        with pytest.raises(NonFiniteError, match="NaN or inf"):
+            M.normalize_map(np.array([[0.0, np.inf], [1.0, 2.0]]), size)
+    # Finite values that overflow float64 once resized or shifted are no number either.
+    with pytest.raises(NonFiniteError, match="overflow"):
+        M.normalize_map(np.array([[-1e308, 1e308], [0.0, 1.0]]), (2, 2))
+    for bad, match in [(np.zeros((0, 5)), "empty"), (np.zeros((3, 3), complex), "real numbers")]:
+        with pytest.raises(ValueError, match=match):
+            M.normalize_map(bad, (4, 4))
+    assert M.normalize_map(np.eye(3, dtype=bool), (3, 3)).tolist() == np.eye(3).tolist()
 
 
 def test_normalize_min_max_and_same_size():
@@ -278,15 +288,15 @@ def test_mask_histogram_matches_numpy_histogram():
 
 def test_read_mask(tmp_path):
     image = np.zeros((40, 60), dtype=np.uint8)
-    image[10:30, 0:30] = 255
-    image[0, 58] = 1  # gray value 1 > 0.5: on; nearest neighbour samples even source columns
+    image[10:30, 0:30] = 1  # a 0/1 mask: gray value 1 > 0.5 is on
+    image[0, 58] = 1  # nearest neighbour samples even source columns
     path = tmp_path / "mask.png"
     cv2.imwrite(str(path), image)
     mask = M.read_mask(path, (20, 30))
     assert mask.dtype == bool and mask.shape == (20, 30)
     assert mask[5:15, 0:15].all() and not mask[0:5, 0:15].any() and not mask[5:15, 15:29].any()
     assert mask.sum() == 10 * 15 + 1
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(ValueError, match="missing.png.*does not exist"):
         M.read_mask(tmp_path / "missing.png", (20, 30))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from wsolbench.results.environment import environment
 from wsolbench.results.record import (
     SCHEMA_VERSION,
     Result,
     ResultError,
-    environment,
     find_results,
     load_result,
     metrics_from_counts,

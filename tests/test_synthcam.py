@@ -80,8 +80,8 @@ def test_tedloc_names_it_and_learns_from_its_maps():
     method = build_method(cls, config, 10, classnames=names)
     assert "teacher" not in method.provenance  # inference and cost never build it
     method.prepare_training()  # what `wsolbench run` does before it records the result
-    assert method.provenance["teacher"].startswith(f"run:{run_dir()} (weights sha256 ")
-    assert f"teacher=run:{run_dir()}" in method.pretrained
+    assert method.provenance["teacher"].startswith(f"run:{run_dir().name} (weights sha256 ")
+    assert f"teacher=run:{run_dir().name}" in method.pretrained
     images, labels = torch.randn(2, 3, 96, 96), torch.tensor([0, 3])
     out = method.train().loss(images, labels)
     assert "loss_teacher" not in out and float(out["pl_fg"]) >= 1
@@ -100,7 +100,7 @@ def test_a_run_records_it_and_a_resume_refuses_another(tmp_path, monkeypatch, ca
         argv += ["-o", override]
     assert main(argv) == 0
     result = json.loads((work / "result.json").read_text())
-    assert f"teacher=run:{run_dir()} (weights sha256 " in result["pretrained"]
+    assert f"teacher=run:{run_dir().name} (weights sha256 " in result["pretrained"]
     # interrupted after training (no result yet), then the teacher changes under the same name
     (work / "result.json").unlink()
     (work / "weights.pt").unlink()

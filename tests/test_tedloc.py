@@ -380,7 +380,7 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     assert "loss_teacher" not in out and float(out["pl_fg"]) >= 1
     # the teacher run is part of what the result was made from: its weights' digest is recorded
     teacher = method.provenance["teacher"]
-    assert teacher.startswith(f"run:{tmp_path.resolve()} (weights sha256 ")
+    assert teacher.startswith(f"run:{tmp_path.name} (weights sha256 ")  # by name and content
     assert f"teacher={teacher}" in method.pretrained
     with torch.no_grad():
         expected = cam.eval().predict(images, labels).maps  # cam's 8x8 grid = the student's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,9 @@ OPTIONAL_KEYS = {
     DATA_PINS_KEY: "{split role: sha256} of the official data",
 }
 MAX_EVAL_SIDE = 4096
+# A protocol id names the folder of its runs (work_dirs/<id>/<method>/seed<N>): a plain name, never
+# a path that would lead out of work_dirs/ ("../..", "/abs", "a/b").
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _is_int(value) -> bool:
@@ -192,9 +196,14 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
     def bad(key: str, expected: str) -> ProtocolError:
         return ProtocolError(f"{path}: {key} must be {expected}, not {content.get(key)!r}")
 
-    for key in ("id", "dataset"):
-        if not isinstance(content[key], str) or not content[key].strip():
-            raise bad(key, "a non-empty name")
+    if not isinstance(content["id"], str) or not ID_PATTERN.fullmatch(content["id"]):
+        raise bad(
+            "id",
+            "a plain name of letters, digits, '.', '_' and '-' starting with a letter or digit "
+            "(at most 128 characters: it names the folder of its runs)",
+        )
+    if not isinstance(content["dataset"], str) or not content["dataset"].strip():
+        raise bad("dataset", "a non-empty name")
     if not _is_int(content["version"]) or content["version"] < 1:
         raise bad("version", "an integer >= 1")
     num_classes = content["num_classes"]

@@ -29,6 +29,7 @@ import importlib
 import importlib.metadata
 import logging
 import pkgutil
+import re
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -61,6 +62,8 @@ _OLD_INTERFACE = {
     "config_choices": ("config", "choices"),
 }
 _DECLARATION_TYPES = {"capabilities": "Capabilities", "config": "MethodConfig"}
+# A plugin class given directly: ``pkg.module:Class`` (dotted identifiers, one colon).
+PLUGIN_PATH_PATTERN = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*")
 
 
 class PluginError(ImportError):
@@ -243,10 +246,17 @@ def get_method(name: str) -> type[WSOLMethod]:
         PluginError: the plugin exists but cannot be used (see the module docstring); the message
             names it and the fix.
     """
-    cls = METHODS.get(name)
+    # The registry's own dict, not METHODS.get: that reads "a.b" as scope "a" (importing
+    # a.registry) and resolves any importable dotted name ("os.path") as if it were a method.
+    cls = METHODS.module_dict.get(name)
     if cls is not None:
         return cls
     if ":" in name:
+        if not PLUGIN_PATH_PATTERN.fullmatch(name):
+            raise KeyError(
+                f"method {name!r} is neither pkg.module:Class (dotted module names, one colon, a "
+                f"class name) nor a method name (known: {', '.join(list_methods())})"
+            )
         return _from_path(name)
     if NAME_PATTERN.match(name) and name in _first_party_names():
         _import_plugin(f"{FIRST_PARTY_PACKAGE}.{name}", name)
@@ -270,7 +280,10 @@ def get_method(name: str) -> type[WSOLMethod]:
                 f"(group {ENTRY_POINT_GROUP}) failed to load: {exc}"
             ) from exc
         return _registered_class(name, loaded, entry_point)
-    raise KeyError(unknown_name_message("method", name, list_methods()))
+    message = unknown_name_message("method", name, list_methods())
+    if not NAME_PATTERN.match(name):  # perhaps meant as a path: say what a path looks like
+        message += "; a plugin class in development is given as pkg.module:Class"
+    raise KeyError(message)
 
 
 @dataclass

@@ -16,12 +16,16 @@ outside the module tree, so neither checkpoints nor ``weights.pt`` contain them)
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from wsolbench.util.weights_source import describe, file_sha256
+
+logger = logging.getLogger(__name__)
 
 FG_RULES = ("otsu", "topk")
 
@@ -153,9 +157,10 @@ class RunTeacher:
         # which teacher this is, by content: the student's result names it, and a resume with
         # another teacher behind the same path is refused (wsolbench.runs.execute checks
         # "pretrained")
-        weights = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+        weights = file_sha256(folder / WEIGHTS_FILE)
         data = short(record.get("data_fingerprint"))
-        self.source = f"run:{folder.resolve()} (weights sha256 {weights[:12]}, data {data})"
+        self.source = describe("run", folder.name, weights, [f"data {data}"])
+        logger.info("teacher: %s from %s", self.source, folder.resolve())
 
     @torch.no_grad()
     def maps(self, images: Tensor, labels: Tensor, grid: tuple[int, int]) -> Tensor:

@@ -30,6 +30,7 @@ from wsolbench.blocks.backbone_weights import (
     read_state_dict,
 )
 from wsolbench.blocks.backbone_wsolcnn import LOCAL_BACKBONES
+from wsolbench.util.weights_source import describe, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def build_backbone(
     elif checkpoint:
         path = Path(checkpoint).expanduser()
         load_into(backbone, read_state_dict(path), str(path), pretrained_cfg)
-        backbone.source = f"file:{path.resolve()}"
+        backbone.source = describe("file", path.name, file_sha256(path))
     elif pretrained:
         if name in LOCAL_BACKBONES:
             raise PretrainedWeightsError(
@@ -99,12 +100,13 @@ def build_backbone(
         else:
             path, tag = cached_weights(name, pretrained_cfg)
         load_into(backbone, read_state_dict(path), str(path), pretrained_cfg)
-        backbone.source = f"cache:{tag}"
+        backbone.source = describe("cache", tag, file_sha256(path))
     logger.info(
-        "backbone %s (%s, stride %d): weights %s",
+        "backbone %s (%s, stride %d): weights %s%s",
         name,
         backbone.kind,
         backbone.stride,
         backbone.source,
+        f" from {path}" if backbone.source != "none" else "",
     )
     return backbone

@@ -6,11 +6,12 @@ Weights come from one of three places, recorded as the model's ``source``:
 - ``checkpoint=PATH``: a local file in any format :mod:`wsolbench.blocks.clip_weights` reads —
   OpenAI's TorchScript archive (``ViT-B-16.pt`` from ``~/.cache/clip``, read as data, its code
   never run), an OpenAI or open_clip state dict (``weights_only=True``), a ``.safetensors`` file —
-  (``"file:<path> (<layout, >activation)"``);
+  (``"file:<file name> (sha256 <hex>, <layout, >activation)"``);
 - ``pretrained=TAG`` (an open_clip tag such as ``openai`` or ``laion2b_s34b_b88k``): the tag's file
   in the user's caches only — the Hugging Face hub cache and open_clip's / OpenAI's download
-  folder (``~/.cache/clip``) — (``"cache:<model>/<tag> (<activation>)"``); a tag that is not cached
-  is a :class:`ClipWeightsError` that says how to provide a file, never a download;
+  folder (``~/.cache/clip``) — (``"cache:<model>/<tag> (sha256 <hex>, <activation>)"``); a tag
+  that is not cached is a :class:`ClipWeightsError` that says how to provide a file, never a
+  download;
 - neither (``pretrained: false``, what ``--no-pretrained`` sets): a tower initialised from ``seed``
   (``"none"``): distinct but meaningless embeddings, for tests and the synthetic demo.
 
@@ -55,6 +56,7 @@ from wsolbench.blocks.open_clip_configs import (
 )
 from wsolbench.blocks.state_dicts import fit_problems
 from wsolbench.blocks.synthclip import SYNTHCLIP, synthclip_checkpoint
+from wsolbench.util.weights_source import describe, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class LoadedClip:
         model: the open_clip ``CLIP`` model (both towers).
         tokenizer: open_clip's tokenizer for ``name``: list[str] → LongTensor [N, context_length].
         name: the open_clip model name (``ViT-B-16``, :data:`TINY_CLIP`).
-        source: ``"none"``, ``"file:<path> (...)"`` or ``"cache:<name>/<tag> (...)"``, the
+        source: ``"none"``, ``"file:<name> (sha256 ...)"`` or ``"cache:<name>/<tag> (...)"``, the
             parentheses naming an OpenAI file layout and the activation built.
         weights_id: identifies the weights' content for caches keyed on them: the seed and library
             versions for a random tower, the file's path, size and modification time otherwise.
@@ -217,10 +219,10 @@ def load_clip(
                 f"CLIP checkpoint {path} does not exist; pass an existing weights file with "
                 "-o clip.checkpoint=PATH, or run without weights with --no-pretrained"
             )
-        source = f"file:{path.resolve()}"
+        kind, shown = "file", path.name
     elif pretrained:
         path = _cached_tag_file(name, str(pretrained))
-        source = f"cache:{name}/{pretrained}"
+        kind, shown = "cache", f"{name}/{pretrained}"
         tag_quick_gelu = bool(open_clip.get_pretrained_cfg(name, str(pretrained)).get("quick_gelu"))
     else:
         source = "none"
@@ -260,9 +262,11 @@ def load_clip(
 
     built = "quickgelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
     if weights is not None:
-        layout = f"{weights.layout}, " if weights.is_openai else ""
-        source = f"{source} ({layout}{built})"
-        logger.info("CLIP %s: weights %s; activation %s (%s)", name, source, built, reason)
+        layout = [weights.layout] if weights.is_openai else []
+        source = describe(kind, shown, file_sha256(path), [*layout, built])
+        logger.info(
+            "CLIP %s: weights %s from %s; activation %s (%s)", name, source, path, built, reason
+        )
     visual = model.visual
     image_size = tuple(int(s) for s in _pair(getattr(visual, "image_size", 224)))
     patch_size = int(_pair(getattr(visual, "patch_size", 16))[0])

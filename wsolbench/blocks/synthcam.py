@@ -124,7 +124,7 @@ def ensure_synthcam(config: SynthCamConfig | None = None, cache_dir=None) -> Pat
     argv = [sys.executable, "-m", "wsolbench", "run", "--method", "cam", "--dataset", "synthetic"]
     # on the CPU wherever it is built (a GPU's kernels give other weights)
     argv += ["--protocol", "synthetic-v1", "--device", "cpu"]
-    argv += ["--seed", str(config.seed), "--work-dir", str(work)]
+    argv += ["--seed", str(config.seed), "--threads", str(config.threads), "--work-dir", str(work)]
     for override in config.overrides:
         argv += ["-o", override]
     threads = str(config.threads)

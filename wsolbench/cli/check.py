@@ -6,7 +6,7 @@ registers it with :func:`_add_check`.
 
 from __future__ import annotations
 
-from wsolbench.cli.options import add_overrides_argument
+from wsolbench.cli.options import add_batch_size, add_overrides_argument
 
 
 def _add_check(commands) -> None:
@@ -21,7 +21,7 @@ def _add_check(commands) -> None:
     parser.add_argument("name", help="method name, or pkg.module:Class of a plugin in development")
     parser.add_argument("--num-classes", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=2)
+    add_batch_size(parser, 2, "images per checked batch")
     parser.add_argument(
         "--dataset", default="synthetic", help="preset to build (default: the small synthetic one)"
     )

@@ -7,17 +7,62 @@ line and exit with status 2, without a traceback; ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
 
 from wsolbench import __version__
+from wsolbench.cli.options import add_seed
 from wsolbench.cli.results import add_compare, add_diff, add_evaluate_maps, add_fingerprint
-from wsolbench.cli.run import add_eval, add_run
+from wsolbench.cli.run import add_eval, add_reproduce, add_run
 
 # Errors a user can fix (every wsolbench error class derives from one of these); anything else is a
 # bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, OSError, ImportError)
+
+_WRITABLE = "choose a writable folder, or fix the permissions"
+# The fix for a raw OS error, by errno (one the OS raised, not a wsolbench error with a message).
+_OS_ERROR_FIXES = {
+    errno.EACCES: _WRITABLE,
+    errno.EPERM: _WRITABLE,
+    errno.EROFS: "the file system is read-only; " + _WRITABLE,
+    errno.ENOSPC: "free disk space and run the command again",
+    errno.EDQUOT: "free space within your disk quota and run the command again",
+    errno.EFBIG: "raise the file-size limit (`ulimit -f`) or free space, and run the command again",
+    errno.ENOENT: "check the path, or create the folder it should be in",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "it is a folder; give the path of a file",
+    errno.EEXIST: "move it out of the way or choose another path",
+}
+
+
+def _error_line(exc: BaseException) -> str:
+    """The one ``error:`` line a user error prints.
+
+    wsolbench's own errors carry the whole message (what is wrong and the fix). A raw OS error,
+    one that carries an errno, says only e.g. ``[Errno 13] Permission denied: 'x'``: its line
+    names the file(s), the OS's reason and a fix for that errno instead.
+    """
+    if isinstance(exc, KeyError) and exc.args:
+        return f"error: {exc.args[0]}"  # str() of a KeyError would quote the message
+    if not isinstance(exc, OSError) or exc.errno is None or not exc.strerror:
+        return f"error: {_worker_message(str(exc))}"
+    files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    code = errno.errorcode.get(exc.errno, str(exc.errno))
+    fallback = "check that path" if files else "`wsolbench --debug ...` shows where it happened"
+    fix = _OS_ERROR_FIXES.get(exc.errno, fallback)
+    return f"error: {files + ': ' if files else ''}{exc.strerror} ({code}); {fix}"
+
+
+def _worker_message(text: str) -> str:
+    """The message itself of an error a DataLoader worker raised: torch re-raises it in the main
+    process with the worker's whole traceback as its text ("Caught X in DataLoader worker process
+    N." first), whose last line is ``<module.Class>: <message>``."""
+    first = text.partition("\n")[0]
+    if not (first.startswith("Caught ") and " in DataLoader worker process " in first):
+        return text
+    return text.rstrip().rpartition("\n")[2].partition(": ")[2] or text
 
 
 def _add_list(commands) -> None:
@@ -73,7 +118,7 @@ def _add_prepare(commands) -> None:
     parser.add_argument("--cubv2", type=Path, help="cub: the official CUBV2 val metadata folder")
     parser.add_argument("--annotations", type=Path, help="ilsvrc: folder of validation XML files")
     parser.add_argument("--synsets", type=Path, help="ilsvrc: synset list (LOC_synset_mapping.txt)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed(parser)
     parser.set_defaults(handler=cmd_prepare)
 
 
@@ -140,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_prepare,
         add_run,
         add_eval,
+        add_reproduce,
         add_evaluate_maps,
         add_fingerprint,
         add_compare,
@@ -195,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if args.debug:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        print(_error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsolbench.cli.options import add_overrides_argument, add_profile_options, profile_settings
+from wsolbench.cli.options import (
+    add_batch_size,
+    add_overrides_argument,
+    add_profile_options,
+    check_output,
+    profile_settings,
+)
 
 
 def _add_profile(commands) -> None:
@@ -29,7 +35,7 @@ def _add_profile(commands) -> None:
     parser.add_argument("--protocol", help="protocol id or YAML file (default: the dataset's)")
     add_overrides_argument(parser, "config override, dotted keys into sections (repeatable)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=64, help="throughput batch (default 64)")
+    add_batch_size(parser, 64, "throughput batch")
     add_profile_options(parser)
     parser.add_argument(
         "--no-timing",
@@ -51,6 +57,7 @@ def cmd_profile(args) -> int:
     from wsolbench.runs.profile import profile
     from wsolbench.util.atomic import write_json_atomic
 
+    check_output(args.json, "--json", folder=False)
     cost = profile(
         args.method,
         args.dataset,
@@ -86,8 +93,9 @@ def _add_visualize(commands) -> None:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cache)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
-    parser.add_argument("--curves-only", action="store_true", help="no overlay grid")
-    parser.add_argument("--no-curves", action="store_true", help="no curves (overlays only)")
+    drawn = parser.add_mutually_exclusive_group()  # both: nothing would be drawn
+    drawn.add_argument("--curves-only", action="store_true", help="no overlay grid")
+    drawn.add_argument("--no-curves", action="store_true", help="no curves (overlays only)")
     parser.set_defaults(handler=cmd_visualize)
 
 
@@ -96,6 +104,7 @@ def cmd_visualize(args) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n {args.n}: draw at least one image")
+    check_output(args.output, "--output", folder=True)
     written = visualize(
         args.paths,
         n=args.n,

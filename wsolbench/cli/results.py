@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsolbench.cli.options import add_resampling, resamples
+from wsolbench.cli.options import add_resampling, check_output, refuse_without, resampling
 from wsolbench.cli.run import metrics_table
 
 
@@ -48,12 +48,17 @@ def cmd_evaluate_maps(args) -> int:
 
     if not 0 < args.step < 1:
         raise ValueError(f"--step must be in (0, 1), not {args.step}")
-    if min(args.size) < 1:
-        raise ValueError(f"--size {args.size[0]} {args.size[1]}: H and W must be positive pixels")
+    max_side = 4096  # every map is resized to H x W float64: 128 MiB at 4096 x 4096
+    if min(args.size) < 1 or max(args.size) > max_side:
+        raise ValueError(
+            f"--size {args.size[0]} {args.size[1]}: H and W must be positive and at most "
+            f"{max_side} pixels (the protocols evaluate at 224 224)"
+        )
     if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
         raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
     if args.threads < 1:
         raise ValueError(f"--threads {args.threads}: use 1 or more")
+    check_output(args.json, "--json", folder=False)
     meta = read_split(args.metadata, mask_root=args.masks)
     settings = EvalSettings(
         size=tuple(args.size),
@@ -165,13 +170,9 @@ def add_diff(commands) -> None:
 def cmd_diff(args) -> int:
     from wsolbench.results.intervals import diff, render_diff
 
+    resamples, seed = resampling(args)
     diffs = diff(
-        [args.a],
-        [args.b],
-        policy=args.policy,
-        split=args.split,
-        resamples=resamples(args),
-        seed=args.ci_seed,
+        [args.a], [args.b], policy=args.policy, split=args.split, resamples=resamples, seed=seed
     )
     print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
     return 0
@@ -181,6 +182,9 @@ def cmd_compare(args) -> int:
     from wsolbench.leaderboard import compare
     from wsolbench.util.atomic import write_text_atomic
 
+    refuse_without(args, "ci", ("resamples", "ci_seed"))
+    check_output(args.output, "--output", folder=False)
+    resamples, seed = resampling(args) if args.ci else (0, 0)
     published = False if args.no_published else (args.published or True)
     table = compare(
         args.paths,
@@ -189,8 +193,8 @@ def cmd_compare(args) -> int:
         fmt=args.fmt,
         published=published,
         by_data=args.by_data,
-        ci=resamples(args) if args.ci else 0,
-        ci_seed=args.ci_seed,
+        ci=resamples,
+        ci_seed=seed,
         wide=args.wide,
     )
     if args.output:

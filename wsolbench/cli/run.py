@@ -5,7 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsolbench.cli.options import add_overrides_argument, add_profile_options, profile_settings
+from tabulate import tabulate
+
+from wsolbench.cli.options import (
+    PROFILE_DESTS,
+    add_batch_size,
+    add_num_workers,
+    add_overrides_argument,
+    add_profile_options,
+    add_seed,
+    add_threads,
+    profile_settings,
+    refuse_without,
+)
 
 
 def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> None:
@@ -21,8 +33,9 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
     parser.add_argument("--work-dir", help=work_dir_help)
     add_overrides_argument(parser, overrides_help)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    add_batch_size(parser, 64, "evaluation batch size")
+    add_num_workers(parser)
+    add_threads(parser)
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -38,7 +51,7 @@ def add_run(commands) -> None:
         work_dir_help="default: work_dirs/<protocol>/<method>/seed<N>",
         overrides_help="config override, dotted keys into sections (repeatable)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue (or keep) the run in --work-dir"
     )
@@ -63,6 +76,58 @@ def add_eval(commands) -> None:
     parser.set_defaults(handler=cmd_eval)
 
 
+def add_reproduce(commands) -> None:
+    parser = commands.add_parser(
+        "reproduce",
+        help="rerun a result from its record alone and compare every metric",
+        description="Rerun a finished run (its work dir or result.json) with the method, config, "
+        "protocol, data, seed, thread count and device its record names, then print every "
+        "metric recorded vs reproduced. Exit 0 when all are equal, 1 otherwise (naming the first "
+        "recorded condition that differs here: commit, threads, a library, the CPU).",
+    )
+    parser.add_argument("source", type=Path, help="a run's work dir or its result.json")
+    parser.add_argument(
+        "--work-dir",
+        help="where to rerun (default: work_dirs/reproduce/<protocol>/<method>/seed<N>)",
+    )
+    parser.add_argument(
+        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
+    )
+    parser.add_argument("--device", help="default: the recorded device")
+    add_batch_size(parser, 64, "evaluation batch size")
+    add_num_workers(parser)
+    parser.set_defaults(handler=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from wsolbench.runs.reproduce import reproduce
+
+    outcome = reproduce(
+        args.source,
+        work_dir=args.work_dir,
+        data_root=args.data_root,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    rows = [
+        [split, policy, key, f"{a:.4f}", "absent" if b is None else f"{b:.4f}",
+         "absent" if b is None else f"{b - a:+.4f}"]
+        for split, policy, key, a, b in outcome.rows
+    ]  # fmt: skip
+    headers = ["split", "policy", "metric", "recorded", "reproduced", "difference"]
+    print(tabulate(rows, headers=headers, disable_numparse=True))
+    for line in outcome.differences:
+        print(f"differs: {line}")
+    if outcome.equal:
+        print(f"reproduced: all {len(rows)} metrics equal")
+        return 0
+    unequal = sum(a != b for *_, a, b in outcome.rows)
+    cause = outcome.differences[0] if outcome.differences else "no recorded condition differs"
+    print(f"not reproduced: {unequal} of {len(rows)} metrics differ; first difference: {cause}")
+    return 1
+
+
 def cmd_eval(args) -> int:
     from wsolbench.runs.context import RunSpec
     from wsolbench.runs.execute import evaluate_weights
@@ -78,6 +143,7 @@ def cmd_eval(args) -> int:
         resume=args.resume,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        threads=args.threads,
         profile=_profile_settings(args),
     )
     _print_result(evaluate_weights(spec, args.weights))
@@ -103,6 +169,7 @@ def cmd_run(args) -> int:
             launcher=args.launcher,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
+            threads=args.threads,
             profile=_profile_settings(args),
         )
     )
@@ -111,7 +178,9 @@ def cmd_run(args) -> int:
 
 
 def _profile_settings(args):
-    """``--profile``: the timing settings (throughput at the evaluation batch size); else None."""
+    """``--profile``: the timing settings (throughput at the evaluation batch size); else None,
+    and a ``--profile-*`` option given without ``--profile`` is an error."""
+    refuse_without(args, "profile", PROFILE_DESTS)
     if not args.profile:
         return None
     return profile_settings(args, args.batch_size)

@@ -17,11 +17,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from wsolbench.data.metadata import SplitMetadata
+from wsolbench.data.metadata import IMAGE_SIZES, SplitMetadata
 
 
 class ImageDecodeError(OSError):
     """An image file is missing or cannot be decoded; the message names it."""
+
+
+class ImageSizeError(ValueError):
+    """A decoded image's size contradicts ``image_sizes.txt``; the message names both."""
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -134,6 +138,15 @@ class WSOLImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image_id = self.meta.image_ids[index]
         image = load_rgb(self.image_root / image_id)
+        # The split's checks decode only a sample of the images; boxes are rescaled from the size
+        # in image_sizes.txt, so every image is held to it here, where its size comes for free.
+        expected = self.meta.sizes.get(image_id)
+        if expected is not None and image.size != expected:
+            raise ImageSizeError(
+                f"image {self.image_root / image_id} is {image.width}x{image.height} but "
+                f"{self.meta.split_dir / IMAGE_SIZES} says {expected[0]}x{expected[1]}; fix "
+                "image_sizes.txt (boxes are rescaled from it) or replace the image"
+            )
         if self.augment is not None:
             image = self.augment(image, np.random.default_rng([self.seed, self.epoch, index]))
         elif self.size is not None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
 from wsolbench.leaderboard.cost_columns import cost_cells, cost_headers, cost_notes
 from wsolbench.leaderboard.rows import MISSING, Leaderboard, Row
 from wsolbench.leaderboard.sources import full_sources, pretrained_cell, weights_notes
 from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES
+from wsolbench.util.markdown import github_table
 
 TERMINAL_WIDTH = 120
 COST = "cost"  # the key every cost column shares: they are kept or left out together
@@ -90,8 +89,9 @@ def grid(columns: list[Column]) -> tuple[list[str], list[list[str]], list[str]]:
 
 
 def markdown_table(columns: list[Column]) -> str:
+    """A GitHub markdown table of the columns (every ``|`` in a cell escaped)."""
     headers, body, align = grid(columns)
-    return tabulate(body, headers=headers, tablefmt="github", colalign=align, disable_numparse=True)
+    return github_table(headers, body, align)
 
 
 def common_seeds(columns: list[Column]) -> str | None:

@@ -88,7 +88,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
         groups.setdefault(row_key(run[1]), []).append(run)
 
     rows: list[Row] = []
-    for (method, pretrained, _), members in groups.items():
+    for (method, _, _), members in groups.items():
         by_seed: dict[int, Path] = {}
         for path, result, _ in members:
             if result.seed in by_seed:
@@ -113,7 +113,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
             Row(
                 method=method,
                 label="",
-                pretrained=pretrained,
+                pretrained=members[0][1].pretrained,  # the first run's name for the weights
                 mean=mean,
                 std=std,
                 seeds=sorted(by_seed),

@@ -30,47 +30,17 @@ from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 
 from wsolbench.leaderboard.rows import MISSING, Row
+from wsolbench.util.weights_source import SHA256, source_parts, split_source
 
 DIGEST_CHARS = 8  # the hex digits of a digest a short name carries
-# "<part>=<source>" entries of a several-part ``pretrained``, split where the next part begins
-# (a source's own text may hold "; ")
-_NEXT_PART = re.compile(r"; (?=\w+=)")
-_PART = re.compile(r"(?P<part>\w+)=(?P<source>.*)", re.DOTALL)
-# "<body> (<details>)": what the source is, then what the loader added (activation, digests)
-_DETAILS = re.compile(r"(?P<body>.*?)(?: \((?P<details>[^()]*)\))?", re.DOTALL)
 # wsolbench names its cache entries "<name>-<12 hex digits>" (the digest of what built them)
 _CACHE_ENTRY = re.compile(r"(?P<name>.+)-(?P<digest>[0-9a-f]{12})")
-_SHA256 = re.compile(r"\bsha256 (?P<digest>[0-9a-f]{8,64})\b")
-
-
-def source_parts(pretrained: str) -> list[tuple[str, str]]:
-    """A ``pretrained`` text as (part, source) pairs; one unlabelled source gives ``("", it)``.
-
-    ``"backbone=none; text=file:/w.pt"`` → ``[("backbone", "none"), ("text", "file:/w.pt")]``.
-    """
-    entries = _NEXT_PART.split(pretrained)
-    matches = [_PART.fullmatch(entry) for entry in entries]
-    if len(entries) > 1 and all(matches):
-        return [(m["part"], m["source"]) for m in matches]
-    return [("", pretrained)]
-
-
-def _split(source: str) -> tuple[str, str, str]:
-    """``"file:/w/x.pt (gelu)"`` → ``("file", "/w/x.pt", "gelu")``; a bare tag has no kind."""
-    match = _DETAILS.fullmatch(source)
-    body, details = match["body"], match["details"] or ""
-    kind, colon, rest = body.partition(":")
-    if colon and kind in ("file", "cache", "run"):
-        return kind, rest, details
-    if body.startswith(("/", "~")):  # a bare path: results written before "file:" existed
-        return "file", body, details
-    return "", body, details
 
 
 def short_name(source: str) -> str:
     """The name a cell shows for one source (see the module docstring); unique only within a
     table through :func:`short_names`."""
-    kind, body, details = _split(source)
+    kind, body, details = split_source(source)
     if kind == "cache":
         return body
     if kind == "file":
@@ -78,7 +48,7 @@ def short_name(source: str) -> str:
         entry = _CACHE_ENTRY.fullmatch(path.stem)
         if entry:
             return entry["name"]
-        sha = _SHA256.search(details)
+        sha = SHA256.search(details)
         return f"{path.name}@{sha['digest'][:DIGEST_CHARS]}" if sha else path.name
     if kind == "run":
         folder = PurePosixPath(body)
@@ -89,8 +59,8 @@ def short_name(source: str) -> str:
 
 def _digest(source: str) -> str | None:
     """The content digest a source records: a sha256 in its details, else a cache entry's."""
-    kind, body, details = _split(source)
-    sha = _SHA256.search(details)
+    kind, body, details = split_source(source)
+    sha = SHA256.search(details)
     if sha:
         return sha["digest"][:DIGEST_CHARS]
     path = PurePosixPath(body)
@@ -171,7 +141,7 @@ def portable(source: str) -> str:
     above it, which name one machine: ``file:/root/.cache/wsolbench/synthclip/synthclip-v1-
     db89e33c5b28.pt (gelu)`` → ``file:synthclip/synthclip-v1-db89e33c5b28.pt (gelu)``. The
     full text is in the result, and in ``compare --wide``."""
-    kind, body, details = _split(source)
+    kind, body, details = split_source(source)
     if kind not in ("file", "run"):
         return source
     del details  # kept as written: the loader's digests and settings

@@ -42,40 +42,75 @@ def step_of(thresholds: np.ndarray) -> float:
     return step
 
 
-def normalize_map(scoremap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+class NonFiniteError(ValueError):
+    """A map (or a method's class scores) holds NaN or inf where a number is needed; the message
+    names the image or the file."""
+
+
+class MapRangeError(ValueError):
+    """A map to be scored as given leaves [0, 1]; the message names it and its range."""
+
+
+#: What a map may hold: real numbers (bool counts as 0 / 1).
+_REAL_KINDS = "biuf"
+
+
+def _check_real(scoremap: np.ndarray, name: str) -> None:
+    """Refuse what is not a non-empty 2-D map of finite real numbers, naming ``name``."""
+    if scoremap.ndim != 2:
+        raise ValueError(f"{name}: a map must be 2-D [h, w]; got shape {scoremap.shape}")
+    if scoremap.dtype.kind not in _REAL_KINDS:
+        raise ValueError(f"{name}: a map must hold real numbers; got dtype {scoremap.dtype}")
+    if scoremap.size == 0:
+        raise ValueError(f"{name}: the map is empty (shape {scoremap.shape})")
+    if not np.isfinite(scoremap).all():
+        raise NonFiniteError(
+            f"{name}: the map holds NaN or inf; a map must hold finite scores (a NaN is never "
+            "scored, not even as zeros)"
+        )
+
+
+def normalize_map(
+    scoremap: np.ndarray, size: tuple[int, int], name: str = "localization map"
+) -> np.ndarray:
     """Resize a predicted map to the protocol size and min-max normalize it, as the reference does.
 
     The reference converts model maps to float64 before anything else (``t2n``), resizes them with
     bicubic interpolation and normalizes in place; this function does the same, so a float32 input
     gives a float64 output, bit-identical to the reference's.
 
+    One deliberate difference: the reference scores a map holding NaN as all zeros (and crashes
+    on an inf); here NaN or inf anywhere in the input is an error, before resizing (a down-sampling
+    resize could drop it). So is a finite map whose values overflow float64 when resized or
+    shifted (values near ±1e308).
+
     Args:
-        scoremap: [h, w] map, any real dtype, any range.
+        scoremap: [h, w] map of real numbers (bool, int, float), any range, finite.
         size: protocol size (H, W).
+        name: how errors name the map (an image id or a file).
 
     Returns:
-        [H, W] float64 in [0, 1]: all zeros when the resized map holds a NaN or is constant.
+        [H, W] float64 in [0, 1]: all zeros when the resized map is constant.
 
     Raises:
-        ValueError: the map is not 2-D, or holds an infinite value after resizing (the reference
-            crashes there; bicubic up-sampling usually turns an inf into NaN first, hence zeros).
+        NonFiniteError: naming ``name``, when the map holds NaN or inf, or overflows.
+        ValueError: naming ``name``, when the map is not 2-D, empty, or not real numbers.
     """
     cam = np.asarray(scoremap)
-    if cam.ndim != 2:
-        raise ValueError(f"a localization map must be 2-D [h, w]; got shape {cam.shape}")
+    _check_real(cam, name)
     cam = cam.astype(np.float64)  # always a copy: normalization below works in place
     height, width = int(size[0]), int(size[1])
     if cam.shape != (height, width):
         # OpenCV's resize copies a same-size input unchanged, so skipping it then is exact.
         cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_CUBIC)
-    # NaN is tested after resizing, like the reference: a down-sampling resize can drop a NaN.
-    if np.isnan(cam).any():
-        return np.zeros_like(cam)
-    if np.isinf(cam).any():
-        raise ValueError(
-            "localization map holds an infinite value; the method must predict finite scores"
-        )
     low, high = cam.min(), cam.max()
+    # NaN and inf propagate into the span (Python floats: no overflow warning), so this also
+    # catches what resizing made of huge values.
+    if not math.isfinite(float(high) - float(low)):
+        raise NonFiniteError(
+            f"{name}: the map's values (min {low}, max {high} after resizing) overflow float64; "
+            "rescale the map"
+        )
     if low == high:
         return np.zeros_like(cam)
     # Same operation order as the reference: subtract, then divide by the max of the shifted map.
@@ -92,22 +127,15 @@ def check_map(scoremap: np.ndarray, name: str) -> None:
         name: how to name the map in the error (an image id or a file).
 
     Raises:
-        ValueError: naming ``name``, when the map is not 2-D, holds NaN or inf, or leaves [0, 1].
+        NonFiniteError: naming ``name``, when the map holds NaN or inf.
+        MapRangeError: naming ``name``, when the map leaves [0, 1].
+        ValueError: naming ``name``, when the map is not 2-D, empty, or not real numbers.
     """
     scoremap = np.asarray(scoremap)
-    if scoremap.ndim != 2:
-        raise ValueError(f"{name}: a map must be 2-D [H, W]; got shape {scoremap.shape}")
-    if not np.issubdtype(scoremap.dtype, np.floating) and not np.issubdtype(
-        scoremap.dtype, np.integer
-    ):
-        raise ValueError(f"{name}: a map must hold real numbers; got dtype {scoremap.dtype}")
-    if scoremap.size == 0:
-        raise ValueError(f"{name}: the map is empty (shape {scoremap.shape})")
-    if not np.isfinite(scoremap).all():
-        raise ValueError(f"{name}: the map holds NaN or inf; normalize it with normalize_map()")
+    _check_real(scoremap, name)
     low, high = scoremap.min(), scoremap.max()
     if low < 0 or high > 1:
-        raise ValueError(
+        raise MapRangeError(
             f"{name}: map values must lie in [0, 1]; got min {low}, max {high}. "
             "Normalize it with normalize_map()"
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from wsolbench.data.fingerprint import short
 from wsolbench.results.record import Result, ResultError
+from wsolbench.util.weights_source import content_key
 
 # Config keys that do not change what a run is: runs differing only in these are seeds of one row.
 SEED_KEYS = frozenset({"seed"})
@@ -85,8 +86,9 @@ def canonical(obj: Any) -> str:
 
 
 def row_key(result: Result) -> tuple[str, str, str]:
-    """What makes runs seeds of one row: method, weights and config without its seed."""
-    return (result.method, result.pretrained, canonical(strip_seed(result.config)))
+    """What makes runs seeds of one row: method, weights (by content: the same file loaded from
+    another folder is the same row) and config without its seed."""
+    return (result.method, content_key(result.pretrained), canonical(strip_seed(result.config)))
 
 
 def check_comparable(found: list[tuple[Path, Result]]) -> None:

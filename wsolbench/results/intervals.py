@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tabulate import tabulate
-
 from wsolbench.results.bootstrap import (
     BootstrapError,
     MetricTerms,
@@ -28,6 +26,7 @@ from wsolbench.results.grouping import check_comparable, row_key
 from wsolbench.results.per_image import SplitRecords, load_records
 from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultError, find_results
 from wsolbench.results.verify import verify_results
+from wsolbench.util.markdown import github_table
 
 SIGNIFICANCE = 0.05
 SIMILAR_MARK = "≈"
@@ -178,7 +177,7 @@ def render_diff(label_a: str, label_b: str, diffs: Sequence[PairedDifference]) -
         for d in diffs
     ]
     headers = ["Metric", label_a, label_b, "A − B", "95 % CI", "p"]
-    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    table = github_table(headers, rows)
     resamples = diffs[0].resamples if diffs else 0
     return (
         f"{table}\n\nA − B on the same test images: 95 % percentile interval and two-sided "

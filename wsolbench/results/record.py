@@ -28,13 +28,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -372,65 +368,6 @@ def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
             seen.add(key)
             found.append((f, load_result(f)))
     return found
-
-
-def _version_of(module: str, distribution: str) -> str | None:
-    # An imported module knows its exact build (e.g. torch "2.13.0+cpu"); otherwise read the
-    # installed distribution's metadata, which is cheap, instead of importing a heavy library.
-    mod = sys.modules.get(module)
-    if mod is not None and getattr(mod, "__version__", None):
-        return str(mod.__version__)
-    try:
-        return importlib_metadata.version(distribution)
-    except importlib_metadata.PackageNotFoundError:
-        return None
-
-
-def environment() -> dict:
-    """Describe the software and hardware that produced a result.
-
-    Never imports a heavy library: versions of libraries not yet imported come from the installed
-    package metadata. The CUDA device name is read only when torch is already imported.
-
-    Returns:
-        ``{"python", "platform", "cpu_count", "wsolbench", "numpy", "cv2", "torch", ...}``; a
-        library that is not installed is absent; ``torch_threads`` (intra-op threads) once torch
-        is imported; ``cuda_device`` only on a CUDA machine.
-    """
-    import wsolbench
-
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "wsolbench": wsolbench.__version__,
-    }
-    for module, dist in (
-        ("numpy", "numpy"),
-        ("cv2", "opencv-python"),
-        ("torch", "torch"),
-        ("torchvision", "torchvision"),
-        ("mmengine", "mmengine"),
-        ("timm", "timm"),
-        ("open_clip", "open-clip-torch"),
-    ):
-        version = _version_of(module, dist)
-        if version is None and module == "cv2":
-            version = _version_of(module, "opencv-python-headless")
-        if version is not None:
-            env[module] = version
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        # the same seed and config with another thread count reduces floats in another order
-        # and can end elsewhere
-        env["torch_threads"] = torch.get_num_threads()
-        try:
-            if torch.cuda.is_available():
-                env["cuda_device"] = torch.cuda.get_device_name(0)
-                env["cuda"] = torch.version.cuda
-        except Exception as exc:  # a broken driver must not lose the result
-            logger.debug("cannot query CUDA device: %s", exc)
-    return env
 
 
 def utc_now() -> str:

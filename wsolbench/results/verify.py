@@ -20,7 +20,6 @@ Checks, cheapest first:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from wsolbench.results.workdir import (
     read_record,
     refuse_symlinks,
 )
+from wsolbench.util.weights_source import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,6 @@ FIX = "re-evaluate the run (`wsolbench eval`) or restore the run's own files"
 
 class BindingError(ValueError):
     """A file is not the one its record names; the message names the file and the record."""
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex of a file, read in 1 MiB blocks (weights files may be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_differences(record: dict, result: Result) -> list[str]:
@@ -70,6 +61,11 @@ def record_differences(record: dict, result: Result) -> list[str]:
     }
     recorded = {key: value for key, value in identity(record).items() if key in described}
     lines = differences(recorded, described, f"in {RECORD_FILE}", f"in {RESULT_FILENAME}")
+    threads = result.env.get("torch_threads")
+    if "threads" in record and threads is not None and record["threads"] != threads:
+        lines.append(
+            f"threads: {record['threads']} in {RECORD_FILE}, {threads} in {RESULT_FILENAME}"
+        )
     if "pretrained" in record and record["pretrained"] != result.pretrained:
         lines.append(
             f"pretrained: {record['pretrained']!r} in {RECORD_FILE}, {result.pretrained!r} in "

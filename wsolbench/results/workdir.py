@@ -49,6 +49,7 @@ IDENTITY_KEYS = (
     "protocol_hash",
     "data_fingerprint",
     "seed",
+    "threads",
     "weights",
     "config",
 )  # (the weights a method loaded, "pretrained", are known once it is built: run checks them)

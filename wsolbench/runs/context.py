@@ -41,7 +41,8 @@ class RunSpec:
 
     method: str
     dataset: str
-    protocol: str | None = None  # id or YAML path; None → the dataset's newest shipped protocol
+    # id, YAML path or a protocol itself (reproduce); None → the dataset's newest shipped one
+    protocol: str | Protocol | None = None
     data_root: str | None = None
     work_dir: str | None = None  # None → work_dirs/<protocol>/<method>/seed<seed>
     seed: int = 0
@@ -52,8 +53,11 @@ class RunSpec:
     launcher: str = "none"
     batch_size: int = 64
     num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads; None: torch's default (recorded)
     progress: bool = True
     profile: ProfileSettings | None = None  # --profile: measure cost into result.cost
+    # the config the overrides must resolve to (reproduce: a recorded run's); None: any
+    config: dict | None = None
 
 
 def _distributed(launcher: str, device: str) -> tuple[int, int]:
@@ -106,6 +110,7 @@ class RunContext:
     splits: dict[str, SplitMetadata] = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)
     weights_sha256: str | None = None  # eval: the weights file's content hash
+    threads: int = 1  # torch's intra-op threads for the run (set by resolve_run)
     state: str = "new"  # the work dir's state when the run started (workdir.inspect)
     pretrained: str | None = None  # what the built method loaded (method.pretrained)
 
@@ -126,6 +131,7 @@ class RunContext:
             "protocol_hash": self.protocol.hash,
             "data_fingerprint": self.fingerprint.get("sha256"),
             "seed": self.spec.seed,
+            "threads": self.threads,
             "config": self.config,
         }
         if self.weights_sha256 is not None:
@@ -142,11 +148,22 @@ def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
 
     method_cls = get_method(spec.method)
     get_dataset(spec.dataset)  # an unknown dataset name fails here, with close matches
-    protocol = protocol_for_dataset(spec.dataset, spec.protocol)
+    if isinstance(spec.protocol, Protocol):
+        protocol = spec.protocol
+    else:
+        protocol = protocol_for_dataset(spec.dataset, spec.protocol)
     overrides = list(spec.overrides)
     if spec.no_pretrained:
         overrides += pretrained_off_overrides(method_cls)
     config = resolve_config(method_cls, spec.dataset, overrides)
+    if spec.config is not None:
+        changed = workdir.differences({"config": spec.config}, {"config": config}, "recorded")
+        if changed:
+            raise RunError(
+                f"this wsolbench cannot rebuild the recorded config of {method_cls.name} "
+                f"({'; '.join(changed[:4])}): its defaults or keys changed since; check out "
+                "the recorded commit to reproduce the run"
+            )
     if method_cls.capabilities.trainable:
         from wsolbench.train.config import check_train_config
 
@@ -155,10 +172,23 @@ def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
         spec.work_dir or Path("work_dirs") / protocol.id / method_cls.name / default_leaf
     )
     device = resolve_device(spec.device)
+    threads = _set_threads(spec.threads)
     rank, world = _distributed(spec.launcher, device)
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    return RunContext(spec, method_cls, protocol, config, work_dir, device, rank, world)
+    return RunContext(
+        spec, method_cls, protocol, config, work_dir, device, rank, world, threads=threads
+    )
+
+
+def _set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (None: keep its default) and return the count in force:
+    float reductions, so a run's numbers, depend on it (part of the record)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def _read_data(context: RunContext) -> None:

@@ -27,14 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wsolbench.results import workdir
+from wsolbench.results.environment import environment
 from wsolbench.results.record import (
     RESULT_FILENAME,
     Result,
-    environment,
     metrics_from_counts,
     save_result,
 )
-from wsolbench.results.verify import file_sha256, verify_run_weights
+from wsolbench.results.verify import verify_run_weights
 from wsolbench.runs.context import (
     RunContext,
     RunError,
@@ -46,6 +46,7 @@ from wsolbench.runs.context import (
     open_work_dir,
     write_record,
 )
+from wsolbench.util.weights_source import describe, file_sha256
 
 # torch and the model libraries are imported inside the functions that need them, so that an
 # explicit --work-dir is locked within a second of starting (a second process stops at once).
@@ -134,7 +135,7 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         method = build_with_weights(
             context.method_cls, context.config, context.protocol, spec.seed, weights
         )
-        loaded = f"weights:{weights.resolve()} (sha256 {context.weights_sha256[:12]})"
+        loaded = describe("file", weights.name, context.weights_sha256)
         announce(context, loaded)
         write_record(context, loaded)
         return _evaluate_and_save(context, method, loaded)
@@ -199,7 +200,12 @@ def _evaluate_and_save(
         metrics=metrics_from_counts(counts),
         counts=counts,
         cost=cost,
-        env={**environment(), "device": context.device, "world_size": context.world},
+        env={
+            **environment(context.method_cls.__module__),
+            "device": context.device,
+            "world_size": context.world,
+            "eval_workers": spec.num_workers,
+        },
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),
         per_image=per_image,

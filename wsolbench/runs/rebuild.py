@@ -167,13 +167,13 @@ def load_run(
         )
     elif weights == "exported":
         file = work_dir / WEIGHTS_FILE
-        if result is None or not file.is_file():
-            missing = RESULT_FILENAME if result is None else WEIGHTS_FILE
+        if not file.is_file():
             raise CheckpointError(
-                f"{work_dir} holds no exported weights with a result naming them ({missing} is "
-                "missing): is the run finished? `wsolbench run ... --resume` finishes it"
+                f"{file} does not exist: {work_dir} holds no exported weights (is the run "
+                "finished? `wsolbench run ... --resume` finishes it)"
             )
-        verify_result(work_dir / RESULT_FILENAME, result, weights=True)
+        if result is not None:  # a finished run's weights are the ones its result names
+            verify_result(work_dir / RESULT_FILENAME, result, weights=True)
         method = build_with_weights(method_cls, record["config"], protocol, seed, file, keep)
     else:
         method = build_with_weights(method_cls, record["config"], protocol, seed, None, keep)

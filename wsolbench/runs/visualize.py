@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from wsolbench.leaderboard.sources import short_name
 from wsolbench.results.record import RESULT_FILENAME, Result, ResultError, load_result
 from wsolbench.results.verify import verify_results
 from wsolbench.util.atomic import write_bytes_atomic
+from wsolbench.util.weights_source import source_parts
 
 if TYPE_CHECKING:
     from wsolbench.runs.rebuild import LoadedRun
@@ -180,6 +182,15 @@ def box_curves(counts: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         for iou in counts["iou_thresholds"]
     }
     return thresholds, curves
+
+
+def short_sources(pretrained: str) -> str:
+    """A ``pretrained`` text by its parts' short names (``backbone none; text synthclip-v1``),
+    as tables show it: the record has it in full, by content."""
+    return "; ".join(
+        f"{part} {short_name(source)}" if part else short_name(source)
+        for part, source in source_parts(pretrained)
+    )
 
 
 def run_label(result: Result) -> str:
@@ -350,7 +361,7 @@ def overlay_grid(
     header = [
         # OpenCV's font is ASCII only: the no-weights mark is spelled out.
         f"{result.method} seed {result.seed} | {result.protocol} {split} split | {len(tiles)} "
-        f"images | pretrained: {result.pretrained}"
+        f"images | pretrained: {short_sources(result.pretrained)}"
         + ("" if result.has_pretrained else " (NO PRETRAINED WEIGHTS)"),
         f"map of the GT class (JET); green: GT box; red: best-matching contour box at "
         f"tau={tau:.3f} ({policy} policy, IoU-{CURVE_IOU} curve); {hits}/{len(tiles)} at IoU>=0.5",

@@ -43,10 +43,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    temporary = None
     try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
         # mkstemp creates the file private (0600); the result should read like any other file
         os.chmod(temporary, 0o666 & ~_UMASK)
         with os.fdopen(descriptor, "wb") as handle:
@@ -55,13 +56,17 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException as exc:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if not isinstance(exc, OSError) or exc.errno is None:
+            raise
+        if exc.errno in _NO_ROOM:
             raise NoRoomError(
                 f"cannot write {path}: {exc.strerror} ({_size(len(data))} needed); free disk "
                 "space (or raise the file-size limit, `ulimit -f`) and run the command again"
             ) from None
-        raise
+        # the error names the file asked for, not our temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _size(n_bytes: int) -> str:

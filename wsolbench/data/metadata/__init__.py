@@ -19,6 +19,8 @@ Decisions the reference leaves open, made here:
 
 * Fields are split on ``,`` and surrounding white space (including a ``\\r`` of CRLF files) is
   stripped; blank lines are skipped. An id therefore cannot contain a comma.
+  A UTF-8 byte order mark at the start of any of the files is accepted and dropped (spreadsheets
+  write one); the files are otherwise plain UTF-8.
 * The localization format is detected per file from its first record: 5 fields are boxes, 3 fields
   are masks; a file mixing both is an error.
 * Boxes are pixel-inclusive ``x0, y0, x1, y1`` with ``0 <= x0 <= x1 <= w``, ``0 <= y0 <= y1 <= h``.

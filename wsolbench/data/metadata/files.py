@@ -39,11 +39,18 @@ def check_mask_files(
     defects: Defects,
     masks: dict[str, MaskRecord],
     mask_root: Path,
+    sizes: dict[str, tuple[int, int]],
     decode_sample: int | None = None,
 ) -> None:
-    """Record each mask or ignore file missing under ``mask_root``, or not decodable as grayscale
-    (decoding ``decode_sample`` files spread over the split; None decodes all)."""
-    import cv2  # only needed for this optional check
+    """Record each mask or ignore file missing under ``mask_root``, and the first one that is not
+    a mask (:func:`wsolbench.metrics.pxap.decode_mask`: undecodable, colour, not binary, or not
+    of its image's size in ``sizes`` when given), decoding ``decode_sample`` files spread over the
+    split (None decodes all).
+
+    Decoding stops at the first bad file: a wrong mask root makes every file bad the same way, and
+    one line naming the first says so.
+    """
+    from wsolbench.metrics.pxap import MaskError, decode_mask  # OpenCV: only for this check
 
     paths = list(_mask_paths(masks))
     decoded = set(spread(paths, decode_sample))
@@ -53,11 +60,12 @@ def check_mask_files(
             defects.add(
                 f"mask file {path} (of '{image_id}') does not exist; check mask_root or the path"
             )
-        elif (image_id, rel) in decoded and cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) is None:
-            defects.add(
-                f"mask file {path} (of '{image_id}') cannot be decoded as a grayscale image; "
-                "re-export it as PNG"
-            )
+        elif (image_id, rel) in decoded:
+            try:
+                decode_mask(path, sizes.get(image_id))
+            except MaskError as exc:
+                defects.add(str(exc))
+                decoded = set()
 
 
 def _decoded_size(path: Path) -> tuple[int, int] | None:
@@ -143,8 +151,8 @@ def check_images(
         progress: show a progress bar (50,000 ILSVRC images take minutes to decode).
         decode_sample: decode only this many images spread over the split (every one exists
             still); None decodes all.
-        mask_root: also check the split's mask files there (existence of all, decoding of the
-            same sample).
+        mask_root: also check the split's mask files there (existence of all; for the same
+            sample, that each is a mask of its image's size).
 
     Raises:
         MetadataError: listing missing, undecodable or mis-sized images and masks.
@@ -154,5 +162,7 @@ def check_images(
     )
     if mask_root is not None and meta.masks is not None:
         defects = Defects(meta.split_dir)
-        check_mask_files(defects, meta.masks, Path(mask_root), decode_sample if decode else 0)
+        check_mask_files(
+            defects, meta.masks, Path(mask_root), meta.sizes, decode_sample if decode else 0
+        )
         defects.raise_if_any()

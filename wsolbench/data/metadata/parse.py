@@ -23,10 +23,14 @@ from wsolbench.data.metadata.records import (
 
 
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield (1-based line number, stripped fields) for each non-blank line of a metadata file."""
+    """Yield (1-based line number, stripped fields) for each non-blank line of a metadata file.
+
+    A UTF-8 byte order mark at the start of the file (spreadsheets and some Windows editors write
+    one) is dropped: it would otherwise become part of the first id.
+    """
     lineno = 0
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue

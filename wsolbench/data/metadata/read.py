@@ -52,8 +52,8 @@ def read_split(
         check_images: also decode every image (PIL, else OpenCV) and compare its size with
             image_sizes.txt. Without ``image_root`` the root defaults to ``split_dir/../../images``
             (the prepared-dataset layout).
-        mask_root: when given, every mask and ignore file must exist under it and decode as
-            grayscale.
+        mask_root: when given, every mask and ignore file must exist under it and be a mask
+            (:func:`wsolbench.metrics.pxap.decode_mask`) of its image's size.
 
     Returns:
         The split's metadata, image ids in file order.
@@ -126,7 +126,7 @@ def read_split(
             masks = read_masks(defects, extra, known)
 
     if mask_root is not None and masks is not None:
-        check_mask_files(defects, masks, Path(mask_root))
+        check_mask_files(defects, masks, Path(mask_root), sizes)
     defects.raise_if_any()
 
     meta = SplitMetadata(

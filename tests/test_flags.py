@@ -1,0 +1,338 @@
+"""Every flag is checked before work starts (issue 20): a user mistake is one ``error:`` line
+naming the flag, the file or the value, and the fix; exit status 2; nothing written.
+
+Covers the range of counts and seeds, flags that conflict or mean nothing without another,
+protocol ids (they name the runs' folder), method names, the kind of an output path, raw OS
+errors, and a ``|`` inside a markdown leaderboard cell.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsolbench.cli.main import build_parser, main
+from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.leaderboard import compare
+from wsolbench.leaderboard.columns import Column, markdown_table
+from wsolbench.protocol import ProtocolError, list_protocols, load_protocol
+
+TINY = SyntheticConfig(
+    num_classes=3, image_size=48, train_per_class=2, val_per_class=3, test_per_class=4
+)
+BOARD = Path(__file__).resolve().parents[1] / "reports" / "results" / "synthetic-v1"
+RESULT = BOARD / "center" / "seed0" / "result.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("synthetic") / "tiny", TINY)
+
+
+def _status(argv) -> int:
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own errors (_Parser.error)
+        return exc.code
+
+
+def refused(capsys, *argv) -> str:
+    """Run the command line; it must exit 2 with exactly one ``error:`` line on stderr (no
+    progress line first: nothing started), which is returned."""
+    status = _status(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert status == 2, (status, captured.out, captured.err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    return lines[0]
+
+
+def _run_or_eval(command: str, root: Path, work: Path) -> list:
+    """``run`` or ``eval`` of center on the tiny set (eval of a weights file that is not there:
+    a flag's check must come before the file is looked at)."""
+    argv = [command, "--method", "center", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", root / "protocol.yaml", "--work-dir", work]
+    return argv + (["--weights", work.parent / "weights.pt"] if command == "eval" else [])
+
+
+# --- counts and seeds ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--batch-size", "0"),
+        ("--batch-size", "-3"),
+        ("--batch-size", "100000"),
+        ("--num-workers", "-1"),
+        ("--num-workers", "1000"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_loader_flags_are_checked_before_the_work_dir(
+    tiny_root, tmp_path, capsys, command, flag, value
+):
+    work = tmp_path / "work"
+    line = refused(capsys, *_run_or_eval(command, tiny_root, work), flag, value)
+    assert flag in line and value in line
+    assert not work.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["profile", "--method", "center", "--dataset", "synthetic", "--no-timing"],
+        ["check", "center"],
+    ],
+)
+def test_every_command_with_a_batch_size_checks_it(capsys, argv):
+    line = refused(capsys, *argv, "--batch-size", "0")
+    assert "--batch-size" in line and "1 to " in line
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
+    work = tmp_path / "work"
+    line = refused(capsys, *_run_or_eval("run", tiny_root, work), "--seed", seed)
+    assert "--seed" in line and seed in line and str(2**32 - 1) in line
+    assert not work.exists()
+    out = tmp_path / "prepared"
+    line = refused(capsys, "prepare", "synthetic", "--out", out, "--seed", seed)
+    assert "--seed" in line and not out.exists()
+    line = refused(capsys, "compare", BOARD, "--no-published", "--ci", "--ci-seed", seed)
+    assert "--ci-seed" in line
+
+
+@pytest.mark.parametrize(
+    "argv, dest",
+    [
+        (["run", "--method", "center", "--dataset", "synthetic", "--seed"], "seed"),
+        (["prepare", "synthetic", "--seed"], "seed"),
+        (["compare", "x", "--ci", "--ci-seed"], "ci_seed"),
+    ],
+)
+def test_the_largest_seed_is_taken(argv, dest):
+    assert getattr(build_parser().parse_args([*argv, str(2**32 - 1)]), dest) == 2**32 - 1
+
+
+# --- flags that conflict, or mean nothing without another ----------------------------------------
+
+
+def test_curves_only_and_no_curves_conflict(tmp_path, capsys):
+    out = tmp_path / "figures"
+    line = refused(capsys, "visualize", RESULT, "--curves-only", "--no-curves", "--output", out)
+    assert "--curves-only" in line and "--no-curves" in line and not out.exists()
+
+
+@pytest.mark.parametrize("option", [["--resamples", "500"], ["--ci-seed", "3"]])
+def test_resampling_options_need_ci(capsys, option):
+    line = refused(capsys, "compare", BOARD, "--no-published", *option)
+    assert option[0] in line and "--ci" in line.replace(option[0], "")
+
+
+def test_resamples_are_bounded(capsys):
+    line = refused(capsys, "compare", BOARD, "--no-published", "--ci", "--resamples", "1000000000")
+    assert "--resamples" in line and "100000" in line
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "100000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--profile-runs", "60"],
+        ["--profile-warmup", "20"],
+        ["--profile-throughput-runs", "3"],
+        ["--profile-threads", "1"],
+        ["--profile-amp", "float16"],
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_profile_options_need_profile(tiny_root, tmp_path, capsys, command, option):
+    work = tmp_path / "work"
+    line = refused(capsys, *_run_or_eval(command, tiny_root, work), *option)
+    assert option[0] in line and re.search(r"--profile\b(?!-)", line)
+    assert not work.exists()
+
+
+# --- protocol ids ---------------------------------------------------------------------------------
+
+
+def _protocol_with_id(root: Path, folder: Path, protocol_id: str) -> Path:
+    content = yaml.safe_load((root / "protocol.yaml").read_text())
+    content["id"] = protocol_id
+    content["classnames"] = str(root / content["classnames"])
+    path = folder / "protocol.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    "protocol_id", ["../../../escaped", "/tmp/absolute", "..", ".", "a/b", "-v1", "a b", "a\\b"]
+)
+def test_protocol_ids_are_plain_names(tiny_root, tmp_path, protocol_id):
+    path = _protocol_with_id(tiny_root, tmp_path, protocol_id)
+    with pytest.raises(ProtocolError) as refusal:
+        load_protocol(path)
+    message = str(refusal.value)
+    assert str(path) in message and repr(protocol_id) in message and "letters, digits" in message
+
+
+def test_a_protocol_id_never_sends_the_work_dir_outside_work_dirs(
+    tiny_root, tmp_path, capsys, monkeypatch
+):
+    here = tmp_path / "a" / "b" / "c"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)  # work_dirs/../../../escaped is tmp_path/a/escaped
+    path = _protocol_with_id(tiny_root, tmp_path, "../../../escaped")
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", tiny_root]
+    line = refused(capsys, *argv, "--protocol", path)
+    assert "'../../../escaped'" in line
+    assert not (tmp_path / "a" / "escaped").exists() and not (here / "work_dirs").exists()
+
+
+def test_shipped_and_generated_protocols_have_plain_ids(tiny_root):
+    for protocol_id in list_protocols():
+        assert load_protocol(protocol_id).id == protocol_id
+    assert load_protocol(tiny_root / "protocol.yaml").id == f"synthetic-custom-{TINY.digest()[:8]}"
+
+
+# --- method names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("cma", "did you mean 'cam'?"),
+        ("../../etc/passwd", "pkg.module:Class"),
+        ("os.path", "pkg.module:Class"),
+        ("a b:c", "pkg.module:Class"),
+        ("os:", "pkg.module:Class"),
+    ],
+)
+def test_check_of_a_name_that_finds_no_method(capsys, name, expected):
+    line = refused(capsys, "check", name)
+    assert repr(name) in line and expected in line
+
+
+# --- output paths ---------------------------------------------------------------------------------
+
+
+def test_an_output_file_that_is_a_folder(tmp_path, capsys):
+    line = refused(capsys, "compare", BOARD, "--no-published", "--output", tmp_path)
+    assert f"--output {tmp_path}" in line and "folder" in line and "file" in line
+    argv = ["profile", "--method", "center", "--dataset", "synthetic", "--no-timing"]
+    line = refused(capsys, *argv, "--json", tmp_path)
+    assert f"--json {tmp_path}" in line and "folder" in line
+
+
+def test_an_output_folder_that_is_a_file(tmp_path, capsys):
+    taken = tmp_path / "figures"
+    taken.write_text("mine")
+    line = refused(capsys, "visualize", RESULT, "--output", taken)
+    assert f"--output {taken}" in line and "folder" in line
+    assert taken.read_text() == "mine"
+
+
+# --- raw OS errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raised, expected",
+    [
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/ro/work/config.yaml"),
+            ["/ro/work/config.yaml", "Permission denied", "writable folder"],
+        ),
+        (PermissionError(errno.EPERM, "Operation not permitted", "/x"), ["/x", "permissions"]),
+        (OSError(errno.EROFS, "Read-only file system", "/ro/x"), ["/ro/x", "writable"]),
+        (OSError(errno.ENOSPC, "No space left on device", "/full/x"), ["/full/x", "free"]),
+        (OSError(errno.EDQUOT, "Disk quota exceeded", "/q/x"), ["/q/x", "quota"]),
+        (OSError(errno.EFBIG, "File too large"), ["File too large", "ulimit -f"]),
+        (
+            FileNotFoundError(errno.ENOENT, "No such file or directory", "/nope/x"),
+            ["/nope/x", "No such file or directory", "check the path"],
+        ),
+        (
+            OSError(errno.EXDEV, "Invalid cross-device link", "/a/x", None, "/b/y"),
+            ["/a/x", "/b/y", "Invalid cross-device link"],
+        ),
+    ],
+)
+def test_raw_os_errors_name_the_file_the_reason_and_a_fix(monkeypatch, capsys, raised, expected):
+    def handler(args):
+        raise raised
+
+    monkeypatch.setattr("wsolbench.cli.main.cmd_list", handler)
+    line = refused(capsys, "list")
+    assert all(part in line for part in expected), line
+    assert "[Errno" not in line
+
+
+@pytest.mark.parametrize(
+    "raised", [OSError("cannot write x: the disk is full; free space"), FileNotFoundError("no x")]
+)
+def test_our_own_os_errors_keep_their_message(monkeypatch, capsys, raised):
+    def handler(args):
+        raise raised
+
+    monkeypatch.setattr("wsolbench.cli.main.cmd_list", handler)
+    assert refused(capsys, "list") == f"error: {raised}"
+
+
+def test_a_file_size_limit_is_one_error_line(tmp_path):
+    """``ulimit -f``: Python ignores SIGXFSZ, so the write fails with EFBIG, not the process."""
+    command = f"ulimit -f 20; exec {sys.executable} -m wsolbench visualize {RESULT} --output "
+    done = subprocess.run(
+        ["bash", "-c", command + str(tmp_path / "figures")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = done.stderr.splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert last.startswith("error: ") and "ulimit -f" in last, done.stderr
+
+
+# --- markdown cells -------------------------------------------------------------------------------
+
+
+def _separators(line: str) -> int:
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def test_a_pipe_in_a_cell_is_escaped_in_markdown():
+    columns = [
+        Column("method", "Method", "left", ("a|b", "c")),
+        Column("pretrained", "Pre|trained", "left", ("x", "y||z")),
+    ]
+    lines = markdown_table(columns).splitlines()
+    assert {_separators(line) for line in lines} == {3}
+    assert r"a\|b" in lines[2] and r"y\|\|z" in lines[3]
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_a_pipe_in_a_result_keeps_the_leaderboard_columns(tmp_path, wide):
+    for name, config in (("a", {"sigma": "0.25|0.5"}), ("b", {"sigma": 0.25})):
+        shutil.copytree(BOARD / "center" / "seed0", tmp_path / name)
+        record = json.loads((tmp_path / name / "result.json").read_text())
+        record["config"] = config
+        (tmp_path / name / "result.json").write_text(json.dumps(record))
+    shutil.copytree(BOARD / "cam" / "seed0", tmp_path / "cam")
+    record = json.loads((tmp_path / "cam" / "result.json").read_text())
+    record["pretrained"] = "file:/weights/a|b.pt"
+    record["provenance"] = {"backbone": "file:/weights/a|b.pt"}
+    (tmp_path / "cam" / "result.json").write_text(json.dumps(record))
+    text = compare([tmp_path], fmt="md", published=False, wide=wide)
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3 and "\\|" in "".join(table)
+    assert len({_separators(line) for line in table}) == 1, text

@@ -1,0 +1,127 @@
+"""A result another lab can reproduce (issue 21): the record names what made its numbers (code,
+threads, determinism, hardware), identical records give identical metrics, and ``wsolbench
+reproduce`` reruns a result from its record alone."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from wsolbench.cli.main import main
+from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.results.record import load_result, save_result
+
+TINY = SyntheticConfig(
+    num_classes=3, image_size=32, train_per_class=6, val_per_class=2, test_per_class=3
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = generate(tmp_path_factory.mktemp("reproduce") / "tiny", TINY)
+    return root, root / "protocol.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """``--threads`` sets torch's process-wide count: give the next test the one it had."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_run(tiny, work, *extra):
+    root, protocol = tiny
+    argv = ["run", "--method", "toy_method:ToyCAM", "--dataset", "synthetic", "--device", "cpu"]
+    argv += ["--data-root", root, "--protocol", protocol, "--work-dir", work]
+    return main([str(a) for a in (*argv, "-o", "train.max_epochs=2", *extra)])
+
+
+@pytest.fixture(scope="module")
+def one_thread(tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("runs") / "one"
+    threads = torch.get_num_threads()
+    assert toy_run(tiny, work, "--threads", "1") == 0
+    torch.set_num_threads(threads)
+    return work
+
+
+def without_time(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "created"}
+
+
+def test_identical_records_give_identical_metrics(tiny, one_thread, tmp_path):
+    assert toy_run(tiny, tmp_path / "again", "--threads", "1") == 0
+    first = json.loads((one_thread / "result.json").read_text())
+    again = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert without_time(first) == without_time(again)  # metrics, counts, env and all
+
+
+def test_the_record_names_code_threads_determinism_and_hardware(one_thread):
+    env = load_result(one_thread / "result.json").env
+    assert env["torch_threads"] == 1 and env["torch_interop_threads"] >= 1
+    assert (
+        len(env["code"]["wsolbench"]["commit"]) == 40 or "files_sha256" in env["code"]["wsolbench"]
+    )
+    assert "toy_method" in env["code"]  # the plugin's own code
+    assert set(env["determinism"]) == {
+        "deterministic_algorithms",
+        "cudnn_benchmark",
+        "cudnn_deterministic",
+    }
+    assert env["cpu_model"] and env["device"] == "cpu" and env["eval_workers"] == 0
+    record = yaml.safe_load((one_thread / "config.yaml").read_text())
+    assert record["threads"] == 1
+
+
+def test_another_thread_count_is_another_record(tiny, one_thread, tmp_path, capsys):
+    assert toy_run(tiny, tmp_path / "two", "--threads", "2") == 0
+    assert load_result(tmp_path / "two" / "result.json").env["torch_threads"] == 2
+    assert yaml.safe_load((tmp_path / "two" / "config.yaml").read_text())["threads"] == 2
+    capsys.readouterr()
+    assert toy_run(tiny, one_thread, "--threads", "2", "--resume") == 2  # not this run's
+    assert "threads: 1 in the work dir, 2 now" in capsys.readouterr().err
+
+
+def test_reproduce_gives_back_every_metric(tiny, one_thread, tmp_path, capsys):
+    root, _ = tiny
+    argv = ["reproduce", one_thread, "--data-root", root, "--work-dir", tmp_path / "again"]
+    assert main([str(a) for a in argv]) == 0
+    out = capsys.readouterr().out
+    assert "reproduced: all 44 metrics equal" in out
+    assert load_result(tmp_path / "again" / "result.json").env["torch_threads"] == 1
+
+
+def test_reproduce_names_what_differs_when_a_number_does_not_come_back(
+    tiny, one_thread, tmp_path, monkeypatch, capsys
+):
+    """The rerun is replaced by one that ends elsewhere with another thread count: exit 1, the
+    differing metrics shown and the thread count named as the first difference."""
+    import wsolbench.runs.execute
+
+    def elsewhere(spec):
+        result = load_result(one_thread / "result.json")
+        result.metrics["test"]["oracle"]["maxboxacc_v2"] += 1.0
+        result.env = {**result.env, "torch_threads": 3}
+        return result
+
+    monkeypatch.setattr(wsolbench.runs.execute, "execute", elsewhere)
+    root, _ = tiny
+    argv = ["reproduce", one_thread, "--data-root", root, "--work-dir", tmp_path / "x"]
+    assert main([str(a) for a in argv]) == 1
+    out = capsys.readouterr().out
+    assert "not reproduced: 1 of 44 metrics differ" in out
+    assert "first difference: torch_threads: 1 recorded, 3 here" in out
+
+
+def test_reproduce_refuses_a_hand_edited_metric(tiny, one_thread, tmp_path, capsys):
+    work = tmp_path / "edited"
+    shutil.copytree(one_thread, work)
+    result = load_result(work / "result.json")
+    result.metrics["test"]["oracle"]["pxap"] = 99.0
+    save_result(work / "result.json", result)
+    root, _ = tiny
+    assert main(["reproduce", str(work), "--data-root", str(root)]) == 2
+    assert "its metrics do not follow from its counts" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""What besides the record's method, config, protocol, data and seed made a result's numbers: the
+code (commits), the libraries, the threads, the determinism settings and the hardware.
+
+Every result carries it as ``env`` (:func:`environment`); ``wsolbench reproduce`` compares it
+between the recorded run and its rerun to name what differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _version_of(module: str, distribution: str) -> str | None:
+    # An imported module knows its exact build (e.g. torch "2.13.0+cpu"); otherwise read the
+    # installed distribution's metadata, which is cheap, instead of importing a heavy library.
+    mod = sys.modules.get(module)
+    if mod is not None and getattr(mod, "__version__", None):
+        return str(mod.__version__)
+    try:
+        return importlib_metadata.version(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _code_of(module_name: str) -> dict:
+    """The code a module belongs to: its top-level package's commit or files digest
+    (:func:`wsolbench.util.code_version.code_version`) and, when installed as a distribution,
+    the distribution's name and version."""
+    from wsolbench.util.code_version import code_version
+
+    top = module_name.partition(".")[0]
+    module = sys.modules.get(top)
+    if module is None or getattr(module, "__file__", None) is None:
+        return {}
+    folder = Path(module.__file__).parent
+    code = dict(code_version(folder))
+    distributions = importlib_metadata.packages_distributions().get(top, [])
+    if distributions:
+        code["distribution"] = distributions[0]
+        code["version"] = importlib_metadata.version(distributions[0])
+    return code
+
+
+def environment(method_module: str | None = None) -> dict:
+    """Describe the code, software and hardware that produced a result: everything besides the
+    record's method, config, protocol, data and seed that can move its numbers.
+
+    Never imports a heavy library: versions of libraries not yet imported come from the installed
+    package metadata. The CUDA device name is read only when torch is already imported.
+
+    Args:
+        method_module: the method class's module, whose package's code is recorded beside
+            wsolbench's (a plugin's distribution and version, or its commit).
+
+    Returns:
+        ``{"python", "platform", "cpu_count", "cpu_model", "wsolbench", "numpy", "cv2", "torch",
+        ..., "code": {package: {"commit", "dirty"} | {"files_sha256"}, ...}}``; a library that is
+        not installed is absent; once torch is imported ``torch_threads``,
+        ``torch_interop_threads`` and ``determinism`` (its deterministic-algorithm and cuDNN
+        settings); ``cuda_device`` only on a CUDA machine.
+    """
+    import wsolbench
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "wsolbench": wsolbench.__version__,
+    }
+    for module, dist in (
+        ("numpy", "numpy"),
+        ("cv2", "opencv-python"),
+        ("torch", "torch"),
+        ("torchvision", "torchvision"),
+        ("mmengine", "mmengine"),
+        ("timm", "timm"),
+        ("open_clip", "open-clip-torch"),
+    ):
+        version = _version_of(module, dist)
+        if version is None and module == "cv2":
+            version = _version_of(module, "opencv-python-headless")
+        if version is not None:
+            env[module] = version
+    packages = ["wsolbench"] + ([method_module.partition(".")[0]] if method_module else [])
+    env["code"] = {top: _code_of(top) for top in dict.fromkeys(packages)}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # the same seed and config with another thread count reduces floats in another order
+        # and can end elsewhere: the counts are part of what made the numbers
+        env["torch_threads"] = torch.get_num_threads()
+        env["torch_interop_threads"] = torch.get_num_interop_threads()
+        env["determinism"] = {
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        }
+        try:
+            if torch.cuda.is_available():
+                env["cuda_device"] = torch.cuda.get_device_name(0)
+                env["cuda"] = torch.version.cuda
+        except Exception as exc:  # a broken driver must not lose the result
+            logger.debug("cannot query CUDA device: %s", exc)
+    return env

@@ -1,0 +1,228 @@
+"""``wsolbench reproduce``: rerun a result from its record alone, and say whether its numbers came
+back — and if not, which recorded condition differs here.
+
+The rerun takes everything from the record: the method, its whole config (rebuilt as ``-o``
+overrides of this wsolbench's defaults, and refused if they no longer give the recorded config),
+the protocol (the shipped one of that id and hash, or the copy in the run's ``config.yaml``), the
+seed, torch's thread count and the device; the data is checked against the recorded fingerprint by
+the run itself (a shipped protocol pins it) and again here. Every metric of every split and policy
+is then compared exactly: a result is reproduced when all are equal. When they are not, the first
+environment field that differs between the record and this machine (the code's commit, the thread
+count, a library, the CPU) is named: the likely cause, for the reader to judge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
+from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
+from wsolbench.results.verify import BindingError, verify_result
+from wsolbench.results.workdir import RECORD_FILE, read_record
+from wsolbench.runs.context import RunError, RunSpec
+from wsolbench.util.weights_source import content_key
+
+logger = logging.getLogger(__name__)
+
+# Environment fields compared, in the order a difference is most likely to explain another number.
+ENV_FIELDS = (
+    "code.wsolbench.commit",
+    "code.wsolbench.dirty",
+    "torch_threads",
+    "device",
+    "torch",
+    "numpy",
+    "cv2",
+    "mmengine",
+    "timm",
+    "open_clip",
+    "cpu_model",
+    "cuda_device",
+    "python",
+    "world_size",
+)
+
+
+@dataclass
+class Reproduction:
+    """A recorded result beside its rerun.
+
+    Attributes:
+        recorded, reproduced: the two results.
+        rows: ``(split, policy, metric, recorded value, reproduced value)`` for every metric.
+        differences: what differs between the two records besides the metrics, most telling
+            first (``"torch_threads: 2 recorded, 1 here"``); empty when nothing does.
+    """
+
+    recorded: Result
+    reproduced: Result
+    rows: list[tuple[str, str, str, float, float | None]]
+    differences: list[str]
+
+    @property
+    def equal(self) -> bool:
+        return all(a == b for *_, a, b in self.rows)
+
+
+def _leaves(config: dict, prefix: str = "") -> list[tuple[str, object]]:
+    leaves = []
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            leaves += _leaves(value, dotted + ".")
+        else:
+            leaves.append((dotted, value))
+    return leaves
+
+
+def config_overrides(config: dict) -> list[str]:
+    """A resolved config as ``-o KEY=VALUE`` overrides, one per leaf (values in YAML flow form,
+    as ``-o`` parses them)."""
+    return [
+        f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()}".removesuffix(
+            "\n..."
+        )
+        for key, value in _leaves(config)
+    ]
+
+
+def _protocol(path: Path, result: Result) -> Protocol | str:
+    """The protocol the result was made under: the shipped one of its id when the hash agrees,
+    else the copy the run's record holds."""
+    try:
+        shipped = load_protocol(result.protocol)
+        if shipped.hash == result.protocol_hash:
+            return result.protocol
+    except ProtocolError:
+        pass
+    record = read_record(path.parent) or {}
+    if "protocol_spec" not in record:
+        raise RunError(
+            f"{path}: protocol {result.protocol} (hash {result.protocol_hash[:12]}) is not "
+            f"shipped with this wsolbench and no {RECORD_FILE} beside the result holds it; "
+            "reproduce from the run's work dir"
+        )
+    protocol = protocol_from_snapshot(record["protocol_spec"], path.parent / RECORD_FILE)
+    if protocol.hash != result.protocol_hash:
+        raise RunError(f"{path}: the protocol in {RECORD_FILE} is not the result's (hash differs)")
+    return protocol
+
+
+def _method(path: Path, result: Result) -> str:
+    """The method to rerun: its registered name, else where the run's record says its class
+    lives (a method run as ``--method pkg.module:Class``)."""
+    from wsolbench.registry import get_method
+
+    try:
+        get_method(result.method)
+        return result.method
+    except KeyError:
+        source = (read_record(path.parent) or {}).get("method_source")
+        if source is None:
+            raise
+        return source
+
+
+def _get(env: dict, dotted: str):
+    value: object = env
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def env_differences(recorded: Result, reproduced: Result) -> list[str]:
+    """The conditions that differ between two results besides their metrics, most telling
+    first: data, weights (by content), then :data:`ENV_FIELDS`."""
+    lines = []
+    if recorded.data_sha256 != reproduced.data_sha256:
+        lines.append(f"data: {recorded.data_sha256} recorded, {reproduced.data_sha256} here")
+    if content_key(recorded.pretrained) != content_key(reproduced.pretrained):
+        lines.append(
+            f"pretrained: {recorded.pretrained!r} recorded, {reproduced.pretrained!r} here"
+        )
+    for field in ENV_FIELDS:
+        was, now = _get(recorded.env, field), _get(reproduced.env, field)
+        if was != now:
+            shown = "not recorded" if was is None else f"{was!r} recorded"
+            lines.append(f"{field}: {shown}, {now!r} here")
+    return lines
+
+
+def reproduce(
+    source: str | Path,
+    *,
+    work_dir: str | Path | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> Reproduction:
+    """Rerun the result at ``source`` (a run folder or a ``result.json``) from its record.
+
+    Args:
+        work_dir: where the rerun goes (default ``work_dirs/reproduce/<protocol>/<method>/
+            seed<S>``); an interrupted rerun there continues (``--resume``).
+        device: default: the recorded device (``cpu`` when it was a GPU this machine lacks).
+
+    Raises:
+        RunError, ResultError, BindingError: the result cannot be read, verified or rerun here.
+    """
+    from wsolbench.runs.execute import execute
+
+    source = Path(source)
+    path = source / RESULT_FILENAME if source.is_dir() else source
+    recorded = load_result(path)
+    verify_result(path, recorded)
+    if metrics_from_counts(recorded.counts) != recorded.metrics:
+        raise BindingError(
+            f"{path}: its metrics do not follow from its counts (edited by hand?); restore the "
+            "run's own result.json"
+        )
+    protocol = _protocol(path, recorded)
+    if device is None:
+        device = str(recorded.env.get("device", "cpu"))
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                logger.warning(
+                    "%s was made on %s; this machine has no GPU: rerun on the CPU", path, device
+                )
+                device = "cpu"
+    protocol_id = protocol if isinstance(protocol, str) else protocol.id
+    spec = RunSpec(
+        method=_method(path, recorded),
+        dataset=recorded.dataset,
+        protocol=protocol,
+        data_root=data_root,
+        work_dir=str(
+            work_dir
+            or Path("work_dirs")
+            / "reproduce"
+            / protocol_id
+            / recorded.method
+            / f"seed{recorded.seed}"
+        ),
+        seed=recorded.seed,
+        overrides=config_overrides(recorded.config),
+        device=device,
+        resume=True,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        threads=recorded.env.get("torch_threads"),
+        progress=progress,
+        config=recorded.config,
+    )
+    reproduced = execute(spec)
+    rows = [
+        (split, policy, key, value, reproduced.metrics.get(split, {}).get(policy, {}).get(key))
+        for split, policies in recorded.metrics.items()
+        for policy, values in policies.items()
+        for key, value in values.items()
+    ]
+    return Reproduction(recorded, reproduced, rows, env_differences(recorded, reproduced))
