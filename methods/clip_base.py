@@ -52,7 +52,10 @@ class ClipBaseline(WSOLMethod):
     """
 
     capabilities = Capabilities(
-        trainable=False, needs_classnames=True, pretrained_options=("clip.pretrained",)
+        trainable=False,
+        needs_classnames=True,
+        pretrained_options=("clip.pretrained",),
+        seed_independent=True,  # with weights loaded: a fixed encoder, no randomness
     )
     config = MethodConfig(
         defaults={

@@ -1,8 +1,9 @@
 """Steps 1 and 2 of the reports: the runs (``wsolbench run``) and their results, copied.
 
 Every method of :data:`~report_settings.METHODS` that ``wsolbench list`` knows runs every seed with
-``--resume --profile`` under ``work_dirs/reports/``; each finished run's ``result.json`` and
-per-image records are copied under ``reports/results/``, from which the boards are rendered.
+``--resume --profile`` under ``work_dirs/reports/`` — a seed-independent one (its capability) once,
+seed 0, which stands for every seed; each finished run's ``result.json`` and per-image records are
+copied under ``reports/results/``, from which the boards are rendered.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def known_methods(wanted: list[str]) -> list[str]:
     return [m for m in wanted if m in known]
 
 
+def seeds_of(method: str, seeds: tuple[int, ...]) -> tuple[int, ...]:
+    """The seeds a method runs: all, or the first alone for a seed-independent method."""
+    from wsolbench.registry import get_method
+
+    return seeds[:1] if get_method(method).capabilities.seed_independent else seeds
+
+
 def run_all(
     methods: list[str], seeds: tuple[int, ...], finished_only: bool = False
 ) -> dict[str, str]:
@@ -32,7 +40,7 @@ def run_all(
     with ``finished_only``, which starts no training and only adds missing cost)."""
     failed = {}
     for method in methods:
-        for seed in seeds:
+        for seed in seeds_of(method, seeds):
             work_dir = WORK / method / f"seed{seed}"
             result = REPO / work_dir / "result.json"
             if finished_only and not result.is_file():
@@ -58,7 +66,7 @@ def collect_results(methods: list[str], seeds: tuple[int, ...]) -> None:
     reports/results/ (from scratch)."""
     shutil.rmtree(RESULTS, ignore_errors=True)
     for method in methods:
-        for seed in seeds:
+        for seed in seeds_of(method, seeds):
             source = REPO / WORK / method / f"seed{seed}"
             if (source / "result.json").is_file():
                 copy_result(source, RESULTS / method / f"seed{seed}")

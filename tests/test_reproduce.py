@@ -3,7 +3,9 @@ threads, determinism, hardware), identical records give identical metrics, and `
 reproduce`` reruns a result from its record alone."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +127,84 @@ def test_reproduce_refuses_a_hand_edited_metric(tiny, one_thread, tmp_path, caps
     root, _ = tiny
     assert main(["reproduce", str(work), "--data-root", str(root)]) == 2
     assert "its metrics do not follow from its counts" in capsys.readouterr().err
+
+
+# --- weights by content --------------------------------------------------------------------
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+def test_nothing_in_reports_names_a_machine_path():
+    """No committed text names where a machine kept its files (``file:/…``, ``run:/…``, an
+    expanded home cache): weights are named by file name and content."""
+    machine_path = re.compile(r"(file|run|cache):/|/root/|/home/\w+/|\.cache/wsolbench")
+    found = [
+        str(path.relative_to(REPORTS))
+        for path in REPORTS.rglob("*")
+        if path.is_file()
+        and path.suffix in (".json", ".md", ".csv", ".tex", ".html", ".yaml")
+        and machine_path.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def test_the_same_weights_under_another_name_are_one_row(tmp_path, capsys):
+    """A committed tedloc run copied with its text weights renamed (another machine's copy of
+    the same file): compare shows one row of both seeds, and diff runs on it."""
+    board = tmp_path / "board"
+    for seed in (0, 1):
+        shutil.copytree(
+            REPORTS / "results" / "synthetic-v1" / "tedloc" / f"seed{seed}", board / f"s{seed}"
+        )
+    result = load_result(board / "s1" / "result.json")
+    renamed = result.pretrained.replace("file:synthclip-v1-db89e33c5b28.pt", "file:my-copy.pt")
+    assert renamed != result.pretrained
+    result.pretrained = renamed
+    result.provenance["text"] = result.provenance["text"].replace(
+        "synthclip-v1-db89e33c5b28.pt", "my-copy.pt"
+    )
+    save_result(board / "s1" / "result.json", result)
+    assert main(["compare", str(board), "--no-published", "--format", "csv"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tedloc,")]
+    assert len(rows) == 1 and ",2," in rows[0]  # one row, two seeds
+    center = REPORTS / "results" / "synthetic-v1" / "center"
+    assert main(["diff", str(board), str(center), "--resamples", "100"]) == 0
+
+
+# --- seed-independent methods --------------------------------------------------------------
+
+
+def center_run(tiny, work, seed):
+    root, protocol = tiny
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", protocol, "--work-dir", work, "--seed", seed]
+    return main([str(a) for a in argv])
+
+
+def test_a_seed_independent_method_is_one_row_of_any_seed(tiny, one_thread, tmp_path, capsys):
+    for seed in (0, 3):
+        assert center_run(tiny, tmp_path / f"center{seed}", seed) == 0
+    assert load_result(tmp_path / "center0" / "result.json").seed_independent
+    assert not load_result(one_thread / "result.json").seed_independent  # trained: seeds matter
+    capsys.readouterr()
+    argv = ["compare", tmp_path / "center0", tmp_path / "center3", "--format", "csv"]
+    assert main([str(a) for a in argv]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("center,")]
+    assert len(rows) == 1 and ",any," in rows[0]
+
+
+def test_seed_independent_copies_that_differ_are_refused(tiny, tmp_path, capsys):
+    """Two seeds of a method that declares seed independence, with other numbers (here a copy
+    whose counts were changed and whose records were dropped): refused, not averaged."""
+    assert center_run(tiny, tmp_path / "a", 0) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for name in ("per_image.npz", "config.yaml"):
+        (tmp_path / "b" / name).unlink()
+    result = load_result(tmp_path / "b" / "result.json")
+    result.seed, result.per_image = 1, None
+    for curve in result.counts["test"]["box"]["multi"].values():
+        curve[:] = [0] * len(curve)
+    save_result(tmp_path / "b" / "result.json", result)
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "declares its runs seed-independent, but" in capsys.readouterr().err

@@ -51,12 +51,18 @@ class Capabilities:
         pretrained_options: the dotted config keys ``--no-pretrained`` sets to false
             (``("backbone.pretrained",)``), or to the value an entry spells out as ``key=value``
             (TeD-Loc's ``"teacher=self"``: no teacher trained before the run).
+        seed_independent: with its pretrained weights loaded, the method's maps and logits do not
+            depend on the seed (a training-free method that draws nothing at random). A run of
+            it stands for every seed: tables show it once, with ``any`` seeds, instead of
+            identical copies counted as seeds. A run without its weights (``pretrained: none``:
+            a tower initialised from the seed) is seed-dependent whatever this says.
     """
 
     trainable: bool = True
     needs_grad_at_inference: bool = False
     needs_classnames: bool = False
     pretrained_options: tuple[str, ...] = ()
+    seed_independent: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from wsolbench.registry import register_method
 class CenterGaussian(WSOLMethod):
     """Isotropic Gaussian at the centre, ``sigma`` as a fraction of the shorter image side."""
 
-    capabilities = Capabilities(trainable=False)
+    capabilities = Capabilities(trainable=False, seed_independent=True)
     config = MethodConfig(defaults={"sigma": 0.25})
 
     def __init__(self, num_classes: int, sigma: float):

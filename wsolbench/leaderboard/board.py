@@ -180,8 +180,13 @@ def _board(
         "Cells: mean ± sample std (ddof=1) over seeds, in percent; "
         f"{MISSING} where a row has no such figure (not applicable, or not published)."
     ]
-    if any(len(r.seeds) == 1 for r in rows):
+    if any(len(r.seeds) == 1 and not r.seed_independent for r in rows):
         notes.append("Rows with one seed show the mean only: no std.")
+    if any(r.seed_independent for r in rows):
+        notes.append(
+            "Seeds any: a seed-independent method (training-free, its weights loaded): one run "
+            "stands for every seed, and has no spread over seeds."
+        )
     if any(r.no_weights for r in rows):
         notes.append(NO_WEIGHTS_NOTE)
     pub_rows = published_rows(published, dataset)

@@ -64,7 +64,7 @@ def table_columns(board: Leaderboard, names: dict[str, str] | None) -> list[Colu
     full = names is None
     sources = full_sources(rows) if full else names
     pretrained = tuple(pretrained_cell(r, sources, full=full) for r in rows)
-    seeds = tuple(MISSING if r.published else str(len(r.seeds)) for r in rows)
+    seeds = tuple(MISSING if r.published else r.seeds_cell for r in rows)
     columns = [
         Column("method", "Method", "left", tuple(r.display_name for r in rows)),
         Column("pretrained", "Pretrained", "left", pretrained),
@@ -95,9 +95,11 @@ def markdown_table(columns: list[Column]) -> str:
 
 
 def common_seeds(columns: list[Column]) -> str | None:
-    """The number of seeds every run row has, when they all have the same (then a note says it
-    and a terminal table needs no Seeds column); None when rows differ."""
-    counts = {cell for c in columns if c.key == "seeds" for cell in c.cells if cell != MISSING}
+    """The number of seeds every seed-dependent run row has, when they all have the same (then a
+    note says it, and names the seed-independent rows: a terminal table needs no Seeds column);
+    None when rows differ."""
+    cells = [cell for c in columns if c.key == "seeds" for cell in c.cells]
+    counts = {cell for cell in cells if cell not in (MISSING, "any")}
     return next(iter(counts)) if len(counts) == 1 else None
 
 
@@ -134,7 +136,9 @@ def table_notes(
     notes = list(board.notes)
     seeds = common_seeds(columns)
     if seeds is not None and not any(c.key == "seeds" for c in shown):
-        notes.append(f"Seeds: {seeds} per row.")
+        independent = [r.method for r in board.rows if r.seed_independent]
+        also = f"; {', '.join(independent)}: any" if independent else ""
+        notes.append(f"Seeds: {seeds} per row{also}.")
     if any(c.key == COST for c in shown):
         notes += cost_notes(board.rows)
     if names is not None:

@@ -204,7 +204,7 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
                 r.method,
                 r.label,
                 "" if r.published else pretrained_cell(r, sources, full=True),
-                "" if r.published else len(r.seeds),
+                "" if r.published else r.seeds_cell,
                 "true" if r.published else "false",
                 *metrics,
                 note,

@@ -42,6 +42,8 @@ class Row:
         mean: metric key → mean over seeds, percent [0, 100].
         std: metric key → sample std over seeds (ddof=1); absent with one seed.
         seeds: the seeds averaged (empty for published rows).
+        seed_independent: the runs do not depend on their seed (one run stands for every seed;
+            tables show ``any``).
         published: a published figure, not run by wsolbench.
         source: where a published figure comes from.
         policy: the threshold policy of the figures.
@@ -61,6 +63,7 @@ class Row:
     mean: dict[str, float]
     std: dict[str, float] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
+    seed_independent: bool = False
     published: bool = False
     source: str = ""
     policy: str = ""
@@ -70,6 +73,11 @@ class Row:
     cost: dict = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     p_vs_top: float | None = None  # paired test against the top row (compare --ci)
+
+    @property
+    def seeds_cell(self) -> str:
+        """What a Seeds cell shows: the number of seeds, ``any`` for a seed-independent row."""
+        return "any" if self.seed_independent else str(len(self.seeds))
 
     @property
     def similar(self) -> bool:

@@ -89,6 +89,9 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
 
     rows: list[Row] = []
     for (method, _, _), members in groups.items():
+        seed_independent = all(result.seed_independent for _, result, _ in members)
+        if seed_independent:
+            members = [_one_of_seed_independent(method, members)]
         by_seed: dict[int, Path] = {}
         for path, result, _ in members:
             if result.seed in by_seed:
@@ -117,6 +120,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
                 mean=mean,
                 std=std,
                 seeds=sorted(by_seed),
+                seed_independent=seed_independent,
                 config=strip_seed(members[0][1].config),
                 files=[p for p, _, _ in members],
                 cost=cost,
@@ -131,6 +135,20 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
             for row, label in zip(same, _config_labels([r.config for r in same]), strict=True):
                 row.label = label
     return rows
+
+
+def _one_of_seed_independent(method: str, members: list) -> tuple:
+    """The run that stands for a seed-independent row: copies under other seeds must be the same
+    run (identical metrics), and count once, not as seeds."""
+    first = min(members, key=lambda member: member[1].seed)
+    for path, _, values in members:
+        if values != first[2]:
+            raise ResultError(
+                f"{method} declares its runs seed-independent, but {first[0]} and {path} differ; "
+                "its maps depend on something the record does not hold: report it to the method's "
+                "authors"
+            )
+    return first
 
 
 def run_sort_key(row: Row) -> tuple:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -91,6 +92,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "provenance": dict,
     "per_image": dict,
     "weights_file": dict,
+    "seed_independent": bool,
 }
 # Keys naming a file beside result.json by content (checked by wsolbench.results.verify).
 FILE_KEYS = ("per_image", "weights_file")
@@ -129,6 +131,9 @@ class Result:
             them.
         weights_file: ``{"file": "weights.pt", "sha256": ...}``, the weights the run exported
             and evaluated (trainable methods); None for training-free methods and older results.
+        seed_independent: the run's numbers do not depend on its seed
+            (:attr:`wsolbench.method.Capabilities.seed_independent`, weights loaded): it stands
+            for every seed.
         schema: layout version of this record.
     """
 
@@ -148,6 +153,7 @@ class Result:
     provenance: dict = field(default_factory=dict)
     per_image: dict | None = None
     weights_file: dict | None = None
+    seed_independent: bool = False
     schema: int = SCHEMA_VERSION
 
     @property
@@ -212,7 +218,7 @@ def _is_type(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {dict: "an object", str: "a string", int: "an integer"}
+    names = {dict: "an object", str: "a string", int: "an integer", bool: "true or false"}
     return names.get(kind, str(kind))  # type: ignore[arg-type]
 
 
@@ -282,6 +288,18 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
 
 
+# A list of numbers as ``json.dumps(indent=2)`` writes it: one number per line.
+_NUMBER_LIST = re.compile(r"\[\n\s+(-?[0-9][0-9.eE+-]*(?:,\n\s+-?[0-9][0-9.eE+-]*)*)\n\s*\]")
+
+
+def readable_json(content: Any, default=None) -> str:
+    """JSON indented for reading, with each list of numbers on one line: a result's counts are a
+    few thousand integers, 98 % of its lines when written one per line (313 KB against 90 KB for
+    a 500-image test set). Refuses NaN and infinities (``ValueError``)."""
+    text = json.dumps(content, indent=2, allow_nan=False, default=default)
+    return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\n\s+", ", ", m[1]) + "]", text) + "\n"
+
+
 def save_result(path: str | Path, result: Result) -> None:
     """Write ``result`` as JSON, atomically.
 
@@ -301,7 +319,7 @@ def save_result(path: str | Path, result: Result) -> None:
         )
     try:
         # Serialize first: a bad value must fail before anything touches the disk.
-        text = json.dumps(result.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n"
+        text = readable_json(result.to_dict(), default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ResultError(
             f"{path}: cannot write result: {exc}; metrics must be finite numbers and the config "

@@ -210,6 +210,9 @@ def _evaluate_and_save(
         provenance=dict(method.provenance),
         per_image=per_image,
         weights_file=weights_file,
+        # a run from random initialisation depends on its seed, whatever the method declares
+        seed_independent=context.method_cls.capabilities.seed_independent
+        and pretrained.strip().lower() != "none",
     )
     if context.rank == 0:
         save_result(context.work_dir / RESULT_FILENAME, result)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
 from wsolbench.registry import register_method
+from wsolbench.util.weights_source import describe
 
 
 def hide_patches(
@@ -201,8 +202,8 @@ class HideAndSeek(WSOLMethod):
             self.provenance["features"] = "none"  # random initialisation: tables mark it ‡
 
     def _load_features(self, path: Path) -> str:
-        """Load the CNN's weights from ``path``; returns its provenance ``file:<path> (sha256 …)``
-        (the digest makes ``--resume`` refuse a file whose content changed since)."""
+        """Load the CNN's weights from ``path``; returns its provenance ``file:<name> (sha256 …)``
+        (by content: the digest makes ``--resume`` refuse a file whose content changed since)."""
         if not path.is_file():
             raise ValueError(f"has: checkpoint {path} does not exist; pass -o checkpoint=PATH")
         data = path.read_bytes()
@@ -227,7 +228,7 @@ class HideAndSeek(WSOLMethod):
                 f"has: checkpoint {path} does not fit this CNN (channels {self.channels}): "
                 f"{str(exc).splitlines()[0]}; use the channels of the run that wrote it"
             ) from None
-        return f"file:{path.resolve()} (sha256 {hashlib.sha256(data).hexdigest()[:12]})"
+        return describe("file", path.name, hashlib.sha256(data).hexdigest())
 
     def class_maps(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """CAM: per-class maps [B, K, h, w] = Σ_d W[k, d] F[:, d] (no bias), and logits [B, K] =
