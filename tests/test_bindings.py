@@ -203,6 +203,15 @@ def test_compare_refuses_a_result_beside_another_run_s_record(runs, tmp_path, ca
     assert status == 2 and "is not the result of the run recorded in" in one_error(err)
 
 
+def test_compare_refuses_per_image_records_linked_from_elsewhere(runs, tmp_path, capsys):
+    folder = tmp_path / "board" / "cam0"
+    folder.mkdir(parents=True)
+    shutil.copy(runs / "cam0" / "result.json", folder / "result.json")
+    (folder / "per_image.npz").symlink_to(runs / "cam0" / "per_image.npz")
+    status, err = run(["compare", folder.parent], capsys)
+    assert status == 2 and "per_image.npz is a symbolic link" in one_error(err)
+
+
 def test_compare_of_untouched_runs_shows_them(runs, capsys):
     assert main(["compare", str(runs / "cam0"), str(runs / "ref3")]) == 0
     assert "toycam" in capsys.readouterr().out

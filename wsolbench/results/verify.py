@@ -104,10 +104,12 @@ def verify_result(path: str | Path, result: Result, *, weights: bool = False) ->
     """
     path = Path(path)
     folder = path.parent
-    if path.is_symlink():
-        raise WorkDirError(
-            f"{path} is a symbolic link; a result must be the run's own file ({FIX})"
-        )
+    named = [folder / f["file"] for f in (result.per_image, result.weights_file) if f is not None]
+    for file in (path, *named):
+        if file.is_symlink():
+            raise WorkDirError(
+                f"{file} is a symbolic link; a result and its files must be the run's own ({FIX})"
+            )
     check_counts_consistent(path, result)
     if (folder / RECORD_FILE).is_file():
         refuse_symlinks(folder)
