@@ -50,3 +50,17 @@ def tokenized_prompts(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(clip_base, "load_clip", recording_load)
     return seen
+
+
+_TORCH_THREADS = []  # torch's intra-op thread count when the first test started
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """``run --threads N`` in this process sets torch's process-wide count: every test (and the
+    module fixtures it builds) starts with the count the session began with."""
+    import torch
+
+    _TORCH_THREADS[:] = _TORCH_THREADS or [torch.get_num_threads()]
+    yield
+    torch.set_num_threads(_TORCH_THREADS[0])

@@ -121,6 +121,7 @@ LAYERS = (
     "train",  # mmengine's Runner
     "testing",  # check_method
     "runs",
+    "sweep",  # grids of runs through submitit
     "cli",
     "__main__",
 )

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from wsolbench.cli.main import main
@@ -26,14 +25,6 @@ def tiny(tmp_path_factory):
     return root, root / "protocol.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """``--threads`` sets torch's process-wide count: give the next test the one it had."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def toy_run(tiny, work, *extra):
     root, protocol = tiny
     argv = ["run", "--method", "toy_method:ToyCAM", "--dataset", "synthetic", "--device", "cpu"]
@@ -44,9 +35,7 @@ def toy_run(tiny, work, *extra):
 @pytest.fixture(scope="module")
 def one_thread(tiny, tmp_path_factory):
     work = tmp_path_factory.mktemp("runs") / "one"
-    threads = torch.get_num_threads()
     assert toy_run(tiny, work, "--threads", "1") == 0
-    torch.set_num_threads(threads)
     return work
 
 

@@ -16,6 +16,7 @@ from wsolbench import __version__
 from wsolbench.cli.options import add_seed
 from wsolbench.cli.results import add_compare, add_diff, add_evaluate_maps, add_fingerprint
 from wsolbench.cli.run import add_eval, add_reproduce, add_run
+from wsolbench.cli.sweep import add_sweep
 
 # Errors a user can fix (every wsolbench error class derives from one of these); anything else is a
 # bug and keeps its traceback.
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wsolbench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    # `sweep` runs each cell through this very entry point (cli.sweep cannot import it)
+    parser.set_defaults(entry=main)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from wsolbench.cli.check import _add_check
     from wsolbench.cli.reports import add_commands as _add_reports
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_diff,
         _add_check,
         _add_reports,
+        add_sweep,
     ):
         add(commands)
     return parser

@@ -1,0 +1,232 @@
+"""``wsolbench sweep`` (issue 22): a grid of ``wsolbench run`` cells through submitit's debug and
+local executors on a tiny synthetic protocol — the same numbers either way, finished cells
+skipped on a rerun, a failing cell reported while the others finish, and a grid checked whole
+before any cell starts.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from wsolbench.cli.main import main
+from wsolbench.data.synthetic import SyntheticConfig, generate
+
+TESTS = Path(__file__).resolve().parent
+TINY = SyntheticConfig(
+    num_classes=3, image_size=32, train_per_class=6, val_per_class=2, test_per_class=3
+)
+METHODS = ["center", "toy_method:ToyCAM"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("sweep") / "tiny", TINY)
+
+
+def grid_args(tiny, root, *extra, methods=METHODS, seeds="0-1"):
+    argv = ["sweep", "--methods", *methods, "--datasets", "synthetic"]
+    argv += ["--protocol", tiny / "protocol.yaml", "--data-root", tiny, "--seeds", seeds]
+    argv += ["-o", "train.max_epochs=1", "--threads", "1", "--root", root]
+    return [str(a) for a in (*argv, *extra)]
+
+
+def sweep(argv, capsys):
+    """``wsolbench sweep`` in this process: (exit status, stdout, stderr)."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def cells(root: Path) -> dict[str, dict]:
+    return {c["cell"]: c for c in json.loads((root / "sweep.json").read_text())["cells"]}
+
+
+def metrics(root: Path) -> dict[str, dict]:
+    return {
+        str(p.parent.relative_to(root)): json.loads(p.read_text())["metrics"]
+        for p in sorted(root.rglob("result.json"))
+    }
+
+
+@pytest.fixture
+def subprocesses_see_tests(monkeypatch):
+    """Local cells are processes: they find ``toy_method`` on PYTHONPATH."""
+    path = f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    monkeypatch.setenv("PYTHONPATH", path)
+
+
+def test_debug_and_local_agree_and_a_rerun_skips_every_cell(
+    tiny, tmp_path, capsys, subprocesses_see_tests
+):
+    debug, local = tmp_path / "debug", tmp_path / "local"
+    status, out, _ = sweep(grid_args(tiny, debug, "--executor", "debug"), capsys)
+    assert status == 0, out
+    status, out, _ = sweep(grid_args(tiny, local, "--executor", "local", "--slots", "2"), capsys)
+    assert status == 0, out
+    assert "local executor: 2 slots, 1 torch thread each" in out
+    names = {f"synthetic-custom-{p}/{m}/seed{s}" for m in ("center", "toycam") for s in (0, 1)
+             for p in [tiny_protocol_hash(tiny)]}  # fmt: skip
+    assert set(cells(local)) == names and all(c["state"] == "done" for c in cells(local).values())
+    assert metrics(debug) == metrics(local) and len(metrics(local)) == 4
+    for cell in cells(local).values():  # submitit's logs, named in the table and the summary
+        assert Path(cell["stdout"]).parent == local / ".submitit" and cell["stdout"] in out
+
+    stamps = {p: p.stat().st_mtime_ns for p in local.rglob("result.json")}
+    logs = set((local / ".submitit").iterdir())
+    status, out, _ = sweep(grid_args(tiny, local, "--executor", "local", "--slots", "2"), capsys)
+    assert status == 0 and "4 skipped" in out
+    assert {p: p.stat().st_mtime_ns for p in local.rglob("result.json")} == stamps
+    assert set((local / ".submitit").iterdir()) == logs  # nothing submitted
+
+
+def tiny_protocol_hash(tiny: Path) -> str:
+    from wsolbench.protocol import load_protocol
+
+    return load_protocol(tiny / "protocol.yaml").id.removeprefix("synthetic-custom-")
+
+
+def test_only_the_unfinished_cells_run_and_a_failing_cell_is_reported(tiny, tmp_path, capsys):
+    root = tmp_path / "root"
+    status, out, _ = sweep(grid_args(tiny, root, "--executor", "debug", seeds="0",
+                                     methods=["center"]), capsys)  # fmt: skip
+    assert status == 0
+    [seed0] = cells(root)
+    # seed 2's dir holds another run (seed 0's): run --resume refuses it; the others go on
+    shutil.copytree(root / seed0, root / seed0.replace("seed0", "seed2"))
+    status, out, _ = sweep(grid_args(tiny, root, "--executor", "debug", seeds="0-2",
+                                     methods=["center"]), capsys)  # fmt: skip
+    assert status == 1
+    states = {name.rsplit("/", 1)[1]: c["state"] for name, c in cells(root).items()}
+    assert states == {"seed0": "skipped", "seed1": "done", "seed2": "failed"}
+    failed = cells(root)[seed0.replace("seed0", "seed2")]
+    assert failed["error"].startswith("error: --resume:") and "another run" in failed["error"]
+    assert failed["error"] in out and "1 skipped, 1 done, 1 failed" not in out
+    assert "1 done, 1 skipped, 1 failed" in out
+
+
+GRID = """\
+methods: [toy_method:ToyCAM]
+datasets: [synthetic]
+seeds: 0-1
+overrides: [train.max_epochs=1]
+variants:
+  base: []
+  narrow: [width=4]
+"""
+
+
+@pytest.mark.parametrize(
+    "change, flags, message",
+    [
+        ("", ["--methods", "centre"], "unknown method 'centre'; did you mean 'center'"),
+        ("", ["--datasets", "cubb"], "unknown dataset 'cubb'"),
+        ("", ["--seeds", "4-2"], "seeds: '4-2' is not a seed or a range"),
+        ("", ["--protocol", "cub-v1"], "is for dataset 'cub'"),
+        ("  Narrow!: [width=4]\n", [], "variants: 'Narrow!' is not a plain name"),
+        ("colour: red\n", [], "unknown key 'colour'"),
+        ("", ["-o", "widht=4"], "widht"),
+        ("", ["--methods", "center", "toy_method:ToyCAM"], "variant 'narrow' of method 'center'"),
+    ],
+)
+def test_a_bad_grid_is_one_error_line_before_anything_runs(
+    tiny, tmp_path, capsys, change, flags, message
+):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID + change)
+    argv = ["sweep", grid, "--protocol", tiny / "protocol.yaml", "--root", tmp_path / "r", *flags]
+    status, out, err = sweep(argv, capsys)
+    assert status == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_grid_file_with_variants_names_each_cell_and_its_argv(tiny, tmp_path, capsys):
+    grid = tmp_path / "ablation.yaml"
+    grid.write_text(GRID)
+    argv = ["sweep", grid, "--protocol", tiny / "protocol.yaml", "--data-root", tiny, "--dry-run"]
+    status, out, _ = sweep(argv, capsys)
+    assert status == 0 and "4 cells under work_dirs/sweeps/ablation (dry run" in out
+    lines = out.splitlines()
+    narrow = lines[lines.index(next(x for x in lines if x.endswith("toycam-narrow/seed1"))) + 1]
+    assert "--seed 1 --work-dir work_dirs/sweeps/ablation/" in narrow and "--resume" in narrow
+    assert narrow.endswith("-o train.max_epochs=1 -o width=4")
+    assert not Path("work_dirs/sweeps/ablation").exists()
+
+
+def test_the_issue_command_runs_as_written(tiny, tmp_path, capsys):
+    """Issue 22's acceptance command; a training-free method gets no schedule (``train.*``)."""
+    argv = [
+        "sweep",
+        "--methods",
+        "center",
+        "cam",
+        "--datasets",
+        "synthetic",
+        "--protocol",
+        tiny / "protocol.yaml",
+        "--seeds",
+        "0-1",
+        "-o",
+        "train.max_epochs=1",
+        "--executor",
+        "local",
+        "--slots",
+        "2",
+        "--threads",
+        "1",
+        "--root",
+        tmp_path / "dir",
+        "--dry-run",
+    ]
+    status, out, _ = sweep(argv, capsys)
+    assert status == 0 and "4 cells under" in out and "cam/seed1" in out
+    center = next(x for x in out.splitlines() if "--method center" in x)
+    assert "train.max_epochs" not in center
+
+
+FAKE_SBATCH = """#!/bin/sh
+cp "$1" "$FAKE_SLURM_DIR/job.sh"
+echo "Submitted batch job 4242"
+"""
+# every task ends without a result (as a job killed by the cluster would)
+FAKE_SACCT = """#!/bin/sh
+echo "JobID|State|NodeList"
+for i in 0 1; do echo "4242_$i|FAILED|node1"; done
+"""
+
+
+def test_slurm_submits_one_job_array_with_the_cells_resources(tiny, tmp_path, capsys, monkeypatch):
+    import cloudpickle
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"sbatch": FAKE_SBATCH, "sacct": FAKE_SACCT}
+    fakes.update({name: "#!/bin/sh\n" for name in ("squeue", "scancel", "srun")})
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))
+    root = tmp_path / "root"
+    slurm = ["--executor", "slurm", "--partition", "gpu", "--time", "30"]
+    slurm += ["--array-parallelism", "1"]
+    argv = grid_args(tiny, root, *slurm, "--slurm-option", "account=mylab", methods=["center"])
+    status, out, _ = sweep(argv, capsys)
+    script = (tmp_path / "job.sh").read_text()
+    for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu", "#SBATCH --time=30",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --account=mylab", "#SBATCH --job-name=wsolbench-sweep"):  # fmt: skip
+        assert line in script, script
+    assert "submitit.core._submit" in script
+    for seed in (0, 1):  # the command each array task runs
+        pickle = root / ".submitit" / f"4242_{seed}_submitted.pkl"
+        task = cloudpickle.loads(pickle.read_bytes()).function
+        assert (
+            task.argv[:2] == ["run", "--method"]
+            and f"seed{seed}" in task.argv[task.argv.index("--work-dir") + 1]
+        )
+        assert task.argv[task.argv.index("--threads") + 1] == "1" and "--resume" in task.argv
+    assert status == 1 and "2 failed" in out  # no task left a result
