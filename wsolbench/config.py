@@ -72,6 +72,19 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def dotted_leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a nested config as ``{"train.optimizer.lr": 0.01, ...}`` — the keys ``-o``
+    takes; an empty section is a leaf of its own (``{}``)."""
+    leaves: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            leaves.update(dotted_leaves(value, name + "."))
+        else:
+            leaves[name] = value
+    return leaves
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=0.1"`` → (["train", "lr"], 0.1); values are parsed as YAML scalars/lists."""
     key, sep, raw = text.partition("=")

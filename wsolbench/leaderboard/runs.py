@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from wsolbench.config import dotted_leaves
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
 from wsolbench.results.grouping import canonical, row_key, strip_seed
@@ -54,24 +55,13 @@ def recompute(
     return dict(values), dict(chosen)
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _label_value(value: Any) -> str:
     return value if isinstance(value, str) else canonical(value)
 
 
 def _config_labels(configs: list[dict]) -> list[str]:
     """For configs of one method: each one's ``key=value`` list of the keys that differ."""
-    flats = [_flatten(c) for c in configs]
+    flats = [dotted_leaves(c) for c in configs]
     keys = sorted({k for f in flats for k in f})
     differing = [k for k in keys if len({canonical(f.get(k, "\0unset")) for f in flats}) > 1]
     return [

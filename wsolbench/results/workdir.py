@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from wsolbench.config import dotted_leaves
 from wsolbench.results.record import RESULT_FILENAME as RESULT_FILE
 from wsolbench.util.atomic import write_text_atomic
 
@@ -89,15 +90,6 @@ def write_record(work_dir: Path, record: dict) -> None:
     write_text_atomic(Path(work_dir) / RECORD_FILE, text)
 
 
-def _flatten(value, prefix: str) -> dict[str, object]:
-    if isinstance(value, dict) and value:
-        flat: dict[str, object] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
 def differences(
     stored: dict, wanted: dict, stored_in: str = "in the work dir", wanted_in: str = "now"
 ) -> list[str]:
@@ -110,8 +102,8 @@ def differences(
     missing = object()
     lines = []
     for key in IDENTITY_KEYS:
-        old = _flatten(stored.get(key, missing), key)
-        new = _flatten(wanted.get(key, missing), key)
+        old = dotted_leaves({key: stored.get(key, missing)})
+        new = dotted_leaves({key: wanted.get(key, missing)})
         for name in sorted(set(old) | set(new)):
             a, b = old.get(name, missing), new.get(name, missing)
             if a != b:

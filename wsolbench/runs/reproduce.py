@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from wsolbench.config import dotted_leaves
 from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
@@ -68,17 +69,6 @@ class Reproduction:
         return all(a == b for *_, a, b in self.rows)
 
 
-def _leaves(config: dict, prefix: str = "") -> list[tuple[str, object]]:
-    leaves = []
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            leaves += _leaves(value, dotted + ".")
-        else:
-            leaves.append((dotted, value))
-    return leaves
-
-
 def config_overrides(config: dict) -> list[str]:
     """A resolved config as ``-o KEY=VALUE`` overrides, one per leaf (values in YAML flow form,
     as ``-o`` parses them)."""
@@ -86,7 +76,7 @@ def config_overrides(config: dict) -> list[str]:
         f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()}".removesuffix(
             "\n..."
         )
-        for key, value in _leaves(config)
+        for key, value in dotted_leaves(config).items()
     ]
 
 
