@@ -79,7 +79,8 @@ class LoadedClip:
         source: ``"none"``, ``"file:<name> (sha256 ...)"`` or ``"cache:<name>/<tag> (...)"``, the
             parentheses naming an OpenAI file layout and the activation built.
         weights_id: identifies the weights' content for caches keyed on them: the seed and library
-            versions for a random tower, the file's path, size and modification time otherwise.
+            versions for a random tower, the file's sha256 otherwise (the same file under another
+            path hits the same caches; a file changed in place does not).
         mean, std: the image normalization the model expects (RGB, images in [0, 1]).
         image_size: (H, W) the image tower was built for.
         patch_size: pixels per patch of a ViT image tower.
@@ -139,11 +140,6 @@ def _cached_tag_file(name: str, tag: str) -> Path:
         f"with network: python -c \"import open_clip; open_clip.create_model('{name}', "
         f"pretrained='{tag}')\""
     )
-
-
-def _file_id(path: Path) -> str:
-    stat = path.stat()
-    return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
 def _has_openai_tag(open_clip, name: str) -> bool:
@@ -261,9 +257,10 @@ def load_clip(
     from open_clip.transformer import QuickGELU
 
     built = "quickgelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
+    sha256 = file_sha256(path) if path is not None else None
     if weights is not None:
         layout = [weights.layout] if weights.is_openai else []
-        source = describe(kind, shown, file_sha256(path), [*layout, built])
+        source = describe(kind, shown, sha256, [*layout, built])
         logger.info(
             "CLIP %s: weights %s from %s; activation %s (%s)", name, source, path, built, reason
         )
@@ -274,7 +271,7 @@ def load_clip(
     std = tuple(getattr(visual, "image_std", None) or CLIP_STD)
     # A random tower is a function of the seed and of the code that initialises it.
     random_id = f"random-seed-{seed}-open_clip-{open_clip.__version__}-torch-{torch.__version__}"
-    weights_id = _file_id(path) if path is not None else random_id
+    weights_id = f"sha256:{sha256}" if sha256 is not None else random_id
     return LoadedClip(
         model=model,
         tokenizer=open_clip.get_tokenizer(name),
