@@ -107,6 +107,19 @@ def test_only_the_unfinished_cells_run_and_a_failing_cell_is_reported(tiny, tmp_
     assert "1 done, 1 skipped, 1 failed" in out
 
 
+def test_a_finished_cell_of_another_thread_count_is_not_skipped(tiny, tmp_path, capsys):
+    """The thread count is part of a run: a cell asked with two threads over a one-thread run is
+    not taken as finished; run --resume refuses it, naming the count."""
+    root = tmp_path / "root"
+    argv = grid_args(tiny, root, "--executor", "debug", seeds="0", methods=["center"])
+    assert sweep(argv, capsys)[0] == 0
+    argv[argv.index("--threads") + 1] = "2"
+    status, out, _ = sweep(argv, capsys)
+    [cell] = cells(root).values()
+    assert status == 1 and cell["state"] == "failed"
+    assert "threads: 1 in the work dir, 2 now" in cell["error"]
+
+
 GRID = """\
 methods: [toy_method:ToyCAM]
 datasets: [synthetic]

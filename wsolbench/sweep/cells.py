@@ -13,7 +13,8 @@ from wsolbench.data.sources import get_dataset
 from wsolbench.protocol import protocol_for_dataset
 from wsolbench.registry import get_method
 from wsolbench.results import workdir
-from wsolbench.results.record import RESULT_FILENAME
+from wsolbench.results.record import RESULT_FILENAME, load_result
+from wsolbench.results.verify import verify_result
 from wsolbench.sweep.grid import Grid, SweepError
 
 
@@ -30,6 +31,7 @@ class Cell:
     seed: int
     variant: str | None
     config: dict  # the resolved config, to tell a finished run of this very cell
+    threads: int | None = None  # --threads of the run (None: torch's default)
 
 
 def expand(grid: Grid, *, threads: int | None = None, device: str | None = None) -> list[Cell]:
@@ -76,6 +78,7 @@ def expand(grid: Grid, *, threads: int | None = None, device: str | None = None)
                             seed,
                             variant,
                             config,
+                            threads,
                         )
                     )
     _refuse_twins(cells)
@@ -114,18 +117,23 @@ def _refuse_twins(cells: list[Cell]) -> None:
 
 
 def is_finished(cell: Cell) -> bool:
-    """The cell's work dir holds a finished run of this very cell (its ``result.json``, and a
-    record naming the same method, data, protocol, seed and config): nothing to submit.
+    """The cell's work dir holds a finished run of this very cell (a record naming the same
+    method, data, protocol, seed, thread count and config, and a ``result.json`` that is that
+    record's own, with its files: :func:`wsolbench.results.verify.verify_result`): nothing to
+    submit.
 
-    Anything else, another run included, goes to ``run --resume``, whose checks decide.
+    Anything else, another run or a result that fails its checks included, goes to
+    ``run --resume``, whose checks decide and name what is wrong.
     """
-    if not (cell.work_dir / RESULT_FILENAME).is_file():
+    path = cell.work_dir / RESULT_FILENAME
+    if not path.is_file():
         return False
     try:
         record = workdir.read_record(cell.work_dir)
-    except workdir.WorkDirError:
-        return False
-    if record is None:
+        if record is None:
+            return False
+        verify_result(path, load_result(path), weights=True)
+    except ValueError:  # WorkDirError, ResultError, BindingError, PerImageError
         return False
     asked = {
         "method": cell.method,
@@ -133,6 +141,8 @@ def is_finished(cell: Cell) -> bool:
         "protocol": cell.protocol,
         "seed": cell.seed,
     }
+    if cell.threads is not None:
+        asked["threads"] = cell.threads
     same = all(record.get(key) == value for key, value in asked.items())
     config = record.get("config")
     return same and not workdir.differences({"config": config}, {"config": cell.config})
