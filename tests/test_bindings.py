@@ -7,6 +7,7 @@ on a tiny synthetic set and the tiny trainable ``toy_method:ToyCAM``: ``cam0`` i
 after its checkpoints (no result).
 """
 
+import hashlib
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -81,11 +83,22 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_resume_refuses_a_result_copied_from_another_run(tiny, runs, tmp_path, capsys):
     work = copy_run(runs, "cam0", tmp_path / "w")
-    shutil.copy(runs / "ref3" / "result.json", work / "result.json")
+    for name in ("result.json", "per_image.npz"):  # another run's result, with its own records
+        shutil.copy(runs / "ref3" / name, work / name)
     status, err = run(toy_args(tiny, work, "--resume"), capsys)
     line = one_error(err)
     assert status == 2 and f"{work / 'result.json'} is not the result of the run" in line
     assert "seed: 0 in config.yaml, 3 in result.json" in line
+
+
+def test_resume_refuses_a_result_json_copied_alone(tiny, runs, tmp_path, capsys):
+    """Its counts are in the records file it names by sha256: this one is cam0's."""
+    work = copy_run(runs, "cam0", tmp_path / "w")
+    shutil.copy(runs / "ref3" / "result.json", work / "result.json")
+    status, err = run(toy_args(tiny, work, "--resume"), capsys)
+    line = one_error(err)
+    assert status == 2 and f"its counts are in {work / 'per_image.npz'}" in line
+    assert "not the file its result.json names (sha256 differs)" in line
 
 
 def test_resume_refuses_a_symlinked_result(tiny, runs, tmp_path, capsys):
@@ -154,16 +167,64 @@ def test_eval_of_a_run_s_own_weights_goes_ahead(tiny, runs, tmp_path, capsys):
 # --- compare ---------------------------------------------------------------------------------
 
 
+def read_counts(arrays: dict) -> dict:
+    """The counts tree of a records file's members (``<split>/counts/<dotted key>``)."""
+    counts: dict = {}
+    for key, value in arrays.items():
+        split, _, rest = key.partition("/")
+        if rest.startswith("counts/"):
+            *parents, leaf = rest.removeprefix("counts/").split(".")
+            node = counts.setdefault(split, {})
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value.tolist()
+    return counts
+
+
+def rewrite_counts(folder: Path, change) -> None:
+    """Change the counts a result's records file holds with ``change({"counts": ...})``, and
+    bind ``result.json`` to the new file (its sha256): what a careful forger would do."""
+    npz, result = folder / "per_image.npz", folder / "result.json"
+    with np.load(npz) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    holder = {"counts": read_counts(arrays)}
+    change(holder)
+
+    def leaves(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for split, split_counts in holder["counts"].items():
+        for key, value in leaves(split_counts, ""):
+            arrays[f"{split}/counts/{key}"] = np.asarray(value)
+    np.savez(npz, **arrays)
+    record = json.loads(result.read_text())
+    record["per_image"]["sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    result.write_text(json.dumps(record))
+
+
 def tampered(runs, tmp_path, change) -> Path:
-    """A copy of cam0's result and per-image records, its result.json changed by ``change``."""
+    """A copy of cam0's result and per-image records, its counts changed by ``change``."""
     folder = tmp_path / "board" / "cam0"
     folder.mkdir(parents=True)
     for name in ("result.json", "per_image.npz"):
         shutil.copy(runs / "cam0" / name, folder / name)
-    record = json.loads((folder / "result.json").read_text())
-    change(record)
-    (folder / "result.json").write_text(json.dumps(record))
+    rewrite_counts(folder, change)
     return folder
+
+
+def test_result_json_holds_no_counts_and_a_changed_records_file_is_refused(runs, tmp_path, capsys):
+    """The counts live in the records file; a result.json whose file was swapped is refused."""
+    assert "counts" not in json.loads((runs / "cam0" / "result.json").read_text())
+    folder = tmp_path / "board" / "cam0"
+    folder.mkdir(parents=True)
+    shutil.copy(runs / "cam0" / "result.json", folder / "result.json")
+    shutil.copy(runs / "ref3" / "per_image.npz", folder / "per_image.npz")
+    status, err = run(["compare", folder.parent], capsys)
+    assert status == 2 and "not the file its result.json names (sha256 differs)" in one_error(err)
 
 
 def _reflect(record):
@@ -222,6 +283,8 @@ def test_fuzzed_counts_never_reach_a_table(runs, tmp_path):
     mutation of its fields is a user error or a table, never a traceback."""
     rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")))
     original = json.loads((runs / "cam0" / "result.json").read_text())
+    with np.load(runs / "cam0" / "per_image.npz") as archive:
+        counts = read_counts({key: archive[key] for key in archive.files})
 
     def count_paths(value, path=()):
         if isinstance(value, list) and all(isinstance(v, int) for v in value):
@@ -232,22 +295,28 @@ def test_fuzzed_counts_never_reach_a_table(runs, tmp_path):
         elif isinstance(value, int) and not isinstance(value, bool):
             yield path
 
-    paths = [p for p in count_paths(original["counts"]) if "iou_thresholds" not in p]
+    paths = [p for p in count_paths(counts) if "iou_thresholds" not in p]
     cases = int(os.environ.get("FUZZ_CASES", "40"))
+
+    def change_one(path, new):
+        def change(record):
+            holder = record["counts"]
+            for key in path[:-1]:
+                holder = holder[key]
+            holder[path[-1]] = new
+
+        return change
+
     for case in range(cases):
-        record = json.loads(json.dumps(original))
         path = rng.choice(paths)
-        holder = record["counts"]
-        for key in path[:-1]:
-            holder = holder[key]
-        old = holder[path[-1]]
-        holder[path[-1]] = rng.choice([old + 1, old - 1, old + rng.randint(2, 50), 0, 6000])
-        if holder[path[-1]] == old:
+        old = counts
+        for key in path:
+            old = old[key]
+        new = rng.choice([old + 1, old - 1, old + rng.randint(2, 50), 0, 6000])
+        if new == old:
             continue
-        folder = tmp_path / f"case{case}"
-        folder.mkdir()
-        shutil.copy(runs / "cam0" / "per_image.npz", folder / "per_image.npz")
-        (folder / "result.json").write_text(json.dumps(record))
+        folder = copy_run(runs, "cam0", tmp_path / f"case{case}")
+        rewrite_counts(folder, change_one(path, new))
         with pytest.raises(USER_ERRORS):
             compare([folder])
     for case in range(cases):

@@ -10,6 +10,7 @@ import pytest
 
 from wsolbench import metrics
 from wsolbench.results.bootstrap import (
+    BootstrapError,
     interval,
     metric_terms,
     metric_value,
@@ -21,10 +22,11 @@ from wsolbench.results.per_image import (
     PerImageError,
     RecordCollector,
     SplitRecords,
+    load_counts,
     load_records,
     save_records,
 )
-from wsolbench.results.record import METRIC_KEYS
+from wsolbench.results.record import METRIC_KEYS, load_result
 
 STEP = 0.01  # 100 thresholds keep the tests fast; the code does not depend on the grid
 
@@ -82,6 +84,30 @@ def test_records_survive_the_file_and_refuse_another_result(tmp_path):
     with pytest.raises(PerImageError, match="do not add up"):
         save_records(tmp_path / "x.npz", {"test": records}, {"test": other})
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_records_file_holds_the_counts_and_summed_pxap_keeps_only_their_sums(tmp_path):
+    counts, records = _random_split(2)
+    val_counts, val_records = _random_split(5, n=10)
+    splits, all_counts = {"test": records, "val": val_records}, {"test": counts, "val": val_counts}
+    full = save_records(tmp_path / "full.npz", splits, all_counts)
+    summed = save_records(tmp_path / "summed.npz", splits, all_counts, summed_pxap=True)
+    for name, sha in (("full.npz", full), ("summed.npz", summed)):
+        assert load_counts(tmp_path / name, sha) == all_counts  # mask sums included
+    assert (tmp_path / "summed.npz").stat().st_size < (tmp_path / "full.npz").stat().st_size
+    loaded = load_records(tmp_path / "summed.npz", summed, all_counts)["test"]
+    assert loaded.fg_hist is None and loaded.bg_hist is None
+    assert np.array_equal(loaded.multi, records.multi) and np.array_equal(loaded.top1, records.top1)
+    assert metric_value(metric_terms(loaded, "maxboxacc_v2", None)) == pytest.approx(
+        metrics.summarize(counts, "oracle")[0]["maxboxacc_v2"]
+    )
+    with pytest.raises(BootstrapError, match="--summed-pxap"):
+        metric_terms(loaded, "pxap", None)
+    other, _ = _random_split(3)
+    with pytest.raises(PerImageError, match="do not add up"):  # the box bits are still checked
+        load_records(tmp_path / "summed.npz", summed, {"test": other, "val": val_counts})
+    with pytest.raises(PerImageError, match="sha256 differs"):
+        load_counts(tmp_path / "summed.npz", full)
 
 
 def test_shards_merge_into_the_whole_split():
@@ -162,14 +188,12 @@ def test_every_committed_result_has_records_that_add_up():
     files = sorted(results.rglob("result.json"))
     assert files, "no committed result"
     for path in files:
-        result = json.loads(path.read_text())
-        assert "per_image" in result, f"{path} has no per-image records: regenerate it"
+        assert "per_image" in json.loads(path.read_text()), f"{path}: no per-image records"
+        result = load_result(path)  # schema 3: its counts from the records file it names
         records = load_records(
-            path.parent / result["per_image"]["file"],
-            result["per_image"]["sha256"],
-            result["counts"],
+            path.parent / result.per_image["file"], result.per_image["sha256"], result.counts
         )
-        assert set(records) == set(result["counts"])
+        assert set(records) == set(result.counts)
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +241,23 @@ def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
         assert row.ci["maxboxacc_v2"] == pytest.approx(expected)
         low, high = row.ci["maxboxacc_v2"]
         assert low <= row.mean["maxboxacc_v2"] <= high
+
+
+def test_a_summed_pxap_run_has_the_same_pxap_and_no_pxap_interval(two_rows, tmp_path):
+    from wsolbench.cli.main import main
+    from wsolbench.leaderboard import build_leaderboards
+
+    source = two_rows / "0.5" / "seed0"
+    work = tmp_path / "summed" / "seed0"
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--summed-pxap"]
+    argv += ["--data-root", two_rows.parent / "data", "-o", "sigma=0.5", "--seed", "0"]
+    argv += ["--protocol", two_rows.parent / "data" / "protocol.yaml", "--work-dir", work]
+    assert main([str(a) for a in argv]) == 0
+    summed, full = load_result(work / "result.json"), load_result(source / "result.json")
+    assert summed.metrics == full.metrics and summed.counts == full.counts
+    assert (work / "per_image.npz").stat().st_size < (source / "per_image.npz").stat().st_size
+    (board,) = build_leaderboards([tmp_path / "summed"], published=False, ci=100)
+    assert "maxboxacc_v2" in board.rows[0].ci and "pxap" not in board.rows[0].ci
 
 
 def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.results.record import load_result
 
 TESTS = Path(__file__).resolve().parent
 TINY = SyntheticConfig(
@@ -159,10 +160,10 @@ def test_torchrun_two_ranks_write_one_whole_result(tiny, reference_run, tmp_path
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in work.glob("result*.json")) == ["result.json"]
-    result = json.loads((work / "result.json").read_text())
-    assert result["env"]["world_size"] == 2
-    assert result["counts"]["test"]["n_images"] == 3 * 4  # the whole split, each image once
-    assert result["counts"]["val"]["n_images"] == 3 * 2
+    result = load_result(work / "result.json")
+    assert result.env["world_size"] == 2
+    assert result.counts["test"]["n_images"] == 3 * 4  # the whole split, each image once
+    assert result.counts["val"]["n_images"] == 3 * 2
 
 
 def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path):
@@ -214,4 +215,4 @@ def test_best_checkpoint_protocol_validates_each_epoch_and_keeps_the_best(tiny, 
     assert len(kept) == 1
     logs = "".join(p.read_text() for p in (work / "train").rglob("*.log"))
     assert logs.count("Epoch(val)") == 3  # the selection split, once per epoch
-    assert json.loads((work / "result.json").read_text())["counts"]["test"]["n_images"] == 12
+    assert load_result(work / "result.json").counts["test"]["n_images"] == 12

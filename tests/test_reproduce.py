@@ -187,9 +187,9 @@ def test_seed_independent_copies_that_differ_are_refused(tiny, tmp_path, capsys)
     whose counts were changed and whose records were dropped): refused, not averaged."""
     assert center_run(tiny, tmp_path / "a", 0) == 0
     shutil.copytree(tmp_path / "a", tmp_path / "b")
+    result = load_result(tmp_path / "b" / "result.json")  # its counts, from its records file
     for name in ("per_image.npz", "config.yaml"):
         (tmp_path / "b" / name).unlink()
-    result = load_result(tmp_path / "b" / "result.json")
     result.seed, result.per_image = 1, None
     for curve in result.counts["test"]["box"]["multi"].values():
         curve[:] = [0] * len(curve)

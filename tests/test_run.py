@@ -66,7 +66,11 @@ def test_center_run_writes_a_complete_result(tiny_root, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "maxboxacc_v2" in printed and "test split" in printed
     on_disk = json.loads((work / "result.json").read_text())
-    assert on_disk["schema"] == 2 and on_disk["protocol_hash"] == result.protocol_hash
+    assert on_disk["schema"] == 3 and on_disk["protocol_hash"] == result.protocol_hash
+    # the counts live in the records file the result names; result.json stays a summary
+    assert "counts" not in on_disk and on_disk["per_image"]["file"] == "per_image.npz"
+    assert load_result(work / "result.json").counts == result.counts
+    assert (work / "result.json").stat().st_size < 20_000
 
 
 def test_same_seed_same_numbers_and_no_overwrite(tiny_root, tmp_path, capsys):

@@ -42,6 +42,13 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
         help="also measure cost (params, MACs, latency; see `wsolbench profile`) into the result",
     )
     add_profile_options(parser, flag=True)
+    parser.add_argument(
+        "--summed-pxap",
+        action="store_true",
+        help="keep the PxAP histograms of the per-image records summed over images only: exact "
+        "PxAP, 0.3 MB less per 500 mask images, but no per-image PxAP interval (compare --ci, "
+        "diff) for the run",
+    )
 
 
 def add_run(commands) -> None:
@@ -145,6 +152,7 @@ def cmd_eval(args) -> int:
         num_workers=args.num_workers,
         threads=args.threads,
         profile=_profile_settings(args),
+        summed_pxap=args.summed_pxap,
     )
     _print_result(evaluate_weights(spec, args.weights))
     return 0
@@ -171,6 +179,7 @@ def cmd_run(args) -> int:
             num_workers=args.num_workers,
             threads=args.threads,
             profile=_profile_settings(args),
+            summed_pxap=args.summed_pxap,
         )
     )
     _print_result(result)

@@ -128,7 +128,12 @@ def metric_terms(records: SplitRecords, key: str, tau: dict[str, float] | None) 
         if hits is None:
             raise BootstrapError(f"{key}: the records hold no class predictions")
         return _curve_terms([hits[:, None]], [0])
-    if key == "pxap" and records.fg_hist is not None:
+    if key == "pxap":
+        if records.fg_hist is None:
+            raise BootstrapError(
+                "pxap: the records hold no per-image PxAP histograms (a dataset without masks, "
+                "or a run made with --summed-pxap, whose PxAP cannot be resampled by image)"
+            )
         terms = np.concatenate([records.fg_hist, records.bg_hist], axis=1).astype(np.float64)
         return MetricTerms(terms, records.fg_hist.shape[1], [None, None], kind="pxap")
     return _curve_terms([_bits(records, key)], [fixed(key)])

@@ -13,11 +13,21 @@ Per image, sorted by image id (so the file does not depend on batch order or pro
   rules; stored bit-packed along τ.
 - ``top1`` / ``top5``: bool, classification hits (methods that classify). Top-k Loc of an image is
   ``largest[δ=50] & topk``.
-- ``fg_hist`` / ``bg_hist``: int [T + 2], the image's PxAP histograms (mask datasets).
+- ``fg_hist`` / ``bg_hist``: int [T + 2], the image's PxAP histograms (mask datasets). A run
+  made with ``--summed-pxap`` keeps them summed over the images only (in the counts below): its
+  PxAP is exact, but cannot be resampled image by image. At the 1,000-threshold grid they are
+  ~0.66 KB per image and near their entropy (the multiset of the image's quantised scores), 70 %
+  of a run's records: a run that feeds only a table over seeds (an ablation) need not keep them.
+
+Beside them, each split's **counts** (the sums the result's metrics came from, the layout of
+:mod:`wsolbench.metrics`), one member per leaf: ``<split>/counts/<dotted key>``. A schema-3
+``result.json`` does not repeat them; it names this file by its sha256 (``per_image``), and
+:func:`load_counts` reads them back through that digest. Format 1 files (schema-2 results, whose
+``result.json`` holds the counts) have no counts members.
 
 One file per run, ``<work_dir>/per_image.npz`` (an ``.npz`` with LZMA-compressed members, no
-pickled objects; ``numpy.load`` reads it), keys ``<split>/<field>``; ``result.json`` holds its
-sha256 (``per_image``). Sizes, measured by ``benchmarks/bench_bootstrap.py``, are in the README.
+pickled objects; ``numpy.load`` reads it), keys ``<split>/<field>``. Sizes, measured by
+``benchmarks/bench_bootstrap.py``, are in the README.
 """
 
 from __future__ import annotations
@@ -31,10 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
+from wsolbench.config import dotted_leaves
 from wsolbench.util.atomic import write_bytes_atomic
 
 PER_IMAGE_FILE = "per_image.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each split's counts stored beside its records
+COUNTS = "counts"  # members <split>/counts/<dotted key of the counts record>
 
 
 class PerImageError(ValueError):
@@ -160,6 +172,8 @@ def _check_against(records: SplitRecords, counts: dict, where: str) -> None:
     from wsolbench.metrics import SplitCounter
 
     expected = SplitCounter.from_dict(counts).to_dict()
+    if records.fg_hist is None:
+        expected.pop("mask", None)  # --summed-pxap: the histograms live in the counts alone
     if records.counts() != expected:
         raise PerImageError(
             f"{where}: the per-image records do not add up to the stored counts; the file does "
@@ -191,8 +205,18 @@ def _npz_lzma(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def save_records(path: Path, splits: dict[str, SplitRecords], counts: dict[str, dict]) -> str:
-    """Write a run's records atomically, after checking them against its counts.
+def save_records(
+    path: Path,
+    splits: dict[str, SplitRecords],
+    counts: dict[str, dict],
+    *,
+    summed_pxap: bool = False,
+) -> str:
+    """Write a run's records and counts atomically, after checking the records against the counts.
+
+    Args:
+        summed_pxap: keep the PxAP histograms summed over images only (in the counts), not per
+            image (``run --summed-pxap``; see the module docstring).
 
     Returns:
         The file's sha256 hex (for ``result.json``).
@@ -211,20 +235,18 @@ def save_records(path: Path, splits: dict[str, SplitRecords], counts: dict[str, 
             if getattr(records, field) is not None:
                 arrays[f"{split}/{field}"] = getattr(records, field)
         for field in ("fg_hist", "bg_hist"):
-            if getattr(records, field) is not None:
+            if getattr(records, field) is not None and not summed_pxap:
                 arrays[f"{split}/{field}"] = _smallest_uint(getattr(records, field))
+    for split, split_counts in counts.items():
+        for key, value in dotted_leaves(split_counts).items():
+            arrays[f"{split}/{COUNTS}/{key}"] = np.asarray(value)
     data = _npz_lzma(arrays)
     write_bytes_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
-def load_records(path: Path, sha256: str, counts: dict[str, dict]) -> dict[str, SplitRecords]:
-    """Read a run's records, checked against the sha256 and the counts its result stores.
-
-    Raises:
-        PerImageError: the file is missing, altered (another hash), unreadable, or does not add up
-            to the counts.
-    """
+def _open(path: Path, sha256: str) -> np.lib.npyio.NpzFile:
+    """The records file, checked to be the one its result names (members read on access)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -236,10 +258,53 @@ def load_records(path: Path, sha256: str, counts: dict[str, dict]) -> dict[str, 
     if hashlib.sha256(data).hexdigest() != sha256:
         raise PerImageError(f"{path}: not the file its result.json names (sha256 differs)")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise PerImageError(f"{path}: not a per-image records file ({exc})") from None
+
+
+def load_counts(path: Path, sha256: str) -> dict[str, dict]:
+    """Each split's counts record, read from a records file with the given sha256.
+
+    Raises:
+        PerImageError: the file is missing, altered, or holds no counts (format 1: its result
+            stores them itself).
+    """
+    with _open(path, sha256) as archive:
+        counts: dict[str, dict] = {}
+        try:
+            for key in archive.files:
+                split, _, rest = key.partition("/")
+                if not rest.startswith(f"{COUNTS}/"):
+                    continue
+                *parents, leaf = rest.removeprefix(f"{COUNTS}/").split(".")
+                node = counts.setdefault(split, {})
+                for parent in parents:
+                    node = node.setdefault(parent, {})
+                node[leaf] = archive[key].tolist()
+        except (ValueError, OSError) as exc:
+            raise PerImageError(f"{path}: not a per-image records file ({exc})") from None
+    if not counts:
+        raise PerImageError(
+            f"{path}: holds no counts (a format-1 file, whose result.json stores them); its "
+            "result.json must be the schema-2 one written with it"
+        )
+    return counts
+
+
+def load_records(path: Path, sha256: str, counts: dict[str, dict]) -> dict[str, SplitRecords]:
+    """Read a run's records, checked against the sha256 and the counts its result stores.
+
+    Raises:
+        PerImageError: the file is missing, altered (another hash), unreadable, or does not add up
+            to the counts.
+    """
+    path = Path(path)
+    with _open(path, sha256) as archive:
+        try:
+            arrays = {key: archive[key] for key in archive.files if f"/{COUNTS}/" not in key}
+        except (ValueError, OSError) as exc:
+            raise PerImageError(f"{path}: not a per-image records file ({exc})") from None
     splits = {}
     for split in sorted({key.split("/", 1)[0] for key in arrays if "/" in key}):
         step = float(arrays[f"{split}/step"])

@@ -1,11 +1,13 @@
 """The Result record of a run: schema, atomic save / load, discovery, metrics from counts.
 
-A result (``<work_dir>/result.json``) is the only thing ``wsolbench compare`` reads. It stores the
-per-threshold sufficient statistics (``counts``) next to the summary ``metrics``, so that any
-threshold policy can be recomputed later without the model. The layout is versioned by ``schema``;
-a reader refuses a schema it does not know instead of guessing.
+A result (``<work_dir>/result.json``) is what ``wsolbench compare`` reads: a readable summary
+(``metrics``, what made them) that names, by sha256, the per-image records beside it
+(``per_image.npz``, :mod:`wsolbench.results.per_image`). Those also hold the per-threshold
+sufficient statistics (``counts``), so that any threshold policy can be recomputed later without
+the model; :func:`load_result` reads them back into :attr:`Result.counts` through the digest. The
+layout is versioned by ``schema``; a reader refuses a schema it does not know instead of guessing.
 
-Layout (schema 2)::
+Layout (schema 3)::
 
     {"schema": 2, "method": "cam", "dataset": "cub", "protocol": "cub-v1",
      "protocol_hash": "<sha256>",
@@ -13,15 +15,17 @@ Layout (schema 2)::
                           "splits": {"test": {"sha256": "<hex>", "n_images": 5794}, ...}},
      "seed": 0, "config": {...}, "pretrained": "<weights>" | "none",
      "metrics": {"val" | "test": {"oracle" | "select": {"maxboxacc_v2": 63.7, ...}}},
-     "counts": {"val" | "test": <counts record of wsolbench.metrics>},
-     "per_image": {"file": "per_image.npz", "sha256": "<hex>"},   # wsolbench.results.per_image
+     "per_image": {"file": "per_image.npz", "sha256": "<hex>"},   # records and counts
      "weights_file": {"file": "weights.pt", "sha256": "<hex>"},   # trainable methods' export
      "cost": {...}, "env": {...}, "created": "2026-01-01T00:00:00Z"}
 
 Metric values are percentages; a metric that does not apply to a run is absent, never 0.
 
-Schema 1 (before data fingerprints) is still read: its ``data_fingerprint`` is None, which
-``compare`` shows as "unknown" and never ranks beside a known fingerprint.
+A result without a records file (made by hand) stores ``"counts": {"val" | "test": <counts
+record of wsolbench.metrics>}`` itself, as every schema-2 result did (their records files, format
+1, hold no counts: 98 % of a 313 KB ``result.json`` was counts). Schema 1 (before data
+fingerprints) is still read: its ``data_fingerprint`` is None, which ``compare`` shows as "unknown"
+and never ranks beside a known fingerprint.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from wsolbench.util.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: counts in the records file named by per_image
 OLDEST_READABLE_SCHEMA = 1  # schema 1: no data_fingerprint
 RESULT_FILENAME = "result.json"
 SPLITS = ("val", "test")
@@ -119,7 +123,8 @@ class Result:
         pretrained: what weights were loaded (a file, a tag), or ``"none"`` (random init).
         metrics: ``metrics[split][policy][key]`` in percent, split in {val, test}, policy in
             {oracle, select}; absent keys do not apply.
-        counts: ``counts[split]`` = the counts record of :mod:`wsolbench.metrics` for that split.
+        counts: ``counts[split]`` = the counts record of :mod:`wsolbench.metrics` for that split
+            (written to the ``per_image`` file, or into ``result.json`` when there is none).
         cost: parameters, MACs, latency (see :mod:`wsolbench.cost.profile`).
         env: the software / hardware environment (see :func:`environment`).
         created: ISO-8601 UTC timestamp of the evaluation.
@@ -172,6 +177,8 @@ class Result:
         for optional in ("data_fingerprint", *FILE_KEYS):
             if d[optional] is None:  # absent: a result older than schema 2 / made without them
                 del d[optional]
+        if self.per_image is not None and self.schema >= 3:
+            del d["counts"]  # the records file holds them (save_records wrote them there)
         return {"schema": d.pop("schema"), **d}
 
     @classmethod
@@ -349,7 +356,29 @@ def load_result(path: str | Path) -> Result:
             f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}. "
             "The file may be truncated; re-run `wsolbench eval` to rewrite it."
         ) from exc
+    schema = d.get("schema") if isinstance(d, dict) else None
+    if _is_type(schema, int) and schema >= 3 and "counts" not in d and "per_image" in d:
+        d["counts"] = _counts_beside(path, d)
     return Result.from_dict(d, source=str(path))
+
+
+def _counts_beside(path: Path, d: dict) -> dict:
+    """A schema-3 result's counts, read from the records file it names by sha256."""
+    from wsolbench.results.per_image import PerImageError, load_counts
+
+    named = d["per_image"]
+    if not (isinstance(named, dict) and isinstance(named.get("file"), str)):
+        raise ResultError(
+            f"{path}: 'per_image' must be {{'file': a file name beside result.json, 'sha256': "
+            "string}; re-run `wsolbench eval` to rewrite it"
+        )
+    file = path.parent / Path(named["file"]).name
+    try:
+        return load_counts(file, str(named.get("sha256")))
+    except PerImageError as exc:
+        raise ResultError(
+            f"{path}: its counts are in {file}, which cannot be used: {exc}"
+        ) from None
 
 
 def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:

@@ -56,6 +56,9 @@ class RunSpec:
     threads: int | None = None  # torch intra-op threads; None: torch's default (recorded)
     progress: bool = True
     profile: ProfileSettings | None = None  # --profile: measure cost into result.cost
+    # --summed-pxap: the records keep PxAP histograms summed over images only (smaller; no
+    # per-image PxAP bootstrap), see wsolbench.results.per_image
+    summed_pxap: bool = False
     # the config the overrides must resolve to (reproduce: a recorded run's); None: any
     config: dict | None = None
 

@@ -186,7 +186,9 @@ def _evaluate_and_save(
         )
     per_image = None
     if context.rank == 0:
-        sha256 = save_records(context.work_dir / PER_IMAGE_FILE, records, counts)
+        sha256 = save_records(
+            context.work_dir / PER_IMAGE_FILE, records, counts, summed_pxap=spec.summed_pxap
+        )
         per_image = {"file": PER_IMAGE_FILE, "sha256": sha256}
     result = Result(
         method=context.method_cls.name,
