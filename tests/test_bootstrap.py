@@ -54,18 +54,48 @@ def _random_split(seed: int, n: int = 40, masks: bool = True) -> tuple[dict, Spl
     return counter.to_dict(), collector.records()
 
 
-@pytest.mark.parametrize("policy", ["oracle", "fixed:0.3", "select"])
+@pytest.mark.parametrize("policy", ["oracle", "oracle-separate", "fixed:0.3", "select"])
 def test_every_metric_from_records_equals_the_protocol_s(policy):
     counts, records = _random_split(0)
     val_counts, _ = _random_split(1)
     assert records.counts() == counts  # the records add up to the counts exactly
     expected, chosen = metrics.summarize(counts, policy, val_counts=val_counts)
-    tau = None if policy == "oracle" else chosen
+    tau = None if policy.startswith("oracle") else chosen
+    separate = policy == "oracle-separate"
     assert set(expected) == set(METRIC_KEYS)
     for key in METRIC_KEYS:
-        assert metric_value(metric_terms(records, key, tau)) == pytest.approx(
+        assert metric_value(metric_terms(records, key, tau, separate=separate)) == pytest.approx(
             expected[key], abs=1e-9
         ), key
+
+
+def test_oracle_top1_loc_is_re_read_at_each_resample_s_gt_known_tau():
+    """Per resample, the oracle Top-1 Loc is the weighted Top-1-Loc curve at the argmax of the
+    weighted GT-known curve (computed here by hand with numpy), not its own maximum."""
+    rng = np.random.default_rng(7)
+    n, t = 60, 20
+    # 40 images localized at low τ, 20 at high τ; only the high-τ ones classified right: the
+    # GT-known maximum is at low τ, Top-1 Loc's own at high τ
+    largest = np.zeros((n, 3, t), bool)
+    for i in range(n):
+        low = i < 40
+        start = rng.integers(0, 4) if low else rng.integers(10, 14)
+        largest[i, :, start : start + rng.integers(3, 7)] = True
+    top1 = (np.arange(n) >= 40) & (rng.random(n) < 0.8)
+    records = SplitRecords(
+        np.array([f"{i:03d}" for i in range(n)]), 1 / t, [30, 50, 70],
+        multi=largest, largest=largest, top1=top1, top5=top1 | (rng.random(n) < 0.5),
+    )  # fmt: skip
+    gt, loc = largest[:, 1].astype(float), (largest[:, 1] & top1[:, None]).astype(float)
+    assert np.argmax(gt.sum(0)) != np.argmax(loc.sum(0)), "the case must separate the readings"
+    weights = resample_weights(n, 50, seed=3)
+    expected = [100 * (w @ loc)[np.argmax(w @ gt)] / w.sum() for w in weights]
+    own_best = [100 * (w @ loc).max() / w.sum() for w in weights]
+    terms = metric_terms(records, "top1_loc", None)
+    assert resampled([terms], 50, 3) == pytest.approx(expected)
+    separate = metric_terms(records, "top1_loc", None, separate=True)
+    assert resampled([separate], 50, 3) == pytest.approx(own_best)
+    assert metric_value(terms) == metrics.summarize(records.counts(), "oracle")[0]["top1_loc"]
 
 
 def test_records_survive_the_file_and_refuse_another_result(tmp_path):

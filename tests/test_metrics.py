@@ -454,6 +454,28 @@ def test_summarize_oracle():
     assert "maxboxacc_v2" not in chosen and "top1_cls" not in chosen
 
 
+def test_oracle_reads_top_k_loc_at_gt_known_loc_s_tau():
+    """spec/protocol.md: under oracle, Top-1 / Top-5 Loc are read at GT-known Loc's best τ (one τ
+    per model); oracle-separate reads each at its own best. Hand-made curves over 4 τ, 4 images:
+    GT-known peaks at τ index 0 (3 of 4), Top-1 Loc at index 1 (2 of 4), Top-5 Loc at index 1."""
+    counts = _counts(
+        multi=[[4, 4, 3, 0], [3, 2, 2, 0], [1, 1, 1, 0]],
+        largest=[[4, 4, 3, 0], [3, 2, 1, 0], [1, 1, 0, 0]],
+        top=([1, 2, 1, 0], [2, 2, 1, 0]),
+        cls={"n": 4, "top1": 2, "top5": 3},
+    )
+    at_gt_known, chosen = M.summarize(counts, "oracle")
+    assert at_gt_known["gt_known_loc"] == 75.0 and chosen["gt_known_loc"] == 0.0
+    assert (at_gt_known["top1_loc"], chosen["top1_loc"]) == (25.0, 0.0)  # 1 of 4 at τ = 0
+    assert (at_gt_known["top5_loc"], chosen["top5_loc"]) == (50.0, 0.0)
+    separate, chosen = M.summarize(counts, "oracle-separate")
+    assert (separate["top1_loc"], chosen["top1_loc"]) == (50.0, 0.25)  # its own best, 2 of 4
+    assert separate["top5_loc"] == 50.0 and chosen["top5_loc"] == 0.0  # ties: the lowest τ
+    assert {k: v for k, v in separate.items() if k not in ("top1_loc",)} == {
+        k: v for k, v in at_gt_known.items() if k not in ("top1_loc",)
+    }
+
+
 def test_summarize_select_uses_val_taus():
     metrics, chosen = M.summarize(TEST, "select", val_counts=VAL)
     # val argmax: iou30 -> 0.5, iou50 -> 0.75, iou70 -> 0.0, GT-known (largest@50) -> 0.5.
@@ -506,6 +528,7 @@ def test_summarize_absent_metrics():
 
 def test_parse_policy():
     assert M.parse_policy("oracle") == "oracle"
+    assert M.parse_policy("Oracle-Separate") == "oracle-separate"
     assert M.parse_policy(" SELECT ") == "select"
     assert M.parse_policy("fixed:.2") == "fixed:0.2"
     assert M.parse_policy("fixed:0") == "fixed:0.0"

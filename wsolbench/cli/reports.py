@@ -89,7 +89,9 @@ def _add_visualize(commands) -> None:
     parser.add_argument(
         "--output", type=Path, help="folder for the figures (needed with several runs)"
     )
-    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument(
+        "--policy", default="oracle", help="oracle | oracle-separate | select | fixed:T"
+    )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cache)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N]")

@@ -119,7 +119,9 @@ def cmd_fingerprint(args) -> int:
 def add_compare(commands) -> None:
     parser = commands.add_parser("compare", help="leaderboard from result files and folders")
     parser.add_argument("paths", nargs="+", type=Path)
-    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument(
+        "--policy", default="oracle", help="oracle | oracle-separate | select | fixed:T"
+    )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument(
         "--format", dest="fmt", default="md", choices=["md", "csv", "latex", "html"]
@@ -161,7 +163,9 @@ def add_diff(commands) -> None:
     )
     parser.add_argument("a", type=Path, metavar="A")
     parser.add_argument("b", type=Path, metavar="B")
-    parser.add_argument("--policy", default="oracle", help="oracle | select | fixed:T")
+    parser.add_argument(
+        "--policy", default="oracle", help="oracle | oracle-separate | select | fixed:T"
+    )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     add_resampling(parser)
     parser.set_defaults(handler=cmd_diff)

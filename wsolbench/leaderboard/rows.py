@@ -152,7 +152,12 @@ def describe_policy(policy: str, split: str = "test", taus: Sequence[float] = ()
             named when they differ from the request.
     """
     if policy == "oracle":
-        return f"oracle (each metric at its best τ on the {split} split)"
+        return (
+            f"oracle (each metric at its best τ on the {split} split; Top-1 / Top-5 Loc at "
+            "GT-known Loc's)"
+        )
+    if policy == "oracle-separate":
+        return f"oracle-separate (each metric at its own best τ on the {split} split)"
     if policy == "select":
         return f"select (τ chosen per run on the val split, applied to the {split} split)"
     if policy.startswith("fixed:"):

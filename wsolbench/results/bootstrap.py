@@ -7,7 +7,8 @@ recomputing the metric on each resample gives its sampling distribution over ima
 under every threshold policy:
 
 - ``oracle`` re-picks the best τ on every resample (the reported figure is a maximum over τ, and
-  so is its resampled version);
+  so is its resampled version); Top-1 / Top-5 Loc are read at the resample's best GT-known τ, as
+  the point estimate is (``oracle-separate``: at their own best);
 - ``select`` and ``fixed:T`` keep the τ chosen once (on the whole val split, or the fixed one);
   only the test images are resampled.
 
@@ -61,8 +62,9 @@ class MetricTerms:
             the image's foreground then background histogram.
         width: values per curve (T, 1, or T + 2 for PxAP).
         index: per curve, the fixed τ index, or None to take the best τ (oracle).
-        kind: ``"acc"`` (percent of images, averaged over the C curves: MaxBoxAccV2 has three)
-            or ``"pxap"``.
+        kind: ``"acc"`` (percent of images, averaged over the C curves: MaxBoxAccV2 has three),
+            ``"acc_at_first_best"`` (two curves: the second read at the first's best τ, Top-k Loc
+            at GT-known Loc's τ) or ``"pxap"``.
     """
 
     terms: object
@@ -75,7 +77,9 @@ class MetricTerms:
         return self.terms.shape[0]
 
 
-def _curve_terms(curves: list[np.ndarray], index: list[int | None]) -> MetricTerms:
+def _curve_terms(
+    curves: list[np.ndarray], index: list[int | None], kind: str = "acc"
+) -> MetricTerms:
     """Terms of C per-image curves (each bool or float [N, width]), stored as differences."""
     from scipy import sparse
 
@@ -84,7 +88,7 @@ def _curve_terms(curves: list[np.ndarray], index: list[int | None]) -> MetricTer
     rows, cols = np.nonzero(diffs)
     values = diffs[rows, cols].astype(np.float32)
     terms = sparse.csr_matrix((values, (rows, cols)), shape=diffs.shape)
-    return MetricTerms(terms, curves[0].shape[1], index)
+    return MetricTerms(terms, curves[0].shape[1], index, kind)
 
 
 def _iou_index(records: SplitRecords, delta: int) -> int:
@@ -109,17 +113,23 @@ def _bits(records: SplitRecords, key: str) -> np.ndarray:
     raise BootstrapError(f"metric {key!r} cannot be recomputed from these per-image records")
 
 
-def metric_terms(records: SplitRecords, key: str, tau: dict[str, float] | None) -> MetricTerms:
+def metric_terms(
+    records: SplitRecords, key: str, tau: dict[str, float] | None, *, separate: bool = False
+) -> MetricTerms:
     """The per-image terms of ``key`` (a key of :data:`wsolbench.results.record.METRIC_KEYS`).
 
     Args:
         tau: the chosen τ per metric key (``summarize``'s ``chosen``) for ``select`` / ``fixed``
-            policies; None for ``oracle`` (best τ on each resample).
+            policies; None for the oracle policies (best τ on each resample).
+        separate: ``oracle-separate``: Top-k Loc at its own best τ, not GT-known Loc's.
     """
 
     def fixed(name: str) -> int | None:
         return None if tau is None else int(round(tau[name] / records.step))
 
+    if key in ("top1_loc", "top5_loc") and tau is None and not separate:
+        gt_known = _bits(records, "gt_known_loc")
+        return _curve_terms([gt_known, _bits(records, key)], [None, None], "acc_at_first_best")
     if key == "maxboxacc_v2":
         names = [f"maxboxacc_iou{d}" for d in (30, 50, 70)]
         return _curve_terms([_bits(records, n) for n in names], [fixed(n) for n in names])
@@ -156,6 +166,8 @@ def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarr
         fg, bg = sums[:, : terms.width], sums[:, terms.width :]
         return np.array([pxap(f, b) for f, b in zip(fg, bg, strict=True)])
     curves = sums.reshape(len(sums), len(terms.index), terms.width) * (100.0 / total[:, None, None])
+    if terms.kind == "acc_at_first_best":  # ties: the lowest τ, as summarize's argmax
+        return curves[np.arange(len(curves)), 1, curves[:, 0].argmax(axis=1)]
     picked = [
         curves[:, c].max(axis=1) if index is None else curves[:, c, index]
         for c, index in enumerate(terms.index)

@@ -34,15 +34,17 @@ SIMILAR_MARK = "≈"
 
 @dataclass
 class RunRecords:
-    """One run's per-image records of a split, and the τ its policy fixes (None: oracle)."""
+    """One run's per-image records of a split, and the τ its policy fixes (None: an oracle
+    policy, whose τ is re-picked on every resample; ``separate``: ``oracle-separate``)."""
 
     path: Path
     result: Result
     records: SplitRecords
     tau: dict[str, float] | None
+    separate: bool = False
 
     def terms(self, key: str) -> MetricTerms:
-        return metric_terms(self.records, key, self.tau)
+        return metric_terms(self.records, key, self.tau, separate=self.separate)
 
 
 def load_run_records(path: Path, result: Result, split: str, policy: str) -> RunRecords:
@@ -52,6 +54,7 @@ def load_run_records(path: Path, result: Result, split: str, policy: str) -> Run
         BootstrapError: the result has no records (made before they existed) or not of ``split``.
     """
     from wsolbench.metrics import summarize
+    from wsolbench.metrics.policies import ORACLE_POLICIES
 
     if result.per_image is None:
         raise BootstrapError(
@@ -64,9 +67,10 @@ def load_run_records(path: Path, result: Result, split: str, policy: str) -> Run
     if split not in records:
         raise BootstrapError(f"{path}: no per-image records of the {split!r} split")
     tau = None
-    if policy != "oracle":
+    if policy not in ORACLE_POLICIES:
         _, tau = summarize(result.counts[split], policy, val_counts=result.counts.get("val"))
-    return RunRecords(Path(path), result, records[split], tau)
+    separate = policy == "oracle-separate"
+    return RunRecords(Path(path), result, records[split], tau, separate)
 
 
 def row_intervals(
