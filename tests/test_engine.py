@@ -166,6 +166,58 @@ def test_torchrun_two_ranks_write_one_whole_result(tiny, reference_run, tmp_path
     assert result.counts["val"]["n_images"] == 3 * 2
 
 
+def test_slurm_tasks_write_the_result_torchrun_ranks_write(tiny, tmp_path):
+    """``--launcher slurm``: the two tasks of one job step (as ``srun --ntasks 2`` sets them up,
+    faked here by their environment) train as one run, and give torchrun's two ranks' numbers."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-port", "29519", "-m", "wsolbench"]
+    done = subprocess.run(
+        [*torchrun, *map(str, run_args(tiny, tmp_path / "torchrun", "--launcher", "pytorch"))],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    work = tmp_path / "slurm"
+    argv = [
+        sys.executable,
+        "-m",
+        "wsolbench",
+        *map(str, run_args(tiny, work, "--launcher", "slurm")),
+    ]
+    step = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "localhost", "MASTER_PORT": "29521"}
+    tasks = [
+        subprocess.Popen(
+            argv,
+            env={**env, **step, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [task.communicate(timeout=300) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-3000:]
+    result = load_result(work / "result.json")
+    assert result.env["world_size"] == 2 and result.counts["test"]["n_images"] == 3 * 4
+    assert result.metrics == load_result(tmp_path / "torchrun" / "result.json").metrics
+
+
+def test_slurm_launcher_outside_a_job_step_is_one_error_line(tiny, tmp_path, capsys, monkeypatch):
+    from wsolbench.cli.main import main
+
+    for name in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST"):
+        monkeypatch.delenv(name, raising=False)
+    status = main([str(a) for a in run_args(tiny, tmp_path / "w", "--launcher", "slurm")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert "error: --launcher slurm runs as the tasks of a SLURM job step" in err
+    assert "srun --ntasks N" in err and not (tmp_path / "w" / "result.json").exists()
+
+
 def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path):
     wsolbench(*eval_args(tiny, reference_run / "weights.pt", tmp_path / "eval"))
     evaluated = json.loads((tmp_path / "eval" / "result.json").read_text())

@@ -18,6 +18,7 @@ from wsolbench.cli.options import (
     profile_settings,
     refuse_without,
 )
+from wsolbench.runs.launchers import LAUNCHERS
 
 
 def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> None:
@@ -62,7 +63,12 @@ def add_run(commands) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue (or keep) the run in --work-dir"
     )
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="none",
+        help="none | pytorch (under torchrun) | slurm (the tasks of one srun job step)",
+    )
     parser.add_argument(
         "--no-pretrained", action="store_true", help="allow running without pretrained weights"
     )
@@ -197,7 +203,7 @@ def _profile_settings(args):
 
 def _print_result(result) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun, rank 0 alone reports
+        return  # under torchrun or srun, rank 0 alone reports (joining the group set RANK)
     from wsolbench.data.fingerprint import short
 
     print(

@@ -23,6 +23,7 @@ from wsolbench.registry import get_method
 from wsolbench.results import workdir
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result
 from wsolbench.results.verify import verify_result
+from wsolbench.runs.launchers import join_ranks, launch_rank
 from wsolbench.util.device import resolve_device
 
 if TYPE_CHECKING:
@@ -61,33 +62,6 @@ class RunSpec:
     summed_pxap: bool = False
     # the config the overrides must resolve to (reproduce: a recorded run's); None: any
     config: dict | None = None
-
-
-def _distributed(launcher: str, device: str) -> tuple[int, int]:
-    """Join the process group that ``torchrun`` set up (``--launcher pytorch``): (rank, world)."""
-    if launcher == "none":
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise RunError(
-                f"this process is one of {os.environ['WORLD_SIZE']} started by torchrun, but "
-                "--launcher is none (each would train alone into the same work dir); pass "
-                "--launcher pytorch"
-            )
-        return 0, 1
-    if launcher != "pytorch":
-        raise RunError(f"--launcher {launcher!r}: use none or pytorch (under torchrun)")
-    from mmengine.dist import get_dist_info, init_dist, is_distributed
-    from torch import distributed
-
-    if "RANK" not in os.environ:
-        raise RunError(
-            "--launcher pytorch needs torchrun: torchrun --nproc-per-node N -m wsolbench ..."
-        )
-    if not is_distributed():
-        if device.startswith("cuda"):
-            init_dist("pytorch", backend="nccl")  # also binds each rank to its GPU
-        else:
-            distributed.init_process_group("gloo")  # mmengine's init_dist assumes a GPU
-    return get_dist_info()
 
 
 def barrier(world: int) -> None:
@@ -176,7 +150,7 @@ def resolve_run(spec: RunSpec, *, default_leaf: str) -> RunContext:
     )
     device = resolve_device(spec.device)
     threads = _set_threads(spec.threads)
-    rank, world = _distributed(spec.launcher, device)
+    rank, world = join_ranks(spec.launcher, device)
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     return RunContext(
@@ -243,8 +217,8 @@ def locked_run(spec: RunSpec, default_leaf: str) -> Iterator[RunContext]:
     known (it names the method and protocol).
     """
     explicit = Path(spec.work_dir) if spec.work_dir else None
-    # under torchrun (--launcher pytorch), rank 0 alone holds the lock for every rank
-    rank0 = spec.launcher != "pytorch" or os.environ.get("RANK", "0") == "0"
+    # under torchrun or srun (--launcher pytorch / slurm), rank 0 alone holds the lock for all
+    rank0 = launch_rank(spec.launcher) == 0
     with workdir.locked(explicit, enabled=explicit is not None and rank0):
         context = resolve_run(spec, default_leaf=default_leaf)
         with workdir.locked(context.work_dir, enabled=explicit is None and rank0):

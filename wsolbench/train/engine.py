@@ -471,6 +471,10 @@ def train(
     # run's log with the rest, not to stdout, which carries the results.
     with trusted_checkpoint_loading(), contextlib.redirect_stdout(_LogWriter(runner.logger)):
         runner.train()
+    # rank 0 alone writes the checkpoints: the other ranks look for them once it has
+    from mmengine.dist import barrier
+
+    barrier()  # (no-op in a single process)
     chosen = best_checkpoint(work_dir) if keep == "best" else latest_checkpoint(work_dir)
     if chosen is None:
         raise CheckpointError(f"training in {work_dir / TRAIN_SUBDIR} saved no {keep} checkpoint")
