@@ -2,14 +2,16 @@
 
 Steps, each through the ``wsolbench`` command line or the library call behind it:
 
-1. **Runs.** For every method of :data:`METHODS` that ``wsolbench list`` knows (others are skipped
-   with a message) and every seed of :data:`SEEDS`::
+1. **Runs.** The board's grid, ``reports/board.yaml`` (methods, seeds, dataset, protocol; the
+   methods that ``wsolbench list`` does not know are skipped with a message), through the sweep::
 
-       wsolbench run --method M --dataset synthetic --seed S \\
-           --work-dir work_dirs/reports/M/seedS --resume --profile [--no-pretrained]
+       wsolbench sweep reports/board.yaml --executor local --slots 2 --threads 1
 
-   ``--resume`` keeps a finished run (adding its cost if it has none) and continues an interrupted
-   one, so only missing runs cost time.
+   two cells at once, one torch thread each (the thread count changes the floats, so it is
+   stated), into ``work_dirs/reports/synthetic-v1/M/seedS``; each cell is a ``wsolbench run
+   --resume``, so only missing runs cost time. Then each finished run without a cost, one at a
+   time, gets it: ``wsolbench run <the cell's flags> --resume --threads 1 --profile
+   --profile-threads 1`` only measures a finished run and adds its cost.
 2. **Results.** Each ``result.json`` is copied to ``reports/results/synthetic-v1/M/seedS/``; the
    committed leaderboards are rendered from these copies alone.
 3. **Leaderboards** (``wsolbench compare reports/results/synthetic-v1``): ``leaderboard.md``,
@@ -26,13 +28,15 @@ Steps, each through the ``wsolbench`` command line or the library call behind it
 6. **Report**: ``report.html``, one self-contained file (tables inline, figures as base64).
 
 One idea per module beside this file, each importing only those above it: ``report_settings``
-(what is run, where files go, how a step runs ``wsolbench``), ``report_runs`` (steps 1-2),
+(the board's grid, where files go, how a step runs ``wsolbench``), ``report_runs`` (steps 1-2),
 ``report_boards`` (step 3), ``report_profiles`` (step 4, measuring), ``report_cost`` (step 4,
 the tables), ``report_html`` (steps 5-6). This file is the command line only.
 
 Usage: ``python reports/make_reports.py [--methods M ...] [--seeds S ...] [--no-runs]
-[--cost-datasets D ...] [--cost-only] [--reuse-cost]``; ``--no-runs`` re-renders from
-``reports/results/`` without running; ``--cost-only`` runs step 4 alone (the cost files).
+[--finished-only] [--cost-datasets D ...] [--cost-only] [--reuse-cost]``; ``--methods`` and
+``--seeds`` narrow the grid (passed to the sweep); ``--no-runs`` re-renders from
+``reports/results/`` without running; ``--finished-only`` starts no sweep and uses the finished
+runs (adding their cost); ``--cost-only`` runs step 4 alone (the cost files).
 """
 
 from __future__ import annotations
@@ -51,13 +55,17 @@ from report_cost import write_cost  # noqa: E402
 from report_html import make_figures, write_report  # noqa: E402
 from report_profiles import COST_DATASETS, load_cost, measure_cost  # noqa: E402
 from report_runs import collect_results, known_methods, run_all  # noqa: E402
-from report_settings import METHODS, REPO, SEEDS  # noqa: E402
+from report_settings import METHODS, REPO, SEEDS, WORK  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), help="default: reports/board.yaml's"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=list(SEEDS), help="default: reports/board.yaml's"
+    )
     parser.add_argument("--cost-datasets", nargs="+", default=list(COST_DATASETS))
     parser.add_argument(
         "--no-runs", action="store_true", help="use reports/results/ as committed; run nothing"
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--finished-only",
         action="store_true",
-        help="start no training: use the finished runs in work_dirs/reports (adding their cost)",
+        help=f"start no training (no sweep): use the finished runs in {WORK} (adding their cost)",
     )
     args = parser.parse_args(argv)
     methods = known_methods(args.methods)

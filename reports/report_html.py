@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import shutil
 from pathlib import Path
 
 from report_cost import cost_tables
@@ -16,9 +15,12 @@ from report_settings import FIGURES, REPO, REPORTS, RESULTS, SEEDS, WORK, wsolbe
 
 
 def make_figures(methods: list[str]) -> list[Path]:
-    """Step 5: curves of seed 0 of every method, and an overlay grid per method."""
-    shutil.rmtree(FIGURES, ignore_errors=True)
-    FIGURES.mkdir(parents=True)
+    """Step 5: curves of seed 0 of every method, and an overlay grid per method.
+
+    An overlay needs the run's weights, so its work dir: where that is absent (``--no-runs`` on
+    a fresh clone) the committed overlay is kept, not deleted, and the step says so.
+    """
+    FIGURES.mkdir(parents=True, exist_ok=True)
     written = []
     seed0 = [RESULTS / m / "seed0" / "result.json" for m in methods]
     seed0 = [p for p in seed0 if p.is_file()]
@@ -29,6 +31,9 @@ def make_figures(methods: list[str]) -> list[Path]:
     for method in methods:
         work_dir = WORK / method / "seed0"
         if not (REPO / work_dir / "result.json").is_file():
+            kept = FIGURES / f"overlays-{method}.png"
+            if kept.is_file():
+                print(f"kept {kept.relative_to(REPO)}: no run in {work_dir} to redraw it from")
             continue
         status = wsolbench("visualize", work_dir, "--n", "16", "--output", FIGURES, "--no-curves")
         if status == 0:

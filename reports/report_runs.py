@@ -1,19 +1,36 @@
-"""Steps 1 and 2 of the reports: the runs (``wsolbench run``) and their results, copied.
+"""Steps 1 and 2 of the reports: the runs (``wsolbench sweep`` of the board's grid, then each
+run's cost) and their results, copied.
 
-Every method of :data:`~report_settings.METHODS` that ``wsolbench list`` knows runs every seed with
-``--resume --profile`` under ``work_dirs/reports/`` — a seed-independent one (its capability) once,
-seed 0, which stands for every seed; each finished run's ``result.json`` and per-image records are
-copied under ``reports/results/``, from which the boards are rendered.
+The board's grid is ``reports/board.yaml``; ``wsolbench sweep`` runs it with two cells at once,
+one torch thread each (``BOARD_SLOTS``, ``BOARD_THREADS`` of :mod:`report_settings`), into
+``work_dirs/reports/synthetic-v1/<method>/seed<S>``; a seed-independent method (its capability)
+runs once, seed 0, which stands for every seed. Then, one at a time so that no timing shares the
+machine with another run, each finished run without a cost gets it: the cell's own ``wsolbench
+run ... --resume --threads 1`` with ``--profile``, which on a finished run only measures and adds
+the cost. Each finished run's ``result.json`` and per-image records are copied under
+``reports/results/``, from which the boards are rendered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
-from report_settings import DATASET, METHODS, PROFILE_THREADS, REPO, RESULTS, WORK, wsolbench
+from report_settings import (
+    BOARD,
+    BOARD_GRID,
+    BOARD_SLOTS,
+    BOARD_THREADS,
+    PROFILE_THREADS,
+    REPO,
+    RESULTS,
+    wsolbench,
+)
 
 from wsolbench.results.per_image import copy_result
+from wsolbench.sweep.cells import Cell, expand, is_finished
+from wsolbench.sweep.summary import SUMMARY_FILE
 
 
 def known_methods(wanted: list[str]) -> list[str]:
@@ -26,11 +43,13 @@ def known_methods(wanted: list[str]) -> list[str]:
     return [m for m in wanted if m in known]
 
 
-def seeds_of(method: str, seeds: tuple[int, ...]) -> tuple[int, ...]:
-    """The seeds a method runs: all, or the first alone for a seed-independent method."""
-    from wsolbench.registry import get_method
-
-    return seeds[:1] if get_method(method).capabilities.seed_independent else seeds
+def board_cells(methods: list[str], seeds: tuple[int, ...]) -> list[Cell]:
+    """The sweep's cells of the board narrowed to ``methods`` and ``seeds`` (what ``sweep
+    --methods --seeds`` runs), with their work dirs and ``wsolbench run`` argv."""
+    grid = dataclasses.replace(BOARD, methods=list(methods), seeds=sorted(seeds))
+    # work dirs from the repository (where the sweep runs), wherever this script is run from
+    cells = expand(grid, threads=BOARD_THREADS)
+    return [dataclasses.replace(cell, work_dir=REPO / cell.work_dir) for cell in cells]
 
 
 def run_all(
@@ -38,35 +57,51 @@ def run_all(
 ) -> dict[str, str]:
     """Step 1; returns {"method/seedS": reason} for the runs left out (failed, or not finished
     with ``finished_only``, which starts no training and only adds missing cost)."""
+    if not finished_only:
+        narrowed = []  # the grid file's lists unless make_reports was told others
+        if list(methods) != BOARD.methods:
+            narrowed += ["--methods", *methods]
+        if sorted(seeds) != BOARD.seeds:
+            narrowed += ["--seeds", *map(str, sorted(seeds))]
+        wsolbench(
+            "sweep", BOARD_GRID, "--executor", "local", "--slots", BOARD_SLOTS,
+            "--threads", BOARD_THREADS, *narrowed,
+        )  # fmt: skip
+    errors = {} if finished_only else _sweep_errors()
     failed = {}
-    for method in methods:
-        for seed in seeds_of(method, seeds):
-            work_dir = WORK / method / f"seed{seed}"
-            result = REPO / work_dir / "result.json"
-            if finished_only and not result.is_file():
-                failed[f"{method}/seed{seed}"] = "not finished when the reports were made"
-                print(f"skip {method} seed {seed}: {work_dir} holds no finished run")
-                continue
-            if result.is_file() and json.loads(result.read_text(encoding="utf-8")).get("cost"):
-                print(f"keep {work_dir}: finished, with its cost")  # what --resume would do
-                continue
-            status = wsolbench(
-                "run", "--method", method, "--dataset", DATASET, "--seed", seed,
-                "--work-dir", work_dir, "--resume",
-                "--profile", "--profile-threads", PROFILE_THREADS, *METHODS.get(method, []),
-            )  # fmt: skip
-            if status != 0:
-                failed[f"{method}/seed{seed}"] = f"exit status {status}"
-                print(f"run {method} seed {seed} failed (exit status {status}); left out")
+    for cell in board_cells(methods, seeds):
+        key = f"{cell.method}/seed{cell.seed}"
+        if not is_finished(cell):
+            failed[key] = (
+                "not finished when the reports were made"
+                if finished_only
+                else errors.get(cell.name, "not finished by the sweep")
+            )
+            print(f"skip {key}: {cell.name} holds no finished run ({failed[key]})")
+            continue
+        result = cell.work_dir / "result.json"
+        if json.loads(result.read_text(encoding="utf-8")).get("cost"):
+            print(f"keep {cell.name}: finished, with its cost")
+            continue
+        status = wsolbench(*cell.argv, "--profile", "--profile-threads", PROFILE_THREADS)
+        if status != 0:
+            print(f"cost of {key} not measured (exit status {status}); its row has none")
     return failed
+
+
+def _sweep_errors() -> dict[str, str]:
+    """{cell name: the error line of its failed run} from the sweep's summary."""
+    path = REPO / BOARD.root_dir / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return {c["cell"]: c["error"] for c in cells if c.get("error")}
 
 
 def collect_results(methods: list[str], seeds: tuple[int, ...]) -> None:
     """Step 2: copy each finished run's result.json and per-image records under
     reports/results/ (from scratch)."""
     shutil.rmtree(RESULTS, ignore_errors=True)
-    for method in methods:
-        for seed in seeds_of(method, seeds):
-            source = REPO / WORK / method / f"seed{seed}"
-            if (source / "result.json").is_file():
-                copy_result(source, RESULTS / method / f"seed{seed}")
+    for cell in board_cells(methods, seeds):
+        if is_finished(cell):
+            copy_result(cell.work_dir, RESULTS / cell.method / f"seed{cell.seed}")

@@ -67,17 +67,18 @@ def test_debug_and_local_agree_and_a_rerun_skips_every_cell(
     status, out, _ = sweep(grid_args(tiny, local, "--executor", "local", "--slots", "2"), capsys)
     assert status == 0, out
     assert "local executor: 2 slots, 1 torch thread each" in out
-    names = {f"synthetic-custom-{p}/{m}/seed{s}" for m in ("center", "toycam") for s in (0, 1)
-             for p in [tiny_protocol_hash(tiny)]}  # fmt: skip
+    # center is seed-independent: its seed 0 stands for both seeds
+    names = {f"synthetic-custom-{tiny_protocol_hash(tiny)}/{leaf}"
+             for leaf in ("center/seed0", "toycam/seed0", "toycam/seed1")}  # fmt: skip
     assert set(cells(local)) == names and all(c["state"] == "done" for c in cells(local).values())
-    assert metrics(debug) == metrics(local) and len(metrics(local)) == 4
+    assert metrics(debug) == metrics(local) and len(metrics(local)) == 3
     for cell in cells(local).values():  # submitit's logs, named in the table and the summary
         assert Path(cell["stdout"]).parent == local / ".submitit" and cell["stdout"] in out
 
     stamps = {p: p.stat().st_mtime_ns for p in local.rglob("result.json")}
     logs = set((local / ".submitit").iterdir())
     status, out, _ = sweep(grid_args(tiny, local, "--executor", "local", "--slots", "2"), capsys)
-    assert status == 0 and "4 skipped" in out
+    assert status == 0 and "3 skipped" in out
     assert {p: p.stat().st_mtime_ns for p in local.rglob("result.json")} == stamps
     assert set((local / ".submitit").iterdir()) == logs  # nothing submitted
 
@@ -90,14 +91,15 @@ def tiny_protocol_hash(tiny: Path) -> str:
 
 def test_only_the_unfinished_cells_run_and_a_failing_cell_is_reported(tiny, tmp_path, capsys):
     root = tmp_path / "root"
+    toycam = ["toy_method:ToyCAM"]  # seed-dependent (center would run seed 0 alone)
     status, out, _ = sweep(grid_args(tiny, root, "--executor", "debug", seeds="0",
-                                     methods=["center"]), capsys)  # fmt: skip
+                                     methods=toycam), capsys)  # fmt: skip
     assert status == 0
     [seed0] = cells(root)
     # seed 2's dir holds another run (seed 0's): run --resume refuses it; the others go on
     shutil.copytree(root / seed0, root / seed0.replace("seed0", "seed2"))
     status, out, _ = sweep(grid_args(tiny, root, "--executor", "debug", seeds="0-2",
-                                     methods=["center"]), capsys)  # fmt: skip
+                                     methods=toycam), capsys)  # fmt: skip
     assert status == 1
     states = {name.rsplit("/", 1)[1]: c["state"] for name, c in cells(root).items()}
     assert states == {"seed0": "skipped", "seed1": "done", "seed2": "failed"}
@@ -142,6 +144,8 @@ variants:
         ("colour: red\n", [], "unknown key 'colour'"),
         ("", ["-o", "widht=4"], "widht"),
         ("", ["--methods", "center", "toy_method:ToyCAM"], "variant 'narrow' of method 'center'"),
+        ("summed_pxap: maybe\n", [], "summed_pxap: 'maybe' is not true or false"),
+        ("", ["--variants", "wide"], "--variants: 'wide' is not a variant of the grid"),
     ],
 )
 def test_a_bad_grid_is_one_error_line_before_anything_runs(
@@ -195,9 +199,54 @@ def test_the_issue_command_runs_as_written(tiny, tmp_path, capsys):
         "--dry-run",
     ]
     status, out, _ = sweep(argv, capsys)
-    assert status == 0 and "4 cells under" in out and "cam/seed1" in out
+    assert status == 0 and "3 cells under" in out and "cam/seed1" in out  # center: seed 0 alone
     center = next(x for x in out.splitlines() if "--method center" in x)
     assert "train.max_epochs" not in center
+
+
+def test_a_seed_independent_method_gets_one_cell_for_every_seed(tiny, tmp_path, capsys):
+    """center's numbers do not depend on the seed: one cell, the grid's first seed, stands for
+    all of them (said once); cam runs each seed."""
+    argv = ["sweep", "--methods", "center", "cam", "--datasets", "synthetic"]
+    argv += ["--protocol", tiny / "protocol.yaml", "--seeds", "0-2", "--dry-run"]
+    status, out, _ = sweep(argv, capsys)
+    leaves = [x.split("/", 1)[1] for x in out.splitlines() if x.startswith("synthetic-custom-")]
+    assert status == 0 and leaves == ["center/seed0", "cam/seed0", "cam/seed1", "cam/seed2"]
+    note = "center is seed-independent: one cell (seed 0) stands for seeds 0-2"
+    assert out.count(note) == 1 and "cam is seed-independent" not in out
+    assert "4 cells under" in out
+
+    from wsolbench.sweep.cells import expand
+    from wsolbench.sweep.grid import build_grid
+
+    grid = build_grid({"methods": ["center", "cam"], "datasets": ["synthetic"], "seeds": [3, 7],
+                       "protocol": str(tiny / "protocol.yaml")})  # fmt: skip
+    stands_for = {(c.method, c.seed): c.stands_for for c in expand(grid)}
+    assert stands_for == {("center", 3): (3, 7), ("cam", 3): (3,), ("cam", 7): (7,)}
+
+
+def test_summed_pxap_from_the_grid_or_the_flag_goes_to_every_cell(tiny, tmp_path, capsys):
+    grid = tmp_path / "ablation.yaml"
+    base = ["sweep", grid, "--protocol", tiny / "protocol.yaml", "--data-root", tiny, "--dry-run"]
+    for text, flags in ((GRID + "summed_pxap: true\n", []), (GRID, ["--summed-pxap"])):
+        grid.write_text(text)
+        status, out, _ = sweep([*base, *flags], capsys)
+        commands = [x for x in out.splitlines() if x.startswith("  wsolbench run")]
+        assert status == 0 and len(commands) == 4
+        assert all("--resume --summed-pxap" in x for x in commands)
+    grid.write_text(GRID)
+    status, out, _ = sweep(base, capsys)
+    assert status == 0 and "--summed-pxap" not in out
+
+
+def test_variants_chooses_among_the_grid_files_variants(tiny, tmp_path, capsys):
+    grid = tmp_path / "ablation.yaml"
+    grid.write_text(GRID)
+    argv = ["sweep", grid, "--protocol", tiny / "protocol.yaml", "--variants", "narrow",
+            "--dry-run"]  # fmt: skip
+    status, out, _ = sweep(argv, capsys)
+    leaves = [x.split("/", 1)[1] for x in out.splitlines() if x.startswith("synthetic-custom-")]
+    assert status == 0 and leaves == ["toycam-narrow/seed0", "toycam-narrow/seed1"]
 
 
 FAKE_SBATCH = """#!/bin/sh
@@ -226,7 +275,9 @@ def test_slurm_submits_one_job_array_with_the_cells_resources(tiny, tmp_path, ca
     root = tmp_path / "root"
     slurm = ["--executor", "slurm", "--partition", "gpu", "--time", "30"]
     slurm += ["--array-parallelism", "1"]
-    argv = grid_args(tiny, root, *slurm, "--slurm-option", "account=mylab", methods=["center"])
+    # a seed-dependent method: two cells, one array (center would be one cell, seed 0)
+    toycam = ["toy_method:ToyCAM"]
+    argv = grid_args(tiny, root, *slurm, "--slurm-option", "account=mylab", methods=toycam)
     status, out, _ = sweep(argv, capsys)
     script = (tmp_path / "job.sh").read_text()
     for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu", "#SBATCH --time=30",

@@ -31,6 +31,19 @@ def add_sweep(commands) -> None:
     parser.add_argument("--protocol", help="protocol id or YAML file (default: each dataset's)")
     parser.add_argument("--seeds", nargs="+", metavar="S", help="seeds: 0-4, or 0 1 2")
     add_overrides_argument(parser, "config override applied to every cell (repeatable)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="V",
+        help="run only these of GRID.yaml's variants (default: all of them)",
+    )
+    parser.add_argument(
+        "--summed-pxap",
+        action="store_true",
+        default=None,
+        help="every cell runs with --summed-pxap (PxAP histograms summed over images only: "
+        "exact PxAP, smaller records, no per-image PxAP interval); GRID.yaml: summed_pxap: true",
+    )
     parser.add_argument("--root", help="sweep folder (default: work_dirs/sweeps/<name>)")
     parser.add_argument("--data-root", help="prepared dataset root, passed to every cell")
     parser.add_argument("--device", help="--device of every cell (default: the run's auto)")
@@ -75,7 +88,7 @@ def add_sweep(commands) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from wsolbench.sweep.cells import expand, is_finished
+    from wsolbench.sweep.cells import expand, is_finished, seed_independent_notes
     from wsolbench.sweep.executors import Outcome, submitit_folder
     from wsolbench.sweep.summary import FINISHED, counts, table, write_summary
 
@@ -84,6 +97,8 @@ def cmd_sweep(args) -> int:
     threads, slots, gpus = _resources(args)
     cells = expand(grid, threads=threads, device=args.device)
     root = grid.root_dir
+    for note in seed_independent_notes(cells):
+        print(note)
     if args.dry_run:
         for cell in cells:
             print(f"{cell.name}\n  wsolbench {shlex.join(cell.argv)}")
@@ -118,10 +133,33 @@ def _grid(args):
         "seeds": args.seeds,
         "root": args.root,
         "data_root": args.data_root,
+        "summed_pxap": args.summed_pxap,
     }
     values.update({key: value for key, value in given.items() if value is not None})
     values["overrides"] = [*(values.get("overrides") or []), *args.overrides]
-    return build_grid(values)
+    grid = build_grid(values)
+    if args.variants:
+        grid.variants = _chosen_variants(grid.variants, args.variants)
+    return grid
+
+
+def _chosen_variants(variants: dict[str, list[str]], chosen: list[str]) -> dict:
+    """``--variants``: the grid's variants of these names, in the grid's order (a variant's
+    overrides live in the file alone, so the flag can only choose among them)."""
+    from wsolbench.sweep.grid import SweepError
+
+    if not variants:
+        raise SweepError(
+            "--variants: the grid has no variants; name them under variants: in GRID.yaml, or "
+            "leave --variants out"
+        )
+    unknown = [name for name in chosen if name not in variants]
+    if unknown:
+        raise SweepError(
+            f"--variants: {unknown[0]!r} is not a variant of the grid; choose among "
+            f"{', '.join(variants)}"
+        )
+    return {name: overrides for name, overrides in variants.items() if name in chosen}
 
 
 def _check_executor_flags(args) -> None:

@@ -1,6 +1,9 @@
 """A grid's cells: each one ``wsolbench run --resume`` argv with a deterministic work dir
 ``<root>/<protocol id>/<method>[-<variant>]/seed<S>``, every name resolved (so checked) before
 any cell starts, and whether a cell is already finished.
+
+A seed-independent method (:attr:`wsolbench.method.Capabilities.seed_independent`) gets one cell
+per dataset and variant, the grid's first seed, which stands for all of the grid's seeds.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ class Cell:
     variant: str | None
     config: dict  # the resolved config, to tell a finished run of this very cell
     threads: int | None = None  # --threads of the run (None: torch's default)
+    # the grid's seeds this cell's run stands for: its own, or all of them for a
+    # seed-independent method (one run, the first seed)
+    stands_for: tuple[int, ...] = ()
 
 
 def expand(grid: Grid, *, threads: int | None = None, device: str | None = None) -> list[Cell]:
-    """The cells of ``grid``, methods × datasets × variants × seeds in that order.
+    """The cells of ``grid``, methods × datasets × variants × seeds in that order; a
+    seed-independent method gets the grid's first seed alone (its run stands for every seed),
+    whatever its overrides (one that drops its pretrained weights is not looked for).
 
     Raises:
         SweepError, KeyError, ValueError: an unknown method, dataset or protocol, or an override
@@ -56,13 +64,15 @@ def expand(grid: Grid, *, threads: int | None = None, device: str | None = None)
                 overrides = _applicable(method_cls, [*grid.overrides, *extra])
                 config = _config(method_cls, asked, dataset, variant, overrides)
                 leaf = method_cls.name + (f"-{variant}" if variant else "")
-                for seed in grid.seeds:
+                independent = method_cls.capabilities.seed_independent
+                for seed in grid.seeds[:1] if independent else grid.seeds:
                     name = f"{protocol.id}/{leaf}/seed{seed}"
                     work_dir = root / name
                     argv = ["run", "--method", asked, "--dataset", dataset]
                     argv += ["--protocol", grid.protocol] if grid.protocol else []
                     argv += ["--data-root", grid.data_root] if grid.data_root else []
                     argv += ["--seed", str(seed), "--work-dir", str(work_dir), "--resume"]
+                    argv += ["--summed-pxap"] if grid.summed_pxap else []
                     argv += ["--threads", str(threads)] if threads else []
                     argv += ["--device", device] if device else []
                     for override in overrides:
@@ -79,10 +89,31 @@ def expand(grid: Grid, *, threads: int | None = None, device: str | None = None)
                             variant,
                             config,
                             threads,
+                            tuple(grid.seeds) if independent else (seed,),
                         )
                     )
     _refuse_twins(cells)
     return cells
+
+
+def seed_independent_notes(cells: list[Cell]) -> list[str]:
+    """One line per method whose one cell stands for several seeds, e.g. ``center is
+    seed-independent: one cell (seed 0) stands for seeds 0-4``."""
+    notes = {}
+    for cell in cells:
+        if len(cell.stands_for) > 1 and cell.method not in notes:
+            notes[cell.method] = (
+                f"{cell.method} is seed-independent: one cell (seed {cell.seed}) stands for "
+                f"seeds {_seed_list(cell.stands_for)}"
+            )
+    return list(notes.values())
+
+
+def _seed_list(seeds: tuple[int, ...]) -> str:
+    """``0-4`` for a run of consecutive seeds, else ``0, 2, 7``."""
+    if list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def _applicable(method_cls, overrides: list[str]) -> list[str]:

@@ -39,6 +39,9 @@ class Grid:
     variants: dict[str, list[str]] = field(default_factory=dict)
     root: str | None = None  # None: work_dirs/sweeps/<name>
     data_root: str | None = None  # ``--data-root`` of every cell
+    # ``run --summed-pxap`` in every cell: PxAP histograms summed over images only (exact PxAP,
+    # smaller records, no per-image PxAP interval); no metric changes, so no cell's identity
+    summed_pxap: bool = False
 
     @property
     def root_dir(self) -> Path:
@@ -58,6 +61,7 @@ KEYS = (
     "variants",
     "root",
     "data_root",
+    "summed_pxap",
 )
 
 
@@ -133,6 +137,7 @@ def build_grid(values: dict) -> Grid:
         variants={k: list(v or []) for k, v in variants.items()},
         root=_optional_text(values.get("root"), "root"),
         data_root=_optional_text(values.get("data_root"), "data_root"),
+        summed_pxap=_flag(values.get("summed_pxap", False), "summed_pxap"),
     )
 
 
@@ -143,6 +148,12 @@ def _strings(value: object, key: str, allow_empty: bool = False) -> list[str]:
     if not all(isinstance(item, str) and item for item in items):
         raise SweepError(f"{key}: every entry must be text, got {list(items)!r}")
     return list(items)
+
+
+def _flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):  # YAML's `yes`/`no` are booleans already; "true" is text
+        raise SweepError(f"{key}: {value!r} is not true or false; write {key}: true (or false)")
+    return value
 
 
 def _optional_text(value: object, key: str) -> str | None:

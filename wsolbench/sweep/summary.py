@@ -46,7 +46,8 @@ def counts(outcomes: list[Outcome]) -> str:
 
 
 def write_summary(root: Path, grid: Grid, outcomes: list[Outcome]) -> Path:
-    """``<root>/sweep.json``: the grid as given and each cell's argv, work dir and outcome."""
+    """``<root>/sweep.json``: the grid as given and each cell's argv, work dir, the seeds its run
+    stands for, and outcome."""
     path = Path(root) / SUMMARY_FILE
     cells = [
         {
@@ -56,6 +57,7 @@ def write_summary(root: Path, grid: Grid, outcomes: list[Outcome]) -> Path:
             "exit_status": o.status,
             "work_dir": str(o.cell.work_dir),
             "argv": list(o.cell.argv),
+            "stands_for_seeds": list(o.cell.stands_for),  # all of them: seed-independent
             "stdout": None if o.stdout is None else str(o.stdout),
             "stderr": None if o.stderr is None else str(o.stderr),
             "error": last_error(o) if o.state == "failed" else None,
