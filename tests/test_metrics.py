@@ -516,12 +516,14 @@ def test_summarize_absent_metrics():
     metrics, _ = M.summarize(only50)
     assert set(metrics) == {"maxboxacc_iou50", "maxboxacc", "gt_known_loc"}
     assert metrics["maxboxacc"] == 50.0 and metrics["maxboxacc_iou50"] == 50.0
-    # A mask-only split: PxAP alone, the same under every policy.
+    # A mask-only split: PxAP (the same under every policy) and the overlap metrics, no box metric.
     mask = M.MaskCounter(M.threshold_grid(0.5))
     mask.update(*_pxap_case())
     record = {**mask.to_dict(), "iou_thresholds": [30, 50, 70]}
-    assert M.summarize(record)[0] == {"pxap": pytest.approx(100 * (0.5 + 1 / 3))}
-    assert M.summarize(record, "fixed:0.2")[0] == M.summarize(record)[0]
+    oracle = M.summarize(record)[0]
+    assert set(oracle) == {"pxap", "dice_fg", "dice_bg", "miou"}
+    assert oracle["pxap"] == pytest.approx(100 * (0.5 + 1 / 3))
+    assert M.summarize(record, "fixed:0.2")[0]["pxap"] == oracle["pxap"]
     with pytest.raises(ValueError, match="no image"):
         M.summarize({**plain, "n_images": 0})
 

@@ -39,6 +39,7 @@ class EvalSettings:
     iou_thresholds: tuple[int, ...]
     boxes: bool
     masks: bool
+    map_resize: str = "bicubic"  # how maps reach ``size`` (the protocol's map_resize)
 
     @classmethod
     def from_protocol(cls, protocol: Protocol) -> EvalSettings:
@@ -48,6 +49,7 @@ class EvalSettings:
             protocol.iou_thresholds,
             protocol.has_boxes,
             protocol.has_masks,
+            protocol.map_resize,
         )
 
 
@@ -213,7 +215,9 @@ def count_batch(
     """
     for row, index in enumerate(indices):
         image_id = truth.meta.image_ids[index]
-        scoremap = metrics.normalize_map(maps[row], truth.settings.size, f"image '{image_id}'")
+        scoremap = metrics.normalize_map(
+            maps[row], truth.settings.size, f"image '{image_id}'", truth.settings.map_resize
+        )
         outcome = count_image(counter, truth, image_id, scoremap, topk[row] if topk else None)
         if records is not None:
             records.add(image_id, outcome)
@@ -309,12 +313,15 @@ def _read_npy(path: Path) -> np.ndarray:
     return array
 
 
-def load_saved_map(path: Path, size: tuple[int, int], normalize: bool) -> np.ndarray:
+def load_saved_map(
+    path: Path, size: tuple[int, int], normalize: bool, resize: str = "bicubic"
+) -> np.ndarray:
     """Read one saved map and bring it to the protocol's form.
 
     A map of the protocol size is used as given (as the reference evaluator does), so it must
     already hold finite values in [0, 1] — unless ``normalize`` asks to min-max normalize every map.
-    A map of another size is resized (bicubic) and normalized. A map with more than two axes loses
+    A map of another size is resized (``resize``: bicubic unless the protocol says bilinear) and
+    normalized. A map with more than two axes loses
     its axes of length 1 (``[1, h, w]``, ``[h, w, 1]``). NaN or inf anywhere is an error either
     way: normalizing never turns it into numbers.
 
@@ -328,7 +335,7 @@ def load_saved_map(path: Path, size: tuple[int, int], normalize: bool) -> np.nda
     name = f"map {path}"
     try:
         if scoremap.shape != tuple(size) or normalize:
-            return metrics.normalize_map(scoremap, size, name)
+            return metrics.normalize_map(scoremap, size, name, resize)
         metrics.check_map(scoremap, name)
         return scoremap
     except MapRangeError as exc:
@@ -370,7 +377,9 @@ def evaluate_saved_maps(
     def count_chunk(image_ids: list[str]) -> metrics.SplitCounter:
         counter = new_counter(settings)
         for image_id in image_ids:
-            scoremap = load_saved_map(saved_map_path(maps_dir, image_id), settings.size, normalize)
+            scoremap = load_saved_map(
+                saved_map_path(maps_dir, image_id), settings.size, normalize, settings.map_resize
+            )
             count_image(counter, truth, image_id, scoremap)
             bar.update()
         return counter

@@ -35,6 +35,10 @@ REQUIRED_KEYS = (
     "localization",
 )
 LOCALIZATION_KINDS = ("boxes", "masks", "boxes+masks")
+# How a predicted map is resized to ``eval_size`` (OpenCV INTER_CUBIC / INTER_LINEAR). bicubic is
+# the reference evaluator's and the default; the histology protocols (LIVIA's) use bilinear.
+MAP_RESIZE_MODES = ("bicubic", "bilinear")
+DEFAULT_MAP_RESIZE = "bicubic"
 DATA_PINS_KEY = "data_fingerprint"  # optional: {split role: sha256 of its official data}
 
 
@@ -58,6 +62,7 @@ class Protocol:
     threshold_step: float
     iou_thresholds: tuple[int, ...]
     localization: str  # "boxes", "masks" or "boxes+masks"
+    map_resize: str  # how maps reach eval_size: one of MAP_RESIZE_MODES
     checkpoint: str  # "last" or "best" (on the selection split)
     classnames: tuple[str, ...]
     source: Path
@@ -112,6 +117,10 @@ def default_protocol_id(dataset: str) -> str:
 
 def _canonical_hash(content: dict, classnames: tuple[str, ...]) -> str:
     hashed = {k: v for k, v in content.items() if k != DATA_PINS_KEY}
+    # map_resize came after the first protocols: spelling out its default must not change their
+    # hash (the same protocol, the same numbers), so the default is hashed as if absent.
+    if hashed.get("map_resize") == DEFAULT_MAP_RESIZE:
+        del hashed["map_resize"]
     payload = json.dumps({"protocol": hashed, "classnames": list(classnames)}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -161,6 +170,8 @@ OPTIONAL_KEYS = {
     "classnames": "a class-name file, one name per line, relative to the protocol file",
     "description": "text",
     "map_class": "ground_truth (the only map the protocol scores)",
+    "map_resize": f"how maps are resized to eval_size: {' or '.join(MAP_RESIZE_MODES)} "
+    f"(default {DEFAULT_MAP_RESIZE})",
     "generator": "the synthetic generator's settings (synthetic protocols)",
     DATA_PINS_KEY: "{split role: sha256} of the official data",
 }
@@ -244,6 +255,9 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
         raise bad("checkpoint", "last or best")
     if content.get("map_class", "ground_truth") != "ground_truth":
         raise bad("map_class", "ground_truth (the protocol scores the ground-truth class's map)")
+    map_resize = content.get("map_resize", DEFAULT_MAP_RESIZE)
+    if map_resize not in MAP_RESIZE_MODES:
+        raise bad("map_resize", " or ".join(MAP_RESIZE_MODES))
     for key in ("description", "classnames"):
         if key in content and not isinstance(content[key], str):
             raise bad(key, OPTIONAL_KEYS[key])
@@ -276,6 +290,7 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
         threshold_step=float(step),
         iou_thresholds=tuple(ious),
         localization=content["localization"],
+        map_resize=map_resize,
         checkpoint=checkpoint,
         classnames=classnames,
         source=path,

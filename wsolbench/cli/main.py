@@ -102,8 +102,16 @@ def _add_prepare(commands) -> None:
         help="convert a dataset into the reference metadata format, or build synthclip or "
         "synthcam (wsolbench's own CLIP and CAM teacher of the synthetic world) into the cache",
     )
-    parser.add_argument("dataset", choices=["cub", "ilsvrc", "synthetic", "synthclip", "synthcam"])
-    parser.add_argument("--src", type=Path, help="the original release (cub, ilsvrc)")
+    parser.add_argument(
+        "dataset",
+        choices=["cub", "ilsvrc", "glas", "wsol-splits", "synthetic", "synthclip", "synthcam"],
+    )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        help="the original release (cub, ilsvrc, glas); wsol-splits: one fold of LIVIA's "
+        "histology splits, <DS>/fold-<k>",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -119,6 +127,14 @@ def _add_prepare(commands) -> None:
     parser.add_argument("--cubv2", type=Path, help="cub: the official CUBV2 val metadata folder")
     parser.add_argument("--annotations", type=Path, help="ilsvrc: folder of validation XML files")
     parser.add_argument("--synsets", type=Path, help="ilsvrc: synset list (LOC_synset_mapping.txt)")
+    parser.add_argument(
+        "--images", type=Path, help="wsol-splits: the data root the splits' image ids are under"
+    )
+    parser.add_argument(
+        "--masks",
+        type=Path,
+        help="wsol-splits: the root the splits' mask paths are under (default: --images)",
+    )
     add_seed(parser)
     parser.set_defaults(handler=cmd_prepare)
 
@@ -146,11 +162,27 @@ def cmd_prepare(args) -> int:
         return 0
     if args.src is None:
         raise ValueError(f"prepare {args.dataset} needs --src (the original release folder)")
+    dataset = args.dataset
     if args.dataset == "cub":
         from wsolbench.data.cub import convert_cub
 
         counts = convert_cub(
             args.src, args.out, val_per_class=args.val_per_class, cubv2=args.cubv2, seed=args.seed
+        )
+    elif args.dataset == "glas":
+        from wsolbench.data.glas import convert_glas
+
+        counts = convert_glas(args.src, args.out, seed=args.seed, progress=True)
+    elif args.dataset == "wsol-splits":
+        if args.images is None:
+            raise ValueError(
+                "prepare wsol-splits needs --images DIR, the data root the splits' image ids are "
+                "relative to"
+            )
+        from wsolbench.data.wsol_splits import convert_wsol_splits
+
+        dataset, counts = convert_wsol_splits(
+            args.src, args.out, images=args.images, masks=args.masks, progress=True
         )
     else:
         from wsolbench.data.ilsvrc import convert_ilsvrc
@@ -161,6 +193,8 @@ def cmd_prepare(args) -> int:
     for split, n in counts.items():
         print(f"{split:<6} {n:>7} images")
     print(f"metadata written to {args.out / 'metadata'}")
+    if dataset in ("glas", "camelyon512"):
+        print(f"evaluate with: --dataset {dataset} --data-root {args.out}")
     return 0
 
 

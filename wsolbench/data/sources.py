@@ -103,6 +103,23 @@ class OpenImages(DataSource):
     )
 
 
+@register_dataset("glas")
+class GlaS(DataSource):
+    prepare_hint = (
+        "wsolbench prepare glas --src Warwick_QU_Dataset_(Released_2016_07_08) --out DIR, or "
+        "LIVIA's official fold: wsolbench prepare wsol-splits --src SPLITS/GLAS/fold-0 "
+        "--images DATA_ROOT --out DIR"
+    )
+
+
+@register_dataset("camelyon512")
+class Camelyon512(DataSource):
+    prepare_hint = (
+        "wsolbench prepare wsol-splits --src SPLITS/CAMELYON512/fold-0 --images DATA_ROOT "
+        "--out DIR (LIVIA's patches and splits)"
+    )
+
+
 @register_dataset("synthetic")
 class Synthetic(DataSource):
     prepare_hint = "wsolbench prepare synthetic --out DIR (or omit --data-root to use the cache)"

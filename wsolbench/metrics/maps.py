@@ -42,6 +42,11 @@ def step_of(thresholds: np.ndarray) -> float:
     return step
 
 
+#: How a map may be resized to the protocol size (a protocol's ``map_resize``): the reference
+#: evaluator's bicubic, or bilinear (the histology protocols'), as OpenCV interpolations.
+RESIZE_INTERPOLATION = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR}
+
+
 class NonFiniteError(ValueError):
     """A map (or a method's class scores) holds NaN or inf where a number is needed; the message
     names the image or the file."""
@@ -71,13 +76,18 @@ def _check_real(scoremap: np.ndarray, name: str) -> None:
 
 
 def normalize_map(
-    scoremap: np.ndarray, size: tuple[int, int], name: str = "localization map"
+    scoremap: np.ndarray,
+    size: tuple[int, int],
+    name: str = "localization map",
+    resize: str = "bicubic",
 ) -> np.ndarray:
     """Resize a predicted map to the protocol size and min-max normalize it, as the reference does.
 
     The reference converts model maps to float64 before anything else (``t2n``), resizes them with
     bicubic interpolation and normalizes in place; this function does the same, so a float32 input
-    gives a float64 output, bit-identical to the reference's.
+    gives a float64 output, bit-identical to the reference's. A protocol may ask for bilinear
+    resizing instead (``map_resize``; OpenCV ``INTER_LINEAR``, the half-pixel-centre rule of
+    torch's ``interpolate(..., mode="bilinear", align_corners=False)``).
 
     One deliberate difference: the reference scores a map holding NaN as all zeros (and crashes
     on an inf); here NaN or inf anywhere in the input is an error, before resizing (a down-sampling
@@ -88,6 +98,7 @@ def normalize_map(
         scoremap: [h, w] map of real numbers (bool, int, float), any range, finite.
         size: protocol size (H, W).
         name: how errors name the map (an image id or a file).
+        resize: a key of :data:`RESIZE_INTERPOLATION` (the protocol's ``map_resize``).
 
     Returns:
         [H, W] float64 in [0, 1]: all zeros when the resized map is constant.
@@ -96,13 +107,17 @@ def normalize_map(
         NonFiniteError: naming ``name``, when the map holds NaN or inf, or overflows.
         ValueError: naming ``name``, when the map is not 2-D, empty, or not real numbers.
     """
+    if resize not in RESIZE_INTERPOLATION:
+        raise ValueError(
+            f"unknown map resize {resize!r}; use one of {', '.join(RESIZE_INTERPOLATION)}"
+        )
     cam = np.asarray(scoremap)
     _check_real(cam, name)
     cam = cam.astype(np.float64)  # always a copy: normalization below works in place
     height, width = int(size[0]), int(size[1])
     if cam.shape != (height, width):
         # OpenCV's resize copies a same-size input unchanged, so skipping it then is exact.
-        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_CUBIC)
+        cam = cv2.resize(cam, (width, height), interpolation=RESIZE_INTERPOLATION[resize])
     low, high = cam.min(), cam.max()
     # NaN and inf propagate into the span (Python floats: no overflow warning), so this also
     # catches what resizing made of huge values.

@@ -8,6 +8,11 @@ that fix a CAM threshold read all three): under ``oracle`` that is GT-known Loc'
 split, not Top-1 Loc's own best, which would read it more kindly than GT-known (cam seed 0 on
 synthetic-v1: 0.648 against 0.577). ``oracle-separate`` is that kinder reading, each metric at its
 own best τ, named wherever it is used.
+
+Likewise Dice FG, Dice BG and mIoU (:mod:`~wsolbench.metrics.overlap`, on every split with mask
+counts) are read at one τ, the best mIoU: on the split itself under ``oracle`` (an oracle reading,
+named as such), on the selection split's mask counts under ``select`` (the histology protocols'
+rule: best mIoU on valpx); ``oracle-separate`` reads each at its own best τ.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from wsolbench.metrics.counters import GT_KNOWN_IOU
 from wsolbench.metrics.counts import check_counts
 from wsolbench.metrics.maps import threshold_grid
+from wsolbench.metrics.overlap import OVERLAP_KEYS, overlap_curves
 from wsolbench.metrics.pxap import pxap
 
 # MaxBoxAccV2 is the mean over exactly these IoU thresholds (percent).
@@ -69,12 +75,14 @@ def summarize(
             ``maxboxacc_iouXX`` / ``maxboxacc_v2``, GT-known's tau for ``maxboxacc`` /
             ``gt_known_loc`` / ``top1_loc`` / ``top5_loc``), or ``fixed:<tau>`` (the grid tau
             nearest to the given one). Ties go to the lowest tau.
-        val_counts: counts record of the selection split (``select`` only).
+        val_counts: counts record of the selection split (``select`` only): its box curves pick
+            the box metrics' taus, its mask histograms the tau of Dice and mIoU (best mIoU).
 
     Returns:
         metrics: {key: percent as float} with keys among maxboxacc_v2, maxboxacc_iou30/50/70,
-            maxboxacc, gt_known_loc, top1_loc, top5_loc, top1_cls, top5_cls, pxap; a metric that
-            does not apply is absent. ``maxboxacc`` equals ``gt_known_loc`` (largest rule, IoU 50).
+            maxboxacc, gt_known_loc, top1_loc, top5_loc, top1_cls, top5_cls, pxap, dice_fg,
+            dice_bg, miou; a metric that does not apply is absent. ``maxboxacc`` equals
+            ``gt_known_loc`` (largest rule, IoU 50).
         chosen: {key: tau} for the thresholded metrics (maxboxacc_v2 uses the taus of its
             maxboxacc_iouXX entries, so it has none of its own).
     """
@@ -120,9 +128,53 @@ def summarize(
     if cls is not None and int(cls["n"]) > 0:
         metrics["top1_cls"] = float(int(cls["top1"]) * 100.0 / float(cls["n"]))
         metrics["top5_cls"] = float(int(cls["top5"]) * 100.0 / float(cls["n"]))
-    if counts.get("mask") is not None:
-        metrics["pxap"] = pxap(counts["mask"]["fg_hist"], counts["mask"]["bg_hist"])
+    mask = counts.get("mask")
+    if mask is not None:
+        metrics["pxap"] = pxap(mask["fg_hist"], mask["bg_hist"])
+        curves = overlap_curves(mask["fg_hist"], mask["bg_hist"])
+        # one τ for the three (the best mIoU's), except under oracle-separate: each its own best
+        shared = None
+        if policy != "oracle-separate":
+            shared = _overlap_index(policy, curves, thresholds, val_counts, counts["step"])
+        for key in OVERLAP_KEYS:
+            idx = int(np.argmax(curves[key])) if shared is None else shared
+            metrics[key] = float(curves[key][idx])
+            chosen[key] = float(thresholds[idx])
     return metrics, chosen
+
+
+def _nearest_index(thresholds: np.ndarray, policy: str) -> int:
+    """The grid index of a ``fixed:<tau>`` policy's tau (the nearest grid tau)."""
+    return int(np.argmin(np.abs(thresholds - float(policy.split(":", 1)[1]))))
+
+
+def _overlap_index(
+    policy: str,
+    curves: dict[str, np.ndarray],
+    thresholds: np.ndarray,
+    val_counts: dict | None,
+    step: float,
+) -> int:
+    """The grid index Dice FG, Dice BG and mIoU are read at under ``oracle``, ``select`` or
+    ``fixed``: the best mIoU on this split or on ``val_counts``, or the fixed tau. Ties go to the
+    lowest tau, as everywhere."""
+    if policy == "oracle":
+        return int(np.argmax(curves["miou"]))
+    if policy.startswith("fixed:"):
+        return _nearest_index(thresholds, policy)
+    val_mask = val_counts.get("mask") if isinstance(val_counts, dict) else None
+    if val_mask is None or not int(val_counts.get("n_images", 0)):
+        raise ValueError(
+            "policy 'select' needs the counts of a validation split with masks (val_counts) to "
+            "choose the threshold of Dice and mIoU; this protocol has none: use --policy oracle "
+            "or fixed:<tau>"
+        )
+    check_counts(val_counts)
+    if float(val_counts["step"]) != float(step):
+        raise ValueError(
+            f"policy 'select': validation step {val_counts['step']} != split step {step}"
+        )
+    return int(np.argmax(overlap_curves(val_mask["fg_hist"], val_mask["bg_hist"])["miou"]))
 
 
 def _tau_picker(policy: str, thresholds: np.ndarray, val_counts: dict | None, step: float):
@@ -130,7 +182,7 @@ def _tau_picker(policy: str, thresholds: np.ndarray, val_counts: dict | None, st
     if policy in ORACLE_POLICIES:
         return None
     if policy.startswith("fixed:"):
-        idx = int(np.argmin(np.abs(thresholds - float(policy.split(":", 1)[1]))))
+        idx = _nearest_index(thresholds, policy)
         return lambda _val_key: idx
     if val_counts is None or "box" not in val_counts or not int(val_counts.get("n_images", 0)):
         raise ValueError(

@@ -60,6 +60,9 @@ METRIC_KEYS = (
     "top1_cls",
     "top5_cls",
     "pxap",
+    "dice_fg",
+    "dice_bg",
+    "miou",
 )
 # How tables name each metric.
 METRIC_NAMES = {
@@ -74,6 +77,9 @@ METRIC_NAMES = {
     "top1_cls": "Top-1 Cls",
     "top5_cls": "Top-5 Cls",
     "pxap": "PxAP",
+    "dice_fg": "Dice FG",
+    "dice_bg": "Dice BG",
+    "miou": "mIoU",
 }
 
 # key -> the JSON type it must have; checked on load so a hand-edited file fails naming its key.
@@ -422,9 +428,10 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def has_boxes(split_counts: dict | None) -> bool:
-    """Whether a split's counts record holds box statistics (needed by the ``select`` policy)."""
-    return bool(split_counts) and bool(split_counts.get("box"))
+def can_select(split_counts: dict | None) -> bool:
+    """Whether a split's counts record can choose thresholds (the ``select`` policy): it holds
+    box curves or mask histograms."""
+    return bool(split_counts) and bool(split_counts.get("box") or split_counts.get("mask"))
 
 
 def metrics_from_counts(
@@ -436,8 +443,8 @@ def metrics_from_counts(
         counts: ``counts[split]`` = a counts record of :mod:`wsolbench.metrics`.
         policies: policy names (``"oracle"``, ``"select"``, ``"fixed:<tau>"``; the output uses
             the canonical spelling of :func:`wsolbench.metrics.parse_policy`). ``select`` chooses
-            thresholds on ``counts["val"]``; without a val split with boxes it is omitted and a
-            warning is logged.
+            thresholds on ``counts["val"]``; without a val split with boxes or masks it is
+            omitted and a warning is logged.
 
     Returns:
         ``metrics[split][policy][key]`` in percent [0, 100].
@@ -446,18 +453,18 @@ def metrics_from_counts(
 
     policies = [parse_policy(p) for p in policies]
     val = counts.get("val")
-    can_select = has_boxes(val)
-    if "select" in policies and not can_select:
+    selectable = can_select(val)
+    if "select" in policies and not selectable:
         logger.warning(
-            "no val split with boxes: the 'select' policy (thresholds chosen on val) is left out; "
-            "only %s are reported",
+            "no val split with boxes or masks: the 'select' policy (thresholds chosen on val) "
+            "is left out; only %s are reported",
             ", ".join(p for p in policies if p != "select") or "no policy",
         )
     out: dict[str, dict[str, dict[str, float]]] = {}
     for split, split_counts in counts.items():
         out[split] = {}
         for policy in policies:
-            if policy == "select" and not can_select:
+            if policy == "select" and not selectable:
                 continue
             values, _chosen = summarize(
                 split_counts, policy, val_counts=val if policy == "select" else None

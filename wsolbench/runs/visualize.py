@@ -344,7 +344,7 @@ def overlay_grid(
         image_id = meta.image_ids[index]
         rgb = ((item["image"] * std + mean).clamp(0, 1) * 255 + 0.5).byte()
         rgb = rgb.permute(1, 2, 0).numpy()
-        scoremap = metrics.normalize_map(maps[row], size)
+        scoremap = metrics.normalize_map(maps[row], size, resize=protocol.map_resize)
         gt = metrics.rescale_boxes(meta.boxes[image_id], meta.sizes[image_id], size[::-1])
         multi, _ = metrics.boxes_from_map(scoremap, np.array([tau]))
         candidates = multi[0]

@@ -31,6 +31,8 @@ Decisions the reference leaves open, made here:
 * A mask record's ignore path sits on the first line of an image; later lines of that image leave it
   empty (or repeat it). An empty ignore path means "no ignore region" (``MaskRecord.ignore_path is
   None``); the reference crashes on it.
+* An empty mask path (``id,,``) adds no mask: an image whose lines all have one is all background
+  (``MaskRecord.mask_paths == []``), as LIVIA's histology splits write a CAMELYON normal patch.
 * Every image in ``image_ids.txt`` must have a label and, when ``localization.txt`` has records, at
   least one of them. ``image_sizes.txt`` is required (one line per image) when localization.txt
   holds boxes; otherwise it may be absent or empty (the reference's OpenImages metadata has none,

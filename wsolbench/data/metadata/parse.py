@@ -226,7 +226,8 @@ def read_boxes(
 
 
 def read_masks(defects: Defects, path: Path, known: dict[str, int]) -> dict[str, MaskRecord]:
-    """id -> its :class:`MaskRecord` (>= 1 mask per known id, one ignore path per image)."""
+    """id -> its :class:`MaskRecord` (>= 1 line per known id, one ignore path per image; an empty
+    mask path adds no mask, so an image with only empty ones is all background)."""
     records: dict[str, MaskRecord] = {}
     first_line: dict[str, int] = {}
     for lineno, fields in _records(path):
@@ -243,12 +244,12 @@ def read_masks(defects: Defects, path: Path, known: dict[str, int]) -> dict[str,
         image_id, mask_path, ignore = fields
         if not defects.known_id(path, lineno, image_id, known):
             continue
-        if not mask_path:
-            defects.at(path, lineno, f"empty mask path for '{image_id}'; give a mask file")
-            continue
+        # An empty mask path adds no foreground: `id,,` alone is an all-background image (a
+        # CAMELYON normal patch in LIVIA's histology splits).
+        masks = [mask_path] if mask_path else []
         record = records.get(image_id)
         if record is None:
-            records[image_id] = MaskRecord([mask_path], ignore or None)
+            records[image_id] = MaskRecord(masks, ignore or None)
             first_line[image_id] = lineno
             continue
         if ignore and ignore != record.ignore_path:
@@ -260,8 +261,8 @@ def read_masks(defects: Defects, path: Path, known: dict[str, int]) -> dict[str,
                 "first line (leave the field empty on later lines)",
             )
             continue
-        record.mask_paths.append(mask_path)
-    _require_every_image(defects, path, known, records, "mask")
+        record.mask_paths.extend(masks)
+    _require_every_image(defects, path, known, records, "mask record")
     return {i: records[i] for i in known if i in records}
 
 

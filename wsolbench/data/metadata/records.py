@@ -40,7 +40,8 @@ class MaskRecord:
 
     Attributes:
         mask_paths: one mask file per instance, relative to the mask root (grayscale; on iff > 0.5
-            after nearest-neighbour resizing, as the protocol reads them).
+            after nearest-neighbour resizing, as the protocol reads them). Empty for an image
+            without foreground (its record's mask field is empty: every pixel is background).
         ignore_path: the image's ignore-region mask relative to the mask root, or ``None`` when the
             record's ignore field is empty (no ignore region).
     """

@@ -1,7 +1,7 @@
 """Writing a split folder atomically, and linking a release's image folder into a dataset root.
 
-Ids the format cannot hold, and images without a label, size, box or mask, are refused before
-anything is written.
+Ids the format cannot hold, and images without a label, size, box or mask record, are refused
+before anything is written (a mask record without masks is written as ``id,,``: all background).
 """
 
 from __future__ import annotations
@@ -50,10 +50,8 @@ def _validate_for_write(split_dir: Path, meta: SplitMetadata) -> None:
             b = meta.boxes.get(image_id)
             if b is None or np.asarray(b).reshape(-1, 4).shape[0] == 0:
                 defects.add(f"cannot write {split_dir}: id '{image_id}' has no box")
-        if meta.masks is not None:
-            m = meta.masks.get(image_id)
-            if m is None or not m.mask_paths:
-                defects.add(f"cannot write {split_dir}: id '{image_id}' has no mask")
+        if meta.masks is not None and image_id not in meta.masks:
+            defects.add(f"cannot write {split_dir}: id '{image_id}' has no mask record")
     defects.raise_if_any()
 
 
@@ -61,7 +59,8 @@ def _mask_lines(meta: SplitMetadata) -> list[str]:
     lines = []
     for image_id in meta.image_ids:
         record = meta.masks[image_id]
-        for k, mask_path in enumerate(record.mask_paths):
+        # no mask: one line with an empty mask path, the image is all background
+        for k, mask_path in enumerate(record.mask_paths or [""]):
             # The ignore path goes on the first line only, as the reference expects.
             ignore = (record.ignore_path or "") if k == 0 else ""
             lines.append(f"{image_id},{mask_path},{ignore}\n")
