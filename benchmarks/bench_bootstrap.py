@@ -30,7 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_evaluator import iter_workload  # noqa: E402
 
 from wsolbench import metrics as M  # noqa: E402
-from wsolbench.results.bootstrap import interval, metric_terms, resampled  # noqa: E402
+from wsolbench.results.bootstrap import (  # noqa: E402
+    jackknife_values,
+    metric_terms,
+    metric_value,
+    resampled,
+)
+from wsolbench.results.confidence import BCA, Replicates, interval  # noqa: E402
 from wsolbench.results.per_image import RecordCollector, SplitRecords, save_records  # noqa: E402
 
 STEP = 0.001
@@ -86,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     built = time.perf_counter()
     values = resampled(terms, args.resamples, seed=0)
     done = time.perf_counter()
-    low, high = interval(values)
+    jackknife = jackknife_values(terms[0])  # BCa's leave-one-image-out values
+    jacked = time.perf_counter()
+    low, high = interval(Replicates(metric_value(terms[0]), values, jackknife), BCA)
     print(
         f"bootstrap: {args.resamples} resamples of MaxBoxAcc (oracle) over {args.n_records} "
         f"images in {done - started:.2f} s (per-image terms {built - started:.2f} s, resampling "
-        f"{done - built:.2f} s); 95 % interval [{low:.2f}, {high:.2f}]"
+        f"{done - built:.2f} s); leave-one-out values for BCa {jacked - done:.2f} s; 95 % BCa "
+        f"interval [{low:.2f}, {high:.2f}]"
     )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0

@@ -11,13 +11,14 @@ import pytest
 from wsolbench import metrics
 from wsolbench.results.bootstrap import (
     BootstrapError,
-    interval,
     metric_terms,
     metric_value,
     paired_difference,
     resample_weights,
     resampled,
+    row_replicates,
 )
+from wsolbench.results.confidence import BCA, PERCENTILE, Replicates, interval
 from wsolbench.results.per_image import (
     PerImageError,
     RecordCollector,
@@ -187,7 +188,8 @@ def test_paired_difference_matches_the_hand_calculation():
     # resamples is ~ 0.05 sd
     assert result.low == pytest.approx(mean - 1.96 * sd, abs=0.15 * sd)
     assert result.high == pytest.approx(mean + 1.96 * sd, abs=0.15 * sd)
-    # two-sided p of the recentred bootstrap ≈ 2 (1 - Φ(|mean| / sd)) = 0.0016 (z = 3.16)
+    # two-sided p, the smallest α whose percentile interval excludes 0 ≈ 2 (1 - Φ(|mean| / sd))
+    # = 0.0016 (z = 3.16)
     z = mean / sd
     expected_p = math.erfc(z / math.sqrt(2))
     assert result.p_value == pytest.approx(expected_p, abs=0.002)
@@ -200,7 +202,7 @@ def test_an_interval_covers_the_hand_calculated_spread():
     hits = np.zeros(400, bool)
     hits[:100] = True  # 25 %
     terms = [metric_terms(_cls_records(hits), "top1_cls", None)]
-    low, high = interval(resampled(terms, 4000, 3))
+    low, high = interval(Replicates(25.0, resampled(terms, 4000, 3)), PERCENTILE)
     sd = 100 * math.sqrt(0.25 * 0.75 / 400)
     assert low == pytest.approx(25 - 1.96 * sd, abs=0.15 * sd)
     assert high == pytest.approx(25 + 1.96 * sd, abs=0.15 * sd)
@@ -254,8 +256,12 @@ def test_compare_ci_renders_intervals_in_every_format(two_rows, fmt):
     if fmt == "csv":
         header = text.splitlines()[0].split(",")
         assert "maxboxacc_v2_ci_low" in header and "pxap_ci_high" in header
+        assert {"ci_kind", "ci_resampled", "group"} <= set(header)
+        assert ",BCa,images," in text  # center is seed-independent: one run, no seed level
     else:
         assert "bootstrap interval" in text and text.count("[") >= 4
+        assert "BCa" in text and "Group" in text and "Holm" in text
+        assert "no row has several seeds" in text
 
 
 def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
@@ -263,14 +269,26 @@ def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
     from wsolbench.results.intervals import load_run_records
     from wsolbench.results.record import find_results
 
-    (board,) = build_leaderboards([two_rows], published=False, ci=300, ci_seed=4)
-    for row in board.rows:
-        runs = [load_run_records(f, r, "test", "oracle") for f, r in find_results(row.files)]
-        terms = [run.terms("maxboxacc_v2") for run in runs]
-        expected = interval(resampled(terms, 300, 4))
-        assert row.ci["maxboxacc_v2"] == pytest.approx(expected)
-        low, high = row.ci["maxboxacc_v2"]
-        assert low <= row.mean["maxboxacc_v2"] <= high
+    """Oracle: BCa of the row's replicates (two-level: seeds drawn from the stream of the row's
+    position; here every row is one seed-independent run); --models-fixed: of the images-only
+    ones; select: percentile. Rows of several seeds: tests/test_confidence.py."""
+    for policy, models_fixed, kind in (
+        ("oracle", False, BCA),
+        ("oracle", True, BCA),
+        ("select", False, PERCENTILE),
+    ):
+        (board,) = build_leaderboards(
+            [two_rows], policy=policy, published=False, ci=300, ci_seed=4, models_fixed=models_fixed
+        )
+        assert board.interval_kind == kind
+        for position, row in enumerate(board.rows):
+            runs = [load_run_records(f, r, "test", policy) for f, r in find_results(row.files)]
+            terms = [run.terms("maxboxacc_v2") for run in runs]
+            stream = None if models_fixed else position
+            rep = row_replicates(terms, 300, 4, seed_stream=stream, jackknife=kind == BCA)
+            assert row.ci["maxboxacc_v2"] == pytest.approx(interval(rep, kind))
+            low, high = row.ci["maxboxacc_v2"]
+            assert low <= row.mean["maxboxacc_v2"] <= high
 
 
 def test_a_summed_pxap_run_has_the_same_pxap_and_no_pxap_interval(two_rows, tmp_path):
@@ -295,6 +313,23 @@ def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
 
     assert main(["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]) == 0
     out = capsys.readouterr().out
-    assert "MaxBoxAccV2" in out and "PxAP" in out and "95 % CI" in out
+    assert "MaxBoxAccV2" in out and "PxAP" in out and "95 % CI (BCa)" in out
+    # center is seed-independent: its copies under seeds 0 and 1 are one run, not seeds to draw
+    assert "Models fixed (no side has several seeds to draw)" in out
+    argv = ["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]
+    assert main([*argv, "--models-fixed", "--policy", "select"]) == 0
+    out = capsys.readouterr().out
+    assert "95 % CI (percentile)" in out and "Models fixed (--models-fixed)" in out
     assert main(["diff", str(two_rows), str(two_rows / "0.1")]) == 2  # A is two rows
     assert "2 different" in capsys.readouterr().err
+
+
+def test_models_fixed_is_refused_without_ci(two_rows, capsys):
+    from wsolbench.cli.main import main
+
+    assert main(["compare", str(two_rows), "--no-published", "--models-fixed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--ci" in err[0]
+    assert main(["compare", str(two_rows), "--no-published", "--ci", "--models-fixed"]) == 0
+    out = capsys.readouterr().out
+    assert "models fixed (--models-fixed" in out and "Group" in out

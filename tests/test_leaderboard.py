@@ -15,6 +15,7 @@ import shutil
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wsolbench.leaderboard import build_leaderboard, compare, load_published
@@ -91,7 +92,7 @@ def test_rows_columns_and_order():
     text = _render("md", wide=True)
     header = _md_header(text)
     assert header[:4] == ["Method", "Pretrained", "Seeds", "MaxBoxAccV2"]
-    assert "PxAP" not in header  # no row has masks
+    assert not {"PxAP", "Dice FG", "Dice BG", "mIoU"} & set(header)  # no row has masks
     assert {"Top-1 Loc", "Top-5 Loc", "GT-known", "Top-1 Cls"} <= set(header)
     # to fit a terminal the default keeps the headline columns, in the same order
     short = _md_header(_render("md"))
@@ -213,7 +214,7 @@ def test_published_rows_are_never_averaged():
 
 def test_published_rows_only_for_the_dataset_and_test_split(tmp_path):
     rows = load_published(PUBLISHED)
-    assert {r.dataset for r in rows} == {"cub", "ilsvrc"}
+    assert {r.dataset for r in rows} == {"cub", "ilsvrc", "glas", "camelyon512"}
     assert "GenPromp" in _render("md")
     assert "†" not in compare([CUB], published=False)
     val = compare([CUB], split="val", published=PUBLISHED)
@@ -295,7 +296,7 @@ def test_select_without_val_is_refused(tmp_path):
     d = json.loads(path.read_text())
     del d["counts"]["val"]
     path.write_text(json.dumps(d))
-    with pytest.raises(ResultError, match=r"result\.json: the 'select' policy needs box counts"):
+    with pytest.raises(ResultError, match=r"result\.json: the 'select' policy needs box or mask"):
         compare([tmp_path], policy="select")
     assert "center" in compare([tmp_path], policy="oracle")
 
@@ -358,3 +359,68 @@ def test_fixed_policy_off_grid_names_the_grid_tau():
     assert text == _render("md", policy="fixed:0.23", published=False)
     on_grid = _render("md", policy="fixed:0.2", published=False)
     assert text.split("- Maps")[1] == on_grid.split("- Maps")[1]  # same numbers as τ = 0.2
+
+
+def _glas_result(folder: Path, seed: int) -> None:
+    """A hand-made glas-v1 result: mask counts only (val = valpx, test), step 0.25."""
+    from wsolbench import metrics
+    from wsolbench.protocol import load_protocol
+
+    def counts(fg_values, bg_values) -> dict:
+        counter = metrics.MaskCounter(metrics.threshold_grid(0.25))
+        values = np.array([*fg_values, *bg_values], dtype=np.float64)[None]
+        counter.update(values, np.arange(values.size)[None] < len(fg_values), None)
+        return {**counter.to_dict(), "iou_thresholds": [30, 50, 70]}
+
+    record = {
+        "schema": 2,
+        "method": "cam",
+        "dataset": "glas",
+        "protocol": "glas-v1",
+        "protocol_hash": load_protocol("glas-v1").hash,
+        "data_fingerprint": {
+            "sha256": "91a5" * 16,
+            "version": 1,
+            "splits": {
+                "val": {"sha256": "0a10" * 16, "n_images": 1},
+                "test": {"sha256": "7e57" * 16, "n_images": 1},
+            },
+        },  # fmt: skip
+        "seed": seed,
+        "config": {"seed": seed},
+        "pretrained": "resnet50",
+        "metrics": {},
+        "counts": {
+            "val": counts([0.8, 0.8], [0.0, 0.1, 0.6]),
+            "test": counts([1.0, 0.9, 0.5, 0.3 + 0.3 * seed], [0.0, 0.1, 0.25, 0.8]),
+        },
+    }
+    path = folder / f"seed{seed}" / "result.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_mask_protocol_board_shows_overlap_metrics_and_published_rows(tmp_path):
+    for seed in (0, 1):
+        _glas_result(tmp_path / "cam", seed)
+    text = compare([tmp_path], fmt="md", wide=True, published=PUBLISHED)
+    header = _md_header(text)
+    assert header[3:7] == ["PxAP", "Dice FG", "Dice BG", "mIoU"]
+    assert "MaxBoxAccV2" not in header
+    cam = _md_row(text, "cam")
+    assert all("±" in cell for cell in cam[4:7])  # two seeds: mean ± std
+    # the spec's published PxAP, as printed, marked †, the other cells empty
+    assert _md_row(text, "CAM† (ResNet50)")[3:7] == ["64.4", "–", "–", "–"]
+    assert _md_row(text, "NEGEV† (InceptionV3)")[3] == "70.1"
+    assert _md_row(text, "U-Net† (fully supervised)")[3] == "96.2"
+    assert "27.5" not in text  # camelyon512's rows stay on camelyon512's boards
+    published = [r for r in csv.DictReader(io.StringIO(compare([tmp_path], fmt="csv")))
+                 if r["published"] == "true"]  # fmt: skip
+    assert len(published) == 13 and {r["policy"] for r in published} == {"as published"}
+    assert "Dice FG / BG and mIoU at mIoU's" in " ".join(text.split())  # the header wraps
+    # select: τ from the val split's mask counts (its best mIoU is at τ = 0.75)
+    selected = compare([tmp_path], fmt="csv", policy="select", published=False)
+    row = next(csv.DictReader(io.StringIO(selected)))
+    assert float(row["dice_fg_mean"]) == pytest.approx(100 * 4 / 7)  # TP 2, FP 1, FN 2 at 0.75
+    words = compare([tmp_path], policy="select", published=False).split()
+    assert "Dice FG / BG and mIoU at val's best mIoU" in " ".join(words)

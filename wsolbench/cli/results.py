@@ -139,8 +139,9 @@ def add_compare(commands) -> None:
     parser.add_argument(
         "--ci",
         action="store_true",
-        help="95%% bootstrap interval over the test images in every cell; mark rows not "
-        "significantly different from the top row (needs per-image records)",
+        help="95%% bootstrap interval in every cell (BCa under oracle policies, percentile under "
+        "select / fixed), and a Group column: rows sharing a letter are not significantly "
+        "different on the ranking metric (all pairs, Holm-corrected; needs per-image records)",
     )
     parser.add_argument(
         "--wide",
@@ -150,16 +151,30 @@ def add_compare(commands) -> None:
         "characters)",
     )
     add_resampling(parser)
+    _add_models_fixed(parser)
     parser.set_defaults(handler=cmd_compare)
+
+
+def _add_models_fixed(parser) -> None:
+    parser.add_argument(
+        "--models-fixed",
+        action="store_true",
+        default=None,  # None when not given: compare refuses it without --ci
+        help="resample the test images only, each row the mean of its own runs (another test set, "
+        "these trained models); default: rows with several seeds also have their seeds drawn on "
+        "every resample (two-level: another training run and another test set)",
+    )
 
 
 def add_diff(commands) -> None:
     parser = commands.add_parser(
         "diff",
         help="paired comparison of two rows on the same test images",
-        description="A - B for every metric both have, with a 95%% paired bootstrap interval and "
-        "p-value over the same images. A and B are each a run dir, a result.json, or a folder of "
-        "one row's seeds.",
+        description="A - B for every metric both have, with a 95%% paired bootstrap interval (BCa "
+        "under oracle policies, percentile under select / fixed) and the p-value of the same "
+        "construction, over the same images; a side with several seeds has them resampled too "
+        "unless --models-fixed. A and B are each a run dir, a result.json, or a folder of one "
+        "row's seeds.",
     )
     parser.add_argument("a", type=Path, metavar="A")
     parser.add_argument("b", type=Path, metavar="B")
@@ -168,6 +183,7 @@ def add_diff(commands) -> None:
     )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     add_resampling(parser)
+    _add_models_fixed(parser)
     parser.set_defaults(handler=cmd_diff)
 
 
@@ -176,7 +192,13 @@ def cmd_diff(args) -> int:
 
     resamples, seed = resampling(args)
     diffs = diff(
-        [args.a], [args.b], policy=args.policy, split=args.split, resamples=resamples, seed=seed
+        [args.a],
+        [args.b],
+        policy=args.policy,
+        split=args.split,
+        resamples=resamples,
+        seed=seed,
+        models_fixed=bool(args.models_fixed),
     )
     print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
     return 0
@@ -186,7 +208,7 @@ def cmd_compare(args) -> int:
     from wsolbench.leaderboard import compare
     from wsolbench.util.atomic import write_text_atomic
 
-    refuse_without(args, "ci", ("resamples", "ci_seed"))
+    refuse_without(args, "ci", ("resamples", "ci_seed", "models_fixed"))
     check_output(args.output, "--output", folder=False)
     resamples, seed = resampling(args) if args.ci else (0, 0)
     published = False if args.no_published else (args.published or True)
@@ -199,6 +221,7 @@ def cmd_compare(args) -> int:
         by_data=args.by_data,
         ci=resamples,
         ci_seed=seed,
+        models_fixed=bool(args.models_fixed),
         wide=args.wide,
     )
     if args.output:

@@ -24,7 +24,6 @@ from wsolbench.leaderboard.rows import (
 )
 from wsolbench.leaderboard.runs import group_runs, recompute, run_sort_key
 from wsolbench.results.grouping import check_one_protocol, check_pinned_data, data_groups
-from wsolbench.results.intervals import SIGNIFICANCE, SIMILAR_MARK
 from wsolbench.results.record import METRIC_NAMES, SPLITS, Result, find_results
 from wsolbench.results.verify import verify_results
 
@@ -39,6 +38,7 @@ def compare(
     by_data: bool = False,
     ci: int = 0,
     ci_seed: int = 0,
+    models_fixed: bool = False,
     wide: bool = False,
 ) -> str:
     """Render the leaderboard of the results under ``paths``.
@@ -52,10 +52,13 @@ def compare(
             absent), a path adds that file's rows, ``False`` / ``None`` adds none.
         by_data: results of different data fingerprints become separate tables (one CSV with a
             ``data_fingerprint`` column) instead of an error.
-        ci: with ``ci`` resamples (e.g. 1000), every cell gets a 95 % bootstrap interval over the
-            test images and rows not significantly different from the top row are marked
-            (:mod:`wsolbench.results.intervals`); 0: no intervals.
+        ci: with ``ci`` resamples (e.g. 1000), every cell gets a 95 % bootstrap interval (BCa
+            under the oracle policies, percentile under ``select`` / ``fixed``) and the rows are
+            grouped by all pairwise tests on the ranking metric, Holm-corrected (a Group column of
+            letters; :mod:`wsolbench.results.intervals`); 0: no intervals.
         ci_seed: seeds the resampling.
+        models_fixed: resample the test images only; by default a row with several seeds also
+            has its seeds drawn on every resample (two-level).
         wide: every column, and each weights source in full in its Pretrained cell; by default
             the cells name the weights by short names spelled out in a footnote, and markdown
             keeps the columns that fit 120 characters (:mod:`~wsolbench.leaderboard.columns`).
@@ -80,6 +83,7 @@ def compare(
         by_data=by_data,
         ci=ci,
         ci_seed=ci_seed,
+        models_fixed=models_fixed,
     )
     if fmt == "csv":  # one header, then every table's rows
         texts = [render(board, fmt) for board in boards]
@@ -108,6 +112,7 @@ def build_leaderboards(
     by_data: bool = False,
     ci: int = 0,
     ci_seed: int = 0,
+    models_fixed: bool = False,
 ) -> list[Leaderboard]:
     """One :class:`Leaderboard` per data fingerprint (only one unless ``by_data``)."""
     from wsolbench.metrics import parse_policy  # numpy + OpenCV: only when a table is built
@@ -125,39 +130,73 @@ def build_leaderboards(
     ]
     if ci:
         for board, members in zip(boards, groups, strict=True):
-            _add_intervals(board, dict(members), ci, ci_seed)
+            _add_intervals(board, dict(members), ci, ci_seed, models_fixed)
     return boards
 
 
-def _add_intervals(board: Leaderboard, results: dict[Path, Result], resamples: int, seed: int):
-    """Intervals for every run row's cells, and each row's paired test against the top row."""
-    from wsolbench.results.intervals import load_run_records, row_intervals, similar_to_top
+def _add_intervals(
+    board: Leaderboard,
+    results: dict[Path, Result],
+    resamples: int,
+    seed: int,
+    models_fixed: bool,
+) -> None:
+    """Intervals for every run row's cells, and the rows' letter groups on the ranking metric."""
+    from wsolbench.results.confidence import interval_kind
+    from wsolbench.results.intervals import (
+        KIND_TEXT,
+        load_run_records,
+        row_groups,
+        row_intervals,
+    )
+    from wsolbench.results.ties import SIGNIFICANCE, supported_order
 
     rows = [r for r in board.rows if not r.published]
     runs = [
         [load_run_records(f, results[f], board.split, board.policy) for f in row.files]
         for row in rows
     ]
-    for row, cells in zip(
-        rows, row_intervals(runs, board.metric_keys, resamples=resamples, seed=seed), strict=True
-    ):
+    kind = interval_kind(board.policy)
+    board.interval_kind, board.models_fixed = kind, models_fixed
+    settings = {"resamples": resamples, "seed": seed, "kind": kind, "models_fixed": models_fixed}
+    for row, cells in zip(rows, row_intervals(runs, board.metric_keys, **settings), strict=True):
         row.ci = cells
-    ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
-    if ranking is not None and len(rows) > 1:
-        p_values = similar_to_top(runs, ranking, resamples=resamples, seed=seed)
-        for row, p in zip(rows, p_values, strict=True):
-            row.p_vs_top = p
-    board.notes.append(
-        f"[low, high]: 95 % bootstrap interval of the seed mean over the {board.split} images "
-        f"({resamples} resamples, seed {seed}; every row on the same resamples); ± is the spread "
-        "over seeds."
-    )
-    if any(r.similar for r in rows):
-        board.notes.append(
-            f"{SIMILAR_MARK} not significantly different from the top row on "
-            f"{METRIC_NAMES.get(ranking, ranking)} (paired bootstrap over the same images, "
-            f"two-sided p >= {SIGNIFICANCE})."
+    several = [r for r, row_runs in zip(rows, runs, strict=True) if len(row_runs) > 1]
+    if models_fixed or not several:
+        why = "--models-fixed" if models_fixed else "no row has several seeds"
+        resampled = (
+            f"the {board.split} images only, models fixed ({why}; each row the mean of its own "
+            "runs): another test set, these trained models"
         )
+    else:
+        resampled = (
+            f"the {board.split} images, and for rows with several seeds the seeds too (two-level: "
+            "each resample draws the row's seeds with replacement): another training run and "
+            "another test set; `--models-fixed` resamples the images only"
+        )
+    board.notes.append(
+        f"[low, high]: 95 % {KIND_TEXT[kind]} bootstrap interval of the seed mean, resampling "
+        f"{resampled} ({resamples} resamples, seed {seed}; every row on the same image "
+        "resamples); ± is the spread over seeds."
+    )
+    ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
+    if ranking is None or len(rows) < 2:
+        return
+    groups = row_groups(runs, ranking, **settings)
+    for row, letters in zip(rows, groups.letters, strict=True):
+        row.group = letters
+    name = METRIC_NAMES.get(ranking, ranking)
+    board.notes.append(
+        f"Group: rows sharing a letter are not significantly different on {name} (every pair of "
+        f"rows: the paired test of the same bootstrap as the intervals, p the smallest level "
+        f"whose interval excludes 0, Holm-corrected over the {len(groups.p_values)} pairs at "
+        f"{SIGNIFICANCE:g})."
+    )
+    tested = [k for k, letters in enumerate(groups.letters) if letters]
+    position = {row: k for k, row in enumerate(tested)}
+    names = [rows[k].method + (f" ({rows[k].label})" if rows[k].label else "") for k in tested]
+    above = {(position[i], position[j]) for i, j in groups.above}
+    board.notes.append(f"Order the tests support on {name}: {supported_order(names, above)}.")
 
 
 def _board(

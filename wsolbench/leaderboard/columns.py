@@ -20,6 +20,7 @@ from wsolbench.util.markdown import github_table
 
 TERMINAL_WIDTH = 120
 COST = "cost"  # the key every cost column shares: they are kept or left out together
+GROUP = "group"  # compare --ci: the rows' letter groups, beside the ranking metric they test
 # What a markdown table keeps when not every column fits, most wanted first: the box metric tables
 # rank by, then the figures WSOL papers print (Top-1 Loc, PxAP where masks exist, Top-1 Cls,
 # GT-known), then the cost (its notes describe its columns together); the other metrics follow in
@@ -74,6 +75,9 @@ def table_columns(board: Leaderboard, names: dict[str, str] | None) -> list[Colu
         Column(k, METRIC_NAMES[k], "right", tuple(metric_cell(r, k) for r in rows))
         for k in board.metric_keys
     ]
+    if any(r.group for r in rows):  # beside the ranking metric (the first), as packages print it
+        group = Column(GROUP, "Group", "left", tuple(r.group or MISSING for r in rows))
+        columns.insert(4, group)
     costs = [cost_cells(board, r) for r in rows]
     columns += [
         Column(COST, header, "right", tuple(cells[i] for cells in costs))
@@ -106,20 +110,24 @@ def common_seeds(columns: list[Column]) -> str | None:
 def fitting(columns: list[Column], width: int = TERMINAL_WIDTH) -> list[Column]:
     """The columns a markdown table keeps within ``width`` characters, in their usual order.
 
-    Method, Pretrained, Seeds (unless every row has the same number: :func:`common_seeds`) and
-    the first metric always; then the metrics of :data:`PRIORITY`, the cost, and the other
-    metrics, in that order, for as long as the table still fits (the first one that does not ends
-    the list: no column jumps the queue for being narrow).
+    Method, Pretrained, Seeds (unless every row has the same number: :func:`common_seeds`), the
+    first metric and the Group column beside it (``--ci``) always; then the metrics of
+    :data:`PRIORITY`, the cost, and the other metrics, in that order, for as long as the table
+    still fits (the first one that does not ends the list: no column jumps the queue for being
+    narrow).
     """
     fixed, optional = columns[:3], columns[3:]
     if common_seeds(columns) is not None:
         fixed = fixed[:2]
     present = [c.key for c in optional]
-    order = dict.fromkeys([*present[:1], *(k for k in (*PRIORITY, *METRIC_KEYS) if k in present)])
+    always = {*present[:1], GROUP}
+    wanted = (GROUP, *PRIORITY, *METRIC_KEYS)
+    order = dict.fromkeys([*present[:1], *(k for k in wanted if k in present)])
     kept: set[str] = set()
     for key in order:
         trial = fixed + [c for c in optional if c.key in kept | {key}]
-        if kept and max(len(line) for line in markdown_table(trial).splitlines()) > width:
+        too_wide = max(len(line) for line in markdown_table(trial).splitlines()) > width
+        if key not in always and too_wide:
             break
         kept.add(key)
     return fixed + [c for c in optional if c.key in kept]

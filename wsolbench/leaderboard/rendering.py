@@ -157,6 +157,15 @@ def _csv_flag(value: bool | None) -> str:
     return "" if value is None else "true" if value else "false"
 
 
+def _csv_interval(board: Leaderboard, row) -> list[str]:
+    """A row's ``ci_kind``, ``ci_resampled`` (``seeds+images`` where its seeds were drawn too,
+    else ``images``) and ``group`` cells; empty for a row without intervals."""
+    if not row.ci:
+        return ["", "", ""]
+    two_level = not board.models_fixed and len(row.files) > 1
+    return [board.interval_kind, "seeds+images" if two_level else "images", row.group]
+
+
 def _render_csv(board: Leaderboard, wide: bool) -> str:
     del wide  # the CSV always holds every figure and the full sources
     sources = full_sources(board.rows)
@@ -165,6 +174,8 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
     with_ci = any(r.ci for r in board.rows)
     stats = ("mean", "std", "ci_low", "ci_high") if with_ci else ("mean", "std")
     columns += [f"{k}_{stat}" for k in keys for stat in stats]
+    if with_ci:  # what the intervals are, per row: a CSV carries no notes
+        columns += ["ci_kind", "ci_resampled", "group"]
     devices = board.cost_devices
     if board.has_cost:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
@@ -189,6 +200,8 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
             if with_ci:
                 low, high = r.ci.get(k, (None, None))
                 metrics += [_number(low), _number(high)]
+        if with_ci:
+            metrics += _csv_interval(board, r)
         if board.has_cost:
             metrics += [_number(r.cost.get("params")), _number(r.cost.get("macs"))]
             metrics += [_number(r.cost.get("latency", {}).get(d)) for d in devices]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.data.fingerprint import short
-from wsolbench.results.intervals import SIGNIFICANCE, SIMILAR_MARK
 from wsolbench.results.record import METRIC_KEYS
 
 NO_WEIGHTS_MARK = "‡"
@@ -52,9 +51,11 @@ class Row:
         dataset: the dataset of a published figure (``""`` for runs: the board has one dataset).
         cost: ``{"params": M, "macs": G, "latency": {device: ms}}`` means over the seeds that
             carry cost (empty without any).
-        ci: metric key → 95 % bootstrap interval over the test images of the seed mean
-            (``compare --ci``; empty otherwise).
-        p_vs_top: p-value of the paired difference from the top row on the ranking metric.
+        ci: metric key → 95 % bootstrap interval of the seed mean (``compare --ci``; empty
+            otherwise): over the test images, and over the seeds too for a row with several
+            (two-level) unless the board's intervals hold the models fixed.
+        group: the row's letters of the board's groups (``compare --ci``): rows sharing a letter
+            are not significantly different on the ranking metric.
     """
 
     method: str
@@ -72,17 +73,12 @@ class Row:
     dataset: str = ""
     cost: dict = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
-    p_vs_top: float | None = None  # paired test against the top row (compare --ci)
+    group: str = ""
 
     @property
     def seeds_cell(self) -> str:
         """What a Seeds cell shows: the number of seeds, ``any`` for a seed-independent row."""
         return "any" if self.seed_independent else str(len(self.seeds))
-
-    @property
-    def similar(self) -> bool:
-        """Not significantly different from the top row (paired bootstrap, p >= 0.05)."""
-        return self.p_vs_top is not None and self.p_vs_top >= SIGNIFICANCE
 
     @property
     def no_weights(self) -> bool:
@@ -91,7 +87,6 @@ class Row:
     @property
     def display_name(self) -> str:
         mark = PUBLISHED_MARK if self.published else NO_WEIGHTS_MARK if self.no_weights else ""
-        mark += SIMILAR_MARK if self.similar else ""
         return f"{self.method}{mark}" + (f" ({self.label})" if self.label else "")
 
 
@@ -111,6 +106,10 @@ class Leaderboard:
     taus: list[float] = field(default_factory=list)  # the grid τ a fixed policy landed on
     data: str | None = None  # the combined data fingerprint of every run (None: unknown)
     data_splits: dict[str, int] = field(default_factory=dict)  # role -> images
+    # compare --ci: the intervals' kind ("BCa", "percentile") and whether they hold the models
+    # fixed (images only) instead of drawing the seeds of rows that have several
+    interval_kind: str = ""
+    models_fixed: bool = False
 
     @property
     def metric_keys(self) -> list[str]:
@@ -133,16 +132,19 @@ class Leaderboard:
         else:
             sizes = ", ".join(f"{role} {n}" for role, n in self.data_splits.items())
             data = f"{short(self.data)} ({sizes})"
+        policy = describe_policy(self.policy, self.split, self.taus, "miou" in self.metric_keys)
         return [
             f"Protocol: {self.protocol} (hash {self.protocol_hash[:12]})",
             f"Data: {data}",
             f"Split: {self.split}",
-            f"Policy: {describe_policy(self.policy, self.split, self.taus)}",
+            f"Policy: {policy}",
             MAPS_NOTE,
         ]
 
 
-def describe_policy(policy: str, split: str = "test", taus: Sequence[float] = ()) -> str:
+def describe_policy(
+    policy: str, split: str = "test", taus: Sequence[float] = (), overlap: bool = False
+) -> str:
     """One line saying what a threshold policy means: ``"fixed:0.2 (τ = 0.2 for every metric)"``.
 
     Args:
@@ -150,16 +152,20 @@ def describe_policy(policy: str, split: str = "test", taus: Sequence[float] = ()
         split: the evaluated split.
         taus: for ``fixed``, the grid thresholds actually used (the grid τ nearest the request),
             named when they differ from the request.
+        overlap: the table shows Dice / mIoU, which ``oracle`` and ``select`` read at one τ, the
+            best mIoU (:mod:`wsolbench.metrics.policies`): say so.
     """
     if policy == "oracle":
+        also = "; Dice FG / BG and mIoU at mIoU's" if overlap else ""
         return (
             f"oracle (each metric at its best τ on the {split} split; Top-1 / Top-5 Loc at "
-            "GT-known Loc's)"
+            f"GT-known Loc's{also})"
         )
     if policy == "oracle-separate":
         return f"oracle-separate (each metric at its own best τ on the {split} split)"
     if policy == "select":
-        return f"select (τ chosen per run on the val split, applied to the {split} split)"
+        also = "; Dice FG / BG and mIoU at val's best mIoU" if overlap else ""
+        return f"select (τ chosen per run on the val split, applied to the {split} split{also})"
     if policy.startswith("fixed:"):
         requested = policy.split(":", 1)[1]
         used = sorted({round(t, 6) for t in taus})

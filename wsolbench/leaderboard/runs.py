@@ -18,7 +18,7 @@ from wsolbench.config import dotted_leaves
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
 from wsolbench.results.grouping import canonical, row_key, strip_seed
-from wsolbench.results.record import METRIC_KEYS, Result, ResultError
+from wsolbench.results.record import METRIC_KEYS, Result, ResultError, can_select
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,11 @@ def recompute(
             f"{', '.join(result.counts) or 'none'}); choose another split with --split"
         )
     val = result.counts.get("val")
-    if policy == "select" and not (isinstance(val, dict) and val.get("box")):
+    if policy == "select" and not can_select(val):
         raise ResultError(
-            f"{path}: the 'select' policy needs box counts on a val split and this result has "
-            "none; use --policy oracle or fixed:<tau>, or re-run under a protocol with a val split"
+            f"{path}: the 'select' policy needs box or mask counts on a val split and this result "
+            "has none; use --policy oracle or fixed:<tau>, or re-run under a protocol with a val "
+            "split"
         )
     try:
         values, chosen = summarize(counts, policy, val_counts=val)

@@ -1,33 +1,38 @@
-"""How much of a metric is the choice of test images: bootstrap intervals and paired tests.
+"""How much of a metric is the choice of test images (and of training seeds): bootstrap replicates.
 
 Every metric of the protocol is a function of per-image terms (:mod:`wsolbench.results.per_image`):
 BoxAcc at (τ, δ) is the share of images whose best box reaches δ at τ, Top-k Cls a share of
 hits, PxAP a function of summed histograms. Resampling the test images with replacement and
-recomputing the metric on each resample gives its sampling distribution over images, exactly
-under every threshold policy:
+recomputing the metric on each resample gives replicates of it under every threshold policy:
 
 - ``oracle`` re-picks the best τ on every resample (the reported figure is a maximum over τ, and
   so is its resampled version); Top-1 / Top-5 Loc are read at the resample's best GT-known τ, as
-  the point estimate is (``oracle-separate``: at their own best);
+  the point estimate is (``oracle-separate``: at their own best). A maximum is optimistic, and the
+  resampled maximum is optimistic again: its replicates sit above the estimate, so the interval
+  read from them must correct for it (BCa, :mod:`wsolbench.results.confidence`);
 - ``select`` and ``fixed:T`` keep the τ chosen once (on the whole val split, or the fixed one);
-  only the test images are resampled.
+  only the test images are resampled, and the replicates sit around the estimate.
 
 A resample is a vector of image weights (how often each image was drawn); a per-image curve over
 τ changes at a few τ only, so the weighted sum of N curves is a sparse product with their
 differences and a cumulative sum: 1,000 resamples of 50,000 images in about two seconds
-(``benchmarks/bench_bootstrap.py``).
+(``benchmarks/bench_bootstrap.py``). The leave-one-image-out values BCa needs are the summed
+curves minus each image's own curve (sums are linear), a chunk of images at a time.
 
-Seeds and images. A row of a leaderboard is the mean over its seeds. Its interval here is over
-images only: every seed of every row is evaluated on the same resamples (the same images drawn,
-since all runs of one table saw the same test split), and the interval is the 2.5th-97.5th
-percentile of the resampled seed-mean. The spread over seeds is reported beside it (the ± std), not
-folded in: the two answer different questions (would another test set change the ranking? would
-another training seed?).
+Seeds and images. A row of a leaderboard is the mean over its k seeds, all evaluated on the same
+test images, so every seed of every row is evaluated on the same image resamples (rows stay
+paired). Two questions, two bootstraps (:func:`row_replicates`):
 
-Paired difference (``wsolbench diff``). Two rows are compared on the same resamples: the interval
-of ``mean(A) - mean(B)`` is the percentile interval of the resampled differences, and the p-value
-is two-sided, from the resampled differences recentred on zero (the bootstrap test of "no
-difference"): ``p = (1 + #{|d* - d| >= |d|}) / (1 + B)``.
+- two-level (the default where a row has k >= 2 seeds): each resample also draws k of the row's
+  seeds with replacement and averages the drawn seeds' metrics: "another training run and another
+  test set". Two rows draw their seeds independently; a seed-independent or single-seed row has
+  no seed level. The jackknife behind BCa's acceleration leaves out images only.
+- models fixed: the seed mean of the row's own seeds on every resample: "these trained models on
+  another test set".
+
+Paired difference (``wsolbench diff``): the replicates of ``mean(A) - mean(B)`` are the
+differences of both rows' replicates on the same image resamples; interval and p-value come from
+them by one construction (:mod:`wsolbench.results.confidence`).
 """
 
 from __future__ import annotations
@@ -37,9 +42,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsolbench.metrics.overlap import OVERLAP_KEYS, overlap_curves
+from wsolbench.results.confidence import BCA, PERCENTILE, Replicates, interval, p_value
 from wsolbench.results.per_image import SplitRecords
 
 CHUNK = 100  # resamples drawn and evaluated at a time (bounds memory: CHUNK x N weights)
+# images left out at a time for the jackknife: bounds memory to about JACKKNIFE_CHUNK x C x T
+# float64 (2,000 x 3 x 1,000: 48 MB) whatever N is
+JACKKNIFE_CHUNK = 2000
+SEED_DRAWS = 0x5EED  # keys the seed draws' generators apart from the image weights' ones
+# kinds whose terms are per-image mask histograms (dense), not sparse curve differences
+HISTOGRAM_KINDS = ("pxap", "overlap", "overlap_own")
 
 
 class BootstrapError(ValueError):
@@ -58,19 +71,23 @@ class MetricTerms:
     Attributes:
         terms: ``kind == "acc"``: scipy CSR [N, C * width] of per-image differences along τ
             (first column of each curve: its value at τ = 0), C curves of ``width`` values
-            (width 1: a rate such as Top-1 Cls). ``kind == "pxap"``: float64 [N, 2 * width],
-            the image's foreground then background histogram.
+            (width 1: a rate such as Top-1 Cls). The histogram kinds (:data:`HISTOGRAM_KINDS`):
+            float64 [N, 2 * width], the image's foreground then background histogram.
         width: values per curve (T, 1, or T + 2 for PxAP).
         index: per curve, the fixed τ index, or None to take the best τ (oracle).
         kind: ``"acc"`` (percent of images, averaged over the C curves: MaxBoxAccV2 has three),
             ``"acc_at_first_best"`` (two curves: the second read at the first's best τ, Top-k Loc
-            at GT-known Loc's τ) or ``"pxap"``.
+            at GT-known Loc's τ), ``"pxap"``, or ``"overlap"`` (``overlap_key`` of
+            :func:`~wsolbench.metrics.overlap.overlap_curves` read at the fixed τ, or at the best
+            mIoU's; ``"overlap_own"``: at its own best, ``oracle-separate``).
+        overlap_key: the overlap kinds' metric (``dice_fg``, ``dice_bg`` or ``miou``).
     """
 
     terms: object
     width: int
     index: list[int | None]
     kind: str = "acc"
+    overlap_key: str | None = None
 
     @property
     def n_images(self) -> int:
@@ -138,20 +155,25 @@ def metric_terms(
         if hits is None:
             raise BootstrapError(f"{key}: the records hold no class predictions")
         return _curve_terms([hits[:, None]], [0])
-    if key == "pxap":
+    if key == "pxap" or key in OVERLAP_KEYS:
         if records.fg_hist is None:
             raise BootstrapError(
-                "pxap: the records hold no per-image PxAP histograms (a dataset without masks, "
-                "or a run made with --summed-pxap, whose PxAP cannot be resampled by image)"
+                f"{key}: the records hold no per-image mask histograms (a dataset without masks, "
+                "or a run made with --summed-pxap, whose mask metrics cannot be resampled by image)"
             )
         terms = np.concatenate([records.fg_hist, records.bg_hist], axis=1).astype(np.float64)
-        return MetricTerms(terms, records.fg_hist.shape[1], [None, None], kind="pxap")
+        width = records.fg_hist.shape[1]
+        if key == "pxap":
+            return MetricTerms(terms, width, [None, None], kind="pxap")
+        # one τ for the three, the best mIoU's, as summarize reads them (oracle-separate: own)
+        kind = "overlap_own" if separate and tau is None else "overlap"
+        return MetricTerms(terms, width, [fixed(key)], kind=kind, overlap_key=key)
     return _curve_terms([_bits(records, key)], [fixed(key)])
 
 
 def _weighted_sums(terms: MetricTerms, weights: np.ndarray) -> np.ndarray:
     """[b, C * width]: the terms summed over images with ``weights`` [b, N]."""
-    if terms.kind == "pxap":
+    if terms.kind in HISTOGRAM_KINDS:
         return weights.astype(np.float64) @ terms.terms
     diffs = np.asarray(terms.terms.T @ weights.T).T  # [b, C * width] weighted differences
     b = len(weights)
@@ -165,6 +187,8 @@ def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarr
 
         fg, bg = sums[:, : terms.width], sums[:, terms.width :]
         return np.array([pxap(f, b) for f, b in zip(fg, bg, strict=True)])
+    if terms.kind in ("overlap", "overlap_own"):
+        return np.array([_overlap_value(terms, row) for row in sums])
     curves = sums.reshape(len(sums), len(terms.index), terms.width) * (100.0 / total[:, None, None])
     if terms.kind == "acc_at_first_best":  # ties: the lowest τ, as summarize's argmax
         return curves[np.arange(len(curves)), 1, curves[:, 0].argmax(axis=1)]
@@ -173,6 +197,17 @@ def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarr
         for c, index in enumerate(terms.index)
     ]
     return np.mean(picked, axis=0)
+
+
+def _overlap_value(terms: MetricTerms, sums: np.ndarray) -> float:
+    """Dice FG / BG or mIoU from one pair of summed histograms [2 * width], at the fixed τ or
+    (oracle) at the best mIoU's τ, or its own best (``overlap_own``); ties: the lowest τ."""
+    curves = overlap_curves(sums[: terms.width], sums[terms.width :])
+    index = terms.index[0]
+    if index is None:
+        best = terms.overlap_key if terms.kind == "overlap_own" else "miou"
+        index = int(np.argmax(curves[best]))
+    return float(curves[terms.overlap_key][index])
 
 
 def metric_value(terms: MetricTerms) -> float:
@@ -197,29 +232,98 @@ def _weight_chunks(n: int, resamples: int, seed: int):
         yield np.bincount(draws.ravel(), minlength=size * n).reshape(size, n).astype(np.float32)
 
 
-def resampled(terms: Sequence[MetricTerms], resamples: int, seed: int) -> np.ndarray:
-    """[resamples] values of the mean of several runs' metric (their seed mean), every run on
-    the same resamples of the images (its terms are rows of the same images)."""
+def per_seed_resampled(terms: Sequence[MetricTerms], resamples: int, seed: int) -> np.ndarray:
+    """[k, resamples]: each of k runs' metric (a row's seeds) on the same resamples of the images
+    (its terms are rows of the same images)."""
     n = terms[0].n_images
     if any(t.n_images != n for t in terms):
         raise BootstrapError("runs of one row must hold records of the same images")
     values = []
     for weights in _weight_chunks(n, resamples, seed):
         total = weights.sum(axis=1, dtype=np.float64)
-        values.append(np.mean([_values(t, _weighted_sums(t, weights), total) for t in terms], 0))
-    return np.concatenate(values)
+        values.append([_values(t, _weighted_sums(t, weights), total) for t in terms])
+    return np.concatenate(values, axis=1)
 
 
-def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of resampled values."""
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+def resampled(terms: Sequence[MetricTerms], resamples: int, seed: int) -> np.ndarray:
+    """[resamples] values of the mean of several runs' metric (their seed mean), every run on
+    the same resamples of the images: the models-fixed replicates."""
+    return per_seed_resampled(terms, resamples, seed).mean(axis=0)
+
+
+def _image_terms(terms: MetricTerms, start: int, stop: int) -> np.ndarray:
+    """[stop - start, C * width]: what images ``start:stop`` add to the sums, each on its own."""
+    if terms.kind in HISTOGRAM_KINDS:
+        return terms.terms[start:stop]
+    diffs = terms.terms[start:stop].toarray()
+    return np.cumsum(diffs.reshape(stop - start, -1, terms.width), axis=2).reshape(stop - start, -1)
+
+
+def jackknife_values(terms: MetricTerms) -> np.ndarray:
+    """float64 [N]: the metric with image i left out, for every i (the policy's reading: under
+    ``oracle`` the best τ of the other N - 1 images). The sums minus the image's own terms,
+    :data:`JACKKNIFE_CHUNK` images at a time."""
+    n = terms.n_images
+    ones = np.ones((1, n), dtype=np.float32)
+    sums = _weighted_sums(terms, ones)[0]
+    if n < 2:  # nothing to leave out: no skew to measure
+        return np.full(n, metric_value(terms))
+    out = np.empty(n)
+    for start in range(0, n, JACKKNIFE_CHUNK):
+        stop = min(n, start + JACKKNIFE_CHUNK)
+        rest = sums[None, :] - _image_terms(terms, start, stop)
+        out[start:stop] = _values(terms, rest, np.full(stop - start, n - 1.0))
+    return out
+
+
+def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
+    """float64 [resamples, k]: how often each of a row's k seeds is drawn in each resample (k
+    draws with replacement); ``stream`` (the row's position) keeps two rows' draws independent."""
+    rng = np.random.default_rng([seed, stream, SEED_DRAWS])
+    draws = rng.integers(0, k, size=(resamples, k))
+    return np.stack([np.bincount(row, minlength=k) for row in draws]).astype(np.float64)
+
+
+def row_replicates(
+    terms: Sequence[MetricTerms],
+    resamples: int,
+    seed: int,
+    *,
+    seed_stream: int | None = None,
+    jackknife: bool = False,
+) -> Replicates:
+    """A row's seed mean and its replicates (see the module docs).
+
+    Args:
+        terms: the row's runs (seeds), on the same images as every other row.
+        seed: seeds the image resamples (every row of one comparison shares them).
+        seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
+            replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
+        jackknife: also compute the leave-one-image-out values (BCa's acceleration).
+    """
+    per_seed = per_seed_resampled(terms, resamples, seed)
+    k = len(terms)
+    if seed_stream is not None and k > 1:
+        counts = draw_seeds(k, resamples, seed, seed_stream)
+        values = np.einsum("bk,kb->b", counts, per_seed) / k
+    else:
+        values = per_seed.mean(axis=0)
+    estimate = float(np.mean([metric_value(t) for t in terms]))
+    jack = np.mean([jackknife_values(t) for t in terms], axis=0) if jackknife else None
+    return Replicates(estimate, values, jack)
 
 
 @dataclass
 class PairedDifference:
-    """``mean(A) - mean(B)`` of one metric on the same images, with its uncertainty."""
+    """``mean(A) - mean(B)`` of one metric on the same images, with its uncertainty.
+
+    Attributes:
+        low, high: the 95 % interval of ``kind`` (:mod:`wsolbench.results.confidence`).
+        p_value: the smallest α whose (1 - α) interval of that kind excludes 0.
+        seeds: the number of seeds of A and of B.
+        models_fixed: the image-only bootstrap was asked for; otherwise a side with several seeds
+            had them resampled too (two-level).
+    """
 
     key: str
     a: float
@@ -228,10 +332,18 @@ class PairedDifference:
     high: float
     p_value: float
     resamples: int
+    kind: str = PERCENTILE
+    seeds: tuple[int, int] = (1, 1)
+    models_fixed: bool = False
 
     @property
     def difference(self) -> float:
         return self.a - self.b
+
+    @property
+    def two_level(self) -> bool:
+        """Seeds were resampled on at least one side."""
+        return not self.models_fixed and max(self.seeds) > 1
 
 
 def paired_difference(
@@ -241,16 +353,28 @@ def paired_difference(
     *,
     resamples: int = 1000,
     seed: int = 0,
+    kind: str = PERCENTILE,
+    models_fixed: bool = False,
 ) -> PairedDifference:
-    """Compare two rows (each a list of seeds' terms) on shared resamples of the same images."""
-    mean_a = float(np.mean([metric_value(t) for t in a]))
-    mean_b = float(np.mean([metric_value(t) for t in b]))
-    diffs = resampled(a, resamples, seed) - resampled(b, resamples, seed)
-    observed = mean_a - mean_b
-    extreme = np.count_nonzero(np.abs(diffs - observed) >= abs(observed) - 1e-9)
-    low, high = interval(diffs)
+    """Compare two rows (each a list of seeds' terms) on shared resamples of the same images;
+    each side with several seeds draws them independently unless ``models_fixed``."""
+    streams = (None, None) if models_fixed else (0, 1)
+    jack = kind == BCA
+    rep_a = row_replicates(a, resamples, seed, seed_stream=streams[0], jackknife=jack)
+    rep_b = row_replicates(b, resamples, seed, seed_stream=streams[1], jackknife=jack)
+    diff = rep_a - rep_b
+    low, high = interval(diff, kind)
     return PairedDifference(
-        key, mean_a, mean_b, low, high, (1 + extreme) / (1 + resamples), resamples
+        key,
+        rep_a.estimate,
+        rep_b.estimate,
+        low,
+        high,
+        p_value(diff, kind),
+        resamples,
+        kind,
+        (len(a), len(b)),
+        models_fixed,
     )
 
 

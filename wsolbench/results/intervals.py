@@ -1,15 +1,20 @@
 """Intervals and paired tests of result files: their per-image records, resampled.
 
-The glue between results (``result.json`` + ``per_image.npz``) and
-:mod:`wsolbench.results.bootstrap`: ``compare --ci`` adds an interval to every cell and marks the
-rows not significantly different from the top row; ``wsolbench diff A B`` compares two rows metric
-by metric. Both refuse runs of different data (the per-image records must list the same images).
+The glue between results (``result.json`` + ``per_image.npz``) and the bootstrap
+(:mod:`wsolbench.results.bootstrap`, :mod:`wsolbench.results.confidence`): ``compare --ci`` adds an
+interval to every cell and groups the rows by all pairwise tests on the ranking metric
+(:mod:`wsolbench.results.ties`); ``wsolbench diff A B`` compares two rows metric by metric. Both
+refuse runs of different data (the per-image records must list the same images).
+
+Every row of one comparison is evaluated on the same image resamples (one ``seed``). Unless
+``models_fixed``, a row with several seeds also has its seeds drawn on every resample (the
+two-level bootstrap), from a stream of its own: the row's position in the comparison.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.results.bootstrap import (
@@ -17,19 +22,26 @@ from wsolbench.results.bootstrap import (
     MetricTerms,
     PairedDifference,
     check_same_images,
-    interval,
     metric_terms,
     paired_difference,
-    resampled,
+    row_replicates,
+)
+from wsolbench.results.confidence import (
+    BCA,
+    LEVEL,
+    PERCENTILE,
+    Replicates,
+    direction,
+    format_p,
+    interval,
+    p_value,
 )
 from wsolbench.results.grouping import check_comparable, row_key
 from wsolbench.results.per_image import SplitRecords, load_records
 from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultError, find_results
+from wsolbench.results.ties import SIGNIFICANCE, holm, letter_groups
 from wsolbench.results.verify import verify_results
 from wsolbench.util.markdown import github_table
-
-SIGNIFICANCE = 0.05
-SIMILAR_MARK = "≈"
 
 
 @dataclass
@@ -73,49 +85,107 @@ def load_run_records(path: Path, result: Result, split: str, policy: str) -> Run
     return RunRecords(Path(path), result, records[split], tau, separate)
 
 
+def _replicates(
+    rows: Sequence[Sequence[RunRecords]],
+    key: str,
+    *,
+    resamples: int,
+    seed: int,
+    kind: str,
+    models_fixed: bool,
+) -> list[Replicates | None]:
+    """Per row, the replicates of its seed mean of ``key`` (None for a row without ``key``)."""
+    out: list[Replicates | None] = []
+    for position, row in enumerate(rows):
+        try:
+            terms = [run.terms(key) for run in row]
+        except BootstrapError:
+            out.append(None)  # a metric this row does not have
+            continue
+        stream = None if models_fixed else position
+        jackknife = kind == BCA
+        out.append(row_replicates(terms, resamples, seed, seed_stream=stream, jackknife=jackknife))
+    return out
+
+
 def row_intervals(
     rows: Sequence[Sequence[RunRecords]],
     keys: Sequence[str],
     *,
     resamples: int,
     seed: int,
+    kind: str,
+    models_fixed: bool = False,
 ) -> list[dict[str, tuple[float, float]]]:
-    """Per row (its seeds' records), per metric key: the 95 % interval of the seed mean over
-    image resamples shared by every row (:mod:`wsolbench.results.bootstrap`)."""
+    """Per row (its seeds' records), per metric key: the 95 % interval of ``kind`` of the seed
+    mean, on image resamples shared by every row (and the row's seeds drawn too, two-level,
+    unless ``models_fixed``)."""
     check_same_images([(str(run.path), run.records) for row in rows for run in row])
-    out = []
-    for row in rows:
-        cells = {}
-        for key in keys:
-            try:
-                terms = [run.terms(key) for run in row]
-            except BootstrapError:
-                continue  # a metric this row does not have
-            cells[key] = interval(resampled(terms, resamples, seed))
-        out.append(cells)
+    out: list[dict[str, tuple[float, float]]] = [{} for _ in rows]
+    for key in keys:
+        reps = _replicates(
+            rows, key, resamples=resamples, seed=seed, kind=kind, models_fixed=models_fixed
+        )
+        for cells, rep in zip(out, reps, strict=True):
+            if rep is not None:
+                cells[key] = interval(rep, kind)
     return out
 
 
-def similar_to_top(
-    rows: Sequence[Sequence[RunRecords]], key: str, *, resamples: int, seed: int
-) -> list[float | None]:
-    """Per row, the p-value of its paired difference from the first row on ``key`` (None for the
-    first row and for rows without ``key``)."""
-    p_values: list[float | None] = [None]
-    for row in rows[1:]:
-        try:
-            top = [run.terms(key) for run in rows[0]]
-            other = [run.terms(key) for run in row]
-        except BootstrapError:
-            p_values.append(None)
-            continue
-        diff = paired_difference(key, top, other, resamples=resamples, seed=seed)
-        p_values.append(diff.p_value)
-    return p_values
+@dataclass
+class Groups:
+    """All pairwise tests of a table's rows on one metric, and the letter groups they make.
+
+    Attributes:
+        letters: per row, its letters (rows sharing one are not significantly different); ``""``
+            for a row without the metric.
+        p_values: ``(i, j) -> p`` of row i - row j, i < j (row positions).
+        adjusted: the same, Holm-adjusted over all pairs.
+        above: ``(i, j)``: row i is significantly above row j (Holm-adjusted p < the level).
+    """
+
+    letters: list[str]
+    p_values: dict[tuple[int, int], float] = field(default_factory=dict)
+    adjusted: dict[tuple[int, int], float] = field(default_factory=dict)
+    above: set[tuple[int, int]] = field(default_factory=set)
+
+
+def row_groups(
+    rows: Sequence[Sequence[RunRecords]],
+    key: str,
+    *,
+    resamples: int,
+    seed: int,
+    kind: str,
+    models_fixed: bool = False,
+) -> Groups:
+    """Every pair of rows compared on ``key`` (the differences of the rows' replicates, so the
+    same resamples as their intervals), Holm-corrected at :data:`SIGNIFICANCE`, as letters."""
+    reps = _replicates(
+        rows, key, resamples=resamples, seed=seed, kind=kind, models_fixed=models_fixed
+    )
+    present = [i for i, rep in enumerate(reps) if rep is not None]
+    pairs = [(i, j) for n, i in enumerate(present) for j in present[n + 1 :]]
+    diffs = {(i, j): reps[i] - reps[j] for i, j in pairs}
+    p_values = {pair: p_value(d, kind) for pair, d in diffs.items()}
+    adjusted = dict(zip(pairs, holm([p_values[pair] for pair in pairs]), strict=True))
+    above = set()
+    for pair, p in adjusted.items():
+        if p < SIGNIFICANCE:
+            i, j = pair
+            above.add(pair if direction(diffs[pair], kind) > 0 else (j, i))
+    position = {row: k for k, row in enumerate(present)}
+    tested = letter_groups(len(present), {(position[i], position[j]) for i, j in above})
+    letters = [""] * len(rows)
+    for row, text in zip(present, tested, strict=True):
+        letters[row] = text
+    return Groups(letters, p_values, adjusted, above)
 
 
 def _group(paths: Sequence[str | Path], name: str) -> list[tuple[Path, Result]]:
-    """The results under ``paths``, checked to be one row: one method, config and weights."""
+    """The results under ``paths``, checked to be one row: one method, config and weights. A
+    seed-independent row's copies under other seeds are one run (as in a leaderboard): they are
+    not seeds to draw."""
     found = find_results(paths)
     verify_results(found)
     keys = {row_key(result) for _, result in found}
@@ -124,6 +194,8 @@ def _group(paths: Sequence[str | Path], name: str) -> list[tuple[Path, Result]]:
             f"{name}: {', '.join(map(str, paths))} holds runs of {len(keys)} different "
             "(method, weights, config) rows; pass the runs of one row (its seeds)"
         )
+    if found and all(result.seed_independent for _, result in found):
+        return [min(found, key=lambda item: item[1].seed)]
     return found
 
 
@@ -135,14 +207,18 @@ def diff(
     split: str = "test",
     resamples: int = 1000,
     seed: int = 0,
+    models_fixed: bool = False,
 ) -> list[PairedDifference]:
-    """``wsolbench diff``: every metric both rows have, A - B on the same images.
+    """``wsolbench diff``: every metric both rows have, A - B on the same images; a side with
+    several seeds has them drawn too (two-level) unless ``models_fixed``. The interval's kind
+    follows the policy (:func:`wsolbench.results.confidence.interval_kind`).
 
     Raises:
         ResultError: different protocols or data, or a side that is not one row.
         BootstrapError: a run without per-image records.
     """
     from wsolbench.metrics import parse_policy
+    from wsolbench.results.confidence import interval_kind
 
     policy = parse_policy(policy)
     a, b = _group(paths_a, "A"), _group(paths_b, "B")
@@ -157,18 +233,51 @@ def diff(
             terms_b = [run.terms(key) for run in runs_b]
         except BootstrapError:
             continue
-        out.append(paired_difference(key, terms_a, terms_b, resamples=resamples, seed=seed))
+        out.append(
+            paired_difference(
+                key,
+                terms_a,
+                terms_b,
+                resamples=resamples,
+                seed=seed,
+                kind=interval_kind(policy),
+                models_fixed=models_fixed,
+            )
+        )
     return out
 
 
-def format_p(p: float, resamples: int) -> str:
-    """A p-value as text; below the resolution of ``resamples`` it is ``< 1/(B+1)``."""
-    floor = 1 / (resamples + 1)
-    return f"< {floor:.4f}" if p <= floor + 1e-12 else f"{p:.4f}"
+KIND_TEXT = {
+    BCA: "BCa (bias-corrected and accelerated: under an oracle policy each resample re-picks its "
+    "best τ, so the resampled maxima sit above the estimate, and BCa undoes that shift)",
+    PERCENTILE: "percentile (the τ is fixed beforehand: the resampled values sit around the "
+    "estimate)",
+}
+
+
+def resampling_text(seeds: Sequence[int], labels: Sequence[str], models_fixed: bool) -> str:
+    """What was resampled, and so which question the interval answers: ``seeds`` runs per side
+    (``labels`` naming the sides)."""
+    if models_fixed or max(seeds) < 2:
+        why = "--models-fixed" if models_fixed else "no side has several seeds to draw"
+        return (
+            f"Models fixed ({why}): every resample draws the test images only, each side the "
+            "mean of its own runs: would another test set change this, with these trained models?"
+        )
+    sides = [
+        f"{label}'s {n} seeds drawn with replacement" if n > 1 else f"{label} one run, held fixed"
+        for label, n in zip(labels, seeds, strict=True)
+    ]
+    return (
+        f"Seeds and images resampled (two-level; {'; '.join(sides)}; then the test images): "
+        "would another training run and another test set change this? `--models-fixed` "
+        "resamples the images only."
+    )
 
 
 def render_diff(label_a: str, label_b: str, diffs: Sequence[PairedDifference]) -> str:
-    """The ``wsolbench diff`` table (markdown)."""
+    """The ``wsolbench diff`` table (markdown), naming the interval's kind and what it resampled."""
+    kind = diffs[0].kind if diffs else BCA
     rows = [
         [
             METRIC_NAMES.get(d.key, d.key),
@@ -180,11 +289,19 @@ def render_diff(label_a: str, label_b: str, diffs: Sequence[PairedDifference]) -
         ]
         for d in diffs
     ]
-    headers = ["Metric", label_a, label_b, "A − B", "95 % CI", "p"]
+    level = round(LEVEL * 100)
+    headers = ["Metric", label_a, label_b, "A − B", f"{level} % CI ({kind})", "p"]
     table = github_table(headers, rows)
     resamples = diffs[0].resamples if diffs else 0
+    seeds = diffs[0].seeds if diffs else (1, 1)
+    models_fixed = diffs[0].models_fixed if diffs else False
     return (
-        f"{table}\n\nA − B on the same test images: 95 % percentile interval and two-sided "
-        f"p-value of the paired bootstrap ({resamples} resamples of the images, shared by both "
-        "sides; a side with several seeds is their mean).\n"
+        f"{table}\n\n"
+        f"A − B on the same test images ({resamples} resamples, shared by both sides; a side with "
+        "several seeds is their mean).\n\n"
+        f"Interval: {KIND_TEXT[kind]}.\n\n"
+        f"p: two-sided, the smallest α whose (1 − α) interval of the same kind excludes 0, so p < "
+        f"{1 - LEVEL:g} exactly when the {level} % interval excludes 0 (< 1/(B + 1): no resample "
+        "on the other side of 0).\n\n"
+        f"{resampling_text(seeds, ['A', 'B'], models_fixed)}\n"
     )
