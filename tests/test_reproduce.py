@@ -203,3 +203,36 @@ def test_seed_independent_copies_that_differ_are_refused(tiny, tmp_path, capsys)
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "declares its runs seed-independent, but" in capsys.readouterr().err
+
+
+def test_a_record_older_than_a_metric_still_reproduces(
+    tiny, one_thread, tmp_path, monkeypatch, capsys
+):
+    """A record made before a metric existed (here: its mIoU dropped, as records made before Dice
+    and mIoU lack them) is no edit: its own figures are checked and compared, the new one is not;
+    a changed figure is still refused."""
+    import json
+    import shutil
+
+    import wsolbench.runs.execute
+
+    old = tmp_path / "old"
+    shutil.copytree(one_thread, old)
+    record = json.loads((old / "result.json").read_text())
+    for policies in record["metrics"].values():
+        for values in policies.values():
+            values.pop("miou", None)
+    (old / "result.json").write_text(json.dumps(record))
+    monkeypatch.setattr(
+        wsolbench.runs.execute, "execute", lambda spec: load_result(one_thread / "result.json")
+    )
+    root, _ = tiny
+    argv = ["reproduce", old, "--data-root", root, "--work-dir", tmp_path / "x"]
+    assert main([str(a) for a in argv]) == 0
+    assert f"reproduced: all {metric_count(old)} metrics equal" in capsys.readouterr().out
+
+    split = next(iter(record["metrics"]))
+    record["metrics"][split]["oracle"]["maxboxacc_v2"] += 1.0
+    (old / "result.json").write_text(json.dumps(record))
+    assert main([str(a) for a in argv]) == 2
+    assert "do not follow from its counts" in capsys.readouterr().err
