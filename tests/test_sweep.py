@@ -7,12 +7,17 @@ before any cell starts.
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.sweep.job import CellRun
 
 TESTS = Path(__file__).resolve().parent
 TINY = SyntheticConfig(
@@ -249,48 +254,197 @@ def test_variants_chooses_among_the_grid_files_variants(tiny, tmp_path, capsys):
     assert status == 0 and leaves == ["toycam-narrow/seed0", "toycam-narrow/seed1"]
 
 
-FAKE_SBATCH = """#!/bin/sh
-cp "$1" "$FAKE_SLURM_DIR/job.sh"
-echo "Submitted batch job 4242"
+# A SLURM cluster of one node, as commands on PATH. sbatch keeps the job script and runs its
+# (array) tasks here one after the other, in the background (submitit writes the tasks' pickles
+# after sbatch returns), with the variables SLURM gives a task; srun starts the step's tasks
+# (--ntasks-per-node of the script) as processes with their own rank and logs; sacct reports
+# each task's state. squeue and scancel do nothing.
+FAKE_SBATCH = """
+import os, re, shutil, subprocess, sys
+from pathlib import Path
+
+cluster = Path(os.environ["FAKE_SLURM_DIR"])
+script = cluster / "job.sh"
+shutil.copy(sys.argv[1], script)
+array = re.search(r"^#SBATCH --array=0-([0-9]+)", script.read_text(), re.M)
+tasks = range(int(array[1]) + 1) if array else [None]
+states = cluster / "state"
+states.mkdir(exist_ok=True)
+for task in tasks:
+    (states / ("4242" if task is None else f"4242_{task}")).write_text("PENDING")
+print("Submitted batch job 4242", flush=True)
+if os.fork():
+    sys.exit(0)
+log = os.open(cluster / "sbatch.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+for fd in (1, 2):  # free sbatch's output, which the submitter reads to its end
+    os.dup2(log, fd)
+for task in tasks:
+    name = "4242" if task is None else f"4242_{task}"
+    env = {"SLURM_JOB_ID": str(5000 + (task or 0)), "SLURM_JOB_NUM_NODES": "1",
+           "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost", "SLURM_NODELIST": "localhost"}
+    if task is not None:
+        env.update(SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID=str(task))
+    else:
+        env.update(SLURM_JOB_ID="4242")
+    (states / name).write_text("RUNNING")
+    done = subprocess.run(["bash", str(script)], env={**os.environ, **env})
+    (states / name).write_text("COMPLETED" if done.returncode == 0 else "FAILED")
+os._exit(0)
 """
-# every task ends without a result (as a job killed by the cluster would)
-FAKE_SACCT = """#!/bin/sh
-echo "JobID|State|NodeList"
-for i in 0 1; do echo "4242_$i|FAILED|node1"; done
+FAKE_SRUN = """
+import os, re, subprocess, sys
+from pathlib import Path
+
+args, logs = sys.argv[1:], {}
+while args[0].startswith("--"):
+    flag = args.pop(0)
+    if flag in ("--output", "--error"):
+        logs[flag] = args.pop(0)
+script = (Path(os.environ["FAKE_SLURM_DIR"]) / "job.sh").read_text()
+ntasks = int(re.search(r"^#SBATCH --ntasks-per-node=([0-9]+)", script, re.M)[1])
+names = {"%j": os.environ["SLURM_JOB_ID"], "%A": os.environ.get("SLURM_ARRAY_JOB_ID", ""),
+         "%a": os.environ.get("SLURM_ARRAY_TASK_ID", "")}
+steps = []
+for rank in range(ntasks):
+    out, err = (re.sub("%[jAat]", lambda m: {**names, "%t": str(rank)}[m[0]], logs[flag])
+                for flag in ("--output", "--error"))
+    env = {**os.environ, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+           "SLURM_NTASKS": str(ntasks)}
+    steps.append(subprocess.Popen(args, env=env, stdout=open(out, "a"), stderr=open(err, "a")))
+sys.exit(max(step.wait() for step in steps))
+"""
+FAKE_SACCT = """
+import os
+from pathlib import Path
+
+print("JobID|State|NodeList")
+for state in sorted((Path(os.environ["FAKE_SLURM_DIR"]) / "state").iterdir()):
+    print(f"{state.name}|{state.read_text()}|localhost")
 """
 
 
-def test_slurm_submits_one_job_array_with_the_cells_resources(tiny, tmp_path, capsys, monkeypatch):
-    import cloudpickle
-
-    bin_dir = tmp_path / "bin"
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch, subprocesses_see_tests):
+    """The folder where the fake cluster keeps the job script (``job.sh``) and the tasks' states."""
+    bin_dir, cluster = tmp_path / "bin", tmp_path / "cluster"
     bin_dir.mkdir()
-    fakes = {"sbatch": FAKE_SBATCH, "sacct": FAKE_SACCT}
-    fakes.update({name: "#!/bin/sh\n" for name in ("squeue", "scancel", "srun")})
+    cluster.mkdir()
+    python = f"#!{sys.executable}\n"
+    fakes = {"sbatch": python + FAKE_SBATCH, "srun": python + FAKE_SRUN}
+    fakes.update(sacct=python + FAKE_SACCT, squeue="#!/bin/sh\n", scancel="#!/bin/sh\n")
     for name, text in fakes.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))
-    root = tmp_path / "root"
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(cluster))
+    monkeypatch.setenv("MASTER_PORT", "29523")  # the DDP cell's rendezvous (29500 may be taken)
+    return cluster
+
+
+def submitted_argv(root: Path, task: int | None) -> list[str]:
+    """The ``wsolbench`` argv submitit pickled for one array task (``None``: a job of one cell,
+    no array)."""
+    import cloudpickle
+
+    job = "4242" if task is None else f"4242_{task}"
+    pickle = root / ".submitit" / f"{job}_submitted.pkl"
+    return cloudpickle.loads(pickle.read_bytes()).function.argv
+
+
+def cluster_states(cluster: Path, timeout_s: float = 60) -> list[str]:
+    """The tasks' final states once the fake cluster has run them all (a task's result is
+    written just before its process ends)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [p.read_text() for p in sorted((cluster / "state").iterdir())]
+        if not {"PENDING", "RUNNING"} & set(states):
+            break
+        time.sleep(0.2)
+    return states
+
+
+def test_slurm_runs_one_job_array_whose_tasks_are_the_cells(tiny, tmp_path, capsys, fake_slurm):
+    """The job script asks for the array and the cells' resources; each array task runs its
+    cell's ``wsolbench run`` (run here by the fake cluster), and gives the debug executor's
+    numbers."""
+    root, debug = tmp_path / "root", tmp_path / "debug"
     slurm = ["--executor", "slurm", "--partition", "gpu", "--time", "30"]
-    slurm += ["--array-parallelism", "1"]
+    slurm += ["--array-parallelism", "1", "--slurm-option", "account=mylab"]
     # a seed-dependent method: two cells, one array (center would be one cell, seed 0)
     toycam = ["toy_method:ToyCAM"]
-    argv = grid_args(tiny, root, *slurm, "--slurm-option", "account=mylab", methods=toycam)
-    status, out, _ = sweep(argv, capsys)
-    script = (tmp_path / "job.sh").read_text()
+    status, out, _ = sweep(grid_args(tiny, root, *slurm, methods=toycam), capsys)
+    script = (fake_slurm / "job.sh").read_text()
     for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu", "#SBATCH --time=30",
                  "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --account=mylab", "#SBATCH --job-name=wsolbench-sweep"):  # fmt: skip
+                 "#SBATCH --ntasks-per-node=1", "#SBATCH --account=mylab",
+                 "#SBATCH --job-name=wsolbench-sweep"):  # fmt: skip
         assert line in script, script
     assert "submitit.core._submit" in script
     for seed in (0, 1):  # the command each array task runs
-        pickle = root / ".submitit" / f"4242_{seed}_submitted.pkl"
-        task = cloudpickle.loads(pickle.read_bytes()).function
-        assert (
-            task.argv[:2] == ["run", "--method"]
-            and f"seed{seed}" in task.argv[task.argv.index("--work-dir") + 1]
-        )
-        assert task.argv[task.argv.index("--threads") + 1] == "1" and "--resume" in task.argv
-    assert status == 1 and "2 failed" in out  # no task left a result
+        argv = submitted_argv(root, seed)
+        assert argv[:2] == ["run", "--method"] and "--launcher" not in argv
+        assert f"seed{seed}" in argv[argv.index("--work-dir") + 1]
+        assert argv[argv.index("--threads") + 1] == "1" and "--resume" in argv
+    assert status == 0 and cluster_states(fake_slurm) == ["COMPLETED", "COMPLETED"], out
+    assert "2 done" in out and all(c["state"] == "done" for c in cells(root).values())
+    assert sweep(grid_args(tiny, debug, "--executor", "debug", methods=toycam), capsys)[0] == 0
+    assert metrics(root) == metrics(debug) and len(metrics(root)) == 2
+
+
+def test_a_cell_with_several_gpus_is_one_ddp_run_of_as_many_slurm_tasks(
+    tiny, tmp_path, capsys, fake_slurm
+):
+    """--gpus-per-cell 2: the array task asks for two tasks (one GPU each), and both run the
+    cell's ``wsolbench run --launcher slurm``, joining as one run of world size 2 (gloo here)."""
+    root = tmp_path / "root"
+    slurm = ["--executor", "slurm", "--partition", "gpu", "--gpus-per-cell", "2"]
+    status, out, _ = sweep(grid_args(tiny, root, *slurm, methods=["toy_method:ToyCAM"],
+                                     seeds="0"), capsys)  # fmt: skip
+    script = (fake_slurm / "job.sh").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script and "#SBATCH --gpus-per-node=2" in script
+    argv = submitted_argv(root, None)  # one cell: a job, not an array
+    assert argv[-2:] == ["--launcher", "slurm"] and "--resume" in argv
+    assert status == 0 and cluster_states(fake_slurm) == ["COMPLETED"], out
+    assert all(cell["state"] == "done" for cell in cells(root).values())
+    [result] = root.rglob("result.json")
+    assert json.loads(result.read_text())["env"]["world_size"] == 2
+
+
+def test_a_preempted_cell_is_requeued_as_the_same_resuming_run():
+    """On SLURM's preemption or time-out signal, submitit pickles ``checkpoint()``'s submission
+    and requeues it: the cell's own ``run ... --resume``, which continues from its checkpoint."""
+    calls = []
+    cell = CellRun(calls.append, ["run", "--method", "cam", "--resume"])
+    requeued = cell.checkpoint()
+    assert requeued.result() == 0 and calls == [["run", "--method", "cam", "--resume"]]
+
+
+def test_ctrl_c_cancels_the_running_cells_without_a_traceback(tiny, tmp_path):
+    """Ctrl-C reaches the terminal's whole process group: the sweep, submitit's local controllers
+    and the cells. The terminal shows the sweep's table and one 'interrupted' line; whatever the
+    controllers print on their way out goes to their log, not to the screen. The same command
+    again resumes the cancelled cells and runs the one not started."""
+    argv = [sys.executable, "-m", "wsolbench", "sweep", "--methods", "cam"]
+    argv += ["--datasets", "synthetic", "--protocol", str(tiny / "protocol.yaml")]
+    argv += ["--data-root", str(tiny), "--seeds", "0-2", "-o", "train.max_epochs=60"]
+    argv += ["--threads", "1", "--executor", "local", "--slots", "2"]
+    argv += ["--root", str(tmp_path / "root")]
+    sweep_process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )  # fmt: skip
+    lines = []
+    for line in sweep_process.stdout:
+        lines.append(line)
+        if line.startswith("started") and line.rstrip().endswith("seed1"):
+            break
+    time.sleep(3)  # the cells are training
+    os.killpg(sweep_process.pid, signal.SIGINT)
+    out = "".join(lines) + sweep_process.communicate(timeout=120)[0]
+    assert sweep_process.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "interrupted: cancelled the running cells" in out
+    states = {name.rsplit("/", 1)[1]: c["state"] for name, c in cells(tmp_path / "root").items()}
+    assert states == {"seed0": "cancelled", "seed1": "cancelled", "seed2": "not started"}
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "3 done" in rerun.stdout, rerun.stdout + rerun.stderr

@@ -9,6 +9,7 @@ the jobs this sweep submitted; every outcome (done, failed, cancelled, not start
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -26,6 +27,9 @@ from wsolbench.sweep.job import CellRun
 POLL_S = 0.5  # how often running local cells are looked at
 INTERRUPTED = 130  # the exit status of a wsolbench command stopped by Ctrl-C
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default is 2 minutes; a cell is not bounded
+# submitit's local controllers (one process per cell, between the sweep and the cell) write
+# here, not to the terminal: Ctrl-C reaches them too, and each would print its KeyboardInterrupt
+CONTROLLERS_LOG = "controllers.log"
 
 
 @dataclass
@@ -96,7 +100,8 @@ def run_local(
                 gpu = free_gpus.pop(0) if free_gpus else None
                 if gpu is not None:
                     executor.update_parameters(visible_gpus=(gpu,), gpus_per_node=1)
-                job = executor.submit(CellRun(entry, cell.argv))
+                with _inherited_output(folder / CONTROLLERS_LOG):
+                    job = executor.submit(CellRun(entry, cell.argv))
                 running[job] = (cell, time.monotonic(), gpu)
                 print(f"started {cell.name}" + (f" on GPU {gpu}" if gpu is not None else ""))
             for job in [job for job in running if job.done()]:
@@ -119,22 +124,27 @@ def run_slurm(
     if shutil.which("srun") is None:  # submitit's own refusal would be a traceback
         raise SweepError("--executor slurm: no `srun` on PATH; run the sweep on a SLURM login node")
     executor = submitit.SlurmExecutor(folder=folder)
+    # a cell with several GPUs is one DDP run: one task per GPU, each the same `wsolbench run
+    # --launcher slurm`, whose ranks join through mmengine's SLURM launcher (docs/training.md)
+    tasks = max(1, settings.gpus_per_cell)
+    launcher = ["--launcher", "slurm"] if tasks > 1 else []
     executor.update_parameters(
         job_name=f"wsolbench-{name}",
         partition=settings.partition,
         gpus_per_node=settings.gpus_per_cell,
         cpus_per_task=settings.cpus_per_cell,
-        ntasks_per_node=1,
+        ntasks_per_node=tasks,
         nodes=1,
         time=settings.time_min,
         array_parallelism=settings.array_parallelism,
         additional_parameters=dict(settings.options),
     )
     with executor.batch():
-        jobs = [executor.submit(CellRun(entry, cell.argv)) for cell in cells]
+        jobs = [executor.submit(CellRun(entry, [*cell.argv, *launcher])) for cell in cells]
     started = time.monotonic()
     running = {job: (cell, started, None) for job, cell in zip(jobs, cells, strict=True)}
-    print(f"submitted job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells)")
+    array = f"job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells)"
+    print(f"submitted {array if len(jobs) > 1 else f'job {jobs[0].job_id} (1 cell)'}")
     outcomes = []
     try:
         while running:
@@ -149,9 +159,10 @@ def run_slurm(
 
 
 def _status(job) -> int:
-    """The cell's exit status; a job that died without one (killed, out of memory) is 1."""
+    """The cell's exit status, the worst of its tasks' (a DDP cell on SLURM has one per GPU); a
+    job that died without one (killed, out of memory) is 1."""
     try:
-        return int(job.result())
+        return max(int(status) for status in job.results())
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError):
         return 1
 
@@ -183,6 +194,26 @@ def _cancel(running: dict) -> list[Outcome]:
             )
         )
     return outcomes
+
+
+@contextlib.contextmanager
+def _inherited_output(log: Path) -> Iterator[None]:
+    """This process's stdout and stderr (file descriptors 1 and 2) point at ``log`` meanwhile,
+    so that a process started inside (submitit opens it with no streams of its own) writes there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
 
 
 class _Tee:
