@@ -12,21 +12,24 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WSOLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-#: what ``synthcam-v1`` resolves to in tests: one epoch of a tiny cam (seconds, not minutes)
-TINY_SYNTHCAM_OVERRIDES = (
+#: what TeD-Loc's cam teacher is in tests: one epoch of a tiny cam (seconds, not minutes), on any
+#: dataset (no pretrained backbone)
+TINY_CAM_TEACHER_OVERRIDES = (
     "train.max_epochs=1",
+    "backbone.name=wsolcnn",
+    "backbone.pretrained=false",
     "backbone.kwargs={channels: [8, 16], strides: [2, 2], dilations: [1, 1]}",
 )
 
 
 @pytest.fixture(autouse=True)
-def _tiny_synthcam(monkeypatch):
-    """No test trains the real synthcam-v1 (minutes): a test that reaches TeD-Loc's synthetic
-    default teacher builds this tiny one instead (cached in the private cache, so once)."""
-    from wsolbench.blocks import synthcam
+def _tiny_cam_teacher(monkeypatch):
+    """No test trains a real cam teacher (minutes): a test that reaches TeD-Loc's default teacher
+    builds this tiny one instead (cached in the private cache, so once per data)."""
+    from wsolbench.blocks import cam_teacher
 
-    tiny = synthcam.SynthCamConfig(overrides=TINY_SYNTHCAM_OVERRIDES)
-    monkeypatch.setattr(synthcam, "DEFAULT_CONFIG", tiny)
+    tiny = cam_teacher.CamTeacherConfig(overrides=TINY_CAM_TEACHER_OVERRIDES)
+    monkeypatch.setattr(cam_teacher, "DEFAULT_CONFIG", tiny)
 
 
 @pytest.fixture

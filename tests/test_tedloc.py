@@ -1,6 +1,7 @@
 """TeD-Loc: text targets, pseudo-labels, MIL pooling, losses, teachers, text cache, state dicts."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from methods.tedloc.teachers import otsu_thresholds, select_pseudo_labels
 from methods.tedloc.text import _similarity_groups, orthogonalize_targets, qr_targets
 from wsolbench.blocks.open_clip_configs import TINY_CLIP
 from wsolbench.config import pretrained_off_overrides, resolve_config
-from wsolbench.method import build_method
+from wsolbench.method import TrainingData, build_method
 from wsolbench.protocol import load_protocol, protocol_from_snapshot
 from wsolbench.registry import get_method
 
@@ -21,9 +22,21 @@ TINY_BACKBONE = [
 NAMES = ["red dotted-headed shape", "blue ringed-headed shape", "green solid-headed shape"]
 
 
+# the data a run trains on, which a run: or clip teacher does not read (only the cam teacher does)
+UNUSED_DATA = TrainingData(
+    dataset="synthetic",
+    protocol="synthetic-v1",
+    protocol_id="synthetic-v1",
+    protocol_hash="0" * 64,
+    data_root=Path("/nonexistent"),
+    data_fingerprint="0" * 64,
+    device="cpu",
+)
+
+
 def tiny(*overrides, classnames=NAMES, seed=0):
     cls = get_method("tedloc")
-    # pretrained parts off, the synthcam-v1 teacher included (teacher=self)
+    # pretrained parts off, the cam teacher included (teacher=self)
     base = [*pretrained_off_overrides(cls), *TINY_BACKBONE]
     config = resolve_config(cls, "synthetic", [*base, *overrides])
     return build_method(cls, config, len(classnames), seed=seed, classnames=classnames)
@@ -347,7 +360,7 @@ def test_a_rebuild_drops_the_teacher_unless_the_diagnosis_keeps_it():
     config = resolve_config(cls, "synthetic")
     assert without_pretrained(cls, config)["teacher"] == "self"  # weights.pt: no teacher needed
     kept = without_pretrained(cls, config, keep=("teacher",))  # methods/tedloc/diagnose.py
-    assert kept["teacher"] == "synthcam-v1" and kept["text"]["pretrained"] is False
+    assert kept["teacher"] == "cam" and kept["text"]["pretrained"] is False
 
 
 def test_run_teacher_uses_a_finished_cam_run(tmp_path):
@@ -372,6 +385,9 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
     write_record(tmp_path, record)
     assert "teacher" not in tiny(f"teacher=run:{tmp_path}").provenance  # built for training only
     method = tiny(f"teacher=run:{tmp_path}").train()
+    with pytest.raises(RuntimeError, match=r"call prepare_training\(data\) before training"):
+        method.loss(torch.randn(2, 3, 32, 32), torch.tensor([0, 2]))
+    method.prepare_training(UNUSED_DATA)  # what `wsolbench run` does first
     assert method.pseudo_labels_active  # no warm-up with an external teacher
     assert "cam_head.weight" not in method.state_dict()
     assert not [k for k in method.state_dict() if "classifier" in k]  # the teacher is not held
@@ -386,12 +402,12 @@ def test_run_teacher_uses_a_finished_cam_run(tmp_path):
         expected = cam.eval().predict(images, labels).maps  # cam's 8x8 grid = the student's
     assert torch.allclose(method.teacher_maps(images, labels, torch.zeros(2, 16, 8, 8)), expected)
     with pytest.raises(ValueError, match="config.yaml and weights.pt"):
-        tiny(f"teacher=run:{tmp_path / 'missing'}").prepare_training()
+        tiny(f"teacher=run:{tmp_path / 'missing'}").prepare_training(UNUSED_DATA)
 
 
 def test_clip_teacher_needs_real_weights():
     with pytest.raises(ValueError, match="teacher clip needs real CLIP weights"):
-        tiny("teacher=clip").prepare_training()
+        tiny("teacher=clip").prepare_training(UNUSED_DATA)
 
 
 # ------------------------------------------------------------------ the text cache

@@ -10,6 +10,7 @@ drift from the protocol. How a config is resolved and ``-o`` overrides typed is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -86,6 +87,29 @@ class MethodConfig:
     choices: dict[str, tuple] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """The data a run trains on, as :meth:`WSOLMethod.prepare_training` sees it (a teacher that is
+    itself trained, e.g. TeD-Loc's ``cam`` teacher, must train on the very same).
+
+    Attributes:
+        dataset: the dataset's name (``cub``).
+        protocol: what ``wsolbench run --protocol`` takes to get this protocol (an id or a file).
+        protocol_id, protocol_hash: the protocol's id and content hash.
+        data_root: the prepared data root the run reads.
+        data_fingerprint: sha256 of every split's records (:mod:`wsolbench.data.fingerprint`).
+        device: the run's device (``cpu``, ``cuda``, ``cuda:1``).
+    """
+
+    dataset: str
+    protocol: str
+    protocol_id: str
+    protocol_hash: str
+    data_root: Path
+    data_fingerprint: str
+    device: str
+
+
 class WSOLMethod(nn.Module):
     """Base class of every method. Register a subclass with ``@register_method("name")``.
 
@@ -139,10 +163,11 @@ class WSOLMethod(nn.Module):
             return next(iter(parts.values()))
         return "; ".join(f"{part}={source}" for part, source in parts.items())
 
-    def prepare_training(self) -> None:
+    def prepare_training(self, data: TrainingData) -> None:
         """Called by ``wsolbench run`` before training (and before the result's ``pretrained`` is
-        read): build what only training needs, such as a frozen teacher, and record its source
-        in :attr:`provenance`. Inference, cost and rebuilds from weights never call it."""
+        read) with the data it trains on: build what only training needs, such as a frozen
+        teacher, and record its source in :attr:`provenance`. Inference, cost and rebuilds from
+        weights never call it."""
 
     def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called by the training engine before each training epoch (0-based ``epoch``), also

@@ -163,6 +163,28 @@ def protocol_from_snapshot(snapshot: dict, source: str | Path) -> Protocol:
     return _from_content(snapshot["content"], Path(source), classnames=tuple(names))
 
 
+def write_protocol_file(protocol: Protocol, folder: str | Path) -> Path:
+    """Write ``protocol`` as a YAML file (and its class-name file) under ``folder``, so that
+    ``load_protocol`` of the returned path gives the same protocol, hash included: how another
+    ``wsolbench run`` gets a protocol known only from a record."""
+    from wsolbench.util.atomic import write_text_atomic
+
+    folder = Path(folder)
+    relative = protocol.content.get("classnames")
+    if relative:
+        names = folder / relative
+        if Path(relative).is_absolute() or folder.resolve() not in names.resolve().parents:
+            raise ProtocolError(
+                f"protocol {protocol.id}: its class-name file {relative!r} is not a path under "
+                "the protocol file's folder; write the protocol to a file yourself"
+            )
+        names.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(names, "".join(f"{name}\n" for name in protocol.classnames))
+    path = folder / f"{protocol.id}.yaml"
+    write_text_atomic(path, yaml.safe_dump(protocol.content, sort_keys=False))
+    return path
+
+
 # Optional keys, with what they hold; any other key is refused (a misspelt one would be ignored).
 OPTIONAL_KEYS = {
     "selection_split": "the split that chooses thresholds (default val)",

@@ -34,23 +34,35 @@ from PIL import Image, ImageDraw
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.sources import get_dataset
 from wsolbench.evaluate import EvalSettings, GroundTruth
+from wsolbench.method import TrainingData
 from wsolbench.runs.rebuild import load_run
 from wsolbench.util.atomic import write_bytes_atomic, write_json_atomic
 
 
 def _load_run(run_dir: Path):
     """The run's method with its newest training checkpoint (teacher state included) and its
-    external teacher, refused when that is not the teacher the run learnt from."""
+    external teacher, refused when that is not the teacher the run learnt from; and the data
+    root (the dataset's default one)."""
     loaded = load_run(run_dir, weights="checkpoint", keep=("teacher",))
-    method = loaded.method
-    method.prepare_training()  # a run: / synthcam-v1 teacher (synthcam-v1 built if not cached)
+    method, protocol, record = loaded.method, loaded.protocol, loaded.record
+    root = get_dataset(record["dataset"])().resolve(None, protocol)
+    data = TrainingData(
+        dataset=record["dataset"],
+        protocol=protocol.id,
+        protocol_id=protocol.id,
+        protocol_hash=protocol.hash,
+        data_root=root,
+        data_fingerprint=record["data_fingerprint"],
+        device="cpu",
+    )
+    method.prepare_training(data)  # a cam teacher is built if it is not cached
     recorded = loaded.result.provenance.get("teacher") if loaded.result else None
     if recorded and method.provenance.get("teacher") != recorded:
         raise ValueError(
             f"{run_dir} learnt from teacher {recorded}, but its config now gives "
             f"{method.provenance.get('teacher')}: the pseudo-labels would not be the run's"
         )
-    return method, loaded.protocol, loaded.record
+    return method, protocol, record, root
 
 
 def _cell_centres_inside(box: np.ndarray, grid: tuple[int, int], size: tuple[int, int]):
@@ -75,8 +87,7 @@ def diagnose(
     run_dir: Path, split: str = "val", n: int = 12, output: Path | None = None, every: int = 1
 ) -> dict:
     """Score the run's pseudo-labels on ``split`` and draw ``n`` images (every ``every``-th)."""
-    method, protocol, record = _load_run(run_dir)
-    root = get_dataset(record["dataset"])().resolve(None, protocol)
+    method, protocol, record, root = _load_run(run_dir)
     from wsolbench.data.metadata import read_split
 
     meta = read_split(root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes)

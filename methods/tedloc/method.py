@@ -34,11 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.tedloc.backbone import build_tedloc_backbone
-from methods.tedloc.settings import DEFAULTS, MIL_DETACH, PRESETS, SELF_TEACHERS
+from methods.tedloc.settings import DEFAULTS, MIL_DETACH, PRESETS, SELF_TEACHERS, TEACHERS
 from methods.tedloc.teachers import FG_RULES, external_teacher, select_pseudo_labels
 from methods.tedloc.text import ORTHOGONALIZE, load_text_embeddings, orthogonalize_targets
-from wsolbench.blocks.synthcam import SYNTHCAM
-from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
+from wsolbench.method import Capabilities, MethodConfig, Prediction, TrainingData, WSOLMethod
 from wsolbench.registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -65,8 +64,9 @@ class TeDLoc(WSOLMethod):
         proj_hidden: hidden width of the projection MLP g (None: D).
         fg_head: ``{hidden, kernel}``: h is a ``kernel``×``kernel`` conv (``hidden`` > 0: a 1×1
             conv to ``hidden`` channels and ReLU first).
-        teacher: ``self`` | ``run:<work_dir>`` | ``synthcam-v1`` (wsolbench's cached ``cam`` run on
-            synthetic, :mod:`wsolbench.blocks.synthcam`) | ``clip``.
+        teacher: ``cam`` (a ``cam`` run on the same data, trained on first use and cached:
+            :mod:`wsolbench.blocks.cam_teacher`) | ``run:<work_dir>`` | ``self`` | ``clip`` |
+            ``synthcam-v1`` (``cam`` on ``synthetic-v1`` only: the name older records carry).
         warmup_epochs: epochs before the ``self`` teacher gives pseudo-labels.
         ema_momentum: momentum of the ``self`` teacher's EMA copy (updated every step).
         self_teacher: how the ``self`` teacher reads its maps once the warm-up is over: ``live``
@@ -94,7 +94,7 @@ class TeDLoc(WSOLMethod):
         loss_weights: ``{loc, distill, cls, teacher}``.
     """
 
-    # a teacher trained before this run (run:, synthcam-v1) is a pretrained part: --no-pretrained
+    # a teacher trained before this run (cam, run:) is a pretrained part: --no-pretrained
     # (and a rebuild from weights.pt) sets the self teacher
     capabilities = Capabilities(
         needs_classnames=True,
@@ -142,9 +142,9 @@ class TeDLoc(WSOLMethod):
             raise ValueError(f"fg_rule: {fg_rule!r} is not one of {', '.join(FG_RULES)}")
         if orthogonalize not in ORTHOGONALIZE:
             raise ValueError(f"orthogonalize: {orthogonalize!r} is not one of {ORTHOGONALIZE}")
-        if not (teacher in ("self", "clip", SYNTHCAM) or str(teacher).startswith("run:")):
+        if not (teacher in TEACHERS or str(teacher).startswith("run:")):
             raise ValueError(
-                f"teacher: {teacher!r} is not self, clip, {SYNTHCAM} or run:<work_dir>"
+                f"teacher: {teacher!r} is not {', '.join(TEACHERS)} or run:<work_dir>"
             )
         weights = {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0}
         unknown = set(loss_weights or {}) - set(weights)
@@ -213,7 +213,7 @@ class TeDLoc(WSOLMethod):
             self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
             self.register_buffer("teacher_cam_weight", torch.zeros_like(self.cam_head.weight))
             self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
-        # a frozen external teacher (run, synthcam-v1, clip), held outside the module tree and
+        # a frozen external teacher (cam, run, clip), held outside the module tree and
         # built by prepare_training(): inference, cost and rebuilds from weights never need it
         self._external = ()
         self._make_teacher = None
@@ -224,11 +224,12 @@ class TeDLoc(WSOLMethod):
                 external_teacher, teacher, num_classes, norm, *clip
             )
 
-    def prepare_training(self) -> None:
-        """Build the external teacher (``synthcam-v1``: trained now if not cached) and name it in
-        :attr:`provenance` (its weights are a pretrained part: results and ``--resume`` see it)."""
+    def prepare_training(self, data: TrainingData) -> None:
+        """Build the external teacher (``cam``: trained on ``data`` now if not cached) and name it
+        in :attr:`provenance` (its weights are a pretrained part: results and ``--resume`` see
+        it)."""
         if self._make_teacher is not None and not self._external:
-            self._external = self._make_teacher()
+            self._external = self._make_teacher(data)
             self.provenance["teacher"] = self._external[0].source
 
     # ---------------------------------------------------------------- text targets
@@ -343,7 +344,11 @@ class TeDLoc(WSOLMethod):
                     weights = weights - weights.mean(dim=0, keepdim=True)
                 weight = weights[labels].to(features.dtype)  # [B, D]
                 return torch.einsum("bd,bdhw->bhw", weight, features.detach()).float()
-        self.prepare_training()  # built once (the run has already called it)
+        if not self._external:
+            raise RuntimeError(
+                f"teacher {self.teacher_kind}: call prepare_training(data) before training "
+                "(wsolbench run does)"
+            )
         return self._external[0].maps(images, labels, grid)
 
     def pseudo_labels(self, images: Tensor, labels: Tensor, features: Tensor) -> Tensor:

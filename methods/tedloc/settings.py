@@ -5,12 +5,14 @@ the method (:mod:`methods.tedloc.method`) validates the values.
 """
 
 from wsolbench.blocks import synthclip
+from wsolbench.blocks.cam_teacher import SYNTHCAM
 from wsolbench.blocks.clip_text import BACKGROUND_TEMPLATE, BACKGROUND_WORDS
-from wsolbench.blocks.synthcam import SYNTHCAM
 from wsolbench.data.synthetic import captions as synthetic_captions
 
 MIL_DETACH = ("never", "warmup", "always")
 SELF_TEACHERS = ("live", "frozen")
+#: the teacher values besides run:<work_dir> (README.md: what each is)
+TEACHERS = ("cam", "self", "clip", SYNTHCAM)
 
 
 #: every config key's default (methods/tedloc/README.md: what each means)
@@ -36,7 +38,9 @@ DEFAULTS = {
     "qr_group_size": None,
     "proj_hidden": None,
     "fg_head": {"hidden": 0, "kernel": 1},
-    "teacher": "self",
+    # pseudo-labels from a finished cam run on the same data (built on first use, cached;
+    # README.md: why not `self`)
+    "teacher": "cam",
     "warmup_epochs": 5,
     "ema_momentum": 0.99,
     "self_teacher": "live",
@@ -86,8 +90,6 @@ PRESETS = {
             "background_words": list(synthetic_captions.BACKGROUND_WORDS),
             "background_template": synthetic_captions.BACKGROUND_TEMPLATE,
         },
-        # pseudo-labels from a finished CAM run (synthcam-v1, cached; README.md: why not `self`)
-        "teacher": SYNTHCAM,
         "warmup_epochs": 8,  # these two serve -o teacher=self
         "ema_momentum": 0.9,
         "train": {

@@ -7,8 +7,9 @@ an EMA copy); the two here are frozen and are never part of the method's state (
 outside the module tree, so neither checkpoints nor ``weights.pt`` contain them):
 
 - :class:`RunTeacher` (``teacher: run:<work_dir>``): the method of a finished run (normally
-  ``cam``), rebuilt from its ``config.yaml`` and ``weights.pt``; ``teacher: synthcam-v1`` is the
-  same on wsolbench's own cached ``cam`` run on synthetic (:mod:`wsolbench.blocks.synthcam`);
+  ``cam``), rebuilt from its ``config.yaml`` and ``weights.pt``; ``teacher: cam`` (the default) is
+  the same on wsolbench's own cached ``cam`` run on the student's data
+  (:mod:`wsolbench.blocks.cam_teacher`);
 - :class:`ClipTeacher` (``teacher: clip``): ``clip_patch``'s map — cosine similarity of CLIP's
   patch embeddings along MaskCLIP's value path with the class's text embedding; meaningful only
   with real weights.
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsolbench.method import TrainingData
 from wsolbench.util.weights_source import describe, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -208,18 +210,29 @@ class ClipTeacher:
 
 
 def external_teacher(
-    teacher: str, num_classes: int, image_norm: tuple, loaded, class_embeddings: Tensor
+    teacher: str,
+    num_classes: int,
+    image_norm: tuple,
+    loaded,
+    class_embeddings: Tensor,
+    data: TrainingData,
 ) -> tuple:
     """The frozen teacher ``teacher`` names, as a 0- or 1-tuple (``self``: none here).
 
-    ``run:<work_dir>`` and ``synthcam-v1`` (wsolbench's cached ``cam`` run on synthetic, built on
-    first use: :mod:`wsolbench.blocks.synthcam`) give a :class:`RunTeacher`; ``clip`` a
-    :class:`ClipTeacher` on the text encoder ``loaded`` and the classes' [C, d] embeddings.
+    ``cam`` (a ``cam`` run on ``data``, the student's own, built on first use:
+    :mod:`wsolbench.blocks.cam_teacher`; ``synthcam-v1`` is the same, on ``synthetic-v1`` only) and
+    ``run:<work_dir>`` give a :class:`RunTeacher`; ``clip`` a :class:`ClipTeacher` on the text
+    encoder ``loaded`` and the classes' [C, d] embeddings.
     """
-    from wsolbench.blocks.synthcam import SYNTHCAM, ensure_synthcam
+    from wsolbench.blocks.cam_teacher import SYNTHCAM, SYNTHETIC_PROTOCOL, ensure_cam_teacher
 
-    if teacher == SYNTHCAM:
-        return (RunTeacher(ensure_synthcam(), num_classes, image_norm),)
+    if teacher == SYNTHCAM and data.protocol_id != SYNTHETIC_PROTOCOL:
+        raise ValueError(
+            f"teacher {SYNTHCAM} is the cam teacher of {SYNTHETIC_PROTOCOL}, but this run is on "
+            f"{data.protocol_id}: use teacher=cam (a cam run on this run's own data)"
+        )
+    if teacher in ("cam", SYNTHCAM):
+        return (RunTeacher(ensure_cam_teacher(data), num_classes, image_norm),)
     if str(teacher).startswith("run:"):
         return (RunTeacher(str(teacher)[4:], num_classes, image_norm),)
     if teacher == "clip":

@@ -146,7 +146,7 @@ def cmd_prepare(args) -> int:
         print(prepare_synthclip(args.out, seed=args.seed))
         return 0
     if args.dataset == "synthcam":  # the CAM run TeD-Loc's synthetic preset learns from
-        from wsolbench.blocks.synthcam import prepare_synthcam
+        from wsolbench.blocks.cam_teacher import prepare_synthcam
 
         print(prepare_synthcam(args.out, seed=args.seed))
         return 0

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.data.sources import get_dataset, read_splits
-from wsolbench.protocol import Protocol, protocol_for_dataset
+from wsolbench.data.synthetic import default_cache_dir
+from wsolbench.method import TrainingData
+from wsolbench.protocol import (
+    PROTOCOL_DIR,
+    Protocol,
+    load_protocol,
+    protocol_for_dataset,
+    write_protocol_file,
+)
 from wsolbench.registry import get_method
 from wsolbench.results import workdir
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result
@@ -187,6 +195,33 @@ def _read_data(context: RunContext) -> None:
     if (context.root / "protocol.yaml").is_file():  # a generated set carries its own protocol
         hint += f"; this root's own protocol is --protocol {context.root / 'protocol.yaml'}"
     check_pins(context.fingerprint, protocol.data_pins, protocol=protocol.id, hint=hint)
+
+
+def training_data(context: RunContext) -> TrainingData:
+    """What the method's ``prepare_training`` sees: the data read, and how another ``wsolbench
+    run`` gets the same protocol (a protocol given as an object, as ``reproduce`` does, is its
+    shipped id or a copy written into the cache)."""
+    protocol = context.spec.protocol
+    if isinstance(protocol, Protocol):
+        shipped = PROTOCOL_DIR / f"{protocol.id}.yaml"
+        if shipped.is_file() and load_protocol(shipped).hash == protocol.hash:
+            protocol = protocol.id
+        else:
+            folder = default_cache_dir() / "protocols" / protocol.short_hash
+            protocol = str(write_protocol_file(protocol, folder))
+    elif protocol is None:
+        protocol = context.protocol.id
+    elif Path(protocol).suffix in (".yaml", ".yml"):
+        protocol = str(Path(protocol).resolve())
+    return TrainingData(
+        dataset=context.spec.dataset,
+        protocol=str(protocol),
+        protocol_id=context.protocol.id,
+        protocol_hash=context.protocol.hash,
+        data_root=context.root,
+        data_fingerprint=context.fingerprint["sha256"],
+        device=context.device,
+    )
 
 
 def announce(context: RunContext, pretrained: str) -> None:

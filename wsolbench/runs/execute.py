@@ -44,6 +44,7 @@ from wsolbench.runs.context import (
     config_of_source_run,
     locked_run,
     open_work_dir,
+    training_data,
     write_record,
 )
 from wsolbench.util.weights_source import describe, file_sha256
@@ -98,7 +99,8 @@ def execute(spec: RunSpec) -> Result:
             classnames=context.protocol.classnames,
         )
         if context.method_cls.capabilities.trainable:
-            method.prepare_training()  # a teacher it learns from is part of what it is
+            # a teacher it learns from is part of what it is
+            method.prepare_training(training_data(context))
         announce(context, method.pretrained)
         write_record(context, method.pretrained)
         weights_file = None

@@ -1,0 +1,207 @@
+"""TeD-Loc's cam teacher (wsolbench/blocks/cam_teacher.py): the cam run on the student's own data
+that TeD-Loc takes its pseudo-labels from by default, on every dataset — built once in a child
+process, cached whole or not at all by everything that decides its weights (the data fingerprint
+and protocol included), and named by its weights in every TeD-Loc result. ``synthcam-v1`` is its
+synthetic-v1 case. The conftest makes the teacher a one-epoch tiny cam here."""
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_prepare import make_cub
+
+from wsolbench.blocks import cam_teacher
+from wsolbench.blocks.cam_teacher import (
+    SYNTHCAM,
+    CamTeacherError,
+    ensure_cam_teacher,
+    run_dir,
+    synthetic_training_data,
+)
+from wsolbench.cli.main import main
+from wsolbench.config import resolve_config
+from wsolbench.data.cub import convert_cub
+from wsolbench.data.synthetic import SyntheticConfig, default_cache_dir, generate
+from wsolbench.method import build_method
+from wsolbench.protocol import PROTOCOL_DIR
+from wsolbench.registry import get_method
+from wsolbench.runs.rebuild import load_run
+
+TOWERS_OFF = ("backbone.pretrained=false", "text.pretrained=false")  # the teacher stays
+
+
+def _tiny_backbone() -> str:
+    """The backbone override of the tiny cam teacher the conftest makes."""
+    return next(o for o in cam_teacher.DEFAULT_CONFIG.overrides if o.startswith("backbone.kw"))
+
+
+def _run_argv(work: Path, *extra: str) -> list[str]:
+    argv = ["run", "--method", "tedloc", "--work-dir", str(work), *extra]
+    for override in ("text.pretrained=false", "train.max_epochs=1"):
+        argv += ["-o", override]
+    return argv
+
+
+def test_the_default_teacher_is_a_cam_run_on_every_dataset():
+    tedloc = get_method("tedloc")
+    for dataset in ("synthetic", "cub", "ilsvrc", None):
+        assert resolve_config(tedloc, dataset)["teacher"] == "cam"
+
+
+def test_it_is_a_finished_one_thread_cam_run_built_once(monkeypatch):
+    data = synthetic_training_data()
+    folder = ensure_cam_teacher(data)  # the session's private cache: the other tests reuse it
+    assert folder == run_dir(data) and folder.name == f"{SYNTHCAM}-{cam_teacher.digest(data)}"
+    assert {p.name for p in folder.iterdir()} >= {"config.yaml", "weights.pt", "result.json"}
+    result = json.loads((folder / "result.json").read_text())
+    assert result["method"] == "cam" and result["seed"] == 0
+    assert result["env"]["torch_threads"] == 1  # whatever this process uses
+    assert result["data_fingerprint"]["sha256"] == data.data_fingerprint
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a))
+    assert ensure_cam_teacher(data) == folder and calls == []  # cached: no second run
+    assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]  # no temporary left
+
+
+def test_the_digest_names_what_decides_the_weights():
+    data, base = synthetic_training_data(), cam_teacher.DEFAULT_CONFIG
+    digests = {
+        cam_teacher.digest(data),
+        cam_teacher.digest(data, replace(base, seed=1)),
+        cam_teacher.digest(data, replace(base, threads=2)),
+        cam_teacher.digest(data, replace(base, overrides=("train.optimizer.lr=0.05",))),
+        cam_teacher.digest(replace(data, data_fingerprint="0" * 64)),  # other data
+        cam_teacher.digest(replace(data, protocol_hash="1" * 64)),  # another protocol
+        cam_teacher.digest(replace(data, device="cuda:1")),
+    }
+    assert len(digests) == 7
+    assert cam_teacher.digest(replace(data, device="cuda:0")) == cam_teacher.digest(
+        replace(data, device="cuda")
+    )  # the kind of device, not its index
+
+
+def test_a_failed_build_caches_nothing_and_says_so():
+    data = synthetic_training_data()
+    broken = cam_teacher.CamTeacherConfig(overrides=("backbone.name=no_such_network",))
+    with pytest.raises(CamTeacherError, match=f"teacher {SYNTHCAM} failed .*nothing was cached"):
+        ensure_cam_teacher(data, broken)
+    assert not run_dir(data, broken).exists()
+    assert not [p for p in run_dir(data, broken).parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_one_rank_of_several_does_not_build_it_and_says_how(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(CamTeacherError) as error:
+        ensure_cam_teacher(synthetic_training_data(), cache_dir=tmp_path)
+    message = str(error.value)
+    assert "wsolbench run --method cam --dataset synthetic --protocol synthetic-v1" in message
+    assert "--work-dir DIR`, then pass -o teacher=run:DIR" in message
+    assert not (tmp_path / "cam-teacher").exists()
+
+
+def test_tedloc_names_it_and_learns_from_its_maps():
+    names = ["red dotted-headed shape", "blue ringed-headed shape"] + [f"c{i}" for i in range(8)]
+    cls = get_method("tedloc")
+    data = synthetic_training_data()
+    config = resolve_config(cls, "synthetic", [*TOWERS_OFF, _tiny_backbone()])
+    method = build_method(cls, config, 10, classnames=names)
+    assert "teacher" not in method.provenance  # inference and cost never build it
+    method.prepare_training(data)  # what `wsolbench run` does before it records the result
+    assert method.provenance["teacher"].startswith(f"run:{run_dir(data).name} (weights sha256 ")
+    assert f"teacher=run:{SYNTHCAM}-" in method.pretrained
+    images, labels = torch.randn(2, 3, 96, 96), torch.tensor([0, 3])
+    out = method.train().loss(images, labels)
+    assert "loss_teacher" not in out and float(out["pl_fg"]) >= 1
+    # its pseudo-labels are the cam run's own maps (same 24×24 grid as this tiny student)
+    cam = load_run(run_dir(data)).method
+    with torch.no_grad():
+        expected = cam.predict(images, labels).maps
+    assert torch.allclose(method.teacher_maps(images, labels, torch.zeros(2, 1, 24, 24)), expected)
+
+
+def test_a_run_records_it_and_a_resume_refuses_another(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "run"
+    argv = _run_argv(work, "--dataset", "synthetic", "-o", _tiny_backbone())
+    assert main(argv) == 0
+    result = json.loads((work / "result.json").read_text())
+    assert f"teacher=run:{SYNTHCAM}-" in result["pretrained"]
+    assert result["config"]["teacher"] == "cam"
+    # interrupted after training (no result yet), then the teacher changes under the same name
+    (work / "result.json").unlink()
+    (work / "weights.pt").unlink()
+    other = replace(cam_teacher.DEFAULT_CONFIG, seed=1)
+    monkeypatch.setattr(cam_teacher, "DEFAULT_CONFIG", other)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "error: --resume:" in error and "teacher=run:" in error, error
+
+
+def test_on_other_data_the_teacher_is_trained_on_that_data(tmp_path, capsys):
+    """A custom synthetic world gets its own teacher (cam-<protocol id>), never synthetic-v1's;
+    synthcam-v1 by name is refused there."""
+    tiny = SyntheticConfig(
+        num_classes=3, image_size=32, train_per_class=4, val_per_class=2, test_per_class=2
+    )
+    root = generate(tmp_path / "tiny", tiny)
+    args = ["--dataset", "synthetic", "--protocol", str(root / "protocol.yaml")]
+    args += ["--data-root", str(root)]
+    assert main(_run_argv(tmp_path / "run", *args)) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    protocol = result["protocol"]
+    assert f"teacher=run:cam-{protocol}-" in result["pretrained"]
+    [teacher] = (default_cache_dir() / "cam-teacher").glob(f"cam-{protocol}-*")
+    recorded = json.loads((teacher / "result.json").read_text())
+    assert recorded["data_fingerprint"] == result["data_fingerprint"]  # the same splits
+    capsys.readouterr()
+    argv = _run_argv(tmp_path / "named", *args, "-o", f"teacher={SYNTHCAM}")
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"teacher {SYNTHCAM} is the cam teacher of synthetic-v1" in error
+    assert "use teacher=cam" in error and "Traceback" not in error
+
+
+@pytest.fixture
+def tiny_cub(tmp_path):
+    """A fabricated CUB release, prepared, and cub-v1 without its pin on the real test split."""
+    root = tmp_path / "cub"
+    convert_cub(make_cub(tmp_path / "release"), root, val_per_class=1)
+    protocol = yaml.safe_load((PROTOCOL_DIR / "cub-v1.yaml").read_text())
+    protocol.pop("data_fingerprint")
+    protocol["id"] = "cub-fixture"
+    protocol["classnames"] = str(PROTOCOL_DIR / protocol["classnames"])
+    (tmp_path / "cub-fixture.yaml").write_text(yaml.safe_dump(protocol))
+    return root, tmp_path / "cub-fixture.yaml"
+
+
+def test_on_cub_the_teacher_is_trained_first_then_reused(tiny_cub, tmp_path, monkeypatch):
+    root, protocol = tiny_cub
+    args = ["--dataset", "cub", "--protocol", str(protocol), "--data-root", str(root)]
+    args += ["-o", "backbone.pretrained=false"]
+    calls = []
+    real_call = subprocess.call
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a) or real_call(*a, **k))
+    assert main(_run_argv(tmp_path / "first", *args)) == 0
+    assert len(calls) == 1 and calls[0][0][3:7] == ["run", "--method", "cam", "--dataset"]
+    first = json.loads((tmp_path / "first" / "result.json").read_text())
+    assert "teacher=run:cam-cub-fixture-" in first["pretrained"]
+    assert main(_run_argv(tmp_path / "second", *args, "--seed", "1")) == 0
+    second = json.loads((tmp_path / "second" / "result.json").read_text())
+    assert len(calls) == 1  # the cached teacher, not a second cam run
+    assert second["provenance"]["teacher"] == first["provenance"]["teacher"]
+    assert main(_run_argv(tmp_path / "self", *args, "-o", "teacher=self")) == 0
+    alone = json.loads((tmp_path / "self" / "result.json").read_text())
+    assert "teacher" not in alone["pretrained"]
+    assert len(calls) == 1
+
+
+def test_prepare_synthcam_builds_it_explicitly(tmp_path, capsys):
+    assert main(["prepare", "synthcam", "--out", str(tmp_path)]) == 0
+    folder = run_dir(synthetic_training_data(), cache_dir=tmp_path)
+    assert (folder / "weights.pt").is_file()
+    out = capsys.readouterr().out
+    assert str(folder) in out and f"WSOLBENCH_CACHE={tmp_path}" in out

@@ -1,0 +1,246 @@
+"""The CAM teacher: a finished ``cam`` run on a student's own data, trained once and cached.
+
+TeD-Loc's pseudo-labels come from class activation maps. Its default teacher (``teacher: cam``, on
+every dataset) is the ``cam`` method's run on the very data the student trains on: the same
+dataset, protocol (by hash) and data (by fingerprint), ``cam``'s preset for that dataset (on cub
+and ilsvrc its pretrained backbone), seed 0, the train split's image labels only — nothing a WSOL
+method may not see. It is built on first use by ``wsolbench run --method cam`` in a child process
+and cached as the work dir ``$WSOLBENCH_CACHE/cam-teacher/<name>-<digest>/`` (``config.yaml``,
+``weights.pt``, ``result.json`` with the teacher's own scores), where ``<name>`` is
+:data:`SYNTHCAM` (``synthcam-v1``) for the built-in ``synthetic-v1`` world and
+``cam-<protocol id>`` otherwise. The student loads it as any ``teacher=run:<work_dir>``
+(:class:`methods.tedloc.teachers.RunTeacher`); its result names it by the weights' sha256.
+
+The digest covers :class:`CamTeacherConfig`, ``cam``'s resolved configuration for the dataset,
+the protocol's hash, the data fingerprint, the device kind and the torch version: two students on
+different data never share a teacher. On the CPU the run has one torch thread (float reductions
+depend on the thread count, so the weights do not depend on the caller's settings). It is trained
+into a temporary folder renamed into place only once the run has finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from wsolbench.data.synthetic import default_cache_dir
+from wsolbench.method import TrainingData
+from wsolbench.util.atomic import rename_into_place
+
+logger = logging.getLogger(__name__)
+
+#: The name of the teacher of the built-in synthetic world (``synthetic-v1``): its cache entry,
+#: and a ``teacher`` value that is this case only (the board's runs were recorded with it).
+SYNTHCAM = "synthcam-v1"
+SYNTHETIC_PROTOCOL = "synthetic-v1"
+#: Bump when the build changes in a way the digest's fields do not capture.
+BUILD_VERSION = 2
+#: measured: cam's synthetic-v1 schedule, one thread on this project's 2-core machine
+SYNTHCAM_MINUTES = 5
+# what a torchrun launch sets: the child is one plain process, whatever its parent is
+_LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+
+
+class CamTeacherError(ValueError):
+    """The CAM teacher could not be built here (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class CamTeacherConfig:
+    """What decides the teacher's weights besides the data.
+
+    Attributes:
+        seed: the run's ``--seed``.
+        threads: torch intra-op threads of the run on the CPU (fixed: reductions depend on it).
+        overrides: extra ``-o KEY=VALUE`` for ``cam`` (none by default; the tests use a tiny one).
+    """
+
+    seed: int = 0
+    threads: int = 1
+    overrides: tuple[str, ...] = ()
+
+
+#: What TeD-Loc's ``cam`` teacher is.
+DEFAULT_CONFIG = CamTeacherConfig()
+
+
+def teacher_name(data: TrainingData) -> str:
+    """``synthcam-v1`` for the built-in synthetic world, else ``cam-<protocol id>``."""
+    return SYNTHCAM if data.protocol_id == SYNTHETIC_PROTOCOL else f"cam-{data.protocol_id}"
+
+
+def digest(data: TrainingData, config: CamTeacherConfig | None = None) -> str:
+    """12 hex digits over the config, ``cam``'s resolved config, the protocol, the data, the
+    device kind and torch."""
+    import torch
+
+    from wsolbench.config import resolve_config
+    from wsolbench.registry import get_method
+
+    config = config or DEFAULT_CONFIG
+    payload = {
+        "config": asdict(config),
+        "build_version": BUILD_VERSION,
+        "cam": resolve_config(get_method("cam"), data.dataset, list(config.overrides)),
+        "protocol": data.protocol_hash,
+        "data": data.data_fingerprint,
+        "device": _device_kind(data.device),
+        "torch": torch.__version__.split("+")[0],
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_dir(data: TrainingData, config: CamTeacherConfig | None = None, cache_dir=None) -> Path:
+    """``<cache>/cam-teacher/<name>-<digest>`` (whether or not it exists yet)."""
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return cache / "cam-teacher" / f"{teacher_name(data)}-{digest(data, config)}"
+
+
+def ensure_cam_teacher(
+    data: TrainingData, config: CamTeacherConfig | None = None, cache_dir=None
+) -> Path:
+    """The cached teacher run of ``data``, trained now if it is not there yet.
+
+    Returns:
+        A finished ``cam`` work dir (``config.yaml``, ``weights.pt``, ``result.json``).
+
+    Raises:
+        CamTeacherError: the child run failed (its output went to the terminal; nothing is
+            cached), or this is one rank of several (the message gives the command to build it).
+    """
+    config = config or DEFAULT_CONFIG
+    final = run_dir(data, config, cache_dir)
+    if (final / "weights.pt").is_file():
+        return final
+    argv = _cam_argv(data, config)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # N ranks would each train it
+        raise CamTeacherError(
+            f"TeD-Loc's cam teacher ({teacher_name(data)}) is not in {final.parent} yet, and a "
+            "distributed run cannot build it: train it once, "
+            f"`wsolbench {shlex.join(argv)} --work-dir DIR`, then pass -o teacher=run:DIR"
+        )
+    logger.warning(
+        "building TeD-Loc's cam teacher %s once (%s); cached as %s",
+        teacher_name(data),
+        _expected_time(data, config),
+        final,
+    )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    command = [sys.executable, "-m", "wsolbench", *argv, "--work-dir", str(work)]
+    threads = str(config.threads)
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
+    env.update(WSOLBENCH_CACHE=str(final.parents[1]))
+    if _device_kind(data.device) == "cpu":
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    started = time.monotonic()
+    try:
+        # the child's progress goes to the terminal as it comes (a run of minutes must show it)
+        status = subprocess.call(command, env=env)
+        if status != 0 or not (work / "weights.pt").is_file():
+            raise CamTeacherError(
+                f"building the cam teacher {teacher_name(data)} failed (exit {status} of "
+                f"wsolbench {shlex.join(argv)}; its output is above); nothing was cached, the next "
+                "run tries again"
+            )
+        _check_same_data(work, data)
+    except BaseException:  # failed or interrupted: nothing half-built stays
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    rename_into_place(work, final)  # whole or not at all (another process's copy: the same run)
+    logger.warning("cam teacher %s built in %.0f s", teacher_name(data), time.monotonic() - started)
+    return final
+
+
+def _cam_argv(data: TrainingData, config: CamTeacherConfig) -> list[str]:
+    """The ``wsolbench`` command line of the teacher's run (without ``--work-dir``)."""
+    argv = ["run", "--method", "cam", "--dataset", data.dataset, "--protocol", data.protocol]
+    argv += ["--data-root", str(data.data_root), "--seed", str(config.seed)]
+    # the device kind, not the caller's GPU index (the child sees the caller's visible GPUs)
+    argv += ["--device", _device_kind(data.device)]
+    if _device_kind(data.device) == "cpu":
+        argv += ["--threads", str(config.threads)]
+    for override in config.overrides:
+        argv += ["-o", override]
+    return argv
+
+
+def _check_same_data(work: Path, data: TrainingData) -> None:
+    """The child read the student's data (same fingerprint), or nothing is cached."""
+    record = json.loads((work / "result.json").read_text(encoding="utf-8"))
+    found = (record.get("data_fingerprint") or {}).get("sha256")
+    if found != data.data_fingerprint:
+        raise CamTeacherError(
+            f"the cam teacher's run read data {str(found)[:12]}, the student's is "
+            f"{data.data_fingerprint[:12]} (did {data.data_root} change meanwhile?); nothing was "
+            "cached"
+        )
+
+
+def _device_kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def _expected_time(data: TrainingData, config: CamTeacherConfig) -> str:
+    """What the first-use message says about how long the build takes."""
+    from wsolbench.config import resolve_config
+    from wsolbench.registry import get_method
+
+    cam = resolve_config(get_method("cam"), data.dataset, list(config.overrides))
+    schedule = f"cam's {data.dataset} schedule: {cam['train']['max_epochs']} epochs"
+    measured = config == CamTeacherConfig(seed=config.seed)  # synthcam-v1's own settings
+    if data.protocol_id == SYNTHETIC_PROTOCOL and _device_kind(data.device) == "cpu" and measured:
+        schedule += f", about {SYNTHCAM_MINUTES} minutes on 2 CPU cores with one thread"
+    else:
+        schedule += " (as long as `wsolbench run --method cam` on this data)"
+    return schedule
+
+
+def prepare_synthcam(cache_dir=None, seed: int = 0) -> str:
+    """``wsolbench prepare synthcam``: build (or find) the teacher of ``synthetic-v1`` on the CPU
+    in ``cache_dir``; returns what to print — where it is and how runs find it."""
+    from dataclasses import replace
+
+    data = synthetic_training_data()
+    config = replace(DEFAULT_CONFIG, seed=int(seed))
+    folder = ensure_cam_teacher(data, config, cache_dir)
+    lines = [f"{SYNTHCAM} (cam, seed {config.seed}) is {folder}"]
+    if config != DEFAULT_CONFIG:
+        lines.append(f"not {SYNTHCAM} itself: use it with -o teacher=run:{folder}")
+    elif run_dir(data, config) != folder:
+        lines.append(
+            f"runs use it when WSOLBENCH_CACHE={Path(cache_dir).expanduser()}, or with "
+            f"-o teacher=run:{folder}"
+        )
+    return "\n".join(lines)
+
+
+def synthetic_training_data() -> TrainingData:
+    """What a TeD-Loc run on ``synthetic-v1`` (generated on first use) trains on, on the CPU."""
+    from wsolbench.data.fingerprint import data_fingerprint
+    from wsolbench.data.sources import get_dataset, read_splits
+    from wsolbench.protocol import load_protocol
+
+    protocol = load_protocol(SYNTHETIC_PROTOCOL)
+    root = get_dataset("synthetic")().resolve(None, protocol)
+    splits = read_splits(root, protocol, check_files_of=(), progress=False)
+    return TrainingData(
+        dataset="synthetic",
+        protocol=SYNTHETIC_PROTOCOL,
+        protocol_id=protocol.id,
+        protocol_hash=protocol.hash,
+        data_root=root,
+        data_fingerprint=data_fingerprint(splits)["sha256"],
+        device="cpu",
+    )
