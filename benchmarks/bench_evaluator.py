@@ -11,10 +11,10 @@ GT-known, IoU 30/50/70), one map at a time, single process, single thread.
 Sides (timed map by map in turn, so that both see the same machine load):
 
 * ``fast``: :class:`wsolbench.metrics.BoxCounter` (:mod:`wsolbench.metrics.level_sets`: two
-  union-find sweeps per map compiled with numba, a contour search only on the rare levels with a
-  component inside a hole). Its one-off cost, compiling the numba code or loading it from the
-  on-disk cache, is paid on a warm-up map before timing and reported on its own line
-  (``warmup``).
+  union-find sweeps per map compiled with numba, a third on the map with its holes filled when a
+  level has a component inside a hole; no contour search). Its one-off cost, compiling the numba
+  code or loading it from the on-disk cache, is paid on a warm-up map before timing and reported
+  on its own line (``warmup``).
 * ``literal``: :func:`wsolbench.metrics.literal.literal_box_counts`, one contour search per
   threshold shared by both rules -- a plain baseline that is already faster than the reference.
 * ``reference`` (``--literal reference`` or ``both``): the same module with
@@ -47,13 +47,21 @@ from wsolbench.metrics import literal as L
 IOUS = (30, 50, 70)
 
 
-def iter_workload(n: int, size: int, seed: int):
-    """The maps and boxes of :func:`make_workload`, one (map, boxes) pair at a time."""
+MAP_KINDS = ("cam", "noisy")
+
+
+def iter_workload(n: int, size: int, seed: int, kind: str = "cam"):
+    """The maps and boxes of :func:`make_workload`, one (map, boxes) pair at a time. ``noisy``:
+    the CAM-like map plus per-pixel Gaussian noise (sigma 0.15 of its range), re-normalized: the
+    "poor map" whose levels fall apart into thousands of components (wsolevaluation issue #52)."""
     rng = np.random.default_rng(seed)
     for _ in range(n):
         low = int(rng.choice([7, 14]))
         cam = rng.random((low, low)).astype(np.float32)
         scoremap = M.normalize_map(cam, (size, size))
+        if kind == "noisy":
+            noise = rng.normal(0.0, 0.15, (size, size))
+            scoremap = M.normalize_map((scoremap + noise).astype(np.float32), (size, size))
         gt = []
         for _ in range(int(rng.integers(1, 3))):
             w, h = (rng.uniform(0.2, 0.9, 2) * size).astype(int)
@@ -62,9 +70,11 @@ def iter_workload(n: int, size: int, seed: int):
         yield scoremap, np.asarray(gt, dtype=np.int64)
 
 
-def make_workload(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """n CAM-like [size, size] float64 maps in [0, 1] and their [G, 4] GT boxes (G = 1 or 2)."""
-    pairs = list(iter_workload(n, size, seed))
+def make_workload(
+    n: int, size: int, seed: int, kind: str = "cam"
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n [size, size] float64 maps in [0, 1] of ``kind`` and their [G, 4] GT boxes (G = 1, 2)."""
+    pairs = list(iter_workload(n, size, seed, kind))
     return [m for m, _ in pairs], [b for _, b in pairs]
 
 
@@ -95,9 +105,11 @@ def _threaded_fast(maps, boxes, thresholds, threads: int) -> dict:
     return counters[0].to_dict()["box"]
 
 
-def run(n: int, step: float, size: int, seed: int, literal: str, threads: int = 1) -> dict:
+def run(
+    n: int, step: float, size: int, seed: int, literal: str, threads: int = 1, kind: str = "cam"
+) -> dict:
     """Time every side on the same workload; return the figures (seconds, ratios, identical)."""
-    maps, boxes = make_workload(n, size, seed)
+    maps, boxes = make_workload(n, size, seed, kind)
     thresholds = M.threshold_grid(step)
     sides = ["fast", "literal"] if literal == "plain" else ["fast", "reference"]
     if literal == "both":
@@ -136,6 +148,7 @@ def run(n: int, step: float, size: int, seed: int, literal: str, threads: int = 
         sides.append(side)
     identical = all(counts[side] == counts["fast"] for side in sides)
     result = {
+        "maps": kind,
         "n": n,
         "step": step,
         "size": size,
@@ -185,12 +198,34 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the fast path on this many threads, as evaluate-maps runs it "
         "(default: every core; 1 skips it)",
     )
+    parser.add_argument(
+        "--maps",
+        choices=(*MAP_KINDS, "both"),
+        default="cam",
+        help="CAM-like maps, noisy ones, or both (then the ratio of the fast path's time per map)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
-    result = run(args.n, args.step, args.size, args.seed, args.literal, args.threads)
+    kinds = MAP_KINDS if args.maps == "both" else (args.maps,)
+    results = {}
+    for kind in kinds:
+        results[kind] = result = run(
+            args.n, args.step, args.size, args.seed, args.literal, args.threads, kind
+        )
+        _print(args, result)
+    if len(results) == 2:
+        ratio = results["noisy"]["ms_per_map"]["fast"] / results["cam"]["ms_per_map"]["fast"]
+        print(f"noisy maps take {ratio:.2f}x the fast path's time per map of CAM-like ones")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results if len(results) == 2 else result, f, indent=2)
+    return 0 if all(r["identical"] for r in results.values()) else 1
+
+
+def _print(args, result: dict) -> None:
     print(
-        f"{args.n} maps, {args.size}x{args.size}, step {args.step} "
+        f"{args.n} {result['maps']} maps, {args.size}x{args.size}, step {args.step} "
         f"({len(M.threshold_grid(args.step))} thresholds), seed {args.seed}"
     )
     for side, seconds in result["seconds"].items():
@@ -210,10 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         "above: numba compiling the fast path, or loading it from its cache)"
     )
     print(f"  counts identical: {result['identical']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0 if result["identical"] else 1
 
 
 if __name__ == "__main__":

@@ -150,6 +150,28 @@ def _plateaus(rng, hw):
     return cv2.resize(low, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
+def _noisy_blobs(rng, hw):
+    # The "poor map" of wsolevaluation issue #52: smooth blobs plus per-pixel noise, so that
+    # most levels fall apart into many components, with components inside holes at most levels.
+    return _smooth(rng, hw) + rng.normal(0, rng.uniform(0.05, 0.3), hw)
+
+
+def _twin_rings(rng, hw):
+    # Copies of one ring with islands inside (one to three nested levels) at two or three places:
+    # top-level contours of equal filled area, each holding contours, ties broken by contour order.
+    side = int(rng.integers(5, 12))
+    yy, xx = np.indices((side, side))
+    radius = np.maximum(np.abs(yy - side // 2), np.abs(xx - side // 2))
+    ring = (radius // int(rng.integers(1, 3)) % 2 == (side // 2) % 2) * rng.choice([0.6, 0.9])
+    m = np.zeros(hw)
+    for _ in range(int(rng.integers(2, 4))):
+        y, x = int(rng.integers(0, hw[0])), int(rng.integers(0, hw[1]))
+        patch = ring[: hw[0] - y, : hw[1] - x]
+        region = m[y : y + side, x : x + side]
+        np.maximum(region, patch, out=region)
+    return m
+
+
 def _unnormalized(rng, hw):
     return _smooth(rng, hw) * rng.uniform(0.05, 0.9)  # max(u) < 255
 
@@ -172,6 +194,8 @@ GENERATORS = {
     "equal_blobs": _equal_blobs,
     "frame": _frame,
     "plateaus": _plateaus,
+    "noisy_blobs": _noisy_blobs,
+    "twin_rings": _twin_rings,
     "unnormalized": _unnormalized,
     "constant": _constant,
 }
@@ -407,9 +431,15 @@ HANDMADE = {
     "ring_beats_blob": _paint(
         (16, 24), (2, 11, 2, 11, 200), (3, 10, 3, 10, 0), (2, 8, 14, 20, 200)
     ),
-    # The same ring with an island in its hole: the level is left to OpenCV (nested component).
+    # The same ring with an island in its hole: the level is scored on the filled map.
     "island_in_ring": _paint(
         (16, 24), (2, 11, 2, 11, 200), (3, 10, 3, 10, 0), (5, 8, 5, 8, 200), (2, 8, 14, 20, 90)
+    ),
+    # Two equal rings, each with an island (one itself a ring with an island): equal filled
+    # areas, the tie broken by contour order, never by a nested contour.
+    "twin_rings_with_islands": _paint(
+        (14, 26), (1, 10, 1, 10, 220), (2, 9, 2, 9, 0), (3, 8, 3, 8, 220), (4, 7, 4, 7, 0),
+        (5, 6, 5, 6, 220), (3, 12, 14, 23, 220), (4, 11, 15, 22, 0), (6, 8, 17, 19, 150),
     ),
     # Two equal squares and two equal lines: ties broken by contour order (last found first).
     "equal_squares": _paint((12, 20), (1, 4, 1, 4, 255), (7, 10, 12, 15, 255), (5, 6, 6, 9, 100)),
@@ -441,7 +471,7 @@ def test_level_scores_handmade(name):
 
 def test_level_sets_special_paths_are_exercised():
     """The structured generators reach every branch: holes deciding the largest contour without
-    OpenCV, and nested components that leave a level to OpenCV."""
+    OpenCV, and nested components that send a level to the filled map."""
     rng = np.random.default_rng(3)
     n_holes = n_nested = 0
     for _ in range(40):

@@ -5,9 +5,9 @@ The box protocol (``shared/spec/protocol.md``) thresholds a uint8 map ``u`` at e
 either all contours' bounding rectangles (multi-contour rule, MaxBoxAccV2) or the rectangle of the
 contour with the largest ``cv2.contourArea``, the first one in contour order on ties
 (largest-contour rule, MaxBoxAcc / GT-known). This module gets the same per-level scores from two
-union-find sweeps over the pixels sorted by value, compiled with numba, with no contour search at
-all on almost every level. What it relies on, each fact checked against OpenCV (opencv-python
-5.0.0) on thousands of random images while writing it and, end to end, by
+union-find sweeps over the pixels sorted by value (three on a map with components inside holes),
+compiled with numba, with no contour search at all. What it relies on, each fact checked against
+OpenCV (opencv-python 5.0.0) on thousands of random images while writing it and, end to end, by
 ``tests/test_metrics_equivalence.py`` against the literal per-threshold implementation:
 
 1. **Outer contours** are one per 8-connected foreground component (OpenCV pads the image with
@@ -38,36 +38,50 @@ all on almost every level. What it relies on, each fact checked against OpenCV (
 6. **Largest contour wins among outer contours**: a hole's polygon lies inside its parent's outer
    polygon and the parent precedes it in contour order, so the first contour of largest area is
    always an outer one. Outer contours nested in a hole are the only ones that are not top-level;
-   on a level where some hole holds another component (a background component whose 4-connected
-   Euler number ``V - E + F`` is below 1), the largest-contour rule of that level is left to
-   ``cv2.findContours`` (about 0.5 % of the levels of CAM-like maps). Everywhere else the winner
-   is the component of largest ``S(C) + sum of its holes' fills``, ties to the larger first
-   pixel. A hole's parent is the component of the pixel left of the hole's first pixel: that
-   pixel is foreground (a background one would belong to the hole and come first) and adjacent
-   to the hole, and with no component inside the hole only the parent is.
+   where no hole holds another component, the winner is the component of largest ``S(C) + sum
+   of its holes' fills``, ties to the larger first pixel. A hole's parent is the component of
+   the pixel left of the hole's first pixel: that pixel is foreground (a background one would
+   belong to the hole and come first) and adjacent to the hole, and with no component inside the
+   hole only the parent is.
+7. **Levels with components inside holes** (a background component whose 4-connected Euler
+   number ``V - E + F`` is below 1: about 0.5 % of the levels of CAM-like maps, most levels of a
+   noisy one) are scored on the map with its holes filled (:func:`~wsolbench.metrics.sweeps.
+   fill_holes`): its level set at ``v`` is the union of the regions the top-level outer contours
+   of ``u >= v`` enclose, one 8-connected component each (two top-level components are never
+   8-adjacent, nor are their filled regions), with no hole. A nested contour lies strictly inside
+   its top-level ancestor's polygon, so its area is smaller and it never wins; a filled region's
+   window sum is its contour's area (fact 5), its bounding box and its first pixel are the
+   component's (the extreme pixels of a filled region are on its outer contour). So the
+   foreground sweep run on the filled map scores those levels' largest contour, with no contour
+   traced.
 
-The two sweeps built on these facts are in :mod:`wsolbench.metrics.sweeps`; this module runs them
-on one map and its ground-truth boxes, and leaves to OpenCV the levels that fact 6 sets apart.
+The sweeps built on these facts are in :mod:`wsolbench.metrics.sweeps`; this module runs them on
+one map and its ground-truth boxes.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from numba import njit
 
-from wsolbench.metrics.sweeps import best_iou, components_sweep, holes_sweep, pixels_by_value
+from wsolbench.metrics.sweeps import (
+    best_iou,
+    components_sweep,
+    fill_holes,
+    holes_sweep,
+    no_holes,
+    pixels_by_value,
+)
 
 __all__ = ["level_scores", "threshold_scores"]
 
 
-def _largest_by_contours(u: np.ndarray, value: int, gt: np.ndarray) -> float:
-    """IoU of the largest contour's box of the mask ``u >= value``, traced by OpenCV."""
+def _largest_of_filled(u: np.ndarray, gt: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """[256] IoU of the largest contour's box at each level of ``levels`` ([256] bool), from the
+    map with its holes filled (fact 7)."""
     height, width = u.shape
-    mask = (u >= value).astype(np.uint8)
-    contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
-    return best_iou(x, y, min(x + w, width - 1), min(y + h, height - 1), gt)
+    order, starts = pixels_by_value(fill_holes(u))
+    return components_sweep(height, width, order, starts, levels, gt, no_holes())[1]
 
 
 @njit(cache=True, nogil=True)
@@ -94,9 +108,9 @@ def _scores_by_value(u, gt, order, starts, used):
     """[257] best IoU per level value, multi and largest rule; index 256 is the empty mask."""
     height, width = u.shape
     holes = holes_sweep(height, width, order, starts, used, gt)
-    multi, largest, fallback = components_sweep(height, width, order, starts, used, gt, holes)
-    for value in np.flatnonzero(fallback):
-        largest[value] = _largest_by_contours(u, int(value), gt)
+    multi, largest, nested = components_sweep(height, width, order, starts, used, gt, holes)
+    if nested.any():
+        largest[nested] = _largest_of_filled(u, gt, nested)[nested]
     # The reference scores an empty mask as the single box [0, 0, 0, 0].
     empty = best_iou(0, 0, 0, 0, gt)
     return np.append(multi, empty), np.append(largest, empty)

@@ -21,7 +21,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["best_iou", "components_sweep", "holes_sweep", "pixels_by_value"]
+__all__ = [
+    "best_iou",
+    "components_sweep",
+    "fill_holes",
+    "holes_sweep",
+    "no_holes",
+    "pixels_by_value",
+]
 
 
 # Union-find layout. ``parent`` (int32, -1 while the pixel is not in the set) is all that a find
@@ -251,6 +258,8 @@ def holes_sweep(height, width, order, starts, present, gt):
             rec_fill[n_rec] = rec[r, _ACC]
             n_rec += 1
         n_live = kept
+        if nested[level]:
+            n_rec = rec_start[level]  # the foreground sweep does not read this level's holes
         rec_start[level + 1] = n_rec
         hole_iou[level] = best
     return hole_iou, nested, rec_start, rec_first[:n_rec], rec_fill[:n_rec]
@@ -265,7 +274,8 @@ def components_sweep(height, width, order, starts, present, gt, holes):
     Returns:
         multi: [256] best IoU over all contour boxes of level v (outer and hole contours).
         largest: [256] IoU of the largest contour's box at level v.
-        fallback: [256] bool, the largest contour of level v is left to cv2.findContours.
+        nested: [256] bool, a hole of level v holds a component: its ``largest`` is not scored
+            here (:mod:`wsolbench.metrics.level_sets`, fact 7).
     """
     hole_iou, nested, rec_start, rec_first, rec_fill = holes
     wp = width + 2
@@ -278,7 +288,7 @@ def components_sweep(height, width, order, starts, present, gt, holes):
 
     multi = np.zeros(256, np.float64)
     largest = np.zeros(256, np.float64)
-    fallback = np.zeros(256, np.bool_)
+    unscored = np.zeros(256, np.bool_)
     for value in range(255, -1, -1):
         for k in range(starts[value], starts[value + 1]):
             y = order[k] >> 32
@@ -350,7 +360,7 @@ def components_sweep(height, width, order, starts, present, gt, holes):
         multi[value] = best
 
         if nested[value]:
-            fallback[value] = True
+            unscored[value] = True
             continue
         for j in range(rec_start[value], rec_start[value + 1]):
             # The pixel left of a hole's first pixel belongs to the component around the hole.
@@ -374,4 +384,56 @@ def components_sweep(height, width, order, starts, present, gt, holes):
             min(rec[win, _Y1], height - 1),
             gt,
         )
-    return multi, largest, fallback
+    return multi, largest, unscored
+
+
+@njit(cache=True, nogil=True)
+def fill_holes(u):
+    """The map with every hole filled: [H, W] uint8, each pixel's smallest possible highest value
+    along a 4-path from it to the image border (both ends included).
+
+    A pixel is background outside every outer contour of level v (4-connected to the zero padding
+    through values below v) exactly when this value is below v, so the level sets of the result
+    (``filled >= v``) are the regions the outer contours of ``u >= v`` enclose, one 8-connected
+    component per top-level contour, without holes. Priority flood from the border with a bucket
+    per value: O(H W).
+    """
+    height, width = u.shape
+    n = height * width
+    filled = np.empty(n, np.uint8)
+    seen = np.zeros(n, np.bool_)
+    head = np.full(256, -1, np.int64)  # a stack of pixels per value
+    below = np.empty(n, np.int64)
+    for y in range(height):
+        for x in range(width):
+            if y == 0 or x == 0 or y == height - 1 or x == width - 1:
+                p = y * width + x
+                value = u[y, x]
+                filled[p] = value
+                seen[p] = True
+                below[p] = head[value]
+                head[value] = p
+    for level in range(256):
+        while head[level] >= 0:
+            p = head[level]
+            head[level] = below[p]
+            y, x = p // width, p % width
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                qy, qx = y + dy, x + dx
+                if qy < 0 or qx < 0 or qy >= height or qx >= width:
+                    continue
+                q = qy * width + qx
+                if seen[q]:
+                    continue
+                seen[q] = True
+                value = max(level, u[qy, qx])  # popped in increasing order: final
+                filled[q] = value
+                below[q] = head[value]
+                head[value] = q
+    return filled.reshape(height, width)
+
+
+def no_holes() -> tuple:
+    """What :func:`holes_sweep` returns for a map none of whose levels has a hole."""
+    empty = np.empty(0, np.int64)
+    return np.zeros(256), np.zeros(256, np.bool_), np.zeros(257, np.int64), empty, empty
