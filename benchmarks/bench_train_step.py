@@ -7,8 +7,8 @@ One step = forward, the method's losses, backward, SGD step, and the engine's pe
 timed after its warm-up (pseudo-labels from the EMA teacher every step: its most expensive
 state). Both methods use the dataset's preset (``synthetic``: the same 0.29 M-parameter
 ``wsolcnn``), without pretrained weights — so TeD-Loc with the ``self`` teacher; ``-o
-teacher=synthcam-v1`` times the synthetic default, whose frozen CAM teacher runs a forward pass in
-every step. Steps alternate between the two methods so that a
+teacher=cam`` times the default, whose frozen CAM teacher (synthcam-v1 on synthetic, built if not
+cached) runs a forward pass in every step. Steps alternate between the two methods so that a
 change in machine load hits both alike; the median of each is reported.
 """
 
@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from wsolbench.blocks.cam_teacher import synthetic_training_data
 from wsolbench.config import pretrained_off_overrides, resolve_config
 from wsolbench.method import build_method
 from wsolbench.protocol import protocol_for_dataset as resolve_protocol
@@ -59,6 +60,10 @@ def main() -> None:
     torch.manual_seed(0)
     cam, protocol, _ = _build("cam", args.dataset, [])
     ted, _, ted_config = _build("tedloc", args.dataset, args.override)
+    if ted.teacher_kind != "self":  # a frozen teacher, built as `wsolbench run` builds it
+        if args.dataset != "synthetic":
+            parser.error("-o teacher=...: this benchmark builds an external teacher on synthetic")
+        ted.prepare_training(synthetic_training_data())
     ted.on_train_epoch(int(ted_config.get("warmup_epochs", 0)), 10)  # pseudo-labels on
     height, width = protocol.eval_size
     images = torch.randn(args.batch_size, 3, height, width)

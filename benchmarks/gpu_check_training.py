@@ -31,8 +31,8 @@ def build_trainable(name: str, dataset: str, device: torch.device):
 
     cls = get_method(name)
     protocol = resolve_protocol(dataset, None)
-    # pretrained parts off: TeD-Loc gets the spec's self teacher (synthetic's synthcam-v1 is a
-    # cam run that would first be trained here, for minutes)
+    # pretrained parts off: TeD-Loc gets the self teacher (its default cam teacher is a cam run
+    # that would first be trained here, for minutes)
     config = resolve_config(cls, dataset, pretrained_off_overrides(cls))
     method = build_method(cls, config, protocol.num_classes, classnames=protocol.classnames)
     if name == "tedloc":  # past the warm-up: pseudo-labels from the EMA teacher every step

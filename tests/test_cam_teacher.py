@@ -205,3 +205,28 @@ def test_prepare_synthcam_builds_it_explicitly(tmp_path, capsys):
     assert (folder / "weights.pt").is_file()
     out = capsys.readouterr().out
     assert str(folder) in out and f"WSOLBENCH_CACHE={tmp_path}" in out
+
+
+def test_a_finished_cam_run_of_the_same_settings_is_adopted_not_retrained(tmp_path, capsys):
+    """make demo's cam row is the teacher's very run: `prepare synthcam --from RUN` takes it
+    when every setting agrees, and names the one that does not."""
+    cam = ["run", "--method", "cam", "--dataset", "synthetic", "--protocol", "synthetic-v1"]
+    cam += ["--device", "cpu", "--threads", "1"]
+    for override in cam_teacher.DEFAULT_CONFIG.overrides:
+        cam += ["-o", override]
+    assert main([*cam, "--seed", "1", "--work-dir", str(tmp_path / "seed1")]) == 0
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    argv = ["prepare", "synthcam", "--out", str(cache), "--from", str(tmp_path / "seed1")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "is not the run the cam teacher synthcam-v1 would be (seed differ)" in error
+    assert "--seed 0" in error and not (cache / "cam-teacher").exists()
+    assert main([*cam, "--seed", "0", "--work-dir", str(tmp_path / "seed0")]) == 0
+    argv[-1] = str(tmp_path / "seed0")
+    assert main(argv) == 0
+    folder = run_dir(synthetic_training_data(), cache_dir=cache)
+    assert f"{folder}, the run of {tmp_path / 'seed0'}" in capsys.readouterr().out
+    weights = (tmp_path / "seed0" / "weights.pt").read_bytes()
+    assert (folder / "weights.pt").read_bytes() == weights and not (folder / "train").exists()
+    assert main(["prepare", "cub", "--out", str(tmp_path / "x"), "--from", str(folder)]) == 2

@@ -176,6 +176,76 @@ def _cam_argv(data: TrainingData, config: CamTeacherConfig) -> list[str]:
     return argv
 
 
+def adopt_run(
+    folder: str | Path, data: TrainingData, config: CamTeacherConfig | None = None, cache_dir=None
+) -> Path:
+    """Make a finished ``cam`` run the cached teacher of ``data``, when it is exactly the run the
+    build would make (so that nothing trains that network twice, e.g. ``make demo``'s ``cam``
+    row): the same dataset, protocol, data, config, seed, thread count, device kind and torch.
+    Its record, weights and per-image records are copied (not its checkpoints).
+
+    Returns:
+        The cache entry (left as it is when it already exists).
+
+    Raises:
+        CamTeacherError: the run is not finished, or differs (the message names each field).
+    """
+    import torch
+
+    from wsolbench.config import resolve_config
+    from wsolbench.registry import get_method
+    from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
+
+    config = config or DEFAULT_CONFIG
+    folder = Path(folder)
+    final = run_dir(data, config, cache_dir)
+    if (final / WEIGHTS_FILE).is_file():
+        return final
+    try:
+        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise CamTeacherError(f"{folder} holds no finished run (no readable result.json)") from None
+    env = result.get("env", {})
+    expected = {
+        "method": "cam",
+        "dataset": data.dataset,
+        "protocol_hash": data.protocol_hash,
+        "data fingerprint": data.data_fingerprint,
+        "seed": config.seed,
+        "config": resolve_config(get_method("cam"), data.dataset, list(config.overrides)),
+        "device": _device_kind(data.device),
+        "torch": torch.__version__,
+    }
+    found = {
+        "method": result.get("method"),
+        "dataset": result.get("dataset"),
+        "protocol_hash": result.get("protocol_hash"),
+        "data fingerprint": (result.get("data_fingerprint") or {}).get("sha256"),
+        "seed": result.get("seed"),
+        "config": result.get("config"),
+        "device": _device_kind(env.get("device", "")),
+        "torch": env.get("torch"),
+    }
+    if expected["device"] == "cpu":
+        expected["threads"], found["threads"] = config.threads, env.get("torch_threads")
+    differ = [key for key in expected if found[key] != expected[key]]
+    if differ or not (folder / WEIGHTS_FILE).is_file():
+        argv = shlex.join(_cam_argv(data, config))
+        raise CamTeacherError(
+            f"{folder} is not the run the cam teacher {teacher_name(data)} would be "
+            f"({', '.join(differ) or 'no weights.pt'} differ); its run is `wsolbench {argv}`"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    for name in (RECORD_FILE, WEIGHTS_FILE, "result.json", "per_image.npz"):
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, work / name)
+    rename_into_place(work, final)
+    return final
+
+
 def _check_same_data(work: Path, data: TrainingData) -> None:
     """The child read the student's data (same fingerprint), or nothing is cached."""
     record = json.loads((work / "result.json").read_text(encoding="utf-8"))
@@ -207,15 +277,20 @@ def _expected_time(data: TrainingData, config: CamTeacherConfig) -> str:
     return schedule
 
 
-def prepare_synthcam(cache_dir=None, seed: int = 0) -> str:
-    """``wsolbench prepare synthcam``: build (or find) the teacher of ``synthetic-v1`` on the CPU
-    in ``cache_dir``; returns what to print — where it is and how runs find it."""
+def prepare_synthcam(cache_dir=None, seed: int = 0, adopt: Path | None = None) -> str:
+    """``wsolbench prepare synthcam [--from RUN]``: build (or find, or adopt the finished ``cam``
+    run ``adopt``) the teacher of ``synthetic-v1`` on the CPU in ``cache_dir``; returns what to
+    print — where it is and how runs find it."""
     from dataclasses import replace
 
     data = synthetic_training_data()
     config = replace(DEFAULT_CONFIG, seed=int(seed))
-    folder = ensure_cam_teacher(data, config, cache_dir)
-    lines = [f"{SYNTHCAM} (cam, seed {config.seed}) is {folder}"]
+    if adopt is not None:
+        folder = adopt_run(adopt, data, config, cache_dir)
+        lines = [f"{SYNTHCAM} (cam, seed {config.seed}) is {folder}, the run of {adopt}"]
+    else:
+        folder = ensure_cam_teacher(data, config, cache_dir)
+        lines = [f"{SYNTHCAM} (cam, seed {config.seed}) is {folder}"]
     if config != DEFAULT_CONFIG:
         lines.append(f"not {SYNTHCAM} itself: use it with -o teacher=run:{folder}")
     elif run_dir(data, config) != folder:

@@ -135,11 +135,21 @@ def _add_prepare(commands) -> None:
         type=Path,
         help="wsol-splits: the root the splits' mask paths are under (default: --images)",
     )
+    parser.add_argument(
+        "--from",
+        dest="adopt",
+        type=Path,
+        metavar="RUN",
+        help="synthcam: take this finished cam run as the teacher instead of training it, when it "
+        "is the very run the teacher would be (seed, one thread, CPU, default config)",
+    )
     add_seed(parser)
     parser.set_defaults(handler=cmd_prepare)
 
 
 def cmd_prepare(args) -> int:
+    if args.adopt is not None and args.dataset != "synthcam":
+        raise ValueError(f"--from is for prepare synthcam, not prepare {args.dataset}; drop it")
     if args.dataset == "synthclip":  # wsolbench's CLIP of the synthetic world, into a cache
         from wsolbench.blocks.synthclip import prepare_synthclip
 
@@ -148,7 +158,7 @@ def cmd_prepare(args) -> int:
     if args.dataset == "synthcam":  # the CAM run TeD-Loc's synthetic preset learns from
         from wsolbench.blocks.cam_teacher import prepare_synthcam
 
-        print(prepare_synthcam(args.out, seed=args.seed))
+        print(prepare_synthcam(args.out, seed=args.seed, adopt=args.adopt))
         return 0
     if args.out is None:
         raise ValueError(f"prepare {args.dataset} needs --out (the folder to write the dataset to)")
