@@ -23,8 +23,17 @@ Sides (timed map by map in turn, so that both see the same machine load):
 
 The counts of every side must be identical; the script exits with status 1 otherwise.
 
+``--disk`` measures ``evaluate-maps`` as a user runs it, at ILSVRC scale: the maps are written
+once as ``<id>.npy`` (float32, ``--size``) with a metadata split of their boxes, then
+``wsolbench evaluate-maps`` (V1 + V2 + GT-known, step ``--step``) runs as a whole process with 1
+worker and with ``--workers`` workers; it prints the wall time and ms per map of each, their
+ratio, whether the counts are identical, and the ratio to the reference evaluator's structure
+(``literal_box_counts(reference_structure=True)``) timed on the first ``--reference-sample`` maps
+in the same run. Progress is one line per 10 %.
+
     python benchmarks/bench_evaluator.py                    # 2,000 maps, 224 px, step 0.001
     python benchmarks/bench_evaluator.py --literal both --json bench.json
+    python benchmarks/bench_evaluator.py --disk --n 50000   # ILSVRC's validation set's size
 """
 
 from __future__ import annotations
@@ -33,9 +42,13 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -178,6 +191,84 @@ def run(
     return result
 
 
+def _tenths(done: int, total: int, what: str) -> None:
+    """One line each time another 10 % of ``total`` is done."""
+    if total and (done * 10 // total) != ((done - 1) * 10 // total):
+        print(f"  {what}: {done}/{total} ({100 * done // total}%)", flush=True)
+
+
+def write_maps(folder: Path, n: int, size: int, seed: int, kind: str) -> None:
+    """``<folder>/maps/<id>.npy`` (float32) and ``<folder>/meta`` (their boxes), as a user saves
+    them for ``evaluate-maps``."""
+    from wsolbench.data.metadata import SplitMetadata, write_split
+
+    (folder / "maps").mkdir(parents=True)
+    ids, labels, sizes, boxes = [], {}, {}, {}
+    for i, (scoremap, gt) in enumerate(iter_workload(n, size, seed, kind), 1):
+        image_id = f"{i:06d}.png"
+        np.save(folder / "maps" / f"{image_id}.npy", scoremap.astype(np.float32))
+        ids.append(image_id)
+        labels[image_id], sizes[image_id] = 0, (size, size)
+        boxes[image_id] = [[int(v) for v in box] for box in gt]
+        _tenths(i, n, "writing maps")
+    write_split(folder / "meta", SplitMetadata(folder / "meta", ids, labels, sizes, boxes))
+
+
+def evaluate_maps_wall(folder: Path, step: float, size: int, workers: int) -> tuple[float, dict]:
+    """Wall seconds of ``wsolbench evaluate-maps`` as a process, and the counts it wrote."""
+    out = folder / f"counts-{workers}.json"
+    argv = [sys.executable, "-m", "wsolbench", "evaluate-maps", "--maps", str(folder / "maps")]
+    argv += ["--metadata", str(folder / "meta"), "--step", str(step), "--size", str(size)]
+    argv += [str(size), "--workers", str(workers), "--json", str(out)]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    return wall, json.loads(out.read_text())
+
+
+def run_disk(args) -> int:
+    """``--disk``: evaluate-maps on maps written to disk, 1 and N workers, and the reference."""
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-evaluator-"))
+    if folder.exists() and any(folder.iterdir()):
+        print(f"error: --folder {folder} is not empty; give a new or empty folder")
+        return 2
+    print(f"load average before: {os.getloadavg()[0]:.2f}; writing {args.n} maps to {folder}")
+    try:
+        write_maps(folder, args.n, args.size, args.seed, args.maps)
+        walls, counts = {}, {}
+        for workers in sorted({1, args.workers}):
+            walls[workers], counts[workers] = evaluate_maps_wall(
+                folder, args.step, args.size, workers
+            )
+            print(
+                f"  evaluate-maps, {workers} worker(s): {walls[workers]:7.1f} s wall, "
+                f"{1000 * walls[workers] / args.n:6.2f} ms/map (whole process)",
+                flush=True,
+            )
+        sample = min(args.reference_sample, args.n)
+        maps, boxes = make_workload(sample, args.size, args.seed, args.maps)
+        thresholds = M.threshold_grid(args.step)
+        start = time.perf_counter()
+        for i, (scoremap, gt) in enumerate(zip(maps, boxes, strict=True), 1):
+            L.literal_box_counts([scoremap], [gt], thresholds, IOUS, reference_structure=True)
+            _tenths(i, sample, "reference sample")
+        reference_ms = 1000 * (time.perf_counter() - start) / sample
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    identical = all(c == counts[1] for c in counts.values())
+    best = walls[args.workers]
+    print(f"{args.n} {args.maps} maps, {args.size}x{args.size}, step {args.step}")
+    if args.workers > 1:
+        print(f"  {args.workers} workers are {walls[1] / best:.2f}x one")
+    print(
+        f"  reference structure: {reference_ms:.1f} ms/map on {sample} maps: "
+        f"{reference_ms * args.n / 1000 / best:.0f}x the evaluate-maps wall time with "
+        f"{args.workers} worker(s) (extrapolated to {args.n} maps)"
+    )
+    print(f"  counts identical: {identical}; load average after: {os.getloadavg()[0]:.2f}")
+    return 0 if identical else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="number of maps (default 2000)")
@@ -205,7 +296,21 @@ def main(argv: list[str] | None = None) -> int:
         help="CAM-like maps, noisy ones, or both (then the ratio of the fast path's time per map)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--disk", action="store_true", help="time evaluate-maps on maps written to disk"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="--disk: evaluate-maps workers"
+    )
+    parser.add_argument(
+        "--reference-sample", type=int, default=1000, help="--disk: maps the reference times"
+    )
+    parser.add_argument("--folder", help="--disk: where to write the maps (default: a temp dir)")
     args = parser.parse_args(argv)
+    if args.disk:
+        if args.maps == "both":
+            parser.error("--disk takes --maps cam or noisy")
+        return run_disk(args)
 
     kinds = MAP_KINDS if args.maps == "both" else (args.maps,)
     results = {}

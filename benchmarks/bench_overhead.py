@@ -44,7 +44,11 @@ from wsolbench.registry import get_method
 from wsolbench.runs.rebuild import load_run
 
 PROTOCOL = "synthetic-v1"
-IMPORTS = "import torch, timm, open_clip, mmengine, wsolbench.cli.main, wsolbench.runs.execute"
+# what a run imports before its first step (the methods' modules import timm, open_clip, ...)
+IMPORTS = (
+    "import wsolbench.cli.main, wsolbench.runs.execute, wsolbench.train.engine; "
+    "from wsolbench.registry import get_method; get_method('cam'); get_method('tedloc')"
+)
 
 
 def run_wall(method: str, epochs: int, threads: int, work: Path) -> float:

@@ -134,7 +134,7 @@ def save_maps(root, maps_dir, make_map) -> list[str]:
 
 def evaluate_maps(root, maps_dir, *extra) -> int:
     argv = ["evaluate-maps", "--maps", maps_dir, "--metadata", root / "metadata" / "test"]
-    argv += ["--size", SIZE, SIZE, "--threads", 1, *extra]
+    argv += ["--size", SIZE, SIZE, "--workers", 1, *extra]
     return main([str(a) for a in argv])
 
 

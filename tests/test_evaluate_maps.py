@@ -97,12 +97,36 @@ def test_missing_maps_are_named(tiny_root, tmp_path, capsys):
     assert "1 of 10 maps are missing" in err and meta.image_ids[3] in err
 
 
-def test_thread_count_does_not_change_the_counts(tiny_root, tmp_path):
+def test_worker_count_does_not_change_the_counts(tiny_root, tmp_path, monkeypatch):
+    """Chunks of 3 maps over 1, 2 or 3 worker processes (each map read where it is counted):
+    the same counts, in one process or in several."""
+    from wsolbench import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_CHUNK", 3)
+    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_PER_WORKER", 1)
     maps = tmp_path / "maps"
     save_maps(tiny_root, maps, lambda mask: cv2.resize((~mask).astype(np.float32), (13, 13)))
     records = []
-    for threads in (1, 3):
-        code, record = evaluate(tiny_root, maps, tmp_path, "--threads", threads)
+    for workers in (1, 2, 3):
+        code, record = evaluate(tiny_root, maps, tmp_path, "--workers", workers)
         assert code == 0
         records.append(record)
-    assert records[0] == records[1]
+    assert records[0] == records[1] == records[2]
+    assert records[0]["n_images"] == 10 and "maxboxacc_v2" in records[0]
+
+
+def test_a_bad_map_read_by_a_worker_process_is_one_error_line(
+    tiny_root, tmp_path, capsys, monkeypatch
+):
+    from wsolbench import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_CHUNK", 2)
+    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_PER_WORKER", 1)
+    maps = tmp_path / "maps"
+    meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
+    bad = maps / f"{meta.image_ids[7]}.npy"
+    bad.write_bytes(b"not an array")
+    code, _ = evaluate(tiny_root, maps, tmp_path, "--workers", 2)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"error: map {bad} is not a NumPy array file (.npy)" in err

@@ -9,11 +9,13 @@ the counters through its metric adapter.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -347,6 +349,33 @@ def load_saved_map(
         raise MapFileError(str(exc)) from None
 
 
+#: maps per task of a worker process (small enough for a progress bar, large enough that handing
+#: a task over costs nothing next to counting it)
+SAVED_MAPS_CHUNK = 256
+#: below this many maps the workers' start-up (spawned interpreters importing torch) would cost
+#: more than it saves: counted in this process
+SAVED_MAPS_PER_WORKER = 200
+# what a worker process of evaluate_saved_maps counts against, set once by its initializer
+_saved_maps_job: tuple | None = None
+
+
+def _start_saved_maps_worker(maps_dir, meta, settings, mask_root, normalize) -> None:
+    global _saved_maps_job
+    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would contend
+    _saved_maps_job = (maps_dir, GroundTruth(meta, settings, mask_root), settings, normalize)
+
+
+def _count_saved_chunk(image_ids: list[str], job: tuple | None = None) -> metrics.SplitCounter:
+    """Count one chunk of saved maps (in a worker: against its job)."""
+    maps_dir, truth, settings, normalize = job or _saved_maps_job
+    counter = new_counter(settings)
+    for image_id in image_ids:
+        path = saved_map_path(maps_dir, image_id)
+        scoremap = load_saved_map(path, settings.size, normalize, settings.map_resize)
+        count_image(counter, truth, image_id, scoremap)
+    return counter
+
+
 def evaluate_saved_maps(
     maps_dir: Path,
     meta: SplitMetadata,
@@ -354,15 +383,16 @@ def evaluate_saved_maps(
     *,
     mask_root: Path | None = None,
     normalize: bool = False,
-    threads: int = 1,
+    workers: int = 1,
     progress: bool = True,
 ) -> dict:
     """Count saved maps ``<maps_dir>/<image_id>.npy`` over one split; returns the counts record.
 
-    Saved maps carry no class scores, so Top-k metrics are absent. With ``threads > 1`` the images
-    are split into contiguous chunks counted in parallel (OpenCV's contour search and file reads
-    release the GIL) and the chunks' counts are summed: the result is identical for any number of
-    threads.
+    Saved maps carry no class scores, so Top-k metrics are absent. With ``workers > 1`` chunks of
+    :data:`SAVED_MAPS_CHUNK` maps are read and counted by that many processes (each map is read
+    by the process that counts it, so memory stays flat however many maps there are), and the
+    chunks' integer counts are summed in order: the result is identical for any number of workers.
+    Fewer than :data:`SAVED_MAPS_PER_WORKER` maps per worker are counted in this process.
     """
     missing = [i for i in meta.image_ids if not saved_map_path(maps_dir, i).is_file()]
     if missing:
@@ -371,25 +401,30 @@ def evaluate_saved_maps(
             f"{saved_map_path(maps_dir, missing[0])}; save one <image_id>.npy per image id of "
             f"{meta.split_dir / 'image_ids.txt'}"
         )
-    truth = GroundTruth(meta, settings, mask_root)
-    bar = progress_bar(total=len(meta.image_ids), desc="maps", enabled=progress, unit="map")
-
-    def count_chunk(image_ids: list[str]) -> metrics.SplitCounter:
-        counter = new_counter(settings)
-        for image_id in image_ids:
-            scoremap = load_saved_map(
-                saved_map_path(maps_dir, image_id), settings.size, normalize, settings.map_resize
-            )
-            count_image(counter, truth, image_id, scoremap)
-            bar.update()
-        return counter
-
-    threads = max(1, min(threads, len(meta.image_ids)))
-    chunks = [list(chunk) for chunk in np.array_split(np.asarray(meta.image_ids), threads)]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        counters = list(pool.map(count_chunk, chunks))
-    bar.close()
-    total = counters[0]
-    for more in counters[1:]:
-        total.merge(more)
+    ids = list(meta.image_ids)
+    chunks = [ids[i : i + SAVED_MAPS_CHUNK] for i in range(0, len(ids), SAVED_MAPS_CHUNK)]
+    workers = max(1, min(workers, len(ids) // SAVED_MAPS_PER_WORKER))
+    bar = progress_bar(total=len(ids), desc="maps", enabled=progress, unit="map")
+    total = new_counter(settings)
+    if workers == 1:
+        job = (maps_dir, GroundTruth(meta, settings, mask_root), settings, normalize)
+        counted = (_count_saved_chunk(chunk, job) for chunk in chunks)
+        pool = None
+    else:
+        # spawned, not forked: this process may hold torch's and OpenCV's thread pools
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_saved_maps_worker,
+            initargs=(maps_dir, meta, settings, mask_root, normalize),
+        )
+        counted = pool.map(_count_saved_chunk, chunks)
+    try:
+        for chunk, counter in zip(chunks, counted, strict=True):
+            total.merge(counter)
+            bar.update(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
     return total.to_dict()

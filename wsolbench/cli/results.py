@@ -31,10 +31,11 @@ def add_evaluate_maps(commands) -> None:
         help="min-max normalize every map (protocol-size maps are otherwise used as given)",
     )
     parser.add_argument(
-        "--threads",
+        "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="maps counted in parallel (default: every core); the counts do not depend on it",
+        help="processes reading and counting maps (default: every core; fewer than 200 maps "
+        "per worker are counted in one process); the counts do not depend on it",
     )
     parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
     parser.set_defaults(handler=cmd_evaluate_maps)
@@ -56,8 +57,8 @@ def cmd_evaluate_maps(args) -> int:
         )
     if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
         raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
-    if args.threads < 1:
-        raise ValueError(f"--threads {args.threads}: use 1 or more")
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: use 1 or more")
     check_output(args.json, "--json", folder=False)
     meta = read_split(args.metadata, mask_root=args.masks)
     settings = EvalSettings(
@@ -75,7 +76,7 @@ def cmd_evaluate_maps(args) -> int:
         settings,
         mask_root=args.masks,
         normalize=args.normalize,
-        threads=args.threads,
+        workers=args.workers,
     )
     metrics, chosen = summarize(counts, "oracle")
     print(metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
