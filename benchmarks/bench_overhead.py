@@ -36,8 +36,9 @@ import torch
 from wsolbench.blocks.cam_teacher import ensure_cam_teacher, synthetic_training_data
 from wsolbench.blocks.synthclip import ensure_synthclip
 from wsolbench.config import resolve_config
+from wsolbench.counting import EvalSettings
 from wsolbench.data.sources import get_dataset, read_splits
-from wsolbench.evaluate import EvalSettings, evaluate_method
+from wsolbench.evaluate import evaluate_method
 from wsolbench.method import build_method
 from wsolbench.protocol import load_protocol
 from wsolbench.registry import get_method

@@ -11,10 +11,11 @@ from PIL import Image
 from toy_method import ToyCAM
 
 from wsolbench.cli.main import USER_ERRORS, main
+from wsolbench.counting import EvalSettings, GroundTruth
 from wsolbench.data.dataset import ImageSizeError, WSOLImageDataset
 from wsolbench.data.metadata import MetadataError, read_split
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.evaluate import EvalSettings, GroundTruth, evaluate_method, predict_batch
+from wsolbench.evaluate import evaluate_method, predict_batch
 from wsolbench.method import Prediction
 from wsolbench.metrics.maps import NonFiniteError
 from wsolbench.metrics.pxap import MaskError, read_mask

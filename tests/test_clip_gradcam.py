@@ -244,9 +244,10 @@ def test_box_mask_is_clip_es_scoremap2bbox():
 
 
 def test_native_resolution_feeds_each_image_at_its_own_size(tmp_path, monkeypatch):
+    from wsolbench.counting import EvalSettings
     from wsolbench.data.metadata import read_split
     from wsolbench.data.synthetic import SyntheticConfig, generate
-    from wsolbench.evaluate import EvalSettings, evaluate_method
+    from wsolbench.evaluate import evaluate_method
 
     config = SyntheticConfig(
         num_classes=3, image_size=48, train_per_class=1, val_per_class=1, test_per_class=2
@@ -358,9 +359,10 @@ def test_the_flatness_check_can_fail():
 
 
 def test_the_evaluator_runs_grad_cam_inside_no_grad(tmp_path):
+    from wsolbench.counting import EvalSettings
     from wsolbench.data.metadata import read_split
     from wsolbench.data.synthetic import SyntheticConfig, generate
-    from wsolbench.evaluate import EvalSettings, evaluate_method
+    from wsolbench.evaluate import evaluate_method
 
     config = SyntheticConfig(
         num_classes=3, image_size=48, train_per_class=1, val_per_class=1, test_per_class=3

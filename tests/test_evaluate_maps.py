@@ -100,10 +100,10 @@ def test_missing_maps_are_named(tiny_root, tmp_path, capsys):
 def test_worker_count_does_not_change_the_counts(tiny_root, tmp_path, monkeypatch):
     """Chunks of 3 maps over 1, 2 or 3 worker processes (each map read where it is counted):
     the same counts, in one process or in several."""
-    from wsolbench import evaluate as evaluate_module
+    from wsolbench import counting
 
-    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_CHUNK", 3)
-    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_PER_WORKER", 1)
+    monkeypatch.setattr(counting, "SAVED_MAPS_CHUNK", 3)
+    monkeypatch.setattr(counting, "SAVED_MAPS_PER_WORKER", 1)
     maps = tmp_path / "maps"
     save_maps(tiny_root, maps, lambda mask: cv2.resize((~mask).astype(np.float32), (13, 13)))
     records = []
@@ -118,10 +118,10 @@ def test_worker_count_does_not_change_the_counts(tiny_root, tmp_path, monkeypatc
 def test_a_bad_map_read_by_a_worker_process_is_one_error_line(
     tiny_root, tmp_path, capsys, monkeypatch
 ):
-    from wsolbench import evaluate as evaluate_module
+    from wsolbench import counting
 
-    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_CHUNK", 2)
-    monkeypatch.setattr(evaluate_module, "SAVED_MAPS_PER_WORKER", 1)
+    monkeypatch.setattr(counting, "SAVED_MAPS_CHUNK", 2)
+    monkeypatch.setattr(counting, "SAVED_MAPS_PER_WORKER", 1)
     maps = tmp_path / "maps"
     meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
     bad = maps / f"{meta.image_ids[7]}.npy"

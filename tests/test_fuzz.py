@@ -19,9 +19,9 @@ import pytest
 
 from wsolbench.cli.main import USER_ERRORS, main
 from wsolbench.config import ConfigError, resolve_config
+from wsolbench.counting import EvalSettings, evaluate_saved_maps
 from wsolbench.data.metadata import MetadataError, SplitMetadata, read_split
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
 from wsolbench.leaderboard import compare
 from wsolbench.metrics import summarize
 from wsolbench.registry import get_method

@@ -111,6 +111,7 @@ LAYERS = (
     "protocol",
     "config",
     "data",
+    "counting",  # maps against a split's ground truth, saved maps in worker processes (no torch)
     "method",  # the plugin contract
     "results",  # records, per-image records, work dirs, grouping, intervals (no torch)
     "registry",
@@ -134,6 +135,7 @@ TOP_LEVEL = {
     "registry",
     "testing",
     "protocol",
+    "counting",
     "evaluate",
 }
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from wsolbench.counting import EvalSettings, GroundTruth
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.sources import get_dataset
-from wsolbench.evaluate import EvalSettings, GroundTruth
 from wsolbench.method import TrainingData
 from wsolbench.runs.rebuild import load_run
 from wsolbench.util.atomic import write_bytes_atomic, write_json_atomic

@@ -42,8 +42,8 @@ def add_evaluate_maps(commands) -> None:
 
 
 def cmd_evaluate_maps(args) -> int:
+    from wsolbench.counting import EvalSettings, evaluate_saved_maps
     from wsolbench.data.metadata import read_split
-    from wsolbench.evaluate import EvalSettings, evaluate_saved_maps
     from wsolbench.metrics import summarize
     from wsolbench.util.atomic import write_json_atomic
 

@@ -153,7 +153,8 @@ def _evaluate_and_save(
             binds to itself (:mod:`wsolbench.results.verify`).
     """
     from wsolbench.cost.profile import profile_method
-    from wsolbench.evaluate import EvalSettings, evaluate_method
+    from wsolbench.counting import EvalSettings
+    from wsolbench.evaluate import evaluate_method
     from wsolbench.results.per_image import PER_IMAGE_FILE, RecordCollector, save_records
 
     spec, protocol = context.spec, context.protocol
@@ -226,8 +227,8 @@ def _evaluate_and_save(
 
 def _train(context: RunContext, method) -> None:
     """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
+    from wsolbench.counting import EvalSettings, GroundTruth
     from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
-    from wsolbench.evaluate import EvalSettings, GroundTruth
     from wsolbench.train.engine import TrainingDiverged, train
     from wsolbench.train.weights import load_checkpoint_into
 

@@ -1,0 +1,281 @@
+"""Counting one split's maps against its ground truth, and the saved-maps driver (no torch).
+
+:class:`EvalSettings` (what the counters need from a protocol), :class:`GroundTruth` (a split's
+boxes and masks at the evaluation size) and :func:`count_image` feed the counters of
+:mod:`wsolbench.metrics`, one call per image, after the map has been resized to the protocol size
+and normalized. :func:`evaluate_saved_maps` (``wsolbench evaluate-maps``) reads maps saved by any
+codebase and counts them in worker processes; this module imports no torch, so a worker starts
+in the time numba's cached engine takes to load. A method's predictions are counted by
+:mod:`wsolbench.evaluate` through the same functions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from wsolbench import metrics
+from wsolbench.data.metadata import SplitMetadata
+from wsolbench.metrics.maps import MapRangeError
+from wsolbench.protocol import Protocol
+from wsolbench.util.progress import progress as progress_bar
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What the counters need from a protocol (or from ``evaluate-maps`` flags)."""
+
+    size: tuple[int, int]  # (H, W) maps are evaluated at
+    step: float
+    iou_thresholds: tuple[int, ...]
+    boxes: bool
+    masks: bool
+    map_resize: str = "bicubic"  # how maps reach ``size`` (the protocol's map_resize)
+
+    @classmethod
+    def from_protocol(cls, protocol: Protocol) -> EvalSettings:
+        return cls(
+            protocol.eval_size,
+            protocol.threshold_step,
+            protocol.iou_thresholds,
+            protocol.has_boxes,
+            protocol.has_masks,
+            protocol.map_resize,
+        )
+
+
+class GroundTruth:
+    """Per-image ground truth of a split at the evaluation size: rescaled boxes and/or masks."""
+
+    def __init__(self, meta: SplitMetadata, settings: EvalSettings, mask_root: Path | None = None):
+        if settings.boxes and meta.boxes is None:
+            raise ValueError(
+                f"{meta.split_dir}: the protocol needs boxes but localization.txt has masks"
+            )
+        if settings.masks and meta.masks is None:
+            raise ValueError(
+                f"{meta.split_dir}: the protocol needs masks but the split has no mask records "
+                "(localization.txt in mask format, or mask_localization.txt)"
+            )
+        if settings.masks and mask_root is None:
+            raise ValueError("mask evaluation needs the mask root folder (--masks DIR)")
+        self.meta = meta
+        self.settings = settings
+        self.mask_root = mask_root
+
+    def boxes(self, image_id: str) -> np.ndarray | None:
+        """[G, 4] int boxes in evaluation-size pixel coordinates, or None without box evaluation."""
+        if not self.settings.boxes:
+            return None
+        height, width = self.settings.size
+        return metrics.rescale_boxes(
+            self.meta.boxes[image_id], self.meta.sizes[image_id], (width, height)
+        )
+
+    def masks(self, image_id: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(foreground, ignore) [H, W] bool, or (None, None) without mask evaluation.
+
+        Every file is checked as it is read (:func:`wsolbench.metrics.pxap.decode_mask`): a mask,
+        of the image's size in ``image_sizes.txt`` when the split gives sizes.
+
+        Raises:
+            MaskError: the first file of the image that is missing or not a mask, named.
+        """
+        if not self.settings.masks:
+            return None, None
+        record = self.meta.masks[image_id]
+        image_size = self.meta.sizes.get(image_id)
+        foreground = np.zeros(self.settings.size, dtype=bool)
+        for path in record.mask_paths:
+            foreground |= metrics.read_mask(self.mask_root / path, self.settings.size, image_size)
+        ignore = None
+        if record.ignore_path:
+            ignore = metrics.read_mask(
+                self.mask_root / record.ignore_path, self.settings.size, image_size
+            )
+        return foreground, ignore
+
+
+def new_counter(settings: EvalSettings) -> metrics.SplitCounter:
+    return metrics.SplitCounter(metrics.threshold_grid(settings.step), settings.iou_thresholds)
+
+
+def count_image(
+    counter: metrics.SplitCounter,
+    truth: GroundTruth,
+    image_id: str,
+    scoremap: np.ndarray,
+    topk: list[int] | None = None,
+) -> dict:
+    """Add one image's (already normalized, evaluation-size) map to the counter; returns what the
+    image added (:meth:`wsolbench.metrics.SplitCounter.update`)."""
+    foreground, ignore = truth.masks(image_id)
+    return counter.update(
+        scoremap,
+        gt_boxes=truth.boxes(image_id),
+        label=truth.meta.labels[image_id] if topk is not None else None,
+        topk=topk,
+        foreground=foreground,
+        ignore=ignore,
+    )
+
+
+class MapFileError(ValueError):
+    """A saved map is missing or invalid; the message names the file."""
+
+
+def saved_map_path(maps_dir: Path, image_id: str) -> Path:
+    """``<maps>/<image_id>.npy``; ids keep subfolders and extension (``a/b.jpg.npy``)."""
+    return maps_dir / f"{image_id}.npy"
+
+
+#: The first bytes of every file ``numpy.save`` writes.
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file (never unpickled), or a :class:`MapFileError` naming it."""
+    try:
+        with open(path, "rb") as f:
+            is_npy = f.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+            f.seek(0)
+            array = np.load(f, allow_pickle=False) if is_npy else None
+    except FileNotFoundError:
+        raise MapFileError(
+            f"map {path} does not exist (one <image_id>.npy per image is needed)"
+        ) from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # numpy's advice to unpickle it is not ours to give
+            raise MapFileError(
+                f"map {path} holds Python objects (an object array), not numbers; save a "
+                "numeric array"
+            ) from None
+        raise MapFileError(f"map {path} is not a readable .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise MapFileError(f"map {path} is not a readable .npy array: {exc}") from None
+    if array is None:
+        raise MapFileError(
+            f"map {path} is not a NumPy array file (.npy); save each map with "
+            "numpy.save(path, array)"
+        )
+    return array
+
+
+def load_saved_map(
+    path: Path, size: tuple[int, int], normalize: bool, resize: str = "bicubic"
+) -> np.ndarray:
+    """Read one saved map and bring it to the protocol's form.
+
+    A map of the protocol size is used as given (as the reference evaluator does), so it must
+    already hold finite values in [0, 1] — unless ``normalize`` asks to min-max normalize every map.
+    A map of another size is resized (``resize``: bicubic unless the protocol says bilinear) and
+    normalized. A map with more than two axes loses
+    its axes of length 1 (``[1, h, w]``, ``[h, w, 1]``). NaN or inf anywhere is an error either
+    way: normalizing never turns it into numbers.
+
+    Raises:
+        MapFileError: naming the file: missing, not a ``.npy`` array of real numbers, not 2-D,
+            empty, non-finite, or (used as given) outside [0, 1].
+    """
+    scoremap = _read_npy(path)
+    if scoremap.ndim > 2:
+        scoremap = np.squeeze(scoremap)
+    name = f"map {path}"
+    try:
+        if scoremap.shape != tuple(size) or normalize:
+            return metrics.normalize_map(scoremap, size, name, resize)
+        metrics.check_map(scoremap, name)
+        return scoremap
+    except MapRangeError as exc:
+        raise MapFileError(
+            f"{exc}; maps of the protocol size are used as given, so they must hold values in "
+            "[0, 1] — pass --normalize to min-max normalize every map instead"
+        ) from None
+    except ValueError as exc:
+        raise MapFileError(str(exc)) from None
+
+
+#: maps per task of a worker process (small enough for a progress bar, large enough that handing
+#: a task over costs nothing next to counting it)
+SAVED_MAPS_CHUNK = 256
+#: below this many maps per worker, the workers' start-up (a spawned interpreter loading numpy,
+#: OpenCV and the compiled engine: about a second) would cost more than it saves
+SAVED_MAPS_PER_WORKER = 200
+# what a worker process of evaluate_saved_maps counts against, set once by its initializer
+_saved_maps_job: tuple | None = None
+
+
+def _start_saved_maps_worker(maps_dir, meta, settings, mask_root, normalize) -> None:
+    global _saved_maps_job
+    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would contend
+    _saved_maps_job = (maps_dir, GroundTruth(meta, settings, mask_root), settings, normalize)
+
+
+def _count_saved_chunk(image_ids: list[str], job: tuple | None = None) -> metrics.SplitCounter:
+    """Count one chunk of saved maps (in a worker: against its job)."""
+    maps_dir, truth, settings, normalize = job or _saved_maps_job
+    counter = new_counter(settings)
+    for image_id in image_ids:
+        path = saved_map_path(maps_dir, image_id)
+        scoremap = load_saved_map(path, settings.size, normalize, settings.map_resize)
+        count_image(counter, truth, image_id, scoremap)
+    return counter
+
+
+def evaluate_saved_maps(
+    maps_dir: Path,
+    meta: SplitMetadata,
+    settings: EvalSettings,
+    *,
+    mask_root: Path | None = None,
+    normalize: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Count saved maps ``<maps_dir>/<image_id>.npy`` over one split; returns the counts record.
+
+    Saved maps carry no class scores, so Top-k metrics are absent. With ``workers > 1`` chunks of
+    :data:`SAVED_MAPS_CHUNK` maps are read and counted by that many processes (each map is read
+    by the process that counts it, so memory stays flat however many maps there are), and the
+    chunks' integer counts are summed in order: the result is identical for any number of workers.
+    Fewer than :data:`SAVED_MAPS_PER_WORKER` maps per worker are counted in this process.
+    """
+    missing = [i for i in meta.image_ids if not saved_map_path(maps_dir, i).is_file()]
+    if missing:
+        raise MapFileError(
+            f"{len(missing)} of {len(meta.image_ids)} maps are missing in {maps_dir}, e.g. "
+            f"{saved_map_path(maps_dir, missing[0])}; save one <image_id>.npy per image id of "
+            f"{meta.split_dir / 'image_ids.txt'}"
+        )
+    ids = list(meta.image_ids)
+    chunks = [ids[i : i + SAVED_MAPS_CHUNK] for i in range(0, len(ids), SAVED_MAPS_CHUNK)]
+    workers = max(1, min(workers, len(ids) // SAVED_MAPS_PER_WORKER))
+    bar = progress_bar(total=len(ids), desc="maps", enabled=progress, unit="map")
+    total = new_counter(settings)
+    if workers == 1:
+        job = (maps_dir, GroundTruth(meta, settings, mask_root), settings, normalize)
+        counted = (_count_saved_chunk(chunk, job) for chunk in chunks)
+        pool = None
+    else:
+        # spawned, not forked: this process may hold torch's and OpenCV's thread pools
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_saved_maps_worker,
+            initargs=(maps_dir, meta, settings, mask_root, normalize),
+        )
+        counted = pool.map(_count_saved_chunk, chunks)
+    try:
+        for chunk, counter in zip(chunks, counted, strict=True):
+            total.merge(counter)
+            bar.update(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+    return total.to_dict()
