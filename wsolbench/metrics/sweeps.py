@@ -127,6 +127,31 @@ def best_iou(x0, y0, x1, y1, gt):
     return best
 
 
+# A box of area a has IoU at most a / |G| with any GT box G (the intersection is at most a, the
+# union at least |G|): a box smaller than best · (smallest GT area) cannot raise the best IoU, and
+# its IoU is not computed. The margin keeps a box whose bound ties the best within rounding.
+_BOUND_MARGIN = 1.0 + 1e-9
+
+
+@njit(cache=True, nogil=True)
+def smallest_gt_area(gt):
+    """The smallest GT box area (inclusive pixels); 0 (no box is ever skipped) when a box is
+    empty or inverted."""
+    smallest = np.iinfo(np.int64).max
+    for g in range(gt.shape[0]):
+        area = (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)
+        if gt[g, 2] < gt[g, 0] or gt[g, 3] < gt[g, 1]:
+            return 0
+        smallest = min(smallest, area)
+    return smallest if gt.shape[0] else 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _may_beat(x0, y0, x1, y1, best, gt_area):
+    """Whether the box (x0, y0, x1, y1) could have an IoU above ``best`` (see _BOUND_MARGIN)."""
+    return (x1 - x0 + 1) * (y1 - y0 + 1) * _BOUND_MARGIN >= best * gt_area
+
+
 @njit(cache=True, nogil=True)
 def pixels_by_value(u):
     """Pixels sorted by value (stable), as ``y << 32 | p`` with p the index into the grid padded
@@ -176,6 +201,7 @@ def holes_sweep(height, width, order, starts, present, gt):
     live = np.empty(n, np.int64)  # every root is in there (and entries gone stale since)
     n_live = 0
 
+    gt_area = smallest_gt_area(gt)
     hole_iou = np.zeros(256, np.float64)
     nested = np.zeros(256, np.bool_)
     rec_start = np.zeros(257, np.int64)
@@ -235,15 +261,12 @@ def holes_sweep(height, width, order, starts, present, gt):
             live[kept] = r
             kept += 1
             # Hole box grown by one pixel, in image coordinates (padded minus 1).
-            iou = best_iou(
-                rec[r, _X0] - 2,
-                rec[r, _Y0] - 2,
-                min(rec[r, _X1] + 1, width - 1),
-                min(rec[r, _Y1] + 1, height - 1),
-                gt,
-            )
-            if iou > best:
-                best = iou
+            x0, y0 = rec[r, _X0] - 2, rec[r, _Y0] - 2
+            x1, y1 = min(rec[r, _X1] + 1, width - 1), min(rec[r, _Y1] + 1, height - 1)
+            if _may_beat(x0, y0, x1, y1, best, gt_area):
+                iou = best_iou(x0, y0, x1, y1, gt)
+                if iou > best:
+                    best = iou
             if rec[r, _EULER] < 1:
                 nested[level] = True
             if n_rec == cap:
@@ -286,6 +309,7 @@ def components_sweep(height, width, order, starts, present, gt, holes):
     live = np.empty(n, np.int64)
     n_live = 0
 
+    gt_area = smallest_gt_area(gt)
     multi = np.zeros(256, np.float64)
     largest = np.zeros(256, np.float64)
     unscored = np.zeros(256, np.bool_)
@@ -347,15 +371,12 @@ def components_sweep(height, width, order, starts, present, gt, holes):
                 continue
             live[kept] = r
             kept += 1
-            iou = best_iou(
-                rec[r, _X0] - 1,
-                rec[r, _Y0] - 1,
-                min(rec[r, _X1], width - 1),
-                min(rec[r, _Y1], height - 1),
-                gt,
-            )
-            if iou > best:
-                best = iou
+            x0, y0 = rec[r, _X0] - 1, rec[r, _Y0] - 1
+            x1, y1 = min(rec[r, _X1], width - 1), min(rec[r, _Y1], height - 1)
+            if _may_beat(x0, y0, x1, y1, best, gt_area):
+                iou = best_iou(x0, y0, x1, y1, gt)
+                if iou > best:
+                    best = iou
         n_live = kept
         multi[value] = best
 
