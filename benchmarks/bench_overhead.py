@@ -33,6 +33,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train_step import train_step  # noqa: E402
+
 from wsolbench.blocks.cam_teacher import ensure_cam_teacher, synthetic_training_data
 from wsolbench.blocks.synthclip import ensure_synthclip
 from wsolbench.config import resolve_config
@@ -79,17 +82,7 @@ def step_seconds(method_name: str, epochs: int, steps: int) -> tuple[float, int]
     labels = torch.arange(batch) % protocol.num_classes
     parameters = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9)
-    times = []
-    for i in range(steps + 2):  # two warm-up steps
-        start = time.perf_counter()
-        losses = method.loss(images, labels)
-        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        method.on_train_step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
+    times = [train_step(method, optimizer, images, labels) for _ in range(steps + 2)][2:]
     return statistics.median(times), batch
 
 
