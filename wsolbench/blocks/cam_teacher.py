@@ -34,6 +34,9 @@ from pathlib import Path
 
 from wsolbench.data.synthetic import default_cache_dir
 from wsolbench.method import TrainingData
+from wsolbench.results.per_image import PER_IMAGE_FILE
+from wsolbench.results.record import RESULT_FILENAME
+from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
 from wsolbench.util.atomic import rename_into_place
 
 logger = logging.getLogger(__name__)
@@ -120,7 +123,7 @@ def ensure_cam_teacher(
     """
     config = config or DEFAULT_CONFIG
     final = run_dir(data, config, cache_dir)
-    if (final / "weights.pt").is_file():
+    if (final / WEIGHTS_FILE).is_file():
         return final
     argv = _cam_argv(data, config)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # N ranks would each train it
@@ -148,7 +151,7 @@ def ensure_cam_teacher(
     try:
         # the child's progress goes to the terminal as it comes (a run of minutes must show it)
         status = subprocess.call(command, env=env)
-        if status != 0 or not (work / "weights.pt").is_file():
+        if status != 0 or not (work / WEIGHTS_FILE).is_file():
             raise CamTeacherError(
                 f"building the cam teacher {teacher_name(data)} failed (exit {status} of "
                 f"wsolbench {shlex.join(argv)}; its output is above); nothing was cached, the next "
@@ -194,7 +197,6 @@ def adopt_run(
 
     from wsolbench.config import resolve_config
     from wsolbench.registry import get_method
-    from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
 
     config = config or DEFAULT_CONFIG
     folder = Path(folder)
@@ -202,7 +204,7 @@ def adopt_run(
     if (final / WEIGHTS_FILE).is_file():
         return final
     try:
-        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        result = json.loads((folder / RESULT_FILENAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise CamTeacherError(f"{folder} holds no finished run (no readable result.json)") from None
     env = result.get("env", {})
@@ -239,7 +241,7 @@ def adopt_run(
     work = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    for name in (RECORD_FILE, WEIGHTS_FILE, "result.json", "per_image.npz"):
+    for name in (RECORD_FILE, WEIGHTS_FILE, RESULT_FILENAME, PER_IMAGE_FILE):
         if (folder / name).is_file():
             shutil.copy2(folder / name, work / name)
     rename_into_place(work, final)
@@ -248,7 +250,7 @@ def adopt_run(
 
 def _check_same_data(work: Path, data: TrainingData) -> None:
     """The child read the student's data (same fingerprint), or nothing is cached."""
-    record = json.loads((work / "result.json").read_text(encoding="utf-8"))
+    record = json.loads((work / RESULT_FILENAME).read_text(encoding="utf-8"))
     found = (record.get("data_fingerprint") or {}).get("sha256")
     if found != data.data_fingerprint:
         raise CamTeacherError(
