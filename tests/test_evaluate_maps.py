@@ -103,7 +103,7 @@ def test_worker_count_does_not_change_the_counts(tiny_root, tmp_path, monkeypatc
     from wsolbench import counting
 
     monkeypatch.setattr(counting, "SAVED_MAPS_CHUNK", 3)
-    monkeypatch.setattr(counting, "SAVED_MAPS_PER_WORKER", 1)
+    monkeypatch.setattr(counting, "PIXELS_PER_WORKER", 1)
     maps = tmp_path / "maps"
     save_maps(tiny_root, maps, lambda mask: cv2.resize((~mask).astype(np.float32), (13, 13)))
     records = []
@@ -121,7 +121,7 @@ def test_a_bad_map_read_by_a_worker_process_is_one_error_line(
     from wsolbench import counting
 
     monkeypatch.setattr(counting, "SAVED_MAPS_CHUNK", 2)
-    monkeypatch.setattr(counting, "SAVED_MAPS_PER_WORKER", 1)
+    monkeypatch.setattr(counting, "PIXELS_PER_WORKER", 1)
     maps = tmp_path / "maps"
     meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
     bad = maps / f"{meta.image_ids[7]}.npy"
@@ -130,3 +130,52 @@ def test_a_bad_map_read_by_a_worker_process_is_one_error_line(
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"error: map {bad} is not a NumPy array file (.npy)" in err
+
+
+def test_a_runs_evaluation_counts_the_same_with_any_number_of_workers(
+    tiny_root, tmp_path, monkeypatch
+):
+    """A method's maps counted by 1, 2 or 3 worker processes while it predicts the next
+    batches (batches of 3): the same counts and the same per-image records."""
+    import torch
+    from toy_method import ToyCAM
+
+    from wsolbench import counting
+    from wsolbench.evaluate import evaluate_method
+    from wsolbench.protocol import load_protocol
+    from wsolbench.results.per_image import RecordCollector
+
+    monkeypatch.setattr(counting, "PIXELS_PER_WORKER", 1)
+    settings = counting.EvalSettings.from_protocol(load_protocol(str(tiny_root / "protocol.yaml")))
+    torch.manual_seed(0)
+    method = ToyCAM(TINY.num_classes)
+    outcomes = []
+    for workers in (1, 2, 3):
+        collector = RecordCollector(settings.step, list(settings.iou_thresholds))
+        counts = evaluate_method(
+            method,
+            read_split(tiny_root / "metadata" / "test"),
+            tiny_root / "images",
+            settings,
+            mask_root=tiny_root / "masks",
+            batch_size=3,
+            progress=False,
+            records=collector,
+            count_workers=workers,
+        )
+        outcomes.append((json.dumps(counts, sort_keys=True), collector.records()))
+    (counts_1, records_1), *others = outcomes
+    assert json.loads(counts_1)["n_images"] == 10
+    for counts_n, records_n in others:
+        assert counts_n == counts_1
+        assert list(records_n.image_ids) == list(records_1.image_ids)
+        for field in ("multi", "largest", "top1", "top5", "fg_hist", "bg_hist"):
+            assert np.array_equal(getattr(records_n, field), getattr(records_1, field)), field
+
+
+def test_the_workers_of_a_run_are_only_spawned_when_they_pay():
+    from wsolbench.counting import worker_count
+
+    assert worker_count(8, 500, (96, 96)) == 1  # synthetic-v1's test split: counted in-process
+    assert worker_count(8, 50_000, (224, 224)) == 8
+    assert worker_count(2, 399, (224, 224)) == 1 and worker_count(2, 400, (224, 224)) == 2

@@ -15,7 +15,7 @@ from PIL import Image
 
 from wsolbench import metrics as M
 from wsolbench.cli.main import main
-from wsolbench.counting import EvalSettings, GroundTruth, new_counter
+from wsolbench.counting import EvalSettings, GroundTruth, count_batch, new_counter
 from wsolbench.data.glas import CLASSES, read_grades, split_training
 from wsolbench.data.metadata import (
     MaskRecord,
@@ -26,7 +26,6 @@ from wsolbench.data.metadata import (
 )
 from wsolbench.data.sources import get_dataset, read_splits
 from wsolbench.data.wsol_splits import convert_wsol_splits
-from wsolbench.evaluate import count_batch
 from wsolbench.metrics.maps import RESIZE_INTERPOLATION
 from wsolbench.metrics.pxap import decode_mask
 from wsolbench.protocol import MAP_RESIZE_MODES, PROTOCOL_DIR, ProtocolError, load_protocol

@@ -125,6 +125,34 @@ def count_image(
     )
 
 
+def count_batch(
+    counter: metrics.SplitCounter,
+    truth: GroundTruth,
+    indices: list[int],
+    maps: np.ndarray,
+    topk: list[list[int]] | None,
+    records=None,
+) -> None:
+    """Resize and normalize each predicted map to the evaluation size, then count it.
+
+    Args:
+        indices: positions of the batch's images in the split (``meta.image_ids``).
+        maps: [B, h, w] predicted maps, any size and range.
+        topk: per image, the top-5 predicted classes (:func:`wsolbench.evaluate.predict_batch`),
+            or None.
+        records: keeps each image's outcome too (``records.add(image_id, outcome)``: per-image
+            records), when given.
+    """
+    for row, index in enumerate(indices):
+        image_id = truth.meta.image_ids[index]
+        scoremap = metrics.normalize_map(
+            maps[row], truth.settings.size, f"image '{image_id}'", truth.settings.map_resize
+        )
+        outcome = count_image(counter, truth, image_id, scoremap, topk[row] if topk else None)
+        if records is not None:
+            records.add(image_id, outcome)
+
+
 class MapFileError(ValueError):
     """A saved map is missing or invalid; the message names the file."""
 
@@ -203,22 +231,98 @@ def load_saved_map(
 #: maps per task of a worker process (small enough for a progress bar, large enough that handing
 #: a task over costs nothing next to counting it)
 SAVED_MAPS_CHUNK = 256
-#: below this many maps per worker, the workers' start-up (a spawned interpreter loading numpy,
-#: OpenCV and the compiled engine: about a second) would cost more than it saves
-SAVED_MAPS_PER_WORKER = 200
-# what a worker process of evaluate_saved_maps counts against, set once by its initializer
-_saved_maps_job: tuple | None = None
+#: a worker process starts in about a second (a spawned interpreter loading numpy, OpenCV and the
+#: compiled engine): below this many map pixels to count per worker (200 maps of 224 x 224) it
+#: would cost more than it saves
+PIXELS_PER_WORKER = 200 * 224 * 224
 
 
-def _start_saved_maps_worker(maps_dir, meta, settings, mask_root, normalize) -> None:
-    global _saved_maps_job
+def worker_count(requested: int, maps: int, size: tuple[int, int]) -> int:
+    """How many processes count ``maps`` maps of ``size`` (H, W): at most ``requested``, and
+    one (this process alone) when each worker would get fewer than :data:`PIXELS_PER_WORKER`."""
+    return max(1, min(requested, maps * size[0] * size[1] // PIXELS_PER_WORKER))
+
+
+# what a worker process counts against, set once by its initializer: the split's ground truth,
+# and for saved maps (maps folder, normalize)
+_worker_truth: GroundTruth | None = None
+_worker_saved: tuple[Path, bool] | None = None
+
+
+def _start_worker(meta, settings, mask_root, saved) -> None:
+    global _worker_truth, _worker_saved
     cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would contend
-    _saved_maps_job = (maps_dir, GroundTruth(meta, settings, mask_root), settings, normalize)
+    _worker_truth, _worker_saved = GroundTruth(meta, settings, mask_root), saved
+
+
+def _worker_pool(workers: int, truth: GroundTruth, saved=None) -> ProcessPoolExecutor:
+    # spawned, not forked: this process may hold torch's and OpenCV's thread pools
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(truth.meta, truth.settings, truth.mask_root, saved),
+    )
+
+
+class _Outcomes(list):
+    """(image id, outcome) pairs, collected as :func:`count_batch`'s ``records``."""
+
+    def add(self, image_id: str, outcome: dict) -> None:
+        self.append((image_id, outcome))
+
+
+def _count_predicted(
+    indices: list[int], maps: np.ndarray, topk, truth: GroundTruth | None = None
+) -> tuple[metrics.SplitCounter, _Outcomes]:
+    """Count one batch of predicted maps (in a worker: against its ground truth); returns the
+    batch's counter and each image's outcome, in the batch's order."""
+    truth = truth or _worker_truth
+    counter, outcomes = new_counter(truth.settings), _Outcomes()
+    count_batch(counter, truth, indices, maps, topk, outcomes)
+    return counter, outcomes
+
+
+class CountingPool:
+    """Counts a method's predicted maps, batch by batch, in worker processes while the method
+    predicts the next batches; :meth:`counted` hands the batches back in submission order, so
+    the merged counts and the per-image records are identical for any number of workers.
+
+    With one worker everything is counted in this process, at submission. At most
+    ``2 x workers`` batches wait for a worker (their maps are held meanwhile).
+    """
+
+    def __init__(self, truth: GroundTruth, workers: int):
+        self.truth, self.workers = truth, workers
+        self.pool = _worker_pool(workers, truth) if workers > 1 else None
+        self.pending: list = []
+
+    def submit(self, indices: list[int], maps: np.ndarray, topk) -> None:
+        if self.pool is None:
+            self.pending.append(_count_predicted(indices, maps, topk, self.truth))
+        else:
+            self.pending.append(self.pool.submit(_count_predicted, indices, maps, topk))
+
+    def counted(self, wait: bool = False):
+        """Yield ``(counter, outcomes)`` of the finished batches in order: those ready now (and
+        any beyond the queue's bound), or, with ``wait``, every submitted batch."""
+        while self.pending:
+            head = self.pending[0]
+            ready = not hasattr(head, "done") or head.done()
+            if not (wait or ready or len(self.pending) > 2 * self.workers):
+                return
+            self.pending.pop(0)
+            yield head.result() if hasattr(head, "result") else head
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _count_saved_chunk(image_ids: list[str], job: tuple | None = None) -> metrics.SplitCounter:
-    """Count one chunk of saved maps (in a worker: against its job)."""
-    maps_dir, truth, settings, normalize = job or _saved_maps_job
+    """Count one chunk of saved maps (in a worker: against its ground truth and saved maps)."""
+    truth, (maps_dir, normalize) = job or (_worker_truth, _worker_saved)
+    settings = truth.settings
     counter = new_counter(settings)
     for image_id in image_ids:
         path = saved_map_path(maps_dir, image_id)
@@ -243,7 +347,7 @@ def evaluate_saved_maps(
     :data:`SAVED_MAPS_CHUNK` maps are read and counted by that many processes (each map is read
     by the process that counts it, so memory stays flat however many maps there are), and the
     chunks' integer counts are summed in order: the result is identical for any number of workers.
-    Fewer than :data:`SAVED_MAPS_PER_WORKER` maps per worker are counted in this process.
+    Too few maps for a worker (:func:`worker_count`) are counted in this process.
     """
     missing = [i for i in meta.image_ids if not saved_map_path(maps_dir, i).is_file()]
     if missing:
@@ -254,21 +358,15 @@ def evaluate_saved_maps(
         )
     ids = list(meta.image_ids)
     chunks = [ids[i : i + SAVED_MAPS_CHUNK] for i in range(0, len(ids), SAVED_MAPS_CHUNK)]
-    workers = max(1, min(workers, len(ids) // SAVED_MAPS_PER_WORKER))
+    workers = worker_count(workers, len(ids), settings.size)
     bar = progress_bar(total=len(ids), desc="maps", enabled=progress, unit="map")
     total = new_counter(settings)
+    truth = GroundTruth(meta, settings, mask_root)
     if workers == 1:
-        job = (maps_dir, GroundTruth(meta, settings, mask_root), settings, normalize)
-        counted = (_count_saved_chunk(chunk, job) for chunk in chunks)
+        counted = (_count_saved_chunk(chunk, (truth, (maps_dir, normalize))) for chunk in chunks)
         pool = None
     else:
-        # spawned, not forked: this process may hold torch's and OpenCV's thread pools
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_saved_maps_worker,
-            initargs=(maps_dir, meta, settings, mask_root, normalize),
-        )
+        pool = _worker_pool(workers, truth, saved=(maps_dir, normalize))
         counted = pool.map(_count_saved_chunk, chunks)
     try:
         for chunk, counter in zip(chunks, counted, strict=True):

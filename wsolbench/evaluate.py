@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from wsolbench import metrics
-from wsolbench.counting import EvalSettings, GroundTruth, count_image, new_counter
+from wsolbench.counting import CountingPool, EvalSettings, GroundTruth, new_counter, worker_count
 from wsolbench.data.dataset import WSOLImageDataset
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.method import WSOLMethod
@@ -96,32 +95,6 @@ def predict_batch(
     return maps.cpu().numpy(), topk
 
 
-def count_batch(
-    counter: metrics.SplitCounter,
-    truth: GroundTruth,
-    indices: list[int],
-    maps: np.ndarray,
-    topk: list[list[int]] | None,
-    records: RecordCollector | None = None,
-) -> None:
-    """Resize and normalize each predicted map to the evaluation size, then count it.
-
-    Args:
-        indices: positions of the batch's images in the split (``meta.image_ids``).
-        maps: [B, h, w] predicted maps, any size and range.
-        topk: as returned by :func:`predict_batch`.
-        records: keeps each image's outcome too (per-image records), when given.
-    """
-    for row, index in enumerate(indices):
-        image_id = truth.meta.image_ids[index]
-        scoremap = metrics.normalize_map(
-            maps[row], truth.settings.size, f"image '{image_id}'", truth.settings.map_resize
-        )
-        outcome = count_image(counter, truth, image_id, scoremap, topk[row] if topk else None)
-        if records is not None:
-            records.add(image_id, outcome)
-
-
 def evaluate_method(
     method: WSOLMethod,
     meta: SplitMetadata,
@@ -135,10 +108,15 @@ def evaluate_method(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     records: RecordCollector | None = None,
+    count_workers: int = 1,
 ) -> dict:
     """Predict over one split (or one shard of it) and count; returns the counts record.
 
     Args:
+        count_workers: processes that count the maps while the method predicts the next batches
+            (:class:`~wsolbench.counting.CountingPool`; fewer when the split is too small to pay
+            for their start-up, :func:`~wsolbench.counting.worker_count`); the counts and
+            records are the same for any number.
         shard: (rank, world size): this process evaluates images ``rank, rank + world, ...``; the
             ranks' counts merge (:func:`wsolbench.metrics.merge_counts`) into those of the whole
             split, each image counted exactly once.
@@ -161,11 +139,24 @@ def evaluate_method(
     batches = progress_bar(
         loader, desc=f"eval {meta.split_dir.name}", enabled=progress, unit="batch", leave=False
     )
-    for batch in batches:
-        indices = batch["index"].tolist()
-        names = [f"'{meta.image_ids[i]}' of {meta.split_dir}" for i in indices]
-        maps, topk = predict_batch(
-            method, batch["image"].to(device), batch["label"].to(device), names
-        )
-        count_batch(counter, truth, indices, maps, topk, records)
+    pool = CountingPool(truth, worker_count(count_workers, len(dataset), settings.size))
+
+    def merge(wait: bool = False) -> None:
+        for part, outcomes in pool.counted(wait):
+            counter.merge(part)
+            for image_id, outcome in outcomes if records is not None else ():
+                records.add(image_id, outcome)
+
+    try:
+        for batch in batches:
+            indices = batch["index"].tolist()
+            names = [f"'{meta.image_ids[i]}' of {meta.split_dir}" for i in indices]
+            maps, topk = predict_batch(
+                method, batch["image"].to(device), batch["label"].to(device), names
+            )
+            pool.submit(indices, maps, topk)
+            merge()
+        merge(wait=True)
+    finally:
+        pool.close()
     return counter.to_dict()

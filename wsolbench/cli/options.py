@@ -13,6 +13,7 @@ first thing in the command.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 MAX_BATCH_SIZE = 4096  # beyond this an evaluation or throughput batch is a typo, not a plan
@@ -58,6 +59,18 @@ def add_num_workers(parser) -> None:
         type=int_in(0, MAX_WORKERS, "data-loader processes; 0 loads in the main process"),
         default=0,
         help=f"data loader workers (default 0: the main process; at most {MAX_WORKERS})",
+    )
+
+
+def add_count_workers(parser) -> None:
+    """``--workers N``: processes that count maps (evaluate-maps, and run / eval / reproduce's
+    evaluation); the counts do not depend on it."""
+    parser.add_argument(
+        "--workers",
+        type=int_in(1, MAX_WORKERS, "map-counting processes"),
+        default=os.cpu_count() or 1,
+        help="processes counting the maps (default: every core; fewer than 200 maps of 224x224 "
+        "per worker are counted in one process); the counts do not depend on it",
     )
 
 

@@ -3,10 +3,15 @@ describe data, or read results (no model is built)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from wsolbench.cli.options import add_resampling, check_output, refuse_without, resampling
+from wsolbench.cli.options import (
+    add_count_workers,
+    add_resampling,
+    check_output,
+    refuse_without,
+    resampling,
+)
 from wsolbench.cli.run import metrics_table
 
 
@@ -30,13 +35,7 @@ def add_evaluate_maps(commands) -> None:
         action="store_true",
         help="min-max normalize every map (protocol-size maps are otherwise used as given)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="processes reading and counting maps (default: every core; fewer than 200 maps "
-        "per worker are counted in one process); the counts do not depend on it",
-    )
+    add_count_workers(parser)
     parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
     parser.set_defaults(handler=cmd_evaluate_maps)
 
@@ -57,8 +56,6 @@ def cmd_evaluate_maps(args) -> int:
         )
     if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
         raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: use 1 or more")
     check_output(args.json, "--json", folder=False)
     meta = read_split(args.metadata, mask_root=args.masks)
     settings = EvalSettings(

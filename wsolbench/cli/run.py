@@ -10,6 +10,7 @@ from tabulate import tabulate
 from wsolbench.cli.options import (
     PROFILE_DESTS,
     add_batch_size,
+    add_count_workers,
     add_num_workers,
     add_overrides_argument,
     add_profile_options,
@@ -36,6 +37,7 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     add_batch_size(parser, 64, "evaluation batch size")
     add_num_workers(parser)
+    add_count_workers(parser)
     add_threads(parser)
     parser.add_argument(
         "--profile",
@@ -109,6 +111,7 @@ def add_reproduce(commands) -> None:
     parser.add_argument("--device", help="default: the recorded device")
     add_batch_size(parser, 64, "evaluation batch size")
     add_num_workers(parser)
+    add_count_workers(parser)
     parser.set_defaults(handler=cmd_reproduce)
 
 
@@ -122,6 +125,7 @@ def cmd_reproduce(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        count_workers=args.workers,
     )
     rows = [
         [split, policy, key, f"{a:.4f}", "absent" if b is None else f"{b:.4f}",
@@ -156,6 +160,7 @@ def cmd_eval(args) -> int:
         resume=args.resume,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        count_workers=args.workers,
         threads=args.threads,
         profile=_profile_settings(args),
         summed_pxap=args.summed_pxap,
@@ -183,6 +188,7 @@ def cmd_run(args) -> int:
             launcher=args.launcher,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
+            count_workers=args.workers,
             threads=args.threads,
             profile=_profile_settings(args),
             summed_pxap=args.summed_pxap,

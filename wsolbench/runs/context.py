@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.data.sources import get_dataset, read_splits
-from wsolbench.data.synthetic import default_cache_dir
 from wsolbench.method import TrainingData
 from wsolbench.protocol import (
     PROTOCOL_DIR,
@@ -32,6 +31,7 @@ from wsolbench.results import workdir
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result
 from wsolbench.results.verify import verify_result
 from wsolbench.runs.launchers import join_ranks, launch_rank
+from wsolbench.util.cache import default_cache_dir
 from wsolbench.util.device import resolve_device
 
 if TYPE_CHECKING:
@@ -62,6 +62,9 @@ class RunSpec:
     launcher: str = "none"
     batch_size: int = 64
     num_workers: int = 0
+    # processes counting the maps while the method predicts (per rank); the counts do not
+    # depend on it
+    count_workers: int = 1
     threads: int | None = None  # torch intra-op threads; None: torch's default (recorded)
     progress: bool = True
     profile: ProfileSettings | None = None  # --profile: measure cost into result.cost

@@ -174,6 +174,7 @@ def _evaluate_and_save(
             shard=(context.rank, context.world),
             progress=spec.progress and context.rank == 0,
             records=collector,
+            count_workers=max(1, spec.count_workers // context.world),
         )
         counts[split] = _gather_counts(local, context.world)
         records[split] = _gather_records(collector.records(), context.world)

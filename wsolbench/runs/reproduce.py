@@ -163,6 +163,7 @@ def reproduce(
     device: str | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
+    count_workers: int = 1,
     progress: bool = True,
 ) -> Reproduction:
     """Rerun the result at ``source`` (a run folder or a ``result.json``) from its record.
@@ -217,6 +218,7 @@ def reproduce(
         resume=True,
         batch_size=batch_size,
         num_workers=num_workers,
+        count_workers=count_workers,
         threads=recorded.env.get("torch_threads"),
         progress=progress,
         config=recorded.config,

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsolbench.counting import GroundTruth, new_counter
+from wsolbench.counting import GroundTruth, count_batch, new_counter
 from wsolbench.data.dataset import WSOLImageDataset
-from wsolbench.evaluate import count_batch, predict_batch
+from wsolbench.evaluate import predict_batch
 from wsolbench.method import WSOLMethod
 from wsolbench.metrics import merge_counts, summarize
 from wsolbench.results.workdir import TRAIN_SUBDIR
