@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from wsolbench.data.synthetic import SPLITS, SyntheticConfig, generate
+from wsolbench.data.generated import SPLITS
+from wsolbench.data.synthetic import SyntheticConfig, generate
 
 
 def main() -> None:

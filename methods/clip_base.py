@@ -79,6 +79,11 @@ class ClipBaseline(WSOLMethod):
                     "checkpoint": synthclip.SYNTHCLIP,
                 },
             },
+            # synthetic-histo: no CLIP has seen that world; seeded random towers of synthclip's
+            # architecture, recorded (and marked in every table) as running without weights
+            "synthetic-histo": {
+                "clip": {"model": synthclip.MODEL, "pretrained": False, "checkpoint": None},
+            },
         },
     )
 

@@ -32,11 +32,14 @@ One idea per module beside this file, each importing only those above it: ``repo
 ``report_boards`` (step 3), ``report_profiles`` (step 4, measuring), ``report_cost`` (step 4,
 the tables), ``report_html`` (steps 5-6). This file is the command line only.
 
-Usage: ``python reports/make_reports.py [--methods M ...] [--seeds S ...] [--no-runs]
-[--finished-only] [--cost-datasets D ...] [--cost-only] [--reuse-cost]``; ``--methods`` and
-``--seeds`` narrow the grid (passed to the sweep); ``--no-runs`` re-renders from
-``reports/results/`` without running; ``--finished-only`` starts no sweep and uses the finished
-runs (adding their cost); ``--cost-only`` runs step 4 alone (the cost files).
+Usage: ``python reports/make_reports.py [--board main|synthetic-histo] [--methods M ...]
+[--seeds S ...] [--no-runs] [--finished-only] [--cost-datasets D ...] [--cost-only]
+[--reuse-cost]``; ``--board synthetic-histo`` makes the histology world's board
+(``reports/board-synthetic-histo.yaml``): steps 1-3 alone, its tables in
+``reports/synthetic-histo-v1/``; ``--methods`` and ``--seeds`` narrow the grid (passed to the
+sweep); ``--no-runs`` re-renders from ``reports/results/`` without running; ``--finished-only``
+starts no sweep and uses the finished runs (adding their cost); ``--cost-only`` runs step 4 alone
+(the cost files).
 """
 
 from __future__ import annotations
@@ -55,17 +58,20 @@ from report_cost import write_cost  # noqa: E402
 from report_html import make_figures, write_report  # noqa: E402
 from report_profiles import COST_DATASETS, load_cost, measure_cost  # noqa: E402
 from report_runs import collect_results, known_methods, run_all  # noqa: E402
-from report_settings import METHODS, REPO, SEEDS, WORK  # noqa: E402
+from report_settings import BOARDS, MAIN_BOARD, REPO  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--methods", nargs="+", default=list(METHODS), help="default: reports/board.yaml's"
+        "--board",
+        choices=list(BOARDS),
+        default="main",
+        help="main (reports/board.yaml: every step) or synthetic-histo "
+        "(reports/board-synthetic-histo.yaml: steps 1-3, tables in reports/synthetic-histo-v1/)",
     )
-    parser.add_argument(
-        "--seeds", nargs="+", type=int, default=list(SEEDS), help="default: reports/board.yaml's"
-    )
+    parser.add_argument("--methods", nargs="+", help="default: the board's grid file's")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: the board's grid file's")
     parser.add_argument("--cost-datasets", nargs="+", default=list(COST_DATASETS))
     parser.add_argument(
         "--no-runs", action="store_true", help="use reports/results/ as committed; run nothing"
@@ -90,19 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--finished-only",
         action="store_true",
-        help=f"start no training (no sweep): use the finished runs in {WORK} (adding their cost)",
+        help="start no training (no sweep): use the board's finished runs (adding their cost)",
     )
     args = parser.parse_args(argv)
-    methods = known_methods(args.methods)
-    skipped = [m for m in args.methods if m not in methods]
-    seeds = tuple(args.seeds)
+    board = BOARDS[args.board]
+    wanted = args.methods or board.grid.methods
+    methods = known_methods(wanted)
+    skipped = [m for m in wanted if m not in methods]
+    seeds = tuple(args.seeds or board.grid.seeds)
     failed: dict[str, str] = {}
     if not args.no_runs and not args.cost_only:
-        failed = run_all(methods, seeds, finished_only=args.finished_only)
-        collect_results(methods, seeds)
+        failed = run_all(methods, seeds, finished_only=args.finished_only, board=board)
+        collect_results(methods, seeds, board)
     if not args.cost_only:
-        for path in render_leaderboards():
+        board.out_dir.mkdir(exist_ok=True)
+        for path in render_leaderboards(board.results, board.out_dir):
             print(f"written {path.relative_to(REPO)}")
+    if board != MAIN_BOARD:  # cost, figures and the report are the main board's
+        return 0
     # The datasets not measured this time keep their records (e.g. --cost-datasets cub).
     costs = load_cost()
     if not args.reuse_cost:

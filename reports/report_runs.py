@@ -18,13 +18,12 @@ import json
 import shutil
 
 from report_settings import (
-    BOARD,
-    BOARD_GRID,
     BOARD_SLOTS,
     BOARD_THREADS,
+    MAIN_BOARD,
     PROFILE_THREADS,
     REPO,
-    RESULTS,
+    Board,
     wsolbench,
 )
 
@@ -43,33 +42,38 @@ def known_methods(wanted: list[str]) -> list[str]:
     return [m for m in wanted if m in known]
 
 
-def board_cells(methods: list[str], seeds: tuple[int, ...]) -> list[Cell]:
-    """The sweep's cells of the board narrowed to ``methods`` and ``seeds`` (what ``sweep
+def board_cells(
+    methods: list[str], seeds: tuple[int, ...], board: Board = MAIN_BOARD
+) -> list[Cell]:
+    """The sweep's cells of ``board`` narrowed to ``methods`` and ``seeds`` (what ``sweep
     --methods --seeds`` runs), with their work dirs and ``wsolbench run`` argv."""
-    grid = dataclasses.replace(BOARD, methods=list(methods), seeds=sorted(seeds))
+    grid = dataclasses.replace(board.grid, methods=list(methods), seeds=sorted(seeds))
     # work dirs from the repository (where the sweep runs), wherever this script is run from
     cells = expand(grid, threads=BOARD_THREADS)
     return [dataclasses.replace(cell, work_dir=REPO / cell.work_dir) for cell in cells]
 
 
 def run_all(
-    methods: list[str], seeds: tuple[int, ...], finished_only: bool = False
+    methods: list[str],
+    seeds: tuple[int, ...],
+    finished_only: bool = False,
+    board: Board = MAIN_BOARD,
 ) -> dict[str, str]:
     """Step 1; returns {"method/seedS": reason} for the runs left out (failed, or not finished
     with ``finished_only``, which starts no training and only adds missing cost)."""
     if not finished_only:
         narrowed = []  # the grid file's lists unless make_reports was told others
-        if list(methods) != BOARD.methods:
+        if list(methods) != board.grid.methods:
             narrowed += ["--methods", *methods]
-        if sorted(seeds) != BOARD.seeds:
+        if sorted(seeds) != board.grid.seeds:
             narrowed += ["--seeds", *map(str, sorted(seeds))]
         wsolbench(
-            "sweep", BOARD_GRID, "--executor", "local", "--slots", BOARD_SLOTS,
+            "sweep", board.grid_file, "--executor", "local", "--slots", BOARD_SLOTS,
             "--threads", BOARD_THREADS, *narrowed,
         )  # fmt: skip
-    errors = {} if finished_only else _sweep_errors()
+    errors = {} if finished_only else _sweep_errors(board)
     failed = {}
-    for cell in board_cells(methods, seeds):
+    for cell in board_cells(methods, seeds, board):
         key = f"{cell.method}/seed{cell.seed}"
         if not is_finished(cell):
             failed[key] = (
@@ -89,19 +93,21 @@ def run_all(
     return failed
 
 
-def _sweep_errors() -> dict[str, str]:
+def _sweep_errors(board: Board) -> dict[str, str]:
     """{cell name: the error line of its failed run} from the sweep's summary."""
-    path = REPO / BOARD.root_dir / SUMMARY_FILE
+    path = REPO / board.grid.root_dir / SUMMARY_FILE
     if not path.is_file():
         return {}
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     return {c["cell"]: c["error"] for c in cells if c.get("error")}
 
 
-def collect_results(methods: list[str], seeds: tuple[int, ...]) -> None:
+def collect_results(
+    methods: list[str], seeds: tuple[int, ...], board: Board = MAIN_BOARD
+) -> None:
     """Step 2: copy each finished run's result.json and per-image records under
-    reports/results/ (from scratch)."""
-    shutil.rmtree(RESULTS, ignore_errors=True)
-    for cell in board_cells(methods, seeds):
+    reports/results/<protocol>/ (from scratch)."""
+    shutil.rmtree(board.results, ignore_errors=True)
+    for cell in board_cells(methods, seeds, board):
         if is_finished(cell):
-            copy_result(cell.work_dir, RESULTS / cell.method / f"seed{cell.seed}")
+            copy_result(cell.work_dir, board.results / cell.method / f"seed{cell.seed}")

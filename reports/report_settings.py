@@ -10,16 +10,49 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from wsolbench.sweep.grid import build_grid, read_grid_file
+from wsolbench.sweep.grid import Grid, build_grid, read_grid_file
 
 REPORTS = Path(__file__).resolve().parent
 REPO = REPORTS.parent
-# The board's grid, relative to the repository (every step runs `wsolbench` there): methods
-# (each with its synthetic preset), dataset, protocol, seeds and the sweep's root.
-BOARD_GRID = Path("reports/board.yaml")
-BOARD = build_grid(read_grid_file(REPO / BOARD_GRID))
+
+
+@dataclass(frozen=True)
+class Board:
+    """One committed board: its grid file (relative to the repository: every step runs
+    `wsolbench` there), the grid, where its results are copied and its tables written."""
+
+    grid_file: Path
+    out_dir: Path  # its leaderboards and diffs
+
+    @property
+    def grid(self) -> Grid:
+        return build_grid(read_grid_file(REPO / self.grid_file))
+
+    @property
+    def protocol(self) -> str:
+        return self.grid.protocol
+
+    @property
+    def results(self) -> Path:
+        return REPORTS / "results" / self.protocol
+
+    @property
+    def work(self) -> Path:
+        """The sweep's work dirs, <root>/<protocol id>/<method>/seed<S>
+        (wsolbench.sweep.cells names them)."""
+        return self.grid.root_dir / self.protocol
+
+
+# The main board (synthetic-v1: every step, cost and figures included) and the histology world's
+# (synthetic-histo-v1: runs and leaderboards, under reports/synthetic-histo-v1/).
+MAIN_BOARD = Board(Path("reports/board.yaml"), REPORTS)
+HISTO_BOARD = Board(Path("reports/board-synthetic-histo.yaml"), REPORTS / "synthetic-histo-v1")
+BOARDS = {"main": MAIN_BOARD, "synthetic-histo": HISTO_BOARD}
+# The main board's grid: methods (each with its synthetic preset), dataset, protocol, seeds.
+BOARD = MAIN_BOARD.grid
 PROTOCOL = BOARD.protocol
 METHODS = tuple(BOARD.methods)
 SEEDS = tuple(BOARD.seeds)
@@ -32,9 +65,8 @@ BOARD_THREADS = 1
 # threads waits for the slower thread's time slice (measured: a 13-MMAC model took 530 ms per call
 # with 2 threads under load and 2 ms with 1).
 PROFILE_THREADS = "1"
-# The sweep's work dirs, <root>/<protocol id>/<method>/seed<S> (wsolbench.sweep.cells names them)
-WORK = BOARD.root_dir / PROTOCOL
-RESULTS = REPORTS / "results" / PROTOCOL
+WORK = MAIN_BOARD.work
+RESULTS = MAIN_BOARD.results
 FIGURES = REPORTS / "figures"
 COST_DIR = REPORTS / "cost"
 

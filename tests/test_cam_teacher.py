@@ -25,11 +25,12 @@ from wsolbench.blocks.cam_teacher import (
 from wsolbench.cli.main import main
 from wsolbench.config import resolve_config
 from wsolbench.data.cub import convert_cub
-from wsolbench.data.synthetic import SyntheticConfig, default_cache_dir, generate
+from wsolbench.data.synthetic import SyntheticConfig, generate
 from wsolbench.method import build_method
 from wsolbench.protocol import PROTOCOL_DIR
 from wsolbench.registry import get_method
 from wsolbench.runs.rebuild import load_run
+from wsolbench.util.cache import default_cache_dir
 
 TOWERS_OFF = ("backbone.pretrained=false", "text.pretrained=false")  # the teacher stays
 

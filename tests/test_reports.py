@@ -5,6 +5,8 @@ import importlib
 import sys
 from pathlib import Path
 
+import pytest
+
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
@@ -16,30 +18,35 @@ def report_step(name: str):
     return importlib.import_module(name)
 
 
-def test_committed_leaderboards_are_up_to_date(tmp_path):
+@pytest.mark.parametrize("board_name", ["main", "synthetic-histo"])
+def test_committed_leaderboards_are_up_to_date(board_name, tmp_path):
     boards = report_step("report_boards")
-    results = REPORTS / "results" / report_step("report_settings").PROTOCOL
+    board = report_step("report_settings").BOARDS[board_name]
+    results = board.results
     assert any(results.rglob("result.json")), f"{results} holds no result: run `make reports`"
     written = boards.render_leaderboards(results, tmp_path)
     expected = list(boards.LEADERBOARD_FILES) + list(boards.DIFF_FILES)
     assert [p.name for p in written] == expected
+    out = board.out_dir
     stale = [
         p.name
         for p in written
-        if not (REPORTS / p.name).is_file() or (REPORTS / p.name).read_bytes() != p.read_bytes()
+        if not (out / p.name).is_file() or (out / p.name).read_bytes() != p.read_bytes()
     ]
-    assert not stale, f"reports/{', reports/'.join(stale)} out of date: run `make reports`"
+    assert not stale, f"{out}: {', '.join(stale)} out of date: run reports/make_reports.py"
 
 
-def test_rows_without_pretrained_weights_are_marked_in_every_format(tmp_path):
+@pytest.mark.parametrize("board_name", ["main", "synthetic-histo"])
+def test_rows_without_pretrained_weights_are_marked_in_every_format(board_name, tmp_path):
     boards = report_step("report_boards")
-    results = REPORTS / "results" / report_step("report_settings").PROTOCOL
+    board = report_step("report_settings").BOARDS[board_name]
+    results = board.results
     from wsolbench.results.record import find_results
 
     no_weights = sorted({r.method for _, r in find_results([results]) if not r.has_pretrained})
     if not no_weights:  # e.g. only center (no weights to load: "n/a") on the board
         return
-    text = {n: (REPORTS / n).read_text(encoding="utf-8") for n in boards.LEADERBOARD_FILES}
+    text = {n: (board.out_dir / n).read_text(encoding="utf-8") for n in boards.LEADERBOARD_FILES}
     for method in no_weights:
         assert f"{method}‡" in text["leaderboard.md"] and f"{method}‡" in text["leaderboard.html"]
         assert method.replace("_", "\\_") + "\\ddag{}" in text["leaderboard.tex"]

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 import protocols
-from wsolbench.data import synthetic
+from wsolbench.data import generated, synthetic
+from wsolbench.data.generated import SPLITS
 from wsolbench.data.metadata import read_split
 from wsolbench.data.synthetic import (
     HEAD_COLOURS,
     HEAD_PATTERNS,
     MAX_CLASSES,
-    SPLITS,
     SyntheticConfig,
     class_names,
     draw,
@@ -210,7 +210,10 @@ def test_generate_writes_a_readable_dataset_root(tmp_path):
     assert (root / "classnames.txt").read_text().splitlines() == class_names(3)
     info = json.loads((root / "synthetic.json").read_text())
     assert info["digest"] == TINY.digest()
-    assert info["generator_version"] == synthetic.GENERATOR_VERSION
+    assert info["generator"] == {
+        "module": "wsolbench.data.synthetic",
+        "version": synthetic.GENERATOR_VERSION,
+    }
     assert info["config"]["num_classes"] == 3
 
     for split in SPLITS:
@@ -268,11 +271,11 @@ def test_generate_refuses_a_non_empty_folder(tmp_path):
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
-    def broken(root, config, progress):
+    def broken(root, world, progress):
         (root / "partial.txt").write_text("x")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic.build, "_build", broken)
+    monkeypatch.setattr(generated, "_build", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         generate(tmp_path / "out", TINY)
     assert list(tmp_path.iterdir()) == []
@@ -284,13 +287,13 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
 @pytest.fixture
 def count_builds(monkeypatch):
     calls = []
-    real = synthetic.build._build
+    real = generated._build
 
-    def counting(root, config, progress):
-        calls.append(config)
-        return real(root, config, progress)
+    def counting(root, world, progress):
+        calls.append(world.config)
+        return real(root, world, progress)
 
-    monkeypatch.setattr(synthetic.build, "_build", counting)
+    monkeypatch.setattr(generated, "_build", counting)
     return calls
 
 
@@ -319,17 +322,17 @@ def test_ensure_synthetic_reports_a_corrupt_cache(tmp_path):
 
 
 def test_ensure_synthetic_losing_the_race_uses_the_winners_copy(tmp_path, monkeypatch):
-    real = synthetic.build._build
+    real = generated._build
     winner = tmp_path / f"synthetic-{TINY.digest()}"
 
-    def racing(root, config, progress):
+    def racing(root, world, progress):
         # Another process finishes first, while this one is still building.
         if not winner.exists():
-            monkeypatch.setattr(synthetic.build, "_build", real)
-            generate(winner, config)
-        return real(root, config, progress)
+            monkeypatch.setattr(generated, "_build", real)
+            generate(winner, world.config)
+        return real(root, world, progress)
 
-    monkeypatch.setattr(synthetic.build, "_build", racing)
+    monkeypatch.setattr(generated, "_build", racing)
     root = ensure_synthetic(TINY, tmp_path)
     assert root == winner
     assert [p.name for p in tmp_path.iterdir()] == [winner.name]  # the loser's copy is gone

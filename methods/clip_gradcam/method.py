@@ -116,6 +116,7 @@ class ClipGradCAM(ClipBaseline):
                 "background_words": list(synthetic_captions.BACKGROUND_WORDS),
                 "background_template": synthetic_captions.BACKGROUND_TEMPLATE,
             },
+            "synthetic-histo": ClipBaseline.config.presets["synthetic-histo"],
         },
     )
 

@@ -103,3 +103,16 @@ PRESETS = {
         },
     },
 }
+# The histology world: synthetic's student and schedule; no CLIP has seen that world, so the
+# text targets come from seeded random towers of synthclip's architecture (recorded as such)
+PRESETS["synthetic-histo"] = {
+    **PRESETS["synthetic"],
+    "text": {
+        "model": synthclip.MODEL,
+        "pretrained": False,
+        "checkpoint": None,
+        "templates": ["a photo of {} tissue.", "{} glands."],
+        "background_words": ["stroma", "connective tissue", "blood vessel", "fat"],
+        "background_template": "a photo of {}.",
+    },
+}

@@ -32,12 +32,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from wsolbench.data.synthetic import default_cache_dir
 from wsolbench.method import TrainingData
 from wsolbench.results.per_image import PER_IMAGE_FILE
 from wsolbench.results.record import RESULT_FILENAME
 from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
 from wsolbench.util.atomic import rename_into_place
+from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsolbench.blocks.clip_models import LoadedClip, weights_key
-from wsolbench.data.synthetic import default_cache_dir
 from wsolbench.util.atomic import write_bytes_atomic
+from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

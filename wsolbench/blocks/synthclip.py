@@ -41,8 +41,8 @@ from pathlib import Path
 import torch
 
 from wsolbench.blocks.open_clip_configs import ClipWeightsError, create_model, import_open_clip
-from wsolbench.data.synthetic import default_cache_dir
 from wsolbench.util.atomic import write_bytes_atomic, write_json_atomic
+from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -104,7 +104,16 @@ def _add_prepare(commands) -> None:
     )
     parser.add_argument(
         "dataset",
-        choices=["cub", "ilsvrc", "glas", "wsol-splits", "synthetic", "synthclip", "synthcam"],
+        choices=[
+            "cub",
+            "ilsvrc",
+            "glas",
+            "wsol-splits",
+            "synthetic",
+            "synthetic-histo",
+            "synthclip",
+            "synthcam",
+        ],
     )
     parser.add_argument(
         "--src",
@@ -162,13 +171,23 @@ def cmd_prepare(args) -> int:
         return 0
     if args.out is None:
         raise ValueError(f"prepare {args.dataset} needs --out (the folder to write the dataset to)")
-    if args.dataset == "synthetic":
-        from wsolbench.data.synthetic import PROTOCOL_FILE, SyntheticConfig, generate
+    if args.dataset in ("synthetic", "synthetic-histo"):
+        from wsolbench.data import generated
+        from wsolbench.data.synthetic import SyntheticConfig, synthetic_world
+        from wsolbench.data.synthetic_histo import HistoConfig, histo_world
 
-        root = generate(args.out, SyntheticConfig(seed=args.seed), progress=True)
-        print(f"synthetic dataset written to {root}")
-        if args.seed != 0:  # synthetic-v1 is seed 0: this set needs its own protocol
-            print(f"not synthetic-v1's data: run it with --protocol {root / PROTOCOL_FILE}")
+        world = (
+            synthetic_world(SyntheticConfig(seed=args.seed))
+            if args.dataset == "synthetic"
+            else histo_world(HistoConfig(seed=args.seed))
+        )
+        root = generated.generate(args.out, world, progress=True)
+        print(f"{args.dataset} dataset written to {root}")
+        if args.seed != 0:  # the shipped protocol is seed 0: this set needs its own protocol
+            print(
+                f"not {world.protocol}'s data: run it with --protocol "
+                f"{root / generated.PROTOCOL_FILE}"
+            )
         return 0
     if args.src is None:
         raise ValueError(f"prepare {args.dataset} needs --src (the original release folder)")

@@ -2,8 +2,8 @@
 
 A prepared root holds ``metadata/<split>/`` (the reference evaluator's four files per split) and
 ``images/`` (image ids are paths relative to it); mask datasets add ``masks/``. The real datasets
-need ``--data-root`` pointing at a root made by ``wsolbench prepare``; ``synthetic`` is generated
-(once, cached) when no root is given.
+need ``--data-root`` pointing at a root made by ``wsolbench prepare``; ``synthetic`` and
+``synthetic-histo`` are generated (once, cached) when no root is given.
 """
 
 from __future__ import annotations
@@ -174,3 +174,17 @@ def read_splits(
             )
         splits[role] = meta
     return splits
+
+
+@register_dataset("synthetic-histo")
+class SyntheticHisto(DataSource):
+    prepare_hint = (
+        "wsolbench prepare synthetic-histo --out DIR (or omit --data-root to use the cache)"
+    )
+
+    def resolve(self, data_root: str | Path | None, protocol: Protocol) -> Path:
+        if data_root is not None:
+            return super().resolve(data_root, protocol)
+        from wsolbench.data.synthetic_histo import HistoConfig, ensure_histo
+
+        return ensure_histo(HistoConfig(**protocol.extra.get("generator", {})))

@@ -26,6 +26,9 @@ GROUP = "group"  # compare --ci: the rows' letter groups, beside the ranking met
 # GT-known), then the cost (its notes describe its columns together); the other metrics follow in
 # their usual order.
 PRIORITY = ("maxboxacc_v2", "top1_loc", "pxap", "top1_cls", "gt_known_loc", COST)
+# On a board without boxes (a histology protocol): PxAP, the figures at the selected τ, then the
+# classification.
+MASK_PRIORITY = ("pxap", "miou", "dice_fg", "dice_bg", "top1_cls", COST)
 
 
 @dataclass(frozen=True)
@@ -112,16 +115,17 @@ def fitting(columns: list[Column], width: int = TERMINAL_WIDTH) -> list[Column]:
 
     Method, Pretrained, Seeds (unless every row has the same number: :func:`common_seeds`), the
     first metric and the Group column beside it (``--ci``) always; then the metrics of
-    :data:`PRIORITY`, the cost, and the other metrics, in that order, for as long as the table
-    still fits (the first one that does not ends the list: no column jumps the queue for being
-    narrow).
+    :data:`PRIORITY` (:data:`MASK_PRIORITY` without boxes), the cost, and the other metrics, in
+    that order, for as long as the table still fits (the first one that does not ends the list:
+    no column jumps the queue for being narrow).
     """
     fixed, optional = columns[:3], columns[3:]
     if common_seeds(columns) is not None:
         fixed = fixed[:2]
     present = [c.key for c in optional]
     always = {*present[:1], GROUP}
-    wanted = (GROUP, *PRIORITY, *METRIC_KEYS)
+    priority = PRIORITY if "maxboxacc_v2" in present else MASK_PRIORITY
+    wanted = (GROUP, *priority, *METRIC_KEYS)
     order = dict.fromkeys([*present[:1], *(k for k in wanted if k in present)])
     kept: set[str] = set()
     for key in order:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.data.fingerprint import short
+from wsolbench.metrics.overlap import OVERLAP_KEYS
 from wsolbench.results.record import METRIC_KEYS
 
 NO_WEIGHTS_MARK = "‡"
@@ -113,8 +114,13 @@ class Leaderboard:
 
     @property
     def metric_keys(self) -> list[str]:
-        """The metric columns: those at least one row has, in the canonical order."""
-        return [k for k in METRIC_KEYS if any(k in r.mean for r in self.rows)]
+        """The metric columns: those at least one row has, in the canonical order; on a board
+        without boxes the mask metrics come first (PxAP ranks, as in histology papers)."""
+        keys = [k for k in METRIC_KEYS if any(k in r.mean for r in self.rows)]
+        if "maxboxacc_v2" in keys:
+            return keys
+        masks = ("pxap", *OVERLAP_KEYS)
+        return [k for k in keys if k in masks] + [k for k in keys if k not in masks]
 
     @property
     def cost_devices(self) -> list[str]:

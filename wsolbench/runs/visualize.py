@@ -8,9 +8,11 @@
   ground-truth boxes in green and, in red, the predicted box at the run's threshold for the
   IoU-50 curve under the chosen policy: of the boxes of every contour of the thresholded map (the
   MaxBoxAccV2 rule), the one that best overlaps a ground-truth box — the box the metric scores.
-  Each tile's caption gives the class and that IoU. The grid is drawn pixel by pixel (OpenCV),
-  not by a plotting library, so a box lands on exactly the pixels of its coordinates (scaled by an
-  integer factor for small protocol sizes).
+  Each tile's caption gives the class and that IoU. On a masks-only protocol (histology) the
+  outlines are masks: the ground-truth mask's in green, in red the predicted mask's (map ≥ τ at
+  the τ of mIoU, where Dice and mIoU are read), and the caption gives that image's mask IoU.
+  The grid is drawn pixel by pixel (OpenCV), not by a plotting library, so a box lands on
+  exactly the pixels of its coordinates (scaled by an integer factor for small protocol sizes).
 - **Curves** (``curves.png``): BoxAcc (multi-contour rule, the curve behind MaxBoxAccV2) against the
   threshold τ, one panel per IoU threshold, one line per run, the maximum marked; recomputed from
   the per-threshold counts stored in ``result.json``, so it needs no model.
@@ -87,6 +89,14 @@ def put_text(image: np.ndarray, text: str, origin: tuple[int, int], color=(0, 0,
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
 
 
+def draw_outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> None:
+    """Colour the pixels of ``mask`` ([H, W] bool, the image's size) that touch a pixel outside
+    it (4-neighbourhood; the image border counts as outside), in place."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    image[mask & ~inner] = color
+
+
 def make_tile(
     image: np.ndarray,
     scoremap: np.ndarray | None,
@@ -94,6 +104,7 @@ def make_tile(
     pred_box: Sequence[int] | None,
     caption: str,
     scale: int = 1,
+    outlines: Sequence[tuple[np.ndarray, tuple[int, int, int]]] = (),
 ) -> np.ndarray:
     """One grid cell: caption strip on top, then the (upscaled) image with map and boxes.
 
@@ -103,6 +114,7 @@ def make_tile(
         gt_boxes: [G, 4] inclusive (x0, y0, x1, y1) at the protocol size, drawn green.
         pred_box: inclusive box at the protocol size drawn red (on top), or None.
         scale: integer upscaling factor (nearest neighbour; boxes cover the same pixels).
+        outlines: ([H, W] bool mask at the protocol size, colour) pairs, outlined in order.
 
     Returns:
         [CAPTION_HEIGHT + H * scale, W * scale, 3] uint8.
@@ -110,6 +122,8 @@ def make_tile(
     shown = overlay_map(image, scoremap) if scoremap is not None else image.copy()
     if scale > 1:
         shown = np.repeat(np.repeat(shown, scale, axis=0), scale, axis=1)
+    for mask, color in outlines:
+        draw_outline(shown, np.repeat(np.repeat(mask, scale, axis=0), scale, axis=1), color)
     for box in np.asarray(gt_boxes).reshape(-1, 4):
         draw_box(shown, scale_box(box, scale), GT_COLOR)
     if pred_box is not None:
@@ -168,20 +182,27 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def box_curves(counts: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """(thresholds [T], {IoU: BoxAcc in percent [T]}) of a split's counts (multi-contour rule)."""
+def curve_panels(counts: dict) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """(thresholds [T], {panel title: curve in percent [T]}, y label) of a split's counts: BoxAcc
+    per IoU threshold (multi-contour rule), or on a masks-only protocol mIoU, Dice FG and Dice BG
+    (pooled over the split's pixels, as the metrics are)."""
     from wsolbench.metrics import threshold_grid
+    from wsolbench.metrics.overlap import overlap_curves
 
-    box = counts.get("box")
-    if not box:
-        raise ResultError("these counts hold no box statistics (a mask-only protocol)")
-    n = int(counts["n_images"])
     thresholds = threshold_grid(counts["step"])
-    curves = {
-        int(iou): np.asarray(box["multi"][str(iou)], dtype=np.float64) * 100.0 / n
-        for iou in counts["iou_thresholds"]
-    }
-    return thresholds, curves
+    box, mask = counts.get("box"), counts.get("mask")
+    if box:
+        n = int(counts["n_images"])
+        curves = {
+            f"IoU ≥ {int(iou) / 100:.2f}": np.asarray(box["multi"][str(iou)], np.float64) * 100 / n
+            for iou in counts["iou_thresholds"]
+        }
+        return thresholds, curves, "BoxAcc (%)"
+    if mask:
+        curves = overlap_curves(mask["fg_hist"], mask["bg_hist"])
+        names = {"miou": "mIoU", "dice_fg": "Dice FG", "dice_bg": "Dice BG"}
+        return thresholds, {names[k]: curves[k] for k in names}, "percent"
+    raise ResultError("these counts hold neither box nor mask statistics: no curve to draw")
 
 
 def short_sources(pretrained: str) -> str:
@@ -204,7 +225,8 @@ def run_label(result: Result) -> str:
 def plot_curves(
     runs: Sequence[tuple[str, dict]], output: Path, title: str = "", split: str = "test"
 ) -> Path:
-    """BoxAcc-vs-τ curves, one panel per IoU threshold, one line per run; written as PNG.
+    """Curves against τ (:func:`curve_panels`: BoxAcc per IoU threshold, or the mask metrics),
+    one panel each, one line per run; written as PNG.
 
     Args:
         runs: (label, counts record of one split) per run.
@@ -217,28 +239,29 @@ def plot_curves(
 
     if not runs:
         raise ValueError("plot_curves: no run")
-    ious = sorted({int(i) for _, counts in runs for i in counts["iou_thresholds"]})
-    fig, axes = plt.subplots(1, len(ious), figsize=(4.2 * len(ious), 3.6), squeeze=False)
+    panels = {label: curve_panels(counts) for label, counts in runs}
+    titles = list(dict.fromkeys(t for _, curves, _ in panels.values() for t in curves))
+    ylabel = next(iter(panels.values()))[2]
+    fig, axes = plt.subplots(1, len(titles), figsize=(4.2 * len(titles), 3.6), squeeze=False)
     colors = plt.get_cmap("tab10")
-    for k, (label, counts) in enumerate(runs):
-        thresholds, curves = box_curves(counts)
-        for ax, iou in zip(axes[0], ious, strict=True):
-            if iou not in curves:
+    for k, (label, (thresholds, curves, _)) in enumerate(panels.items()):
+        for ax, panel in zip(axes[0], titles, strict=True):
+            if panel not in curves:
                 continue
-            acc = curves[iou]
+            acc = curves[panel]
             best = int(np.argmax(acc))
             color = colors(k % 10)
             ax.plot(thresholds, acc, color=color, lw=1.4, label=f"{label}: {acc[best]:.1f}")
             ax.plot([thresholds[best]], [acc[best]], "o", color=color, ms=4)
-    for ax, iou in zip(axes[0], ious, strict=True):
-        ax.set_title(f"IoU ≥ {iou / 100:.2f}")
+    for ax, panel in zip(axes[0], titles, strict=True):
+        ax.set_title(panel)
         ax.set_xlabel("threshold τ")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="max BoxAcc", title_fontsize=7)
-    axes[0][0].set_ylabel(f"BoxAcc (%), {split} split")
-    fig.suptitle(title or "BoxAcc vs threshold (multi-contour rule; ● = maximum)", fontsize=10)
+        ax.legend(fontsize=7, title="maximum", title_fontsize=7)
+    axes[0][0].set_ylabel(f"{ylabel}, {split} split")
+    fig.suptitle(title or f"{ylabel} vs threshold (● = maximum)", fontsize=10)
     fig.tight_layout()
     # Fixed metadata: the same curves give the same bytes (no timestamp, no version string).
     buffer = io.BytesIO()
@@ -274,8 +297,11 @@ def spread_indices(total: int, n: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, total - 1, n)})
 
 
-def policy_threshold(result: Result, policy: str, split: str, iou: int = CURVE_IOU) -> float:
-    """The τ that ``policy`` picks for the IoU-``iou`` BoxAcc of ``split`` (from stored counts)."""
+def policy_threshold(
+    result: Result, policy: str, split: str, key: str = f"maxboxacc_iou{CURVE_IOU}"
+) -> float:
+    """The τ that ``policy`` picks for the metric ``key`` of ``split`` (from stored counts): the
+    IoU-50 BoxAcc by default, ``miou`` on a masks-only protocol."""
     from wsolbench.metrics import parse_policy, summarize
 
     policy = parse_policy(policy)
@@ -285,9 +311,8 @@ def policy_threshold(result: Result, policy: str, split: str, iou: int = CURVE_I
     _, chosen = summarize(
         counts, policy, val_counts=result.counts.get("val") if policy == "select" else None
     )
-    key = f"maxboxacc_iou{iou}"
     if key not in chosen:
-        raise ResultError(f"the {split} counts have no IoU-{iou} box curve")
+        raise ResultError(f"the {split} counts have no {key} curve")
     return float(chosen[key])
 
 
@@ -305,6 +330,7 @@ def overlay_grid(
     import torch
 
     from wsolbench import metrics
+    from wsolbench.counting import EvalSettings, GroundTruth
     from wsolbench.data.dataset import WSOLImageDataset
     from wsolbench.data.fingerprint import short, split_fingerprint
     from wsolbench.data.metadata import read_split
@@ -312,7 +338,8 @@ def overlay_grid(
     from wsolbench.evaluate import predict_batch
 
     result, method, protocol = run.result, run.method, run.protocol
-    tau = policy_threshold(result, policy, split)
+    boxes = protocol.has_boxes
+    tau = policy_threshold(result, policy, split, f"maxboxacc_iou{CURVE_IOU}" if boxes else "miou")
     root = get_dataset(result.dataset)().resolve(data_root, protocol)
     meta = read_split(root / "metadata" / protocol.splits[split], num_classes=protocol.num_classes)
     recorded = ((result.data_fingerprint or {}).get("splits") or {}).get(split, {}).get("sha256")
@@ -322,9 +349,12 @@ def overlay_grid(
             f"the data {run.work_dir} was evaluated on ({short(recorded)}); pass that run's "
             "--data-root"
         )
-    if meta.boxes is None:
+    if boxes and meta.boxes is None:
         raise ResultError(f"{split} split of {protocol.id} has no boxes to draw")
     size = tuple(protocol.eval_size)
+    truth = (
+        None if boxes else GroundTruth(meta, EvalSettings.from_protocol(protocol), root / "masks")
+    )
     dataset = WSOLImageDataset(meta, root / "images", size, method.image_mean, method.image_std)
     indices = spread_indices(len(dataset), n)
     items = [dataset[i] for i in indices]
@@ -345,26 +375,39 @@ def overlay_grid(
         rgb = ((item["image"] * std + mean).clamp(0, 1) * 255 + 0.5).byte()
         rgb = rgb.permute(1, 2, 0).numpy()
         scoremap = metrics.normalize_map(maps[row], size, resize=protocol.map_resize)
-        gt = metrics.rescale_boxes(meta.boxes[image_id], meta.sizes[image_id], size[::-1])
-        multi, _ = metrics.boxes_from_map(scoremap, np.array([tau]))
-        candidates = multi[0]
-        ious = metrics.box_iou(candidates, gt).max(axis=1)
-        best = int(np.argmax(ious))
-        iou = float(ious[best])
-        hits += iou >= CURVE_IOU / 100
         label = int(item["label"])
         name = names[label] if label < len(names) else f"class {label}"
+        if boxes:
+            gt = metrics.rescale_boxes(meta.boxes[image_id], meta.sizes[image_id], size[::-1])
+            multi, _ = metrics.boxes_from_map(scoremap, np.array([tau]))
+            candidates = multi[0]
+            ious = metrics.box_iou(candidates, gt).max(axis=1)
+            best = int(np.argmax(ious))
+            iou, drawn = float(ious[best]), {"gt_boxes": gt, "pred_box": candidates[best]}
+        else:
+            foreground, _ = truth.masks(image_id)
+            predicted = scoremap >= tau
+            union = int((foreground | predicted).sum())
+            iou = int((foreground & predicted).sum()) / union if union else 1.0
+            outlines = [(foreground, GT_COLOR), (predicted, PRED_COLOR)]
+            drawn = {"gt_boxes": np.zeros((0, 4)), "pred_box": None, "outlines": outlines}
+        hits += iou >= CURVE_IOU / 100
         caption = f"{name[:18]} IoU {iou:.2f}"
         if topk is not None:
             caption += " cls ok" if topk[row][0] == label else " cls x"
-        tiles.append(make_tile(rgb, scoremap, gt, candidates[best], caption, scale))
+        tiles.append(make_tile(rgb, scoremap, caption=caption, scale=scale, **drawn))
+    drawn_text = (
+        f"green: GT box; red: best-matching contour box at tau={tau:.3f} ({policy} policy, "
+        f"IoU-{CURVE_IOU} curve)"
+        if boxes
+        else f"green: GT mask outline; red: map >= tau={tau:.3f} ({policy} policy, mIoU's tau)"
+    )
     header = [
         # OpenCV's font is ASCII only: the no-weights mark is spelled out.
         f"{result.method} seed {result.seed} | {result.protocol} {split} split | {len(tiles)} "
         f"images | pretrained: {short_sources(result.pretrained)}"
         + ("" if result.has_pretrained else " (NO PRETRAINED WEIGHTS)"),
-        f"map of the GT class (JET); green: GT box; red: best-matching contour box at "
-        f"tau={tau:.3f} ({policy} policy, IoU-{CURVE_IOU} curve); {hits}/{len(tiles)} at IoU>=0.5",
+        f"map of the GT class (JET); {drawn_text}; {hits}/{len(tiles)} at IoU>=0.5",
     ]
     ncols = ncols or int(np.ceil(np.sqrt(len(tiles))))
     return make_grid(tiles, ncols, header)
@@ -429,6 +472,8 @@ def visualize(
     if curves:
         runs = [(run_label(result), result.counts[split]) for _, result in loaded]
         protocol = loaded[0][1].protocol
-        title = f"{protocol}, {split} split: BoxAcc vs threshold (multi-contour rule; ● = maximum)"
+        boxes = "box" in loaded[0][1].counts[split]
+        what = "BoxAcc (multi-contour rule)" if boxes else "mIoU and Dice"
+        title = f"{protocol}, {split} split: {what} vs threshold (● = maximum)"
         written.append(plot_curves(runs, (out_dir or first) / "curves.png", title, split))
     return written

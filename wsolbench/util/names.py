@@ -11,11 +11,20 @@ import difflib
 import re
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Dataset names may join such words with '-' (``synthetic-histo``), as protocol ids do; they
+#: name no Python package.
+DATASET_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(-[a-z][a-z0-9_]*)*$")
 
 
 def check_name(name: str, what: str) -> None:
     """Raise ValueError unless ``name`` is a valid registered name (``tedloc``, ``clip_patch``)."""
-    if not NAME_PATTERN.match(name):
+    if what == "dataset":
+        if not DATASET_NAME_PATTERN.match(name):
+            raise ValueError(
+                f"invalid dataset name {name!r}: use lowercase words of letters, digits and '_' "
+                "joined by '-', each starting with a letter"
+            )
+    elif not NAME_PATTERN.match(name):
         raise ValueError(
             f"invalid {what} name {name!r}: use lowercase letters, digits and '_', "
             "starting with a letter"

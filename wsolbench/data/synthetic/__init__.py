@@ -7,14 +7,12 @@ each class looks like), :mod:`~wsolbench.data.synthetic.config` (a dataset's par
 :mod:`~wsolbench.data.synthetic.draw` (drawing primitives),
 :mod:`~wsolbench.data.synthetic.placement` (the object's layout),
 :mod:`~wsolbench.data.synthetic.render` (one sample),
-:mod:`~wsolbench.data.synthetic.build` (a dataset root, cached),
-:mod:`~wsolbench.data.synthetic.protocol_file` (its protocol file) and
+:mod:`~wsolbench.data.synthetic.build` (a dataset root with its protocol file, cached) and
 :mod:`~wsolbench.data.synthetic.captions` (the image–caption pairs synthclip learns from).
 """
 
-from wsolbench.data.synthetic.build import default_cache_dir, ensure_synthetic, generate
-from wsolbench.data.synthetic.config import GENERATOR_VERSION, SPLITS, SyntheticConfig
-from wsolbench.data.synthetic.protocol_file import PROTOCOL_FILE, write_protocol
+from wsolbench.data.synthetic.build import ensure_synthetic, generate, synthetic_world
+from wsolbench.data.synthetic.config import GENERATOR_VERSION, SyntheticConfig
 from wsolbench.data.synthetic.render import SyntheticSample, render_sample
 from wsolbench.data.synthetic.style import (
     BODY_ASPECT,
@@ -41,15 +39,12 @@ __all__ = [
     "MAX_CLASSES",
     "MIN_HEAD_RADIUS_PX",
     "OBJECT_LENGTH",
-    "PROTOCOL_FILE",
-    "SPLITS",
     "SyntheticConfig",
     "SyntheticSample",
     "class_names",
-    "default_cache_dir",
     "ensure_synthetic",
     "generate",
+    "synthetic_world",
     "head_style",
     "render_sample",
-    "write_protocol",
 ]

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from wsolbench.data.generated import SPLITS
 from wsolbench.data.synthetic.style import (
     HEAD_COLOURS,
     HEAD_PATTERNS,
@@ -21,7 +22,6 @@ from wsolbench.data.synthetic.style import (
 #: part of the digest, so caches made by an older generator are not reused.
 GENERATOR_VERSION: int = 1
 
-SPLITS = ("train", "val", "test")
 #: Each split's place in the seed of every image's random stream.
 SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
