@@ -268,3 +268,91 @@ def test_best_checkpoint_protocol_validates_each_epoch_and_keeps_the_best(tiny, 
     logs = "".join(p.read_text() for p in (work / "train").rglob("*.log"))
     assert logs.count("Epoch(val)") == 3  # the selection split, once per epoch
     assert load_result(work / "result.json").counts["test"]["n_images"] == 12
+
+
+def test_training_and_resuming_run_on_the_device_asked_for(tiny, tmp_path, monkeypatch):
+    """mmengine moves the model to its get_device() (a GPU whenever the host has one) and loads
+    a resumed checkpoint there, whatever the run asked for. Here its choice is the meta device: a
+    run with --device cpu must still train and resume on the CPU, with the metrics of a run that
+    was never interrupted."""
+    import mmengine.runner.runner as mmengine_runner
+
+    from wsolbench.cli.main import main
+
+    argv = [str(a) for a in run_args(tiny, tmp_path / "run", "-o", "train.max_epochs=2")]
+    assert main(argv) == 0
+    whole = metrics(tmp_path / "run")
+    train = tmp_path / "run" / "train"
+    for leftover in (train / "epoch_2.pth", train / "last_checkpoint"):
+        leftover.unlink(missing_ok=True)
+    for finished in ("result.json", "weights.pt", "per_image.npz"):
+        (tmp_path / "run" / finished).unlink(missing_ok=True)
+    monkeypatch.setattr(mmengine_runner, "get_device", lambda: "meta")
+    assert main([*argv, "--resume"]) == 0
+    assert metrics(tmp_path / "run") == whole
+    fresh = [str(a) for a in run_args(tiny, tmp_path / "fresh", "-o", "train.max_epochs=2")]
+    assert main(fresh) == 0
+    assert metrics(tmp_path / "fresh") == whole
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_ddp_trains_a_method_whose_loss_drops_a_head(tiny, tmp_path, declared):
+    """After its first epoch ToyFreeze's auxiliary head leaves the loss (TeD-Loc's CAM head once
+    the frozen teacher is taken). Declared (``unused_parameters``), DDP finds it at every step;
+    undeclared, DDP stops at the next step: the declaration is what makes it train."""
+    work = tmp_path / "ddp"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    extra = ["--launcher", "pytorch", "-o", f"declare={str(declared).lower()}"]
+    argv = run_args(tiny, work, *extra)
+    argv[argv.index("toy_method:ToyCAM")] = "toy_method:ToyFreeze"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-port", "29519", "-m", "wsolbench", *map(str, argv)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if declared:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert load_result(work / "result.json").env["world_size"] == 2
+    else:
+        assert done.returncode != 0 and "find_unused_parameters" in done.stderr
+
+
+def test_tedloc_declares_its_frozen_teachers_head():
+    from wsolbench.config import resolve_config
+    from wsolbench.method import build_method
+    from wsolbench.registry import get_method
+
+    tedloc = get_method("tedloc")
+    towers_off = ["backbone.pretrained=false", "text.pretrained=false", "teacher=self"]
+    for self_teacher, expected in (("frozen", True), ("live", False)):
+        config = resolve_config(tedloc, "synthetic", [*towers_off, f"self_teacher={self_teacher}"])
+        assert build_method(tedloc, config, 10).unused_parameters is expected
+
+
+def test_ddp_ranks_evaluate_the_weights_rank_0_exported(tiny, tmp_path):
+    """Rank 0 alone writes checkpoints, here slowly (two seconds each): every rank must evaluate
+    the last one, so the two ranks' sharded counts equal a single process's evaluation of the
+    exported weights.pt, metric for metric (a rank reading epoch 1's checkpoint would differ).
+    One image per evaluation batch on both sides: a convolution's floats depend on the batch it
+    runs in, and a shard's batches are not the whole split's."""
+    work = tmp_path / "ddp"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    argv = run_args(tiny, work, "--launcher", "pytorch", "-o", "train.max_epochs=2")
+    argv += ["--batch-size", "1"]
+    argv[argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-port", "29521", "-m", "wsolbench", *map(str, argv)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert load_result(work / "result.json").env["world_size"] == 2
+    single = tmp_path / "single"
+    eval_argv = eval_args(tiny, work / "weights.pt", single, "--device", "cpu", "--batch-size", "1")
+    eval_argv[eval_argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
+    wsolbench(*eval_argv, "-o", "train.max_epochs=2")
+    assert metrics(work) == metrics(single)

@@ -44,3 +44,27 @@ class ToyCAM(WSOLMethod):
     def predict(self, images, labels):
         cams = self._cams(images)
         return Prediction(cams.mean((2, 3)), cams[torch.arange(len(labels)), labels])
+
+
+@register_method("toyfreeze")
+class ToyFreeze(ToyCAM):
+    """ToyCAM with an auxiliary head that leaves the loss after the first epoch (as TeD-Loc's
+    CAM head does once its ``frozen`` teacher is taken); ``declare`` says so to the harness."""
+
+    config = MethodConfig(defaults={**ToyCAM.config.defaults, "declare": True})
+
+    def __init__(self, num_classes: int, width: int = 8, declare: bool = True):
+        super().__init__(num_classes, width)
+        self.aux = nn.Conv2d(width, num_classes, 1)
+        self.epoch = 0
+        self.unused_parameters = declare
+
+    def on_train_epoch(self, epoch: int, max_epochs: int) -> None:
+        self.epoch = epoch
+
+    def loss(self, images, labels):
+        out = super().loss(images, labels)
+        if self.epoch == 0:
+            aux = self.aux(self.features(images)).mean((2, 3))
+            out["loss_aux"] = nn.functional.cross_entropy(aux, labels)
+        return out

@@ -125,6 +125,8 @@ class WSOLMethod(nn.Module):
     - its input, when not the default: ``self.image_mean`` / ``self.image_std`` (RGB in [0, 1],
       ImageNet's by default; may follow the loaded weights) and ``self.native_input`` (True:
       ``predict`` sees each image at its own size, one per batch, not the protocol size);
+    - ``self.unused_parameters = True`` when some parameters stop taking part in the loss during
+      training (DDP must then be told);
     - optionally ``on_train_epoch`` / ``on_train_step`` (warm-ups, EMA) and
       ``inference_state_dict`` (to leave training-only parts out of ``weights.pt``).
 
@@ -139,6 +141,10 @@ class WSOLMethod(nn.Module):
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
     native_input: bool = False
+    # True when some trainable parameters stop taking part in the loss during training (a frozen
+    # teacher's head): distributed training then has DDP look for them at every step (slower)
+    # instead of failing at the first step without their gradients
+    unused_parameters: bool = False
 
     def __init__(self, num_classes: int):
         super().__init__()

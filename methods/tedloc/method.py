@@ -211,6 +211,8 @@ class TeDLoc(WSOLMethod):
         self.teacher_backbone = None
         if self.cam_head is not None and self_teacher == "frozen":
             self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+            # once frozen, the CAM head leaves the loss: DDP must know (find_unused_parameters)
+            self.unused_parameters = True
             self.register_buffer("teacher_cam_weight", torch.zeros_like(self.cam_head.weight))
             self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
         # a frozen external teacher (cam, run, clip), held outside the module tree and

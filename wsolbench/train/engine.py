@@ -1,6 +1,7 @@
-"""Training with mmengine's Runner — the only module that knows it.
+"""Training with mmengine's Runner — with :mod:`wsolbench.train.runner` (the Runner itself: quiet
+console, the run's device), the only module that knows it.
 
-Everything is built in Python and handed to ``Runner``: a ``BaseModel`` adapter around the method, a
+Everything is built in Python and handed to the Runner: a ``BaseModel`` adapter around the method, a
 ``BaseMetric`` adapter that feeds the same counters as :mod:`wsolbench.evaluate` (one metric
 implementation, two drivers), the optimizer and schedule from the method's ``train`` section, a
 checkpoint hook and the seed. Checkpoints are written atomically (:class:`AtomicLocalBackend`) and
@@ -45,6 +46,7 @@ from wsolbench.train.config import (
     param_scheduler,
     resolve_workers,
 )
+from wsolbench.train.runner import HarnessRunner
 from wsolbench.util.atomic import write_bytes_atomic
 from wsolbench.util.compat import ensure_torchvision
 from wsolbench.util.progress import progress
@@ -284,23 +286,6 @@ class ProgressHook(Hook):
             )
 
 
-class QuietRunner(Runner):
-    """mmengine's Runner with its console output kept for the log file.
-
-    mmengine prints its environment dump, the config, the hook table and one line per parameter
-    group to stdout before the first step (~150 lines), and deprecation notices after; they stay
-    in the run's log file (``<work_dir>/train/<timestamp>/<timestamp>.log``), and only errors
-    reach the console, where :class:`ProgressHook` reports progress.
-    """
-
-    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
-        built = super().build_logger(log_level, log_file, **kwargs)
-        for handler in built.handlers:
-            if type(handler) is logging.StreamHandler:  # the console (file handlers subclass it)
-                handler.setLevel(logging.ERROR)
-        return built
-
-
 class _LogWriter:
     """A text stream that sends complete lines to a logger (for ``redirect_stdout``)."""
 
@@ -402,7 +387,7 @@ def build_runner(
             "val_cfg": {},
             "val_evaluator": [CountsMetric(val_truth)],
         }
-    return QuietRunner(
+    return HarnessRunner(
         model=MethodModel(method),
         work_dir=str(work_dir / TRAIN_SUBDIR),
         train_dataloader=_dataloader(
@@ -429,13 +414,10 @@ def build_runner(
         # file holds an absolute path, which in a copied work dir names the original's files.
         resume=resume_from is not None,
         load_from=None if resume_from is None else str(resume_from),
-        # On CPU, DistributedDataParallel must not be given device ids (mmengine passes one
-        # unless the wrapper config, read from ``cfg``, says otherwise).
-        cfg=(
-            {"model_wrapper_cfg": {"type": "MMDistributedDataParallel", "device_ids": None}}
-            if launcher != "none" and not device.startswith("cuda")
-            else None
-        ),
+        device=device,
+        # a method whose loss stops using some parameters (a frozen teacher's head) needs DDP to
+        # look for them at every step (mmengine reads the wrapper's settings from ``cfg``)
+        cfg={"model_wrapper_cfg": {"find_unused_parameters": method.unused_parameters}},
         default_scope="mmengine",
         log_level="INFO",
         **extra,
