@@ -36,7 +36,7 @@ def jpeg_loader(folder: Path, names: list[str], method, config, protocol, args, 
 
     from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
     from wsolbench.data.metadata import SplitMetadata
-    from wsolbench.train.config import resolve_workers
+    from wsolbench.util.loader import resolve_workers
 
     labels = {n: i % protocol.num_classes for i, n in enumerate(names)}
     meta = SplitMetadata(folder, names, labels, {n: (500, 375) for n in names})

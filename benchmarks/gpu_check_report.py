@@ -11,6 +11,10 @@ from wsolbench.cost.conditions import latency_clean
 from wsolbench.cost.formatting import LATENCY_MARK, describe_conditions
 
 
+def _megabytes(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
 def _mark(cost: dict) -> str:
     return "" if latency_clean(cost) else LATENCY_MARK
 
@@ -36,7 +40,7 @@ def markdown(record: dict) -> str:
         lines.append(
             f"| {c['method']} | {c['amp']} | {c['macs'] / 1e9:.3f} | "
             f"{lat['median']:.2f}{_mark(c)} | {thr['images_per_s']:.1f}{_mark(c)} | "
-            f"{'–' if memory is None else f'{memory:.0f}'} | "
+            f"{_megabytes(memory)} | "
             f"{describe_conditions(c.get('timing_conditions'))} |"
         )
     train = record["training"]
@@ -44,15 +48,17 @@ def markdown(record: dict) -> str:
         "",
         f"## Training steps (AMP {train['amp']}, batch {train['batch']}) and data pipeline",
         "",
-        "| Method | Size | Model step (img/s) | Step (ms) | Data alone (img/s) | "
-        "Data + step (img/s) | Loader workers | Data-bound |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| Method | Size | Model step (img/s) | Step (ms) | float32 step (img/s) | "
+        "Peak mem (MiB) | Data alone (img/s) | Data + step (img/s) | Loader workers | "
+        "Data-bound |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, t in train["methods"].items():
         mark = "" if t["timing_conditions"].get("clean") else LATENCY_MARK
         lines.append(
             f"| {name} | {t['input_size'][0]}×{t['input_size'][1]} | "
             f"{t['model_step_images_per_s']:.1f}{mark} | {t['model_step_ms']:.1f} | "
+            f"{t['model_step_float32_images_per_s']:.1f} | {_megabytes(t['peak_memory_mb'])} | "
             f"{t['data_images_per_s']:.1f} | {t['end_to_end_images_per_s']:.1f} | "
             f"{t['loader_workers']} | {'yes' if t['data_bound'] else 'no'} |"
         )

@@ -1,10 +1,11 @@
 """Device check, training: steps of the trained methods on the device, then with the data loader.
 
-Step 2: ``cam`` and ``tedloc`` at the protocol size with AMP on CUDA (float16 and a gradient
-scaler; fp32 on CPU): forward, the method's losses, backward, SGD step and the per-step hook
-(TeD-Loc after its warm-up: pseudo-labels every step), ``--steps`` steps after ``--warmup-steps``,
-on a batch already on the device: images/s of the model alone. Then the data pipeline
-(:mod:`gpu_check_data`) alone and feeding the same step, so that a data-bound run shows
+Step 2: ``cam`` and ``tedloc`` at the protocol size: forward, the method's losses, backward, SGD
+step and the per-step hook (TeD-Loc after its warm-up: pseudo-labels every step), ``--steps``
+steps after ``--warmup-steps``, on a batch already on the device: images/s of the model alone, in
+float32 and, on CUDA, with AMP (float16 and a gradient scaler), and the peak memory of each (reset
+before it; the previous method's model and closures released first). Then the data pipeline
+(:mod:`gpu_check_data`) alone and feeding the AMP step, so that a data-bound run shows
 (end-to-end well below the model step's rate). Imported by ``benchmarks/gpu_check.py``.
 """
 
@@ -59,6 +60,34 @@ def make_step(method, optimizer, device: torch.device, use_amp: bool):
     return step
 
 
+def _time_steps(step, images, labels, args, device: torch.device) -> dict:
+    """Images/s, ms per step, timing conditions and peak memory (MB, CUDA) of ``step``."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup_steps):
+        step(images, labels)
+    sync(device)
+    threads = 1 if device.type == "cuda" else torch.get_num_threads()
+    with TimingMonitor(threads) as monitor:
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step(images, labels)
+        sync(device)
+        elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {
+        "images_per_s": args.batch_size * args.steps / elapsed,
+        "ms": 1e3 * elapsed / args.steps,
+        "timing_conditions": monitor.conditions,
+        "peak_memory_mb": peak,
+    }
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def train_and_data(args, device: torch.device, clock: Clock, say) -> tuple[dict, list[str]]:
     use_amp = device.type == "cuda"
     out: dict = {"amp": "float16" if use_amp else "none", "batch": args.batch_size, "methods": {}}
@@ -74,25 +103,18 @@ def train_and_data(args, device: torch.device, clock: Clock, say) -> tuple[dict,
             if not clock.fits(10 if args.quick else 60):
                 skipped.append(f"training {name}: over the time budget")
                 continue
-            say(f"training steps of {name} (amp {out['amp']})")
             method, optimizer, protocol, config = build_trainable(name, args.dataset, device)
-            step = make_step(method, optimizer, device, use_amp)
             height, width = protocol.eval_size
             generator = torch.Generator().manual_seed(0)
             images = torch.randn(args.batch_size, 3, height, width, generator=generator)
             labels = torch.arange(args.batch_size) % protocol.num_classes
             images, labels = images.to(device), labels.to(device)
-            for _ in range(args.warmup_steps):
-                step(images, labels)
-            sync(device)
-            threads = 1 if device.type == "cuda" else torch.get_num_threads()
-            with TimingMonitor(threads) as monitor:
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    step(images, labels)
-                sync(device)
-                elapsed = time.perf_counter() - start
-            model_rate = args.batch_size * args.steps / elapsed
+            timed = {}
+            for mode in ("float32", "amp") if use_amp else ("float32",):
+                say(f"training steps of {name} ({mode})")
+                step = make_step(method, optimizer, device, use_amp=mode == "amp")
+                timed[mode] = _time_steps(step, images, labels, args, device)
+            fastest = timed["amp" if use_amp else "float32"]
 
             loader, workers = jpeg_loader(folder, names, method, config, protocol, args, device)
             say(f"data pipeline alone ({workers} workers)")
@@ -108,22 +130,19 @@ def train_and_data(args, device: torch.device, clock: Clock, say) -> tuple[dict,
                 "input_size": [height, width],
                 "steps": args.steps,
                 "warmup_steps": args.warmup_steps,
-                "model_step_images_per_s": model_rate,
-                "model_step_ms": 1e3 * elapsed / args.steps,
+                "model_step_images_per_s": fastest["images_per_s"],
+                "model_step_ms": fastest["ms"],
+                "model_step_float32_images_per_s": timed["float32"]["images_per_s"],
                 "data_images_per_s": data_rate,
                 "end_to_end_images_per_s": end_to_end,
                 "loader_workers": workers,
                 "loader_batches": batches,
-                "data_bound": bool(end_to_end < 0.9 * model_rate),
-                "timing_conditions": monitor.conditions,
-                "peak_memory_mb": (
-                    torch.cuda.max_memory_allocated(device) / 2**20
-                    if device.type == "cuda"
-                    else None
-                ),
+                "data_bound": bool(end_to_end < 0.9 * fastest["images_per_s"]),
+                "timing_conditions": fastest["timing_conditions"],
+                "peak_memory_mb": fastest["peak_memory_mb"],
+                "peak_memory_float32_mb": timed["float32"]["peak_memory_mb"],
             }
-            del method, optimizer
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
+            # the closures hold the model: release them all before the next method's peak
+            del method, optimizer, step, consume, loader, images, labels, timed, fastest
+            _release(device)
     return out, skipped

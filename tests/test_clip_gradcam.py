@@ -417,3 +417,24 @@ def test_a_run_on_openais_archive_works_or_names_the_command_that_does(tmp_path,
         == f"file:{archive.name} (sha256 {_sha256(archive)[:12]}, OpenAI TorchScript archive, "
         "quickgelu)"
     )
+
+
+def test_grad_cam_runs_in_float32_under_a_callers_autocast(method, monkeypatch):
+    """Under the caller's mixed precision (bfloat16 autocast on the CPU here, float16 on a GPU)
+    the last block, the scores and their gradient are computed in float32: the gradient of a
+    softmax score underflows in half precision. The map stays close to the float32 one."""
+    seen = []
+    grad = torch.autograd.grad
+
+    def recording_grad(outputs, inputs, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), outputs.dtype))
+        return grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    x, labels = images(), torch.tensor([0, 2])
+    plain = method.predict(x, labels).maps
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = method.predict(x, labels).maps
+    assert seen == [(False, torch.float32)] * 2
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert torch.allclose(mixed, plain, atol=0.05)

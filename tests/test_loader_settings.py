@@ -1,11 +1,13 @@
-"""Training data-loader settings follow the machine unless configured (wsolbench/train/)."""
+"""Data-loader settings follow the machine unless configured (wsolbench/util/loader.py): for
+training and for evaluation."""
 
 import pytest
 
 from wsolbench.config import TRAIN_DEFAULTS, ConfigError, resolve_config
 from wsolbench.registry import get_method
-from wsolbench.train.config import auto_workers, check_train_config, resolve_workers
+from wsolbench.train.config import check_train_config
 from wsolbench.train.engine import _dataloader
+from wsolbench.util.loader import auto_workers, resolve_workers
 
 
 @pytest.mark.parametrize(
@@ -51,3 +53,40 @@ def test_num_workers_overrides_are_typed_and_checked():
         check_train_config({**config["train"], "num_workers": -1})
     with pytest.raises(ConfigError, match="or auto"):
         check_train_config({**config["train"], "num_workers": "many"})
+
+
+def test_evaluation_loads_with_the_machines_workers_and_pins_for_a_gpu(tmp_path, monkeypatch):
+    """run / eval's evaluation loader: no --num-workers follows the machine as training does (a
+    16-core GPU host: 8 workers, pinned batches); a given count is kept."""
+    from toy_method import ToyCAM
+
+    from wsolbench import evaluate
+    from wsolbench.counting import EvalSettings
+    from wsolbench.data.metadata import read_split
+    from wsolbench.data.synthetic import SyntheticConfig, generate
+    from wsolbench.protocol import load_protocol
+    from wsolbench.util import loader
+
+    tiny = SyntheticConfig(num_classes=2, image_size=32, train_per_class=1, val_per_class=1,
+                           test_per_class=2)  # fmt: skip
+    root = generate(tmp_path / "tiny", tiny)
+    settings = EvalSettings.from_protocol(load_protocol(str(root / "protocol.yaml")))
+    seen = []
+
+    class Built(Exception):
+        pass
+
+    def recording_loader(dataset, **kwargs):
+        seen.append(kwargs)
+        raise Built  # before the model would move to a GPU this machine does not have
+
+    monkeypatch.setattr(evaluate, "DataLoader", recording_loader)
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 16)
+    meta = read_split(root / "metadata" / "test")
+    for device, workers in (("cuda:0", None), ("cpu", None), ("cuda", 3)):
+        with pytest.raises(Built):
+            evaluate.evaluate_method(
+                ToyCAM(2), meta, root / "images", settings, mask_root=root / "masks",
+                device=device, num_workers=workers, progress=False,
+            )  # fmt: skip
+    assert [(s["num_workers"], s["pin_memory"]) for s in seen] == [(8, True), (4, False), (3, True)]

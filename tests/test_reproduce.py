@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from wsolbench.cli.main import main
@@ -57,10 +58,13 @@ def test_the_record_names_code_threads_determinism_and_hardware(one_thread):
         len(env["code"]["wsolbench"]["commit"]) == 40 or "files_sha256" in env["code"]["wsolbench"]
     )
     assert "toy_method" in env["code"]  # the plugin's own code
-    assert set(env["determinism"]) == {
-        "deterministic_algorithms",
-        "cudnn_benchmark",
-        "cudnn_deterministic",
+    assert env["determinism"] == {
+        "deterministic_algorithms": False,
+        "cudnn_benchmark": False,
+        "cudnn_deterministic": False,
+        # TF32 (GPUs of the Ampere generation on): what float32 convolutions and matmuls may use
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_precision": torch.get_float32_matmul_precision(),
     }
     assert env["cpu_model"] and env["device"] == "cpu" and env["eval_workers"] == 0
     record = yaml.safe_load((one_thread / "config.yaml").read_text())

@@ -30,7 +30,7 @@ WSOLMethod = type
 TRAIN_DEFAULTS: dict = {
     "max_epochs": 10,
     "batch_size": 64,
-    # data-loader workers: "auto" follows the machine (wsolbench.train.engine.auto_workers: none on
+    # data-loader workers: "auto" follows the machine (wsolbench.util.loader.auto_workers: none on
     # a small CPU-only machine, all cores but one on a GPU host), or an integer.
     "num_workers": "auto",
     # mmengine optimizer config; "type" is a torch.optim class name.

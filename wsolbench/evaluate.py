@@ -22,6 +22,7 @@ from wsolbench.data.metadata import SplitMetadata
 from wsolbench.method import WSOLMethod
 from wsolbench.metrics.maps import NonFiniteError
 from wsolbench.results.per_image import RecordCollector
+from wsolbench.util.loader import pin_memory, resolve_workers
 from wsolbench.util.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def evaluate_method(
     mask_root: Path | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     records: RecordCollector | None = None,
@@ -113,6 +114,9 @@ def evaluate_method(
     """Predict over one split (or one shard of it) and count; returns the counts record.
 
     Args:
+        num_workers: data-loader processes; None follows the machine
+            (:func:`~wsolbench.util.loader.auto_workers`: none on a small CPU machine, most cores
+            on a GPU host, whose batches are then pinned).
         count_workers: processes that count the maps while the method predicts the next batches
             (:class:`~wsolbench.counting.CountingPool`; fewer when the split is too small to pay
             for their start-up, :func:`~wsolbench.counting.worker_count`); the counts and
@@ -132,7 +136,13 @@ def evaluate_method(
     rank, world = shard
     if world > 1:
         dataset = Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=resolve_workers(num_workers, str(device)),
+        pin_memory=pin_memory(str(device)),
+    )
     counter = new_counter(settings)
     method.eval()
     method.to(device)

@@ -238,7 +238,11 @@ class ClipGradCAM(ClipBaseline):
                 if attention is not None:
                     attentions.append(attention)
         last = blocks[-1]
-        with torch.enable_grad():  # also under a caller's no_grad: Grad-CAM needs autograd
+        # also under a caller's no_grad (Grad-CAM needs autograd), and in float32 under a caller's
+        # autocast: a float16 gradient of a softmax score underflows
+        autocast_off = torch.autocast(device_type=x.device.type, enabled=False)
+        with torch.enable_grad(), autocast_off:
+            x = x.float()
             activation = last.ln_1(x).detach().requires_grad_(True)
             out, attention = attention_forward(last, activation, need_attention=self.refine)
             h = x + last.ls_1(out)

@@ -53,12 +53,15 @@ def add_batch_size(parser, default: int, help: str) -> None:
 
 
 def add_num_workers(parser) -> None:
-    """``--num-workers N`` (0 to :data:`MAX_WORKERS`), shared by run and eval."""
+    """``--num-workers N`` (0 to :data:`MAX_WORKERS`; default: the machine's), shared by run and
+    eval."""
     parser.add_argument(
         "--num-workers",
         type=int_in(0, MAX_WORKERS, "data-loader processes; 0 loads in the main process"),
-        default=0,
-        help=f"data loader workers (default 0: the main process; at most {MAX_WORKERS})",
+        default=None,
+        help="evaluation data-loader workers (default: none on a CPU machine of up to 4 cores, "
+        f"all cores but one on a GPU host, at most 8; 0 loads in the main process; at most "
+        f"{MAX_WORKERS})",
     )
 
 

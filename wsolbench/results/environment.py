@@ -75,8 +75,8 @@ def environment(method_module: str | None = None) -> dict:
         ``{"python", "platform", "cpu_count", "cpu_model", "wsolbench", "numpy", "cv2", "torch",
         ..., "code": {package: {"commit", "dirty"} | {"files_sha256"}, ...}}``; a library that is
         not installed is absent; once torch is imported ``torch_threads``,
-        ``torch_interop_threads`` and ``determinism`` (its deterministic-algorithm and cuDNN
-        settings); ``cuda_device`` only on a CUDA machine.
+        ``torch_interop_threads`` and ``determinism`` (its deterministic-algorithm, cuDNN and
+        TF32 settings); ``cuda_device`` only on a CUDA machine.
     """
     import wsolbench
 
@@ -113,6 +113,10 @@ def environment(method_module: str | None = None) -> dict:
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            # TF32: on an Ampere or newer GPU, convolutions (cuDNN's default) and matmuls
+            # ("high" precision) may run with 10-bit mantissas while tensors say float32
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "matmul_precision": torch.get_float32_matmul_precision(),
         }
         try:
             if torch.cuda.is_available():

@@ -61,7 +61,7 @@ class RunSpec:
     no_pretrained: bool = False
     launcher: str = "none"
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int | None = None  # evaluation data-loader workers; None: the machine's
     # processes counting the maps while the method predicts (per rank); the counts do not
     # depend on it
     count_workers: int = 1

@@ -47,6 +47,7 @@ from wsolbench.runs.context import (
     training_data,
     write_record,
 )
+from wsolbench.util.loader import resolve_workers
 from wsolbench.util.weights_source import describe, file_sha256
 
 # torch and the model libraries are imported inside the functions that need them, so that an
@@ -210,7 +211,7 @@ def _evaluate_and_save(
             **environment(context.method_cls.__module__),
             "device": context.device,
             "world_size": context.world,
-            "eval_workers": spec.num_workers,
+            "eval_workers": resolve_workers(spec.num_workers, context.device),
         },
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),

@@ -162,7 +162,7 @@ def reproduce(
     data_root: str | None = None,
     device: str | None = None,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     count_workers: int = 1,
     progress: bool = True,
 ) -> Reproduction:

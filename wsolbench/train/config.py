@@ -2,14 +2,13 @@
 
 :func:`check_train_config` refuses a section that would fail later (an unknown optimizer, a
 schedule a resume could not read, a count out of range) with the key, the value and the fix;
-:func:`resolve_workers` and :func:`param_scheduler` turn ``num_workers`` and ``scheduler`` into
-what :func:`wsolbench.train.engine.build_runner` hands to mmengine.
+:func:`param_scheduler` turns ``scheduler`` into what :func:`wsolbench.train.engine.build_runner`
+hands to mmengine (``num_workers``: :func:`wsolbench.util.loader.resolve_workers`).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import warnings
 
 import mmengine.optim  # noqa: F401 (fills the registries below: torch's optimizers, the schedules)
@@ -20,29 +19,6 @@ from wsolbench.config import ConfigError
 from wsolbench.train.checkpoints import CHECKPOINT_GLOBALS
 
 MAX_COUNT = 1_000_000  # epochs, batch size, intervals: beyond this is a typo (and overflows)
-
-
-def auto_workers(device: str = "cpu", cpus: int | None = None) -> int:
-    """Data-loader workers that follow the machine (``train.num_workers: auto``).
-
-    On CUDA: one core per worker, all but one core (the training process's), at most 8 per
-    process (decoding + augmenting a 224-px JPEG takes a few ms: 8 workers feed thousands of
-    images/s, more than a GPU step of these models consumes). On CPU the workers compete with
-    torch's threads for the same cores: none up to 4 cores (measured faster on 2 cores: cam's and
-    tedloc's presets use 0), then a quarter of the cores, at most 8.
-    """
-    cpus = cpus or os.cpu_count() or 1
-    if str(device).startswith("cuda"):
-        return max(0, min(8, cpus - 1))
-    return 0 if cpus <= 4 else min(8, cpus // 4)
-
-
-def resolve_workers(value, device: str = "cpu") -> int:
-    """``train.num_workers``: an integer as configured, or ``"auto"`` / None for
-    :func:`auto_workers`."""
-    if value is None or value == "auto":
-        return auto_workers(device)
-    return int(value)
 
 
 def param_scheduler(config: dict | str | None, max_epochs: int) -> list[dict]:

@@ -44,11 +44,11 @@ from wsolbench.train.checkpoints import (
 )
 from wsolbench.train.config import (
     param_scheduler,
-    resolve_workers,
 )
 from wsolbench.train.runner import HarnessRunner
 from wsolbench.util.atomic import write_bytes_atomic
 from wsolbench.util.compat import ensure_torchvision
+from wsolbench.util.loader import pin_memory, resolve_workers
 from wsolbench.util.progress import progress
 
 ensure_torchvision()  # mmengine.runner imports torchvision
@@ -151,6 +151,8 @@ class ReplayHook(Hook):
             "numpy": np.random.get_state(),
             "random": random.getstate(),
         }
+        if torch.cuda.is_available():  # dropout and augmentation drawn on a GPU resume too
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # The checkpoint hook's bookkeeping holds absolute paths; in a copied or moved work dir
@@ -164,6 +166,10 @@ class ReplayHook(Hook):
             torch.set_rng_state(state["torch"])
             np.random.set_state(state["numpy"])
             random.setstate(state["random"])
+            if "cuda" in state and torch.cuda.is_available():
+                # as many generators as devices then; another device count keeps today's
+                generators = state["cuda"][: torch.cuda.device_count()]
+                torch.cuda.set_rng_state_all(generators)
 
 
 class RunIdentityHook(Hook):
@@ -320,8 +326,7 @@ def _dataloader(
         "sampler": {"type": "DefaultSampler", "shuffle": shuffle, "round_up": shuffle},
         "batch_size": batch_size,
         "num_workers": num_workers,
-        # Page-locked batches copy to the GPU asynchronously; on CPU pinning only costs memory.
-        "pin_memory": str(device).startswith("cuda"),
+        "pin_memory": pin_memory(device),
         # Workers are re-created each epoch so that they see the dataset's new epoch (its
         # augmentation draws depend on it: ReplayHook): persistence would freeze the epoch.
         "persistent_workers": False,
