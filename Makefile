@@ -9,7 +9,14 @@ EXAMPLE_STAMP := $(VENV)/.example-installed
 DEMO_DIR ?= work_dirs/demo
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install demo test lint bench reports clean
+# The wheels tests/test_wheelhouse.py installs offline: what a typical GPU box (its own torch,
+# torchvision, timm, numpy, scipy, OpenCV, numba) lacks, for this Python; downloaded with the rest
+# of the install, so the tests themselves need no network.
+TEST_WHEELHOUSE := build/wheelhouse-test
+GPU_BOX_HAS := timm numpy scipy opencv-python numba
+PY ?= 3.12
+
+.PHONY: install demo test lint bench reports clean wheelhouse
 
 install: $(STAMP) $(EXAMPLE_STAMP)
 
@@ -38,7 +45,11 @@ demo: install
 	$(BIN)/wsolbench run --method tedloc --dataset synthetic --work-dir $(DEMO_DIR)/tedloc --resume
 	$(BIN)/wsolbench compare $(DEMO_DIR)
 
-test: install
+$(TEST_WHEELHOUSE)/requirements.txt: $(STAMP) benchmarks/wheelhouse.py
+	$(BIN)/python benchmarks/wheelhouse.py --have $(GPU_BOX_HAS) --out $(TEST_WHEELHOUSE) \
+	    --python-version $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+test: install $(TEST_WHEELHOUSE)/requirements.txt
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q $(EXAMPLE)/tests
 
@@ -52,5 +63,10 @@ bench: install
 reports: install
 	$(BIN)/python reports/make_reports.py
 
+# An offline install for a GPU machine that has its own torch (README: air-gapped clusters): every
+# wheel wsolbench needs beyond torch and torchvision, for Python $(PY), in wheelhouse-py$(PY)/.
+wheelhouse: install
+	$(BIN)/python benchmarks/wheelhouse.py --python-version $(PY) --out wheelhouse-py$(PY)
+
 clean:
-	rm -rf $(VENV) work_dirs
+	rm -rf $(VENV) work_dirs build

@@ -1,7 +1,8 @@
 """One device check of every cost figure: inference (fp32 and AMP), training steps, data pipeline.
 
-    bash benchmarks/gpu_check.sh                      # on a GPU machine: at most 8 minutes
-    bash benchmarks/gpu_check.sh --device cpu --quick # anywhere: the same code paths in < 1 min
+    bash benchmarks/gpu_check.sh --out DIR            # on a GPU machine: at most 8 minutes
+    bash benchmarks/gpu_check.sh --dry-run --out DIR  # anywhere: the same code paths on the CPU,
+                                                      # tiny and short (= --device cpu --quick)
 
 Steps, each on ``--device`` (CUDA by default), results in ``<out>/gpu_check-<device>.json`` and
 ``.md`` (default ``reports/cost/``), named after the device:
@@ -24,8 +25,11 @@ Steps, each on ``--device`` (CUDA by default), results in ``<out>/gpu_check-<dev
    inference graph (:mod:`wsolbench.cost.genpromp`, random weights) timed per image at batch 1
    under AMP.
 
-A step that would run past ``--budget-s`` (default 450 s) is skipped and listed as such, so the
-whole check stays within the 8 minutes ``gpu_check.sh`` allows. ``--quick`` uses the synthetic
+The record is written (JSON and markdown, atomically) after every measurement, so a check cut
+short — an exception, a timeout, a lost machine — keeps what it measured. A measurement that
+fails is recorded with its error (``errors``) and the check goes on with the next. A step that
+would run past ``--budget-s`` (default 450 s) is skipped and listed as such, so the whole check
+stays within the 8 minutes ``gpu_check.sh`` allows. ``--quick`` uses the synthetic
 presets (96 × 96, tiny networks), 3 timed calls and 2 training steps: a test of the script, not a
 measurement.
 
@@ -69,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (default cuda)")
     parser.add_argument("--quick", action="store_true", help="test the script: tiny and short")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the whole check on the CPU, tiny and short (--device cpu --quick): before a GPU run",
+    )
     parser.add_argument("--dataset", help="whose presets and size (default cub; quick: synthetic)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--batch-size", type=int, help="throughput and training batch (64)")
@@ -78,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=450.0, help="skip steps past this")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "cost")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.device, args.quick = "cpu", True
     quick = args.quick
     args.dataset = args.dataset or ("synthetic" if quick else "cub")
     args.batch_size = args.batch_size or (4 if quick else 64)
@@ -107,9 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{clock.elapsed():6.1f} s] {text}", flush=True)
 
-    inference, skipped = profile_all(args, device, clock, say)
-    training, skipped_training = train_and_data(args, device, clock, say)
-    genpromp = time_genpromp(args, device, clock, say)
     name = device_name(device)
     record = {
         "device": str(device),
@@ -122,20 +130,45 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "dataset": args.dataset,
         "batch_size": args.batch_size,
-        "elapsed_s": clock.elapsed(),
-        "skipped": skipped + skipped_training,
-        "inference": inference,
-        "training": training,
-        "genpromp": genpromp,
+        "elapsed_s": 0.0,
+        "finished": False,
+        "skipped": [],
+        "errors": [],
+        "inference": [],
+        "training": {"methods": {}},
+        "genpromp": None,
     }
-    from wsolbench.util.atomic import write_json_atomic, write_text_atomic
-
     stem = args.out / f"gpu_check-{slug(name)}{'-quick' if args.quick else ''}"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(stem.with_suffix(".json"), json.loads(json.dumps(record, default=str)))
-    write_text_atomic(stem.with_suffix(".md"), markdown(record))
-    say(f"written {stem}.json and .md")
-    return 0
+
+    def save() -> None:
+        from wsolbench.util.atomic import write_json_atomic, write_text_atomic
+
+        record["elapsed_s"] = clock.elapsed()
+        write_json_atomic(stem.with_suffix(".json"), json.loads(json.dumps(record, default=str)))
+        write_text_atomic(stem.with_suffix(".md"), markdown(record))
+
+    def attempt(what: str, measure) -> None:
+        """Run one measurement; a failure is recorded and the check goes on; saved either way."""
+        try:
+            measure()
+        except Exception as exc:  # one broken measurement must not lose the others
+            record["errors"].append({"step": what, "error": f"{type(exc).__name__}: {exc}"})
+            say(f"FAILED {what}: {type(exc).__name__}: {exc}")
+        finally:
+            save()
+
+    save()
+    profile_all(args, device, clock, say, record, attempt)
+    train_and_data(args, device, clock, say, record, attempt)
+    attempt("genpromp", lambda: record.update(genpromp=time_genpromp(args, device, clock, say)))
+    record["finished"] = True
+    save()
+    say(
+        f"written {stem}.json and .md"
+        + (f"; {len(record['errors'])} failed" if record["errors"] else "")
+    )
+    return 1 if record["errors"] else 0
 
 
 if __name__ == "__main__":

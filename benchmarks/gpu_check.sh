@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The device check of issue 12 (see benchmarks/gpu_check.py for every step):
-#   bash benchmarks/gpu_check.sh                        # GPU machine: at most 8 minutes
-#   bash benchmarks/gpu_check.sh --device cpu --quick   # anywhere, < 1 minute (tests/test_gpu_check.py)
-# Writes reports/cost/gpu_check-<device>.json and .md (--out DIR elsewhere).
+# The device check (see benchmarks/gpu_check.py for every step):
+#   bash benchmarks/gpu_check.sh --out reports/cost   # GPU machine: at most 8 minutes
+#   bash benchmarks/gpu_check.sh --dry-run --out DIR  # anywhere: the CPU path, < 1 minute
+# Writes <out>/gpu_check-<device>.json and .md after every measurement (default reports/cost).
+# PYTHON=... picks the interpreter (an offline install: benchmarks/wheelhouse.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-}"

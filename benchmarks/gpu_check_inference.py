@@ -21,33 +21,40 @@ from wsolbench.cost.profile import ProfileSettings, profile_method
 from wsolbench.runs.profile import build_for_profile
 
 
-def profile_all(args, device: torch.device, clock: Clock, say) -> tuple[list[dict], list[str]]:
+def profile_all(args, device: torch.device, clock: Clock, say, record: dict, attempt) -> None:
+    """Profile every method of ``args.methods`` in fp32 and under AMP into
+    ``record["inference"]``, each through ``attempt`` (which records a failure and saves the
+    record after each); one over the budget goes to ``record["skipped"]``."""
     runs = (1, 3) if args.quick else (10, 50)
-    records, skipped = [], []
     for name in args.methods:
         for amp in ("none", amp_dtype(device)):
             if not clock.fits(5 if args.quick else 30):
-                skipped.append(f"profile {name} amp={amp}: over the time budget")
+                record["skipped"].append(f"profile {name} amp={amp}: over the time budget")
                 continue
             say(f"profile {name} (amp {amp})")
-            method, protocol, _ = build_for_profile(name, args.dataset)
-            settings = ProfileSettings(
-                warmup=runs[0],
-                runs=runs[1],
-                batch_size=args.batch_size,
-                throughput_warmup=1 if args.quick else 2,
-                throughput_runs=1 if args.quick else 5,
-                amp=amp,
-                threads=1 if device.type == "cpu" else None,
-            )
-            cost = profile_method(
-                method, protocol.eval_size, protocol.num_classes, device, settings
-            )
-            records.append({"method": name, "protocol": protocol.id, **cost})
-            del method
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    return records, skipped
+
+            def one(name=name, amp=amp) -> None:
+                method, protocol, _ = build_for_profile(name, args.dataset)
+                settings = ProfileSettings(
+                    warmup=runs[0],
+                    runs=runs[1],
+                    batch_size=args.batch_size,
+                    throughput_warmup=1 if args.quick else 2,
+                    throughput_runs=1 if args.quick else 5,
+                    amp=amp,
+                    threads=1 if device.type == "cpu" else None,
+                )
+                try:
+                    cost = profile_method(
+                        method, protocol.eval_size, protocol.num_classes, device, settings
+                    )
+                    record["inference"].append({"method": name, "protocol": protocol.id, **cost})
+                finally:
+                    del method
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+
+            attempt(f"profile {name} amp={amp}", one)
 
 
 def time_genpromp(args, device: torch.device, clock: Clock, say) -> dict | None:

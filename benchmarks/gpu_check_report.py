@@ -46,7 +46,8 @@ def markdown(record: dict) -> str:
     train = record["training"]
     lines += [
         "",
-        f"## Training steps (AMP {train['amp']}, batch {train['batch']}) and data pipeline",
+        f"## Training steps (AMP {train.get('amp', '–')}, batch {train.get('batch', '–')}) and "
+        "data pipeline",
         "",
         "| Method | Size | Model step (img/s) | Step (ms) | float32 step (img/s) | "
         "Peak mem (MiB) | Data alone (img/s) | Data + step (img/s) | Loader workers | "
@@ -64,7 +65,9 @@ def markdown(record: dict) -> str:
         )
     genpromp = record.get("genpromp") or {}
     lines += ["", "## GenPromp graph", ""]
-    if "skipped" in genpromp:
+    if not genpromp:
+        lines.append("Not measured (yet).")
+    elif "skipped" in genpromp:
         lines.append(f"Not timed: {genpromp['skipped']}.")
     else:
         lines.append(
@@ -73,6 +76,13 @@ def markdown(record: dict) -> str:
         )
     if record["skipped"]:
         lines += ["", "Skipped (time budget): " + "; ".join(record["skipped"]) + "."]
+    for error in record.get("errors", []):
+        lines += ["", f"Failed: {error['step']}: {error['error']}"]
+    if not record.get("finished", True):
+        lines += [
+            "",
+            f"Unfinished: written after {record['elapsed_s']:.0f} s; the check went no further.",
+        ]
     lines += [
         "",
         f"{LATENCY_MARK}: measured while other processes used the cores the timing needed "

@@ -88,10 +88,12 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def train_and_data(args, device: torch.device, clock: Clock, say) -> tuple[dict, list[str]]:
+def train_and_data(args, device: torch.device, clock: Clock, say, record: dict, attempt) -> None:
+    """Steps 2 and 3 for each trained method into ``record["training"]["methods"]``, each
+    through ``attempt`` (which records a failure and saves the record after each)."""
     use_amp = device.type == "cuda"
-    out: dict = {"amp": "float16" if use_amp else "none", "batch": args.batch_size, "methods": {}}
-    skipped: list[str] = []
+    training = record["training"]
+    training.update(amp="float16" if use_amp else "none", batch=args.batch_size)
     with tempfile.TemporaryDirectory(prefix="gpu_check_jpegs_") as tmp:
         folder = Path(tmp)
         say(f"writing {args.images} JPEG files")
@@ -101,48 +103,59 @@ def train_and_data(args, device: torch.device, clock: Clock, say) -> tuple[dict,
             if name not in args.methods:
                 continue
             if not clock.fits(10 if args.quick else 60):
-                skipped.append(f"training {name}: over the time budget")
+                record["skipped"].append(f"training {name}: over the time budget")
                 continue
-            method, optimizer, protocol, config = build_trainable(name, args.dataset, device)
-            height, width = protocol.eval_size
-            generator = torch.Generator().manual_seed(0)
-            images = torch.randn(args.batch_size, 3, height, width, generator=generator)
-            labels = torch.arange(args.batch_size) % protocol.num_classes
-            images, labels = images.to(device), labels.to(device)
-            timed = {}
-            for mode in ("float32", "amp") if use_amp else ("float32",):
-                say(f"training steps of {name} ({mode})")
-                step = make_step(method, optimizer, device, use_amp=mode == "amp")
-                timed[mode] = _time_steps(step, images, labels, args, device)
-            fastest = timed["amp" if use_amp else "float32"]
 
-            loader, workers = jpeg_loader(folder, names, method, config, protocol, args, device)
-            say(f"data pipeline alone ({workers} workers)")
-            data_rate, _ = time_loader(loader, batches)
+            def one(name=name) -> None:
+                training["methods"][name] = _train_one(
+                    name, args, device, (folder, names, batches), say
+                )
 
-            def consume(batch, step=step):
-                step(batch["image"].to(device, non_blocking=True), batch["label"].to(device))
-
-            say(f"data pipeline + {name} training step")
-            end_to_end, _ = time_loader(loader, batches, consume)
-            sync(device)
-            out["methods"][name] = {
-                "input_size": [height, width],
-                "steps": args.steps,
-                "warmup_steps": args.warmup_steps,
-                "model_step_images_per_s": fastest["images_per_s"],
-                "model_step_ms": fastest["ms"],
-                "model_step_float32_images_per_s": timed["float32"]["images_per_s"],
-                "data_images_per_s": data_rate,
-                "end_to_end_images_per_s": end_to_end,
-                "loader_workers": workers,
-                "loader_batches": batches,
-                "data_bound": bool(end_to_end < 0.9 * fastest["images_per_s"]),
-                "timing_conditions": fastest["timing_conditions"],
-                "peak_memory_mb": fastest["peak_memory_mb"],
-                "peak_memory_float32_mb": timed["float32"]["peak_memory_mb"],
-            }
-            # the closures hold the model: release them all before the next method's peak
-            del method, optimizer, step, consume, loader, images, labels, timed, fastest
+            attempt(f"training {name}", one)
             _release(device)
-    return out, skipped
+
+
+def _train_one(name: str, args, device: torch.device, jpegs, say) -> dict:
+    """Model steps (float32, and AMP on CUDA), the data pipeline alone and feeding the step."""
+    folder, names, batches = jpegs
+    use_amp = device.type == "cuda"
+    method, optimizer, protocol, config = build_trainable(name, args.dataset, device)
+    height, width = protocol.eval_size
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch_size, 3, height, width, generator=generator)
+    labels = torch.arange(args.batch_size) % protocol.num_classes
+    images, labels = images.to(device), labels.to(device)
+    timed = {}
+    for mode in ("float32", "amp") if use_amp else ("float32",):
+        say(f"training steps of {name} ({mode})")
+        step = make_step(method, optimizer, device, use_amp=mode == "amp")
+        timed[mode] = _time_steps(step, images, labels, args, device)
+    fastest = timed["amp" if use_amp else "float32"]
+
+    loader, workers = jpeg_loader(folder, names, method, config, protocol, args, device)
+    say(f"data pipeline alone ({workers} workers)")
+    data_rate, _ = time_loader(loader, batches)
+
+    def consume(batch, step=step):
+        step(batch["image"].to(device, non_blocking=True), batch["label"].to(device))
+
+    say(f"data pipeline + {name} training step")
+    end_to_end, _ = time_loader(loader, batches, consume)
+    sync(device)
+    # returning drops the model, its optimizer and the closures that hold them
+    return {
+        "input_size": [height, width],
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "model_step_images_per_s": fastest["images_per_s"],
+        "model_step_ms": fastest["ms"],
+        "model_step_float32_images_per_s": timed["float32"]["images_per_s"],
+        "data_images_per_s": data_rate,
+        "end_to_end_images_per_s": end_to_end,
+        "loader_workers": workers,
+        "loader_batches": batches,
+        "data_bound": bool(end_to_end < 0.9 * fastest["images_per_s"]),
+        "timing_conditions": fastest["timing_conditions"],
+        "peak_memory_mb": fastest["peak_memory_mb"],
+        "peak_memory_float32_mb": timed["float32"]["peak_memory_mb"],
+    }
