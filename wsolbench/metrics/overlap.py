@@ -39,26 +39,28 @@ def overlap_curves(fg_hist: np.ndarray, bg_hist: np.ndarray) -> dict[str, np.nda
     """Dice FG, Dice BG and mIoU (percent) at every threshold of the histograms' grid.
 
     Args:
-        fg_hist: [T + 2] foreground pixel counts per bin (:class:`~wsolbench.metrics.MaskCounter`).
-        bg_hist: [T + 2] background pixel counts per bin.
+        fg_hist: [..., T + 2] foreground pixel counts per bin
+            (:class:`~wsolbench.metrics.MaskCounter`); leading axes are independent histograms
+            (a bootstrap's resamples), each read as a 1-D one would be.
+        bg_hist: background pixel counts per bin, the same shape.
 
     Returns:
-        ``{"dice_fg", "dice_bg", "miou"}`` -> [T] float64 in [0, 100]; entry ``i`` is read at
+        ``{"dice_fg", "dice_bg", "miou"}`` -> [..., T] float64 in [0, 100]; entry ``i`` is read at
         ``τ = thresholds[i]`` (``threshold_grid(step)[i]``).
     """
     fg = np.asarray(fg_hist, dtype=np.float64)
     bg = np.asarray(bg_hist, dtype=np.float64)
-    if fg.ndim != 1 or fg.shape != bg.shape or len(fg) < 3:
+    if fg.ndim < 1 or fg.shape != bg.shape or fg.shape[-1] < 3:
         raise ValueError(
-            f"mask histograms must be two [T + 2] arrays of the same length; got {fg.shape} and "
-            f"{bg.shape}"
+            f"mask histograms must be two [..., T + 2] arrays of the same shape; got {fg.shape} "
+            f"and {bg.shape}"
         )
-    n_tau = len(fg) - 2
+    n_tau = fg.shape[-1] - 2
     # predicted positive at τ_i: every bin from i up (reversed cumulative sums, as PxAP's)
-    tp = fg[::-1].cumsum()[::-1][:n_tau]
-    fp = bg[::-1].cumsum()[::-1][:n_tau]
-    fn = fg.sum() - tp
-    tn = bg.sum() - fp
+    tp = fg[..., ::-1].cumsum(axis=-1)[..., ::-1][..., :n_tau]
+    fp = bg[..., ::-1].cumsum(axis=-1)[..., ::-1][..., :n_tau]
+    fn = fg.sum(axis=-1, keepdims=True) - tp
+    tn = bg.sum(axis=-1, keepdims=True) - fp
     iou_fg = _ratio(tp, tp + fp + fn)
     iou_bg = _ratio(tn, tn + fn + fp)
     return {

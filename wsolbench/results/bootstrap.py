@@ -188,7 +188,7 @@ def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarr
         fg, bg = sums[:, : terms.width], sums[:, terms.width :]
         return np.array([pxap(f, b) for f, b in zip(fg, bg, strict=True)])
     if terms.kind in ("overlap", "overlap_own"):
-        return np.array([_overlap_value(terms, row) for row in sums])
+        return _overlap_values(terms, sums)
     curves = sums.reshape(len(sums), len(terms.index), terms.width) * (100.0 / total[:, None, None])
     if terms.kind == "acc_at_first_best":  # ties: the lowest τ, as summarize's argmax
         return curves[np.arange(len(curves)), 1, curves[:, 0].argmax(axis=1)]
@@ -199,15 +199,17 @@ def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarr
     return np.mean(picked, axis=0)
 
 
-def _overlap_value(terms: MetricTerms, sums: np.ndarray) -> float:
-    """Dice FG / BG or mIoU from one pair of summed histograms [2 * width], at the fixed τ or
-    (oracle) at the best mIoU's τ, or its own best (``overlap_own``); ties: the lowest τ."""
-    curves = overlap_curves(sums[: terms.width], sums[terms.width :])
+def _overlap_values(terms: MetricTerms, sums: np.ndarray) -> np.ndarray:
+    """[b] Dice FG / BG or mIoU from b pairs of summed histograms [b, 2 * width], each at the
+    fixed τ or (oracle) at its best mIoU's τ, or its own best (``overlap_own``); ties: the
+    lowest τ."""
+    curves = overlap_curves(sums[:, : terms.width], sums[:, terms.width :])
+    values = curves[terms.overlap_key]
     index = terms.index[0]
-    if index is None:
-        best = terms.overlap_key if terms.kind == "overlap_own" else "miou"
-        index = int(np.argmax(curves[best]))
-    return float(curves[terms.overlap_key][index])
+    if index is not None:
+        return values[:, index].astype(np.float64)
+    best = curves[terms.overlap_key if terms.kind == "overlap_own" else "miou"]
+    return np.take_along_axis(values, best.argmax(axis=1)[:, None], axis=1)[:, 0]
 
 
 def metric_value(terms: MetricTerms) -> float:
