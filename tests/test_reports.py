@@ -52,3 +52,23 @@ def test_rows_without_pretrained_weights_are_marked_in_every_format(board_name, 
         assert method.replace("_", "\\_") + "\\ddag{}" in text["leaderboard.tex"]
         rows = [x for x in text["leaderboard.csv"].splitlines() if x.startswith(f"{method},")]
         assert rows and all(",none," in x and "no pretrained weights" in x for x in rows)
+
+
+def test_the_histology_board_ranks_by_pxap_and_shows_the_mask_metrics():
+    """A board without boxes: PxAP first (the Group column beside it tests PxAP), then mIoU and
+    Dice, before the classification columns; every CLIP row marked as running without weights."""
+    board = report_step("report_settings").BOARDS["synthetic-histo"]
+
+    def header(name: str) -> list[str]:
+        text = (board.out_dir / name).read_text(encoding="utf-8")
+        line = next(line for line in text.splitlines() if line.startswith("| Method"))
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    assert header("leaderboard-ci.md")[3:5] == ["PxAP", "Group"]
+    assert header("leaderboard.md")[3:5] == ["PxAP", "mIoU"]
+    wide = header("leaderboard-wide.md")
+    assert wide[3:7] == ["PxAP", "Dice FG", "Dice BG", "mIoU"] and wide.index("Top-1 Cls") > 6
+    text = (board.out_dir / "leaderboard-ci.md").read_text(encoding="utf-8")
+    assert "Group: rows sharing a letter are not significantly different on PxAP" in text
+    for method in ("clip_patch", "clip_gradcam"):
+        assert f"| {method}‡" in text
