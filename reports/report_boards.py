@@ -37,15 +37,17 @@ DIFF_FILES = {
 
 def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> list[Path]:
     """Step 3: the leaderboard files from the results under ``results`` (deterministic)."""
-    from wsolbench.leaderboard import compare
+    from wsolbench.leaderboard import build_leaderboards, render_boards
     from wsolbench.results.intervals import diff, render_diff
     from wsolbench.util.atomic import write_text_atomic
 
     written = []
+    built = {}  # (policy, resamples) -> boards: built (and bootstrapped) once for every format
     for name, (policy, fmt, resamples, wide) in LEADERBOARD_FILES.items():
+        if (policy, resamples) not in built:
+            built[policy, resamples] = build_leaderboards([results], policy=policy, ci=resamples)
         path = Path(out_dir) / name
-        table = compare([results], policy=policy, fmt=fmt, ci=resamples, wide=wide)
-        write_text_atomic(path, table)
+        write_text_atomic(path, render_boards(built[policy, resamples], fmt, wide=wide))
         written.append(path)
     for name, (a, b) in DIFF_FILES.items():
         if (results / a).is_dir() and (results / b).is_dir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -235,10 +235,19 @@ def test_tedloc_runs_on_it_with_its_teacher_and_reports_the_mask_metrics(tmp_pat
         assert (grid == colour).all(axis=-1).sum() > 20, colour
 
 
-def test_prepare_writes_it_and_a_seed_of_its_own_says_which_protocol(tmp_path, capsys):
+def test_prepare_writes_it_and_a_seed_of_its_own_says_which_protocol(
+    tmp_path, capsys, monkeypatch
+):
+    from wsolbench.data import synthetic_histo
+
+    def tiny(seed: int = 0) -> HistoConfig:  # the default counts take 20 s to draw
+        return replace(TINY, seed=seed)
+
+    monkeypatch.setattr(synthetic_histo, "HistoConfig", tiny)
     out = tmp_path / "histo"
     assert main(["prepare", "synthetic-histo", "--out", str(out), "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert f"--protocol {out / PROTOCOL_FILE}" in printed
-    assert json.loads((out / "synthetic-histo.json").read_text())["config"]["seed"] == 1
+    config = json.loads((out / "synthetic-histo.json").read_text())["config"]
+    assert config == asdict(replace(TINY, seed=1))
     assert Path(out / "metadata" / "val" / "localization.txt").is_file()

@@ -44,7 +44,12 @@ Which results may share a table, and a row's identity, are :mod:`wsolbench.resul
 torch: reading results and cost records needs none.
 """
 
-from wsolbench.leaderboard.board import build_leaderboard, build_leaderboards, compare
+from wsolbench.leaderboard.board import (
+    build_leaderboard,
+    build_leaderboards,
+    compare,
+    render_boards,
+)
 from wsolbench.leaderboard.cost_columns import COST_NOTE
 from wsolbench.leaderboard.published import default_published_path, load_published
 from wsolbench.leaderboard.rendering import FORMATS, latex_escape, render
@@ -74,6 +79,7 @@ __all__ = [
     "build_leaderboard",
     "build_leaderboards",
     "compare",
+    "render_boards",
     "default_published_path",
     "describe_policy",
     "latex_escape",

@@ -85,6 +85,12 @@ def compare(
         ci_seed=ci_seed,
         models_fixed=models_fixed,
     )
+    return render_boards(boards, fmt, wide=wide)
+
+
+def render_boards(boards: Sequence[Leaderboard], fmt: str, *, wide: bool = False) -> str:
+    """The text ``compare`` returns for boards already built: each table in ``fmt``, one CSV
+    header for all (so one set of boards can be rendered in every format)."""
     if fmt == "csv":  # one header, then every table's rows
         texts = [render(board, fmt) for board in boards]
         return texts[0] + "".join(t.split("\n", 1)[1] for t in texts[1:])
