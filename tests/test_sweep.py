@@ -438,7 +438,9 @@ def test_ctrl_c_cancels_the_running_cells_without_a_traceback(tiny, tmp_path):
         lines.append(line)
         if line.startswith("started") and line.rstrip().endswith("seed1"):
             break
-    time.sleep(3)  # the cells are training
+    # the cells are running (a cell's process takes seconds to start; on a quiet machine its 60
+    # tiny epochs then take about two, so waiting longer could find them finished)
+    time.sleep(1)
     os.killpg(sweep_process.pid, signal.SIGINT)
     out = "".join(lines) + sweep_process.communicate(timeout=120)[0]
     assert sweep_process.returncode == 130, out
