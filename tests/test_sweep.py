@@ -432,6 +432,9 @@ def test_ctrl_c_cancels_the_running_cells_without_a_traceback(tiny, tmp_path):
     sweep_process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # with Ctrl-C's default action, as a terminal job has: a suite started in the background
+        # by a shell without job control inherits SIGINT ignored, and so would the sweep
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines = []
     for line in sweep_process.stdout:
