@@ -12,7 +12,7 @@ in the time numba's cached engine takes to load. A method's predictions are coun
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,12 +307,13 @@ class CountingPool:
         """Yield ``(counter, outcomes)`` of the finished batches in order: those ready now (and
         any beyond the queue's bound), or, with ``wait``, every submitted batch."""
         while self.pending:
-            head = self.pending[0]
-            ready = not hasattr(head, "done") or head.done()
+            head = self.pending[0]  # a worker's Future, or a batch counted here
+            queued = isinstance(head, Future)
+            ready = not queued or head.done()
             if not (wait or ready or len(self.pending) > 2 * self.workers):
                 return
             self.pending.pop(0)
-            yield head.result() if hasattr(head, "result") else head
+            yield head.result() if queued else head
 
     def close(self) -> None:
         if self.pool is not None:
