@@ -42,13 +42,15 @@ class Layers:
     haematoxylin: np.ndarray
     red: np.ndarray
 
-    def paint(self, where, e=None, h=None, r=None) -> None:
-        """Set the densities inside ``where`` (a (rows, cols) window and a bool mask in it)."""
+    def paint(
+        self, where, e: float | None = None, h: float | None = None, r: float | None = None
+    ) -> None:
+        """Set the densities given (None: leave that layer) inside ``where``: a (rows, cols)
+        window and a bool mask in it."""
         (rows, cols), inside = where
         for layer, value in ((self.eosin, e), (self.haematoxylin, h), (self.red, r)):
             if value is not None:
-                patch = layer[rows, cols]
-                patch[inside] = value if np.isscalar(value) else value[rows, cols][inside]
+                layer[rows, cols][inside] = value
 
 
 def stroma(rng: np.random.Generator, size: int) -> Layers:
