@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,35 @@ logger = logging.getLogger(__name__)
 
 #: The splits every generated world has, in the order they are written.
 SPLITS = ("train", "val", "test")
+#: Each split's place in the seed of every image's random stream.
+SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 #: The protocol file a generated root carries.
 PROTOCOL_FILE = "protocol.yaml"
 
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fast; level 3+ saves <10 % of bytes
+
+
+def check_config(config) -> None:
+    """The checks every world's config (a frozen dataclass of ints) shares, by field name:
+    every field an int, ``<split>_per_class`` >= 1 (the metadata format has no empty split, so
+    one could not be read back), ``seed`` >= 0. Raises TypeError / ValueError naming the field."""
+    name = type(config).__name__
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name}.{f.name} must be an int, got {value!r}")
+    for split in SPLITS:
+        if per_class(config, split) < 1:
+            raise ValueError(f"{name}.{split}_per_class={per_class(config, split)}: must be >= 1")
+    if config.seed < 0:
+        raise ValueError(f"{name}.seed={config.seed}: must be >= 0")
+
+
+def per_class(config, split: str) -> int:
+    """Images per class in ``split`` (one of :data:`SPLITS`) of a world's config."""
+    if split not in SPLIT_STREAM:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return getattr(config, f"{split}_per_class")
 
 
 @dataclass(frozen=True)

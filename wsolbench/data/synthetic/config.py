@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from wsolbench.data.generated import SPLITS
+from wsolbench.data.generated import check_config, per_class
 from wsolbench.data.synthetic.style import (
     HEAD_COLOURS,
     HEAD_PATTERNS,
@@ -21,9 +21,6 @@ from wsolbench.data.synthetic.style import (
 #: Bump whenever the pixels, the layout or the metadata written for a given config change: it is
 #: part of the digest, so caches made by an older generator are not reused.
 GENERATOR_VERSION: int = 1
-
-#: Each split's place in the seed of every image's random stream.
-SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,7 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"SyntheticConfig.{f.name} must be an int, got {value!r}")
+        check_config(self)
         if not 2 <= self.num_classes <= MAX_CLASSES:
             raise ValueError(
                 f"SyntheticConfig.num_classes={self.num_classes}: must be 2..{MAX_CLASSES} "
@@ -59,18 +53,10 @@ class SyntheticConfig:
                 f"SyntheticConfig.image_size={self.image_size}: must be >= 32 so heads "
                 f"(radius >= {MIN_HEAD_RADIUS_PX:g} px) render their pattern"
             )
-        for name in ("train_per_class", "val_per_class", "test_per_class"):
-            # An empty split could not be read back (the metadata format has no empty split).
-            if getattr(self, name) < 1:
-                raise ValueError(f"SyntheticConfig.{name}={getattr(self, name)}: must be >= 1")
-        if self.seed < 0:
-            raise ValueError(f"SyntheticConfig.seed={self.seed}: must be >= 0")
 
     def per_class(self, split: str) -> int:
-        """Images per class in ``split`` (one of :data:`SPLITS`)."""
-        if split not in SPLIT_STREAM:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return getattr(self, f"{split}_per_class")
+        """Images per class in ``split`` (one of :data:`~wsolbench.data.generated.SPLITS`)."""
+        return per_class(self, split)
 
     def digest(self) -> str:
         """A short stable hash (12 hex digits) of the fields and :data:`GENERATOR_VERSION`."""

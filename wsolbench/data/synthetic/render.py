@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wsolbench.data.generated import SPLITS
-from wsolbench.data.synthetic.config import SPLIT_STREAM, SyntheticConfig
+from wsolbench.data.generated import SPLIT_STREAM, SPLITS
+from wsolbench.data.synthetic.config import SyntheticConfig
 from wsolbench.data.synthetic.draw import background, body_shape, head_pattern, local_frame
 from wsolbench.data.synthetic.placement import (
     body_mask,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from wsolbench.data.generated import SPLITS
+from wsolbench.data.generated import check_config, per_class
 
 #: Bump whenever the pixels, the layout or the metadata written for a given config change.
 GENERATOR_VERSION: int = 1
@@ -18,8 +18,6 @@ GENERATOR_VERSION: int = 1
 CLASSES = ("benign", "malignant")
 #: First word of every image's seed sequence: keeps these streams apart from synthetic-v1's.
 HISTO_STREAM: int = 0x4157_0001
-#: Each split's place in the seed of every image's random stream.
-SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
@@ -39,20 +37,12 @@ class HistoConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"HistoConfig.{f.name} must be an int, got {value!r}")
+        check_config(self)
         if self.image_size < 64:
             raise ValueError(
                 f"HistoConfig.image_size={self.image_size}: must be >= 64 so that nuclei "
                 "(about 1 px at 96 px) still render"
             )
-        for name in ("train_per_class", "val_per_class", "test_per_class"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"HistoConfig.{name}={getattr(self, name)}: must be >= 1")
-        if self.seed < 0:
-            raise ValueError(f"HistoConfig.seed={self.seed}: must be >= 0")
 
     @property
     def num_classes(self) -> int:
@@ -60,9 +50,7 @@ class HistoConfig:
 
     def per_class(self, split: str) -> int:
         """Images per class in ``split`` (one of :data:`~wsolbench.data.generated.SPLITS`)."""
-        if split not in SPLIT_STREAM:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return getattr(self, f"{split}_per_class")
+        return per_class(self, split)
 
     def digest(self) -> str:
         """A short stable hash (12 hex digits) of the fields and :data:`GENERATOR_VERSION`."""

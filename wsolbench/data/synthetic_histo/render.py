@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wsolbench.data.generated import SPLITS
-from wsolbench.data.synthetic_histo.config import HISTO_STREAM, SPLIT_STREAM, HistoConfig
+from wsolbench.data.generated import SPLIT_STREAM, SPLITS
+from wsolbench.data.synthetic_histo.config import HISTO_STREAM, HistoConfig
 from wsolbench.data.synthetic_histo.glands import (
     BENIGN,
     benign_glands,
