@@ -438,8 +438,15 @@ HANDMADE = {
     # Two equal rings, each with an island (one itself a ring with an island): equal filled
     # areas, the tie broken by contour order, never by a nested contour.
     "twin_rings_with_islands": _paint(
-        (14, 26), (1, 10, 1, 10, 220), (2, 9, 2, 9, 0), (3, 8, 3, 8, 220), (4, 7, 4, 7, 0),
-        (5, 6, 5, 6, 220), (3, 12, 14, 23, 220), (4, 11, 15, 22, 0), (6, 8, 17, 19, 150),
+        (14, 26),
+        (1, 10, 1, 10, 220),
+        (2, 9, 2, 9, 0),
+        (3, 8, 3, 8, 220),
+        (4, 7, 4, 7, 0),
+        (5, 6, 5, 6, 220),
+        (3, 12, 14, 23, 220),
+        (4, 11, 15, 22, 0),
+        (6, 8, 17, 19, 150),
     ),
     # Two equal squares and two equal lines: ties broken by contour order (last found first).
     "equal_squares": _paint((12, 20), (1, 4, 1, 4, 255), (7, 10, 12, 15, 255), (5, 6, 6, 9, 100)),
@@ -469,21 +476,52 @@ def test_level_scores_handmade(name):
         _check_levels(u, gt)
 
 
+def _hole_sweep(u, gt, at_least):
+    """(multi, nested) of the holes sweep on u, as level_sets runs it (every level scored)."""
+    height, width = u.shape
+    filled = sweeps.fill_holes(u)
+    present = np.bincount(u.ravel(), minlength=256) > 0
+    order, starts = sweeps.pixels_by_value(filled, np.ones(u.shape, bool))
+    floor = sweeps.components_sweep(height, width, order, starts, present, gt, np.zeros(256), True)[
+        0
+    ]
+    order, starts = sweeps.pixels_by_value(u, filled > u)
+    return sweeps.holes_sweep(height, width, order, starts, filled, present, gt, floor, at_least)
+
+
 def test_level_sets_special_paths_are_exercised():
-    """The structured generators reach every branch: holes deciding the largest contour without
-    OpenCV, and nested components that send a level to the filled map."""
+    """The structured generators reach every branch: maps with holes, levels whose nested
+    components are swept, and levels where the bound spares that sweep."""
     rng = np.random.default_rng(3)
-    n_holes = n_nested = 0
+    n_with_holes = n_nested = n_spared = 0
     for _ in range(40):
         u = (np.clip(_nested(rng, (40, 40)), 0, 1) * 255).astype(np.uint8)
-        order, starts = sweeps.pixels_by_value(u)
-        used = np.diff(starts) > 0
-        _, nested, rec_start, _, _ = sweeps.holes_sweep(
-            40, 40, order, starts, used, np.zeros((1, 4), np.int64)
-        )
+        gt = _gt_boxes(rng, (40, 40))
+        n_with_holes += bool((sweeps.fill_holes(u) > u).any())
+        nested = _hole_sweep(u, gt, 0.0)[1]
         n_nested += int(nested.sum())
-        n_holes += int(((np.diff(rec_start[:257]) > 0) & ~nested[:256]).sum())
-    assert n_holes > 0 and n_nested > 0
+        n_spared += int((nested & ~_hole_sweep(u, gt, 0.5)[1]).sum())
+    assert n_with_holes > 0 and n_nested > 0 and n_spared > 0
+
+
+@pytest.mark.parametrize("name", ["noise", "nested", "noisy_blobs", "holes", "smooth"])
+def test_scores_below_at_least_may_only_fall(name):
+    """With ``at_least``, every score at or above it is exact and every one below stays below:
+    counting IoU thresholds >= at_least is unchanged (the counters pass their lowest)."""
+    rng = np.random.default_rng(40 + len(name))
+    thresholds = M.threshold_grid(0.01)
+    for _ in range(30):
+        hw = _shape(rng)
+        u = (np.clip(GENERATORS[name](rng, hw), 0, 1) * 255).astype(np.uint8)
+        gt = _gt_boxes(rng, hw)
+        k = (thresholds * float(u.max())).astype(np.int64)
+        exact = LS.threshold_scores(u, gt, k)
+        for at_least in (0.1, 0.3, 0.5):
+            pruned = LS.threshold_scores(u, gt, k, at_least=at_least)
+            np.testing.assert_array_equal(pruned[1], exact[1])  # the largest rule: exact
+            high = exact[0] >= at_least
+            np.testing.assert_array_equal(pruned[0][high], exact[0][high])
+            assert (pruned[0][~high] < at_least).all()
 
 
 def test_threshold_scores_follow_the_levels():

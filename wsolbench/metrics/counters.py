@@ -148,7 +148,11 @@ class BoxCounter:
         u = quantize(scoremap)
         # Integer threshold of each tau: float64 product as in the reference, truncated like int().
         k = (self.thresholds * float(u.max())).astype(np.int64)
-        multi_score, largest_score = level_sets.threshold_scores(u, gt, k)
+        # Only comparisons with the IoU thresholds are kept: scores below the lowest need not
+        # be exact.
+        multi_score, largest_score = level_sets.threshold_scores(
+            u, gt, k, at_least=min(self.iou_thresholds) / 100
+        )
         with_cls = self._check_cls_mode(label, topk)  # only now: a failed update changes nothing
         outcome = {
             "multi": np.stack([multi_score >= d / 100 for d in self.iou_thresholds]),

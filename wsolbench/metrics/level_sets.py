@@ -4,9 +4,9 @@ The box protocol (``shared/spec/protocol.md``) thresholds a uint8 map ``u`` at e
 (mask ``u >= v``), runs ``cv2.findContours(mask, RETR_TREE, CHAIN_APPROX_SIMPLE)`` and scores
 either all contours' bounding rectangles (multi-contour rule, MaxBoxAccV2) or the rectangle of the
 contour with the largest ``cv2.contourArea``, the first one in contour order on ties
-(largest-contour rule, MaxBoxAcc / GT-known). This module gets the same per-level scores from two
-union-find sweeps over the pixels sorted by value (three on a map with components inside holes),
-compiled with numba, with no contour search at all. What it relies on, each fact checked against
+(largest-contour rule, MaxBoxAcc / GT-known). This module gets the same per-level scores from a
+flood and union-find sweeps over the pixels sorted by value, compiled with numba, with no contour
+search at all. What it relies on, each fact checked against
 OpenCV (opencv-python 5.0.0) on thousands of random images while writing it and, end to end, by
 ``tests/test_metrics_equivalence.py`` against the literal per-threshold implementation:
 
@@ -26,34 +26,27 @@ OpenCV (opencv-python 5.0.0) on thousands of random images while writing it and,
    pixel in raster order.
 5. **Polygon area** of an outer contour (through pixel centres) is a sum over the 2x2 pixel
    windows of the component with its holes filled: a full window counts 1, a window with three
-   on-pixels counts 1/2, any other 0 (the polygon cuts such a window along its diagonal). All
-   on-pixels of a window belong to one 8-connected component, so the unfilled sum ``S(C)`` is
-   additive under union. Filling a hole ``H`` that holds no other component adds
-   ``sum over windows of h(#pixels of H in the window)`` with ``h(1) = 1/2`` and
-   ``h(2..4) = 1``: a window's pixels not in ``H`` are 4-adjacent to ``H``, hence foreground of
-   ``C``, except, with a single ``H`` pixel, possibly the diagonal one (outside, or in another
-   hole), and case by case the window's value in the filled set minus its value in ``S(C)`` is
-   ``h`` (or ``h(1) + h(1)`` for two diagonal holes). Since ``h(1) + h(1) = h(2)``, the sum is
-   additive too when two diagonal background pixels of one window join later.
+   on-pixels counts 1/2, any other 0 (the polygon cuts such a window along its diagonal).
 6. **Largest contour wins among outer contours**: a hole's polygon lies inside its parent's outer
    polygon and the parent precedes it in contour order, so the first contour of largest area is
-   always an outer one. Outer contours nested in a hole are the only ones that are not top-level;
-   where no hole holds another component, the winner is the component of largest ``S(C) + sum
-   of its holes' fills``, ties to the larger first pixel. A hole's parent is the component of
-   the pixel left of the hole's first pixel: that pixel is foreground (a background one would
-   belong to the hole and come first) and adjacent to the hole, and with no component inside the
-   hole only the parent is.
-7. **Levels with components inside holes** (a background component whose 4-connected Euler
-   number ``V - E + F`` is below 1: about 0.5 % of the levels of CAM-like maps, most levels of a
-   noisy one) are scored on the map with its holes filled (:func:`~wsolbench.metrics.sweeps.
-   fill_holes`): its level set at ``v`` is the union of the regions the top-level outer contours
-   of ``u >= v`` enclose, one 8-connected component each (two top-level components are never
-   8-adjacent, nor are their filled regions), with no hole. A nested contour lies strictly inside
-   its top-level ancestor's polygon, so its area is smaller and it never wins; a filled region's
-   window sum is its contour's area (fact 5), its bounding box and its first pixel are the
-   component's (the extreme pixels of a filled region are on its outer contour). So the
-   foreground sweep run on the filled map scores those levels' largest contour, with no contour
-   traced.
+   always an outer one; a nested outer contour lies strictly inside its top-level ancestor's
+   polygon, so its area is smaller: the winner is always a top-level contour.
+7. **The filled map** (:func:`~wsolbench.metrics.sweeps.fill_holes`, each pixel's lowest possible
+   highest value on a 4-path to the border): its level set at ``v`` is the union of the regions
+   the top-level outer contours of ``u >= v`` enclose, one 8-connected component each (two
+   top-level components are never 8-adjacent, nor are their filled regions), with no hole. A
+   filled region's window sum is its contour's area (fact 5), its bounding box and its first pixel
+   are the component's (the extreme pixels of a filled region are on its outer contour). So one
+   foreground sweep of the filled map scores every level's largest contour (fact 6) and the boxes
+   of every top-level outer contour.
+8. **Holes** of level ``v`` are the 4-connected components of ``u < v <= filled`` (a background
+   pixel is cut off from the border exactly when ``v <= filled``); the pixels of one hole share
+   their filled value, the level at which the hole reaches the border. Only the pixels with
+   ``filled > u`` are ever in a hole (a sixth of a CAM-like map's, half of a noisy one's).
+9. **Nested components** (outer contours that are not top-level) exist at a level only where a
+   hole holds one: a hole whose 4-connected Euler number ``V - E + F`` is below 1. Each lies inside
+   that hole's box, so its IoU with a GT box ``G`` is at most ``|hole box ∩ G| / |G|``; only the
+   levels where that bound could beat every other box get a foreground sweep of ``u`` itself.
 
 The sweeps built on these facts are in :mod:`wsolbench.metrics.sweeps`; this module runs them on
 one map and its ground-truth boxes.
@@ -69,30 +62,21 @@ from wsolbench.metrics.sweeps import (
     components_sweep,
     fill_holes,
     holes_sweep,
-    no_holes,
     pixels_by_value,
 )
 
 __all__ = ["level_scores", "threshold_scores"]
 
 
-def _largest_of_filled(u: np.ndarray, gt: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """[256] IoU of the largest contour's box at each level of ``levels`` ([256] bool), from the
-    map with its holes filled (fact 7)."""
-    height, width = u.shape
-    order, starts = pixels_by_value(fill_holes(u))
-    return components_sweep(height, width, order, starts, levels, gt, no_holes())[1]
-
-
 @njit(cache=True, nogil=True)
-def _value_of_tau(starts, k):
+def _value_of_tau(present, k):
     """Mask of each integer threshold k (on iff u > k) as a level: the smallest value present
     above k (u > k is u >= that value), 256 when none is. Returns ([T] levels, [256] used)."""
     above = np.empty(256, np.int64)
     smallest = 256
     for v in range(255, -1, -1):
         above[v] = smallest
-        if starts[v + 1] > starts[v]:
+        if present[v]:
             smallest = v
     value = np.empty(k.shape[0], np.int64)
     used = np.zeros(256, np.bool_)
@@ -104,19 +88,32 @@ def _value_of_tau(starts, k):
     return value, used
 
 
-def _scores_by_value(u, gt, order, starts, used):
-    """[257] best IoU per level value, multi and largest rule; index 256 is the empty mask."""
+def _scores_by_value(u, gt, used, at_least=0.0):
+    """[257] best IoU per level value, multi and largest rule; index 256 is the empty mask.
+
+    The filled map's components are the top-level contours (fact 7): they give the largest
+    contour of every level and, with the holes' boxes, the multi rule wherever no hole holds a
+    component that could score better; only those levels sweep the map's own components."""
     height, width = u.shape
-    holes = holes_sweep(height, width, order, starts, used, gt)
-    multi, largest, nested = components_sweep(height, width, order, starts, used, gt, holes)
-    if nested.any():
-        largest[nested] = _largest_of_filled(u, gt, nested)[nested]
+    filled = fill_holes(u)
+    everything = np.ones(u.shape, dtype=np.bool_)
+    order, starts = pixels_by_value(filled, everything)
+    multi, largest = components_sweep(height, width, order, starts, used, gt, np.zeros(256), True)
+    in_holes = filled > u
+    if in_holes.any():
+        order, starts = pixels_by_value(u, in_holes)
+        multi, nested = holes_sweep(height, width, order, starts, filled, used, gt, multi, at_least)
+        if nested.any():
+            order, starts = pixels_by_value(u, everything)
+            multi = components_sweep(height, width, order, starts, nested, gt, multi, False)[0]
     # The reference scores an empty mask as the single box [0, 0, 0, 0].
     empty = best_iou(0, 0, 0, 0, gt)
     return np.append(multi, empty), np.append(largest, empty)
 
 
-def threshold_scores(u: np.ndarray, gt: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, ...]:
+def threshold_scores(
+    u: np.ndarray, gt: np.ndarray, k: np.ndarray, at_least: float = 0.0
+) -> tuple[np.ndarray, ...]:
     """Best IoU of both box rules at every threshold of a quantized map.
 
     Args:
@@ -124,6 +121,10 @@ def threshold_scores(u: np.ndarray, gt: np.ndarray, k: np.ndarray) -> tuple[np.n
         gt: [G, 4] int GT boxes (x0, y0, x1, y1), G >= 1.
         k: [T] int integer thresholds ``int(tau * max(u))`` in [0, 255]; a pixel is on iff
             ``u > k``.
+        at_least: the lowest IoU the caller compares with (its lowest IoU threshold): a
+            multi-rule score below it may come out lower than it is, still below it, which
+            spares a noisy map most of its work (:func:`~wsolbench.metrics.sweeps.holes_sweep`).
+            0 (the default): every score exact.
 
     Returns:
         (multi, largest): [T] float64 each, the best IoU with any GT box over all contour boxes
@@ -135,9 +136,8 @@ def threshold_scores(u: np.ndarray, gt: np.ndarray, k: np.ndarray) -> tuple[np.n
     k = np.ascontiguousarray(k, dtype=np.int64)
     if k.size and (k.min() < 0 or k.max() > 255):
         raise ValueError("integer thresholds must lie in [0, 255]")
-    order, starts = pixels_by_value(u)
-    value, used = _value_of_tau(starts, k)
-    multi, largest = _scores_by_value(u, gt, order, starts, used)
+    value, used = _value_of_tau(np.bincount(u.ravel(), minlength=256) > 0, k)
+    multi, largest = _scores_by_value(u, gt, used, float(at_least))
     return multi[value], largest[value]
 
 
@@ -155,10 +155,10 @@ def level_scores(u: np.ndarray, gt: np.ndarray, levels: np.ndarray) -> tuple[np.
     u = np.ascontiguousarray(u, dtype=np.uint8)
     gt = np.ascontiguousarray(gt, dtype=np.int64).reshape(-1, 4)
     levels = np.asarray(levels, dtype=np.int64)
-    order, starts = pixels_by_value(u)
+    present = np.bincount(u.ravel(), minlength=256) > 0
+    if (levels < 0).any() or not present[levels[levels <= 255]].all():
+        raise ValueError("every level must be a value present in the map, or 256")
     used = np.zeros(256, dtype=np.bool_)
     used[levels[levels <= 255]] = True
-    if (np.diff(starts)[levels[levels <= 255]] == 0).any() or (levels < 0).any():
-        raise ValueError("every level must be a value present in the map, or 256")
-    multi, largest = _scores_by_value(u, gt, order, starts, used)
+    multi, largest = _scores_by_value(u, gt, used)
     return multi[levels], largest[levels]
