@@ -479,14 +479,50 @@ def test_level_scores_handmade(name):
 def _hole_sweep(u, gt, at_least):
     """(multi, nested) of the holes sweep on u, as level_sets runs it (every level scored)."""
     height, width = u.shape
-    filled = sweeps.fill_holes(u)
+    filled, hole_order, hole_starts = sweeps.flood(u)
+    order, starts = sweeps.pixels_by_value(filled[1:-1, 1:-1])
     present = np.bincount(u.ravel(), minlength=256) > 0
-    order, starts = sweeps.pixels_by_value(filled, np.ones(u.shape, bool))
     floor = sweeps.components_sweep(height, width, order, starts, present, gt, np.zeros(256), True)[
         0
     ]
-    order, starts = sweeps.pixels_by_value(u, filled > u)
-    return sweeps.holes_sweep(height, width, order, starts, filled, present, gt, floor, at_least)
+    return sweeps.holes_sweep(
+        height, width, hole_order, hole_starts, filled, present, gt, floor, at_least
+    )
+
+
+def test_flood_fills_and_sorts():
+    """The flood's filled map is each pixel's minimax value over 4-paths to the border (written
+    here as a relaxation until nothing changes), and the hole pixels (filled > own value) come
+    by their own value."""
+    rng = np.random.default_rng(5)
+    for name in ("nested", "holes", "noise", "smooth", "checker", "one_pixel"):
+        if name in HANDMADE:
+            u = HANDMADE[name]
+        else:
+            hw = _shape(rng)
+            u = (np.clip(GENERATORS[name](rng, hw), 0, 1) * 255).astype(np.uint8)
+        height, width = u.shape
+        expected = u.astype(np.int64).copy()
+        expected[1:-1, 1:-1] = 255
+        while True:
+            neighbours = np.full((4, height, width), 255)
+            neighbours[0, 1:], neighbours[1, :-1] = expected[:-1], expected[1:]
+            neighbours[2, :, 1:], neighbours[3, :, :-1] = expected[:, :-1], expected[:, 1:]
+            relaxed = np.maximum(u, np.minimum(expected, neighbours.min(0)))
+            if (relaxed == expected).all():
+                break
+            expected = relaxed
+        padded, hole_order, hole_starts = sweeps.flood(u)
+        np.testing.assert_array_equal(padded[1:-1, 1:-1], expected)
+        assert (padded[[0, -1]] == 0).all() and (padded[:, [0, -1]] == 0).all()
+        in_holes = expected > u
+        ys, ps = hole_order >> 32, hole_order & 0xFFFFFFFF
+        xs = ps - ys * (width + 2)
+        found = np.zeros_like(in_holes)
+        found[ys - 1, xs - 1] = True
+        assert len(hole_order) == in_holes.sum() and (found == in_holes).all()
+        assert (np.diff(u[ys - 1, xs - 1].astype(int)) >= 0).all()
+        np.testing.assert_array_equal(np.diff(hole_starts), np.bincount(u[in_holes], minlength=256))
 
 
 def test_level_sets_special_paths_are_exercised():
@@ -497,7 +533,7 @@ def test_level_sets_special_paths_are_exercised():
     for _ in range(40):
         u = (np.clip(_nested(rng, (40, 40)), 0, 1) * 255).astype(np.uint8)
         gt = _gt_boxes(rng, (40, 40))
-        n_with_holes += bool((sweeps.fill_holes(u) > u).any())
+        n_with_holes += len(sweeps.flood(u)[1]) > 0
         nested = _hole_sweep(u, gt, 0.0)[1]
         n_nested += int(nested.sum())
         n_spared += int((nested & ~_hole_sweep(u, gt, 0.5)[1]).sum())

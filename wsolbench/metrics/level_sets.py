@@ -31,7 +31,7 @@ OpenCV (opencv-python 5.0.0) on thousands of random images while writing it and,
    polygon and the parent precedes it in contour order, so the first contour of largest area is
    always an outer one; a nested outer contour lies strictly inside its top-level ancestor's
    polygon, so its area is smaller: the winner is always a top-level contour.
-7. **The filled map** (:func:`~wsolbench.metrics.sweeps.fill_holes`, each pixel's lowest possible
+7. **The filled map** (:func:`~wsolbench.metrics.sweeps.flood`, each pixel's lowest possible
    highest value on a 4-path to the border): its level set at ``v`` is the union of the regions
    the top-level outer contours of ``u >= v`` enclose, one 8-connected component each (two
    top-level components are never 8-adjacent, nor are their filled regions), with no hole. A
@@ -60,7 +60,7 @@ from numba import njit
 from wsolbench.metrics.sweeps import (
     best_iou,
     components_sweep,
-    fill_holes,
+    flood,
     holes_sweep,
     pixels_by_value,
 )
@@ -95,16 +95,16 @@ def _scores_by_value(u, gt, used, at_least=0.0):
     contour of every level and, with the holes' boxes, the multi rule wherever no hole holds a
     component that could score better; only those levels sweep the map's own components."""
     height, width = u.shape
-    filled = fill_holes(u)
-    everything = np.ones(u.shape, dtype=np.bool_)
-    order, starts = pixels_by_value(filled, everything)
+    filled, hole_order, hole_starts = flood(u)
+    # in raster order within a value (the sweep's memory accesses follow it)
+    order, starts = pixels_by_value(filled[1:-1, 1:-1])
     multi, largest = components_sweep(height, width, order, starts, used, gt, np.zeros(256), True)
-    in_holes = filled > u
-    if in_holes.any():
-        order, starts = pixels_by_value(u, in_holes)
-        multi, nested = holes_sweep(height, width, order, starts, filled, used, gt, multi, at_least)
+    if len(hole_order):
+        multi, nested = holes_sweep(
+            height, width, hole_order, hole_starts, filled, used, gt, multi, at_least
+        )
         if nested.any():
-            order, starts = pixels_by_value(u, everything)
+            order, starts = pixels_by_value(u)
             multi = components_sweep(height, width, order, starts, nested, gt, multi, False)[0]
     # The reference scores an empty mask as the single box [0, 0, 0, 0].
     empty = best_iou(0, 0, 0, 0, gt)
