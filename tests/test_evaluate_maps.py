@@ -132,6 +132,61 @@ def test_a_bad_map_read_by_a_worker_process_is_one_error_line(
     assert f"error: map {bad} is not a NumPy array file (.npy)" in err
 
 
+def write_predictions(path, meta, correct):
+    """One line per image: the true class first for the images in ``correct``, else second
+    (behind the other of the two classes)."""
+    lines = []
+    for i, image_id in enumerate(meta.image_ids):
+        label, other = meta.labels[image_id], 1 - meta.labels[image_id]
+        lines.append(
+            f"{image_id},{label},{other}" if i in correct else f"{image_id},{other},{label}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_predictions_add_top1_and_top5(tiny_root, tmp_path, monkeypatch):
+    """Perfect maps (GT-known 100 % at the best threshold) and 7 of 10 top-1 predictions right:
+    Top-1 Cls and Loc 70 %, Top-5 100 %; the same over 1 and 2 worker processes."""
+    from wsolbench import counting
+
+    monkeypatch.setattr(counting, "SAVED_MAPS_CHUNK", 3)
+    monkeypatch.setattr(counting, "PIXELS_PER_WORKER", 1)
+    maps = tmp_path / "maps"
+    meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
+    predictions = tmp_path / "predictions.csv"
+    write_predictions(predictions, meta, correct={0, 1, 2, 4, 6, 7, 9})
+    records = []
+    for workers in (1, 2):
+        code, record = evaluate(
+            tiny_root, maps, tmp_path, "--predictions", predictions, "--workers", workers
+        )
+        assert code == 0
+        records.append(record)
+    assert records[0] == records[1]
+    record = records[0]
+    assert record["top1_cls"] == 70.0 and record["top5_cls"] == 100.0
+    assert record["gt_known_loc"] == 100.0
+    assert record["top1_loc"] == 70.0 and record["top5_loc"] == 100.0
+
+
+def test_bad_predictions_are_named_with_their_lines(tiny_root, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
+    predictions = tmp_path / "predictions.csv"
+    ids = meta.image_ids
+    lines = [f"{i},0" for i in ids[:7]] + [f"{ids[7]},one", "stray.png,1", f"{ids[0]},1"]
+    predictions.write_text("\n".join(lines) + "\n")
+    code, _ = evaluate(tiny_root, maps, tmp_path, "--predictions", predictions)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{predictions} line 8: class 'one' is not a non-negative integer" in err
+    assert f"{predictions} line 9: id 'stray.png' is not in the split" in err
+    assert f"{predictions} line 10: duplicate id '{ids[0]}' (first on line 1)" in err
+    assert f"no line for id '{ids[8]}' (and 1 more)" in err
+    code, _ = evaluate(tiny_root, maps, tmp_path, "--predictions", tmp_path / "absent.csv")
+    assert code == 2 and "absent.csv: no such file" in capsys.readouterr().err
+
+
 def test_a_runs_evaluation_counts_the_same_with_any_number_of_workers(
     tiny_root, tmp_path, monkeypatch
 ):

@@ -244,9 +244,9 @@ def worker_count(requested: int, maps: int, size: tuple[int, int]) -> int:
 
 
 # what a worker process counts against, set once by its initializer: the split's ground truth,
-# and for saved maps (maps folder, normalize)
+# and for saved maps (maps folder, normalize, class predictions or None)
 _worker_truth: GroundTruth | None = None
-_worker_saved: tuple[Path, bool] | None = None
+_worker_saved: tuple[Path, bool, dict | None] | None = None
 
 
 def _start_worker(meta, settings, mask_root, saved) -> None:
@@ -322,13 +322,13 @@ class CountingPool:
 
 def _count_saved_chunk(image_ids: list[str], job: tuple | None = None) -> metrics.SplitCounter:
     """Count one chunk of saved maps (in a worker: against its ground truth and saved maps)."""
-    truth, (maps_dir, normalize) = job or (_worker_truth, _worker_saved)
+    truth, (maps_dir, normalize, predictions) = job or (_worker_truth, _worker_saved)
     settings = truth.settings
     counter = new_counter(settings)
     for image_id in image_ids:
         path = saved_map_path(maps_dir, image_id)
         scoremap = load_saved_map(path, settings.size, normalize, settings.map_resize)
-        count_image(counter, truth, image_id, scoremap)
+        count_image(counter, truth, image_id, scoremap, predictions and predictions[image_id])
     return counter
 
 
@@ -339,16 +339,21 @@ def evaluate_saved_maps(
     *,
     mask_root: Path | None = None,
     normalize: bool = False,
+    predictions: dict[str, list[int]] | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> dict:
     """Count saved maps ``<maps_dir>/<image_id>.npy`` over one split; returns the counts record.
 
-    Saved maps carry no class scores, so Top-k metrics are absent. With ``workers > 1`` chunks of
-    :data:`SAVED_MAPS_CHUNK` maps are read and counted by that many processes (each map is read
-    by the process that counts it, so memory stays flat however many maps there are), and the
-    chunks' integer counts are summed in order: the result is identical for any number of workers.
-    Too few maps for a worker (:func:`worker_count`) are counted in this process.
+    Saved maps carry no class scores: Top-k metrics (classification and Top-1 / Top-5 Loc) come
+    from ``predictions`` (image id -> predicted classes, best first, for every image;
+    :func:`wsolbench.data.metadata.parse.read_predictions`), absent without.
+
+    With ``workers > 1`` chunks of :data:`SAVED_MAPS_CHUNK` maps are read and counted by that many
+    processes (each map is read by the process that counts it, so memory stays flat however
+    many maps there are), and the chunks' integer counts are summed in order: the result is
+    identical for any number of workers. Too few maps for a worker (:func:`worker_count`) are
+    counted in this process.
     """
     missing = [i for i in meta.image_ids if not saved_map_path(maps_dir, i).is_file()]
     if missing:
@@ -363,11 +368,12 @@ def evaluate_saved_maps(
     bar = progress_bar(total=len(ids), desc="maps", enabled=progress, unit="map")
     total = new_counter(settings)
     truth = GroundTruth(meta, settings, mask_root)
+    saved = (maps_dir, normalize, predictions)
     if workers == 1:
-        counted = (_count_saved_chunk(chunk, (truth, (maps_dir, normalize))) for chunk in chunks)
+        counted = (_count_saved_chunk(chunk, (truth, saved)) for chunk in chunks)
         pool = None
     else:
-        pool = _worker_pool(workers, truth, saved=(maps_dir, normalize))
+        pool = _worker_pool(workers, truth, saved=saved)
         counted = pool.map(_count_saved_chunk, chunks)
     try:
         for chunk, counter in zip(chunks, counted, strict=True):

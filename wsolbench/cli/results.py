@@ -35,6 +35,12 @@ def add_evaluate_maps(commands) -> None:
         action="store_true",
         help="min-max normalize every map (protocol-size maps are otherwise used as given)",
     )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        help="class predictions, one line per image: path,class[,class...] (0-based, best "
+        "first): adds Top-1 / Top-5 Cls and Loc",
+    )
     add_count_workers(parser)
     parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
     parser.set_defaults(handler=cmd_evaluate_maps)
@@ -43,6 +49,7 @@ def add_evaluate_maps(commands) -> None:
 def cmd_evaluate_maps(args) -> int:
     from wsolbench.counting import EvalSettings, evaluate_saved_maps
     from wsolbench.data.metadata import read_split
+    from wsolbench.data.metadata.parse import read_predictions
     from wsolbench.metrics import summarize
     from wsolbench.util.atomic import write_json_atomic
 
@@ -67,12 +74,18 @@ def cmd_evaluate_maps(args) -> int:
     )
     if not settings.boxes and not settings.masks:
         raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
+    predictions = None
+    if args.predictions is not None:
+        if not args.predictions.is_file():
+            raise ValueError(f"--predictions {args.predictions}: no such file")
+        predictions = read_predictions(args.predictions, meta.image_ids)
     counts = evaluate_saved_maps(
         args.maps,
         meta,
         settings,
         mask_root=args.masks,
         normalize=args.normalize,
+        predictions=predictions,
         workers=args.workers,
     )
     metrics, chosen = summarize(counts, "oracle")

@@ -276,3 +276,58 @@ def _require_every_image(
                 lineno,
                 f"id '{image_id}' has no {what} in {path.name}; add at least one line for it",
             )
+
+
+#: The format of a predictions file (``evaluate-maps --predictions``), one line per image.
+PREDICTIONS_FORMAT = "path,class[,class...] (predicted class indices, best first)"
+
+
+def read_predictions(path: Path, image_ids: list[str]) -> dict[str, list[int]]:
+    """id -> predicted class indices, best first, from a predictions file: one line per image of
+    ``image_ids``, :data:`PREDICTIONS_FORMAT` (Top-1 reads the first class, Top-5 the first
+    five).
+
+    Raises:
+        MetadataError: every defect, each with its line and the fix.
+    """
+    defects = Defects(path)
+    known = {image_id: n for n, image_id in enumerate(image_ids, 1)}
+    out: dict[str, list[int]] = {}
+    first_line: dict[str, int] = {}
+    for lineno, fields in _records(path):
+        if len(fields) < 2 or not fields[0]:
+            defects.at(path, lineno, f"expected {PREDICTIONS_FORMAT}")
+            continue
+        image_id = fields[0]
+        if image_id in first_line:
+            defects.at(
+                path,
+                lineno,
+                f"duplicate id '{image_id}' (first on line {first_line[image_id]}); "
+                "keep one line per image",
+            )
+            continue
+        first_line[image_id] = lineno
+        if image_id not in known:
+            defects.at(path, lineno, f"id '{image_id}' is not in the split; delete this line")
+            continue
+        classes = [_nonneg_int(text) for text in fields[1:]]
+        bad = [text for text, value in zip(fields[1:], classes, strict=True) if value is None]
+        if bad:
+            defects.at(
+                path,
+                lineno,
+                f"class '{bad[0]}' is not a non-negative integer; classes are 0-based indices, "
+                "best first",
+            )
+            continue
+        out[image_id] = classes
+    missing = [image_id for image_id in image_ids if image_id not in first_line]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        defects.add(
+            f"{path}: no line for id '{missing[0]}'{more}; add one line per image of the split "
+            f"({PREDICTIONS_FORMAT})"
+        )
+    defects.raise_if_any()
+    return out
