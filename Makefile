@@ -57,7 +57,7 @@ lint: install
 	$(BIN)/ruff check wsolbench methods tests benchmarks examples
 
 bench: install
-	$(BIN)/python benchmarks/bench_evaluator.py
+	$(BIN)/python benchmarks/bench_evaluator.py --reference-sample 100
 
 # Regenerate reports/ (see reports/README.md): runs (5 seeds, resumed), leaderboards, cost, figures.
 reports: install

@@ -1,20 +1,28 @@
-"""Evaluator speed: the fast path of wsolbench.metrics against the literal per-threshold sweep.
+"""Evaluator speed: ``evaluate-maps`` at ILSVRC scale, and the fast path against the literal sweep.
 
-Workload (seeded, the same maps and boxes for every side): CAM-like maps, i.e. random low-res maps
-(7 x 7 or 14 x 14, uniform in [0, 1), float32 like a model's output) resized bicubic to
-``--size`` and min-max normalized with :func:`wsolbench.metrics.normalize_map`, each with one or
-two random GT boxes whose sides are 20-90 % of the map. Map generation and normalization happen
-before timing; what is timed is turning a normalized map and its GT boxes into per-threshold
-correct counts (multi-contour rule for MaxBoxAccV2 and largest-contour rule for MaxBoxAcc /
-GT-known, IoU 30/50/70), one map at a time, single process, single thread.
+Workload (seeded): CAM-like maps, i.e. random low-res maps (7 x 7 or 14 x 14, uniform in [0, 1),
+float32 like a model's output) resized bicubic to ``--size`` and min-max normalized with
+:func:`wsolbench.metrics.normalize_map`, each with one or two random GT boxes whose sides are
+20-90 % of the map; ``noisy`` maps add per-pixel Gaussian noise (the "poor map" whose levels fall
+apart into thousands of components, wsolevaluation issue #52).
 
-Sides (timed map by map in turn, so that both see the same machine load):
+By default it measures ``evaluate-maps`` as a user runs it: ``--n`` maps are written once as
+``<id>.npy`` (float32) with a metadata split of their boxes and labels (1,000 classes) and a
+predictions file (top-5 classes, the first right about 3 times in 4), then ``wsolbench
+evaluate-maps --predictions`` (V1 + V2 + GT-known + Top-1/5, step ``--step``) runs as a whole
+process with 1 worker and with ``--workers`` workers. It prints the wall time and ms per map of
+each and their ratio, whether the counts are identical, the ratio to the reference evaluator's
+structure (``literal_box_counts(reference_structure=True)``) timed on ``--reference-sample`` of
+the maps, and the fast path's time per map on noisy against CAM-like maps (``--kinds-sample``
+of each, timed map by map in turn in this process). Progress is one line per 10 %.
 
-* ``fast``: :class:`wsolbench.metrics.BoxCounter` (:mod:`wsolbench.metrics.level_sets`: two
-  union-find sweeps per map compiled with numba, a third on the map with its holes filled when a
-  level has a component inside a hole; no contour search). Its one-off cost, compiling the numba
-  code or loading it from the on-disk cache, is paid on a warm-up map before timing and reported
-  on its own line (``warmup``).
+``--in-memory`` times the sides on maps held in memory instead, map by map in turn so that all
+see the same machine load, single process, single thread (and ``--threads`` for the fast path):
+
+* ``fast``: :class:`wsolbench.metrics.BoxCounter` (:mod:`wsolbench.metrics.level_sets`: a flood
+  and union-find sweeps per map compiled with numba; no contour search). Its one-off cost,
+  compiling the numba code or loading it from the on-disk cache, is paid on a warm-up map before
+  timing and reported on its own line (``warmup``).
 * ``literal``: :func:`wsolbench.metrics.literal.literal_box_counts`, one contour search per
   threshold shared by both rules -- a plain baseline that is already faster than the reference.
 * ``reference`` (``--literal reference`` or ``both``): the same module with
@@ -23,17 +31,9 @@ Sides (timed map by map in turn, so that both see the same machine load):
 
 The counts of every side must be identical; the script exits with status 1 otherwise.
 
-``--disk`` measures ``evaluate-maps`` as a user runs it, at ILSVRC scale: the maps are written
-once as ``<id>.npy`` (float32, ``--size``) with a metadata split of their boxes, then
-``wsolbench evaluate-maps`` (V1 + V2 + GT-known, step ``--step``) runs as a whole process with 1
-worker and with ``--workers`` workers; it prints the wall time and ms per map of each, their
-ratio, whether the counts are identical, and the ratio to the reference evaluator's structure
-(``literal_box_counts(reference_structure=True)``) timed on the first ``--reference-sample`` maps
-in the same run. Progress is one line per 10 %.
-
-    python benchmarks/bench_evaluator.py                    # 2,000 maps, 224 px, step 0.001
-    python benchmarks/bench_evaluator.py --literal both --json bench.json
-    python benchmarks/bench_evaluator.py --disk --n 50000   # ILSVRC's validation set's size
+    python benchmarks/bench_evaluator.py --n 50000            # ILSVRC's validation set's size
+    python benchmarks/bench_evaluator.py --in-memory          # 2,000 maps, fast vs literal
+    python benchmarks/bench_evaluator.py --in-memory --literal both --json bench.json
 """
 
 from __future__ import annotations
@@ -198,20 +198,27 @@ def _tenths(done: int, total: int, what: str) -> None:
 
 
 def write_maps(folder: Path, n: int, size: int, seed: int, kind: str) -> None:
-    """``<folder>/maps/<id>.npy`` (float32) and ``<folder>/meta`` (their boxes), as a user saves
-    them for ``evaluate-maps``."""
+    """``<folder>/maps/<id>.npy`` (float32), ``<folder>/meta`` (their boxes, labels of 1,000
+    classes) and ``<folder>/predictions.csv`` (top-5 classes), as a user saves them for
+    ``evaluate-maps``."""
     from wsolbench.data.metadata import SplitMetadata, write_split
 
     (folder / "maps").mkdir(parents=True)
-    ids, labels, sizes, boxes = [], {}, {}, {}
+    rng = np.random.default_rng(seed + 1)  # the classes' own stream: the maps stay as they were
+    ids, labels, sizes, boxes, predictions = [], {}, {}, {}, []
     for i, (scoremap, gt) in enumerate(iter_workload(n, size, seed, kind), 1):
         image_id = f"{i:06d}.png"
         np.save(folder / "maps" / f"{image_id}.npy", scoremap.astype(np.float32))
         ids.append(image_id)
-        labels[image_id], sizes[image_id] = 0, (size, size)
+        labels[image_id], sizes[image_id] = i % 1000, (size, size)
         boxes[image_id] = [[int(v) for v in box] for box in gt]
+        top5 = rng.choice(1000, 5, replace=False)
+        if rng.random() < 0.75:
+            top5[0] = labels[image_id]
+        predictions.append(f"{image_id}," + ",".join(str(c) for c in top5))
         _tenths(i, n, "writing maps")
     write_split(folder / "meta", SplitMetadata(folder / "meta", ids, labels, sizes, boxes))
+    (folder / "predictions.csv").write_text("\n".join(predictions) + "\n")
 
 
 def evaluate_maps_wall(folder: Path, step: float, size: int, workers: int) -> tuple[float, dict]:
@@ -219,20 +226,37 @@ def evaluate_maps_wall(folder: Path, step: float, size: int, workers: int) -> tu
     out = folder / f"counts-{workers}.json"
     argv = [sys.executable, "-m", "wsolbench", "evaluate-maps", "--maps", str(folder / "maps")]
     argv += ["--metadata", str(folder / "meta"), "--step", str(step), "--size", str(size)]
-    argv += [str(size), "--workers", str(workers), "--json", str(out)]
+    argv += [str(size), "--predictions", str(folder / "predictions.csv")]
+    argv += ["--workers", str(workers), "--json", str(out)]
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     return wall, json.loads(out.read_text())
 
 
+def time_kinds(sample: int, size: int, seed: int, step: float) -> dict[str, float]:
+    """ms per map of the fast path on ``sample`` maps of each kind, timed map by map in turn."""
+    thresholds = M.threshold_grid(step)
+    maps = {kind: make_workload(sample, size, seed, kind) for kind in MAP_KINDS}
+    counters = {kind: M.BoxCounter(thresholds, IOUS) for kind in MAP_KINDS}
+    counters["cam"].update(maps["cam"][0][0], maps["cam"][1][0])  # numba: compile or load
+    seconds = dict.fromkeys(MAP_KINDS, 0.0)
+    for i in range(sample):
+        for kind in MAP_KINDS:
+            start = time.perf_counter()
+            counters[kind].update(maps[kind][0][i], maps[kind][1][i])
+            seconds[kind] += time.perf_counter() - start
+    return {kind: 1000 * s / sample for kind, s in seconds.items()}
+
+
 def run_disk(args) -> int:
-    """``--disk``: evaluate-maps on maps written to disk, 1 and N workers, and the reference."""
+    """evaluate-maps on maps written to disk, 1 and N workers; the reference; noisy maps."""
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-evaluator-"))
     if folder.exists() and any(folder.iterdir()):
         print(f"error: --folder {folder} is not empty; give a new or empty folder")
         return 2
-    print(f"load average before: {os.getloadavg()[0]:.2f}; writing {args.n} maps to {folder}")
+    load_before = os.getloadavg()[0]
+    print(f"load average before: {load_before:.2f}; writing {args.n} maps to {folder}")
     try:
         write_maps(folder, args.n, args.size, args.seed, args.maps)
         walls, counts = {}, {}
@@ -255,6 +279,7 @@ def run_disk(args) -> int:
         reference_ms = 1000 * (time.perf_counter() - start) / sample
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    kinds = time_kinds(args.kinds_sample, args.size, args.seed, args.step)
     identical = all(c == counts[1] for c in counts.values())
     best = walls[args.workers]
     print(f"{args.n} {args.maps} maps, {args.size}x{args.size}, step {args.step}")
@@ -265,7 +290,21 @@ def run_disk(args) -> int:
         f"{reference_ms * args.n / 1000 / best:.0f}x the evaluate-maps wall time with "
         f"{args.workers} worker(s) (extrapolated to {args.n} maps)"
     )
-    print(f"  counts identical: {identical}; load average after: {os.getloadavg()[0]:.2f}")
+    print(
+        f"  fast path, {args.kinds_sample} maps of each kind in turn: CAM-like "
+        f"{kinds['cam']:.2f} ms/map, noisy {kinds['noisy']:.2f} ms/map: noisy "
+        f"{kinds['noisy'] / kinds['cam']:.2f}x"
+    )
+    load_after = os.getloadavg()[0]
+    print(f"  counts identical: {identical}; load average after: {load_after:.2f}")
+    if args.json:
+        figures = {
+            "n": args.n, "maps": args.maps, "size": args.size, "step": args.step,
+            "wall_seconds": walls, "reference_ms_per_map": reference_ms,
+            "reference_sample": sample, "kinds_ms_per_map": kinds, "identical": identical,
+            "load_average": [load_before, load_after],
+        }  # fmt: skip
+        Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0 if identical else 1
 
 
@@ -279,37 +318,47 @@ def main(argv: list[str] | None = None) -> int:
         "--literal",
         choices=("plain", "reference", "both"),
         default="plain",
-        help="baseline(s): the plain literal sweep, the reference's structure, or both "
-        "(the reference structure is slow: ~0.15-0.3 s per 224 px map)",
+        help="--in-memory: baseline(s), the plain literal sweep, the reference's structure, or "
+        "both (the reference structure is slow: ~0.15-0.3 s per 224 px map)",
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=os.cpu_count() or 1,
-        help="also time the fast path on this many threads, as evaluate-maps runs it "
-        "(default: every core; 1 skips it)",
+        help="--in-memory: also time the fast path on this many threads (default: every core; "
+        "1 skips it)",
     )
     parser.add_argument(
         "--maps",
         choices=(*MAP_KINDS, "both"),
         default="cam",
-        help="CAM-like maps, noisy ones, or both (then the ratio of the fast path's time per map)",
+        help="CAM-like maps, noisy ones, or (--in-memory) both, then the ratio of the fast path's "
+        "time per map",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument(
-        "--disk", action="store_true", help="time evaluate-maps on maps written to disk"
+        "--in-memory",
+        action="store_true",
+        help="time the fast path against the literal sweep on maps in memory (default: "
+        "evaluate-maps on maps written to disk)",
     )
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="--disk: evaluate-maps workers"
+        "--workers", type=int, default=os.cpu_count() or 1, help="evaluate-maps workers"
     )
     parser.add_argument(
-        "--reference-sample", type=int, default=1000, help="--disk: maps the reference times"
+        "--reference-sample", type=int, default=1000, help="maps the reference times (1000)"
     )
-    parser.add_argument("--folder", help="--disk: where to write the maps (default: a temp dir)")
+    parser.add_argument(
+        "--kinds-sample", type=int, default=500, help="maps of each kind timed in turn (500)"
+    )
+    parser.add_argument("--folder", help="where to write the maps (default: a temp dir)")
     args = parser.parse_args(argv)
-    if args.disk:
+    if not args.in_memory:
         if args.maps == "both":
-            parser.error("--disk takes --maps cam or noisy")
+            parser.error(
+                "evaluate-maps on disk takes --maps cam or noisy (both kinds are timed "
+                "in turn on --kinds-sample maps)"
+            )
         return run_disk(args)
 
     kinds = MAP_KINDS if args.maps == "both" else (args.maps,)
