@@ -240,7 +240,7 @@ def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
     replicates the intervals come from, Holm-corrected into letters."""
     from pathlib import Path
 
-    from wsolbench.results.intervals import RunRecords, row_groups, row_intervals
+    from wsolbench.results.intervals import RunRecords, replicates, row_groups, row_intervals
 
     rng = np.random.default_rng(8)
     n = 400
@@ -251,8 +251,9 @@ def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
     rows = [[run(f"a{s}", lv) for s, lv in enumerate((0.8, 0.7, 0.75))], [run("b", 0.5)]]
     rows.append([run("c", 0.52)])
     settings = {"resamples": 300, "seed": 2, "kind": BCA}
-    cells = row_intervals(rows, ["top1_cls"], **settings)
-    fixed = row_intervals(rows, ["top1_cls"], **settings, models_fixed=True)
+    drawn = replicates(rows, ["top1_cls", "top5_cls"], **settings)
+    cells = row_intervals(drawn, BCA)
+    fixed = row_intervals(replicates(rows, ["top1_cls"], **settings, models_fixed=True), BCA)
     reps = []
     for position, row in enumerate(rows):
         terms = [r.terms("top1_cls") for r in row]
@@ -261,8 +262,10 @@ def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
         assert cells[position]["top1_cls"] == pytest.approx(interval(rep, BCA))
         alone = row_replicates(terms, 300, 2, jackknife=True)
         assert fixed[position]["top1_cls"] == pytest.approx(interval(alone, BCA))
-    assert cells[0] != fixed[0] and cells[1] == fixed[1]  # only the 3-seed row draws seeds
-    groups = row_groups(rows, "top1_cls", **settings)
+    # only the 3-seed row draws seeds
+    assert cells[0]["top1_cls"] != fixed[0]["top1_cls"]
+    assert cells[1]["top1_cls"] == fixed[1]["top1_cls"]
+    groups = row_groups([row["top1_cls"] for row in drawn], BCA)
     for (i, j), p in groups.p_values.items():
         assert p == pytest.approx(p_value(reps[i] - reps[j], BCA))
     assert groups.above == {(0, 1), (0, 2)} and groups.letters == ["a", "b", "b"]

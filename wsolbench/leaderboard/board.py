@@ -152,6 +152,7 @@ def _add_intervals(
     from wsolbench.results.intervals import (
         KIND_TEXT,
         load_run_records,
+        replicates,
         row_groups,
         row_intervals,
     )
@@ -164,8 +165,15 @@ def _add_intervals(
     ]
     kind = interval_kind(board.policy)
     board.interval_kind, board.models_fixed = kind, models_fixed
-    settings = {"resamples": resamples, "seed": seed, "kind": kind, "models_fixed": models_fixed}
-    for row, cells in zip(rows, row_intervals(runs, board.metric_keys, **settings), strict=True):
+    reps = replicates(
+        runs,
+        board.metric_keys,
+        resamples=resamples,
+        seed=seed,
+        kind=kind,
+        models_fixed=models_fixed,
+    )
+    for row, cells in zip(rows, row_intervals(reps, kind), strict=True):
         row.ci = cells
     several = [r for r, row_runs in zip(rows, runs, strict=True) if len(row_runs) > 1]
     if models_fixed or not several:
@@ -188,7 +196,7 @@ def _add_intervals(
     ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
     if ranking is None or len(rows) < 2:
         return
-    groups = row_groups(runs, ranking, **settings)
+    groups = row_groups([row.get(ranking) for row in reps], kind)
     for row, letters in zip(rows, groups.letters, strict=True):
         row.group = letters
     name = METRIC_NAMES.get(ranking, ranking)

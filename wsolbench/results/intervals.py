@@ -85,30 +85,7 @@ def load_run_records(path: Path, result: Result, split: str, policy: str) -> Run
     return RunRecords(Path(path), result, records[split], tau, separate)
 
 
-def _replicates(
-    rows: Sequence[Sequence[RunRecords]],
-    key: str,
-    *,
-    resamples: int,
-    seed: int,
-    kind: str,
-    models_fixed: bool,
-) -> list[Replicates | None]:
-    """Per row, the replicates of its seed mean of ``key`` (None for a row without ``key``)."""
-    out: list[Replicates | None] = []
-    for position, row in enumerate(rows):
-        try:
-            terms = [run.terms(key) for run in row]
-        except BootstrapError:
-            out.append(None)  # a metric this row does not have
-            continue
-        stream = None if models_fixed else position
-        jackknife = kind == BCA
-        out.append(row_replicates(terms, resamples, seed, seed_stream=stream, jackknife=jackknife))
-    return out
-
-
-def row_intervals(
+def replicates(
     rows: Sequence[Sequence[RunRecords]],
     keys: Sequence[str],
     *,
@@ -116,20 +93,31 @@ def row_intervals(
     seed: int,
     kind: str,
     models_fixed: bool = False,
-) -> list[dict[str, tuple[float, float]]]:
-    """Per row (its seeds' records), per metric key: the 95 % interval of ``kind`` of the seed
+) -> list[dict[str, Replicates]]:
+    """Per row (its seeds' records), per metric key it has: the replicates of the row's seed
     mean, on image resamples shared by every row (and the row's seeds drawn too, two-level,
-    unless ``models_fixed``)."""
+    unless ``models_fixed``). Computed once for a table's intervals and groups
+    (:func:`row_intervals`, :func:`row_groups`)."""
     check_same_images([(str(run.path), run.records) for row in rows for run in row])
-    out: list[dict[str, tuple[float, float]]] = [{} for _ in rows]
-    for key in keys:
-        reps = _replicates(
-            rows, key, resamples=resamples, seed=seed, kind=kind, models_fixed=models_fixed
-        )
-        for cells, rep in zip(out, reps, strict=True):
-            if rep is not None:
-                cells[key] = interval(rep, kind)
+    out: list[dict[str, Replicates]] = [{} for _ in rows]
+    for position, row in enumerate(rows):
+        stream = None if models_fixed else position
+        for key in keys:
+            try:
+                terms = [run.terms(key) for run in row]
+            except BootstrapError:
+                continue  # a metric this row does not have
+            out[position][key] = row_replicates(
+                terms, resamples, seed, seed_stream=stream, jackknife=kind == BCA
+            )
     return out
+
+
+def row_intervals(
+    reps: Sequence[dict[str, Replicates]], kind: str
+) -> list[dict[str, tuple[float, float]]]:
+    """Per row, per metric key: the 95 % interval of ``kind`` of its :func:`replicates`."""
+    return [{key: interval(rep, kind) for key, rep in row.items()} for row in reps]
 
 
 @dataclass
@@ -150,20 +138,10 @@ class Groups:
     above: set[tuple[int, int]] = field(default_factory=set)
 
 
-def row_groups(
-    rows: Sequence[Sequence[RunRecords]],
-    key: str,
-    *,
-    resamples: int,
-    seed: int,
-    kind: str,
-    models_fixed: bool = False,
-) -> Groups:
-    """Every pair of rows compared on ``key`` (the differences of the rows' replicates, so the
-    same resamples as their intervals), Holm-corrected at :data:`SIGNIFICANCE`, as letters."""
-    reps = _replicates(
-        rows, key, resamples=resamples, seed=seed, kind=kind, models_fixed=models_fixed
-    )
+def row_groups(reps: Sequence[Replicates | None], kind: str) -> Groups:
+    """Every pair of rows compared on one metric (the differences of the rows' replicates of
+    it, :func:`replicates`: the same resamples as their intervals), Holm-corrected at
+    :data:`SIGNIFICANCE`, as letters."""
     present = [i for i, rep in enumerate(reps) if rep is not None]
     pairs = [(i, j) for n, i in enumerate(present) for j in present[n + 1 :]]
     diffs = {(i, j): reps[i] - reps[j] for i, j in pairs}
@@ -176,7 +154,7 @@ def row_groups(
             above.add(pair if direction(diffs[pair], kind) > 0 else (j, i))
     position = {row: k for k, row in enumerate(present)}
     tested = letter_groups(len(present), {(position[i], position[j]) for i, j in above})
-    letters = [""] * len(rows)
+    letters = [""] * len(reps)
     for row, text in zip(present, tested, strict=True):
         letters[row] = text
     return Groups(letters, p_values, adjusted, above)
