@@ -15,7 +15,7 @@ import pytest
 from wsolbench import metrics as M
 from wsolbench.metrics import level_sets as LS
 from wsolbench.metrics import literal as L
-from wsolbench.metrics import sweeps
+from wsolbench.metrics import pixel_order, sweeps
 from wsolbench.metrics.boxes import _levels
 from wsolbench.metrics.maps import NonFiniteError
 
@@ -479,8 +479,8 @@ def test_level_scores_handmade(name):
 def _hole_sweep(u, gt, at_least):
     """(multi, nested) of the holes sweep on u, as level_sets runs it (every level scored)."""
     height, width = u.shape
-    filled, hole_order, hole_starts = sweeps.flood(u)
-    order, starts = sweeps.pixels_by_value(filled[1:-1, 1:-1])
+    filled, hole_order, hole_starts = pixel_order.flood(u)
+    order, starts = pixel_order.pixels_by_value(filled[1:-1, 1:-1])
     present = np.bincount(u.ravel(), minlength=256) > 0
     floor = sweeps.components_sweep(height, width, order, starts, present, gt, np.zeros(256), True)[
         0
@@ -512,7 +512,7 @@ def test_flood_fills_and_sorts():
             if (relaxed == expected).all():
                 break
             expected = relaxed
-        padded, hole_order, hole_starts = sweeps.flood(u)
+        padded, hole_order, hole_starts = pixel_order.flood(u)
         np.testing.assert_array_equal(padded[1:-1, 1:-1], expected)
         assert (padded[[0, -1]] == 0).all() and (padded[:, [0, -1]] == 0).all()
         in_holes = expected > u
@@ -533,7 +533,7 @@ def test_level_sets_special_paths_are_exercised():
     for _ in range(40):
         u = (np.clip(_nested(rng, (40, 40)), 0, 1) * 255).astype(np.uint8)
         gt = _gt_boxes(rng, (40, 40))
-        n_with_holes += len(sweeps.flood(u)[1]) > 0
+        n_with_holes += len(pixel_order.flood(u)[1]) > 0
         nested = _hole_sweep(u, gt, 0.0)[1]
         n_nested += int(nested.sum())
         n_spared += int((nested & ~_hole_sweep(u, gt, 0.5)[1]).sum())

@@ -31,7 +31,7 @@ OpenCV (opencv-python 5.0.0) on thousands of random images while writing it and,
    polygon and the parent precedes it in contour order, so the first contour of largest area is
    always an outer one; a nested outer contour lies strictly inside its top-level ancestor's
    polygon, so its area is smaller: the winner is always a top-level contour.
-7. **The filled map** (:func:`~wsolbench.metrics.sweeps.flood`, each pixel's lowest possible
+7. **The filled map** (:func:`~wsolbench.metrics.pixel_order.flood`, each pixel's lowest possible
    highest value on a 4-path to the border): its level set at ``v`` is the union of the regions
    the top-level outer contours of ``u >= v`` enclose, one 8-connected component each (two
    top-level components are never 8-adjacent, nor are their filled regions), with no hole. A
@@ -48,8 +48,8 @@ OpenCV (opencv-python 5.0.0) on thousands of random images while writing it and,
    that hole's box, so its IoU with a GT box ``G`` is at most ``|hole box ∩ G| / |G|``; only the
    levels where that bound could beat every other box get a foreground sweep of ``u`` itself.
 
-The sweeps built on these facts are in :mod:`wsolbench.metrics.sweeps`; this module runs them on
-one map and its ground-truth boxes.
+The sweeps built on these facts are in :mod:`wsolbench.metrics.sweeps`, their inputs in
+:mod:`wsolbench.metrics.pixel_order`; this module runs them on one map and its ground-truth boxes.
 """
 
 from __future__ import annotations
@@ -57,13 +57,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from wsolbench.metrics.sweeps import (
-    best_iou,
-    components_sweep,
-    flood,
-    holes_sweep,
-    pixels_by_value,
-)
+from wsolbench.metrics.pixel_order import flood, pixels_by_value
+from wsolbench.metrics.sweeps import best_iou, components_sweep, holes_sweep
 
 __all__ = ["level_scores", "threshold_scores"]
 
@@ -91,7 +86,7 @@ def _value_of_tau(present, k):
 def _scores_by_value(u, gt, used, at_least=0.0):
     """[257] best IoU per level value, multi and largest rule; index 256 is the empty mask.
 
-    The filled map's components are the top-level contours (fact 7): they give the largest
+    The filled map's components are the top-level contours (facts 7 to 9): they give the largest
     contour of every level and, with the holes' boxes, the multi rule wherever no hole holds a
     component that could score better; only those levels sweep the map's own components."""
     height, width = u.shape

@@ -4,8 +4,6 @@ They compute, for every level ``v`` of a uint8 map ``u`` (mask ``u >= v``), what
 :mod:`wsolbench.metrics.level_sets` needs from OpenCV's contours, from the facts its docstring
 lists:
 
-- :func:`flood` floods the map from the image border: ``filled >= v`` is ``u >= v`` with every
-  hole filled, and a pixel is ever in a hole exactly when ``filled > u``.
 - :func:`components_sweep` runs downward through the values (the foreground ``u >= v`` grows,
   8-connected) and scores each level's component boxes, and on the filled map its largest
   contour.
@@ -15,7 +13,8 @@ lists:
 
 Each is ``O(pixels swept)`` plus, per level, the number of live components, and the IoU with the
 ground truth is taken inside the sweep, with the same integer formula and float64 division as
-:func:`wsolbench.metrics.box_iou`.
+:func:`wsolbench.metrics.box_iou`. Their inputs, the pixels in the order they take them and the
+filled map, come from :mod:`wsolbench.metrics.pixel_order`.
 
 The kernels are compiled on first use and cached on disk (``@njit(cache=True)``, in
 ``__pycache__`` next to this file, or numba's user-wide cache where that is not writable): the
@@ -30,13 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = [
-    "best_iou",
-    "components_sweep",
-    "flood",
-    "holes_sweep",
-    "pixels_by_value",
-]
+__all__ = ["best_iou", "components_sweep", "holes_sweep"]
 
 
 # Union-find layout. ``parent`` (int32, -1 while the pixel is not in the set) is all that a find
@@ -173,113 +166,6 @@ def _may_hold_better(x0, y0, x1, y1, best, at_least, gt):
 
 
 @njit(cache=True, nogil=True)
-def pixels_by_value(u):
-    """The pixels sorted by value (stable), as ``y << 32 | p`` with p the index into the grid
-    padded by one pixel (side W + 2) and y the padded row (so that no sweep has to divide).
-
-    Returns:
-        (order, starts): ``order[starts[v]:starts[v + 1]]`` are the pixels of value v.
-    """
-    height, width = u.shape
-    counts = np.zeros(257, np.int64)
-    for y in range(height):
-        for x in range(width):
-            counts[u[y, x] + 1] += 1
-    for v in range(256):
-        counts[v + 1] += counts[v]
-    order = np.empty(height * width, np.int64)
-    fill = counts[:256].copy()
-    wp = width + 2
-    for y in range(height):
-        row = ((y + 1) << 32) | ((y + 1) * wp + 1)
-        for x in range(width):
-            v = u[y, x]
-            order[fill[v]] = row + x
-            fill[v] += 1
-    return order, counts
-
-
-_ROW = 1 << 32  # one padded row down, in the y << 32 | p form (p moves by W + 2 with it)
-
-
-@njit(cache=True, nogil=True)
-def flood(u):
-    """The map with every hole filled, and the pixels ever in a hole.
-
-    The filled value of a pixel is the smallest possible highest value along a 4-path from it to
-    the image border (both ends included). A pixel is background outside every outer contour of
-    level v (4-connected to the zero padding through values below v) exactly when this value is
-    below v, so the level sets ``filled >= v`` are the regions the outer contours of ``u >= v``
-    enclose, one 8-connected component per top-level contour, without holes; and a pixel is in a
-    hole of some level exactly when its filled value is above its own (the levels
-    ``u < v <= filled``). Priority flood from the border with a stack per value, on the grid
-    padded by one pixel, O(H W).
-
-    Args:
-        u: [H, W] uint8.
-
-    Returns:
-        filled: [H + 2, W + 2] uint8, the filled map padded by one pixel (of value 0).
-        hole_order, hole_starts: the pixels with ``filled > u`` by their own value ``u``, as
-            :func:`pixels_by_value` would give them.
-    """
-    height, width = u.shape
-    wp = width + 2
-    n = (height + 2) * wp
-    filled = np.zeros(n, np.uint8)
-    seen = np.ones(n, np.bool_)  # the padding counts as seen: it is never flooded
-    # A stack of pixels per value, in the y << 32 | p form, linked through ``below`` (by p).
-    head = np.full(256, -1, np.int64)
-    below = np.empty(n, np.int64)
-    for y in range(height):
-        row = ((y + 1) << 32) | ((y + 1) * wp + 1)
-        edge_row = y == 0 or y == height - 1
-        for x in range(width):
-            p = (y + 1) * wp + x + 1
-            v = u[y, x]
-            filled[p] = v
-            if edge_row or x == 0 or x == width - 1:
-                below[p] = head[v]
-                head[v] = row + x
-            else:
-                seen[p] = False
-    holes = np.empty(height * width, np.int64)
-    hole_counts = np.zeros(257, np.int64)
-    n_holes = 0
-    for level in range(256):
-        while head[level] >= 0:
-            packed = head[level]
-            p = packed & 0xFFFFFFFF
-            head[level] = below[p]
-            for step in (-wp - _ROW, -1, 1, wp + _ROW):  # the 4-neighbours, packed
-                neighbour = packed + step
-                q = neighbour & 0xFFFFFFFF
-                if seen[q]:
-                    continue
-                seen[q] = True
-                own = filled[q]
-                if own < level:  # popped in increasing order: the value is final
-                    filled[q] = level
-                    holes[n_holes] = neighbour
-                    n_holes += 1
-                    hole_counts[own + 1] += 1
-                v = filled[q]
-                below[q] = head[v]
-                head[v] = neighbour
-    for v in range(256):
-        hole_counts[v + 1] += hole_counts[v]
-    hole_order = np.empty(n_holes, np.int64)
-    fill = hole_counts[:256].copy()
-    for i in range(n_holes):  # by own value; the hole pixels' own values are still in u
-        packed = holes[i]
-        y = packed >> 32
-        v = u[y - 1, (packed & 0xFFFFFFFF) - y * wp - 1]
-        hole_order[fill[v]] = packed
-        fill[v] += 1
-    return filled.reshape(height + 2, width + 2), hole_order, hole_counts
-
-
-@njit(cache=True, nogil=True)
 def components_sweep(height, width, order, starts, present, gt, floor, largest_rule):
     """Downward sweep over the foreground (8-connected): the best IoU at every present level.
 
@@ -287,7 +173,8 @@ def components_sweep(height, width, order, starts, present, gt, floor, largest_r
     indexed by its top-left pixel. Padding pixels are never added.
 
     Args:
-        order, starts: the map's pixels by value (:func:`pixels_by_value`, :func:`flood`).
+        order, starts: the map's pixels by value (:func:`~wsolbench.metrics.pixel_order.
+            pixels_by_value`).
         present: [256] bool, the levels to score.
         floor: [256] float64, a score each level's best starts from (boxes found elsewhere).
         largest_rule: also score the largest contour (the map must have no holes: the filled
@@ -411,8 +298,10 @@ def holes_sweep(height, width, order, starts, filled, present, gt, floor, at_lea
     :func:`components_sweep`.
 
     Args:
-        order, starts: the pixels with filled > u by value (:func:`flood`).
-        filled: [H + 2, W + 2] uint8, the filled map, padded (:func:`flood`).
+        order, starts: the pixels with filled > u by value
+            (:func:`~wsolbench.metrics.pixel_order.flood`).
+        filled: [H + 2, W + 2] uint8, the filled map, padded
+            (:func:`~wsolbench.metrics.pixel_order.flood`).
         present: [256] bool, the levels to score.
         floor: [256] float64, the best score each level has without its holes.
         at_least: the lowest score that matters (the lowest IoU threshold counted): a score
