@@ -1,10 +1,9 @@
 """Progress for loops a person waits on: a bar on a terminal, plain periodic lines elsewhere.
 
 A tqdm bar redraws itself with carriage returns, which a log file or CI capture shows as one
-endless line, so when the stream is not a terminal :class:`PlainProgress` prints complete lines
-instead: one each time another tenth of a known total is done, or, with no total, one at most
-every ``interval`` seconds (and one at the end). Both go to stderr, like logging, and keep stdout
-for results.
+endless line, so when the stream is not a terminal :class:`PlainProgress` prints a complete line
+at most every ``interval`` seconds (and one at the end) instead. Both go to stderr, like logging,
+and keep stdout for results.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ class PlainProgress:
         self.stream = stream or sys.stderr
         self.n, self.postfix = 0, ""
         self._last = time.monotonic()
-        self._printed: int | None = None  # the count of the last line printed
         self._closed = False
 
     def __iter__(self) -> Iterator:
@@ -50,11 +48,8 @@ class PlainProgress:
         self.close()
 
     def update(self, n: int = 1) -> None:
-        before, self.n = self.n, self.n + n
-        if self.total:
-            if before * 10 // self.total != self.n * 10 // self.total:
-                self._print()
-        elif time.monotonic() - self._last >= self.interval:
+        self.n += n
+        if time.monotonic() - self._last >= self.interval:
             self._print()
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
@@ -63,11 +58,10 @@ class PlainProgress:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.n != self._printed:  # else that line is out already
-                self._print()
+            self._print()
 
     def _print(self) -> None:
-        self._last, self._printed = time.monotonic(), self.n
+        self._last = time.monotonic()
         done = (
             f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)"
             if self.total
