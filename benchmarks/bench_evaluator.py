@@ -229,8 +229,11 @@ def evaluate_maps_wall(folder: Path, step: float, size: int, workers: int) -> tu
     argv += [str(size), "--predictions", str(folder / "predictions.csv")]
     argv += ["--workers", str(workers), "--json", str(out)]
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    # its own progress lines (every 30 s) are left out: this script prints one per 10 %
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"evaluate-maps failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return wall, json.loads(out.read_text())
 
 
