@@ -14,9 +14,11 @@ from wsolbench.results.bootstrap import (
     metric_terms,
     metric_value,
     paired_difference,
+    per_seed_resampled_by_key,
     resample_weights,
     resampled,
     row_replicates,
+    row_replicates_by_key,
 )
 from wsolbench.results.confidence import BCA, PERCENTILE, Replicates, interval
 from wsolbench.results.per_image import (
@@ -68,6 +70,25 @@ def test_every_metric_from_records_equals_the_protocol_s(policy):
         assert metric_value(metric_terms(records, key, tau, separate=separate)) == pytest.approx(
             expected[key], abs=1e-9
         ), key
+
+
+def test_metrics_resampled_together_equal_each_alone():
+    """A row's metrics are resampled together so that the mask metrics sum their shared
+    histograms once: every replicate and leave-one-out value is exactly the one-metric one."""
+    runs = [_random_split(seed)[1] for seed in (3, 4)]
+    keys = ["pxap", "dice_fg", "dice_bg", "miou", "maxboxacc_v2", "top1_loc", "top1_cls"]
+    terms = {key: [metric_terms(r, key, None) for r in runs] for key in keys}
+    assert terms["pxap"][0].terms is terms["miou"][0].terms  # what makes the sharing pay
+    together = row_replicates_by_key(terms, 120, 5, seed_stream=2, jackknife=True)
+    for key in keys:
+        alone = row_replicates(terms[key], 120, 5, seed_stream=2, jackknife=True)
+        assert together[key].estimate == alone.estimate
+        np.testing.assert_array_equal(together[key].values, alone.values)
+        np.testing.assert_array_equal(together[key].jackknife, alone.jackknife)
+        np.testing.assert_array_equal(
+            per_seed_resampled_by_key(terms, 120, 5)[key],
+            np.stack([resampled([t], 120, 5) for t in terms[key]]),
+        )
 
 
 def test_oracle_top1_loc_is_re_read_at_each_resample_s_gt_known_tau():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -161,7 +162,7 @@ def metric_terms(
                 f"{key}: the records hold no per-image mask histograms (a dataset without masks, "
                 "or a run made with --summed-pxap, whose mask metrics cannot be resampled by image)"
             )
-        terms = np.concatenate([records.fg_hist, records.bg_hist], axis=1).astype(np.float64)
+        terms = records.mask_terms
         width = records.fg_hist.shape[1]
         if key == "pxap":
             return MetricTerms(terms, width, [None, None], kind="pxap")
@@ -180,15 +181,18 @@ def _weighted_sums(terms: MetricTerms, weights: np.ndarray) -> np.ndarray:
     return np.cumsum(diffs.reshape(b, -1, terms.width), axis=2).reshape(b, -1)
 
 
-def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """The metric from weighted sums: sums [b, C * width], total [b] (sum of the weights)."""
+def _values(
+    terms: MetricTerms, sums: np.ndarray, total: np.ndarray, shared: dict | None = None
+) -> np.ndarray:
+    """The metric from weighted sums: sums [b, C * width], total [b] (sum of the weights);
+    ``shared`` as :func:`_shared_sums` keeps it (the overlap curves of these sums)."""
     if terms.kind == "pxap":
         from wsolbench.metrics import pxap
 
         fg, bg = sums[:, : terms.width], sums[:, terms.width :]
         return np.array([pxap(f, b) for f, b in zip(fg, bg, strict=True)])
     if terms.kind in ("overlap", "overlap_own"):
-        return _overlap_values(terms, sums)
+        return _overlap_values(terms, sums, shared)
     curves = sums.reshape(len(sums), len(terms.index), terms.width) * (100.0 / total[:, None, None])
     if terms.kind == "acc_at_first_best":  # ties: the lowest τ, as summarize's argmax
         return curves[np.arange(len(curves)), 1, curves[:, 0].argmax(axis=1)]
@@ -199,11 +203,16 @@ def _values(terms: MetricTerms, sums: np.ndarray, total: np.ndarray) -> np.ndarr
     return np.mean(picked, axis=0)
 
 
-def _overlap_values(terms: MetricTerms, sums: np.ndarray) -> np.ndarray:
+def _overlap_values(terms: MetricTerms, sums: np.ndarray, shared: dict | None) -> np.ndarray:
     """[b] Dice FG / BG or mIoU from b pairs of summed histograms [b, 2 * width], each at the
     fixed τ or (oracle) at its best mIoU's τ, or its own best (``overlap_own``); ties: the
     lowest τ."""
-    curves = overlap_curves(sums[:, : terms.width], sums[:, terms.width :])
+
+    fg, bg = sums[:, : terms.width], sums[:, terms.width :]
+    if shared is None:
+        curves = overlap_curves(fg, bg)
+    else:
+        curves = _shared(shared, sums, partial(overlap_curves, fg, bg))
     values = curves[terms.overlap_key]
     index = terms.index[0]
     if index is not None:
@@ -234,17 +243,43 @@ def _weight_chunks(n: int, resamples: int, seed: int):
         yield np.bincount(draws.ravel(), minlength=size * n).reshape(size, n).astype(np.float32)
 
 
+def _shared(shared: dict, source, compute):
+    """``compute()``, done once per ``source`` object while ``shared`` lives (it holds the
+    source, so its id stays its own)."""
+    held = shared.get(id(source))
+    if held is None or held[0] is not source:
+        held = shared[id(source)] = (source, compute())
+    return held[1]
+
+
+def per_seed_resampled_by_key(
+    terms: dict[str, Sequence[MetricTerms]], resamples: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Per metric key, [k, resamples]: each of k runs' metric (a row's seeds) on the same
+    resamples of the images (its terms are rows of the same images). The keys are resampled
+    together, a chunk of resamples at a time, so that metrics summing the same terms (the mask
+    metrics: :attr:`~wsolbench.results.per_image.SplitRecords.mask_terms`) sum them, and read
+    their overlap curves, once."""
+    n = next(iter(terms.values()))[0].n_images
+    if any(t.n_images != n for runs in terms.values() for t in runs):
+        raise BootstrapError("runs of one row must hold records of the same images")
+    values: dict[str, list] = {key: [] for key in terms}
+    for weights in _weight_chunks(n, resamples, seed):
+        total = weights.sum(axis=1, dtype=np.float64)
+        shared: dict = {}  # this chunk's sums per terms array, overlap curves per sums
+        for key, runs in terms.items():
+            row = []
+            for t in runs:
+                sums = _shared(shared, t.terms, partial(_weighted_sums, t, weights))
+                row.append(_values(t, sums, total, shared))
+            values[key].append(row)
+    return {key: np.concatenate(chunks, axis=1) for key, chunks in values.items()}
+
+
 def per_seed_resampled(terms: Sequence[MetricTerms], resamples: int, seed: int) -> np.ndarray:
     """[k, resamples]: each of k runs' metric (a row's seeds) on the same resamples of the images
     (its terms are rows of the same images)."""
-    n = terms[0].n_images
-    if any(t.n_images != n for t in terms):
-        raise BootstrapError("runs of one row must hold records of the same images")
-    values = []
-    for weights in _weight_chunks(n, resamples, seed):
-        total = weights.sum(axis=1, dtype=np.float64)
-        values.append([_values(t, _weighted_sums(t, weights), total) for t in terms])
-    return np.concatenate(values, axis=1)
+    return per_seed_resampled_by_key({"": terms}, resamples, seed)[""]
 
 
 def resampled(terms: Sequence[MetricTerms], resamples: int, seed: int) -> np.ndarray:
@@ -261,21 +296,35 @@ def _image_terms(terms: MetricTerms, start: int, stop: int) -> np.ndarray:
     return np.cumsum(diffs.reshape(stop - start, -1, terms.width), axis=2).reshape(stop - start, -1)
 
 
-def jackknife_values(terms: MetricTerms) -> np.ndarray:
-    """float64 [N]: the metric with image i left out, for every i (the policy's reading: under
-    ``oracle`` the best τ of the other N - 1 images). The sums minus the image's own terms,
-    :data:`JACKKNIFE_CHUNK` images at a time."""
-    n = terms.n_images
-    ones = np.ones((1, n), dtype=np.float32)
-    sums = _weighted_sums(terms, ones)[0]
+def jackknife_values_by_key(terms: dict[str, MetricTerms]) -> dict[str, np.ndarray]:
+    """Per metric key of one run, float64 [N]: the metric with image i left out, for every i
+    (the policy's reading: under ``oracle`` the best τ of the other N - 1 images). The sums minus
+    the image's own terms, :data:`JACKKNIFE_CHUNK` images at a time, every key in turn, so that
+    metrics summing the same terms share them (as :func:`per_seed_resampled_by_key`)."""
+    n = next(iter(terms.values())).n_images
     if n < 2:  # nothing to leave out: no skew to measure
-        return np.full(n, metric_value(terms))
-    out = np.empty(n)
+        return {key: np.full(n, metric_value(t)) for key, t in terms.items()}
+    ones = np.ones((1, n), dtype=np.float32)
+    totals: dict = {}  # the sums over every image, per terms array
+    out = {key: np.empty(n) for key in terms}
     for start in range(0, n, JACKKNIFE_CHUNK):
         stop = min(n, start + JACKKNIFE_CHUNK)
-        rest = sums[None, :] - _image_terms(terms, start, stop)
-        out[start:stop] = _values(terms, rest, np.full(stop - start, n - 1.0))
+        shared: dict = {}  # this chunk's leave-one-out sums per terms array, curves per sums
+        for key, t in terms.items():
+            sums = _shared(totals, t.terms, partial(_weighted_sums, t, ones))[0]
+            rest = _shared(shared, t.terms, partial(_left_out, t, sums, start, stop))
+            out[key][start:stop] = _values(t, rest, np.full(stop - start, n - 1.0), shared)
     return out
+
+
+def jackknife_values(terms: MetricTerms) -> np.ndarray:
+    """:func:`jackknife_values_by_key` of one metric."""
+    return jackknife_values_by_key({"": terms})[""]
+
+
+def _left_out(terms: MetricTerms, sums: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """[stop - start, C * width]: ``sums`` without each of images ``start:stop`` in turn."""
+    return sums[None, :] - _image_terms(terms, start, stop)
 
 
 def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
@@ -286,6 +335,44 @@ def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
     return np.stack([np.bincount(row, minlength=k) for row in draws]).astype(np.float64)
 
 
+def row_replicates_by_key(
+    terms: dict[str, Sequence[MetricTerms]],
+    resamples: int,
+    seed: int,
+    *,
+    seed_stream: int | None = None,
+    jackknife: bool = False,
+) -> dict[str, Replicates]:
+    """A row's seed mean and its replicates (see the module docs), per metric key.
+
+    Args:
+        terms: per key, the row's runs (seeds), on the same images as every other row.
+        seed: seeds the image resamples (every row of one comparison shares them).
+        seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
+            replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
+        jackknife: also compute the leave-one-image-out values (BCa's acceleration).
+    """
+    per_seed = per_seed_resampled_by_key(terms, resamples, seed)
+    k = len(next(iter(terms.values())))
+    two_level = seed_stream is not None and k > 1
+    counts = draw_seeds(k, resamples, seed, seed_stream) if two_level else None
+    left_out = (
+        [jackknife_values_by_key({key: runs[j] for key, runs in terms.items()}) for j in range(k)]
+        if jackknife
+        else []
+    )
+    out = {}
+    for key, runs in terms.items():
+        if counts is not None:
+            values = np.einsum("bk,kb->b", counts, per_seed[key]) / k
+        else:
+            values = per_seed[key].mean(axis=0)
+        estimate = float(np.mean([metric_value(t) for t in runs]))
+        jack = np.mean([run[key] for run in left_out], axis=0) if jackknife else None
+        out[key] = Replicates(estimate, values, jack)
+    return out
+
+
 def row_replicates(
     terms: Sequence[MetricTerms],
     resamples: int,
@@ -294,25 +381,10 @@ def row_replicates(
     seed_stream: int | None = None,
     jackknife: bool = False,
 ) -> Replicates:
-    """A row's seed mean and its replicates (see the module docs).
-
-    Args:
-        terms: the row's runs (seeds), on the same images as every other row.
-        seed: seeds the image resamples (every row of one comparison shares them).
-        seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
-            replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
-        jackknife: also compute the leave-one-image-out values (BCa's acceleration).
-    """
-    per_seed = per_seed_resampled(terms, resamples, seed)
-    k = len(terms)
-    if seed_stream is not None and k > 1:
-        counts = draw_seeds(k, resamples, seed, seed_stream)
-        values = np.einsum("bk,kb->b", counts, per_seed) / k
-    else:
-        values = per_seed.mean(axis=0)
-    estimate = float(np.mean([metric_value(t) for t in terms]))
-    jack = np.mean([jackknife_values(t) for t in terms], axis=0) if jackknife else None
-    return Replicates(estimate, values, jack)
+    """:func:`row_replicates_by_key` of one metric: the row's runs' ``terms``."""
+    return row_replicates_by_key(
+        {"": terms}, resamples, seed, seed_stream=seed_stream, jackknife=jackknife
+    )[""]
 
 
 @dataclass

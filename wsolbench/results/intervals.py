@@ -24,7 +24,7 @@ from wsolbench.results.bootstrap import (
     check_same_images,
     metric_terms,
     paired_difference,
-    row_replicates,
+    row_replicates_by_key,
 )
 from wsolbench.results.confidence import (
     BCA,
@@ -99,17 +99,20 @@ def replicates(
     unless ``models_fixed``). Computed once for a table's intervals and groups
     (:func:`row_intervals`, :func:`row_groups`)."""
     check_same_images([(str(run.path), run.records) for row in rows for run in row])
-    out: list[dict[str, Replicates]] = [{} for _ in rows]
+    out: list[dict[str, Replicates]] = []
     for position, row in enumerate(rows):
-        stream = None if models_fixed else position
+        terms = {}
         for key in keys:
             try:
-                terms = [run.terms(key) for run in row]
+                terms[key] = [run.terms(key) for run in row]
             except BootstrapError:
                 continue  # a metric this row does not have
-            out[position][key] = row_replicates(
-                terms, resamples, seed, seed_stream=stream, jackknife=kind == BCA
-            )
+        stream = None if models_fixed else position
+        out.append(
+            row_replicates_by_key(terms, resamples, seed, seed_stream=stream, jackknife=kind == BCA)
+            if terms
+            else {}
+        )
     return out
 
 

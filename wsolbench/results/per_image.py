@@ -37,6 +37,7 @@ import io
 import shutil
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,15 @@ class SplitRecords:
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    @cached_property
+    def mask_terms(self) -> np.ndarray | None:
+        """float64 [N, 2 (T + 2)]: each image's foreground then background histogram, what the
+        mask metrics sum (one array for all of them, so a bootstrap sums it once per resample);
+        None without masks."""
+        if self.fg_hist is None:
+            return None
+        return np.concatenate([self.fg_hist, self.bg_hist], axis=1).astype(np.float64)
 
     @staticmethod
     def merge(parts: list[SplitRecords]) -> SplitRecords:
