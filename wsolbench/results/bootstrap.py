@@ -185,7 +185,7 @@ def _values(
     terms: MetricTerms, sums: np.ndarray, total: np.ndarray, shared: dict | None = None
 ) -> np.ndarray:
     """The metric from weighted sums: sums [b, C * width], total [b] (sum of the weights);
-    ``shared`` as :func:`_shared_sums` keeps it (the overlap curves of these sums)."""
+    ``shared`` (see :func:`_shared`) keeps the overlap curves of these sums for other keys."""
     if terms.kind == "pxap":
         from wsolbench.metrics import pxap
 
@@ -207,7 +207,6 @@ def _overlap_values(terms: MetricTerms, sums: np.ndarray, shared: dict | None) -
     """[b] Dice FG / BG or mIoU from b pairs of summed histograms [b, 2 * width], each at the
     fixed τ or (oracle) at its best mIoU's τ, or its own best (``overlap_own``); ties: the
     lowest τ."""
-
     fg, bg = sums[:, : terms.width], sums[:, terms.width :]
     if shared is None:
         curves = overlap_curves(fg, bg)
