@@ -328,7 +328,8 @@ def _count_saved_chunk(image_ids: list[str], job: tuple | None = None) -> metric
     for image_id in image_ids:
         path = saved_map_path(maps_dir, image_id)
         scoremap = load_saved_map(path, settings.size, normalize, settings.map_resize)
-        count_image(counter, truth, image_id, scoremap, predictions and predictions[image_id])
+        topk = predictions[image_id] if predictions is not None else None
+        count_image(counter, truth, image_id, scoremap, topk)
     return counter
 
 

@@ -291,7 +291,7 @@ def read_predictions(path: Path, image_ids: list[str]) -> dict[str, list[int]]:
         MetadataError: every defect, each with its line and the fix.
     """
     defects = Defects(path)
-    known = {image_id: n for n, image_id in enumerate(image_ids, 1)}
+    known = set(image_ids)
     out: dict[str, list[int]] = {}
     first_line: dict[str, int] = {}
     for lineno, fields in _records(path):
