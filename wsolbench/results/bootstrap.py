@@ -431,10 +431,42 @@ def paired_difference(
 ) -> PairedDifference:
     """Compare two rows (each a list of seeds' terms) on shared resamples of the same images;
     each side with several seeds draws them independently unless ``models_fixed``."""
+    return paired_differences(
+        {key: a}, {key: b}, resamples=resamples, seed=seed, kind=kind, models_fixed=models_fixed
+    )[0]
+
+
+def paired_differences(
+    a: dict[str, Sequence[MetricTerms]],
+    b: dict[str, Sequence[MetricTerms]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    kind: str = PERCENTILE,
+    models_fixed: bool = False,
+) -> list[PairedDifference]:
+    """:func:`paired_difference` of every metric key of ``a`` (``b`` has the same keys), each
+    row's metrics resampled together (:func:`row_replicates_by_key`)."""
     streams = (None, None) if models_fixed else (0, 1)
     jack = kind == BCA
-    rep_a = row_replicates(a, resamples, seed, seed_stream=streams[0], jackknife=jack)
-    rep_b = row_replicates(b, resamples, seed, seed_stream=streams[1], jackknife=jack)
+    reps_a = row_replicates_by_key(a, resamples, seed, seed_stream=streams[0], jackknife=jack)
+    reps_b = row_replicates_by_key(b, resamples, seed, seed_stream=streams[1], jackknife=jack)
+    seeds = (len(next(iter(a.values()))), len(next(iter(b.values()))))
+    return [
+        _difference(key, reps_a[key], reps_b[key], resamples, kind, seeds, models_fixed)
+        for key in a
+    ]
+
+
+def _difference(
+    key: str,
+    rep_a: Replicates,
+    rep_b: Replicates,
+    resamples: int,
+    kind: str,
+    seeds: tuple[int, int],
+    models_fixed: bool,
+) -> PairedDifference:
     diff = rep_a - rep_b
     low, high = interval(diff, kind)
     return PairedDifference(
@@ -446,7 +478,7 @@ def paired_difference(
         p_value(diff, kind),
         resamples,
         kind,
-        (len(a), len(b)),
+        seeds,
         models_fixed,
     )
 

@@ -23,7 +23,7 @@ from wsolbench.results.bootstrap import (
     PairedDifference,
     check_same_images,
     metric_terms,
-    paired_difference,
+    paired_differences,
     row_replicates_by_key,
 )
 from wsolbench.results.confidence import (
@@ -207,25 +207,23 @@ def diff(
     runs_a = [load_run_records(p, r, split, policy) for p, r in a]
     runs_b = [load_run_records(p, r, split, policy) for p, r in b]
     check_same_images([(str(run.path), run.records) for run in runs_a + runs_b])
-    out = []
+    terms_a, terms_b = {}, {}
     for key in METRIC_KEYS:
         try:
-            terms_a = [run.terms(key) for run in runs_a]
-            terms_b = [run.terms(key) for run in runs_b]
+            terms_a[key] = [run.terms(key) for run in runs_a]
+            terms_b[key] = [run.terms(key) for run in runs_b]
         except BootstrapError:
-            continue
-        out.append(
-            paired_difference(
-                key,
-                terms_a,
-                terms_b,
-                resamples=resamples,
-                seed=seed,
-                kind=interval_kind(policy),
-                models_fixed=models_fixed,
-            )
-        )
-    return out
+            terms_a.pop(key, None)  # a metric one side does not have
+    if not terms_a:
+        return []
+    return paired_differences(
+        terms_a,
+        terms_b,
+        resamples=resamples,
+        seed=seed,
+        kind=interval_kind(policy),
+        models_fixed=models_fixed,
+    )
 
 
 KIND_TEXT = {
