@@ -7,8 +7,10 @@ One idea per module, each importing only those above it in this list:
 
 - :mod:`~wsolbench.metrics.maps`: map post-processing (threshold grid, normalization, checks);
 - :mod:`~wsolbench.metrics.boxes`: box extraction per threshold, GT box rescaling, IoU;
-- :mod:`~wsolbench.metrics.sweeps`, :mod:`~wsolbench.metrics.level_sets`: every level's box
-  scores without tracing contours (numba; imported on first use);
+- :mod:`~wsolbench.metrics.pixel_order`, :mod:`~wsolbench.metrics.sweeps`,
+  :mod:`~wsolbench.metrics.level_sets`: every level's box scores without tracing contours (the
+  flood and the pixels by value, the sweeps over them, one map's scores; numba, imported on
+  first use);
 - :mod:`~wsolbench.metrics.counters`: streaming box, classification and mask counters;
 - :mod:`~wsolbench.metrics.pxap`: PxAP from the mask histograms, reading GT masks;
 - :mod:`~wsolbench.metrics.overlap`: Dice FG / BG and mIoU per threshold, from the same histograms;
