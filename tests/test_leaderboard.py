@@ -163,6 +163,24 @@ def test_runs_with_and_without_weights_are_not_averaged(tmp_path):
     assert _md_row(text, "cam‡")[2] == "3"
 
 
+def test_a_row_run_with_overrides_is_named_by_them(tmp_path):
+    """A method's only row says what its runs changed from the preset; beside the preset's own
+    row, the keys that differ name both."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    for path in (tmp_path / "cam").rglob("result.json"):
+        d = json.loads(path.read_text())
+        d["config"]["train"] = {"lr": 0.1, "epochs": 2}
+        d["overrides"] = {"train.epochs": 2, "train.lr": 0.1}
+        path.write_text(json.dumps(d))
+    alone = compare([tmp_path], published=False)
+    names = [line.split("|")[1].strip() for line in alone.splitlines() if line.startswith("| cam")]
+    assert names == ["cam (train.epochs=2, train.lr=0.1)"]
+    shutil.copytree(CUB / "cam", tmp_path / "preset")
+    both = compare([tmp_path], published=False)
+    assert _md_row(both, "cam (train.epochs=2, train.lr=0.1)")
+    assert _md_row(both, "cam (train.epochs=50, train.lr=0.01)")
+
+
 def test_pretrained_cell_keeps_every_part_by_its_short_name(tmp_path):
     shutil.copytree(CUB / "cam", tmp_path / "cam")
     weights = "file:/home/someone/.cache/wsolbench/synthclip/synthclip-v1-0123456789ab.pt (gelu)"

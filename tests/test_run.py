@@ -52,6 +52,8 @@ def test_center_run_writes_a_complete_result(tiny_root, tmp_path, capsys):
         "n/a",
     )
     assert result.config == {"sigma": 0.3}
+    # what -o changed from the preset (sigma 0.25) is recorded: a table names the row by it
+    assert result.overrides == {"sigma": 0.3}
     assert set(result.metrics) == {"val", "test"}
     test = result.metrics["test"]["oracle"]
     # center cannot classify: Top-k metrics are absent, not zero

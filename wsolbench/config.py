@@ -225,6 +225,18 @@ def resolve_config(
     )
 
 
+def preset_changes(method: type[WSOLMethod], dataset: str | None, config: dict) -> dict[str, Any]:
+    """The leaves of a resolved ``config`` that are not the method's preset for ``dataset``:
+    what its ``-o`` overrides changed, as ``{"train.max_epochs": 14}`` (a run records them, and a
+    table names a row by them, so a changed run never passes for the preset's)."""
+    preset = dotted_leaves(resolve_config(method, dataset))
+    return {
+        key: value
+        for key, value in dotted_leaves(config).items()
+        if key not in preset or preset[key] != value
+    }
+
+
 def apply_overrides(method: type[WSOLMethod], config: dict, overrides: list[str] | None) -> dict:
     """A copy of a resolved ``config`` with ``-o`` overrides applied (typed as in
     :func:`resolve_config`)."""

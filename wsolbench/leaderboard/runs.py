@@ -4,7 +4,9 @@ Metrics are recomputed from a result's stored per-threshold counts (never from i
 metrics, so a policy added later applies to old results). Runs that agree on
 :func:`wsolbench.results.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over
 their seeds; runs with and without pretrained weights are never averaged together. Two configs of
-one method are told apart by a label made of the config keys that differ between them.
+one method are told apart by a label made of the config keys that differ between them; a method's
+only row is labelled with the keys its runs' ``-o`` overrides changed from the preset, if any
+(except those choosing a part's weights, which its Pretrained cell names by content).
 """
 
 from __future__ import annotations
@@ -71,6 +73,19 @@ def _config_labels(configs: list[dict]) -> list[str]:
     ]
 
 
+# the keys that choose a part's weights: ``<part>``, ``<part>.pretrained``, ``<part>.checkpoint``
+_WEIGHTS_KEYS = ("", ".pretrained", ".checkpoint")
+
+
+def _overrides_label(overrides: dict, parts: dict) -> str:
+    """``key=value`` for each override, except those choosing the weights of a part the
+    provenance names (``teacher``, ``text.checkpoint``): the Pretrained cell names them already,
+    by content."""
+    chosen = {part + suffix for part in parts for suffix in _WEIGHTS_KEYS}
+    shown = {k: v for k, v in overrides.items() if k not in chosen}
+    return ", ".join(f"{k}={_label_value(v)}" for k, v in sorted(shown.items()))
+
+
 def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
     """(file, result, metrics) per run -> one :class:`Row` per row key, labelled when one method
     has several; two runs of one row with the same seed are refused (:class:`ResultError`)."""
@@ -106,7 +121,9 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
         rows.append(
             Row(
                 method=method,
-                label="",
+                # a lone row of its method is named by what its -o overrides changed (below: by
+                # the keys that differ when the method has several rows)
+                label=_overrides_label(members[0][1].overrides, members[0][1].provenance),
                 pretrained=members[0][1].pretrained,  # the first run's name for the weights
                 mean=mean,
                 std=std,

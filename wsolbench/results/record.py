@@ -103,6 +103,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "per_image": dict,
     "weights_file": dict,
     "seed_independent": bool,
+    "overrides": dict,
 }
 # Keys naming a file beside result.json by content (checked by wsolbench.results.verify).
 FILE_KEYS = ("per_image", "weights_file")
@@ -142,6 +143,9 @@ class Result:
             them.
         weights_file: ``{"file": "weights.pt", "sha256": ...}``, the weights the run exported
             and evaluated (trainable methods); None for training-free methods and older results.
+        overrides: the leaves of ``config`` that differ from the method's preset for the dataset
+            when the run was made (``{"train.max_epochs": 14}``: what ``-o`` changed); empty for
+            a run of the preset itself and for results older than this key.
         seed_independent: the run's numbers do not depend on its seed
             (:attr:`wsolbench.method.Capabilities.seed_independent`, weights loaded): it stands
             for every seed.
@@ -165,6 +169,7 @@ class Result:
     per_image: dict | None = None
     weights_file: dict | None = None
     seed_independent: bool = False
+    overrides: dict = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     @property

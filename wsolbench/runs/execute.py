@@ -26,6 +26,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from wsolbench.config import preset_changes
 from wsolbench.results import workdir
 from wsolbench.results.environment import environment
 from wsolbench.results.record import (
@@ -203,6 +204,7 @@ def _evaluate_and_save(
         data_fingerprint=context.fingerprint,
         seed=spec.seed,
         config=context.config,
+        overrides=preset_changes(context.method_cls, spec.dataset, context.config),
         pretrained=pretrained,
         metrics=metrics_from_counts(counts),
         counts=counts,
