@@ -209,8 +209,9 @@ def test_prepare_synthcam_builds_it_explicitly(tmp_path, capsys):
 
 
 def test_a_finished_cam_run_of_the_same_settings_is_adopted_not_retrained(tmp_path, capsys):
-    """make demo's cam row is the teacher's very run: `prepare synthcam --from RUN` takes it
-    when every setting agrees, and names the one that does not."""
+    """A cam run of the teacher's very settings (the board's seed 0) is the teacher:
+    `prepare synthcam --from RUN` takes it when every setting agrees, and names the one that
+    does not."""
     cam = ["run", "--method", "cam", "--dataset", "synthetic", "--protocol", "synthetic-v1"]
     cam += ["--device", "cpu", "--threads", "1"]
     for override in cam_teacher.DEFAULT_CONFIG.overrides:

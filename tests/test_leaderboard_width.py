@@ -2,7 +2,8 @@
 keeps within 120 characters, and ``--wide`` for everything.
 
 The boards are the committed one (reports/results/synthetic-v1) and the three rows ``make demo``
-prints (center, cam, tedloc; seed 0 of the committed runs, whose weights are the demo's).
+prints (center, cam, tedloc; seed 0 of the committed runs, given the demo's quick overrides and
+weights).
 """
 
 from __future__ import annotations
@@ -44,19 +45,33 @@ def _copy_clip_patch(seed: int, target: Path) -> None:
     (target / "result.json").write_text(json.dumps(record))
 
 
+# make demo's tedloc weights as a run records them: by file or folder name and content
+QUICK_CLIP = "file:synthclip-quick-v1-3d3c3574803c.pt (sha256 0b789f70aced, gelu)"
+DEMO_TEACHER = "run:cam (weights sha256 c77e3b87533c, data a1b07468cea2)"
+# the rows of make demo, named by what their -o overrides changed (the weights' by Pretrained)
+DEMO_ROWS = {"center": "center", "cam": "cam‡ (train.max_epochs=14)"}
+DEMO_ROWS["tedloc"] = "tedloc (train.max_epochs=14)"
+
+
 @pytest.fixture
 def demo(tmp_path) -> Path:
-    """``make demo``'s three rows; its tedloc teacher recorded by its cache folder, as a real demo
-    run writes it (with the trailing slash of a folder)."""
+    """``make demo``'s three rows: the quick schedule, TeD-Loc's text from synthclip-quick-v1 and
+    its teacher the demo's cam run."""
     for method in ("center", "cam", "tedloc"):
         shutil.copytree(BOARD / method / "seed0", tmp_path / method)
-    teacher = (
-        "run:/root/.cache/wsolbench/synthcam/synthcam-v1-0f1e2d3c4b5a/ "
-        "(weights sha256 41e2dfa9979f, data a1b07468cea2)"
-    )
-    provenance = {"backbone": "none", "text": SYNTHCLIP, "teacher": teacher}
+    provenance = {"backbone": "none", "text": QUICK_CLIP, "teacher": DEMO_TEACHER}
     _set_pretrained(tmp_path / "tedloc" / "result.json", provenance)
+    overrides = {"train.max_epochs": 14}
+    _set_overrides(tmp_path / "cam" / "result.json", overrides)
+    weights = {"text.checkpoint": "synthclip-quick-v1", "teacher": "run:work_dirs/demo/cam"}
+    _set_overrides(tmp_path / "tedloc" / "result.json", {**overrides, **weights})
     return tmp_path
+
+
+def _set_overrides(path: Path, overrides: dict) -> None:
+    record = json.loads(path.read_text())
+    record["overrides"] = overrides
+    path.write_text(json.dumps(record))
 
 
 def _table_lines(text: str) -> list[str]:
@@ -97,9 +112,10 @@ def test_the_demo_board_fits_a_terminal(demo):
     text = compare([demo], published=False)
     lines = _table_lines(text)
     assert len(lines) == 2 + 3 and max(map(len, lines)) <= TERMINAL_WIDTH
-    cells = _cells(text, "tedloc")
-    assert cells["Pretrained"] == "backbone none; text synthclip-v1; teacher synthcam-v1"
-    assert {"MaxBoxAccV2", "PxAP", "Top-1 Loc"} <= set(cells)  # three rows: room for more
+    cells = _cells(text, DEMO_ROWS["tedloc"])
+    assert cells["Pretrained"] == "backbone none; text synthclip-quick-v1; teacher cam"
+    assert {"MaxBoxAccV2", "Top-1 Loc"} <= set(cells)
+    assert _cells(text, DEMO_ROWS["cam"])["Pretrained"] == "none"
 
 
 @pytest.mark.parametrize("root", ["committed", "demo"])
@@ -110,15 +126,18 @@ def test_the_footnote_gives_every_shortened_source_by_content(root, request):
     text = compare([path], published=False)
     notes = [line for line in text.splitlines() if line.startswith("- Pretrained ")]
     sources = _sources(path)
-    assert len(notes) == len(sources) == 2  # synthclip-v1 and the synthcam-v1 teacher
+    assert len(notes) == len(sources) == 2  # the CLIP and TeD-Loc's cam teacher
+    names = ("synthclip-v1", "synthcam-v1") if root == "committed" else ("synthclip-quick-v1",)
+    names += ("cam",) if root == "demo" else ()
+    tedloc = "tedloc" if root == "committed" else DEMO_ROWS["tedloc"]
     assert "/root/" not in text
     for source in sources:
         body, _, details = source.partition(" (")
         entry = body.rstrip("/").rsplit("/", 1)[-1]  # the file or folder, with its digest
         (note,) = [n for n in notes if entry in n and n.endswith(f" ({details}")]
         name = note.removeprefix("- Pretrained ").partition(":")[0]
-        assert name in ("synthclip-v1", "synthcam-v1")
-        assert name in _cells(text, "tedloc")["Pretrained"]
+        assert name in names
+        assert name in _cells(text, tedloc)["Pretrained"]
     assert "- Pretrained none" not in text  # "none" needs no footnote
 
 
@@ -127,15 +146,15 @@ def test_wide_shows_every_source_in_full_and_every_column(demo, capsys):
     text = capsys.readouterr().out
     assert "/root/" not in text  # every source by content, not by the machine's folders
     for _, result in find_results([demo]):
-        name = result.method + ("‡" if result.pretrained == "none" else "")
-        assert _cells(text, name)["Pretrained"] == _without_folders(result.pretrained)
-    header = set(_cells(text, "tedloc"))
+        name = DEMO_ROWS[result.method]
+        assert _cells(text, name)["Pretrained"] == result.pretrained
+    header = set(_cells(text, DEMO_ROWS["tedloc"]))
     assert {METRIC_NAMES[k] for k in ("maxboxacc_iou30", "top5_cls", "gt_known_loc")} <= header
     assert "Params (M)" in header and "Latency shown when clean" in text
     assert "- Pretrained " not in text and "Columns left out" not in text
     assert main(["compare", str(demo), "--no-published"]) == 0
     header = _table_lines(capsys.readouterr().out)[0]
-    assert "PxAP" in header and "Params (M)" not in header  # the default leaves cost out here
+    assert "Top-1 Loc" in header and "Params (M)" not in header  # the default leaves cost out
 
 
 def test_the_cost_notes_go_with_the_cost_columns():
@@ -150,25 +169,16 @@ def test_latex_and_html_show_short_names_with_footnotes_and_the_csv_keeps_full_s
     tedloc = next(r for _, r in find_results([demo]) if r.method == "tedloc")
     for fmt in ("latex", "html"):
         text = compare([demo], fmt=fmt, published=False)
-        assert "teacher synthcam-v1" in text and "Pretrained synthcam-v1: run:synthcam/" in text
+        assert "teacher cam" in text and f"Pretrained cam: {DEMO_TEACHER}" in text
         assert "PxAP" in text and "IoU30" in text  # only the terminal's table leaves columns out
         wide = compare([demo], fmt=fmt, published=False, wide=True)
-        assert "teacher synthcam-v1" not in wide and "Pretrained synthcam-v1" not in wide
-    assert "teacher=run:synthcam/synthcam-v1-0f1e2d3c4b5a (weights sha256" in compare(
-        [demo], fmt="html", published=False, wide=True
-    )
+        assert "teacher cam" not in wide and "Pretrained cam" not in wide
+    assert f"teacher={DEMO_TEACHER}" in compare([demo], fmt="html", published=False, wide=True)
     for wide in (False, True):
         text = compare([demo], fmt="csv", published=False, wide=wide)
         assert "/root/" not in text
         rows = csv.DictReader(io.StringIO(text))
-        assert _without_folders(tedloc.pretrained) in {r["pretrained"] for r in rows}
-
-
-def _without_folders(pretrained: str) -> str:
-    """What a full cell shows of a demo row's ``pretrained``: each path's last two parts."""
-    return pretrained.replace("/root/.cache/wsolbench/", "").replace(
-        "-0f1e2d3c4b5a/ ", "-0f1e2d3c4b5a "
-    )
+        assert tedloc.pretrained in {r["pretrained"] for r in rows}
 
 
 def test_full_cells_keep_the_folders_that_tell_two_sources_apart(tmp_path):

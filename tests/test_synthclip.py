@@ -12,15 +12,25 @@ import torch
 from wsolbench.blocks import synthclip
 from wsolbench.blocks.clip_models import load_clip
 from wsolbench.blocks.open_clip_configs import ClipWeightsError
-from wsolbench.blocks.synthclip import MODEL, SYNTHCLIP, SynthClipConfig, ensure_synthclip
+from wsolbench.blocks.synthclip import (
+    MODEL,
+    SYNTHCLIP,
+    SYNTHCLIP_QUICK,
+    SynthClipConfig,
+    ensure_synthclip,
+)
 
 TINY = SynthClipConfig(pairs=24, steps=3, batch_size=8, warmup_steps=1)
+TINY_QUICK = replace(TINY, steps=2)
 
 
 @pytest.fixture
 def tiny_default(monkeypatch):
-    """Make the default synthclip config the tiny one (what ``synthclip-v1`` resolves to)."""
+    """Make the named builds tiny (what ``synthclip-v1`` and ``synthclip-quick-v1`` resolve to)."""
     monkeypatch.setattr(synthclip, "DEFAULT_CONFIG", TINY)
+    monkeypatch.setattr(
+        synthclip, "BUILDS", {SYNTHCLIP: (TINY, 1), SYNTHCLIP_QUICK: (TINY_QUICK, 1)}
+    )
     return TINY
 
 
@@ -107,6 +117,17 @@ def test_the_name_resolves_to_the_default_build_on_first_use(tiny_default, count
     assert count_trainings == [TINY]
 
 
+def test_the_quick_name_is_its_own_build_and_file(tiny_default, count_trainings):
+    """The demo's build is another file under its own name, never passed off as synthclip-v1."""
+    quick = load_clip(MODEL, checkpoint=SYNTHCLIP_QUICK)
+    assert f"{SYNTHCLIP_QUICK}-{TINY_QUICK.digest()}.pt" in quick.source
+    assert count_trainings == [TINY_QUICK]
+    path = synthclip.checkpoint_path(TINY_QUICK, name=SYNTHCLIP_QUICK)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["name"] == SYNTHCLIP_QUICK and record["config"]["steps"] == TINY_QUICK.steps
+    assert load_clip(MODEL, checkpoint=SYNTHCLIP).source != quick.source
+
+
 def test_the_name_with_another_model_is_one_clear_error(tiny_default, count_trainings):
     with pytest.raises(ClipWeightsError, match=f"-o clip.model={MODEL}"):
         load_clip("wsolbench-tiny-clip", checkpoint=SYNTHCLIP)
@@ -120,6 +141,14 @@ def test_prepare_synthclip_builds_it_explicitly(tiny_default, tmp_path, capsys):
     path = tmp_path / "synthclip" / f"{SYNTHCLIP}-{TINY.digest()}.pt"
     assert path.is_file()
     assert str(path) in capsys.readouterr().out
+
+
+def test_prepare_synthclip_quick_builds_the_demos_one(tiny_default, tmp_path, capsys):
+    from wsolbench.cli.main import main
+
+    assert main(["prepare", "synthclip-quick", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "synthclip" / f"{SYNTHCLIP_QUICK}-{TINY_QUICK.digest()}.pt"
+    assert path.is_file() and str(path) in capsys.readouterr().out
 
 
 def test_prepare_synthclip_defaults_to_the_cache_runs_read(tiny_default, tmp_path, monkeypatch):

@@ -147,7 +147,7 @@ def load_text_embeddings(options: dict, classnames: list[str]):
     )
     checkpoint = options.get("checkpoint")
     # the synthetic preset names synthclip; --no-pretrained turning it off is no news
-    if checkpoint and not use_weights and checkpoint != synthclip.SYNTHCLIP:
+    if checkpoint and not use_weights and checkpoint not in synthclip.BUILDS:
         logger.warning(
             "text.checkpoint %s ignored because text.pretrained is false; set "
             "-o text.pretrained=true to load it",

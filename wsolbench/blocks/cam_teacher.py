@@ -183,8 +183,9 @@ def adopt_run(
     folder: str | Path, data: TrainingData, config: CamTeacherConfig | None = None, cache_dir=None
 ) -> Path:
     """Make a finished ``cam`` run the cached teacher of ``data``, when it is exactly the run the
-    build would make (so that nothing trains that network twice, e.g. ``make demo``'s ``cam``
-    row): the same dataset, protocol, data, config, seed, thread count, device kind and torch.
+    build would make (so that nothing trains that network twice, e.g. the board's ``cam`` run of
+    seed 0 with one thread): the same dataset, protocol, data, config, seed, thread count, device
+    kind and torch.
     Its record, weights and per-image records are copied (not its checkpoints).
 
     Returns:

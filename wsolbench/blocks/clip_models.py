@@ -24,9 +24,9 @@ apart). The activation built is part of ``source`` (so of every result's ``pretr
 :func:`weights_key` (so of every cache key).
 
 Model names include wsolbench's own configurations (:mod:`wsolbench.blocks.open_clip_configs`):
-``TINY_CLIP``, a 2-block test model, and ``wsolbench-synthclip-v1``, whose checkpoint name
-``synthclip-v1`` resolves to the file :mod:`wsolbench.blocks.synthclip` trains (built on first use),
-then loaded as any user's file is.
+``TINY_CLIP``, a 2-block test model, and ``wsolbench-synthclip-v1``, whose checkpoint names
+``synthclip-v1`` and ``synthclip-quick-v1`` resolve to the files :mod:`wsolbench.blocks.synthclip`
+trains (built on first use), then loaded as any user's file is.
 
 This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registers no method.
 """
@@ -55,7 +55,7 @@ from wsolbench.blocks.open_clip_configs import (
     import_open_clip,
 )
 from wsolbench.blocks.state_dicts import fit_problems
-from wsolbench.blocks.synthclip import SYNTHCLIP, synthclip_checkpoint
+from wsolbench.blocks.synthclip import BUILDS, synthclip_checkpoint
 from wsolbench.util.weights_source import describe, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -204,10 +204,10 @@ def load_clip(
         pretrained = None
     path: Path | None = None
     tag_quick_gelu: bool | None = None
-    if checkpoint and str(checkpoint) == SYNTHCLIP:
+    if checkpoint and str(checkpoint) in BUILDS:
         # wsolbench's own CLIP of the synthetic world: built and cached on first use, then loaded
         # below like any user's state-dict file (wsolbench/blocks/synthclip.py)
-        checkpoint = str(synthclip_checkpoint(name))
+        checkpoint = str(synthclip_checkpoint(name, str(checkpoint)))
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():

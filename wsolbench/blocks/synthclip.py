@@ -9,14 +9,16 @@ own model and its :class:`open_clip.ClipLoss` — on image–caption pairs of th
 the benchmark's, captions that name the attributes and never the location, and no image of any
 synthetic-v1 split.
 
-It is built once per :class:`SynthClipConfig` and cached as
-``$WSOLBENCH_CACHE/synthclip/synthclip-v1-<digest>.pt``, a plain ``torch.save(model.state_dict())``
-of the registered open_clip config — the format a user's own CLIP file has — with a JSON record
-beside it. Methods ask for it by name: the checkpoint value :data:`SYNTHCLIP` (``-o
-clip.checkpoint=synthclip-v1`` / ``-o text.checkpoint=synthclip-v1``) makes
+Two builds have names (:data:`BUILDS`): ``synthclip-v1``, the presets' CLIP (and so the board's),
+and ``synthclip-quick-v1``, the same recipe over fewer steps, which ``make demo`` uses to stay
+within its time (README: the demo). Each is built once per :class:`SynthClipConfig` and cached as
+``$WSOLBENCH_CACHE/synthclip/<name>-<digest>.pt``, a plain ``torch.save(model.state_dict())`` of
+the registered open_clip config — the format a user's own CLIP file has — with a JSON record
+beside it. Methods ask for one by name: a checkpoint value in :data:`BUILDS` (``-o
+clip.checkpoint=synthclip-v1`` / ``-o text.checkpoint=synthclip-quick-v1``) makes
 :func:`wsolbench.blocks.clip_models.load_clip` call :func:`ensure_synthclip`, which builds it on
 first use (with a progress bar) and returns the file, which is then loaded exactly as a user's file
-is. ``wsolbench prepare synthclip [--out CACHE]`` builds it explicitly.
+is. ``wsolbench prepare synthclip`` (``synthclip-quick``) ``[--out CACHE]`` builds it explicitly.
 
 Training is deterministic per seed: the pairs are a pure function of (seed, index), the batches
 and the flips come from a seeded generator, the weights from a seeded initialisation, and the
@@ -48,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: The name presets and users pass as a CLIP checkpoint to get this model.
 SYNTHCLIP = "synthclip-v1"
+#: The demo's build (``make demo``): the same recipe over fewer steps.
+SYNTHCLIP_QUICK = "synthclip-quick-v1"
 #: Its open_clip model config (``wsolbench/blocks/clip_configs/<MODEL>.json``).
 MODEL = "wsolbench-synthclip-v1"
 #: Class-prompt templates in the captions' own wording, for the presets that use this model.
@@ -115,17 +119,29 @@ def _open_clip_version() -> str:
 
 #: What ``synthclip-v1`` is: the settings the presets' checkpoint name resolves to.
 DEFAULT_CONFIG = SynthClipConfig()
+#: The checkpoint names a run may pass, each with the settings it is built with, and the minutes
+#: its build took on this project's 2-core machine (one thread, beside another run).
+BUILDS: dict[str, tuple[SynthClipConfig, int]] = {
+    SYNTHCLIP: (DEFAULT_CONFIG, 6),
+    SYNTHCLIP_QUICK: (SynthClipConfig(steps=650), 4),
+}
 
 
-def checkpoint_path(config: SynthClipConfig | None = None, cache_dir=None) -> Path:
-    """``<cache>/synthclip/synthclip-v1-<digest>.pt`` (whether or not it exists yet)."""
+def checkpoint_path(
+    config: SynthClipConfig | None = None, cache_dir=None, name: str = SYNTHCLIP
+) -> Path:
+    """``<cache>/synthclip/<name>-<digest>.pt`` (whether or not it exists yet)."""
     config = config or DEFAULT_CONFIG
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return cache / "synthclip" / f"{SYNTHCLIP}-{config.digest()}.pt"
+    return cache / "synthclip" / f"{name}-{config.digest()}.pt"
 
 
 def ensure_synthclip(
-    config: SynthClipConfig | None = None, cache_dir=None, *, progress: bool = True
+    config: SynthClipConfig | None = None,
+    cache_dir=None,
+    *,
+    progress: bool = True,
+    name: str = SYNTHCLIP,
 ) -> Path:
     """The cached checkpoint of ``config``, trained now if it is not there yet.
 
@@ -133,22 +149,25 @@ def ensure_synthclip(
         config: the training settings (None: :data:`DEFAULT_CONFIG`, ``synthclip-v1``).
         cache_dir: cache root (default ``$WSOLBENCH_CACHE`` or ``~/.cache/wsolbench``).
         progress: show progress bars while rendering and training.
+        name: the build's name (:data:`BUILDS`), which the file and its record carry.
 
     Returns:
         The path of a state-dict file of :data:`MODEL`, loadable with ``weights_only=True``.
     """
     config = config or DEFAULT_CONFIG
-    path = checkpoint_path(config, cache_dir)
+    path = checkpoint_path(config, cache_dir, name)
     if path.is_file():
         return path
+    minutes = f"about {BUILDS[name][1]} minutes" if name in BUILDS else "minutes"
     logger.warning(
-        "building %s once (an open_clip %s trained on synthetic image-caption pairs; about "
-        "5 minutes on 2 CPU cores); cached as %s",
-        SYNTHCLIP,
+        "building %s once (an open_clip %s trained on synthetic image-caption pairs; %s on 2 "
+        "CPU cores); cached as %s",
+        name,
         MODEL,
+        minutes,
         path,
     )
-    state, record = train_synthclip(config, progress=progress)
+    state, record = train_synthclip(config, progress=progress, name=name)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     # The record first, the weights last: a weights file is only ever there complete.
@@ -157,17 +176,18 @@ def ensure_synthclip(
     return path
 
 
-def prepare_synthclip(cache_dir=None, seed: int = 0) -> str:
-    """``wsolbench prepare synthclip``: build (or find) the model in ``cache_dir``; returns what
-    to print — where it is, and how runs find it."""
+def prepare_synthclip(cache_dir=None, seed: int = 0, name: str = SYNTHCLIP) -> str:
+    """``wsolbench prepare synthclip`` (``synthclip-quick``): build (or find) the build ``name``
+    in ``cache_dir``; returns what to print — where it is, and how runs find it."""
     from dataclasses import replace
 
-    config = replace(DEFAULT_CONFIG, seed=int(seed))
-    path = ensure_synthclip(config, cache_dir, progress=True)
-    lines = [f"{SYNTHCLIP} (seed {config.seed}) is {path}"]
-    default = checkpoint_path(config) == path
-    if config != DEFAULT_CONFIG:
-        lines.append(f"not {SYNTHCLIP} itself: use it with -o clip.checkpoint={path}")
+    named = BUILDS[name][0]
+    config = replace(named, seed=int(seed))
+    path = ensure_synthclip(config, cache_dir, progress=True, name=name)
+    lines = [f"{name} (seed {config.seed}) is {path}"]
+    default = checkpoint_path(config, name=name) == path
+    if config != named:
+        lines.append(f"not {name} itself: use it with -o clip.checkpoint={path}")
     elif not default:
         lines.append(
             f"runs use it when WSOLBENCH_CACHE={Path(cache_dir).expanduser()}, or with "
@@ -176,19 +196,19 @@ def prepare_synthclip(cache_dir=None, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def synthclip_checkpoint(model_name: str) -> Path:
-    """The file behind the checkpoint name :data:`SYNTHCLIP` (built on first use), for a model
-    of ``model_name``, which must be :data:`MODEL` (``-o clip.model`` / ``-o text.model``).
+def synthclip_checkpoint(model_name: str, name: str = SYNTHCLIP) -> Path:
+    """The file behind the checkpoint name ``name`` of :data:`BUILDS` (built on first use), for a
+    model of ``model_name``, which must be :data:`MODEL` (``-o clip.model`` / ``-o text.model``).
 
     Raises:
         wsolbench.blocks.open_clip_configs.ClipWeightsError: another model was asked for.
     """
     if model_name != MODEL:
         raise ClipWeightsError(
-            f"checkpoint {SYNTHCLIP} holds an open_clip {MODEL}, not a {model_name}; pass "
+            f"checkpoint {name} holds an open_clip {MODEL}, not a {model_name}; pass "
             f"-o clip.model={MODEL} (TeD-Loc: -o text.model={MODEL}) with it"
         )
-    return ensure_synthclip(progress=True)
+    return ensure_synthclip(BUILDS[name][0], progress=True, name=name)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -200,8 +220,11 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
-def train_synthclip(config: SynthClipConfig, *, progress: bool = False) -> tuple[dict, dict]:
-    """Train :data:`MODEL` contrastively on rendered pairs.
+def train_synthclip(
+    config: SynthClipConfig, *, progress: bool = False, name: str = SYNTHCLIP
+) -> tuple[dict, dict]:
+    """Train :data:`MODEL` contrastively on rendered pairs (``name``: what the bars and the record
+    call it).
 
     Returns:
         The state dict (CPU tensors) and a JSON-ready record (config, digest, losses, timing).
@@ -222,7 +245,7 @@ def train_synthclip(config: SynthClipConfig, *, progress: bool = False) -> tuple
             images = torch.empty((config.pairs, 3, size, size), dtype=torch.uint8)
             captions = []
             for index in progress_bar(
-                range(config.pairs), desc=f"{SYNTHCLIP} pairs", enabled=progress, unit="pair"
+                range(config.pairs), desc=f"{name} pairs", enabled=progress, unit="pair"
             ):
                 pair = render_pair(
                     config.seed, index, size, config.background_fraction, config.head_radius
@@ -231,12 +254,12 @@ def train_synthclip(config: SynthClipConfig, *, progress: bool = False) -> tuple
                 captions.append(pair.caption)
             tokens = tokenizer(captions)
             rendered = time.monotonic() - started
-            losses = _fit(model, images, tokens, config, progress_bar, progress)
+            losses = _fit(model, images, tokens, config, progress_bar, progress, name)
     finally:
         torch.set_num_threads(threads)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     record = {
-        "name": SYNTHCLIP,
+        "name": name,
         "model": MODEL,
         "digest": config.digest(),
         "config": asdict(config),
@@ -251,7 +274,9 @@ def train_synthclip(config: SynthClipConfig, *, progress: bool = False) -> tuple
     return state, record
 
 
-def _fit(model, images, tokens, config: SynthClipConfig, progress_bar, progress: bool) -> list:
+def _fit(
+    model, images, tokens, config: SynthClipConfig, progress_bar, progress: bool, name: str
+) -> list:
     """AdamW with warm-up and cosine decay over ``config.steps`` steps; returns the losses.
 
     Args:
@@ -278,7 +303,7 @@ def _fit(model, images, tokens, config: SynthClipConfig, progress_bar, progress:
     batch = min(config.batch_size, count)
     order, position = torch.randperm(count, generator=generator), 0
     losses = []
-    bar = progress_bar(total=config.steps, desc=f"{SYNTHCLIP} training", enabled=progress)
+    bar = progress_bar(total=config.steps, desc=f"{name} training", enabled=progress)
     for step in range(config.steps):
         if position + batch > count:  # a new epoch: a new order
             order, position = torch.randperm(count, generator=generator), 0

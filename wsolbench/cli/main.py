@@ -112,6 +112,7 @@ def _add_prepare(commands) -> None:
             "synthetic",
             "synthetic-histo",
             "synthclip",
+            "synthclip-quick",
             "synthcam",
         ],
     )
@@ -124,7 +125,7 @@ def _add_prepare(commands) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="the prepared root to write (synthclip, synthcam: the cache folder; default "
+        help="the prepared root to write (synthclip[-quick], synthcam: the cache folder; default "
         "$WSOLBENCH_CACHE)",
     )
     parser.add_argument(
@@ -159,10 +160,11 @@ def _add_prepare(commands) -> None:
 def cmd_prepare(args) -> int:
     if args.adopt is not None and args.dataset != "synthcam":
         raise ValueError(f"--from is for prepare synthcam, not prepare {args.dataset}; drop it")
-    if args.dataset == "synthclip":  # wsolbench's CLIP of the synthetic world, into a cache
-        from wsolbench.blocks.synthclip import prepare_synthclip
+    if args.dataset in ("synthclip", "synthclip-quick"):  # wsolbench's CLIP of the synthetic world
+        from wsolbench.blocks.synthclip import SYNTHCLIP, SYNTHCLIP_QUICK, prepare_synthclip
 
-        print(prepare_synthclip(args.out, seed=args.seed))
+        name = SYNTHCLIP if args.dataset == "synthclip" else SYNTHCLIP_QUICK
+        print(prepare_synthclip(args.out, seed=args.seed, name=name))
         return 0
     if args.dataset == "synthcam":  # the CAM run TeD-Loc's synthetic preset learns from
         from wsolbench.blocks.cam_teacher import prepare_synthcam
