@@ -28,7 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+
+# The standard normal's CDF Φ and quantile Φ⁻¹: what scipy.stats.norm.cdf / .ppf compute (they
+# call these two), without scipy.stats' import (about half a second of every compare --ci / diff).
+from scipy.special import ndtr as normal_cdf
+from scipy.special import ndtri as normal_ppf
 
 BCA = "BCa"
 PERCENTILE = "percentile"
@@ -81,7 +85,7 @@ def bias_correction(rep: Replicates) -> float:
     below = np.count_nonzero(rep.values < rep.estimate - 1e-9)
     ties = np.count_nonzero(np.abs(rep.values - rep.estimate) <= 1e-9)  # equal up to rounding
     share = min(max((below + ties / 2) / b, 0.5 / b), 1 - 0.5 / b)
-    return float(norm.ppf(share))
+    return float(normal_ppf(share))
 
 
 def _map(kind: str, rep: Replicates) -> tuple[float, float]:
@@ -97,22 +101,22 @@ def _map(kind: str, rep: Replicates) -> tuple[float, float]:
 
 def _adjusted(beta: float, z0: float, a: float) -> float:
     """The quantile BCa reads for the nominal one ``beta`` (in (0, 1))."""
-    u = z0 + norm.ppf(beta)
+    u = z0 + normal_ppf(beta)
     denominator = 1 - a * u
     if denominator <= 0:  # beyond the pole the map folds back: the extreme end is meant
         return 1.0 if a > 0 else 0.0
-    return float(norm.cdf(z0 + u / denominator))
+    return float(normal_cdf(z0 + u / denominator))
 
 
 def _nominal(q: float, z0: float, a: float) -> float:
     """The inverse of :func:`_adjusted`: the nominal β whose adjusted quantile is ``q``."""
     if q <= 0 or q >= 1:
         return float(min(max(q, 0.0), 1.0))
-    w = norm.ppf(q) - z0
+    w = normal_ppf(q) - z0
     denominator = 1 + a * w
     if denominator <= 0:
         return 0.0 if a > 0 else 1.0
-    return float(norm.cdf(w / denominator - z0))
+    return float(normal_cdf(w / denominator - z0))
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
