@@ -36,12 +36,14 @@ $(EXAMPLE_STAMP): $(STAMP) $(EXAMPLE)/pyproject.toml
 # for TeD-Loc's text targets, so that it fits 9 minutes on 2 cores (README: the demo). Its rows say
 # so: a table names a run by what its -o overrides changed. TeD-Loc learns from the demo's own cam
 # run (teacher=run:), so no network is trained twice. synthclip-quick and center run beside cam,
-# one torch thread each; --resume keeps a finished run and continues an interrupted one.
+# one torch thread each (a background job ignores Ctrl-C: the trap stops it with the rest);
+# --resume keeps a finished run and continues an interrupted one.
 QUICK := -o train.max_epochs=14
 demo: install
 	{ $(BIN)/wsolbench prepare synthclip-quick && \
-	  $(BIN)/wsolbench run --method center --dataset synthetic --work-dir $(DEMO_DIR)/center \
-	    --resume; } & side=$$!; \
+	  $(BIN)/wsolbench run --method center --dataset synthetic --threads 1 \
+	    --work-dir $(DEMO_DIR)/center --resume; } & side=$$!; \
+	trap 'pkill -P $$side; kill $$side; exit 130' INT TERM; \
 	$(BIN)/wsolbench run --method cam --dataset synthetic $(QUICK) --threads 1 \
 	    --work-dir $(DEMO_DIR)/cam --resume; cam=$$?; wait $$side && exit $$cam
 	$(BIN)/wsolbench run --method tedloc --dataset synthetic $(QUICK) \

@@ -187,6 +187,13 @@ def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
     assert main([*argv, "-o", kwargs]) == 0
     again = load_result(tmp_path / "eval" / "result.json")
     assert again.counts["test"] == result.counts["test"]
+    # both name the changes that made the weights (num_workers 0 is the preset's own)
+    assert again.overrides == result.overrides == {
+        "train.max_epochs": 1,
+        "backbone.kwargs.channels": [8, 16],
+        "backbone.kwargs.strides": [2, 2],
+        "backbone.kwargs.dilations": [1, 1],
+    }
 
 
 def test_the_ilsvrc_classifier_starts_from_the_weights_fc(tmp_path):

@@ -179,6 +179,17 @@ def test_a_row_run_with_overrides_is_named_by_them(tmp_path):
     both = compare([tmp_path], published=False)
     assert _md_row(both, "cam (train.epochs=2, train.lr=0.1)")
     assert _md_row(both, "cam (train.epochs=50, train.lr=0.01)")
+    # two changed rows that differ in one key keep the override they share
+    shutil.rmtree(tmp_path / "preset")
+    shutil.copytree(tmp_path / "cam", tmp_path / "vgg")
+    for path in (tmp_path / "vgg").rglob("result.json"):
+        d = json.loads(path.read_text())
+        d["config"]["backbone"] = "vgg16"
+        d["overrides"]["backbone"] = "vgg16"
+        path.write_text(json.dumps(d))
+    two = compare([tmp_path], published=False)
+    assert _md_row(two, "cam (backbone=resnet50, train.epochs=2, train.lr=0.1)")
+    assert _md_row(two, "cam (backbone=vgg16, train.epochs=2, train.lr=0.1)")
 
 
 def test_pretrained_cell_keeps_every_part_by_its_short_name(tmp_path):

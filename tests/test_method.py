@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from wsolbench.config import TRAIN_DEFAULTS, ConfigError, parse_override, resolve_config
+from wsolbench.config import (
+    TRAIN_DEFAULTS,
+    ConfigError,
+    parse_override,
+    preset_changes,
+    resolve_config,
+)
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod, build_method
 from wsolbench.registry import METHODS, PluginError, get_method, register_method
 
@@ -70,6 +76,35 @@ def test_a_section_whose_type_changes_is_replaced_not_merged():
     assert scheduler == {"type": "CosineAnnealingLR"}  # no MultiStepLR milestones left over
     overridden = resolve_config(Trained, "cub", ["train.scheduler.type=none"])
     assert overridden["train"]["scheduler"] == {"type": "none"}
+
+
+def test_preset_changes_are_what_the_overrides_changed():
+    """What a result records as its overrides: leaves off the preset, a retyped section whole."""
+    assert preset_changes(Configured, "synthetic", resolve_config(Configured, "synthetic")) == {}
+    config = resolve_config(Configured, "synthetic", ["width=4", "head.depth=5"])
+    assert preset_changes(Configured, "synthetic", config) == {"head.depth": 5}  # 4 is the preset's
+    config = resolve_config(Trained, "cub", ["train.optimizer.type=AdamW"])
+    adam = resolve_config(Trained, "cub", ["train.optimizer.type=AdamW", "train.optimizer.lr=0.01"])
+    assert preset_changes(Trained, "cub", config) == {"train.optimizer.type": "AdamW"}
+    # lr 0.01 is also SGD's, but it belongs to another optimizer now: two configs, two records
+    assert preset_changes(Trained, "cub", adam) == {
+        "train.optimizer.type": "AdamW",
+        "train.optimizer.lr": 0.01,
+    }
+
+
+class WithWeights(WSOLMethod):
+    capabilities = Capabilities(trainable=False, pretrained_options=("net.pretrained",))
+    config = MethodConfig(defaults={"net": {"pretrained": True}, "width": 3})
+
+
+def test_preset_changes_without_pretrained_weights_leave_their_switches_out():
+    """--no-pretrained and eval switch the pretrained loading off: no override of the user's."""
+    off = resolve_config(WithWeights, None, ["net.pretrained=false"])
+    assert preset_changes(WithWeights, None, off) == {"net.pretrained": False}
+    assert preset_changes(WithWeights, None, off, no_pretrained=True) == {}
+    wider = resolve_config(WithWeights, None, ["net.pretrained=false", "width=5"])
+    assert preset_changes(WithWeights, None, wider, no_pretrained=True) == {"width": 5}
 
 
 def test_a_preset_may_replace_a_section_by_a_scalar():

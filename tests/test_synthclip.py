@@ -27,7 +27,6 @@ TINY_QUICK = replace(TINY, steps=2)
 @pytest.fixture
 def tiny_default(monkeypatch):
     """Make the named builds tiny (what ``synthclip-v1`` and ``synthclip-quick-v1`` resolve to)."""
-    monkeypatch.setattr(synthclip, "DEFAULT_CONFIG", TINY)
     monkeypatch.setattr(
         synthclip, "BUILDS", {SYNTHCLIP: (TINY, 1), SYNTHCLIP_QUICK: (TINY_QUICK, 1)}
     )
@@ -123,6 +122,7 @@ def test_the_quick_name_is_its_own_build_and_file(tiny_default, count_trainings)
     assert f"{SYNTHCLIP_QUICK}-{TINY_QUICK.digest()}.pt" in quick.source
     assert count_trainings == [TINY_QUICK]
     path = synthclip.checkpoint_path(TINY_QUICK, name=SYNTHCLIP_QUICK)
+    assert synthclip.checkpoint_path(name=SYNTHCLIP_QUICK) == path  # a name means its own config
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["name"] == SYNTHCLIP_QUICK and record["config"]["steps"] == TINY_QUICK.steps
     assert load_clip(MODEL, checkpoint=SYNTHCLIP).source != quick.source

@@ -225,15 +225,27 @@ def resolve_config(
     )
 
 
-def preset_changes(method: type[WSOLMethod], dataset: str | None, config: dict) -> dict[str, Any]:
+def preset_changes(
+    method: type[WSOLMethod], dataset: str | None, config: dict, *, no_pretrained: bool = False
+) -> dict[str, Any]:
     """The leaves of a resolved ``config`` that are not the method's preset for ``dataset``:
     what its ``-o`` overrides changed, as ``{"train.max_epochs": 14}`` (a run records them, and a
-    table names a row by them, so a changed run never passes for the preset's)."""
-    preset = dotted_leaves(resolve_config(method, dataset))
+    table names a row by them, so a changed run never passes for the preset's).
+
+    ``no_pretrained``: against the preset with its pretrained loading off (``--no-pretrained``,
+    and ``eval``, whose weights file replaces it). A section whose ``type`` changed is given
+    whole: its other keys belong to the new type, whatever values the old one had.
+    """
+    preset = resolve_config(method, dataset)
+    if no_pretrained:
+        preset = without_pretrained(method, preset)
+    before, after = dotted_leaves(preset), dotted_leaves(config)
+    changed = {key for key, value in after.items() if key not in before or before[key] != value}
+    retyped = [key.removesuffix("type") for key in changed if key.rpartition(".")[2] == "type"]
     return {
         key: value
-        for key, value in dotted_leaves(config).items()
-        if key not in preset or preset[key] != value
+        for key, value in after.items()
+        if key in changed or any(key.startswith(section) for section in retyped)
     }
 
 

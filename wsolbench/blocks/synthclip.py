@@ -117,12 +117,10 @@ def _open_clip_version() -> str:
     return version("open_clip_torch")
 
 
-#: What ``synthclip-v1`` is: the settings the presets' checkpoint name resolves to.
-DEFAULT_CONFIG = SynthClipConfig()
-#: The checkpoint names a run may pass, each with the settings it is built with, and the minutes
-#: its build took on this project's 2-core machine (one thread, beside another run).
+#: The checkpoint names a run may pass, each with the settings it is built with and about how
+#: many minutes its build takes on this project's 2-core machine (one thread; docs/synthetic.md).
 BUILDS: dict[str, tuple[SynthClipConfig, int]] = {
-    SYNTHCLIP: (DEFAULT_CONFIG, 6),
+    SYNTHCLIP: (SynthClipConfig(), 5),
     SYNTHCLIP_QUICK: (SynthClipConfig(steps=650), 4),
 }
 
@@ -130,8 +128,9 @@ BUILDS: dict[str, tuple[SynthClipConfig, int]] = {
 def checkpoint_path(
     config: SynthClipConfig | None = None, cache_dir=None, name: str = SYNTHCLIP
 ) -> Path:
-    """``<cache>/synthclip/<name>-<digest>.pt`` (whether or not it exists yet)."""
-    config = config or DEFAULT_CONFIG
+    """``<cache>/synthclip/<name>-<digest>.pt`` (whether or not it exists yet); ``config`` None:
+    the named build's."""
+    config = config or BUILDS[name][0]
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return cache / "synthclip" / f"{name}-{config.digest()}.pt"
 
@@ -146,7 +145,7 @@ def ensure_synthclip(
     """The cached checkpoint of ``config``, trained now if it is not there yet.
 
     Args:
-        config: the training settings (None: :data:`DEFAULT_CONFIG`, ``synthclip-v1``).
+        config: the training settings (None: those of the build ``name`` in :data:`BUILDS`).
         cache_dir: cache root (default ``$WSOLBENCH_CACHE`` or ``~/.cache/wsolbench``).
         progress: show progress bars while rendering and training.
         name: the build's name (:data:`BUILDS`), which the file and its record carry.
@@ -154,7 +153,7 @@ def ensure_synthclip(
     Returns:
         The path of a state-dict file of :data:`MODEL`, loadable with ``weights_only=True``.
     """
-    config = config or DEFAULT_CONFIG
+    config = config or BUILDS[name][0]
     path = checkpoint_path(config, cache_dir, name)
     if path.is_file():
         return path

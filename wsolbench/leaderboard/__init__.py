@@ -15,8 +15,9 @@ Rules every table follows:
   fingerprints existed (schema 1) count as one "unknown" fingerprint.
 - A row is (method, pretrained weights, config minus ``seed``): mean ± sample std (ddof=1) over its
   seeds. Runs with and without pretrained weights are never averaged together; a row without
-  pretrained weights is marked ``‡``. Two configs of one method are told apart by a label made of
-  the config keys that differ between them.
+  pretrained weights is marked ``‡``. A row's label names what its runs' ``-o`` overrides changed
+  from the preset (weights choices aside: the Pretrained cell names those), and two configs of one
+  method are told apart by the config keys that differ between them too.
 - Published figures are marked ``†`` with their source and threshold policy.
 - Runs are sorted by MaxBoxAccV2 (descending, rows without it last), published rows come after runs.
 - The localization map is always the ground-truth class's map; every table says so.

@@ -4,9 +4,9 @@ Metrics are recomputed from a result's stored per-threshold counts (never from i
 metrics, so a policy added later applies to old results). Runs that agree on
 :func:`wsolbench.results.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over
 their seeds; runs with and without pretrained weights are never averaged together. Two configs of
-one method are told apart by a label made of the config keys that differ between them; a method's
-only row is labelled with the keys its runs' ``-o`` overrides changed from the preset, if any
-(except those choosing a part's weights, which its Pretrained cell names by content).
+one method are told apart by a label made of the config keys that differ between them, and every
+row's label also names what its runs' ``-o`` overrides changed from the preset (except those
+choosing a part's weights, which its Pretrained cell names by content).
 """
 
 from __future__ import annotations
@@ -62,28 +62,31 @@ def _label_value(value: Any) -> str:
     return value if isinstance(value, str) else canonical(value)
 
 
-def _config_labels(configs: list[dict]) -> list[str]:
-    """For configs of one method: each one's ``key=value`` list of the keys that differ."""
+def _differing_keys(configs: list[dict]) -> list[str]:
+    """The dotted keys whose values differ between configs of one method."""
     flats = [dotted_leaves(c) for c in configs]
     keys = sorted({k for f in flats for k in f})
-    differing = [k for k in keys if len({canonical(f.get(k, "\0unset")) for f in flats}) > 1]
-    return [
-        ", ".join(f"{k}={_label_value(f[k]) if k in f else 'unset'}" for k in differing)
-        for f in flats
-    ]
+    return [k for k in keys if len({canonical(f.get(k, "\0unset")) for f in flats}) > 1]
 
 
 # the keys that choose a part's weights: ``<part>``, ``<part>.pretrained``, ``<part>.checkpoint``
 _WEIGHTS_KEYS = ("", ".pretrained", ".checkpoint")
 
 
-def _overrides_label(overrides: dict, parts: dict) -> str:
-    """``key=value`` for each override, except those choosing the weights of a part the
-    provenance names (``teacher``, ``text.checkpoint``): the Pretrained cell names them already,
-    by content."""
-    chosen = {part + suffix for part in parts for suffix in _WEIGHTS_KEYS}
-    shown = {k: v for k, v in overrides.items() if k not in chosen}
-    return ", ".join(f"{k}={_label_value(v)}" for k, v in sorted(shown.items()))
+def _shown_overrides(result: Result) -> dict[str, Any]:
+    """A run's overrides but those choosing the weights of a part its provenance names
+    (``teacher``, ``text.checkpoint``): the Pretrained cell names those already, by content."""
+    chosen = {part + suffix for part in result.provenance for suffix in _WEIGHTS_KEYS}
+    return {k: v for k, v in result.overrides.items() if k not in chosen}
+
+
+def _label(shown: dict[str, Any], config: dict, differing: list[str]) -> str:
+    """``key=value`` for the row's shown overrides and for the keys that tell it apart from its
+    method's other rows (``unset`` where its config lacks one)."""
+    flat = dotted_leaves(config)
+    items = {k: _label_value(v) for k, v in shown.items()}
+    items.update({k: _label_value(flat[k]) if k in flat else "unset" for k in differing})
+    return ", ".join(f"{k}={v}" for k, v in sorted(items.items()))
 
 
 def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
@@ -94,6 +97,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
         groups.setdefault(row_key(run[1]), []).append(run)
 
     rows: list[Row] = []
+    shown: list[dict[str, Any]] = []  # per row, the overrides its label shows
     for (method, _, _), members in groups.items():
         seed_independent = all(result.seed_independent for _, result, _ in members)
         if seed_independent:
@@ -121,9 +125,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
         rows.append(
             Row(
                 method=method,
-                # a lone row of its method is named by what its -o overrides changed (below: by
-                # the keys that differ when the method has several rows)
-                label=_overrides_label(members[0][1].overrides, members[0][1].provenance),
+                label="",  # below, once every row of the method is known
                 pretrained=members[0][1].pretrained,  # the first run's name for the weights
                 mean=mean,
                 std=std,
@@ -134,14 +136,15 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
                 cost=cost,
             )
         )
+        shown.append(_shown_overrides(members[0][1]))
 
-    by_method: dict[str, list[Row]] = {}
-    for row in rows:
-        by_method.setdefault(row.method, []).append(row)
+    by_method: dict[str, list[int]] = {}
+    for position, row in enumerate(rows):
+        by_method.setdefault(row.method, []).append(position)
     for same in by_method.values():
-        if len(same) > 1:
-            for row, label in zip(same, _config_labels([r.config for r in same]), strict=True):
-                row.label = label
+        differing = _differing_keys([rows[i].config for i in same]) if len(same) > 1 else []
+        for i in same:
+            rows[i].label = _label(shown[i], rows[i].config, differing)
     return rows
 
 

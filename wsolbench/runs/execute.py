@@ -204,7 +204,9 @@ def _evaluate_and_save(
         data_fingerprint=context.fingerprint,
         seed=spec.seed,
         config=context.config,
-        overrides=preset_changes(context.method_cls, spec.dataset, context.config),
+        overrides=preset_changes(
+            context.method_cls, spec.dataset, context.config, no_pretrained=spec.no_pretrained
+        ),
         pretrained=pretrained,
         metrics=metrics_from_counts(counts),
         counts=counts,
