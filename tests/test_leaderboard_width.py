@@ -49,8 +49,11 @@ def _copy_clip_patch(seed: int, target: Path) -> None:
 QUICK_CLIP = "file:synthclip-quick-v1-3d3c3574803c.pt (sha256 0b789f70aced, gelu)"
 DEMO_TEACHER = "run:cam (weights sha256 c77e3b87533c, data a1b07468cea2)"
 # the rows of make demo, named by what their -o overrides changed (the weights' by Pretrained)
-DEMO_ROWS = {"center": "center", "cam": "cam‡ (train.max_epochs=14)"}
-DEMO_ROWS["tedloc"] = "tedloc (train.max_epochs=14)"
+DEMO_ROWS = {
+    "center": "center",
+    "cam": "cam‡ (train.max_epochs=14)",
+    "tedloc": "tedloc (train.max_epochs=14)",
+}
 
 
 @pytest.fixture
