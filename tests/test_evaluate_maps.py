@@ -234,3 +234,41 @@ def test_the_workers_of_a_run_are_only_spawned_when_they_pay():
     assert worker_count(8, 500, (96, 96)) == 1  # synthetic-v1's test split: counted in-process
     assert worker_count(8, 50_000, (224, 224)) == 8
     assert worker_count(2, 399, (224, 224)) == 1 and worker_count(2, 400, (224, 224)) == 2
+
+
+def test_maps_sharing_a_header_read_as_numpy_reads_them(tmp_path):
+    """The reader parses a .npy header once and reads later files with the same header bytes
+    directly: every array equals np.load's (byte order, Fortran order, 0-d, empty), and a file cut
+    short after a known header is still refused, named."""
+    from wsolbench.counting import MapFileError, _read_npy
+
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.random((7, 5)).astype(np.float32),
+        rng.random((7, 5)).astype(">f8"),
+        np.asfortranarray(rng.random((6, 4))),
+        np.array(3.5),
+        np.zeros((0, 9), np.uint8),
+        rng.integers(0, 9, (3, 3), dtype=np.int16),
+    ]
+    for i, array in enumerate(arrays):
+        for twin in range(3):  # the first read parses the header, the others reuse it
+            path = tmp_path / f"{i}-{twin}.npy"
+            np.save(path, array + twin if array.size else array)
+            read = _read_npy(path)
+            expected = np.load(path)
+            assert read.dtype == expected.dtype and read.shape == expected.shape
+            assert np.array_equal(read, expected)
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes((tmp_path / "0-0.npy").read_bytes()[:-4])
+    with pytest.raises(MapFileError, match=f"map {cut} is not a readable .npy array"):
+        _read_npy(cut)
+
+
+def test_a_counting_process_keeps_its_freed_memory_where_malloc_is_glibcs():
+    """mallopt takes both settings under glibc, and elsewhere nothing is touched."""
+    import platform
+
+    from wsolbench.util.heap import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

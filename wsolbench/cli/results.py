@@ -52,6 +52,7 @@ def cmd_evaluate_maps(args) -> int:
     from wsolbench.data.metadata.parse import read_predictions
     from wsolbench.metrics import summarize
     from wsolbench.util.atomic import write_json_atomic
+    from wsolbench.util.heap import keep_freed_memory
 
     if not 0 < args.step < 1:
         raise ValueError(f"--step must be in (0, 1), not {args.step}")
@@ -79,6 +80,7 @@ def cmd_evaluate_maps(args) -> int:
         if not args.predictions.is_file():
             raise ValueError(f"--predictions {args.predictions}: no such file")
         predictions = read_predictions(args.predictions, meta.image_ids)
+    keep_freed_memory()  # this process only counts maps (and with --workers 1, counts them here)
     counts = evaluate_saved_maps(
         args.maps,
         meta,

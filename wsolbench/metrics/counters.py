@@ -154,10 +154,8 @@ class BoxCounter:
             u, gt, k, at_least=min(self.iou_thresholds) / 100
         )
         with_cls = self._check_cls_mode(label, topk)  # only now: a failed update changes nothing
-        outcome = {
-            "multi": np.stack([multi_score >= d / 100 for d in self.iou_thresholds]),
-            "largest": np.stack([largest_score >= d / 100 for d in self.iou_thresholds]),
-        }
+        fractions = np.divide(self.iou_thresholds, 100)[:, None]  # [D, 1]: d / 100, as floats
+        outcome = {"multi": multi_score >= fractions, "largest": largest_score >= fractions}
         for i, d in enumerate(self.iou_thresholds):
             self.multi[d] += outcome["multi"][i]
             self.largest[d] += outcome["largest"][i]

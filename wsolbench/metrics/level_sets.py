@@ -64,9 +64,13 @@ __all__ = ["level_scores", "threshold_scores"]
 
 
 @njit(cache=True, nogil=True)
-def _value_of_tau(present, k):
+def _value_of_tau(u, k):
     """Mask of each integer threshold k (on iff u > k) as a level: the smallest value present
     above k (u > k is u >= that value), 256 when none is. Returns ([T] levels, [256] used)."""
+    present = np.zeros(256, np.bool_)
+    for y in range(u.shape[0]):
+        for x in range(u.shape[1]):
+            present[u[y, x]] = True
     above = np.empty(256, np.int64)
     smallest = 256
     for v in range(255, -1, -1):
@@ -131,7 +135,7 @@ def threshold_scores(
     k = np.ascontiguousarray(k, dtype=np.int64)
     if k.size and (k.min() < 0 or k.max() > 255):
         raise ValueError("integer thresholds must lie in [0, 255]")
-    value, used = _value_of_tau(np.bincount(u.ravel(), minlength=256) > 0, k)
+    value, used = _value_of_tau(u, k)
     multi, largest = _scores_by_value(u, gt, used, float(at_least))
     return multi[value], largest[value]
 

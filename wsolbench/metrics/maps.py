@@ -60,19 +60,23 @@ class MapRangeError(ValueError):
 _REAL_KINDS = "biuf"
 
 
-def _check_real(scoremap: np.ndarray, name: str) -> None:
-    """Refuse what is not a non-empty 2-D map of finite real numbers, naming ``name``."""
+def _check_real(scoremap: np.ndarray, name: str) -> tuple:
+    """Refuse what is not a non-empty 2-D map of finite real numbers, naming ``name``; returns
+    its (min, max) as NumPy scalars."""
     if scoremap.ndim != 2:
         raise ValueError(f"{name}: a map must be 2-D [h, w]; got shape {scoremap.shape}")
     if scoremap.dtype.kind not in _REAL_KINDS:
         raise ValueError(f"{name}: a map must hold real numbers; got dtype {scoremap.dtype}")
     if scoremap.size == 0:
         raise ValueError(f"{name}: the map is empty (shape {scoremap.shape})")
-    if not np.isfinite(scoremap).all():
+    # min and max propagate NaN, and an inf is one of them: no pass of its own for finiteness
+    low, high = scoremap.min(), scoremap.max()
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
         raise NonFiniteError(
             f"{name}: the map holds NaN or inf; a map must hold finite scores (a NaN is never "
             "scored, not even as zeros)"
         )
+    return low, high
 
 
 def normalize_map(
@@ -146,9 +150,7 @@ def check_map(scoremap: np.ndarray, name: str) -> None:
         MapRangeError: naming ``name``, when the map leaves [0, 1].
         ValueError: naming ``name``, when the map is not 2-D, empty, or not real numbers.
     """
-    scoremap = np.asarray(scoremap)
-    _check_real(scoremap, name)
-    low, high = scoremap.min(), scoremap.max()
+    low, high = _check_real(np.asarray(scoremap), name)
     if low < 0 or high > 1:
         raise MapRangeError(
             f"{name}: map values must lie in [0, 1]; got min {low}, max {high}. "
@@ -158,4 +160,4 @@ def check_map(scoremap: np.ndarray, name: str) -> None:
 
 def quantize(scoremap: np.ndarray) -> np.ndarray:
     """[H, W] map in [0, 1] -> [H, W] uint8 ``floor(map * 255)``, in float64 like the reference."""
-    return (np.asarray(scoremap, dtype=np.float64) * 255).astype(np.uint8)
+    return np.multiply(scoremap, 255, dtype=np.float64).astype(np.uint8)

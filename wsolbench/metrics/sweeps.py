@@ -43,60 +43,72 @@ _X0, _Y0, _X1, _Y1, _SIZE, _KEY, _SUM = range(7)
 _COLS = 7
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
+def _u(i):
+    """An index as unsigned: numba indexes with a signed integer through a check and an add
+    for negative (from-the-end) indices on every access, and with an unsigned one directly.
+    Every index here is non-negative; on the sweeps' hot paths the check cost a sixth of their
+    time."""
+    return np.uint64(i)
+
+
+@njit(cache=True, nogil=True)
 def _find(parent, x):
     # Path halving: every visited node skips to its grandparent.
-    while parent[x] != x:
-        parent[x] = parent[parent[x]]
-        x = parent[x]
+    while parent[_u(x)] != x:
+        parent[_u(x)] = parent[_u(parent[_u(x)])]
+        x = parent[_u(x)]
     return x
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _union(parent, rec, a, b):
     """Join the roots a != b (by size); boxes, keys and sums combine. Returns the new root."""
-    if rec[a, _SIZE] < rec[b, _SIZE]:
+    if rec[_u(a), _SIZE] < rec[_u(b), _SIZE]:
         a, b = b, a
-    parent[b] = a
-    rec[a, _X0] = min(rec[a, _X0], rec[b, _X0])
-    rec[a, _Y0] = min(rec[a, _Y0], rec[b, _Y0])
-    rec[a, _X1] = max(rec[a, _X1], rec[b, _X1])
-    rec[a, _Y1] = max(rec[a, _Y1], rec[b, _Y1])
-    rec[a, _SIZE] += rec[b, _SIZE]
-    rec[a, _KEY] = min(rec[a, _KEY], rec[b, _KEY])
-    rec[a, _SUM] += rec[b, _SUM]
+    parent[_u(b)] = a
+    ra, rb = _u(a), _u(b)
+    rec[ra, _X0] = min(rec[ra, _X0], rec[rb, _X0])
+    rec[ra, _Y0] = min(rec[ra, _Y0], rec[rb, _Y0])
+    rec[ra, _X1] = max(rec[ra, _X1], rec[rb, _X1])
+    rec[ra, _Y1] = max(rec[ra, _Y1], rec[rb, _Y1])
+    rec[ra, _SIZE] += rec[rb, _SIZE]
+    rec[ra, _KEY] = min(rec[ra, _KEY], rec[rb, _KEY])
+    rec[ra, _SUM] += rec[rb, _SUM]
     return a
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _join(parent, rec, root, p, x, y, key, amount):
     """Pixel p (at padded x, y) joins the component of ``root``, or starts one if root < 0."""
     if root < 0:
-        parent[p] = p
-        rec[p, _X0] = x
-        rec[p, _Y0] = y
-        rec[p, _X1] = x
-        rec[p, _Y1] = y
-        rec[p, _SIZE] = 1
-        rec[p, _KEY] = key
-        rec[p, _SUM] = amount
+        r = _u(p)
+        parent[r] = p
+        rec[r, _X0] = x
+        rec[r, _Y0] = y
+        rec[r, _X1] = x
+        rec[r, _Y1] = y
+        rec[r, _SIZE] = 1
+        rec[r, _KEY] = key
+        rec[r, _SUM] = amount
         return p
-    parent[p] = root
-    rec[root, _X0] = min(rec[root, _X0], x)
-    rec[root, _Y0] = min(rec[root, _Y0], y)
-    rec[root, _X1] = max(rec[root, _X1], x)
-    rec[root, _Y1] = max(rec[root, _Y1], y)
-    rec[root, _SIZE] += 1
-    rec[root, _KEY] = min(rec[root, _KEY], key)
-    rec[root, _SUM] += amount
+    parent[_u(p)] = root
+    r = _u(root)
+    rec[r, _X0] = min(rec[r, _X0], x)
+    rec[r, _Y0] = min(rec[r, _Y0], y)
+    rec[r, _X1] = max(rec[r, _X1], x)
+    rec[r, _Y1] = max(rec[r, _Y1], y)
+    rec[r, _SIZE] += 1
+    rec[r, _KEY] = min(rec[r, _KEY], key)
+    rec[r, _SUM] += amount
     return root
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _link(parent, rec, root, nb):
     """Merge the component of the on-pixel nb into the one of ``root`` (which may be -1: none
     yet); returns the root of the result. The caller's pixel is not joined yet when root < 0."""
-    other = parent[nb]
+    other = parent[_u(nb)]
     if other == root:  # the common case: nb hangs right under the root already found
         return root
     other = _find(parent, other)
@@ -105,7 +117,7 @@ def _link(parent, rec, root, nb):
     return _union(parent, rec, root, other)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def best_iou(x0, y0, x1, y1, gt):
     """max over GT boxes of the inclusive-pixel IoU of (x0, y0, x1, y1), as metrics.box_iou."""
     best = 0.0
@@ -143,7 +155,7 @@ def smallest_gt_area(gt):
     return smallest if gt.shape[0] else 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _may_beat(x0, y0, x1, y1, best, gt_area):
     """Whether the box (x0, y0, x1, y1) could have an IoU above ``best`` (see _BOUND_MARGIN)."""
     return (x1 - x0 + 1) * (y1 - y0 + 1) * _BOUND_MARGIN >= best * gt_area
@@ -201,24 +213,24 @@ def components_sweep(height, width, order, starts, present, gt, floor, largest_r
         lowest += 1
     for value in range(255, lowest - 1, -1):
         for k in range(starts[value], starts[value + 1]):
-            y = order[k] >> 32
-            p = order[k] & 0xFFFFFFFF
+            y = order[_u(k)] >> 32
+            p = order[_u(k)] & 0xFFFFFFFF
             x = p - y * wp
-            c0 = windows[p - wp - 1]
-            c1 = windows[p - wp]
-            c2 = windows[p - 1]
-            c3 = windows[p]
-            windows[p - wp - 1] = c0 + 1
-            windows[p - wp] = c1 + 1
-            windows[p - 1] = c2 + 1
-            windows[p] = c3 + 1
+            c0 = windows[_u(p - wp - 1)]
+            c1 = windows[_u(p - wp)]
+            c2 = windows[_u(p - 1)]
+            c3 = windows[_u(p)]
+            windows[_u(p - wp - 1)] = c0 + 1
+            windows[_u(p - wp)] = c1 + 1
+            windows[_u(p - 1)] = c2 + 1
+            windows[_u(p)] = c3 + 1
             # A window turning 3 on adds 1/2, turning 4 on another 1/2.
             area = (c0 >> 1 == 1) + (c1 >> 1 == 1) + (c2 >> 1 == 1) + (c3 >> 1 == 1)
             root = -1
-            north = parent[p - wp] >= 0
-            south = parent[p + wp] >= 0
-            west = parent[p - 1] >= 0
-            east = parent[p + 1] >= 0
+            north = parent[_u(p - wp)] >= 0
+            south = parent[_u(p + wp)] >= 0
+            west = parent[_u(p - 1)] >= 0
+            east = parent[_u(p + 1)] >= 0
             # Two on 4-neighbours that are 8-adjacent (N and E, E and S, ...) are in one
             # component already: one link covers them, except opposite pairs (N and S, W and E)
             # with nothing on between them.
@@ -235,16 +247,16 @@ def components_sweep(height, width, order, starts, present, gt, floor, largest_r
             if west and east and not (north or south):
                 root = _link(parent, rec, root, p + 1)
             # So is a diagonal neighbour next to an on 4-neighbour.
-            if not (north or west) and parent[p - wp - 1] >= 0:
+            if not (north or west) and parent[_u(p - wp - 1)] >= 0:
                 root = _link(parent, rec, root, p - wp - 1)
-            if not (north or east) and parent[p - wp + 1] >= 0:
+            if not (north or east) and parent[_u(p - wp + 1)] >= 0:
                 root = _link(parent, rec, root, p - wp + 1)
-            if not (south or west) and parent[p + wp - 1] >= 0:
+            if not (south or west) and parent[_u(p + wp - 1)] >= 0:
                 root = _link(parent, rec, root, p + wp - 1)
-            if not (south or east) and parent[p + wp + 1] >= 0:
+            if not (south or east) and parent[_u(p + wp + 1)] >= 0:
                 root = _link(parent, rec, root, p + wp + 1)
             if _join(parent, rec, root, p, x, y, p, area) == p:
-                live[n_live] = p
+                live[_u(n_live)] = p
                 n_live += 1
 
         if not present[value]:
@@ -255,31 +267,31 @@ def components_sweep(height, width, order, starts, present, gt, floor, largest_r
         best_area = -1
         best_first = -1
         for i in range(n_live):
-            r = live[i]
-            if parent[r] != r:
+            r = live[_u(i)]
+            if parent[_u(r)] != r:
                 continue
-            live[kept] = r
+            live[_u(kept)] = r
             kept += 1
-            x0, y0 = rec[r, _X0] - 1, rec[r, _Y0] - 1
-            x1, y1 = min(rec[r, _X1], width - 1), min(rec[r, _Y1], height - 1)
+            x0, y0 = rec[_u(r), _X0] - 1, rec[_u(r), _Y0] - 1
+            x1, y1 = min(rec[_u(r), _X1], width - 1), min(rec[_u(r), _Y1], height - 1)
             if _may_beat(x0, y0, x1, y1, best, gt_area):
                 iou = best_iou(x0, y0, x1, y1, gt)
                 if iou > best:
                     best = iou
             # Top-level contours come last-found first: on ties the larger first pixel wins.
-            a = rec[r, _SUM]
-            if a > best_area or (a == best_area and rec[r, _KEY] > best_first):
+            a = rec[_u(r), _SUM]
+            if a > best_area or (a == best_area and rec[_u(r), _KEY] > best_first):
                 best_area = a
-                best_first = rec[r, _KEY]
+                best_first = rec[_u(r), _KEY]
                 win = r
         n_live = kept
         multi[value] = best
         if largest_rule and win >= 0:
             largest[value] = best_iou(
-                rec[win, _X0] - 1,
-                rec[win, _Y0] - 1,
-                min(rec[win, _X1], width - 1),
-                min(rec[win, _Y1], height - 1),
+                rec[_u(win), _X0] - 1,
+                rec[_u(win), _Y0] - 1,
+                min(rec[_u(win), _X1], width - 1),
+                min(rec[_u(win), _Y1], height - 1),
                 gt,
             )
     return multi, largest
@@ -336,22 +348,22 @@ def holes_sweep(height, width, order, starts, filled, present, gt, floor, at_lea
         highest -= 1
     for value in range(highest):
         for k in range(starts[value], starts[value + 1]):
-            y = order[k] >> 32
-            p = order[k] & 0xFFFFFFFF
+            y = order[_u(k)] >> 32
+            p = order[_u(k)] & 0xFFFFFFFF
             x = p - y * wp
             # The pixel's four 2x2 windows (indexed by their top-left pixel).
-            c0 = windows[p - wp - 1]
-            c1 = windows[p - wp]
-            c2 = windows[p - 1]
-            c3 = windows[p]
-            windows[p - wp - 1] = c0 + 1
-            windows[p - wp] = c1 + 1
-            windows[p - 1] = c2 + 1
-            windows[p] = c3 + 1
-            west = parent[p - 1] >= 0
-            north = parent[p - wp] >= 0
-            east = parent[p + 1] >= 0
-            south = parent[p + wp] >= 0
+            c0 = windows[_u(p - wp - 1)]
+            c1 = windows[_u(p - wp)]
+            c2 = windows[_u(p - 1)]
+            c3 = windows[_u(p)]
+            windows[_u(p - wp - 1)] = c0 + 1
+            windows[_u(p - wp)] = c1 + 1
+            windows[_u(p - 1)] = c2 + 1
+            windows[_u(p)] = c3 + 1
+            west = parent[_u(p - 1)] >= 0
+            north = parent[_u(p - wp)] >= 0
+            east = parent[_u(p + 1)] >= 0
+            south = parent[_u(p + wp)] >= 0
             # Euler count V - E + F: the pixel, its 4-adjacent pairs, the squares it completes.
             euler = 1 + (c0 == 3) + (c1 == 3) + (c2 == 3) + (c3 == 3)
             euler -= west + north + east + south
@@ -369,12 +381,13 @@ def holes_sweep(height, width, order, starts, filled, present, gt, floor, at_lea
             root = _join(parent, rec, root, p, x, y, filled[y, x], euler)
             # The area of the hole's box as scored below, before clipping (an upper bound).
             if (
-                not listed[root]
-                and (rec[root, _X1] - rec[root, _X0] + 4) * (rec[root, _Y1] - rec[root, _Y0] + 4)
+                not listed[_u(root)]
+                and (rec[_u(root), _X1] - rec[_u(root), _X0] + 4)
+                * (rec[_u(root), _Y1] - rec[_u(root), _Y0] + 4)
                 >= least_area
             ):
-                listed[root] = True
-                live[n_live] = root
+                listed[_u(root)] = True
+                live[_u(n_live)] = root
                 n_live += 1
 
         level = value + 1
@@ -384,28 +397,28 @@ def holes_sweep(height, width, order, starts, filled, present, gt, floor, at_lea
         kept = 0
         n_holding = 0
         for i in range(n_live):
-            r = live[i]
-            if parent[r] != r or rec[r, _KEY] < level:
+            r = live[_u(i)]
+            if parent[_u(r)] != r or rec[_u(r), _KEY] < level:
                 continue  # merged away, or reached the border (for good)
-            live[kept] = r
+            live[_u(kept)] = r
             kept += 1
             # The hole's box: its pixels' box from x0 - 1 to x1 + 2 (and y), clipped (fact 3).
-            x0, y0 = rec[r, _X0] - 2, rec[r, _Y0] - 2
-            x1, y1 = min(rec[r, _X1] + 1, width - 1), min(rec[r, _Y1] + 1, height - 1)
+            x0, y0 = rec[_u(r), _X0] - 2, rec[_u(r), _Y0] - 2
+            x1, y1 = min(rec[_u(r), _X1] + 1, width - 1), min(rec[_u(r), _Y1] + 1, height - 1)
             if _may_beat(x0, y0, x1, y1, best, gt_area):
                 iou = best_iou(x0, y0, x1, y1, gt)
                 if iou > best:
                     best = iou
-            if rec[r, _SUM] < 1:
-                holding[n_holding] = r
+            if rec[_u(r), _SUM] < 1:
+                holding[_u(n_holding)] = r
                 n_holding += 1
         n_live = kept
         multi[level] = best
         for j in range(n_holding):
-            r = holding[j]
+            r = holding[_u(j)]
             # What a hole holds lies inside its box.
-            x0, y0 = rec[r, _X0] - 2, rec[r, _Y0] - 2
-            x1, y1 = min(rec[r, _X1] + 1, width - 1), min(rec[r, _Y1] + 1, height - 1)
+            x0, y0 = rec[_u(r), _X0] - 2, rec[_u(r), _Y0] - 2
+            x1, y1 = min(rec[_u(r), _X1] + 1, width - 1), min(rec[_u(r), _Y1] + 1, height - 1)
             if _may_hold_better(x0, y0, x1, y1, best, at_least, gt):
                 nested[level] = True
                 break
