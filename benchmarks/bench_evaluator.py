@@ -31,7 +31,13 @@ see the same machine load, single process, single thread (and ``--threads`` for 
 
 The counts of every side must be identical; the script exits with status 1 otherwise.
 
+``--stages`` splits the fast path's time per map on ``--n`` maps in memory into its stages
+(checking and quantizing the map, the flood, sorting the filled map's pixels, the foreground
+and holes sweeps, and :func:`~wsolbench.metrics.level_sets.threshold_scores` whole), each stage
+run over all maps in turn.
+
     python benchmarks/bench_evaluator.py --n 50000            # ILSVRC's validation set's size
+    python benchmarks/bench_evaluator.py --stages --n 500     # where a map's time goes
     python benchmarks/bench_evaluator.py --in-memory          # 2,000 maps, fast vs literal
     python benchmarks/bench_evaluator.py --in-memory --literal both --json bench.json
 """
@@ -252,6 +258,53 @@ def time_kinds(sample: int, size: int, seed: int, step: float) -> dict[str, floa
     return {kind: 1000 * s / sample for kind, s in seconds.items()}
 
 
+def time_stages(n: int, size: int, seed: int, kind: str, step: float) -> dict[str, float]:
+    """ms per map of each stage of the fast path, on ``n`` maps of ``kind`` held in memory."""
+    from wsolbench.metrics import level_sets as LS
+    from wsolbench.metrics.maps import quantize
+    from wsolbench.metrics.pixel_order import flood, pixels_by_value
+    from wsolbench.metrics.sweeps import components_sweep, holes_sweep
+    from wsolbench.util.heap import keep_freed_memory
+
+    keep_freed_memory()  # as in a counting process
+    maps, boxes = make_workload(n, size, seed, kind)
+    thresholds = M.threshold_grid(step)
+    at_least = min(IOUS) / 100
+    used = np.ones(256, dtype=bool)
+    floor = np.zeros(256)
+
+    def prepared(m):
+        M.check_map(m, "map")
+        u = quantize(m)
+        return u, (thresholds * float(u.max())).astype(np.int64)
+
+    prep = [prepared(m) for m in maps]
+    filled = [flood(u) for u, _ in prep]
+    order = [pixels_by_value(f[0][1:-1, 1:-1]) for f in filled]
+    stages = {
+        "check and quantize": lambda i: prepared(maps[i]),
+        "flood": lambda i: flood(prep[i][0]),
+        "sort the filled map's pixels": lambda i: pixels_by_value(filled[i][0][1:-1, 1:-1]),
+        "foreground sweep (filled map)": lambda i: components_sweep(
+            size, size, *order[i], used, boxes[i], floor, True
+        ),
+        "holes sweep": lambda i: holes_sweep(
+            size, size, filled[i][1], filled[i][2], filled[i][0], used, boxes[i], floor, at_least
+        ),
+        "threshold_scores, whole": lambda i: LS.threshold_scores(
+            prep[i][0], boxes[i], prep[i][1], at_least
+        ),
+    }
+    seconds = {}
+    for name, stage in stages.items():
+        stage(0)  # numba: compile or load
+        start = time.perf_counter()
+        for i in range(n):
+            stage(i)
+        seconds[name] = 1000 * (time.perf_counter() - start) / n
+    return seconds
+
+
 def run_disk(args) -> int:
     """evaluate-maps on maps written to disk, 1 and N workers; the reference; noisy maps."""
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-evaluator-"))
@@ -355,7 +408,17 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds-sample", type=int, default=500, help="maps of each kind timed in turn (500)"
     )
     parser.add_argument("--folder", help="where to write the maps (default: a temp dir)")
+    parser.add_argument(
+        "--stages", action="store_true", help="ms per map of each stage of the fast path"
+    )
     args = parser.parse_args(argv)
+    if args.stages:
+        kind = "cam" if args.maps == "both" else args.maps
+        print(f"load average before: {os.getloadavg()[0]:.2f}; {args.n} {kind} maps in memory")
+        for name, ms in time_stages(args.n, args.size, args.seed, kind, args.step).items():
+            print(f"  {name:32s} {ms:6.3f} ms/map")
+        print(f"  load average after: {os.getloadavg()[0]:.2f}")
+        return 0
     if not args.in_memory:
         if args.maps == "both":
             parser.error(
