@@ -229,6 +229,13 @@ def test_check_map_names_the_map():
         M.check_map(np.array([[0.0, np.nan]]), "img_7")
     with pytest.raises(ValueError, match="img_7.*NaN or inf"):
         M.check_map(np.array([[0.0, np.inf]]), "img_7")
+    # finiteness is read off min and max: a NaN or an inf anywhere, in any float type, shows there
+    for bad in (np.nan, np.inf, -np.inf):
+        for dtype in (np.float16, np.float32, np.float64):
+            scoremap = np.full((5, 4), 0.5, dtype)
+            scoremap[3, 1] = bad
+            with pytest.raises(NonFiniteError, match="img_7.*NaN or inf"):
+                M.check_map(scoremap, "img_7")
     with pytest.raises(ValueError, match=r"img_7.*\[0, 1\].*max 1.5"):
         M.check_map(np.array([[0.0, 1.5]]), "img_7")
     with pytest.raises(ValueError, match="img_7"):
