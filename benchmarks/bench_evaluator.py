@@ -10,8 +10,9 @@ By default it measures ``evaluate-maps`` as a user runs it: ``--n`` maps are wri
 ``<id>.npy`` (float32) with a metadata split of their boxes and labels (1,000 classes) and a
 predictions file (top-5 classes, the first right about 3 times in 4), then ``wsolbench
 evaluate-maps --predictions`` (V1 + V2 + GT-known + Top-1/5, step ``--step``) runs as a whole
-process with 1 worker and with ``--workers`` workers. It prints the wall time and ms per map of
-each and their ratio, whether the counts are identical, the ratio to the reference evaluator's
+process with 1 worker and with ``--workers`` workers (after ``sync``, so that the maps' own
+write-back is not timed). It prints the wall time and ms per map of each, its CPU time per map
+(user + system, workers included), the ratio of the wall times, whether the counts are identical, the ratio to the reference evaluator's
 structure (``literal_box_counts(reference_structure=True)``) timed on ``--reference-sample`` of
 the maps, and the fast path's time per map on noisy against CAM-like maps (``--kinds-sample``
 of each, timed map by map in turn in this process). Progress is one line per 10 %.
@@ -48,6 +49,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -227,20 +229,26 @@ def write_maps(folder: Path, n: int, size: int, seed: int, kind: str) -> None:
     (folder / "predictions.csv").write_text("\n".join(predictions) + "\n")
 
 
-def evaluate_maps_wall(folder: Path, step: float, size: int, workers: int) -> tuple[float, dict]:
-    """Wall seconds of ``wsolbench evaluate-maps`` as a process, and the counts it wrote."""
+def evaluate_maps_wall(
+    folder: Path, step: float, size: int, workers: int
+) -> tuple[float, float, dict]:
+    """Wall and CPU seconds (user + system, its workers included) of ``wsolbench evaluate-maps``
+    as a process, and the counts it wrote."""
     out = folder / f"counts-{workers}.json"
     argv = [sys.executable, "-m", "wsolbench", "evaluate-maps", "--maps", str(folder / "maps")]
     argv += ["--metadata", str(folder / "meta"), "--step", str(step), "--size", str(size)]
     argv += [str(size), "--predictions", str(folder / "predictions.csv")]
     argv += ["--workers", str(workers), "--json", str(out)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     # its own progress lines (every 30 s) are left out: this script prints one per 10 %
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         sys.exit(f"evaluate-maps failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return wall, json.loads(out.read_text())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, json.loads(out.read_text())
 
 
 def time_kinds(sample: int, size: int, seed: int, step: float) -> dict[str, float]:
@@ -315,14 +323,16 @@ def run_disk(args) -> int:
     print(f"load average before: {load_before:.2f}; writing {args.n} maps to {folder}")
     try:
         write_maps(folder, args.n, args.size, args.seed, args.maps)
-        walls, counts = {}, {}
+        os.sync()  # the maps' own write-back would otherwise run during the first timing
+        walls, cpus, counts = {}, {}, {}
         for workers in sorted({1, args.workers}):
-            walls[workers], counts[workers] = evaluate_maps_wall(
+            walls[workers], cpus[workers], counts[workers] = evaluate_maps_wall(
                 folder, args.step, args.size, workers
             )
             print(
                 f"  evaluate-maps, {workers} worker(s): {walls[workers]:7.1f} s wall, "
-                f"{1000 * walls[workers] / args.n:6.2f} ms/map (whole process)",
+                f"{1000 * walls[workers] / args.n:6.2f} ms/map (whole process); CPU "
+                f"{1000 * cpus[workers] / args.n:.2f} ms/map",
                 flush=True,
             )
         sample = min(args.reference_sample, args.n)
@@ -356,7 +366,7 @@ def run_disk(args) -> int:
     if args.json:
         figures = {
             "n": args.n, "maps": args.maps, "size": args.size, "step": args.step,
-            "wall_seconds": walls, "reference_ms_per_map": reference_ms,
+            "wall_seconds": walls, "cpu_seconds": cpus, "reference_ms_per_map": reference_ms,
             "reference_sample": sample, "kinds_ms_per_map": kinds, "identical": identical,
             "load_average": [load_before, load_after],
         }  # fmt: skip
