@@ -12,10 +12,11 @@ predictions file (top-5 classes, the first right about 3 times in 4), then ``wso
 evaluate-maps --predictions`` (V1 + V2 + GT-known + Top-1/5, step ``--step``) runs as a whole
 process with 1 worker and with ``--workers`` workers (after ``sync``, so that the maps' own
 write-back is not timed). It prints the wall time and ms per map of each, its CPU time per map
-(user + system, workers included), the ratio of the wall times, whether the counts are identical, the ratio to the reference evaluator's
-structure (``literal_box_counts(reference_structure=True)``) timed on ``--reference-sample`` of
-the maps, and the fast path's time per map on noisy against CAM-like maps (``--kinds-sample``
-of each, timed map by map in turn in this process). Progress is one line per 10 %.
+(user + system, workers included), the ratio of the wall times, whether the counts are
+identical, the ratio to the reference evaluator's structure
+(``literal_box_counts(reference_structure=True)``) timed on ``--reference-sample`` of the maps,
+and the fast path's time per map on noisy against CAM-like maps (``--kinds-sample`` of each,
+timed map by map in turn in this process). Progress is one line per 10 %.
 
 ``--in-memory`` times the sides on maps held in memory instead, map by map in turn so that all
 see the same machine load, single process, single thread (and ``--threads`` for the fast path):
