@@ -279,6 +279,7 @@ def time_stages(n: int, size: int, seed: int, kind: str, step: float) -> dict[st
     thresholds = M.threshold_grid(step)
     at_least = min(IOUS) / 100
     used = np.ones(256, dtype=bool)
+    used[0] = False  # the lowest threshold, 0, keeps the pixels above 0: level 1 up
     floor = np.zeros(256)
 
     def prepared(m):
