@@ -5,7 +5,8 @@ pixel orders, the filled map) and frees them again. glibc's malloc serves blocks
 with a fresh ``mmap`` and gives them back on ``free``, and trims the top of its heap as soon as
 enough of it is free; either way the next map's arrays are new pages, each one faulted in and
 zeroed by the kernel: about 150 page faults per map, a fifth of the counting time
-(``benchmarks/bench_evaluator.py``, 10,000 maps, one process: 22.5 s, 17.9 s with the heap kept).
+(``wsolbench evaluate-maps --workers 1`` on 10,000 of ``benchmarks/bench_evaluator.py``'s maps:
+22.5 s, 17.9 s with the heap kept).
 """
 
 from __future__ import annotations
