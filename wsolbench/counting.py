@@ -185,7 +185,8 @@ def _read_npy(path: Path) -> np.ndarray:
             f"map {path} is not a NumPy array file (.npy); save each map with "
             "numpy.save(path, array)"
         )
-    layout = _npy_layouts.get(_npy_header(data))
+    header = _npy_header(data)
+    layout = _npy_layouts.get(header)
     if layout is not None and len(data) >= layout[0] + layout[1].itemsize * math.prod(layout[2]):
         return _array_at(data, *layout)
     try:
@@ -199,7 +200,6 @@ def _read_npy(path: Path) -> np.ndarray:
         raise MapFileError(f"map {path} is not a readable .npy array: {exc}") from None
     except (OSError, EOFError) as exc:
         raise MapFileError(f"map {path} is not a readable .npy array: {exc}") from None
-    header = _npy_header(data)
     if len(_npy_layouts) < 64:  # a folder's maps share one or a few headers
         _npy_layouts[header] = (len(header), array.dtype, array.shape, np.isfortran(array))
     return array

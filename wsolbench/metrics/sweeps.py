@@ -123,6 +123,22 @@ def _link(parent, rec, root, nb):
 
 
 @njit(cache=True, nogil=True)
+def _add_to_windows(windows, p, wp):
+    """Count pixel p into its four 2x2 windows (each indexed by its top-left pixel, on the grid
+    of row length ``wp``); returns their counts before it (north-west, north-east, south-west,
+    south-east window)."""
+    c0 = windows[_u(p - wp - 1)]
+    c1 = windows[_u(p - wp)]
+    c2 = windows[_u(p - 1)]
+    c3 = windows[_u(p)]
+    windows[_u(p - wp - 1)] = c0 + 1
+    windows[_u(p - wp)] = c1 + 1
+    windows[_u(p - 1)] = c2 + 1
+    windows[_u(p)] = c3 + 1
+    return c0, c1, c2, c3
+
+
+@njit(cache=True, nogil=True)
 def best_iou(x0, y0, x1, y1, gt):
     """max over GT boxes of the inclusive-pixel IoU of (x0, y0, x1, y1), as metrics.box_iou."""
     best = 0.0
@@ -221,14 +237,7 @@ def components_sweep(height, width, order, starts, present, gt, floor, largest_r
             y = order[_u(k)] >> 32
             p = order[_u(k)] & 0xFFFFFFFF
             x = p - y * wp
-            c0 = windows[_u(p - wp - 1)]
-            c1 = windows[_u(p - wp)]
-            c2 = windows[_u(p - 1)]
-            c3 = windows[_u(p)]
-            windows[_u(p - wp - 1)] = c0 + 1
-            windows[_u(p - wp)] = c1 + 1
-            windows[_u(p - 1)] = c2 + 1
-            windows[_u(p)] = c3 + 1
+            c0, c1, c2, c3 = _add_to_windows(windows, p, wp)
             # A window turning 3 on adds 1/2, turning 4 on another 1/2.
             area = (c0 >> 1 == 1) + (c1 >> 1 == 1) + (c2 >> 1 == 1) + (c3 >> 1 == 1)
             root = -1
@@ -356,15 +365,7 @@ def holes_sweep(height, width, order, starts, filled, present, gt, floor, at_lea
             y = order[_u(k)] >> 32
             p = order[_u(k)] & 0xFFFFFFFF
             x = p - y * wp
-            # The pixel's four 2x2 windows (indexed by their top-left pixel).
-            c0 = windows[_u(p - wp - 1)]
-            c1 = windows[_u(p - wp)]
-            c2 = windows[_u(p - 1)]
-            c3 = windows[_u(p)]
-            windows[_u(p - wp - 1)] = c0 + 1
-            windows[_u(p - wp)] = c1 + 1
-            windows[_u(p - 1)] = c2 + 1
-            windows[_u(p)] = c3 + 1
+            c0, c1, c2, c3 = _add_to_windows(windows, p, wp)
             west = parent[_u(p - 1)] >= 0
             north = parent[_u(p - wp)] >= 0
             east = parent[_u(p + 1)] >= 0
