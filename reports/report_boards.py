@@ -7,6 +7,7 @@ the CSV are those the results recorded): the same results give the same bytes, w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from report_settings import REPORTS, RESULTS
@@ -45,7 +46,9 @@ def render_leaderboards(results: Path = RESULTS, out_dir: Path = REPORTS) -> lis
     built = {}  # (policy, resamples) -> boards: built (and bootstrapped) once for every format
     for name, (policy, fmt, resamples, wide) in LEADERBOARD_FILES.items():
         if (policy, resamples) not in built:
-            built[policy, resamples] = build_leaderboards([results], policy=policy, ci=resamples)
+            built[policy, resamples] = build_leaderboards(
+                [results], policy=policy, ci=resamples, workers=os.cpu_count() or 1
+            )
         path = Path(out_dir) / name
         write_text_atomic(path, render_boards(built[policy, resamples], fmt, wide=wide))
         written.append(path)

@@ -13,12 +13,9 @@ from wsolbench.results.bootstrap import (
     BootstrapError,
     metric_terms,
     metric_value,
-    paired_difference,
     per_seed_resampled_by_key,
     resample_weights,
     resampled,
-    row_replicates,
-    row_replicates_by_key,
 )
 from wsolbench.results.confidence import BCA, PERCENTILE, Replicates, interval
 from wsolbench.results.per_image import (
@@ -30,6 +27,7 @@ from wsolbench.results.per_image import (
     save_records,
 )
 from wsolbench.results.record import METRIC_KEYS, load_result
+from wsolbench.results.row_bootstrap import paired_difference, row_replicates, row_replicates_by_key
 
 STEP = 0.01  # 100 thresholds keep the tests fast; the code does not depend on the grid
 
@@ -345,10 +343,50 @@ def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
     assert "2 different" in capsys.readouterr().err
 
 
+def test_compare_ci_resamples_the_same_in_any_number_of_workers(monkeypatch):
+    """compare --ci's runs resampled by worker processes, each reading its run's records, give
+    exactly the replicates of one process: the committed synthetic-v1 board, whose rows of five
+    seeds draw them (two-level) beside seed-independent rows."""
+    import wsolbench.results.intervals as intervals
+    from wsolbench.leaderboard import build_leaderboard
+    from wsolbench.results.record import find_results
+
+    board = build_leaderboard([Path(__file__).parents[1] / "reports/results/synthetic-v1"])
+    rows = [
+        [intervals.load_run_records(f, r, "test", "oracle") for f, r in find_results(row.files)]
+        for row in board.rows
+        if not row.published
+    ]
+    assert max(map(len, rows)) == 5 and min(map(len, rows)) == 1
+    settings = {"resamples": 200, "seed": 3, "kind": BCA}
+    alone = intervals.replicates(rows, board.metric_keys, **settings, workers=2)  # too little work
+    pools = []
+
+    def pool(workers, **kwargs):
+        pools.append(workers)
+        return real_pool(workers, **kwargs)
+
+    real_pool = intervals.ProcessPoolExecutor
+    monkeypatch.setattr(intervals, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(intervals, "RESAMPLED_IMAGES_PER_WORKER", 1)
+    shared = intervals.replicates(rows, board.metric_keys, **settings, workers=2)
+    assert pools == [2]
+    assert [list(row) for row in shared] == [list(row) for row in alone]
+    assert all("pxap" in row for row in alone) and any("top1_loc" in row for row in alone)
+    for row_alone, row_shared in zip(alone, shared, strict=True):
+        for key, rep in row_alone.items():
+            assert row_shared[key].estimate == rep.estimate
+            assert np.array_equal(row_shared[key].values, rep.values)
+            assert np.array_equal(row_shared[key].jackknife, rep.jackknife)
+
+
 def test_models_fixed_is_refused_without_ci(two_rows, capsys):
     from wsolbench.cli.main import main
 
     assert main(["compare", str(two_rows), "--no-published", "--models-fixed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--ci" in err[0]
+    assert main(["compare", str(two_rows), "--no-published", "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--ci" in err[0]
     assert main(["compare", str(two_rows), "--no-published", "--ci", "--models-fixed"]) == 0

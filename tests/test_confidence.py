@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from wsolbench.results.bootstrap import (
-    metric_terms,
-    paired_difference,
-    row_replicates,
-)
+from wsolbench.results.bootstrap import metric_terms
 from wsolbench.results.confidence import (
     BCA,
     PERCENTILE,
@@ -21,6 +17,7 @@ from wsolbench.results.confidence import (
     p_value,
 )
 from wsolbench.results.per_image import SplitRecords
+from wsolbench.results.row_bootstrap import paired_difference, row_replicates
 from wsolbench.results.ties import holm, letter_groups, supported_order
 
 
@@ -167,7 +164,7 @@ def test_two_level_bootstrap_sees_seed_noise():
 
 
 def test_seed_draws_are_k_with_replacement_and_rows_draw_apart():
-    from wsolbench.results.bootstrap import draw_seeds
+    from wsolbench.results.row_bootstrap import draw_seeds
 
     counts = draw_seeds(5, 400, seed=1, stream=0)
     assert counts.shape == (400, 5) and (counts.sum(axis=1) == 5).all()
@@ -246,7 +243,9 @@ def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
     n = 400
 
     def run(name: str, level: float) -> RunRecords:
-        return RunRecords(Path(name), None, _cls_records(rng.random(n) < level), None)
+        return RunRecords(
+            Path(name), None, _cls_records(rng.random(n) < level), "test", "oracle", None
+        )
 
     rows = [[run(f"a{s}", lv) for s, lv in enumerate((0.8, 0.7, 0.75))], [run("b", 0.5)]]
     rows.append([run("c", 0.52)])

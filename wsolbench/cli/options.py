@@ -77,6 +77,18 @@ def add_count_workers(parser) -> None:
     )
 
 
+def add_resampling_workers(parser) -> None:
+    """``--workers N``: processes resampling compare --ci's rows (None when not given: compare
+    refuses it without --ci); the intervals do not depend on it."""
+    parser.add_argument(
+        "--workers",
+        type=int_in(1, MAX_WORKERS, "resampling processes"),
+        default=None,
+        help="processes resampling the rows for --ci (default: every core; a small board is "
+        "resampled in one process); the intervals do not depend on it",
+    )
+
+
 def add_threads(parser) -> None:
     """``--threads N``: torch's intra-op CPU threads for the whole run (run, eval, reproduce)."""
     parser.add_argument(

@@ -3,11 +3,13 @@ describe data, or read results (no model is built)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from wsolbench.cli.options import (
     add_count_workers,
     add_resampling,
+    add_resampling_workers,
     check_output,
     refuse_without,
     resampling,
@@ -165,6 +167,7 @@ def add_compare(commands) -> None:
     )
     add_resampling(parser)
     _add_models_fixed(parser)
+    add_resampling_workers(parser)
     parser.set_defaults(handler=cmd_compare)
 
 
@@ -221,7 +224,7 @@ def cmd_compare(args) -> int:
     from wsolbench.leaderboard import compare
     from wsolbench.util.atomic import write_text_atomic
 
-    refuse_without(args, "ci", ("resamples", "ci_seed", "models_fixed"))
+    refuse_without(args, "ci", ("resamples", "ci_seed", "models_fixed", "workers"))
     check_output(args.output, "--output", folder=False)
     resamples, seed = resampling(args) if args.ci else (0, 0)
     published = False if args.no_published else (args.published or True)
@@ -235,6 +238,7 @@ def cmd_compare(args) -> int:
         ci=resamples,
         ci_seed=seed,
         models_fixed=bool(args.models_fixed),
+        workers=args.workers or os.cpu_count() or 1,
         wide=args.wide,
     )
     if args.output:

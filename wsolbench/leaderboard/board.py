@@ -39,6 +39,7 @@ def compare(
     ci: int = 0,
     ci_seed: int = 0,
     models_fixed: bool = False,
+    workers: int = 1,
     wide: bool = False,
 ) -> str:
     """Render the leaderboard of the results under ``paths``.
@@ -59,6 +60,8 @@ def compare(
         ci_seed: seeds the resampling.
         models_fixed: resample the test images only; by default a row with several seeds also
             has its seeds drawn on every resample (two-level).
+        workers: processes resampling the rows for ``ci`` (the intervals do not depend on it;
+            :func:`wsolbench.results.intervals.replicates`).
         wide: every column, and each weights source in full in its Pretrained cell; by default
             the cells name the weights by short names spelled out in a footnote, and markdown
             keeps the columns that fit 120 characters (:mod:`~wsolbench.leaderboard.columns`).
@@ -84,6 +87,7 @@ def compare(
         ci=ci,
         ci_seed=ci_seed,
         models_fixed=models_fixed,
+        workers=workers,
     )
     return render_boards(boards, fmt, wide=wide)
 
@@ -119,6 +123,7 @@ def build_leaderboards(
     ci: int = 0,
     ci_seed: int = 0,
     models_fixed: bool = False,
+    workers: int = 1,
 ) -> list[Leaderboard]:
     """One :class:`Leaderboard` per data fingerprint (only one unless ``by_data``)."""
     from wsolbench.metrics import parse_policy  # numpy + OpenCV: only when a table is built
@@ -136,7 +141,7 @@ def build_leaderboards(
     ]
     if ci:
         for board, members in zip(boards, groups, strict=True):
-            _add_intervals(board, dict(members), ci, ci_seed, models_fixed)
+            _add_intervals(board, dict(members), ci, ci_seed, models_fixed, workers)
     return boards
 
 
@@ -146,6 +151,7 @@ def _add_intervals(
     resamples: int,
     seed: int,
     models_fixed: bool,
+    workers: int,
 ) -> None:
     """Intervals for every run row's cells, and the rows' letter groups on the ranking metric."""
     from wsolbench.results.confidence import interval_kind
@@ -172,6 +178,7 @@ def _add_intervals(
         seed=seed,
         kind=kind,
         models_fixed=models_fixed,
+        workers=workers,
     )
     for row, cells in zip(rows, row_intervals(reps, kind), strict=True):
         row.ci = cells

@@ -19,20 +19,7 @@ differences and a cumulative sum: 1,000 resamples of 50,000 images in about two 
 (``benchmarks/bench_bootstrap.py``). The leave-one-image-out values BCa needs are the summed
 curves minus each image's own curve (sums are linear), a chunk of images at a time.
 
-Seeds and images. A row of a leaderboard is the mean over its k seeds, all evaluated on the same
-test images, so every seed of every row is evaluated on the same image resamples (rows stay
-paired). Two questions, two bootstraps (:func:`row_replicates`):
-
-- two-level (the default where a row has k >= 2 seeds): each resample also draws k of the row's
-  seeds with replacement and averages the drawn seeds' metrics: "another training run and another
-  test set". Two rows draw their seeds independently; a seed-independent or single-seed row has
-  no seed level. The jackknife behind BCa's acceleration leaves out images only.
-- models fixed: the seed mean of the row's own seeds on every resample: "these trained models on
-  another test set".
-
-Paired difference (``wsolbench diff``): the replicates of ``mean(A) - mean(B)`` are the
-differences of both rows' replicates on the same image resamples; interval and p-value come from
-them by one construction (:mod:`wsolbench.results.confidence`).
+A row of a leaderboard (its seeds) is resampled in :mod:`wsolbench.results.row_bootstrap`.
 """
 
 from __future__ import annotations
@@ -44,14 +31,12 @@ from functools import partial
 import numpy as np
 
 from wsolbench.metrics.overlap import OVERLAP_KEYS, overlap_curves
-from wsolbench.results.confidence import BCA, PERCENTILE, Replicates, interval, p_value
 from wsolbench.results.per_image import SplitRecords
 
 CHUNK = 100  # resamples drawn and evaluated at a time (bounds memory: CHUNK x N weights)
 # images left out at a time for the jackknife: bounds memory to about JACKKNIFE_CHUNK x C x T
 # float64 (2,000 x 3 x 1,000: 48 MB) whatever N is
 JACKKNIFE_CHUNK = 2000
-SEED_DRAWS = 0x5EED  # keys the seed draws' generators apart from the image weights' ones
 # kinds whose terms are per-image mask histograms (dense), not sparse curve differences
 HISTOGRAM_KINDS = ("pxap", "overlap", "overlap_own")
 
@@ -324,163 +309,6 @@ def jackknife_values(terms: MetricTerms) -> np.ndarray:
 def _left_out(terms: MetricTerms, sums: np.ndarray, start: int, stop: int) -> np.ndarray:
     """[stop - start, C * width]: ``sums`` without each of images ``start:stop`` in turn."""
     return sums[None, :] - _image_terms(terms, start, stop)
-
-
-def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
-    """float64 [resamples, k]: how often each of a row's k seeds is drawn in each resample (k
-    draws with replacement); ``stream`` (the row's position) keeps two rows' draws independent."""
-    rng = np.random.default_rng([seed, stream, SEED_DRAWS])
-    draws = rng.integers(0, k, size=(resamples, k))
-    return np.stack([np.bincount(row, minlength=k) for row in draws]).astype(np.float64)
-
-
-def row_replicates_by_key(
-    terms: dict[str, Sequence[MetricTerms]],
-    resamples: int,
-    seed: int,
-    *,
-    seed_stream: int | None = None,
-    jackknife: bool = False,
-) -> dict[str, Replicates]:
-    """A row's seed mean and its replicates (see the module docs), per metric key.
-
-    Args:
-        terms: per key, the row's runs (seeds), on the same images as every other row.
-        seed: seeds the image resamples (every row of one comparison shares them).
-        seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
-            replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
-        jackknife: also compute the leave-one-image-out values (BCa's acceleration).
-    """
-    per_seed = per_seed_resampled_by_key(terms, resamples, seed)
-    k = len(next(iter(terms.values())))
-    two_level = seed_stream is not None and k > 1
-    counts = draw_seeds(k, resamples, seed, seed_stream) if two_level else None
-    left_out = (
-        [jackknife_values_by_key({key: runs[j] for key, runs in terms.items()}) for j in range(k)]
-        if jackknife
-        else []
-    )
-    out = {}
-    for key, runs in terms.items():
-        if counts is not None:
-            values = np.einsum("bk,kb->b", counts, per_seed[key]) / k
-        else:
-            values = per_seed[key].mean(axis=0)
-        estimate = float(np.mean([metric_value(t) for t in runs]))
-        jack = np.mean([run[key] for run in left_out], axis=0) if jackknife else None
-        out[key] = Replicates(estimate, values, jack)
-    return out
-
-
-def row_replicates(
-    terms: Sequence[MetricTerms],
-    resamples: int,
-    seed: int,
-    *,
-    seed_stream: int | None = None,
-    jackknife: bool = False,
-) -> Replicates:
-    """:func:`row_replicates_by_key` of one metric: the row's runs' ``terms``."""
-    return row_replicates_by_key(
-        {"": terms}, resamples, seed, seed_stream=seed_stream, jackknife=jackknife
-    )[""]
-
-
-@dataclass
-class PairedDifference:
-    """``mean(A) - mean(B)`` of one metric on the same images, with its uncertainty.
-
-    Attributes:
-        low, high: the 95 % interval of ``kind`` (:mod:`wsolbench.results.confidence`).
-        p_value: the smallest α whose (1 - α) interval of that kind excludes 0.
-        seeds: the number of seeds of A and of B.
-        models_fixed: the image-only bootstrap was asked for; otherwise a side with several seeds
-            had them resampled too (two-level).
-    """
-
-    key: str
-    a: float
-    b: float
-    low: float
-    high: float
-    p_value: float
-    resamples: int
-    kind: str = PERCENTILE
-    seeds: tuple[int, int] = (1, 1)
-    models_fixed: bool = False
-
-    @property
-    def difference(self) -> float:
-        return self.a - self.b
-
-    @property
-    def two_level(self) -> bool:
-        """Seeds were resampled on at least one side."""
-        return not self.models_fixed and max(self.seeds) > 1
-
-
-def paired_difference(
-    key: str,
-    a: Sequence[MetricTerms],
-    b: Sequence[MetricTerms],
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-    kind: str = PERCENTILE,
-    models_fixed: bool = False,
-) -> PairedDifference:
-    """Compare two rows (each a list of seeds' terms) on shared resamples of the same images;
-    each side with several seeds draws them independently unless ``models_fixed``."""
-    return paired_differences(
-        {key: a}, {key: b}, resamples=resamples, seed=seed, kind=kind, models_fixed=models_fixed
-    )[0]
-
-
-def paired_differences(
-    a: dict[str, Sequence[MetricTerms]],
-    b: dict[str, Sequence[MetricTerms]],
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-    kind: str = PERCENTILE,
-    models_fixed: bool = False,
-) -> list[PairedDifference]:
-    """:func:`paired_difference` of every metric key of ``a`` (``b`` has the same keys), each
-    row's metrics resampled together (:func:`row_replicates_by_key`)."""
-    streams = (None, None) if models_fixed else (0, 1)
-    jack = kind == BCA
-    reps_a = row_replicates_by_key(a, resamples, seed, seed_stream=streams[0], jackknife=jack)
-    reps_b = row_replicates_by_key(b, resamples, seed, seed_stream=streams[1], jackknife=jack)
-    seeds = (len(next(iter(a.values()))), len(next(iter(b.values()))))
-    return [
-        _difference(key, reps_a[key], reps_b[key], resamples, kind, seeds, models_fixed)
-        for key in a
-    ]
-
-
-def _difference(
-    key: str,
-    rep_a: Replicates,
-    rep_b: Replicates,
-    resamples: int,
-    kind: str,
-    seeds: tuple[int, int],
-    models_fixed: bool,
-) -> PairedDifference:
-    diff = rep_a - rep_b
-    low, high = interval(diff, kind)
-    return PairedDifference(
-        key,
-        rep_a.estimate,
-        rep_b.estimate,
-        low,
-        high,
-        p_value(diff, kind),
-        resamples,
-        kind,
-        seeds,
-        models_fixed,
-    )
 
 
 def check_same_images(named: Sequence[tuple[str, SplitRecords]]) -> None:

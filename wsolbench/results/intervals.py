@@ -13,18 +13,19 @@ two-level bootstrap), from a stream of its own: the row's position in the compar
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.results.bootstrap import (
     BootstrapError,
     MetricTerms,
-    PairedDifference,
     check_same_images,
     metric_terms,
-    paired_differences,
-    row_replicates_by_key,
 )
 from wsolbench.results.confidence import (
     BCA,
@@ -39,6 +40,13 @@ from wsolbench.results.confidence import (
 from wsolbench.results.grouping import check_comparable, row_key
 from wsolbench.results.per_image import SplitRecords, load_records
 from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultError, find_results
+from wsolbench.results.row_bootstrap import (
+    PairedDifference,
+    RunResampled,
+    paired_differences,
+    row_replicates_from_runs,
+    run_resampled,
+)
 from wsolbench.results.ties import SIGNIFICANCE, holm, letter_groups
 from wsolbench.results.verify import verify_results
 from wsolbench.util.markdown import github_table
@@ -46,14 +54,20 @@ from wsolbench.util.markdown import github_table
 
 @dataclass
 class RunRecords:
-    """One run's per-image records of a split, and the τ its policy fixes (None: an oracle
-    policy, whose τ is re-picked on every resample; ``separate``: ``oracle-separate``)."""
+    """One run's per-image records of ``split``, read under ``policy``, and the τ the policy
+    fixes (None: an oracle policy, whose τ is re-picked on every resample)."""
 
     path: Path
     result: Result
     records: SplitRecords
+    split: str
+    policy: str
     tau: dict[str, float] | None
-    separate: bool = False
+
+    @property
+    def separate(self) -> bool:
+        """``oracle-separate``: each metric at its own best τ."""
+        return self.policy == "oracle-separate"
 
     def terms(self, key: str) -> MetricTerms:
         return metric_terms(self.records, key, self.tau, separate=self.separate)
@@ -81,8 +95,15 @@ def load_run_records(path: Path, result: Result, split: str, policy: str) -> Run
     tau = None
     if policy not in ORACLE_POLICIES:
         _, tau = summarize(result.counts[split], policy, val_counts=result.counts.get("val"))
-    separate = policy == "oracle-separate"
-    return RunRecords(Path(path), result, records[split], tau, separate)
+    return RunRecords(Path(path), result, records[split], split, policy, tau)
+
+
+#: a worker process (spawned: it imports numpy and SciPy, then reads its runs' records) costs
+#: about half a second; below this many resampled images (runs x images x resamples, about a
+#: second of work with every metric of a board) per worker it costs more than it saves
+RESAMPLED_IMAGES_PER_WORKER = 2_000_000
+#: the environment variables that set a spawned worker's BLAS threads (OpenBLAS, MKL, OpenMP)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def replicates(
@@ -93,27 +114,81 @@ def replicates(
     seed: int,
     kind: str,
     models_fixed: bool = False,
+    workers: int = 1,
 ) -> list[dict[str, Replicates]]:
     """Per row (its seeds' records), per metric key it has: the replicates of the row's seed
     mean, on image resamples shared by every row (and the row's seeds drawn too, two-level,
     unless ``models_fixed``). Computed once for a table's intervals and groups
-    (:func:`row_intervals`, :func:`row_groups`)."""
+    (:func:`row_intervals`, :func:`row_groups`).
+
+    The runs are resampled by up to ``workers`` processes, each reading its runs' records
+    itself (nothing large is sent to it): a run's values depend on ``seed`` only, and a row's
+    seed draws on its position, so the replicates are identical for any number of workers.
+    Too little work for a worker (:data:`RESAMPLED_IMAGES_PER_WORKER`) stays in this process.
+    """
     check_same_images([(str(run.path), run.records) for row in rows for run in row])
+    runs = [run for row in rows for run in row]
+    jackknife = kind == BCA
+    work = sum(len(run.records) for run in runs) * resamples
+    workers = max(1, min(workers, len(runs), work // RESAMPLED_IMAGES_PER_WORKER))
+    if workers == 1:
+        resampled = [_run_resampled(run, keys, resamples, seed, jackknife) for run in runs]
+    else:
+        tasks = [
+            (run.path, run.result, run.split, run.policy, keys, resamples, seed, jackknife)
+            for run in runs
+        ]
+        with (
+            _single_threaded_blas(),
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool,
+        ):
+            resampled = list(pool.map(_read_and_resample, tasks))
     out: list[dict[str, Replicates]] = []
     for position, row in enumerate(rows):
-        terms = {}
-        for key in keys:
-            try:
-                terms[key] = [run.terms(key) for run in row]
-            except BootstrapError:
-                continue  # a metric this row does not have
+        mine, resampled = resampled[: len(row)], resampled[len(row) :]
         stream = None if models_fixed else position
         out.append(
-            row_replicates_by_key(terms, resamples, seed, seed_stream=stream, jackknife=kind == BCA)
-            if terms
-            else {}
+            row_replicates_from_runs(mine, resamples, seed, seed_stream=stream) if row else {}
         )
     return out
+
+
+def _run_resampled(
+    run: RunRecords, keys: Sequence[str], resamples: int, seed: int, jackknife: bool
+) -> RunResampled:
+    """:func:`run_resampled` of every metric of ``keys`` the run has."""
+    terms = {}
+    for key in keys:
+        try:
+            terms[key] = run.terms(key)
+        except BootstrapError:
+            continue  # a metric this run does not have
+    return run_resampled(terms, resamples, seed, jackknife=jackknife)
+
+
+def _read_and_resample(task: tuple) -> RunResampled:
+    """In a worker process: read one run's records (:func:`load_run_records`), then
+    :func:`_run_resampled`."""
+    path, result, split, policy, keys, resamples, seed, jackknife = task
+    run = load_run_records(path, result, split, policy)
+    return _run_resampled(run, keys, resamples, seed, jackknife)
+
+
+@contextmanager
+def _single_threaded_blas():
+    """Spawned workers start with one BLAS thread each: the workers are the parallelism (the
+    histogram sums are of integer counts, exact in float64, so the thread count changes no
+    value)."""
+    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def row_intervals(
