@@ -289,11 +289,13 @@ def time_stages(n: int, size: int, seed: int, kind: str, step: float) -> dict[st
 
     prep = [prepared(m) for m in maps]
     filled = [flood(u) for u, _ in prep]
-    order = [pixels_by_value(f[0][1:-1, 1:-1]) for f in filled]
+    order = [pixels_by_value(f[0][1:-1, 1:-1], f[4]) for f in filled]
     stages = {
         "check and quantize": lambda i: prepared(maps[i]),
         "flood": lambda i: flood(prep[i][0]),
-        "sort the filled map's pixels": lambda i: pixels_by_value(filled[i][0][1:-1, 1:-1]),
+        "sort the filled map's pixels": lambda i: pixels_by_value(
+            filled[i][0][1:-1, 1:-1], filled[i][4]
+        ),
         "foreground sweep (filled map)": lambda i: components_sweep(
             size, size, *order[i], used, boxes[i], floor, True
         ),

@@ -479,9 +479,9 @@ def test_level_scores_handmade(name):
 def _hole_sweep(u, gt, at_least):
     """(multi, nested) of the holes sweep on u, as level_sets runs it (every level scored)."""
     height, width = u.shape
-    filled, hole_order, hole_starts = pixel_order.flood(u)
-    order, starts = pixel_order.pixels_by_value(filled[1:-1, 1:-1])
-    present = np.bincount(u.ravel(), minlength=256) > 0
+    filled, hole_order, hole_starts, counts, filled_counts = pixel_order.flood(u)
+    order, starts = pixel_order.pixels_by_value(filled[1:-1, 1:-1], filled_counts)
+    present = counts > 0
     floor = sweeps.components_sweep(height, width, order, starts, present, gt, np.zeros(256), True)[
         0
     ]
@@ -492,8 +492,8 @@ def _hole_sweep(u, gt, at_least):
 
 def test_flood_fills_and_sorts():
     """The flood's filled map is each pixel's minimax value over 4-paths to the border (written
-    here as a relaxation until nothing changes), and the hole pixels (filled > own value) come
-    by their own value."""
+    here as a relaxation until nothing changes), the hole pixels (filled > own value) come by
+    their own value, and both maps' value counts are right; sorting by value is stable."""
     rng = np.random.default_rng(5)
     for name in ("nested", "holes", "noise", "smooth", "checker", "one_pixel"):
         if name in HANDMADE:
@@ -512,8 +512,15 @@ def test_flood_fills_and_sorts():
             if (relaxed == expected).all():
                 break
             expected = relaxed
-        padded, hole_order, hole_starts = pixel_order.flood(u)
+        padded, hole_order, hole_starts, counts, filled_counts = pixel_order.flood(u)
         np.testing.assert_array_equal(padded[1:-1, 1:-1], expected)
+        np.testing.assert_array_equal(counts, np.bincount(u.ravel(), minlength=256))
+        np.testing.assert_array_equal(filled_counts, np.bincount(expected.ravel(), minlength=256))
+        order, starts = pixel_order.pixels_by_value(u, counts)
+        ys, ps = order >> 32, order & 0xFFFFFFFF
+        flat = (ys - 1) * width + ps - ys * (width + 2) - 1  # raster index in u
+        np.testing.assert_array_equal(flat, np.argsort(u.ravel(), kind="stable"))
+        np.testing.assert_array_equal(np.diff(starts), counts)
         assert (padded[[0, -1]] == 0).all() and (padded[:, [0, -1]] == 0).all()
         in_holes = expected > u
         ys, ps = hole_order >> 32, hole_order & 0xFFFFFFFF

@@ -64,18 +64,15 @@ __all__ = ["level_scores", "threshold_scores"]
 
 
 @njit(cache=True, nogil=True)
-def _value_of_tau(u, k):
+def _value_of_tau(counts, k):
     """Mask of each integer threshold k (on iff u > k) as a level: the smallest value present
-    above k (u > k is u >= that value), 256 when none is. Returns ([T] levels, [256] used)."""
-    present = np.zeros(256, np.bool_)
-    for y in range(u.shape[0]):
-        for x in range(u.shape[1]):
-            present[u[y, x]] = True
+    above k (u > k is u >= that value), 256 when none is; ``counts``: [256] pixels of each value.
+    Returns ([T] levels, [256] used)."""
     above = np.empty(256, np.int64)
     smallest = 256
     for v in range(255, -1, -1):
         above[v] = smallest
-        if present[v]:
+        if counts[v]:
             smallest = v
     value = np.empty(k.shape[0], np.int64)
     used = np.zeros(256, np.bool_)
@@ -87,23 +84,24 @@ def _value_of_tau(u, k):
     return value, used
 
 
-def _scores_by_value(u, gt, used, at_least=0.0):
-    """[257] best IoU per level value, multi and largest rule; index 256 is the empty mask.
+def _scores_by_value(u, flooded, gt, used, at_least=0.0):
+    """[257] best IoU per level value, multi and largest rule; index 256 is the empty mask
+    (``flooded``: :func:`~wsolbench.metrics.pixel_order.flood` of ``u``).
 
     The filled map's components are the top-level contours (facts 7 to 9): they give the largest
     contour of every level and, with the holes' boxes, the multi rule wherever no hole holds a
     component that could score better; only those levels sweep the map's own components."""
     height, width = u.shape
-    filled, hole_order, hole_starts = flood(u)
+    filled, hole_order, hole_starts, counts, filled_counts = flooded
     # in raster order within a value (the sweep's memory accesses follow it)
-    order, starts = pixels_by_value(filled[1:-1, 1:-1])
+    order, starts = pixels_by_value(filled[1:-1, 1:-1], filled_counts)
     multi, largest = components_sweep(height, width, order, starts, used, gt, np.zeros(256), True)
     if len(hole_order):
         multi, nested = holes_sweep(
             height, width, hole_order, hole_starts, filled, used, gt, multi, at_least
         )
         if nested.any():
-            order, starts = pixels_by_value(u)
+            order, starts = pixels_by_value(u, counts)
             multi = components_sweep(height, width, order, starts, nested, gt, multi, False)[0]
     # The reference scores an empty mask as the single box [0, 0, 0, 0].
     empty = best_iou(0, 0, 0, 0, gt)
@@ -135,8 +133,9 @@ def threshold_scores(
     k = np.ascontiguousarray(k, dtype=np.int64)
     if k.size and (k.min() < 0 or k.max() > 255):
         raise ValueError("integer thresholds must lie in [0, 255]")
-    value, used = _value_of_tau(u, k)
-    multi, largest = _scores_by_value(u, gt, used, float(at_least))
+    flooded = flood(u)
+    value, used = _value_of_tau(flooded[3], k)
+    multi, largest = _scores_by_value(u, flooded, gt, used, float(at_least))
     return multi[value], largest[value]
 
 
@@ -154,10 +153,11 @@ def level_scores(u: np.ndarray, gt: np.ndarray, levels: np.ndarray) -> tuple[np.
     u = np.ascontiguousarray(u, dtype=np.uint8)
     gt = np.ascontiguousarray(gt, dtype=np.int64).reshape(-1, 4)
     levels = np.asarray(levels, dtype=np.int64)
-    present = np.bincount(u.ravel(), minlength=256) > 0
+    flooded = flood(u)
+    present = flooded[3] > 0
     if (levels < 0).any() or not present[levels[levels <= 255]].all():
         raise ValueError("every level must be a value present in the map, or 256")
     used = np.zeros(256, dtype=np.bool_)
     used[levels[levels <= 255]] = True
-    multi, largest = _scores_by_value(u, gt, used)
+    multi, largest = _scores_by_value(u, flooded, gt, used)
     return multi[levels], largest[levels]

@@ -15,21 +15,23 @@ __all__ = ["flood", "pixels_by_value"]
 
 
 @njit(cache=True, nogil=True)
-def pixels_by_value(u):
+def pixels_by_value(u, counts):
     """The pixels sorted by value (stable), as ``y << 32 | p``.
+
+    Args:
+        u: [H, W] uint8.
+        counts: [256] int64, how many pixels of ``u`` hold each value (:func:`flood` counts them
+            for both maps it sorts, the map and its filled map: no pass of its own).
 
     Returns:
         (order, starts): ``order[starts[v]:starts[v + 1]]`` are the pixels of value v.
     """
     height, width = u.shape
-    counts = np.zeros(257, np.int64)
-    for y in range(height):
-        for x in range(width):
-            counts[u[y, x] + 1] += 1
+    starts = np.zeros(257, np.int64)
     for v in range(256):
-        counts[v + 1] += counts[v]
+        starts[v + 1] = starts[v] + counts[v]
     order = np.empty(height * width, np.int64)
-    fill = counts[:256].copy()
+    fill = starts[:256].copy()
     wp = width + 2
     for y in range(height):
         row = ((y + 1) << 32) | ((y + 1) * wp + 1)
@@ -37,7 +39,7 @@ def pixels_by_value(u):
             v = u[y, x]
             order[fill[v]] = row + x
             fill[v] += 1
-    return order, counts
+    return order, starts
 
 
 _ROW = 1 << 32  # one padded row down, in the y << 32 | p form (p moves by W + 2 with it)
@@ -63,6 +65,8 @@ def flood(u):
         filled: [H + 2, W + 2] uint8, the filled map padded by one pixel (of value 0).
         hole_order, hole_starts: the pixels with ``filled > u`` by their own value ``u``, as
             :func:`pixels_by_value` would give them.
+        counts, filled_counts: [256] int64, how many pixels of ``u`` and of the filled map
+            (padding left out) hold each value.
     """
     height, width = u.shape
     wp = width + 2
@@ -72,12 +76,14 @@ def flood(u):
     # A stack of pixels per value, in the y << 32 | p form, linked through ``below`` (by p).
     head = np.full(256, -1, np.int64)
     below = np.empty(n, np.int64)
+    counts = np.zeros(256, np.int64)
     for y in range(height):
         row = ((y + 1) << 32) | ((y + 1) * wp + 1)
         edge_row = y == 0 or y == height - 1
         for x in range(width):
             p = (y + 1) * wp + x + 1
             v = u[y, x]
+            counts[v] += 1
             filled[p] = v
             if edge_row or x == 0 or x == width - 1:
                 below[p] = head[v]
@@ -86,6 +92,7 @@ def flood(u):
                 seen[p] = False
     holes = np.empty(height * width, np.int64)
     hole_counts = np.zeros(257, np.int64)
+    raised_to = np.zeros(256, np.int64)
     n_holes = 0
     for level in range(256):
         while head[level] >= 0:
@@ -104,9 +111,11 @@ def flood(u):
                     holes[n_holes] = neighbour
                     n_holes += 1
                     hole_counts[own + 1] += 1
+                    raised_to[level] += 1
                 v = filled[q]
                 below[q] = head[v]
                 head[v] = neighbour
+    filled_counts = counts - hole_counts[1:] + raised_to
     for v in range(256):
         hole_counts[v + 1] += hole_counts[v]
     hole_order = np.empty(n_holes, np.int64)
@@ -117,4 +126,4 @@ def flood(u):
         v = u[y - 1, (packed & 0xFFFFFFFF) - y * wp - 1]
         hole_order[fill[v]] = packed
         fill[v] += 1
-    return filled.reshape(height + 2, width + 2), hole_order, hole_counts
+    return filled.reshape(height + 2, width + 2), hole_order, hole_counts, counts, filled_counts
