@@ -10,7 +10,7 @@ import pytest
 
 from wsolbench import metrics as M
 from wsolbench.metrics.literal import literal_normalize
-from wsolbench.metrics.maps import NonFiniteError
+from wsolbench.metrics.maps import MapRangeError, NonFiniteError
 
 # ------------------------------------------------------------------------------------------------
 # Thresholds, IoU, box rescaling
@@ -240,6 +240,38 @@ def test_check_map_names_the_map():
         M.check_map(np.array([[0.0, 1.5]]), "img_7")
     with pytest.raises(ValueError, match="img_7"):
         M.check_map(np.array([[-0.1, 0.5]]), "img_7")
+
+
+def test_quantized_unit_map_is_the_reference_quantization_checked_in_one_pass():
+    """BoxCounter quantizes float32 / float64 maps in one pass with their check: the result is
+    the reference's uint8(map * 255) in float64, written here as floor; any map check_map
+    refuses is left to it (None), and update then raises check_map's own error."""
+    from wsolbench.metrics.level_sets import quantized_unit_map
+
+    rng = np.random.default_rng(11)
+    edges = np.concatenate([np.arange(256) / 255, np.nextafter(np.arange(1, 256) / 255, 0), [0, 1]])
+    for dtype in (np.float32, np.float64):
+        for scoremap in (rng.random((37, 53)), np.resize(edges, (31, 33))):
+            m = scoremap.astype(dtype)
+            expected = np.floor(m.astype(np.float64) * 255).astype(np.uint8)
+            np.testing.assert_array_equal(quantized_unit_map(m), expected)
+            np.testing.assert_array_equal(quantized_unit_map(m.T), expected.T)  # not contiguous
+    for bad in (np.nan, np.inf, -np.inf, -1e-12, np.nextafter(1.0, 2.0)):
+        m = np.full((6, 5), 0.5)
+        m[4, 2] = bad
+        assert quantized_unit_map(m) is None
+    for other in (np.zeros((4, 4), np.float16), np.zeros((4, 4), np.uint8), np.zeros((0, 3))):
+        assert quantized_unit_map(other) is None
+    assert quantized_unit_map(np.zeros((1, 4, 4))) is None
+    counter = M.BoxCounter(M.threshold_grid(0.01))
+    for bad, error in ((np.nan, NonFiniteError), (1.5, MapRangeError)):
+        m = np.full((6, 5), 0.5, np.float32)
+        m[4, 2] = bad
+        with pytest.raises(error, match="scoremap"):
+            counter.update(m, np.array([[0, 0, 2, 2]]))
+    assert counter.n_images == 0
+    counter.update(np.full((6, 5), 0.5, np.float16), np.array([[0, 0, 2, 2]]))  # check_map's kinds
+    assert counter.n_images == 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ class BoxCounter:
                 f"IoU thresholds must be distinct integers in (0, 100] (percent); got {ious}"
             )
         self.iou_thresholds = ious
+        self._fractions = np.divide(ious, 100)[:, None]  # [D, 1]: d / 100, as floats
         n_tau = len(self.thresholds)
         self.n_images = 0
         self.multi = {d: np.zeros(n_tau, dtype=np.int64) for d in ious}
@@ -139,13 +140,15 @@ class BoxCounter:
             threshold at each tau under each rule; with class predictions ``top1`` and
             ``top5`` (bool).
         """
-        check_map(scoremap, "scoremap")
+        from wsolbench.metrics import level_sets  # numba: compiled or loaded on first use
+
+        u = level_sets.quantized_unit_map(scoremap)  # checked and quantized in one pass
+        if u is None:  # not a float map in [0, 1]: check_map names what is wrong, or it is one
+            check_map(scoremap, "scoremap")  # of another dtype (float16, int, bool)
+            u = quantize(scoremap)
         gt = _check_gt_boxes(gt_boxes)
         if (label is None) != (topk is None):
             raise ValueError("give both label and topk (the method classifies) or neither")
-        from wsolbench.metrics import level_sets  # numba: compiled or loaded on first use
-
-        u = quantize(scoremap)
         # Integer threshold of each tau: float64 product as in the reference, truncated like int().
         k = (self.thresholds * float(u.max())).astype(np.int64)
         # Only comparisons with the IoU thresholds are kept: scores below the lowest need not
@@ -154,8 +157,10 @@ class BoxCounter:
             u, gt, k, at_least=min(self.iou_thresholds) / 100
         )
         with_cls = self._check_cls_mode(label, topk)  # only now: a failed update changes nothing
-        fractions = np.divide(self.iou_thresholds, 100)[:, None]  # [D, 1]: d / 100, as floats
-        outcome = {"multi": multi_score >= fractions, "largest": largest_score >= fractions}
+        outcome = {
+            "multi": multi_score >= self._fractions,
+            "largest": largest_score >= self._fractions,
+        }
         for i, d in enumerate(self.iou_thresholds):
             self.multi[d] += outcome["multi"][i]
             self.largest[d] += outcome["largest"][i]

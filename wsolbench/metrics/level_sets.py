@@ -60,7 +60,33 @@ from numba import njit
 from wsolbench.metrics.pixel_order import flood, pixels_by_value
 from wsolbench.metrics.sweeps import best_iou, components_sweep, holes_sweep
 
-__all__ = ["level_scores", "threshold_scores"]
+__all__ = ["level_scores", "quantized_unit_map", "threshold_scores"]
+
+
+def quantized_unit_map(scoremap: np.ndarray) -> np.ndarray | None:
+    """:func:`~wsolbench.metrics.maps.quantize` of a float32 / float64 map, checked in the same
+    pass: [H, W] uint8 ``floor(map * 255)`` (in float64), or None when the map holds NaN, inf or
+    a value outside [0, 1], or is of another kind (``check_map`` then names what is wrong; one
+    pass instead of its min, max and the quantization's two)."""
+    m = np.asarray(scoremap)
+    if m.ndim != 2 or m.size == 0 or m.dtype not in (np.float32, np.float64):
+        return None
+    u, in_range = _quantize_unit(m)
+    return u if in_range else None
+
+
+@njit(cache=True, nogil=True)
+def _quantize_unit(m):
+    height, width = m.shape
+    u = np.empty((height, width), np.uint8)
+    in_range = True
+    for y in range(height):
+        for x in range(width):
+            v = np.float64(m[y, x])
+            in_range &= (v >= 0.0) & (v <= 1.0)  # NaN fails both
+            # clamped so that no value outside [0, 1] is cast (the map is refused anyway)
+            u[y, x] = np.uint8(min(max(v, 0.0), 1.0) * 255.0)
+    return u, in_range
 
 
 @njit(cache=True, nogil=True)
