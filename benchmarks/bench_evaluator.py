@@ -271,7 +271,6 @@ def time_kinds(sample: int, size: int, seed: int, step: float) -> dict[str, floa
 def time_stages(n: int, size: int, seed: int, kind: str, step: float) -> dict[str, float]:
     """ms per map of each stage of the fast path, on ``n`` maps of ``kind`` held in memory."""
     from wsolbench.metrics import level_sets as LS
-    from wsolbench.metrics.maps import quantize
     from wsolbench.metrics.pixel_order import flood, pixels_by_value
     from wsolbench.metrics.sweeps import components_sweep, holes_sweep
 
@@ -282,9 +281,8 @@ def time_stages(n: int, size: int, seed: int, kind: str, step: float) -> dict[st
     used[0] = False  # the lowest threshold, 0, keeps the pixels above 0: level 1 up
     floor = np.zeros(256)
 
-    def prepared(m):
-        M.check_map(m, "map")
-        u = quantize(m)
+    def prepared(m):  # as BoxCounter.update: checked and quantized in one pass
+        u = LS.quantized_unit_map(m)
         return u, (thresholds * float(u.max())).astype(np.int64)
 
     prep = [prepared(m) for m in maps]
