@@ -392,3 +392,13 @@ def test_models_fixed_is_refused_without_ci(two_rows, capsys):
     assert main(["compare", str(two_rows), "--no-published", "--ci", "--models-fixed"]) == 0
     out = capsys.readouterr().out
     assert "models fixed (--models-fixed" in out and "Group" in out
+
+
+def test_a_run_without_any_metric_asked_for_has_no_replicates():
+    """A row none of whose runs has one of the keys asked for (a --summed-pxap run asked for
+    PxAP only) gets no replicates, as before runs were resampled one by one."""
+    from wsolbench.results.row_bootstrap import row_replicates_from_runs, run_resampled
+
+    for jackknife in (False, True):
+        runs = [run_resampled({}, 50, 0, jackknife=jackknife) for _ in range(2)]
+        assert row_replicates_from_runs(runs, 50, 0, seed_stream=1) == {}

@@ -66,6 +66,8 @@ def run_resampled(
 ) -> RunResampled:
     """One run's metrics (its ``terms`` per key) on the image resamples of ``seed``, and with
     ``jackknife`` each image left out (BCa's acceleration)."""
+    if not terms:  # a run with none of the metrics asked for
+        return RunResampled({}, {}, {} if jackknife else None)
     per_seed = per_seed_resampled_by_key({key: [t] for key, t in terms.items()}, resamples, seed)
     return RunResampled(
         {key: values[0] for key, values in per_seed.items()},
