@@ -128,13 +128,13 @@ def row_replicates_by_key(
     if any(t.n_images != n for runs in terms.values() for t in runs):
         raise BootstrapError("runs of one row must hold records of the same images")
     k = len(next(iter(terms.values())))
-    runs = [
+    resampled = [
         run_resampled(
-            {key: runs[j] for key, runs in terms.items()}, resamples, seed, jackknife=jackknife
+            {key: seeds[j] for key, seeds in terms.items()}, resamples, seed, jackknife=jackknife
         )
         for j in range(k)
     ]
-    return row_replicates_from_runs(runs, resamples, seed, seed_stream=seed_stream)
+    return row_replicates_from_runs(resampled, resamples, seed, seed_stream=seed_stream)
 
 
 def row_replicates(
