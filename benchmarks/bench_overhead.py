@@ -17,8 +17,8 @@ For each method, on ``synthetic-v1`` with its synthetic preset cut to ``--epochs
 
 It prints the ratio run / (training + evaluation) and what is left over, with its share of the
 run: data loading, start-up, and the rest (checkpoints, logging, the data's checks, the record,
-per-image files). TeD-Loc needs synthclip-v1 and its cam teacher (synthcam-v1): built first when not cached, not
-timed.
+per-image files). TeD-Loc needs synthclip-v1 and its cam teacher (synthcam-v1): built first when
+not cached, not timed.
 """
 
 from __future__ import annotations
