@@ -394,6 +394,20 @@ def test_models_fixed_is_refused_without_ci(two_rows, capsys):
     assert "models fixed (--models-fixed" in out and "Group" in out
 
 
+def test_diff_is_the_same_in_any_number_of_workers(two_rows, capsys, monkeypatch):
+    """diff resamples its two rows' runs as compare --ci does: worker processes give the table
+    of one process."""
+    import wsolbench.results.intervals as intervals
+    from wsolbench.cli.main import main
+
+    argv = ["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "200"]
+    assert main([*argv, "--workers", "1"]) == 0
+    alone = capsys.readouterr().out
+    monkeypatch.setattr(intervals, "RESAMPLED_IMAGES_PER_WORKER", 1)
+    assert main([*argv, "--workers", "2"]) == 0
+    assert capsys.readouterr().out == alone and "MaxBoxAccV2" in alone
+
+
 def test_a_run_without_any_metric_asked_for_has_no_replicates():
     """A row none of whose runs has one of the keys asked for (a --summed-pxap run asked for
     PxAP only) gets no replicates, as before runs were resampled one by one."""

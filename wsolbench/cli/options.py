@@ -77,14 +77,15 @@ def add_count_workers(parser) -> None:
     )
 
 
-def add_resampling_workers(parser) -> None:
-    """``--workers N``: processes resampling compare --ci's rows (None when not given: compare
-    refuses it without --ci); the intervals do not depend on it."""
+def add_resampling_workers(parser, when: str = "") -> None:
+    """``--workers N``: processes resampling the runs of compare --ci (``when``: " for --ci") or
+    diff; None when not given (compare refuses it without --ci). The intervals do not depend on
+    it."""
     parser.add_argument(
         "--workers",
         type=int_in(1, MAX_WORKERS, "resampling processes"),
         default=None,
-        help="processes resampling the rows for --ci (default: every core; a small board is "
+        help=f"processes resampling the runs{when} (default: every core; too little work is "
         "resampled in one process); the intervals do not depend on it",
     )
 

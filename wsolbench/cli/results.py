@@ -167,7 +167,7 @@ def add_compare(commands) -> None:
     )
     add_resampling(parser)
     _add_models_fixed(parser)
-    add_resampling_workers(parser)
+    add_resampling_workers(parser, " for --ci")
     parser.set_defaults(handler=cmd_compare)
 
 
@@ -200,6 +200,7 @@ def add_diff(commands) -> None:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     add_resampling(parser)
     _add_models_fixed(parser)
+    add_resampling_workers(parser)
     parser.set_defaults(handler=cmd_diff)
 
 
@@ -215,6 +216,7 @@ def cmd_diff(args) -> int:
         resamples=resamples,
         seed=seed,
         models_fixed=bool(args.models_fixed),
+        workers=args.workers or os.cpu_count() or 1,
     )
     print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
     return 0

@@ -43,7 +43,7 @@ from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultEr
 from wsolbench.results.row_bootstrap import (
     PairedDifference,
     RunResampled,
-    paired_differences,
+    differences,
     row_replicates_from_runs,
     run_resampled,
 )
@@ -264,10 +264,13 @@ def diff(
     resamples: int = 1000,
     seed: int = 0,
     models_fixed: bool = False,
+    workers: int = 1,
 ) -> list[PairedDifference]:
     """``wsolbench diff``: every metric both rows have, A - B on the same images; a side with
     several seeds has them drawn too (two-level) unless ``models_fixed``. The interval's kind
-    follows the policy (:func:`wsolbench.results.confidence.interval_kind`).
+    follows the policy (:func:`wsolbench.results.confidence.interval_kind`). The runs are
+    resampled by up to ``workers`` processes, as :func:`replicates` does (the same figures for
+    any number).
 
     Raises:
         ResultError: different protocols or data, or a side that is not one row.
@@ -281,24 +284,19 @@ def diff(
     check_comparable([*a, *b])
     runs_a = [load_run_records(p, r, split, policy) for p, r in a]
     runs_b = [load_run_records(p, r, split, policy) for p, r in b]
-    check_same_images([(str(run.path), run.records) for run in runs_a + runs_b])
-    terms_a, terms_b = {}, {}
-    for key in METRIC_KEYS:
-        try:
-            terms_a[key] = [run.terms(key) for run in runs_a]
-            terms_b[key] = [run.terms(key) for run in runs_b]
-        except BootstrapError:
-            terms_a.pop(key, None)  # a metric one side does not have
-    if not terms_a:
-        return []
-    return paired_differences(
-        terms_a,
-        terms_b,
+    kind = interval_kind(policy)
+    reps_a, reps_b = replicates(
+        [runs_a, runs_b],
+        METRIC_KEYS,
         resamples=resamples,
         seed=seed,
-        kind=interval_kind(policy),
+        kind=kind,
         models_fixed=models_fixed,
+        workers=workers,
     )
+    keys = [key for key in METRIC_KEYS if key in reps_a and key in reps_b]
+    seeds = (len(runs_a), len(runs_b))
+    return differences(reps_a, reps_b, keys, resamples, kind, seeds, models_fixed)
 
 
 KIND_TEXT = {

@@ -217,9 +217,23 @@ def paired_differences(
     reps_a = row_replicates_by_key(a, resamples, seed, seed_stream=streams[0], jackknife=jack)
     reps_b = row_replicates_by_key(b, resamples, seed, seed_stream=streams[1], jackknife=jack)
     seeds = (len(next(iter(a.values()))), len(next(iter(b.values()))))
+    return differences(reps_a, reps_b, list(a), resamples, kind, seeds, models_fixed)
+
+
+def differences(
+    reps_a: dict[str, Replicates],
+    reps_b: dict[str, Replicates],
+    keys: Sequence[str],
+    resamples: int,
+    kind: str,
+    seeds: tuple[int, int],
+    models_fixed: bool,
+) -> list[PairedDifference]:
+    """A - B of every metric of ``keys``, from both rows' replicates on the same resamples (row
+    A drew its seeds from stream 0, B from stream 1, unless ``models_fixed``)."""
     return [
         _difference(key, reps_a[key], reps_b[key], resamples, kind, seeds, models_fixed)
-        for key in a
+        for key in keys
     ]
 
 
