@@ -43,7 +43,7 @@ from wsolbench.blocks.cam_teacher import ensure_cam_teacher, synthetic_training_
 from wsolbench.blocks.synthclip import ensure_synthclip
 from wsolbench.config import resolve_config
 from wsolbench.counting import EvalSettings
-from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
+from wsolbench.data.dataset import training_set
 from wsolbench.data.sources import get_dataset, read_splits
 from wsolbench.evaluate import evaluate_method
 from wsolbench.method import build_method
@@ -106,11 +106,7 @@ def data_seconds(method, config: dict, epochs: int) -> float:
     train = config["train"]
     root = get_dataset("synthetic")().resolve(None, protocol)
     meta = read_splits(root, protocol, progress=False)["train"]
-    size = protocol.eval_size
-    augment = RandomResizedCropFlip(size, train["augment"]["crop_scale"], train["augment"]["hflip"])
-    dataset = WSOLImageDataset(
-        meta, root / "images", size, method.image_mean, method.image_std, augment, seed=0
-    )
+    dataset = training_set(meta, root / "images", protocol.eval_size, method, train["augment"])
     loader = DataLoader(
         dataset,
         batch_size=int(train["batch_size"]),

@@ -34,17 +34,13 @@ def write_jpegs(folder: Path, count: int, seed: int = 0) -> list[str]:
 def jpeg_loader(folder: Path, names: list[str], method, config, protocol, args, device):
     from torch.utils.data import DataLoader
 
-    from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
+    from wsolbench.data.dataset import training_set
     from wsolbench.data.metadata import SplitMetadata
     from wsolbench.util.loader import resolve_workers
 
     labels = {n: i % protocol.num_classes for i, n in enumerate(names)}
     meta = SplitMetadata(folder, names, labels, {n: (500, 375) for n in names})
-    augment = config["train"]["augment"]
-    transform = RandomResizedCropFlip(protocol.eval_size, augment["crop_scale"], augment["hflip"])
-    dataset = WSOLImageDataset(
-        meta, folder, protocol.eval_size, method.image_mean, method.image_std, transform
-    )
+    dataset = training_set(meta, folder, protocol.eval_size, method, config["train"]["augment"])
     workers = resolve_workers(config["train"]["num_workers"], str(device))
     loader = DataLoader(
         dataset,

@@ -90,6 +90,11 @@ def add_resampling_workers(parser, when: str = "") -> None:
     )
 
 
+def resampling_workers(args) -> int:
+    """``--workers`` of compare --ci / diff, or every core when not given."""
+    return args.workers or os.cpu_count() or 1
+
+
 def add_threads(parser) -> None:
     """``--threads N``: torch's intra-op CPU threads for the whole run (run, eval, reproduce)."""
     parser.add_argument(

@@ -3,7 +3,6 @@ describe data, or read results (no model is built)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from wsolbench.cli.options import (
@@ -13,6 +12,7 @@ from wsolbench.cli.options import (
     check_output,
     refuse_without,
     resampling,
+    resampling_workers,
 )
 from wsolbench.cli.run import metrics_table
 
@@ -216,7 +216,7 @@ def cmd_diff(args) -> int:
         resamples=resamples,
         seed=seed,
         models_fixed=bool(args.models_fixed),
-        workers=args.workers or os.cpu_count() or 1,
+        workers=resampling_workers(args),
     )
     print(render_diff(f"A: {args.a}", f"B: {args.b}", diffs), end="")
     return 0
@@ -240,7 +240,7 @@ def cmd_compare(args) -> int:
         ci=resamples,
         ci_seed=seed,
         models_fixed=bool(args.models_fixed),
-        workers=args.workers or os.cpu_count() or 1,
+        workers=resampling_workers(args),
         wide=args.wide,
     )
     if args.output:

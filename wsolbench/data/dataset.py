@@ -157,3 +157,20 @@ class WSOLImageDataset(Dataset):
             "label": self.meta.labels[image_id],
             "index": index,
         }
+
+
+def training_set(
+    meta: SplitMetadata,
+    image_root: str | Path,
+    size: tuple[int, int],
+    method,
+    augment: dict,
+    seed: int = 0,
+) -> WSOLImageDataset:
+    """The split as a run trains on it: ``method``'s input normalization and the config's
+    ``train.augment`` (``crop_scale``, ``hflip``: :class:`RandomResizedCropFlip` to ``size``),
+    the draws seeded by ``seed``."""
+    transform = RandomResizedCropFlip(size, augment["crop_scale"], augment["hflip"])
+    return WSOLImageDataset(
+        meta, image_root, size, method.image_mean, method.image_std, transform, seed=seed
+    )

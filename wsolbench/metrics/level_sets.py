@@ -160,7 +160,8 @@ def threshold_scores(
     if k.size and (k.min() < 0 or k.max() > 255):
         raise ValueError("integer thresholds must lie in [0, 255]")
     flooded = flood(u)
-    value, used = _value_of_tau(flooded[3], k)
+    counts = flooded[3]  # how many pixels hold each value
+    value, used = _value_of_tau(counts, k)
     multi, largest = _scores_by_value(u, flooded, gt, used, float(at_least))
     return multi[value], largest[value]
 
@@ -180,7 +181,7 @@ def level_scores(u: np.ndarray, gt: np.ndarray, levels: np.ndarray) -> tuple[np.
     gt = np.ascontiguousarray(gt, dtype=np.int64).reshape(-1, 4)
     levels = np.asarray(levels, dtype=np.int64)
     flooded = flood(u)
-    present = flooded[3] > 0
+    present = flooded[3] > 0  # the map's value counts
     if (levels < 0).any() or not present[levels[levels <= 255]].all():
         raise ValueError("every level must be a value present in the map, or 256")
     used = np.zeros(256, dtype=np.bool_)

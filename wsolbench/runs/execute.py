@@ -234,18 +234,15 @@ def _evaluate_and_save(
 def _train(context: RunContext, method) -> None:
     """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
     from wsolbench.counting import EvalSettings, GroundTruth
-    from wsolbench.data.dataset import RandomResizedCropFlip, WSOLImageDataset
+    from wsolbench.data.dataset import WSOLImageDataset, training_set
     from wsolbench.train.engine import TrainingDiverged, train
     from wsolbench.train.weights import load_checkpoint_into
 
     protocol, train_cfg = context.protocol, context.config["train"]
     size, mean, std = protocol.eval_size, method.image_mean, method.image_std
-    augment = RandomResizedCropFlip(
-        size, train_cfg["augment"]["crop_scale"], train_cfg["augment"]["hflip"]
-    )
     images = context.root / "images"
-    train_set = WSOLImageDataset(
-        context.splits["train"], images, size, mean, std, augment, seed=context.spec.seed
+    train_set = training_set(
+        context.splits["train"], images, size, method, train_cfg["augment"], context.spec.seed
     )
     val_set = val_truth = None
     if protocol.checkpoint == "best":
