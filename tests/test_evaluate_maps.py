@@ -115,6 +115,39 @@ def test_worker_count_does_not_change_the_counts(tiny_root, tmp_path, monkeypatc
     assert records[0]["n_images"] == 10 and "maxboxacc_v2" in records[0]
 
 
+def test_the_workers_start_before_the_split_is_read(tiny_root, tmp_path, monkeypatch):
+    """The worker processes start (and load the compiled engine) while this process reads the
+    metadata and the predictions: at ILSVRC's 50,000 maps each takes about a second, so the
+    two overlap instead of adding up. The counts are those of one process."""
+    from wsolbench import counting
+    from wsolbench.data import metadata
+
+    monkeypatch.setattr(counting, "SAVED_MAPS_CHUNK", 3)
+    monkeypatch.setattr(counting, "PIXELS_PER_WORKER", 1)
+    events = []
+    start, read = counting.start_counting_workers, metadata.read_split
+
+    def starting(*args, **kwargs):
+        pool = start(*args, **kwargs)
+        events.append(("workers", pool is not None))
+        return pool
+
+    def reading(*args, **kwargs):
+        events.append(("read", None))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(counting, "start_counting_workers", starting)
+    monkeypatch.setattr(metadata, "read_split", reading)
+    maps = tmp_path / "maps"
+    save_maps(tiny_root, maps, lambda mask: cv2.resize((~mask).astype(np.float32), (13, 13)))
+    code, in_workers = evaluate(tiny_root, maps, tmp_path, "--workers", 2)
+    assert code == 0 and events == [("workers", True), ("read", None)]
+    events.clear()
+    code, here = evaluate(tiny_root, maps, tmp_path, "--workers", 1)
+    assert code == 0 and events == [("workers", False), ("read", None)]
+    assert in_workers == here
+
+
 def test_a_bad_map_read_by_a_worker_process_is_one_error_line(
     tiny_root, tmp_path, capsys, monkeypatch
 ):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,10 @@ class GroundTruth:
         self.meta = meta
         self.settings = settings
         self.mask_root = mask_root
+
+    def select(self, image_ids: list[str]) -> GroundTruth:
+        """The ground truth of ``image_ids`` alone (what a worker is sent with their maps)."""
+        return GroundTruth(self.meta.select(image_ids), self.settings, self.mask_root)
 
     def boxes(self, image_id: str) -> np.ndarray | None:
         """[G, 4] int boxes in evaluation-size pixel coordinates, or None without box evaluation."""
@@ -274,27 +279,62 @@ def worker_count(requested: int, maps: int, size: tuple[int, int]) -> int:
     return max(1, min(requested, maps * size[0] * size[1] // PIXELS_PER_WORKER))
 
 
-# what a worker process counts against, set once by its initializer: the split's ground truth,
-# and for saved maps (maps folder, normalize, class predictions or None)
+# what a worker process of a run counts against, set once by its initializer: the split's ground
+# truth (saved maps carry theirs with each chunk)
 _worker_truth: GroundTruth | None = None
-_worker_saved: tuple[Path, bool, dict | None] | None = None
 
 
-def _start_worker(meta, settings, mask_root, saved) -> None:
-    global _worker_truth, _worker_saved
+def _start_worker(truth: tuple | None = None) -> None:
+    """A counting process's start: its settings, its ground truth (``truth``: GroundTruth's
+    arguments) if given, and the compiled engine loaded now rather than at the first map."""
+    global _worker_truth
     cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would contend
     keep_freed_memory()  # each map's work arrays reuse the last one's pages
-    _worker_truth, _worker_saved = GroundTruth(meta, settings, mask_root), saved
+    if truth is not None:
+        _worker_truth = GroundTruth(*truth)
+    _load_engine()
 
 
-def _worker_pool(workers: int, truth: GroundTruth, saved=None) -> ProcessPoolExecutor:
+def _load_engine() -> None:
+    """Count two tiny maps (float32 as saved, float64 as normalized): numba's import and its
+    disk cache of the kernels take about a second, which a worker then spends while its parent
+    is still reading the split or predicting."""
+    counter = metrics.BoxCounter(metrics.threshold_grid(0.5), (50,))
+    for dtype in (np.float32, np.float64):
+        scoremap = np.zeros((4, 4), dtype)
+        scoremap[1:3, 1:3] = 1
+        counter.update(scoremap, np.array([[1, 1, 2, 2]]))
+
+
+def _worker_pool(workers: int, truth: GroundTruth | None = None) -> ProcessPoolExecutor:
     # spawned, not forked: this process may hold torch's and OpenCV's thread pools
+    args = None if truth is None else (truth.meta, truth.settings, truth.mask_root)
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(truth.meta, truth.settings, truth.mask_root, saved),
+        initargs=(args,),
     )
+
+
+def start_counting_workers(
+    requested: int, maps: int, size: tuple[int, int]
+) -> ProcessPoolExecutor | None:
+    """Start the processes that count ``maps`` saved maps of ``size`` (:func:`worker_count`),
+    for :func:`evaluate_saved_maps`; None when this process alone counts them. The caller
+    shuts the pool down.
+
+    Each process loads the compiled engine as it starts, so a caller that starts them before
+    reading the split's metadata (a second each at 50,000 maps) has them ready when it is done.
+    """
+    workers = worker_count(requested, maps, size)
+    if workers == 1:
+        return None
+    pool = _worker_pool(workers)
+    # a spawning pool starts a process per task submitted while none is idle: start them all now
+    for _ in range(workers):
+        pool.submit(int)
+    return pool
 
 
 class _Outcomes(list):
@@ -352,17 +392,37 @@ class CountingPool:
             self.pool.shutdown(cancel_futures=True)
 
 
-def _count_saved_chunk(image_ids: list[str], job: tuple | None = None) -> metrics.SplitCounter:
-    """Count one chunk of saved maps (in a worker: against its ground truth and saved maps)."""
-    truth, (maps_dir, normalize, predictions) = job or (_worker_truth, _worker_saved)
+def _count_saved_chunk(
+    truth: GroundTruth, maps_dir: Path, normalize: bool, predictions: dict | None
+) -> metrics.SplitCounter:
+    """Count one chunk of saved maps: those of the images of ``truth`` (its metadata holds the
+    chunk's images only, so a worker is sent what it counts and nothing else)."""
     settings = truth.settings
     counter = new_counter(settings)
-    for image_id in image_ids:
+    for image_id in truth.meta.image_ids:
         path = saved_map_path(maps_dir, image_id)
         scoremap = load_saved_map(path, settings.size, normalize, settings.map_resize)
         topk = predictions[image_id] if predictions is not None else None
         count_image(counter, truth, image_id, scoremap, topk)
     return counter
+
+
+def missing_maps(maps_dir: Path, image_ids: list[str]) -> list[str]:
+    """The ids whose ``<maps_dir>/<image_id>.npy`` is not a file, in order: one listing per
+    folder rather than a file-system call per map (50,000 of them take half a second)."""
+    files: dict[str, set[str]] = {}
+    missing = []
+    for image_id in image_ids:
+        folder, _, name = f"{image_id}.npy".rpartition("/")
+        if folder not in files:
+            try:
+                with os.scandir(maps_dir / folder) as entries:
+                    files[folder] = {entry.name for entry in entries if entry.is_file()}
+            except OSError:  # no such folder (or not one): all of its maps are missing
+                files[folder] = set()
+        if name not in files[folder]:
+            missing.append(image_id)
+    return missing
 
 
 def evaluate_saved_maps(
@@ -373,7 +433,7 @@ def evaluate_saved_maps(
     mask_root: Path | None = None,
     normalize: bool = False,
     predictions: dict[str, list[int]] | None = None,
-    workers: int = 1,
+    pool: ProcessPoolExecutor | None = None,
     progress: bool = True,
 ) -> dict:
     """Count saved maps ``<maps_dir>/<image_id>.npy`` over one split; returns the counts record.
@@ -382,38 +442,35 @@ def evaluate_saved_maps(
     from ``predictions`` (image id -> predicted classes, best first, for every image;
     :func:`wsolbench.data.metadata.parse.read_predictions`), absent without.
 
-    With ``workers > 1`` chunks of :data:`SAVED_MAPS_CHUNK` maps are read and counted by that many
-    processes (each map is read by the process that counts it, so memory stays flat however
-    many maps there are), and the chunks' integer counts are summed in order: the result is
-    identical for any number of workers. Too few maps for a worker (:func:`worker_count`) are
-    counted in this process.
+    With a ``pool`` (:func:`start_counting_workers`) chunks of :data:`SAVED_MAPS_CHUNK` maps are
+    read and counted by its processes (each map is read by the process that counts it, so
+    memory stays flat however many maps there are), and the chunks' integer counts are summed
+    in order: the result is identical for any number of workers. Without, this process counts.
     """
-    missing = [i for i in meta.image_ids if not saved_map_path(maps_dir, i).is_file()]
+    missing = missing_maps(maps_dir, meta.image_ids)
     if missing:
         raise MapFileError(
             f"{len(missing)} of {len(meta.image_ids)} maps are missing in {maps_dir}, e.g. "
             f"{saved_map_path(maps_dir, missing[0])}; save one <image_id>.npy per image id of "
             f"{meta.split_dir / 'image_ids.txt'}"
         )
+    truth = GroundTruth(meta, settings, mask_root)
     ids = list(meta.image_ids)
-    chunks = [ids[i : i + SAVED_MAPS_CHUNK] for i in range(0, len(ids), SAVED_MAPS_CHUNK)]
-    workers = worker_count(workers, len(ids), settings.size)
+    chunks = []
+    for i in range(0, len(ids), SAVED_MAPS_CHUNK):
+        chunk = ids[i : i + SAVED_MAPS_CHUNK]
+        chunk_predictions = None if predictions is None else {k: predictions[k] for k in chunk}
+        chunks.append((truth.select(chunk), maps_dir, normalize, chunk_predictions))
+    if pool is None:
+        counted = (_count_saved_chunk(*chunk) for chunk in chunks)
+    else:
+        counted = pool.map(_count_saved_chunk, *zip(*chunks, strict=True))
     bar = progress_bar(total=len(ids), desc="maps", enabled=progress, unit="map")
     total = new_counter(settings)
-    truth = GroundTruth(meta, settings, mask_root)
-    saved = (maps_dir, normalize, predictions)
-    if workers == 1:
-        counted = (_count_saved_chunk(chunk, (truth, saved)) for chunk in chunks)
-        pool = None
-    else:
-        pool = _worker_pool(workers, truth, saved=saved)
-        counted = pool.map(_count_saved_chunk, chunks)
     try:
         for chunk, counter in zip(chunks, counted, strict=True):
             total.merge(counter)
-            bar.update(len(chunk))
+            bar.update(len(chunk[0].meta.image_ids))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
         bar.close()
     return total.to_dict()

@@ -49,12 +49,11 @@ def add_evaluate_maps(commands) -> None:
 
 
 def cmd_evaluate_maps(args) -> int:
-    from wsolbench.counting import EvalSettings, evaluate_saved_maps
-    from wsolbench.data.metadata import read_split
-    from wsolbench.data.metadata.parse import read_predictions
+    from wsolbench import counting
+    from wsolbench.data.metadata.parse import count_lines
+    from wsolbench.data.metadata.records import IMAGE_IDS
     from wsolbench.metrics import summarize
     from wsolbench.util.atomic import write_json_atomic
-    from wsolbench.util.heap import keep_freed_memory
 
     if not 0 < args.step < 1:
         raise ValueError(f"--step must be in (0, 1), not {args.step}")
@@ -67,8 +66,34 @@ def cmd_evaluate_maps(args) -> int:
     if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
         raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
     check_output(args.json, "--json", folder=False)
+    # the workers start first: they load the compiled engine while this process reads the split
+    maps = count_lines(args.metadata / IMAGE_IDS)
+    pool = counting.start_counting_workers(args.workers, maps, tuple(args.size))
+    try:
+        counts = _count_saved_maps(args, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    metrics, chosen = summarize(counts, "oracle")
+    print(metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
+    if args.json:
+        record = {**metrics, "n_images": counts["n_images"], "step": args.step}
+        record.update({"policy": "oracle", "chosen_thresholds": chosen, "counts": counts})
+        write_json_atomic(args.json, record)
+        print(f"written {args.json}")
+    return 0
+
+
+def _count_saved_maps(args, pool) -> dict:
+    """evaluate-maps' split, predictions and maps read and counted (``pool``: the workers, or
+    None to count here); returns the counts record."""
+    from wsolbench import counting
+    from wsolbench.data.metadata import read_split
+    from wsolbench.data.metadata.parse import read_predictions
+    from wsolbench.util.heap import keep_freed_memory
+
     meta = read_split(args.metadata, mask_root=args.masks)
-    settings = EvalSettings(
+    settings = counting.EvalSettings(
         size=tuple(args.size),
         step=args.step,
         iou_thresholds=tuple(args.iou),
@@ -83,23 +108,15 @@ def cmd_evaluate_maps(args) -> int:
             raise ValueError(f"--predictions {args.predictions}: no such file")
         predictions = read_predictions(args.predictions, meta.image_ids)
     keep_freed_memory()  # this process only counts maps (and with --workers 1, counts them here)
-    counts = evaluate_saved_maps(
+    return counting.evaluate_saved_maps(
         args.maps,
         meta,
         settings,
         mask_root=args.masks,
         normalize=args.normalize,
         predictions=predictions,
-        workers=args.workers,
+        pool=pool,
     )
-    metrics, chosen = summarize(counts, "oracle")
-    print(metrics_table({"oracle": metrics}, title=f"{args.metadata} ({counts['n_images']} maps)"))
-    if args.json:
-        record = {**metrics, "n_images": counts["n_images"], "step": args.step}
-        record.update({"policy": "oracle", "chosen_thresholds": chosen, "counts": counts})
-        write_json_atomic(args.json, record)
-        print(f"written {args.json}")
-    return 0
 
 
 def add_fingerprint(commands) -> None:

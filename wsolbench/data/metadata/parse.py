@@ -96,6 +96,16 @@ def _read_keyed(
     return out
 
 
+def count_lines(path: Path) -> int:
+    """The number of non-blank lines of a metadata file, unchecked (0 if it cannot be read):
+    to size work before the file is read with its checks."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    return sum(1 for line in data.splitlines() if line.strip())
+
+
 def read_image_ids(defects: Defects, path: Path) -> dict[str, int]:
     """id -> line number, in file order (dicts keep insertion order)."""
     ids: dict[str, int] = {}

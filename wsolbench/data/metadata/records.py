@@ -75,6 +75,23 @@ class SplitMetadata:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def select(self, image_ids: list[str]) -> SplitMetadata:
+        """The records of ``image_ids`` (ids of this split) alone, in that order."""
+
+        def subset(records: dict | None) -> dict | None:
+            if records is None:
+                return None
+            return {i: records[i] for i in image_ids if i in records}
+
+        return SplitMetadata(
+            self.split_dir,
+            list(image_ids),
+            subset(self.labels),
+            subset(self.sizes),
+            subset(self.boxes),
+            subset(self.masks),
+        )
+
 
 class Defects:
     """Collects defects so that one error lists them all (up to MAX_REPORTED)."""
