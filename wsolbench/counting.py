@@ -456,21 +456,26 @@ def evaluate_saved_maps(
         )
     truth = GroundTruth(meta, settings, mask_root)
     ids = list(meta.image_ids)
-    chunks = []
-    for i in range(0, len(ids), SAVED_MAPS_CHUNK):
-        chunk = ids[i : i + SAVED_MAPS_CHUNK]
-        chunk_predictions = None if predictions is None else {k: predictions[k] for k in chunk}
-        chunks.append((truth.select(chunk), maps_dir, normalize, chunk_predictions))
+    chunks = [ids[i : i + SAVED_MAPS_CHUNK] for i in range(0, len(ids), SAVED_MAPS_CHUNK)]
+    jobs = [
+        (
+            truth.select(chunk),
+            maps_dir,
+            normalize,
+            None if predictions is None else {i: predictions[i] for i in chunk},
+        )
+        for chunk in chunks
+    ]
     if pool is None:
-        counted = (_count_saved_chunk(*chunk) for chunk in chunks)
+        counted = (_count_saved_chunk(*job) for job in jobs)
     else:
-        counted = pool.map(_count_saved_chunk, *zip(*chunks, strict=True))
+        counted = pool.map(_count_saved_chunk, *zip(*jobs, strict=True))
     bar = progress_bar(total=len(ids), desc="maps", enabled=progress, unit="map")
     total = new_counter(settings)
     try:
         for chunk, counter in zip(chunks, counted, strict=True):
             total.merge(counter)
-            bar.update(len(chunk[0].meta.image_ids))
+            bar.update(len(chunk))
     finally:
         bar.close()
     return total.to_dict()
