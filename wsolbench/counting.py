@@ -407,7 +407,7 @@ def _count_saved_chunk(
     return counter
 
 
-def missing_maps(maps_dir: Path, image_ids: list[str]) -> list[str]:
+def _missing_maps(maps_dir: Path, image_ids: list[str]) -> list[str]:
     """The ids whose ``<maps_dir>/<image_id>.npy`` is not a file, in order: one listing per
     folder rather than a file-system call per map (50,000 of them take half a second)."""
     files: dict[str, set[str]] = {}
@@ -447,7 +447,7 @@ def evaluate_saved_maps(
     memory stays flat however many maps there are), and the chunks' integer counts are summed
     in order: the result is identical for any number of workers. Without, this process counts.
     """
-    missing = missing_maps(maps_dir, meta.image_ids)
+    missing = _missing_maps(maps_dir, meta.image_ids)
     if missing:
         raise MapFileError(
             f"{len(missing)} of {len(meta.image_ids)} maps are missing in {maps_dir}, e.g. "
