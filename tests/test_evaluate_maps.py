@@ -97,6 +97,33 @@ def test_missing_maps_are_named(tiny_root, tmp_path, capsys):
     assert "1 of 10 maps are missing" in err and meta.image_ids[3] in err
 
 
+def test_the_missing_map_check_looks_where_the_maps_are_read(tmp_path):
+    """Each id is looked up at the path its map is read from (saved_map_path): an absolute id
+    too, and an id with a NUL byte is missing, not an error of its own."""
+    from wsolbench.counting import _missing_maps
+
+    maps = tmp_path / "maps"
+    (maps / "a").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    np.save(maps / "a" / "x.png.npy", np.zeros((2, 2), np.float32))
+    np.save(maps / "top.png.npy", np.zeros((2, 2), np.float32))
+    np.save(elsewhere / "abs.png.npy", np.zeros((2, 2), np.float32))
+    (maps / "dir.png.npy").mkdir()
+    ids = [
+        "a/x.png",
+        "a//x.png",
+        "top.png",
+        f"{elsewhere}/abs.png",  # read from there: maps_dir / "/..." is the absolute path
+        "/top.png",  # not maps/top.png: the loader opens /top.png.npy
+        "dir.png",  # a folder, not a map
+        "b/x.png",
+        "a\x00x.png",
+        "nul\x00/x.png",
+    ]
+    assert _missing_maps(maps, ids) == ["/top.png", "dir.png", "b/x.png", ids[7], ids[8]]
+
+
 def test_worker_count_does_not_change_the_counts(tiny_root, tmp_path, monkeypatch):
     """Chunks of 3 maps over 1, 2 or 3 worker processes (each map read where it is counted):
     the same counts, in one process or in several."""
@@ -218,6 +245,8 @@ def test_bad_predictions_are_named_with_their_lines(tiny_root, tmp_path, capsys)
     assert f"no line for id '{ids[8]}' (and 1 more)" in err
     code, _ = evaluate(tiny_root, maps, tmp_path, "--predictions", tmp_path / "absent.csv")
     assert code == 2 and "absent.csv: no such file" in capsys.readouterr().err
+    code, _ = evaluate(tiny_root, tmp_path / "no-maps", tmp_path)
+    assert code == 2 and "no-maps: no such folder" in capsys.readouterr().err
 
 
 def test_a_runs_evaluation_counts_the_same_with_any_number_of_workers(

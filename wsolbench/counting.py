@@ -4,8 +4,9 @@
 boxes and masks at the evaluation size) and :func:`count_image` feed the counters of
 :mod:`wsolbench.metrics`, one call per image, after the map has been resized to the protocol size
 and normalized. :func:`evaluate_saved_maps` (``wsolbench evaluate-maps``) reads maps saved by any
-codebase and counts them in worker processes; this module imports no torch, so a worker starts
-in the time numba's cached engine takes to load. A method's predictions are counted by
+codebase and counts them, in the worker processes of :func:`start_counting_workers` when it is
+given them; this module imports no torch, so a worker starts in the time numba's cached engine
+takes to load. A method's predictions are counted by
 :mod:`wsolbench.evaluate` through the same functions.
 """
 
@@ -331,9 +332,13 @@ def start_counting_workers(
     if workers == 1:
         return None
     pool = _worker_pool(workers)
-    # a spawning pool starts a process per task submitted while none is idle: start them all now
-    for _ in range(workers):
-        pool.submit(int)
+    try:
+        # a spawning pool starts a process per task submitted while none is idle: all of them now
+        for _ in range(workers):
+            pool.submit(int)
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
     return pool
 
 
@@ -408,17 +413,19 @@ def _count_saved_chunk(
 
 
 def _missing_maps(maps_dir: Path, image_ids: list[str]) -> list[str]:
-    """The ids whose ``<maps_dir>/<image_id>.npy`` is not a file, in order: one listing per
-    folder rather than a file-system call per map (50,000 of them take half a second)."""
+    """The ids whose map (:func:`saved_map_path`) is not a file, in order: one listing per
+    folder rather than a file-system call and a Path per map (50,000 of them take half a
+    second). ``os.path.join`` joins as ``Path`` does: an absolute id replaces the folder."""
+    root = os.fspath(maps_dir)
     files: dict[str, set[str]] = {}
     missing = []
     for image_id in image_ids:
-        folder, _, name = f"{image_id}.npy".rpartition("/")
+        folder, name = os.path.split(os.path.join(root, f"{image_id}.npy"))
         if folder not in files:
             try:
-                with os.scandir(maps_dir / folder) as entries:
+                with os.scandir(folder or ".") as entries:
                     files[folder] = {entry.name for entry in entries if entry.is_file()}
-            except OSError:  # no such folder (or not one): all of its maps are missing
+            except (OSError, ValueError):  # no such folder, not one, or a NUL byte in its name
                 files[folder] = set()
         if name not in files[folder]:
             missing.append(image_id)

@@ -66,7 +66,12 @@ def cmd_evaluate_maps(args) -> int:
     if any(not 0 < t <= 100 for t in args.iou) or len(set(args.iou)) != len(args.iou):
         raise ValueError(f"--iou {' '.join(map(str, args.iou))}: distinct percentages in (0, 100]")
     check_output(args.json, "--json", folder=False)
-    # the workers start first: they load the compiled engine while this process reads the split
+    if not args.maps.is_dir():
+        raise ValueError(f"--maps {args.maps}: no such folder (one <image_id>.npy per image)")
+    if args.predictions is not None and not args.predictions.is_file():
+        raise ValueError(f"--predictions {args.predictions}: no such file")
+    # The workers start first: they load the compiled engine while this process reads the split.
+    # (An error in the split waits for them to have started, a second or so, before it is shown.)
     maps = count_lines(args.metadata / IMAGE_IDS)
     pool = counting.start_counting_workers(args.workers, maps, tuple(args.size))
     try:
@@ -104,8 +109,6 @@ def _count_saved_maps(args, pool) -> dict:
         raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
     predictions = None
     if args.predictions is not None:
-        if not args.predictions.is_file():
-            raise ValueError(f"--predictions {args.predictions}: no such file")
         predictions = read_predictions(args.predictions, meta.image_ids)
     keep_freed_memory()  # this process only counts maps (and with --workers 1, counts them here)
     return counting.evaluate_saved_maps(
