@@ -168,7 +168,13 @@ class MapFileError(ValueError):
 
 def saved_map_path(maps_dir: Path, image_id: str) -> Path:
     """``<maps>/<image_id>.npy``; ids keep subfolders and extension (``a/b.jpg.npy``)."""
-    return maps_dir / f"{image_id}.npy"
+    return Path(_saved_map_file(maps_dir, image_id))
+
+
+def _saved_map_file(maps_dir: Path | str, image_id: str) -> str:
+    """:func:`saved_map_path` as a string, without building a Path (``os.path.join`` joins as
+    ``Path`` does: an absolute id replaces the folder)."""
+    return os.path.join(maps_dir, f"{image_id}.npy")
 
 
 #: The first bytes of every file ``numpy.save`` writes.
@@ -415,15 +421,15 @@ def _count_saved_chunk(
 def _missing_maps(maps_dir: Path, image_ids: list[str]) -> list[str]:
     """The ids whose map (:func:`saved_map_path`) is not a file, in order: one listing per
     folder rather than a file-system call and a Path per map (50,000 of them take half a
-    second). ``os.path.join`` joins as ``Path`` does: an absolute id replaces the folder."""
+    second)."""
     root = os.fspath(maps_dir)
     files: dict[str, set[str]] = {}
     missing = []
     for image_id in image_ids:
-        folder, name = os.path.split(os.path.join(root, f"{image_id}.npy"))
+        folder, name = os.path.split(_saved_map_file(root, image_id))
         if folder not in files:
             try:
-                with os.scandir(folder or ".") as entries:
+                with os.scandir(folder) as entries:
                     files[folder] = {entry.name for entry in entries if entry.is_file()}
             except (OSError, ValueError):  # no such folder, not one, or a NUL byte in its name
                 files[folder] = set()
