@@ -70,9 +70,13 @@ reports: install
 	$(BIN)/python reports/make_reports.py
 
 # An offline install for a GPU machine that has its own torch (README: air-gapped clusters): every
-# wheel wsolbench needs beyond torch and torchvision, for Python $(PY), in wheelhouse-py$(PY)/.
+# wheel wsolbench needs beyond torch and torchvision and what HAVE names (the machine's own
+# packages, e.g. HAVE="timm numpy scipy opencv-python-headless numba"), for Python $(PY), in
+# wheelhouse-py$(PY)/.
+HAVE ?=
 wheelhouse: install
-	$(BIN)/python benchmarks/wheelhouse.py --python-version $(PY) --out wheelhouse-py$(PY)
+	$(BIN)/python benchmarks/wheelhouse.py --python-version $(PY) --out wheelhouse-py$(PY) \
+		$(if $(HAVE),--have $(HAVE))
 
 clean:
 	rm -rf $(VENV) work_dirs build

@@ -65,6 +65,7 @@ from gpu_check_report import markdown, slug  # noqa: E402
 from gpu_check_training import train_and_data  # noqa: E402
 
 from wsolbench.cost.timing import device_name  # noqa: E402
+from wsolbench.results.environment import environment  # noqa: E402
 
 METHODS = ("center", "cam", "tedloc", "clip_patch", "clip_gradcam")
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "inference": [],
         "training": {"methods": {}},
         "genpromp": None,
+        # the code (commit or files digest), libraries, threads and TF32 settings, as in a result
+        "env": environment(),
     }
     stem = args.out / f"gpu_check-{slug(name)}{'-quick' if args.quick else ''}"
     args.out.mkdir(parents=True, exist_ok=True)

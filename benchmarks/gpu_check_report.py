@@ -19,12 +19,21 @@ def _mark(cost: dict) -> str:
     return "" if latency_clean(cost) else LATENCY_MARK
 
 
+def _code(record: dict) -> str:
+    """wsolbench's code as the record names it: ``commit 1a2b3c4d5e6f`` (``+ uncommitted
+    changes``) or ``files sha256 …``."""
+    code = record.get("env", {}).get("code", {}).get("wsolbench", {})
+    if "commit" in code:
+        return f"commit {code['commit'][:12]}" + (" + uncommitted changes" if code["dirty"] else "")
+    return f"files sha256 {code['files_sha256'][:12]}" if "files_sha256" in code else "code unknown"
+
+
 def markdown(record: dict) -> str:
     lines = [
         f"# Device check: {record['device_name']}",
         "",
-        f"`{record['command']}` — {record['date']}, torch {record['torch']}, "
-        f"{record['cpus']} CPU cores, {record['elapsed_s']:.0f} s"
+        f"`{record['command']}` — {record['date']}, wsolbench {_code(record)}, "
+        f"torch {record['torch']}, {record['cpus']} CPU cores, {record['elapsed_s']:.0f} s"
         + (" (--quick: a test of the script, not a measurement)" if record["quick"] else ""),
         "",
         "## Inference (batch-1 latency median; throughput and peak memory at batch "

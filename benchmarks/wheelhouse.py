@@ -1,26 +1,31 @@
 """The wheels an offline machine with its own torch needs to run wsolbench (``make wheelhouse``).
 
 A GPU machine usually has Python, a CUDA build of torch and torchvision, and often timm, numpy,
-scipy, OpenCV and numba; it rarely has mmengine, open_clip, submitit or their small dependencies,
-and it has no network. This script downloads, here, every wheel wsolbench needs beyond what the
-target has (``--have``, with everything those packages need), for the target's Python and
-platform, at the versions ``constraints.txt`` pins::
+scipy, OpenCV (often opencv-python-headless) and numba; it rarely has mmengine, open_clip,
+submitit or their small dependencies, and it has no network. This script downloads, here, every
+wheel wsolbench needs beyond what the target has (``--have``, with everything those packages
+need), for the target's Python and platform, at the versions ``constraints.txt`` pins::
 
     python benchmarks/wheelhouse.py --python-version 3.12 --out wheelhouse-py3.12
-    python benchmarks/wheelhouse.py --python-version 3.12 --have torch torchvision timm numpy \\
-        scipy opencv-python numba --out wheelhouse-py3.12      # smaller: what such a box has
+    python benchmarks/wheelhouse.py --python-version 3.12 --have timm numpy scipy \\
+        opencv-python-headless numba --out wheelhouse-py3.12   # smaller: what such a box has
 
 Copy the folder and this repository to the target, then, with no network::
 
-    python3.12 -m venv --system-site-packages .venv     # sees the machine's own torch
-    .venv/bin/pip install --no-index --find-links wheelhouse-py3.12 -e .
-    .venv/bin/wsolbench check center && bash benchmarks/gpu_check.sh --out reports/cost
+    python3 -m pip install --isolated --no-index --no-deps --target .wsolbench-site \\
+        wheelhouse-py3.12/*.whl
+    export PYTHONPATH=$PWD/.wsolbench-site:$PWD
+    python3 -m wsolbench check center
 
-pip keeps every package the machine already has in a version wsolbench accepts (torch above
-all: it is never in the folder) and installs the rest from the folder. The folder also holds
-``requirements.txt`` (what it holds, pinned) and the build backend (setuptools, wheel) that
-``pip install -e .`` needs. The dependency list is read from this environment's installed
-metadata (``make install`` first), with the target's Python version in the markers.
+or, for the device check alone, ``bash benchmarks/gpu_check.sh --wheelhouse wheelhouse-py3.12``,
+which does the same in a temporary folder. A folder on ``PYTHONPATH`` rather than a venv:
+``python3 -m venv --system-site-packages`` made from a Python that is itself a venv (GPU images
+keep torch in one) sees the base Python's packages, not that torch. ``--no-deps``: the folder
+already holds everything the machine lacks, and pip's resolver would insist on the
+``opencv-python`` that wsolbench and mmengine name even where ``opencv-python-headless`` provides
+the same ``cv2``. The folder also holds ``requirements.txt`` (what it holds, pinned). The
+dependency list is read from this environment's installed metadata (``make install`` first), with
+the target's Python version in the markers.
 """
 
 from __future__ import annotations
@@ -39,8 +44,12 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 #: always on the target: the machine's own CUDA build, never replaced
 MACHINE_OWN = ("torch", "torchvision")
-#: what ``pip install -e .`` needs to build the project (pyproject.toml's build-system)
-BUILD_BACKEND = ("setuptools", "wheel")
+#: distributions that each install the same ``cv2`` module: a machine with any of them (GPU images
+#: often ship opencv-python-headless) needs none of the others, whichever one a package names
+CV2_DISTRIBUTIONS = frozenset(
+    ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
+     "opencv-contrib-python-headless")
+)  # fmt: skip
 #: wheel platform tags accepted for the target (manylinux x86_64, and pure-Python wheels)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
 
@@ -97,22 +106,19 @@ def pins() -> dict[str, str]:
 
 def wanted(python_version: str, have: list[str]) -> list[str]:
     """``name==version`` of every wheel the target lacks, sorted: wsolbench's runtime closure
-    minus what ``have`` (and the machine's own torch) bring, plus the build backend."""
+    minus what ``have`` (and the machine's own torch) bring; any OpenCV distribution there
+    stands for all of them."""
     environment = _target_environment(python_version)
     needed = closure(["wsolbench"], environment) - {"wsolbench"}
-    needed -= closure([*MACHINE_OWN, *have], environment)
-    needed |= set(BUILD_BACKEND)
+    machine_has = closure([*MACHINE_OWN, *have], environment)
+    needed -= machine_has
+    if machine_has & CV2_DISTRIBUTIONS:
+        needed -= CV2_DISTRIBUTIONS
     versions = pins()
-    specs = []
-    for name in sorted(needed):
-        version = versions.get(name)
-        if version is None:  # not pinned (the build backend): this environment's own version
-            try:
-                version = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                version = None
-        specs.append(f"{name}=={version}" if version else name)
-    return specs
+    unpinned = sorted(needed - versions.keys())
+    if unpinned:  # a wheelhouse of unpinned versions would not be the install the tests ran on
+        raise LookupError(f"constraints.txt pins no version of {', '.join(unpinned)}: add them")
+    return [f"{name}=={versions[name]}" for name in sorted(needed)]
 
 
 def download(specs: list[str], python_version: str, out: Path) -> None:
@@ -132,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "--have",
         nargs="*",
         default=[],
-        help="packages the target already has (with all they need); torch and torchvision "
-        "always",
+        help="packages the target already has (with all they need); torch and torchvision always",
     )
     parser.add_argument("--out", type=Path, help="default: wheelhouse-py<VERSION>")
     args = parser.parse_args(argv)
@@ -141,13 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--python-version {args.python_version}: use MAJOR.MINOR, e.g. 3.12")
     out = args.out or REPO / f"wheelhouse-py{args.python_version}"
     out.mkdir(parents=True, exist_ok=True)
-    specs = wanted(args.python_version, args.have)
+    try:
+        specs = wanted(args.python_version, args.have)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     download(specs, args.python_version, out)
     (out / "requirements.txt").write_text("".join(f"{s}\n" for s in specs), encoding="utf-8")
     size = sum(p.stat().st_size for p in out.glob("*.whl"))
     print(f"{len(specs)} wheels for Python {args.python_version} in {out} ({size / 2**20:.1f} MiB)")
-    print(f"on the target: python{args.python_version} -m venv --system-site-packages .venv")
-    print(f"               .venv/bin/pip install --no-index --find-links {out.name} -e .")
+    print(f"on the target: bash benchmarks/gpu_check.sh --wheelhouse {out.name} --out reports/cost")
+    print("  (or install it for every command: see this script's docstring)")
     return 0
 
 

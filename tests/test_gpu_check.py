@@ -28,6 +28,11 @@ def test_quick_cpu_check_runs_every_step_in_under_a_minute(tmp_path):
     record = json.loads(record_path.read_text())
     assert record["device"] == "cpu" and record["device_name"] and record["quick"] is True
     assert record["skipped"] == []
+    # the record names what made its figures beyond the device: the code, libraries and TF32
+    env = record["env"]
+    code = env["code"]["wsolbench"]
+    assert len(code.get("commit", code.get("files_sha256", ""))) in (40, 64)
+    assert env["torch"] == record["torch"] and "cudnn_allow_tf32" in env["determinism"]
     profiled = {(c["method"], c["amp"]) for c in record["inference"]}
     methods = {"center", "cam", "tedloc", "clip_patch", "clip_gradcam"}
     assert profiled == {(m, a) for m in methods for a in ("none", "bfloat16")}
@@ -39,6 +44,8 @@ def test_quick_cpu_check_runs_every_step_in_under_a_minute(tmp_path):
         assert train["end_to_end_images_per_s"] > 0 and train["loader_workers"] >= 0
     text = record_path.with_suffix(".md").read_text()
     assert text.startswith(f"# Device check: {record['device_name']}")
+    named = f"commit {code['commit'][:12]}" if "commit" in code else "files sha256 "
+    assert f"wsolbench {named}" in text
     assert "| clip_gradcam | bfloat16 |" in text and "| tedloc | 96×96 |" in text
 
 

@@ -1,6 +1,7 @@
 """The offline install of a GPU machine, here: the wheelhouse installed into a fresh folder beside
 a machine's own packages (torch, torchvision, timm, numpy, scipy, OpenCV, numba), nothing else on
-the path, then ``wsolbench check`` and the GPU check's dry run from that layout.
+the path, then ``wsolbench check`` from that layout and the GPU check's dry run through
+``gpu_check.sh --wheelhouse``, which installs the folder itself.
 
 ``make test`` downloads the wheelhouse first (``build/wheelhouse-test``: ``benchmarks/wheelhouse.py
 --have timm numpy scipy opencv-python numba``), so this test needs no network.
@@ -19,19 +20,36 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 WHEELHOUSE = REPO / "build" / "wheelhouse-test"
 MACHINE_HAS = ("torch", "torchvision", "timm", "numpy", "scipy", "opencv-python", "numba")
+#: and pip, which installs the wheelhouse there
+MACHINE_TOOLS = ("pip",)
+
+
+def _wheelhouse_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import wheelhouse
+    finally:
+        sys.path.pop(0)
+    return wheelhouse
+
+
+def test_a_headless_opencv_on_the_machine_stands_for_opencv_python():
+    """GPU images ship opencv-python-headless (this workplace's does); it provides the same cv2
+    as the opencv-python that wsolbench and mmengine name, so no second OpenCV is downloaded."""
+    wanted = _wheelhouse_module().wanted
+    names = [spec.split("==")[0] for spec in wanted("3.12", ["opencv-python-headless"])]
+    assert "mmengine" in names and "opencv-python" not in names
+    assert "opencv-python" in [spec.split("==")[0] for spec in wanted("3.12", [])]
 
 
 def _machine_site(folder: Path) -> Path:
     """A site folder holding only what the machine has: links to this environment's files of
     those distributions and of everything they need."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from wheelhouse import _target_environment, closure
-    finally:
-        sys.path.pop(0)
+    wheelhouse = _wheelhouse_module()
+    _target_environment, closure = wheelhouse._target_environment, wheelhouse.closure
     version = "{}.{}".format(*sys.version_info[:2])
     folder.mkdir()
-    for name in sorted(closure(MACHINE_HAS, _target_environment(version))):
+    for name in sorted(closure((*MACHINE_HAS, *MACHINE_TOOLS), _target_environment(version))):
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
@@ -51,9 +69,10 @@ def test_the_wheelhouse_installs_beside_the_machines_torch_and_runs(tmp_path):
     wheels = sorted(WHEELHOUSE.glob("*.whl"))
     assert not [w for w in wheels if w.name.startswith(("torch-", "torchvision-"))]
     target = tmp_path / "target"
-    pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet"]
-    pip += ["--disable-pip-version-check", "--target", str(target), *map(str, wheels)]
-    subprocess.run(pip, check=True, timeout=300, env={**os.environ, "PIP_CONSTRAINT": ""})
+    # the install that benchmarks/wheelhouse.py documents (and gpu_check.sh --wheelhouse runs)
+    pip = [sys.executable, "-m", "pip", "install", "--isolated", "--no-index", "--no-deps"]
+    pip += ["--quiet", "--disable-pip-version-check", "--target", str(target), *map(str, wheels)]
+    subprocess.run(pip, check=True, timeout=300)
     machine = _machine_site(tmp_path / "machine")
     # python -S: no site folder at all; only the install, the machine's packages and the code
     python = tmp_path / "python"
@@ -81,6 +100,13 @@ def test_the_wheelhouse_installs_beside_the_machines_torch_and_runs(tmp_path):
     assert mmengine_file.startswith(str(target)) and open_clip_file.startswith(str(target))
     assert torch_file.startswith(str(machine))  # the machine's own, untouched
     run(str(python), "-m", "wsolbench", "check", "center")
-    run("bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out",
-        str(tmp_path / "cost"), "--methods", "center", "cam")  # fmt: skip
+    # the one command of a GPU machine: gpu_check.sh installs the wheelhouse itself, beside the
+    # machine's packages alone (without the install above, mmengine would not import), and
+    # leaves nothing behind
+    env["PYTHONPATH"] = os.pathsep.join(map(str, (machine, REPO)))
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    run("bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--wheelhouse", str(WHEELHOUSE),
+        "--dry-run", "--out", str(tmp_path / "cost"), "--methods", "center", "cam")  # fmt: skip
     assert list((tmp_path / "cost").glob("gpu_check-*-quick.json"))
+    assert not list((tmp_path / "tmp").glob("*/mmengine"))  # the temporary install is gone
