@@ -108,6 +108,14 @@ def wanted(python_version: str, have: list[str]) -> list[str]:
     """``name==version`` of every wheel the target lacks, sorted: wsolbench's runtime closure
     minus what ``have`` (and the machine's own torch) bring; any OpenCV distribution there
     stands for all of them."""
+    try:
+        metadata.distribution("wsolbench")
+    except metadata.PackageNotFoundError:  # every dependency would go unseen: an empty folder
+        raise LookupError(
+            f"wsolbench is not installed in {sys.executable}, and its dependency list is read "
+            "from the installed metadata: run make install, then .venv/bin/python "
+            "benchmarks/wheelhouse.py (or make wheelhouse)"
+        ) from None
     environment = _target_environment(python_version)
     needed = closure(["wsolbench"], environment) - {"wsolbench"}
     machine_has = closure([*MACHINE_OWN, *have], environment)
@@ -145,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"3\.\d+", args.python_version):
         parser.error(f"--python-version {args.python_version}: use MAJOR.MINOR, e.g. 3.12")
     out = args.out or REPO / f"wheelhouse-py{args.python_version}"
-    out.mkdir(parents=True, exist_ok=True)
     try:
         specs = wanted(args.python_version, args.have)
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    out.mkdir(parents=True, exist_ok=True)
     download(specs, args.python_version, out)
     (out / "requirements.txt").write_text("".join(f"{s}\n" for s in specs), encoding="utf-8")
     size = sum(p.stat().st_size for p in out.glob("*.whl"))

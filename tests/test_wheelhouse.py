@@ -42,6 +42,24 @@ def test_a_headless_opencv_on_the_machine_stands_for_opencv_python():
     assert "opencv-python" in [spec.split("==")[0] for spec in wanted("3.12", [])]
 
 
+def test_a_python_without_wsolbench_installed_makes_no_wheelhouse(tmp_path, monkeypatch, capsys):
+    """The dependency list is read from wsolbench's installed metadata: without it the list would
+    be empty and the folder silently useless."""
+    wheelhouse = _wheelhouse_module()
+    distribution = metadata.distribution
+
+    def installed(name):
+        if name == "wsolbench":
+            raise metadata.PackageNotFoundError(name)
+        return distribution(name)
+
+    monkeypatch.setattr(metadata, "distribution", installed)
+    assert wheelhouse.main(["--out", str(tmp_path / "wheels")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "make install" in error and error.count("\n") == 1
+    assert not (tmp_path / "wheels").exists()
+
+
 def _machine_site(folder: Path) -> Path:
     """A site folder holding only what the machine has: links to this environment's files of
     those distributions and of everything they need."""
