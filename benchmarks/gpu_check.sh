@@ -39,6 +39,7 @@ if [[ -n "${wheelhouse+set}" ]]; then
   export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1
-# 8 minutes at most for the check (the install above comes first), whatever happens: the script also skips steps past its own 450-s budget.
+# 8 minutes at most for the check (the install above comes first), whatever happens: the script
+# also skips steps past its own 450-s budget.
 timeout --kill-after=10 "${GPU_CHECK_TIMEOUT_S:-480}" "$python" benchmarks/gpu_check.py \
   ${check_args[@]+"${check_args[@]}"}
