@@ -373,3 +373,41 @@ def test_checkpoints_carry_their_run_s_identity(runs):
     identity = checkpoint_identity(runs / "ref3" / "train" / "epoch_3.pth")
     assert identity["seed"] == 3 and identity["config"]["train"]["max_epochs"] == 3
     assert all(k in identity for k in ("method", "protocol_hash", "data_fingerprint"))
+
+
+# --- a report's copy of a run --------------------------------------------------------------
+
+
+def test_a_report_s_copy_is_written_whole_and_never_pairs_files_of_two_runs(runs, tmp_path):
+    """``copy_result`` (reports/, the TeD-Loc ablations): each file is replaced whole, the
+    per-image records before the result that names them, and a run without records leaves none of
+    an earlier copy's behind."""
+    from wsolbench.results import per_image
+
+    target = tmp_path / "copy"
+    per_image.copy_result(runs / "cam0", target)
+    assert snapshot(target) == {
+        name: (runs / "cam0" / name).read_bytes() for name in ("result.json", "per_image.npz")
+    }
+    old = snapshot(target)
+
+    def interrupted(path, data):  # the process dies while the result is written
+        if Path(path).name == "result.json":
+            raise KeyboardInterrupt
+        write_bytes_atomic(path, data)
+
+    write_bytes_atomic = per_image.write_bytes_atomic
+    per_image.write_bytes_atomic = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            per_image.copy_result(runs / "ref3", target)
+    finally:
+        per_image.write_bytes_atomic = write_bytes_atomic
+    now = snapshot(target)
+    assert now["result.json"] == old["result.json"]  # whole: the old one, not a torn new one
+    assert now["per_image.npz"] == (runs / "ref3" / "per_image.npz").read_bytes()
+
+    without = copy_run(runs, "ref3", tmp_path / "ref3-no-records")
+    (without / "per_image.npz").unlink()
+    per_image.copy_result(without, target)
+    assert snapshot(target) == {"result.json": (without / "result.json").read_bytes()}

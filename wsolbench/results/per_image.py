@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -339,8 +338,15 @@ def load_records(path: Path, sha256: str, counts: dict[str, dict]) -> dict[str, 
 
 def copy_result(source: Path, target: Path) -> None:
     """Copy a finished run's ``result.json`` and its per-image records (when it has them) from the
-    work dir ``source`` into the folder ``target`` (created): what a report keeps of a run."""
+    work dir ``source`` into the folder ``target`` (created): what a report keeps of a run.
+
+    Each file is replaced whole (atomically), the records first: cut short, the folder holds the
+    old result beside the new records, which the result's digest of its records refuses
+    (``compare``), never a torn file. A run without records removes an earlier copy's."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("result.json", PER_IMAGE_FILE):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, target / name)
+    records = source / PER_IMAGE_FILE
+    if records.is_file():
+        write_bytes_atomic(target / PER_IMAGE_FILE, records.read_bytes())
+    else:
+        (target / PER_IMAGE_FILE).unlink(missing_ok=True)
+    write_bytes_atomic(target / "result.json", (source / "result.json").read_bytes())
