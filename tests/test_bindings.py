@@ -378,11 +378,14 @@ def test_checkpoints_carry_their_run_s_identity(runs):
 # --- a report's copy of a run --------------------------------------------------------------
 
 
-def test_a_report_s_copy_is_written_whole_and_never_pairs_files_of_two_runs(runs, tmp_path):
+def test_a_report_s_copy_is_written_whole_and_never_pairs_files_of_two_runs(
+    runs, tmp_path, monkeypatch
+):
     """``copy_result`` (reports/, the TeD-Loc ablations): each file is replaced whole, the
     per-image records before the result that names them, and a run without records leaves none of
     an earlier copy's behind."""
     from wsolbench.results import per_image
+    from wsolbench.util.atomic import write_bytes_atomic
 
     target = tmp_path / "copy"
     per_image.copy_result(runs / "cam0", target)
@@ -396,13 +399,10 @@ def test_a_report_s_copy_is_written_whole_and_never_pairs_files_of_two_runs(runs
             raise KeyboardInterrupt
         write_bytes_atomic(path, data)
 
-    write_bytes_atomic = per_image.write_bytes_atomic
-    per_image.write_bytes_atomic = interrupted
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr("wsolbench.results.per_image.write_bytes_atomic", interrupted)
         with pytest.raises(KeyboardInterrupt):
             per_image.copy_result(runs / "ref3", target)
-    finally:
-        per_image.write_bytes_atomic = write_bytes_atomic
     now = snapshot(target)
     assert now["result.json"] == old["result.json"]  # whole: the old one, not a torn new one
     assert now["per_image.npz"] == (runs / "ref3" / "per_image.npz").read_bytes()

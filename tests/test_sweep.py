@@ -127,6 +127,35 @@ def test_a_finished_cell_of_another_thread_count_is_not_skipped(tiny, tmp_path, 
     assert "threads: 1 in the work dir, 2 now" in cell["error"]
 
 
+def test_a_finished_cell_of_another_protocol_or_data_is_not_skipped(tiny, tmp_path, capsys):
+    """The protocol's rules and the data are part of a run even where their names stay: a cell
+    over a run made under an edited protocol file (same id) or on edited metadata is not taken
+    as finished; run --resume refuses it, naming what changed."""
+    data = shutil.copytree(tiny, tmp_path / "data")
+    protocol = data / "mine.yaml"
+    rules = (tiny / "protocol.yaml").read_text().split("data_fingerprint:")[0]  # no pins
+    rules = rules.replace("id: synthetic-custom-", "id: mine-")
+    protocol.write_text(rules)
+    root = tmp_path / "root"
+    argv = grid_args(tiny, root, "--executor", "debug", seeds="0", methods=["center"])
+    argv[argv.index("--protocol") + 1] = str(protocol)
+    argv[argv.index("--data-root") + 1] = str(data)
+    assert sweep(argv, capsys)[0] == 0
+
+    protocol.write_text(rules.replace("threshold_step: 0.001", "threshold_step: 0.01"))
+    status, out, _ = sweep(argv, capsys)
+    [cell] = cells(root).values()
+    assert status == 1 and cell["state"] == "failed" and "protocol_hash" in cell["error"]
+
+    protocol.write_text(rules)
+    boxes = data / "metadata" / "test" / "localization.txt"
+    first, rest = boxes.read_text().split("\n", 1)
+    boxes.write_text(first.rsplit(",", 4)[0] + ",0,0,31,31\n" + rest)
+    status, out, _ = sweep(argv, capsys)
+    [cell] = cells(root).values()
+    assert status == 1 and cell["state"] == "failed" and "data_fingerprint" in cell["error"]
+
+
 GRID = """\
 methods: [toy_method:ToyCAM]
 datasets: [synthetic]

@@ -88,7 +88,7 @@ def add_sweep(commands) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from wsolbench.sweep.cells import expand, is_finished, seed_independent_notes
+    from wsolbench.sweep.cells import expand, finished, seed_independent_notes
     from wsolbench.sweep.executors import Outcome, submitit_folder
     from wsolbench.sweep.summary import FINISHED, counts, table, write_summary
 
@@ -104,8 +104,9 @@ def cmd_sweep(args) -> int:
             print(f"{cell.name}\n  wsolbench {shlex.join(cell.argv)}")
         print(f"{len(cells)} cells under {root} (dry run: nothing started)")
         return 0
-    skipped = [Outcome(cell, "skipped") for cell in cells if is_finished(cell)]
-    todo = [cell for cell in cells if not any(o.cell is cell for o in skipped)]
+    done = finished(cells)
+    skipped = [Outcome(cell, "skipped") for cell in done]
+    todo = [cell for cell in cells if not any(cell is d for d in done)]
     print(f"sweep {grid.name}: {len(cells)} cells under {root}, {len(skipped)} already finished")
     outcomes = skipped + _execute(args, grid, todo, submitit_folder(root), slots, gpus)
     order = {cell.name: i for i, cell in enumerate(cells)}

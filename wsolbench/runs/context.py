@@ -179,21 +179,46 @@ def _set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def read_data(
+    dataset: str,
+    data_root: str | Path | None,
+    protocol: Protocol,
+    *,
+    trains: bool,
+    check_files: bool = True,
+    progress: bool = False,
+) -> tuple[Path, dict[str, SplitMetadata], dict]:
+    """The data a run of a (``trains``: trainable) method reads: its root, every split's records
+    (with the image files of the splits it uses checked, unless ``check_files`` is off) and their
+    fingerprint (:func:`wsolbench.data.fingerprint.data_fingerprint`), as the record names it.
+
+    Raises:
+        ValueError, OSError: a missing root or split, a malformed metadata file (the message
+            names the file and line).
+    """
+    root = get_dataset(dataset)().resolve(data_root, protocol)
+    used = set(protocol.eval_splits) | ({"train"} if trains else set())
+    splits = read_splits(
+        root,
+        protocol,
+        check_files_of=used if check_files else set(),
+        optional=() if trains else ("train",),
+        progress=progress,
+    )
+    return root, splits, data_fingerprint(splits)
+
+
 def _read_data(context: RunContext) -> None:
     """Read and check every split (all before any work) and the data fingerprint."""
     spec, protocol = context.spec, context.protocol
-    source = get_dataset(spec.dataset)()
-    context.root = source.resolve(spec.data_root, protocol)
-    trains = context.method_cls.capabilities.trainable
-    used = set(protocol.eval_splits) | ({"train"} if trains else set())
-    context.splits = read_splits(
-        context.root,
+    context.root, context.splits, context.fingerprint = read_data(
+        spec.dataset,
+        spec.data_root,
         protocol,
-        check_files_of=used,
-        optional=() if trains else ("train",),
+        trains=context.method_cls.capabilities.trainable,
         progress=spec.progress and context.rank == 0,
     )
-    context.fingerprint = data_fingerprint(context.splits)
+    source = get_dataset(spec.dataset)()
     hint = source.prepare_hint
     if (context.root / "protocol.yaml").is_file():  # a generated set carries its own protocol
         hint += f"; this root's own protocol is --protocol {context.root / 'protocol.yaml'}"

@@ -1,6 +1,6 @@
 """A grid's cells: each one ``wsolbench run --resume`` argv with a deterministic work dir
 ``<root>/<protocol id>/<method>[-<variant>]/seed<S>``, every name resolved (so checked) before
-any cell starts, and whether a cell is already finished.
+any cell starts, and which cells are already finished.
 
 A seed-independent method (:attr:`wsolbench.method.Capabilities.seed_independent`) gets one cell
 per dataset and variant, the grid's first seed, which stands for all of the grid's seeds.
@@ -13,11 +13,12 @@ from pathlib import Path
 
 from wsolbench.config import resolve_config
 from wsolbench.data.sources import get_dataset
-from wsolbench.protocol import protocol_for_dataset
+from wsolbench.protocol import Protocol, protocol_for_dataset
 from wsolbench.registry import get_method
 from wsolbench.results import workdir
 from wsolbench.results.record import RESULT_FILENAME, load_result
 from wsolbench.results.verify import verify_result
+from wsolbench.runs.context import read_data
 from wsolbench.sweep.grid import Grid, SweepError
 
 
@@ -34,6 +35,11 @@ class Cell:
     seed: int
     variant: str | None
     config: dict  # the resolved config, to tell a finished run of this very cell
+    # and, to tell it too: the protocol's rules (an edited file keeps its id) and the data (the
+    # fingerprint of what the run would read from this root, train split included if it trains)
+    rules: Protocol
+    data_root: str | None
+    trains: bool
     threads: int | None = None  # --threads of the run (None: torch's default)
     # the grid's seeds this cell's run stands for: its own, or all of them for a
     # seed-independent method (one run, the first seed)
@@ -79,17 +85,20 @@ def expand(grid: Grid, *, threads: int | None = None, device: str | None = None)
                         argv += ["-o", override]
                     cells.append(
                         Cell(
-                            name,
-                            work_dir,
-                            tuple(argv),
-                            method_cls.name,
-                            dataset,
-                            protocol.id,
-                            seed,
-                            variant,
-                            config,
-                            threads,
-                            tuple(grid.seeds) if independent else (seed,),
+                            name=name,
+                            work_dir=work_dir,
+                            argv=tuple(argv),
+                            method=method_cls.name,
+                            dataset=dataset,
+                            protocol=protocol.id,
+                            seed=seed,
+                            variant=variant,
+                            config=config,
+                            rules=protocol,
+                            data_root=grid.data_root,
+                            trains=method_cls.capabilities.trainable,
+                            threads=threads,
+                            stands_for=tuple(grid.seeds) if independent else (seed,),
                         )
                     )
     _refuse_twins(cells)
@@ -147,25 +156,53 @@ def _refuse_twins(cells: list[Cell]) -> None:
         seen.add(cell.name)
 
 
-def is_finished(cell: Cell) -> bool:
-    """The cell's work dir holds a finished run of this very cell (a record naming the same
-    method, data, protocol, seed, thread count and config, and a ``result.json`` that is that
-    record's own, with its files: :func:`wsolbench.results.verify.verify_result`): nothing to
-    submit.
+def finished(cells: list[Cell]) -> list[Cell]:
+    """The cells whose work dir holds a finished run of this very cell: nothing to submit.
 
-    Anything else, another run or a result that fails its checks included, goes to
-    ``run --resume``, whose checks decide and name what is wrong.
+    That is a record naming the same method, dataset, protocol (id and rules), data
+    (fingerprint), seed, thread count and config, and a ``result.json`` that is that record's
+    own, with its files (:func:`wsolbench.results.verify.verify_result`). Anything else, another
+    run or a result that fails its checks included, goes to ``run --resume``, whose checks decide
+    and name what is wrong. The data is read once per dataset (no image opened).
     """
+    fingerprints: dict[tuple, str | None] = {}
+
+    def fingerprint(cell: Cell) -> str | None:
+        key = (cell.dataset, cell.data_root, cell.rules.hash, cell.trains)
+        if key not in fingerprints:
+            try:
+                fingerprints[key] = read_data(
+                    cell.dataset, cell.data_root, cell.rules, trains=cell.trains, check_files=False
+                )[2]["sha256"]
+            except (ValueError, OSError):  # unreadable data: run --resume names the fault
+                fingerprints[key] = None
+        return fingerprints[key]
+
+    done = []
+    for cell in cells:
+        record = _finished_record(cell)
+        if (
+            record is not None
+            and record.get("protocol_hash") == cell.rules.hash
+            and record.get("data_fingerprint") == fingerprint(cell)
+        ):
+            done.append(cell)
+    return done
+
+
+def _finished_record(cell: Cell) -> dict | None:
+    """The record of the finished run in the cell's work dir when it names the cell's method,
+    dataset, protocol id, seed, threads and config, else None."""
     path = cell.work_dir / RESULT_FILENAME
     if not path.is_file():
-        return False
+        return None
     try:
         record = workdir.read_record(cell.work_dir)
         if record is None:
-            return False
+            return None
         verify_result(path, load_result(path), weights=True)
     except ValueError:  # WorkDirError, ResultError, BindingError, PerImageError
-        return False
+        return None
     asked = {
         "method": cell.method,
         "dataset": cell.dataset,
@@ -175,5 +212,6 @@ def is_finished(cell: Cell) -> bool:
     if cell.threads is not None:
         asked["threads"] = cell.threads
     same = all(record.get(key) == value for key, value in asked.items())
-    config = record.get("config")
-    return same and not workdir.differences({"config": config}, {"config": cell.config})
+    if not same or workdir.differences({"config": record.get("config")}, {"config": cell.config}):
+        return None
+    return record
