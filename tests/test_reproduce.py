@@ -173,10 +173,10 @@ def test_the_same_weights_under_another_name_are_one_row(tmp_path, capsys):
 # --- seed-independent methods --------------------------------------------------------------
 
 
-def center_run(tiny, work, seed):
+def center_run(tiny, work, seed, *extra):
     root, protocol = tiny
     argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]
-    argv += ["--protocol", protocol, "--work-dir", work, "--seed", seed]
+    argv += ["--protocol", protocol, "--work-dir", work, "--seed", seed, *extra]
     return main([str(a) for a in argv])
 
 
@@ -240,3 +240,41 @@ def test_a_record_older_than_a_metric_still_reproduces(
     (old / "result.json").write_text(json.dumps(record))
     assert main([str(a) for a in argv]) == 2
     assert "do not follow from its counts" in capsys.readouterr().err
+
+
+def test_a_record_fingerprinted_before_mask_files_were_names_the_version_not_other_data():
+    """A committed result (version-1 fingerprint: its mask files were not hashed) against a
+    rerun on the same data (version 2): the difference named is the version, with the split
+    records found the same, not a data change; other records are still other data."""
+    from wsolbench.data.fingerprint import data_fingerprint
+    from wsolbench.data.sources import read_data
+    from wsolbench.protocol import load_protocol
+    from wsolbench.runs.reproduce import env_differences
+
+    committed = REPORTS / "results" / "synthetic-v1" / "center" / "seed0" / "result.json"
+    recorded = load_result(committed)
+    assert recorded.data_fingerprint["version"] == 1
+    _, splits, now = read_data(
+        "synthetic", None, load_protocol("synthetic-v1"), trains=False, check_files=False
+    )
+    assert now["version"] == 2 and now["sha256"] != recorded.data_sha256
+    rerun = load_result(committed)
+    rerun.data_fingerprint = now
+    [line] = [d for d in env_differences(recorded, rerun) if d.startswith("data:")]
+    assert "fingerprint version 1 recorded, 2 here" in line and "records are the same" in line
+    rerun.data_fingerprint = data_fingerprint({"test": splits["test"]})
+    [line] = [d for d in env_differences(recorded, rerun) if d.startswith("data:")]
+    assert line == f"data: {recorded.data_sha256} recorded, {rerun.data_sha256} here"
+
+
+def test_the_evaluation_batch_size_is_recorded_and_reproduced(tiny, tmp_path, capsys):
+    """Batching changes float sums (PxAP moved in its 7th digit between batches of 64 and 7 on a
+    cam run): the record names the evaluation batch size, and reproduce evaluates at it."""
+    assert center_run(tiny, tmp_path / "seven", 0, "--batch-size", "7") == 0
+    assert load_result(tmp_path / "seven" / "result.json").env["eval_batch_size"] == 7
+    argv = ["reproduce", tmp_path / "seven", "--work-dir", tmp_path / "again"]
+    assert main([str(a) for a in argv]) == 0
+    assert load_result(tmp_path / "again" / "result.json").env["eval_batch_size"] == 7
+    argv = [*argv[:-1], tmp_path / "other", "--batch-size", "5"]
+    assert main([str(a) for a in argv]) == 0  # center's numbers do not depend on it ...
+    assert "differs: eval_batch_size: 7 recorded, 5 here" in capsys.readouterr().out  # ... named

@@ -19,6 +19,8 @@ from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
 from wsolbench.protocol import load_protocol
 from wsolbench.results import workdir
+from wsolbench.results.per_image import copy_result
+from wsolbench.results.record import load_result, save_result
 
 TESTS = Path(__file__).resolve().parent
 TINY = SyntheticConfig(
@@ -90,6 +92,47 @@ def test_results_of_different_data_are_never_ranked_together(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("| center") == 2  # one table each, never one averaged row
     assert f"Data: {fingerprints[0][:12]}" in out and f"Data: {fingerprints[1][:12]}" in out
+
+
+def test_edited_mask_pixels_are_other_data(tiny, tmp_path, capsys):
+    """The masks are ground truth (PxAP, Dice, mIoU score against their pixels): a copy of the
+    root whose masks were blanked is other data, so its results are never ranked with the
+    original's, although every record (ids, boxes, mask paths) is the same."""
+    import cv2
+
+    root, _ = tiny
+    edited = shutil.copytree(root, tmp_path / "edited")
+    mine = edited / "mine.yaml"
+    mine.write_text((root / "protocol.yaml").read_text().split("data_fingerprint:")[0])
+    for mask in sorted((edited / "masks" / "test").rglob("*.png"))[:3]:
+        cv2.imwrite(str(mask), 0 * cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE))
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--protocol", mine]
+    for data, leaf in ((root, "original"), (edited, "edited")):
+        work = tmp_path / "runs" / leaf
+        assert run([*argv, "--data-root", data, "--work-dir", work], capsys)[0] == 0
+    results = [json.loads((tmp_path / "runs" / x / "result.json").read_text())
+               for x in ("original", "edited")]  # fmt: skip
+    splits = [r["data_fingerprint"]["splits"] for r in results]
+    assert splits[0]["test"]["sha256"] == splits[1]["test"]["sha256"]  # the records: the same
+    assert splits[0]["test"]["masks_sha256"] != splits[1]["test"]["masks_sha256"]
+    assert splits[0]["val"]["masks_sha256"] == splits[1]["val"]["masks_sha256"]
+    assert results[0]["data_fingerprint"]["sha256"] != results[1]["data_fingerprint"]["sha256"]
+    status, err = run(["compare", tmp_path / "runs", "--no-published"], capsys)
+    assert status == 2 and "different data" in err
+
+    # a result of the same data fingerprinted before mask contents were: never ranked with a
+    # newer one (its masks are unknown), and the refusal says why
+    result = json.loads((tmp_path / "runs" / "original" / "result.json").read_text())
+    assert result["data_fingerprint"]["version"] == 2
+    old = load_result(tmp_path / "runs" / "original" / "result.json")
+    for split in old.data_fingerprint["splits"].values():
+        split.pop("masks_sha256", None)
+    old.data_fingerprint.update(version=1, sha256="0" * 64)
+    for leaf in ("v1", "v2"):  # as a report keeps them: the result and its records
+        copy_result(tmp_path / "runs" / "original", tmp_path / "older" / leaf)
+    save_result(tmp_path / "older" / "v1" / "result.json", old)
+    status, err = run(["compare", tmp_path / "older", "--no-published"], capsys)
+    assert status == 2 and "different data" in err and "(masks not hashed)" in err
 
 
 def test_a_pinned_protocol_accepts_its_own_data(tiny, tmp_path, capsys):

@@ -306,19 +306,17 @@ def prepare_synthcam(cache_dir=None, seed: int = 0, adopt: Path | None = None) -
 
 def synthetic_training_data() -> TrainingData:
     """What a TeD-Loc run on ``synthetic-v1`` (generated on first use) trains on, on the CPU."""
-    from wsolbench.data.fingerprint import data_fingerprint
-    from wsolbench.data.sources import get_dataset, read_splits
+    from wsolbench.data.sources import read_data
     from wsolbench.protocol import load_protocol
 
     protocol = load_protocol(SYNTHETIC_PROTOCOL)
-    root = get_dataset("synthetic")().resolve(None, protocol)
-    splits = read_splits(root, protocol, check_files_of=(), progress=False)
+    root, _, fingerprint = read_data("synthetic", None, protocol, trains=True, check_files=False)
     return TrainingData(
         dataset="synthetic",
         protocol=SYNTHETIC_PROTOCOL,
         protocol_id=protocol.id,
         protocol_hash=protocol.hash,
         data_root=root,
-        data_fingerprint=data_fingerprint(splits)["sha256"],
+        data_fingerprint=fingerprint["sha256"],
         device="cpu",
     )

@@ -42,13 +42,14 @@ def int_in(low: int, high: int, what: str):
     return parse
 
 
-def add_batch_size(parser, default: int, help: str) -> None:
-    """``--batch-size N`` (1 to :data:`MAX_BATCH_SIZE`), shared by run, eval, profile and check."""
+def add_batch_size(parser, default: int | None, help: str, shown: str | None = None) -> None:
+    """``--batch-size N`` (1 to :data:`MAX_BATCH_SIZE`), shared by run, eval, reproduce, profile
+    and check; ``shown`` says what a None default means."""
     parser.add_argument(
         "--batch-size",
         type=int_in(1, MAX_BATCH_SIZE, "images per batch"),
         default=default,
-        help=f"{help} (default {default}; 1 to {MAX_BATCH_SIZE})",
+        help=f"{help} (default {shown or default}; 1 to {MAX_BATCH_SIZE})",
     )
 
 

@@ -136,17 +136,19 @@ def add_fingerprint(commands) -> None:
 
 
 def cmd_fingerprint(args) -> int:
-    from wsolbench.data.fingerprint import data_fingerprint
-    from wsolbench.data.sources import get_dataset, read_splits
+    from wsolbench.data.sources import read_data
     from wsolbench.protocol import protocol_for_dataset as resolve_protocol
 
     protocol = resolve_protocol(args.dataset, args.protocol)
-    root = get_dataset(args.dataset)().resolve(args.data_root, protocol)
-    fingerprint = data_fingerprint(read_splits(root, protocol, optional=("train",)))
+    # what a training-free run reads (train too when the root has it), as its record names it
+    _, _, fingerprint = read_data(
+        args.dataset, args.data_root, protocol, trains=False, check_files=False
+    )
     for role, split in fingerprint["splits"].items():
         pin = protocol.data_pins.get(role)
         verdict = "" if pin is None else ("  = pinned" if pin == split["sha256"] else "  ≠ PINNED")
-        print(f"{role:<6} {split['sha256']}  {split['n_images']:>7} images{verdict}")
+        masks = f"  masks {split['masks_sha256']}" if "masks_sha256" in split else ""
+        print(f"{role:<6} {split['sha256']}  {split['n_images']:>7} images{verdict}{masks}")
     print(f"data   {fingerprint['sha256']}")
     return 0
 

@@ -109,7 +109,7 @@ def add_reproduce(commands) -> None:
         "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
     )
     parser.add_argument("--device", help="default: the recorded device")
-    add_batch_size(parser, 64, "evaluation batch size")
+    add_batch_size(parser, None, "evaluation batch size", shown="the recorded one")
     add_num_workers(parser)
     add_count_workers(parser)
     parser.set_defaults(handler=cmd_reproduce)

@@ -7,17 +7,22 @@ actually read, ``compare`` refuses to rank different fingerprints together, and 
 the fingerprints of its official data so that ``run`` refuses other data before any work.
 
 What is hashed, per split: every image's id, class label, original size, boxes (in file order) and
-mask records (mask paths and ignore path) — the records that define what is scored. Not the pixels:
-reading every image would cost minutes on ILSVRC, and the ids and sizes already pin which images
-they are. Records are hashed sorted by image id, so reordering ``image_ids.txt`` (which changes no
-number) does not change the fingerprint.
+mask records (mask paths and ignore path) — the records that define what is scored (the split's
+``sha256``, which protocols pin). Then, for a split with masks, the content of every mask and
+ignore file (``masks_sha256``): masks are ground truth, scored pixel by pixel, and the same
+records can name other pixels. Not the images' pixels: reading every image would cost minutes on
+ILSVRC, and the ids and sizes already pin which images they are. Records are hashed sorted by image
+id, so reordering ``image_ids.txt`` (which changes no number) does not change the fingerprint.
 
 Layout of a fingerprint (``result.json``'s ``data_fingerprint``)::
 
-    {"sha256": "<hex of all splits>", "version": 1,
-     "splits": {"train": {"sha256": "<hex>", "n_images": 1000}, "val": {...}, "test": {...}}}
+    {"sha256": "<hex of all splits>", "version": 2,
+     "splits": {"train": {"sha256": "<hex>", "n_images": 1000},
+                "val": {"sha256": "<hex>", "n_images": 200, "masks_sha256": "<hex>"}, ...}}
 
-The combined ``sha256`` hashes the per-split hashes by role, so it changes when any split changes.
+The combined ``sha256`` hashes the per-split hashes (and mask digests) by role, so it changes when
+any split changes. Version 1 (before 2026-12-07) hashed no mask file; a dataset without masks has
+the same fingerprint in both versions, and says version 1.
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
-from wsolbench.data.metadata import SplitMetadata
+from wsolbench.data.metadata import MetadataError, SplitMetadata
+from wsolbench.data.metadata.files import mask_files
 
-#: How fingerprints are computed; part of every hash, bumped if the recipe ever changes.
+#: How a split's records are hashed; part of every split hash (what protocols pin).
 FINGERPRINT_VERSION = 1
+#: The fingerprint that also hashes the mask files' content (datasets with masks).
+MASKS_VERSION = 2
 SHORT = 12  # hex digits shown in tables and messages
 
 
@@ -59,23 +68,52 @@ def split_fingerprint(meta: SplitMetadata) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(splits: Mapping[str, SplitMetadata]) -> dict:
+def masks_fingerprint(meta: SplitMetadata, mask_root: Path) -> str:
+    """sha256 hex of the content of every mask and ignore file a split names (under
+    ``mask_root``), with the image and path each belongs to.
+
+    Raises:
+        MetadataError: a file named is missing (its path and image, and the fix).
+    """
+    digest = hashlib.sha256(b"wsolbench-masks-v1\n")
+    for image_id, rel in sorted(mask_files(meta.masks or {})):
+        try:
+            data = (mask_root / rel).read_bytes()
+        except OSError as exc:
+            raise MetadataError(
+                f"mask file {mask_root / rel} (of '{image_id}') cannot be read "
+                f"({exc.strerror or exc}); check the data root's masks/ folder"
+            ) from None
+        line = json.dumps([image_id, rel, hashlib.sha256(data).hexdigest()])
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def data_fingerprint(splits: Mapping[str, SplitMetadata], mask_root: Path | None = None) -> dict:
     """The fingerprint of a dataset's splits, keyed by role (``train``, ``val``, ``test``).
 
+    Args:
+        splits: role → records (:func:`wsolbench.data.sources.read_splits`).
+        mask_root: the root's ``masks/`` folder when the protocol scores masks: the mask files
+            of every split with masks are hashed too (version 2).
+
     Returns:
-        ``{"sha256", "version", "splits": {role: {"sha256", "n_images"}}}``.
+        ``{"sha256", "version", "splits": {role: {"sha256", "n_images"[, "masks_sha256"]}}}``.
     """
-    per_split = {
-        role: {"sha256": split_fingerprint(meta), "n_images": len(meta)}
-        for role, meta in sorted(splits.items())
-    }
-    combined = json.dumps(
-        {"version": FINGERPRINT_VERSION, "splits": {r: s["sha256"] for r, s in per_split.items()}},
-        sort_keys=True,
-    )
+    per_split = {}
+    for role, meta in sorted(splits.items()):
+        per_split[role] = {"sha256": split_fingerprint(meta), "n_images": len(meta)}
+        if mask_root is not None and meta.masks is not None:
+            per_split[role]["masks_sha256"] = masks_fingerprint(meta, mask_root)
+    content = {"splits": {r: s["sha256"] for r, s in per_split.items()}}
+    masks = {r: s["masks_sha256"] for r, s in per_split.items() if "masks_sha256" in s}
+    # without masks, version 1's recipe exactly: such a dataset's fingerprint did not change
+    version = MASKS_VERSION if masks else FINGERPRINT_VERSION
+    content.update({"version": version, **({"masks": masks} if masks else {})})
+    combined = json.dumps(content, sort_keys=True)
     return {
         "sha256": hashlib.sha256(combined.encode("utf-8")).hexdigest(),
-        "version": FINGERPRINT_VERSION,
+        "version": version,
         "splits": per_split,
     }
 

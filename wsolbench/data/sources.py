@@ -1,4 +1,6 @@
-"""Dataset sources: where a dataset's prepared root is, and the registry of them (``DATASETS``).
+"""Dataset sources: where a dataset's prepared root is, the registry of them (``DATASETS``), and
+reading a root's splits (:func:`read_splits`; :func:`read_data` adds the fingerprint a run
+records).
 
 A prepared root holds ``metadata/<split>/`` (the reference evaluator's four files per split) and
 ``images/`` (image ids are paths relative to it); mask datasets add ``masks/``. The real datasets
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from mmengine.registry import Registry
 
+from wsolbench.data.fingerprint import data_fingerprint
 from wsolbench.data.metadata import SplitMetadata, check_images, read_split
 from wsolbench.protocol import Protocol
 from wsolbench.util.names import check_name, unknown_name_message
@@ -174,6 +177,36 @@ def read_splits(
             )
         splits[role] = meta
     return splits
+
+
+def read_data(
+    dataset: str,
+    data_root: str | Path | None,
+    protocol: Protocol,
+    *,
+    trains: bool,
+    check_files: bool = True,
+    progress: bool = False,
+) -> tuple[Path, dict[str, SplitMetadata], dict]:
+    """The data a run of a (``trains``: trainable) method reads: its root, every split's records
+    (with the image files of the splits it uses checked, unless ``check_files`` is off) and their
+    fingerprint (:func:`wsolbench.data.fingerprint.data_fingerprint`), as the record names it.
+
+    Raises:
+        ValueError, OSError: a missing root or split, a malformed metadata file (the message
+            names the file and line).
+    """
+    root = get_dataset(dataset)().resolve(data_root, protocol)
+    used = set(protocol.eval_splits) | ({"train"} if trains else set())
+    splits = read_splits(
+        root,
+        protocol,
+        check_files_of=used if check_files else set(),
+        optional=() if trains else ("train",),
+        progress=progress,
+    )
+    mask_root = root / "masks" if protocol.has_masks else None
+    return root, splits, data_fingerprint(splits, mask_root)
 
 
 @register_dataset("synthetic-histo")

@@ -51,17 +51,27 @@ def data_groups(found: list[tuple[Path, Result]], by_data: bool) -> list[list[tu
         groups.setdefault(result.data_sha256, []).append((path, result))
     if len(groups) > 1 and not by_data:
         listing = "\n".join(
-            f"  data {short(sha)}{split_sizes(members[0][1])}: "
+            f"  data {short(sha)}{_version_note(members[0][1])}{split_sizes(members[0][1])}: "
             f"{some_files([p for p, _ in members])}"
             for sha, members in groups.items()
         )
         raise ResultError(
             "cannot rank results evaluated on different data (another --data-root, selection "
-            f"split or edited metadata; 'unknown': written before data fingerprints):\n{listing}\n"
+            "split, edited metadata or masks; 'unknown': written before data fingerprints; "
+            f"'masks not hashed': written before mask contents were fingerprinted):\n{listing}\n"
             "Compare one data fingerprint at a time, or pass --by-data to show each as its own "
-            "table."
+            "table; re-run the older results to rank them together."
         )
     return list(groups.values())
+
+
+def _version_note(result: Result) -> str:
+    """`` (masks not hashed)`` for a version-1 fingerprint of data with masks: its combined hash
+    does not cover the mask files, so it differs from a newer one of the same data."""
+    version = (result.data_fingerprint or {}).get("version")
+    if version == 1 and any("mask" in counts for counts in result.counts.values()):
+        return " (masks not hashed)"
+    return ""
 
 
 def split_sizes(result: Result) -> str:

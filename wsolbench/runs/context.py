@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsolbench.data.fingerprint import check_pins, data_fingerprint, short
+from wsolbench.data.fingerprint import check_pins, short
 from wsolbench.data.metadata import SplitMetadata
-from wsolbench.data.sources import get_dataset, read_splits
+from wsolbench.data.sources import get_dataset, read_data
 from wsolbench.method import TrainingData
 from wsolbench.protocol import (
     PROTOCOL_DIR,
@@ -44,6 +44,10 @@ class RunError(ValueError):
     """A run cannot start or continue; the message says why and what to do."""
 
 
+#: the evaluation batch of run, eval and reproduce unless --batch-size says otherwise
+DEFAULT_EVAL_BATCH_SIZE = 64
+
+
 @dataclass
 class RunSpec:
     """Everything ``wsolbench run`` was asked for."""
@@ -60,7 +64,7 @@ class RunSpec:
     resume: bool = False
     no_pretrained: bool = False
     launcher: str = "none"
-    batch_size: int = 64
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE  # recorded (env.eval_batch_size)
     num_workers: int | None = None  # evaluation data-loader workers; None: the machine's
     # processes counting the maps while the method predicts (per rank); the counts do not
     # depend on it
@@ -177,35 +181,6 @@ def _set_threads(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def read_data(
-    dataset: str,
-    data_root: str | Path | None,
-    protocol: Protocol,
-    *,
-    trains: bool,
-    check_files: bool = True,
-    progress: bool = False,
-) -> tuple[Path, dict[str, SplitMetadata], dict]:
-    """The data a run of a (``trains``: trainable) method reads: its root, every split's records
-    (with the image files of the splits it uses checked, unless ``check_files`` is off) and their
-    fingerprint (:func:`wsolbench.data.fingerprint.data_fingerprint`), as the record names it.
-
-    Raises:
-        ValueError, OSError: a missing root or split, a malformed metadata file (the message
-            names the file and line).
-    """
-    root = get_dataset(dataset)().resolve(data_root, protocol)
-    used = set(protocol.eval_splits) | ({"train"} if trains else set())
-    splits = read_splits(
-        root,
-        protocol,
-        check_files_of=used if check_files else set(),
-        optional=() if trains else ("train",),
-        progress=progress,
-    )
-    return root, splits, data_fingerprint(splits)
 
 
 def _read_data(context: RunContext) -> None:

@@ -216,6 +216,8 @@ def _evaluate_and_save(
             "device": context.device,
             "world_size": context.world,
             "eval_workers": resolve_workers(spec.num_workers, context.device),
+            # batching orders the float sums of a network's forward pass: part of the numbers
+            "eval_batch_size": spec.batch_size,
         },
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),

@@ -24,7 +24,7 @@ from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
 from wsolbench.results.workdir import RECORD_FILE, read_record
-from wsolbench.runs.context import RunError, RunSpec
+from wsolbench.runs.context import DEFAULT_EVAL_BATCH_SIZE, RunError, RunSpec
 from wsolbench.util.weights_source import content_key
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ ENV_FIELDS = (
     "code.wsolbench.commit",
     "code.wsolbench.dirty",
     "torch_threads",
+    "eval_batch_size",
     "device",
     "torch",
     "numpy",
@@ -124,12 +125,28 @@ def _get(env: dict, dotted: str):
     return value
 
 
+def _data_difference(recorded: Result, reproduced: Result) -> str:
+    """What differs in the data: the fingerprints, or only their version (a record made before
+    mask files were hashed, of the same split records)."""
+    was, now = recorded.data_fingerprint or {}, reproduced.data_fingerprint or {}
+
+    def records(fingerprint: dict) -> dict:
+        return {role: split.get("sha256") for role, split in fingerprint.get("splits", {}).items()}
+
+    if was.get("version") != now.get("version") and records(was) and records(was) == records(now):
+        return (
+            f"data: fingerprint version {was.get('version')} recorded, {now.get('version')} here "
+            "(mask files hashed since); every split's records are the same"
+        )
+    return f"data: {recorded.data_sha256} recorded, {reproduced.data_sha256} here"
+
+
 def env_differences(recorded: Result, reproduced: Result) -> list[str]:
     """The conditions that differ between two results besides their metrics, most telling
     first: data, weights (by content), then :data:`ENV_FIELDS`."""
     lines = []
     if recorded.data_sha256 != reproduced.data_sha256:
-        lines.append(f"data: {recorded.data_sha256} recorded, {reproduced.data_sha256} here")
+        lines.append(_data_difference(recorded, reproduced))
     if content_key(recorded.pretrained) != content_key(reproduced.pretrained):
         lines.append(
             f"pretrained: {recorded.pretrained!r} recorded, {reproduced.pretrained!r} here"
@@ -161,7 +178,7 @@ def reproduce(
     work_dir: str | Path | None = None,
     data_root: str | None = None,
     device: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     count_workers: int = 1,
     progress: bool = True,
@@ -172,6 +189,8 @@ def reproduce(
         work_dir: where the rerun goes (default ``work_dirs/reproduce/<protocol>/<method>/
             seed<S>``); an interrupted rerun there continues (``--resume``).
         device: default: the recorded device (``cpu`` when it was a GPU this machine lacks).
+        batch_size: the evaluation batch; default: the recorded one (64, the default of the
+            commands, for a record made before it was recorded).
 
     Raises:
         RunError, ResultError, BindingError: the result cannot be read, verified or rerun here.
@@ -198,6 +217,8 @@ def reproduce(
                     "%s was made on %s; this machine has no GPU: rerun on the CPU", path, device
                 )
                 device = "cpu"
+    if batch_size is None:
+        batch_size = int(recorded.env.get("eval_batch_size", DEFAULT_EVAL_BATCH_SIZE))
     protocol_id = protocol if isinstance(protocol, str) else protocol.id
     spec = RunSpec(
         method=_method(path, recorded),

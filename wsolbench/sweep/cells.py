@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsolbench.config import resolve_config
-from wsolbench.data.sources import get_dataset
+from wsolbench.data.sources import get_dataset, read_data
 from wsolbench.protocol import Protocol, protocol_for_dataset
 from wsolbench.registry import get_method
 from wsolbench.results import workdir
 from wsolbench.results.record import RESULT_FILENAME, load_result
 from wsolbench.results.verify import verify_result
-from wsolbench.runs.context import read_data
 from wsolbench.sweep.grid import Grid, SweepError
 
 

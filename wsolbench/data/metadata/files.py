@@ -19,7 +19,8 @@ from wsolbench.data.metadata.records import (
 )
 
 
-def _mask_paths(masks: dict[str, MaskRecord]) -> Iterator[tuple[str, str]]:
+def mask_files(masks: dict[str, MaskRecord]) -> Iterator[tuple[str, str]]:
+    """``(image id, path under the mask root)`` of every mask and ignore file of a split."""
     for image_id, record in masks.items():
         for mask_path in record.mask_paths:
             yield image_id, mask_path
@@ -52,7 +53,7 @@ def check_mask_files(
     """
     from wsolbench.metrics.pxap import MaskError, decode_mask  # OpenCV: only for this check
 
-    paths = list(_mask_paths(masks))
+    paths = list(mask_files(masks))
     decoded = set(spread(paths, decode_sample))
     for image_id, rel in paths:
         path = mask_root / rel
