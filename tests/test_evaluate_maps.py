@@ -229,12 +229,26 @@ def test_predictions_add_top1_and_top5(tiny_root, tmp_path, monkeypatch):
     assert record["top1_loc"] == 70.0 and record["top5_loc"] == 100.0
 
 
+def test_predictions_too_short_for_top5_are_refused(tiny_root, tmp_path, capsys):
+    """Top-5 reads the five best classes (all of them with fewer classes): a line with only the
+    best would give a Top-5 equal to Top-1, reported as if measured."""
+    maps = tmp_path / "maps"
+    meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
+    predictions = tmp_path / "predictions.csv"
+    lines = [f"{i},{meta.labels[i]}" for i in meta.image_ids]  # two classes here, one given
+    predictions.write_text("\n".join(lines) + "\n")
+    code, _ = evaluate(tiny_root, maps, tmp_path, "--predictions", predictions)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "top5" not in capsys.readouterr().out
+    assert f"{predictions} line 1: 1 class; Top-5 reads the 2 best (the split has 2 classes)" in err
+
+
 def test_bad_predictions_are_named_with_their_lines(tiny_root, tmp_path, capsys):
     maps = tmp_path / "maps"
     meta = save_maps(tiny_root, maps, lambda mask: mask.astype(np.float32))
     predictions = tmp_path / "predictions.csv"
     ids = meta.image_ids
-    lines = [f"{i},0" for i in ids[:7]] + [f"{ids[7]},one", "stray.png,1", f"{ids[0]},1"]
+    lines = [f"{i},0,1" for i in ids[:7]] + [f"{ids[7]},one,0", "stray.png,1,0", f"{ids[0]},1,0"]
     predictions.write_text("\n".join(lines) + "\n")
     code, _ = evaluate(tiny_root, maps, tmp_path, "--predictions", predictions)
     err = capsys.readouterr().err

@@ -40,8 +40,8 @@ def add_evaluate_maps(commands) -> None:
     parser.add_argument(
         "--predictions",
         type=Path,
-        help="class predictions, one line per image: path,class[,class...] (0-based, best "
-        "first): adds Top-1 / Top-5 Cls and Loc",
+        help="class predictions, one line per image: path,class,class,... (0-based, the five "
+        "best or more, best first): adds Top-1 / Top-5 Cls and Loc",
     )
     add_count_workers(parser)
     parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
@@ -109,7 +109,8 @@ def _count_saved_maps(args, pool) -> dict:
         raise ValueError(f"{args.metadata} holds mask records: pass --masks DIR (the mask root)")
     predictions = None
     if args.predictions is not None:
-        predictions = read_predictions(args.predictions, meta.image_ids)
+        classes = len(set(meta.labels.values()))
+        predictions = read_predictions(args.predictions, meta.image_ids, classes)
     keep_freed_memory()  # this process only counts maps (and with --workers 1, counts them here)
     return counting.evaluate_saved_maps(
         args.maps,

@@ -292,14 +292,18 @@ def _require_every_image(
 PREDICTIONS_FORMAT = "path,class[,class...] (predicted class indices, best first)"
 
 
-def read_predictions(path: Path, image_ids: list[str]) -> dict[str, list[int]]:
+def read_predictions(
+    path: Path, image_ids: list[str], classes_in_split: int
+) -> dict[str, list[int]]:
     """id -> predicted class indices, best first, from a predictions file: one line per image of
     ``image_ids``, :data:`PREDICTIONS_FORMAT` (Top-1 reads the first class, Top-5 the first
-    five).
+    five). Every line gives at least five, or all ``classes_in_split`` when fewer: a line with
+    only the best class would make Top-5 a copy of Top-1, reported as if measured.
 
     Raises:
         MetadataError: every defect, each with its line and the fix.
     """
+    need = min(5, classes_in_split)
     defects = Defects(path)
     known = set(image_ids)
     out: dict[str, list[int]] = {}
@@ -329,6 +333,14 @@ def read_predictions(path: Path, image_ids: list[str]) -> dict[str, list[int]]:
                 lineno,
                 f"class '{bad[0]}' is not a non-negative integer; classes are 0-based indices, "
                 "best first",
+            )
+            continue
+        if len(classes) < need:
+            defects.at(
+                path,
+                lineno,
+                f"{len(classes)} class{'es' if len(classes) > 1 else ''}; Top-5 reads the {need} "
+                f"best (the split has {classes_in_split} classes): give {need} or more, best first",
             )
             continue
         out[image_id] = classes
