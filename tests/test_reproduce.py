@@ -278,3 +278,19 @@ def test_the_evaluation_batch_size_is_recorded_and_reproduced(tiny, tmp_path, ca
     argv = [*argv[:-1], tmp_path / "other", "--batch-size", "5"]
     assert main([str(a) for a in argv]) == 0  # center's numbers do not depend on it ...
     assert "differs: eval_batch_size: 7 recorded, 5 here" in capsys.readouterr().out  # ... named
+
+
+def test_reproduce_refuses_a_work_dir_that_already_holds_a_result(tiny, tmp_path, capsys):
+    """A finished result there (the recorded run's own folder, or an earlier rerun made by other
+    code) would be compared instead of a rerun: a success that proves nothing."""
+    assert center_run(tiny, tmp_path / "run", 0) == 0
+    for work in (tmp_path / "run", tmp_path / "again"):
+        if work.name == "again":
+            assert main(["reproduce", str(tmp_path / "run"), "--work-dir", str(work)]) == 0
+            capsys.readouterr()
+        status = main(["reproduce", str(tmp_path / "run"), "--work-dir", str(work)])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert status == 2 and len(errors) == 1 and "Traceback" not in err
+        assert f"{work} already holds a finished result" in errors[0]
+        assert "another --work-dir" in errors[0]

@@ -187,7 +187,8 @@ def reproduce(
 
     Args:
         work_dir: where the rerun goes (default ``work_dirs/reproduce/<protocol>/<method>/
-            seed<S>``); an interrupted rerun there continues (``--resume``).
+            seed<S>``); an interrupted rerun there continues (``--resume``), a finished one
+            is refused (its result would be compared, not a rerun's).
         device: default: the recorded device (``cpu`` when it was a GPU this machine lacks).
         batch_size: the evaluation batch; default: the recorded one (64, the default of the
             commands, for a record made before it was recorded).
@@ -220,19 +221,24 @@ def reproduce(
     if batch_size is None:
         batch_size = int(recorded.env.get("eval_batch_size", DEFAULT_EVAL_BATCH_SIZE))
     protocol_id = protocol if isinstance(protocol, str) else protocol.id
+    if work_dir is None:
+        work_dir = Path("work_dirs", "reproduce", protocol_id, recorded.method)
+        work_dir /= f"seed{recorded.seed}"
+    work_dir = Path(work_dir)
+    if (work_dir / RESULT_FILENAME).exists():
+        # its result would be compared, not a rerun's: the recorded run's own folder, or an
+        # earlier rerun (perhaps by other code) would make a success that proves nothing
+        raise RunError(
+            f"{work_dir} already holds a finished result ({work_dir / RESULT_FILENAME}): "
+            "reproduce compares a fresh rerun; pass another --work-dir or delete that folder "
+            "(an interrupted rerun there, without a result, continues)"
+        )
     spec = RunSpec(
         method=_method(path, recorded),
         dataset=recorded.dataset,
         protocol=protocol,
         data_root=data_root,
-        work_dir=str(
-            work_dir
-            or Path("work_dirs")
-            / "reproduce"
-            / protocol_id
-            / recorded.method
-            / f"seed{recorded.seed}"
-        ),
+        work_dir=str(work_dir),
         seed=recorded.seed,
         overrides=config_overrides(recorded.config),
         device=device,
