@@ -94,7 +94,7 @@ def _add_visualize(commands) -> None:
     )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cache)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto")
     drawn = parser.add_mutually_exclusive_group()  # both: nothing would be drawn
     drawn.add_argument("--curves-only", action="store_true", help="no overlay grid")
     drawn.add_argument("--no-curves", action="store_true", help="no curves (overlays only)")
@@ -103,9 +103,16 @@ def _add_visualize(commands) -> None:
 
 def cmd_visualize(args) -> int:
     from wsolbench.runs.visualize import visualize
+    from wsolbench.util.device import resolve_device
 
     if args.n < 1:
         raise ValueError(f"--n {args.n}: draw at least one image")
+    if args.no_curves and all(path.is_file() for path in args.paths):
+        raise ValueError(
+            f"--no-curves: {args.paths[0]} is a result file, which gives curves only: nothing "
+            "would be drawn; pass run work dirs for overlays, or drop --no-curves"
+        )
+    device = resolve_device(args.device)
     check_output(args.output, "--output", folder=True)
     written = visualize(
         args.paths,
@@ -114,7 +121,7 @@ def cmd_visualize(args) -> int:
         policy=args.policy,
         split=args.split,
         data_root=args.data_root,
-        device=args.device,
+        device=device,
         overlays=not args.curves_only,
         curves=not args.no_curves,
     )
