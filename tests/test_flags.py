@@ -98,6 +98,22 @@ def test_every_command_with_a_batch_size_checks_it(capsys, argv):
     assert "--batch-size" in line and "1 to " in line
 
 
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--num-classes", "0"], "--num-classes"),  # was a ZeroDivisionError traceback
+        (["--num-classes", "-3"], "--num-classes"),  # passed
+        (["--image-size", "100000"], "--image-size"),  # an allocation traceback
+        (["--image-size", "0"], "--image-size"),  # FAIL lines, exit 1
+        (["--dataset", "synthtic"], "did you mean 'synthetic'"),  # checked the defaults, exit 0
+        (["-o", "foo=1"], "foo"),  # FAIL builds ConfigError, exit 1
+        (["-o", "sigma=abc"], "sigma"),
+    ],
+)
+def test_check_refuses_a_mistaken_option_in_one_line(capsys, extra, named):
+    assert named in refused(capsys, "check", "center", *extra)
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

@@ -75,6 +75,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
+def checked_preset(cls: type[WSOLMethod], dataset: str | None) -> str | None:
+    """The preset ``check_method`` builds: the dataset's when the method has one, else its
+    defaults (a plugin need not ship a preset for every dataset)."""
+    return dataset if dataset in cls.config.presets else None
+
+
 def _pretrained_off(cls: type[WSOLMethod]) -> list[str]:
     return pretrained_off_overrides(cls)
 
@@ -337,7 +343,7 @@ def check_method(
         holder["cls"] = cls  # keep checking an unregistered class: the other verdicts still help
     cls = holder["cls"]
     run("config", lambda: _check_config(cls))
-    preset = dataset if dataset in cls.config.presets else None
+    preset = checked_preset(cls, dataset)
     options = _pretrained_off(cls) + list(overrides or [])
 
     def fresh(seed: int = 1) -> WSOLMethod:

@@ -6,7 +6,10 @@ registers it with :func:`_add_check`.
 
 from __future__ import annotations
 
-from wsolbench.cli.options import add_batch_size, add_overrides_argument
+from wsolbench.cli.options import add_batch_size, add_overrides_argument, int_in
+
+MAX_NUM_CLASSES = 100_000  # ILSVRC has 1,000; beyond this a count is a typo
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048  # a ViT patch grid at the bottom, memory at the top
 
 
 def _add_check(commands) -> None:
@@ -19,8 +22,18 @@ def _add_check(commands) -> None:
         "any check fails, 2 if the name finds no usable method.",
     )
     parser.add_argument("name", help="method name, or pkg.module:Class of a plugin in development")
-    parser.add_argument("--num-classes", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--num-classes",
+        type=int_in(1, MAX_NUM_CLASSES, "classes of the random labels"),
+        default=3,
+        help=f"default 3; 1 to {MAX_NUM_CLASSES}",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int_in(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, "side of the random images, in pixels"),
+        default=64,
+        help=f"default 64; {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}",
+    )
     add_batch_size(parser, 2, "images per checked batch")
     parser.add_argument(
         "--dataset", default="synthetic", help="preset to build (default: the small synthetic one)"
@@ -37,10 +50,15 @@ def cmd_check(args) -> int:
     failed check: :func:`~wsolbench.registry.get_method` raises, and ``main`` prints one
     ``error:`` line (exit 2).
     """
+    from wsolbench.config import resolve_config
+    from wsolbench.data.sources import get_dataset
     from wsolbench.registry import get_method
-    from wsolbench.testing import check_method
+    from wsolbench.testing import check_method, checked_preset
 
-    get_method(args.name)
+    cls = get_method(args.name)
+    get_dataset(args.dataset)  # a misspelt name: close matches, not the defaults checked quietly
+    # the user's overrides: a mistake there is theirs to fix (an error line), not a failed check
+    resolve_config(cls, checked_preset(cls, args.dataset), args.overrides)
     results = check_method(
         args.name,
         num_classes=args.num_classes,
