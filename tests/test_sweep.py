@@ -180,6 +180,8 @@ variants:
         ("", ["--methods", "center", "toy_method:ToyCAM"], "variant 'narrow' of method 'center'"),
         ("summed_pxap: maybe\n", [], "summed_pxap: 'maybe' is not true or false"),
         ("", ["--variants", "wide"], "--variants: 'wide' is not a variant of the grid"),
+        ("", ["--device", "gpu"], "--device 'gpu': use auto, cpu or cuda[:N]"),  # every cell failed
+        ("data_root: /nonexistent/root\n", [], "data_root: /nonexistent/root: no such folder"),
     ],
 )
 def test_a_bad_grid_is_one_error_line_before_anything_runs(
@@ -205,6 +207,19 @@ def test_a_grid_file_with_variants_names_each_cell_and_its_argv(tiny, tmp_path, 
     assert "--seed 1 --work-dir work_dirs/sweeps/ablation/" in narrow and "--resume" in narrow
     assert narrow.endswith("-o train.max_epochs=1 -o width=4")
     assert not Path("work_dirs/sweeps/ablation").exists()
+
+
+def test_one_override_written_as_text_in_the_grid_file_is_one_override(tiny, tmp_path, capsys):
+    """``overrides: train.max_epochs=1`` (no list) as methods: takes one name: one override,
+    not one per character; a variant's too; the command line's are added after."""
+    grid = tmp_path / "ablation.yaml"
+    grid.write_text(GRID.replace("[train.max_epochs=1]", "train.max_epochs=1")
+                    .replace("narrow: [width=4]", "narrow: width=4"))  # fmt: skip
+    argv = ["sweep", grid, "--protocol", tiny / "protocol.yaml", "--dry-run", "-o", "width=6"]
+    status, out, err = sweep(argv, capsys)
+    assert status == 0, err
+    narrow = next(x for x in out.splitlines() if "toycam-narrow/seed1 --resume" in x)
+    assert narrow.endswith("-o train.max_epochs=1 -o width=6 -o width=4")
 
 
 def test_the_issue_command_runs_as_written(tiny, tmp_path, capsys):

@@ -91,9 +91,12 @@ def cmd_sweep(args) -> int:
     from wsolbench.sweep.cells import expand, finished, seed_independent_notes
     from wsolbench.sweep.executors import Outcome, submitit_folder
     from wsolbench.sweep.summary import FINISHED, counts, table, write_summary
+    from wsolbench.util.device import check_device_name
 
     grid = _grid(args)
     _check_executor_flags(args)
+    if args.device is not None:  # else every cell would start, and fail on it
+        check_device_name(args.device)
     threads, slots, gpus = _resources(args)
     cells = expand(grid, threads=threads, device=args.device)
     root = grid.root_dir
@@ -137,8 +140,7 @@ def _grid(args):
         "summed_pxap": args.summed_pxap,
     }
     values.update({key: value for key, value in given.items() if value is not None})
-    values["overrides"] = [*(values.get("overrides") or []), *args.overrides]
-    grid = build_grid(values)
+    grid = build_grid(values, args.overrides)
     if args.variants:
         grid.variants = _chosen_variants(grid.variants, args.variants)
     return grid

@@ -55,6 +55,11 @@ def expand(grid: Grid, *, threads: int | None = None, device: str | None = None)
             that does not apply to a method (the message names which, and the fix).
     """
     root = grid.root_dir
+    if grid.data_root is not None and not Path(grid.data_root).is_dir():
+        raise SweepError(
+            f"data_root: {grid.data_root}: no such folder; give the prepared dataset root "
+            "(wsolbench prepare ...), or leave it out for a generated dataset"
+        )
     variants = grid.variants or {None: []}
     cells = []
     for dataset in grid.datasets:

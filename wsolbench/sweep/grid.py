@@ -111,30 +111,34 @@ def read_grid_file(path: Path) -> dict:
     return {"name": Path(path).stem, **content}
 
 
-def build_grid(values: dict) -> Grid:
-    """A :class:`Grid` from a file's keys merged with the command line's (given ones win),
-    every key's type and shape checked."""
+def build_grid(values: dict, extra_overrides: list[str] = ()) -> Grid:
+    """A :class:`Grid` from a file's keys merged with the command line's (given ones win; its
+    ``-o`` overrides, ``extra_overrides``, come after the file's), every key's type and shape
+    checked; one text stands for a list of one wherever a list is asked for."""
     name = values.get("name") or "sweep"
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise SweepError(f"name: {name!r} is not a plain name; use letters, digits, '_', '-', '.'")
     variants = values.get("variants") or {}
     if not isinstance(variants, dict):
         raise SweepError("variants: write a mapping of a name to its overrides, {name: [k=v]}")
-    for variant, overrides in variants.items():
+    for variant in variants:
         if not isinstance(variant, str) or not NAME_PATTERN.match(variant):
             raise SweepError(
                 f"variants: {variant!r} is not a plain name (it names work dirs); use lowercase "
                 "letters, digits and '_', starting with a letter"
             )
-        _strings(overrides, f"variants.{variant}", allow_empty=True)
+    overrides = _strings(values.get("overrides") or [], "overrides", allow_empty=True)
     return Grid(
         name=name,
         methods=_strings(values.get("methods"), "methods"),
         datasets=_strings(values.get("datasets"), "datasets"),
         seeds=parse_seeds(values.get("seeds", [0])),
         protocol=_optional_text(values.get("protocol"), "protocol"),
-        overrides=_strings(values.get("overrides") or [], "overrides", allow_empty=True),
-        variants={k: list(v or []) for k, v in variants.items()},
+        overrides=[*overrides, *extra_overrides],
+        variants={
+            name: _strings(v or [], f"variants.{name}", allow_empty=True)
+            for name, v in variants.items()
+        },
         root=_optional_text(values.get("root"), "root"),
         data_root=_optional_text(values.get("data_root"), "data_root"),
         summed_pxap=_flag(values.get("summed_pxap", False), "summed_pxap"),
