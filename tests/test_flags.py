@@ -114,6 +114,19 @@ def test_check_refuses_a_mistaken_option_in_one_line(capsys, extra, named):
     assert named in refused(capsys, "check", "center", *extra)
 
 
+def test_a_folder_given_for_a_file_and_a_file_for_a_folder_are_named_so(
+    tiny_root, tmp_path, capsys
+):
+    """Both said "does not exist" of a path that exists."""
+    argv = ["eval", "--method", "center", "--dataset", "synthetic", "--data-root", tiny_root]
+    argv += ["--protocol", tiny_root / "protocol.yaml", "--weights", tmp_path]
+    line = refused(capsys, *argv)
+    assert f"--weights {tmp_path} is a folder" in line and str(tmp_path / "weights.pt") in line
+    argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", RESULT]
+    line = refused(capsys, *argv, "--work-dir", tmp_path / "w")
+    assert f"--data-root {RESULT} is a file" in line
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

@@ -69,6 +69,11 @@ class DataSource:
                 f"{self.prepare_hint}"
             )
         root = Path(data_root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise DataRootError(
+                f"--data-root {root} is a file; give the folder a prepare command made "
+                f"({self.prepare_hint})"
+            )
         if not root.is_dir():
             raise DataRootError(
                 f"--data-root {root} does not exist; prepare it with: {self.prepare_hint}"

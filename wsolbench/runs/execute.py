@@ -123,6 +123,11 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
     records the file, and its content hash, as what was loaded.
     """
     weights = Path(weights)
+    if weights.is_dir():
+        raise RunError(
+            f"--weights {weights} is a folder; pass a weights file, e.g. {weights / 'weights.pt'} "
+            "(a finished run's)"
+        )
     if not weights.is_file():
         raise RunError(f"--weights {weights} does not exist; pass the weights.pt of a finished run")
     spec = replace(spec, no_pretrained=True)
