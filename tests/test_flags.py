@@ -127,6 +127,14 @@ def test_a_folder_given_for_a_file_and_a_file_for_a_folder_are_named_so(
     assert f"--data-root {RESULT} is a file" in line
 
 
+@pytest.mark.parametrize("b", [BOARD / "center", BOARD / "center" / "seed0" / "result.json"])
+def test_diff_refuses_a_run_on_both_sides(capsys, b):
+    """A difference of a run with itself is zero by construction: its interval and p-value
+    (0.00, p 0.91) answered no question."""
+    line = refused(capsys, "diff", BOARD / "center", b, "--resamples", "100")
+    assert "on both sides" in line and "seed0" in line
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

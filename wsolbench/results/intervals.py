@@ -273,7 +273,8 @@ def diff(
     any number).
 
     Raises:
-        ResultError: different protocols or data, or a side that is not one row.
+        ResultError: different protocols or data, a side that is not one row, or a run on
+            both sides.
         BootstrapError: a run without per-image records.
     """
     from wsolbench.metrics import parse_policy
@@ -281,6 +282,12 @@ def diff(
 
     policy = parse_policy(policy)
     a, b = _group(paths_a, "A"), _group(paths_b, "B")
+    shared = {Path(p).resolve() for p, _ in a} & {Path(p).resolve() for p, _ in b}
+    if shared:  # A - A is zero by construction: no interval or p-value answers anything
+        raise ResultError(
+            f"{min(shared)} is on both sides: diff compares two different rows (A: "
+            f"{paths_a[0]}, B: {paths_b[0]}); pass the other method's runs as B"
+        )
     check_comparable([*a, *b])
     runs_a = [load_run_records(p, r, split, policy) for p, r in a]
     runs_b = [load_run_records(p, r, split, policy) for p, r in b]
