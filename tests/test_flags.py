@@ -135,6 +135,13 @@ def test_diff_refuses_a_run_on_both_sides(capsys, b):
     assert "on both sides" in line and "seed0" in line
 
 
+def test_evaluate_maps_refuses_a_step_too_fine_to_hold(tmp_path, capsys):
+    """--step 1e-9 was killed for memory after 46 s, with nothing said."""
+    line = refused(capsys, "evaluate-maps", "--maps", tmp_path, "--metadata", tmp_path,
+                   "--step", "1e-9")  # fmt: skip
+    assert "--step 1e-09: use a step in [0.0001, 1)" in line
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

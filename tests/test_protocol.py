@@ -105,3 +105,14 @@ def test_bad_protocols_are_named(tmp_path):
     )
     with pytest.raises(ProtocolError, match="localization must be one of"):
         load_protocol(bad)
+
+
+@pytest.mark.parametrize("step", ["1e-9", "0", "1"])
+def test_a_threshold_step_too_fine_to_hold_is_refused(tmp_path, step):
+    """A step of 1e-9 was accepted, then ran out of memory counting (a bit per threshold)."""
+    shutil.copytree(PROTOCOL_DIR / "classnames", tmp_path / "classnames")
+    original = (PROTOCOL_DIR / "cub-v1.yaml").read_text().replace("id: cub-v1", "id: cub-mine")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(original.replace("threshold_step: 0.001", f"threshold_step: {step}"))
+    with pytest.raises(ProtocolError, match=r"threshold_step.*\[0\.0001, 1\)"):
+        load_protocol(mine)

@@ -198,6 +198,9 @@ OPTIONAL_KEYS = {
     DATA_PINS_KEY: "{split role: sha256} of the official data",
 }
 MAX_EVAL_SIDE = 4096
+#: the finest threshold step: 10,000 thresholds (the protocols use 0.001 to 0.01); each image's
+#: records hold a bit per threshold and IoU, so a step of 1e-9 only runs out of memory
+MIN_THRESHOLD_STEP = 1e-4
 # A protocol id names the folder of its runs (work_dirs/<id>/<method>/seed<N>): a plain name, never
 # a path that would lead out of work_dirs/ ("../..", "/abs", "a/b").
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -250,8 +253,12 @@ def _from_content(content: dict, path: Path, classnames: tuple[str, ...] | None 
     ):
         raise bad("eval_size", f"[H, W], integers in [8, {MAX_EVAL_SIDE}]")
     step = content["threshold_step"]
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 1:
-        raise bad("threshold_step", "a number in (0, 1)")
+    if (
+        isinstance(step, bool)
+        or not isinstance(step, (int, float))
+        or not MIN_THRESHOLD_STEP <= step < 1
+    ):
+        raise bad("threshold_step", f"a number in [{MIN_THRESHOLD_STEP:g}, 1)")
     ious = content["iou_thresholds"]
     if not (
         isinstance(ious, list)

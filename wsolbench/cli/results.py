@@ -53,10 +53,14 @@ def cmd_evaluate_maps(args) -> int:
     from wsolbench.data.metadata.parse import count_lines
     from wsolbench.data.metadata.records import IMAGE_IDS
     from wsolbench.metrics import summarize
+    from wsolbench.protocol import MIN_THRESHOLD_STEP
     from wsolbench.util.atomic import write_json_atomic
 
-    if not 0 < args.step < 1:
-        raise ValueError(f"--step must be in (0, 1), not {args.step}")
+    if not MIN_THRESHOLD_STEP <= args.step < 1:
+        raise ValueError(
+            f"--step {args.step:g}: use a step in [{MIN_THRESHOLD_STEP:g}, 1) (the protocols "
+            "use 0.001; a finer one only costs memory)"
+        )
     max_side = 4096  # every map is resized to H x W float64: 128 MiB at 4096 x 4096
     if min(args.size) < 1 or max(args.size) > max_side:
         raise ValueError(
