@@ -261,6 +261,9 @@ def test_bad_predictions_are_named_with_their_lines(tiny_root, tmp_path, capsys)
     assert code == 2 and "absent.csv: no such file" in capsys.readouterr().err
     code, _ = evaluate(tiny_root, tmp_path / "no-maps", tmp_path)
     assert code == 2 and "no-maps: no such folder" in capsys.readouterr().err
+    code, _ = evaluate(tiny_root, maps, tmp_path, "--masks", tmp_path / "no-masks")
+    err = capsys.readouterr().err  # was 22 lines: every mask file of the split missing
+    assert code == 2 and err == f"error: --masks {tmp_path / 'no-masks'}: no such folder\n"
 
 
 def test_a_runs_evaluation_counts_the_same_with_any_number_of_workers(

@@ -74,6 +74,8 @@ def cmd_evaluate_maps(args) -> int:
         raise ValueError(f"--maps {args.maps}: no such folder (one <image_id>.npy per image)")
     if args.predictions is not None and not args.predictions.is_file():
         raise ValueError(f"--predictions {args.predictions}: no such file")
+    if args.masks is not None and not args.masks.is_dir():
+        raise ValueError(f"--masks {args.masks}: no such folder")
     # The workers start first: they load the compiled engine while this process reads the split.
     # (An error in the split waits for them to have started, a second or so, before it is shown.)
     maps = count_lines(args.metadata / IMAGE_IDS)
