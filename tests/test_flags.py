@@ -142,6 +142,22 @@ def test_evaluate_maps_refuses_a_step_too_fine_to_hold(tmp_path, capsys):
     assert "--step 1e-09: use a step in [0.0001, 1)" in line
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--method", "center", "--dataset", "synthetic", "--protocol", "BAD"],
+        ["sweep", "BAD", "--dry-run"],
+        ["compare", RESULT.parent, "--published", "BAD"],
+    ],
+)
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path, capsys, argv):
+    """PyYAML's message is several lines (a snippet and a caret): 4 to 8 lines in all."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\n  bad: [\n")
+    line = refused(capsys, *[bad if a == "BAD" else a for a in argv])
+    assert str(bad) in line and "line 2, column 6: mapping values are not allowed here" in line
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

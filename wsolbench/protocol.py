@@ -19,6 +19,7 @@ import yaml
 
 import protocols as _protocols_package
 from wsolbench.util.names import unknown_name_message
+from wsolbench.util.yaml_errors import yaml_problem
 
 # The shipped specs are package data of the top-level ``protocols`` package (see pyproject.toml).
 PROTOCOL_DIR = Path(list(_protocols_package.__path__)[0]).resolve()
@@ -140,7 +141,7 @@ def load_protocol(id_or_path: str | Path) -> Protocol:
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ProtocolError(f"{path}: not valid YAML: {exc}") from None
+        raise ProtocolError(f"{path}: not valid YAML, {yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"{path}: cannot read the protocol file: {exc}") from None
     if not isinstance(content, dict):

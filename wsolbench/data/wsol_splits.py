@@ -31,6 +31,7 @@ import yaml
 from wsolbench.data.masks import mask_files, write_binary_masks
 from wsolbench.data.metadata import MetadataError, link_dir, read_split, write_split
 from wsolbench.util.atomic import write_text_atomic
+from wsolbench.util.yaml_errors import yaml_problem
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def read_encoding(path: Path, expected: dict[str, int]) -> dict[str, int]:
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"{path}: not valid YAML ({exc})") from None
+        raise MetadataError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(content, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in content.values()
     ):

@@ -14,6 +14,7 @@ import yaml
 import wsolbench
 from wsolbench.leaderboard.rows import PUBLISHED_MARK, Row
 from wsolbench.results.record import METRIC_KEYS, ResultError
+from wsolbench.util.yaml_errors import yaml_problem
 
 
 def default_published_path() -> Path:
@@ -36,7 +37,7 @@ def load_published(path: str | Path) -> list[Row]:
     except FileNotFoundError as exc:
         raise ResultError(f"{path}: no such published-rows file") from exc
     except yaml.YAMLError as exc:
-        raise ResultError(f"{path}: not valid YAML: {exc}") from exc
+        raise ResultError(f"{path}: not valid YAML, {yaml_problem(exc)}") from exc
     entries = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ResultError(f"{path}: expected a top-level 'rows:' list of published rows")

@@ -34,6 +34,7 @@ import yaml
 from wsolbench.config import dotted_leaves
 from wsolbench.results.record import RESULT_FILENAME as RESULT_FILE
 from wsolbench.util.atomic import write_text_atomic
+from wsolbench.util.yaml_errors import yaml_problem
 
 RECORD_FILE = "config.yaml"
 RECORD_MARK = "wsolbench_record"  # first key of every record: which layout it has
@@ -73,8 +74,8 @@ def read_record(work_dir: Path) -> dict | None:
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise WorkDirError(
-            f"{path} is unreadable ({exc}); it is the record of the run in {work_dir}: restore it, "
-            "or choose a new --work-dir"
+            f"{path} is unreadable ({yaml_problem(exc)}); it is the record of the run in "
+            f"{work_dir}: restore it, or choose a new --work-dir"
         ) from None
     if not isinstance(record, dict) or RECORD_MARK not in record:
         raise WorkDirError(

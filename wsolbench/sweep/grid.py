@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from wsolbench.util.names import NAME_PATTERN
+from wsolbench.util.yaml_errors import yaml_problem
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding take 0 <= seed < 2**32
 DEFAULT_ROOT = Path("work_dirs") / "sweeps"
@@ -100,7 +101,9 @@ def read_grid_file(path: Path) -> dict:
     except OSError as exc:
         raise SweepError(f"grid file {path}: {exc.strerror}; check the path") from None
     except yaml.YAMLError as exc:
-        raise SweepError(f"grid file {path} is not valid YAML ({exc}); fix the file") from None
+        raise SweepError(
+            f"grid file {path} is not valid YAML ({yaml_problem(exc)}); fix the file"
+        ) from None
     if not isinstance(content, dict):
         raise SweepError(f"grid file {path} must be a mapping of {', '.join(KEYS)}")
     unknown = sorted(set(content) - set(KEYS))
