@@ -158,6 +158,17 @@ def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path, capsys, argv):
     assert str(bad) in line and "line 2, column 6: mapping values are not allowed here" in line
 
 
+def test_a_published_row_of_a_misspelt_dataset_is_refused(tmp_path, capsys):
+    """It was dropped from every table, with nothing said."""
+    rows = tmp_path / "published.yaml"
+    rows.write_text(
+        "rows:\n  - {method: cam, dataset: synthtic, source: a paper, "
+        "metrics: {maxboxacc_v2: 50.0}}\n"
+    )
+    line = refused(capsys, "compare", RESULT.parent, "--published", rows)
+    assert "rows[0]" in line and "unknown dataset 'synthtic'" in line and "synthetic" in line
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

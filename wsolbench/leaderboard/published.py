@@ -12,8 +12,10 @@ from pathlib import Path
 import yaml
 
 import wsolbench
+from wsolbench.data.sources import list_datasets
 from wsolbench.leaderboard.rows import PUBLISHED_MARK, Row
 from wsolbench.results.record import METRIC_KEYS, ResultError
+from wsolbench.util.names import unknown_name_message
 from wsolbench.util.yaml_errors import yaml_problem
 
 
@@ -49,6 +51,11 @@ def load_published(path: str | Path) -> list[Row]:
         for key in ("method", "dataset", "source", "metrics"):
             if key not in entry:
                 raise ResultError(f"{where}: missing key {key!r}")
+        dataset = str(entry["dataset"]).lower()
+        if dataset not in list_datasets():  # else the row is never shown, with nothing said
+            raise ResultError(
+                f"{where}: {unknown_name_message('dataset', dataset, list_datasets())}"
+            )
         metrics = entry["metrics"]
         if not isinstance(metrics, dict) or not metrics:
             raise ResultError(f"{where}: 'metrics' must map metric keys to percentages")
@@ -68,7 +75,7 @@ def load_published(path: str | Path) -> list[Row]:
                 published=True,
                 source=str(entry["source"]),
                 policy=str(entry.get("policy", "as published")),
-                dataset=str(entry["dataset"]).lower(),
+                dataset=dataset,
             )
         )
     return rows
