@@ -426,4 +426,13 @@ def test_non_utf8_file(tmp_path):
     split = make_split(tmp_path)
     (split / "class_labels.txt").write_bytes(b"a/1.png,0\n\xff\xfe,1\n")
     message = error_of(split)
-    assert "class_labels.txt line" in message and "not UTF-8 text" in message
+    assert "class_labels.txt line 2: not UTF-8 text" in message
+
+
+def test_a_non_utf8_byte_deep_in_a_file_is_named_on_its_line(tmp_path):
+    """The decoder reads ahead: a Latin-1 'é' on line 400 was reported on line 1."""
+    split = make_split(tmp_path)
+    lines = [f"a/{i}.png,0".encode() for i in range(1, 800)]
+    lines[399] = "a/caf\xe9.png,0".encode("latin-1")
+    (split / "class_labels.txt").write_bytes(b"\n".join(lines) + b"\n")
+    assert "class_labels.txt line 400: not UTF-8 text" in error_of(split)

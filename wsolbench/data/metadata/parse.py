@@ -28,7 +28,6 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     A UTF-8 byte order mark at the start of the file (spreadsheets and some Windows editors write
     one) is dropped: it would otherwise become part of the first id.
     """
-    lineno = 0
     try:
         with open(path, encoding="utf-8-sig") as f:
             for lineno, line in enumerate(f, 1):
@@ -36,9 +35,21 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
                     continue
                 yield lineno, [field.strip() for field in line.split(",")]
     except UnicodeDecodeError:
+        # the decoder reads ahead of the lines handed out: find the line that holds the byte
         raise MetadataError(
-            f"{path} line {lineno + 1}: not UTF-8 text; metadata files are plain UTF-8 text"
+            f"{path} line {_first_non_utf8_line(path)}: not UTF-8 text; metadata files are "
+            "plain UTF-8 text"
         ) from None
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """The 1-based number of the first line of ``path`` that is not UTF-8."""
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 1
 
 
 def _nonneg_int(text: str) -> int | None:
