@@ -169,6 +169,31 @@ def test_a_published_row_of_a_misspelt_dataset_is_refused(tmp_path, capsys):
     assert "rows[0]" in line and "unknown dataset 'synthtic'" in line and "synthetic" in line
 
 
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["profile", "--method", "center", "--dataset", "synthetic", "--no-timing", "--runs", "5"],
+         "--runs times calls; --no-timing times none"),
+        (["profile", "--method", "center", "--dataset", "synthetic", "--no-timing",
+          "--amp", "float16"], "--amp times calls; --no-timing times none"),
+        (["compare", RESULT.parent, "--published", RESULT, "--no-published"],
+         "--published and --no-published"),
+        (["prepare", "synthetic", "--out", "OUT", "--annotations", "x"],
+         "--annotations is for prepare ilsvrc, not prepare synthetic"),
+        (["prepare", "cub", "--src", "x", "--out", "OUT", "--images", "x"],
+         "--images is for prepare wsol-splits, not prepare cub"),
+        (["visualize", RESULT.parent, "--curves-only", "--n", "5"],
+         "--n takes effect only without --curves-only"),
+    ],
+)  # fmt: skip
+def test_flags_that_would_be_ignored_are_refused(tmp_path, capsys, argv, named):
+    """Each was accepted, one side quietly ignored; ``run`` and ``eval`` already refused such
+    pairs."""
+    argv = [tmp_path / "out" if a == "OUT" else a for a in argv]
+    assert named in refused(capsys, *argv)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

@@ -157,9 +157,26 @@ def _add_prepare(commands) -> None:
     parser.set_defaults(handler=cmd_prepare)
 
 
+#: prepare's options that some datasets alone read (dest → those datasets): given for another,
+#: they would be ignored
+PREPARE_OPTIONS_OF = {
+    "val_per_class": ("cub",),
+    "cubv2": ("cub",),
+    "annotations": ("ilsvrc",),
+    "synsets": ("ilsvrc",),
+    "images": ("wsol-splits",),
+    "masks": ("wsol-splits",),
+    "adopt": ("synthcam",),
+}
+
+
 def cmd_prepare(args) -> int:
-    if args.adopt is not None and args.dataset != "synthcam":
-        raise ValueError(f"--from is for prepare synthcam, not prepare {args.dataset}; drop it")
+    for dest, datasets in PREPARE_OPTIONS_OF.items():
+        if getattr(args, dest) is not None and args.dataset not in datasets:
+            flag = "--from" if dest == "adopt" else "--" + dest.replace("_", "-")
+            raise ValueError(
+                f"{flag} is for prepare {' / '.join(datasets)}, not prepare {args.dataset}; drop it"
+            )
     if args.dataset in ("synthclip", "synthclip-quick"):  # wsolbench's CLIP of the synthetic world
         from wsolbench.blocks.synthclip import SYNTHCLIP, SYNTHCLIP_QUICK, prepare_synthclip
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from wsolbench.cli.options import (
+    PROFILE_DESTS,
     add_batch_size,
     add_overrides_argument,
     add_profile_options,
     check_output,
     profile_settings,
 )
+
+GRID_IMAGES = 16  # visualize: images in the overlay grid unless --n says otherwise
 
 
 def _add_profile(commands) -> None:
@@ -58,6 +61,11 @@ def cmd_profile(args) -> int:
     from wsolbench.util.atomic import write_json_atomic
 
     check_output(args.json, "--json", folder=False)
+    if args.no_timing:  # a timing option would be ignored
+        for dest in PROFILE_DESTS:
+            if getattr(args, dest) is not None:
+                given = "--" + dest.removeprefix("profile_").replace("_", "-")
+                raise ValueError(f"{given} times calls; --no-timing times none: drop one of them")
     cost = profile(
         args.method,
         args.dataset,
@@ -85,7 +93,7 @@ def _add_visualize(commands) -> None:
         "stored counts (curves.png). result.json files give curves only.",
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run work dirs or result.json files")
-    parser.add_argument("--n", type=int, default=16, help="images in the overlay grid")
+    parser.add_argument("--n", type=int, help=f"images in the overlay grid (default {GRID_IMAGES})")
     parser.add_argument(
         "--output", type=Path, help="folder for the figures (needed with several runs)"
     )
@@ -105,7 +113,12 @@ def cmd_visualize(args) -> int:
     from wsolbench.runs.visualize import visualize
     from wsolbench.util.device import resolve_device
 
-    if args.n < 1:
+    if args.n is not None and args.curves_only:
+        raise ValueError(
+            "--n takes effect only without --curves-only (it counts the overlay grid's images): "
+            "drop one of them"
+        )
+    if args.n is not None and args.n < 1:
         raise ValueError(f"--n {args.n}: draw at least one image")
     if args.no_curves and all(path.is_file() for path in args.paths):
         raise ValueError(
@@ -116,7 +129,7 @@ def cmd_visualize(args) -> int:
     check_output(args.output, "--output", folder=True)
     written = visualize(
         args.paths,
-        n=args.n,
+        n=GRID_IMAGES if args.n is None else args.n,
         output=args.output,
         policy=args.policy,
         split=args.split,

@@ -256,6 +256,8 @@ def cmd_compare(args) -> int:
     from wsolbench.util.atomic import write_text_atomic
 
     refuse_without(args, "ci", ("resamples", "ci_seed", "models_fixed", "workers"))
+    if args.no_published and args.published is not None:
+        raise ValueError("--published and --no-published contradict each other: drop one")
     check_output(args.output, "--output", folder=False)
     resamples, seed = resampling(args) if args.ci else (0, 0)
     published = False if args.no_published else (args.published or True)
