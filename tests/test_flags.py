@@ -194,6 +194,20 @@ def test_flags_that_would_be_ignored_are_refused(tmp_path, capsys, argv, named):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["fingerprint", "--dataset", "synthtic"], "did you mean 'synthetic'"),
+        (["profile", "--method", "center", "--dataset", "synthtic"], "did you mean 'synthetic'"),
+        (["run", "--method", "cam", "--dataset", "synthetic", "-o", "train.optimizer.lr=-0.1",
+          "--work-dir", "OUT"], "Invalid learning rate: -0.1; fix that value"),
+    ],
+)  # fmt: skip
+def test_a_mistake_is_named_with_its_fix(tmp_path, capsys, argv, named):
+    assert named in refused(capsys, *[tmp_path / "out" if a == "OUT" else a for a in argv])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

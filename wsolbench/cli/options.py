@@ -102,7 +102,8 @@ def add_threads(parser) -> None:
         "--threads",
         type=int_in(1, MAX_THREADS, "torch intra-op CPU threads"),
         help="torch intra-op CPU threads (default: torch's own, the cores or OMP_NUM_THREADS); "
-        "float reductions, so the numbers, depend on it: recorded, and --resume keeps it",
+        "float reductions, so the numbers, depend on it: recorded, and --resume must give the "
+        "same count",
     )
 
 

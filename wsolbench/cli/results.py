@@ -143,9 +143,10 @@ def add_fingerprint(commands) -> None:
 
 
 def cmd_fingerprint(args) -> int:
-    from wsolbench.data.sources import read_data
+    from wsolbench.data.sources import get_dataset, read_data
     from wsolbench.protocol import protocol_for_dataset as resolve_protocol
 
+    get_dataset(args.dataset)  # a misspelt name: close matches (before "no protocol for dataset")
     protocol = resolve_protocol(args.dataset, args.protocol)
     # what a training-free run reads (train too when the root has it), as its record names it
     _, _, fingerprint = read_data(

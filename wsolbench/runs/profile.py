@@ -21,11 +21,13 @@ def build_for_profile(
         protocol and the resolved config.
     """
     from wsolbench.config import resolve_config, without_pretrained
+    from wsolbench.data.sources import get_dataset
     from wsolbench.protocol import protocol_for_dataset as resolve_protocol
     from wsolbench.registry import get_method
     from wsolbench.runs.rebuild import build_with_weights
 
     method_cls = get_method(method_name)
+    get_dataset(dataset)  # a misspelt name: close matches (before "no protocol for dataset")
     resolved = resolve_protocol(dataset, protocol)
     config = without_pretrained(method_cls, resolve_config(method_cls, dataset, overrides))
     return build_with_weights(method_cls, config, resolved, 0, None), resolved, config

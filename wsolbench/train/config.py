@@ -62,7 +62,10 @@ def _check_optimizer(config) -> torch.optim.Optimizer:
         optimizer.step()  # some optimizers refuse ordinary gradients only here (SparseAdam)
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"train.optimizer {dict(config)}: {message}") from None
+        raise ConfigError(
+            f"train.optimizer {dict(config)}: {message}; fix that value (-o train.optimizer.KEY="
+            f"VALUE) or drop the key to keep {kind}'s default"
+        ) from None
     return optimizer
 
 
