@@ -294,3 +294,32 @@ def test_reproduce_refuses_a_work_dir_that_already_holds_a_result(tiny, tmp_path
         assert status == 2 and len(errors) == 1 and "Traceback" not in err
         assert f"{work} already holds a finished result" in errors[0]
         assert "another --work-dir" in errors[0]
+
+
+def test_an_eval_result_is_reproduced_by_evaluating_its_weights_file(tiny, one_thread, tmp_path,
+                                                                      capsys):  # fmt: skip
+    """An eval's record names a weights file by content: reproduce evaluates that very file
+    (given with --weights, its sha256 checked), never trains a network of its own."""
+    root, protocol = tiny
+    weights = one_thread / "weights.pt"
+    argv = ["eval", "--method", "toy_method:ToyCAM", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", protocol, "--weights", weights, "--work-dir", tmp_path / "ev"]
+    assert main([str(a) for a in (*argv, "--threads", "1")]) == 0
+    capsys.readouterr()
+
+    again = ["reproduce", tmp_path / "ev", "--data-root", root]
+    status = main([str(a) for a in (*again, "--work-dir", tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert status == 2 and "evaluated a weights file" in err and "--weights" in err
+    assert not (tmp_path / "a" / "train").exists()  # nothing trained
+
+    other = tmp_path / "other.pt"
+    other.write_bytes(weights.read_bytes() + b"\0")
+    status = main([str(a) for a in (*again, "--work-dir", tmp_path / "b", "--weights", other)])
+    assert status == 2 and "is not the file the result evaluated" in capsys.readouterr().err
+
+    copy = shutil.copy(weights, tmp_path / "copy.pt")  # the same file, elsewhere
+    status = main([str(a) for a in (*again, "--work-dir", tmp_path / "c", "--weights", copy)])
+    out = capsys.readouterr().out
+    assert status == 0 and f"reproduced: all {metric_count(tmp_path / 'ev')} metrics equal" in out
+    assert not (tmp_path / "c" / "train").exists()

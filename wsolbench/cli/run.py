@@ -110,6 +110,12 @@ def add_reproduce(commands) -> None:
     )
     parser.add_argument("--device", help="default: the recorded device")
     add_batch_size(parser, None, "evaluation batch size", shown="the recorded one")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="an eval's result: the weights file it evaluated (checked by its sha256), "
+        "evaluated again",
+    )
     add_num_workers(parser)
     add_count_workers(parser)
     parser.set_defaults(handler=cmd_reproduce)
@@ -124,6 +130,7 @@ def cmd_reproduce(args) -> int:
         data_root=args.data_root,
         device=args.device,
         batch_size=args.batch_size,
+        weights=args.weights,
         num_workers=args.num_workers,
         count_workers=args.workers,
     )

@@ -103,6 +103,38 @@ def _protocol(path: Path, result: Result) -> Protocol | str:
     return protocol
 
 
+def _evaluated_weights(path: Path, weights: str | Path | None) -> Path | None:
+    """The weights file to evaluate again when the result at ``path`` is an ``eval``'s (its
+    record names the file by sha256), else None; refuses a missing or other file, and
+    ``weights`` for a result that trained."""
+    from wsolbench.util.weights_source import file_sha256
+
+    evaluated = (read_record(path.parent) or {}).get("weights")
+    if evaluated is None:
+        if weights is not None:
+            raise RunError(
+                f"--weights: {path} names no evaluated weights file beside it ({RECORD_FILE}): "
+                "a trained run is rerun from its record alone; drop --weights, or reproduce an "
+                "eval from its work dir"
+            )
+        return None
+    if weights is None:
+        raise RunError(
+            f"{path} evaluated a weights file (sha256 {evaluated[:12]}) rather than training "
+            "one: pass that file with --weights FILE, and it is evaluated again"
+        )
+    weights = Path(weights)
+    if not weights.is_file():
+        raise RunError(f"--weights {weights}: no such file")
+    found = file_sha256(weights)
+    if found != evaluated:
+        raise RunError(
+            f"--weights {weights} (sha256 {found[:12]}) is not the file the result evaluated "
+            f"(sha256 {evaluated[:12]}); pass that one"
+        )
+    return weights
+
+
 def _method(path: Path, result: Result) -> str:
     """The method to rerun: its registered name, else where the run's record says its class
     lives (a method run as ``--method pkg.module:Class``)."""
@@ -179,6 +211,7 @@ def reproduce(
     data_root: str | None = None,
     device: str | None = None,
     batch_size: int | None = None,
+    weights: str | Path | None = None,
     num_workers: int | None = None,
     count_workers: int = 1,
     progress: bool = True,
@@ -192,11 +225,13 @@ def reproduce(
         device: default: the recorded device (``cpu`` when it was a GPU this machine lacks).
         batch_size: the evaluation batch; default: the recorded one (64, the default of the
             commands, for a record made before it was recorded).
+        weights: for the result of an ``eval``, the weights file it evaluated (checked by
+            content against the record); it is evaluated again, nothing is trained.
 
     Raises:
         RunError, ResultError, BindingError: the result cannot be read, verified or rerun here.
     """
-    from wsolbench.runs.execute import execute
+    from wsolbench.runs.execute import evaluate_weights, execute
 
     source = Path(source)
     path = source / RESULT_FILENAME if source.is_dir() else source
@@ -208,6 +243,7 @@ def reproduce(
             "run's own result.json"
         )
     protocol = _protocol(path, recorded)
+    weights = _evaluated_weights(path, weights)
     if device is None:
         device = str(recorded.env.get("device", "cpu"))
         if device.startswith("cuda"):
@@ -250,7 +286,7 @@ def reproduce(
         progress=progress,
         config=recorded.config,
     )
-    reproduced = execute(spec)
+    reproduced = execute(spec) if weights is None else evaluate_weights(spec, weights)
     rows = [
         (split, policy, key, value, reproduced.metrics.get(split, {}).get(policy, {}).get(key))
         for split, policies in recorded.metrics.items()
