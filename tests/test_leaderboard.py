@@ -163,6 +163,21 @@ def test_runs_with_and_without_weights_are_not_averaged(tmp_path):
     assert _md_row(text, "cam‡")[2] == "3"
 
 
+def test_a_row_whose_seeds_ran_under_different_conditions_says_so(tmp_path):
+    """Its seeds are averaged (the config is the same), but their spread then holds more than
+    the seed: cam on synthetic-v1 ends 1.1 MaxBoxAccV2 apart with one thread and with two."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    for path in (tmp_path / "cam").rglob("result.json"):
+        d = json.loads(path.read_text())
+        d["env"] = {**d.get("env", {}), "torch_threads": 2 if d["seed"] == 2 else 1}
+        path.write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "cam")[2] == "3"  # one row of the three seeds
+    assert "- cam: its seeds ran under different torch_threads: 1 (seeds 0, 1), 2 (seed 2)" in text
+    text = compare([CUB / "cam"], published=False)
+    assert "ran under different" not in text  # the same conditions: no note
+
+
 def test_a_row_run_with_overrides_is_named_by_them(tmp_path):
     """A method's only row says what its runs changed from the preset; beside the preset's own
     row, the keys that differ name both."""

@@ -22,7 +22,7 @@ from wsolbench.leaderboard.rows import (
     PUBLISHED_NOTE,
     Leaderboard,
 )
-from wsolbench.leaderboard.runs import group_runs, recompute, run_sort_key
+from wsolbench.leaderboard.runs import group_runs, mixed_conditions, recompute, run_sort_key
 from wsolbench.results.grouping import check_one_protocol, check_pinned_data, data_groups
 from wsolbench.results.record import METRIC_NAMES, SPLITS, Result, find_results
 from wsolbench.results.verify import verify_results
@@ -249,6 +249,7 @@ def _board(
         )
     if any(r.no_weights for r in rows):
         notes.append(NO_WEIGHTS_NOTE)
+    notes.extend(mixed_conditions(rows, {path: result for path, result, _ in runs}))
     pub_rows = published_rows(published, dataset)
     if pub_rows and split != "test":
         notes.append(f"Published rows are test-split figures: not shown for the {split} split.")

@@ -19,6 +19,7 @@ from typing import Any
 from wsolbench.config import dotted_leaves
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
+from wsolbench.results.environment import env_field
 from wsolbench.results.grouping import canonical, row_key, strip_seed
 from wsolbench.results.record import METRIC_KEYS, Result, ResultError, can_select
 
@@ -166,3 +167,41 @@ def run_sort_key(row: Row) -> tuple:
     """MaxBoxAccV2 descending, rows without it last; ties by method, label, weights."""
     v2 = row.mean.get("maxboxacc_v2")
     return (v2 is None, -(v2 or 0.0), row.method, row.label, row.pretrained)
+
+
+#: what a row's seeds share for their spread to be the seed's alone: the settings that order
+#: float sums (threads, batch, ranks), the device, and the code (recorded ``env`` fields)
+SHARED_CONDITIONS = ("torch_threads", "eval_batch_size", "world_size", "device", "code")
+
+
+def _condition(env: dict, field: str) -> str:
+    """A run's value of one of :data:`SHARED_CONDITIONS`, as a note shows it."""
+    if field == "code":  # wsolbench's commit (and whether the files differed from it)
+        code = env_field(env, "code.wsolbench") or {}
+        if "commit" in code:
+            return code["commit"][:12] + (" with uncommitted changes" if code.get("dirty") else "")
+        return f"files {code['files_sha256'][:12]}" if "files_sha256" in code else "not recorded"
+    value = env_field(env, field)
+    return "not recorded" if value is None else str(value)
+
+
+def mixed_conditions(rows: list[Row], results: dict[Path, Result]) -> list[str]:
+    """One note per row and condition its seeds do not share (:data:`SHARED_CONDITIONS`), e.g.
+    ``cam: its seeds ran under different torch_threads: 1 (seeds 0, 1), 2 (seed 2)``: they are
+    averaged (one config), but their spread holds that difference too."""
+    notes = []
+    for row in rows:
+        members = [results[path] for path in row.files if path in results]
+        for field in SHARED_CONDITIONS:
+            seeds: dict[str, list[int]] = {}
+            for result in members:
+                seeds.setdefault(_condition(result.env, field), []).append(result.seed)
+            if len(seeds) > 1:
+                listing = ", ".join(
+                    f"{value} (seed{'s' if len(of) > 1 else ''} {', '.join(map(str, sorted(of)))})"
+                    for value, of in seeds.items()
+                )
+                notes.append(
+                    f"{row.display_name}: its seeds ran under different {field}: {listing}"
+                )
+    return notes

@@ -125,3 +125,11 @@ def environment(method_module: str | None = None) -> dict:
         except Exception as exc:  # a broken driver must not lose the result
             logger.debug("cannot query CUDA device: %s", exc)
     return env
+
+
+def env_field(env: dict, dotted: str):
+    """The value at a dotted path of a recorded ``env`` (``code.wsolbench.commit``), or None."""
+    value: object = env
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value

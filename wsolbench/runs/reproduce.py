@@ -21,6 +21,7 @@ import yaml
 
 from wsolbench.config import dotted_leaves
 from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
+from wsolbench.results.environment import env_field
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
 from wsolbench.results.workdir import RECORD_FILE, read_record
@@ -150,13 +151,6 @@ def _method(path: Path, result: Result) -> str:
         return source
 
 
-def _get(env: dict, dotted: str):
-    value: object = env
-    for key in dotted.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
 def _data_difference(recorded: Result, reproduced: Result) -> str:
     """What differs in the data: the fingerprints, or only their version (a record made before
     mask files were hashed, of the same split records)."""
@@ -184,7 +178,7 @@ def env_differences(recorded: Result, reproduced: Result) -> list[str]:
             f"pretrained: {recorded.pretrained!r} recorded, {reproduced.pretrained!r} here"
         )
     for field in ENV_FIELDS:
-        was, now = _get(recorded.env, field), _get(reproduced.env, field)
+        was, now = env_field(recorded.env, field), env_field(reproduced.env, field)
         if was != now:
             shown = "not recorded" if was is None else f"{was!r} recorded"
             lines.append(f"{field}: {shown}, {now!r} here")
