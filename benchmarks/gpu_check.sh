@@ -31,15 +31,16 @@ if [[ -n "${wheelhouse+set}" ]]; then
   fi
   # --target, not a venv: a venv made from a Python that is itself a venv (GPU images keep torch
   # in one) would not see that torch; --no-deps: the folder already holds everything the machine
-  # lacks, and pip would otherwise insist on opencv-python beside the machine's headless OpenCV
-  site="$(mktemp -d)"
-  trap 'rm -rf "$site"' EXIT
+  # lacks, and pip would otherwise insist on opencv-python beside the machine's headless OpenCV.
+  # Installed afresh each time into the checkout's ignored build/ (kept: the check runs by exec).
+  site="$PWD/build/gpu-check-site"
+  rm -rf "$site"
   "$python" -m pip install --isolated --quiet --disable-pip-version-check --no-index --no-deps \
     --no-compile --target "$site" "$wheelhouse"/*.whl
   export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1
 # 8 minutes at most for the check (the install above comes first), whatever happens: the script
-# also skips steps past its own 450-s budget.
-timeout --kill-after=10 "${GPU_CHECK_TIMEOUT_S:-480}" "$python" benchmarks/gpu_check.py \
+# also skips steps past its own 450-s budget. exec: a signal to this script reaches the check.
+exec timeout --kill-after=10 "${GPU_CHECK_TIMEOUT_S:-480}" "$python" benchmarks/gpu_check.py \
   ${check_args[@]+"${check_args[@]}"}

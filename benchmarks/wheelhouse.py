@@ -18,14 +18,14 @@ Copy the folder and this repository to the target, then, with no network::
     python3 -m wsolbench check center
 
 or, for the device check alone, ``bash benchmarks/gpu_check.sh --wheelhouse wheelhouse-py3.12``,
-which does the same in a temporary folder. A folder on ``PYTHONPATH`` rather than a venv:
-``python3 -m venv --system-site-packages`` made from a Python that is itself a venv (GPU images
-keep torch in one) sees the base Python's packages, not that torch. ``--no-deps``: the folder
-already holds everything the machine lacks, and pip's resolver would insist on the
-``opencv-python`` that wsolbench and mmengine name even where ``opencv-python-headless`` provides
-the same ``cv2``. The folder also holds ``requirements.txt`` (what it holds, pinned). The
-dependency list is read from this environment's installed metadata (``make install`` first), with
-the target's Python version in the markers.
+which does the same in the checkout's ``build/gpu-check-site``. A folder on ``PYTHONPATH``
+rather than a venv: ``python3 -m venv --system-site-packages`` made from a Python that is itself
+a venv (GPU images keep torch in one) sees the base Python's packages, not that torch.
+``--no-deps``: the folder already holds everything the machine lacks, and pip's resolver would
+insist on the ``opencv-python`` that wsolbench and mmengine name even where
+``opencv-python-headless`` provides the same ``cv2``. The folder also holds ``requirements.txt``
+(what it holds, pinned). The dependency list is read from this environment's installed metadata
+(``make install`` first), with the target's Python version in the markers.
 """
 
 from __future__ import annotations

@@ -208,6 +208,25 @@ def test_a_mistake_is_named_with_its_fix(tmp_path, capsys, argv, named):
     assert not (tmp_path / "out").exists()
 
 
+def test_check_reports_a_plugin_s_own_preset_and_its_broken_config(capsys, monkeypatch):
+    """A plugin's preset need not be a data source's name; a broken preset is the plugin's to fix
+    (failed checks, exit 1), not a traceback, with or without -o."""
+    from wsolbench.method import MethodConfig
+    from wsolbench.registry import get_method
+
+    center = get_method("center")
+    own = MethodConfig(center.config.defaults, {"voc": {"sigma": 0.3}})
+    monkeypatch.setattr(center, "config", own)
+    assert _status(["check", "center", "--dataset", "voc"]) == 0
+    assert "preset voc" in capsys.readouterr().out
+    broken = MethodConfig(center.config.defaults, {"synthetic": ["oops"]})
+    monkeypatch.setattr(center, "config", broken)
+    for extra in ([], ["-o", "sigma=0.3"]):
+        assert _status(["check", "center", *extra]) == 1
+        captured = capsys.readouterr()
+        assert "FAIL  config" in captured.out and "Traceback" not in captured.err
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_seeds_are_checked_before_anything_is_written(tiny_root, tmp_path, capsys, seed):
     work = tmp_path / "work"

@@ -260,6 +260,8 @@ def test_a_record_fingerprinted_before_mask_files_were_names_the_version_not_oth
     assert now["version"] == 2 and now["sha256"] != recorded.data_sha256
     rerun = load_result(committed)
     rerun.data_fingerprint = now
+    rerun.env = {**rerun.env, "eval_batch_size": 64}  # what the older record's run used too
+    assert not [d for d in env_differences(recorded, rerun) if d.startswith("eval_batch_size")]
     [line] = [d for d in env_differences(recorded, rerun) if d.startswith("data:")]
     assert "fingerprint version 1 recorded, 2 here" in line and "records are the same" in line
     rerun.data_fingerprint = data_fingerprint({"test": splits["test"]})

@@ -222,6 +222,17 @@ def test_one_override_written_as_text_in_the_grid_file_is_one_override(tiny, tmp
     assert narrow.endswith("-o train.max_epochs=1 -o width=6 -o width=4")
 
 
+def test_a_data_root_under_home_written_with_a_tilde_is_found(tiny, tmp_path, capsys, monkeypatch):
+    """GRID.yaml is not expanded by a shell: ``~`` is the home folder there too, as for run."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny, tmp_path / "data")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [center]\ndatasets: [synthetic]\ndata_root: ~/data\n")
+    argv = ["sweep", grid, "--protocol", tiny / "protocol.yaml", "--dry-run"]
+    status, out, err = sweep(argv, capsys)
+    assert status == 0 and "--data-root '~/data'" in out, err
+
+
 def test_the_issue_command_runs_as_written(tiny, tmp_path, capsys):
     """Issue 22's acceptance command; a training-free method gets no schedule (``train.*``)."""
     argv = [

@@ -135,6 +135,34 @@ def test_edited_mask_pixels_are_other_data(tiny, tmp_path, capsys):
     assert status == 2 and "different data" in err and "(masks not hashed)" in err
 
 
+def test_a_run_begun_before_mask_files_were_hashed_resumes_as_it_began(
+    tiny, tmp_path, capsys, monkeypatch
+):
+    """A work dir whose record names the version-1 fingerprint of this very data (made before
+    mask files were hashed) resumes, finished or not, and keeps recording version 1: its record,
+    checkpoints and result agree; a new run records version 2."""
+    from wsolbench.data.fingerprint import data_fingerprint
+
+    work = tmp_path / "old"
+    with monkeypatch.context() as patch:  # the older recipe: records alone
+        patch.setattr(
+            "wsolbench.data.sources.data_fingerprint",
+            lambda splits, mask_root=None: data_fingerprint(splits),
+        )
+        assert main(toy_args(tiny, work, "-o", "train.max_epochs=2")) == 0
+    capsys.readouterr()
+    assert main(toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume")) == 0  # finished
+    for name in ("result.json", "weights.pt", "per_image.npz", "train/epoch_2.pth"):
+        (work / name).unlink()  # stopped after its first epoch
+    status, err = run(toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume"), capsys)
+    assert status == 0, err
+    assert "begun before mask files were fingerprinted" in err
+    old = load_result(work / "result.json").data_fingerprint
+    assert old["version"] == 1 and "masks_sha256" not in old["splits"]["test"]
+    assert main(toy_args(tiny, tmp_path / "new", "-o", "train.max_epochs=1")) == 0
+    assert load_result(tmp_path / "new" / "result.json").data_fingerprint["version"] == 2
+
+
 def test_a_pinned_protocol_accepts_its_own_data(tiny, tmp_path, capsys):
     root, protocol = tiny
     argv = ["run", "--method", "center", "--dataset", "synthetic", "--data-root", root]

@@ -234,9 +234,15 @@ def adopt_run(
     differ = [key for key in expected if found[key] != expected[key]]
     if differ or not (folder / WEIGHTS_FILE).is_file():
         argv = shlex.join(_cam_argv(data, config))
+        older = (result.get("data_fingerprint") or {}).get("version") == 1
+        why = (
+            " (made before mask files were fingerprinted)"
+            if older and "data fingerprint" in differ
+            else ""
+        )
         raise CamTeacherError(
             f"{folder} is not the run the cam teacher {teacher_name(data)} would be "
-            f"({', '.join(differ) or 'no weights.pt'} differ); its run is `wsolbench {argv}`"
+            f"({', '.join(differ) or 'no weights.pt'} differ{why}); its run is `wsolbench {argv}`"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
     work = final.parent / f".{final.name}.tmp-{os.getpid()}"

@@ -56,9 +56,13 @@ def cmd_check(args) -> int:
     from wsolbench.testing import check_method, checked_preset
 
     cls = get_method(args.name)
-    get_dataset(args.dataset)  # a misspelt name: close matches, not the defaults checked quietly
-    # the user's overrides: a mistake there is theirs to fix (an error line), not a failed check
-    resolve_config(cls, checked_preset(cls, args.dataset), args.overrides)
+    if args.dataset not in cls.config.presets:  # a plugin's own preset name is no data source
+        get_dataset(args.dataset)  # a misspelt name: close matches, not the defaults checked
+    preset = checked_preset(cls, args.dataset)
+    if args.overrides and _resolves(cls, preset):
+        # a mistake in the user's overrides is theirs to fix (an error line), not a failed
+        # check; a config that fails without them is the plugin's, which check_method reports
+        resolve_config(cls, preset, args.overrides)
     results = check_method(
         args.name,
         num_classes=args.num_classes,
@@ -77,3 +81,14 @@ def cmd_check(args) -> int:
         return 1
     print(f"{args.name}: all {len(results)} checks passed")
     return 0
+
+
+def _resolves(cls, preset: str | None) -> bool:
+    """Whether the plugin's own config (defaults and preset) resolves."""
+    from wsolbench.config import resolve_config
+
+    try:
+        resolve_config(cls, preset)
+    except Exception:  # a broken plugin config, of any kind: check_method's "config" reports it
+        return False
+    return True

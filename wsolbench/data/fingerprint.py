@@ -105,16 +105,44 @@ def data_fingerprint(splits: Mapping[str, SplitMetadata], mask_root: Path | None
         per_split[role] = {"sha256": split_fingerprint(meta), "n_images": len(meta)}
         if mask_root is not None and meta.masks is not None:
             per_split[role]["masks_sha256"] = masks_fingerprint(meta, mask_root)
-    content = {"splits": {r: s["sha256"] for r, s in per_split.items()}}
     masks = {r: s["masks_sha256"] for r, s in per_split.items() if "masks_sha256" in s}
-    # without masks, version 1's recipe exactly: such a dataset's fingerprint did not change
-    version = MASKS_VERSION if masks else FINGERPRINT_VERSION
-    content.update({"version": version, **({"masks": masks} if masks else {})})
+    fingerprint = {"sha256": "", "version": FINGERPRINT_VERSION, "splits": per_split}
+    if not masks:  # version 1's recipe exactly: such a dataset's fingerprint did not change
+        return {**fingerprint, "sha256": records_fingerprint(fingerprint)}
+    content = {
+        "splits": {r: s["sha256"] for r, s in per_split.items()},
+        "masks": masks,
+        "version": MASKS_VERSION,
+    }
     combined = json.dumps(content, sort_keys=True)
     return {
+        **fingerprint,
         "sha256": hashlib.sha256(combined.encode("utf-8")).hexdigest(),
-        "version": version,
-        "splits": per_split,
+        "version": MASKS_VERSION,
+    }
+
+
+def records_fingerprint(fingerprint: dict) -> str:
+    """The combined hash of the split records alone (version 1's recipe): what a record made
+    before mask files were hashed names for the same data."""
+    content = {
+        "splits": {r: s["sha256"] for r, s in fingerprint["splits"].items()},
+        "version": FINGERPRINT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def as_version_1(fingerprint: dict) -> dict:
+    """``fingerprint`` as version 1 wrote it (no mask digests): how a run begun before mask files
+    were hashed goes on recording its data, so that its record, checkpoints and result agree."""
+    splits = {
+        role: {k: v for k, v in split.items() if k != "masks_sha256"}
+        for role, split in fingerprint["splits"].items()
+    }
+    return {
+        "sha256": records_fingerprint(fingerprint),
+        "version": FINGERPRINT_VERSION,
+        "splits": splits,
     }
 
 

@@ -127,9 +127,16 @@ def environment(method_module: str | None = None) -> dict:
     return env
 
 
+#: the evaluation batch of run, eval and reproduce unless --batch-size says otherwise
+DEFAULT_EVAL_BATCH_SIZE = 64
+#: what a record made before a field was recorded holds for it: what every run then used
+BEFORE_RECORDED = {"eval_batch_size": DEFAULT_EVAL_BATCH_SIZE}
+
+
 def env_field(env: dict, dotted: str):
-    """The value at a dotted path of a recorded ``env`` (``code.wsolbench.commit``), or None."""
+    """The value at a dotted path of a recorded ``env`` (``code.wsolbench.commit``); for a field
+    recorded only since some version, :data:`BEFORE_RECORDED`'s value when absent; else None."""
     value: object = env
     for key in dotted.split("."):
         value = value.get(key) if isinstance(value, dict) else None
-    return value
+    return BEFORE_RECORDED.get(dotted) if value is None else value

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsolbench.data.fingerprint import check_pins, short
+from wsolbench.data.fingerprint import as_version_1, check_pins, records_fingerprint, short
 from wsolbench.data.metadata import SplitMetadata
 from wsolbench.data.sources import get_dataset, read_data
 from wsolbench.method import TrainingData
@@ -28,6 +28,7 @@ from wsolbench.protocol import (
 )
 from wsolbench.registry import get_method
 from wsolbench.results import workdir
+from wsolbench.results.environment import DEFAULT_EVAL_BATCH_SIZE
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result
 from wsolbench.results.verify import verify_result
 from wsolbench.runs.launchers import join_ranks, launch_rank
@@ -42,10 +43,6 @@ logger = logging.getLogger(__name__)
 
 class RunError(ValueError):
     """A run cannot start or continue; the message says why and what to do."""
-
-
-#: the evaluation batch of run, eval and reproduce unless --batch-size says otherwise
-DEFAULT_EVAL_BATCH_SIZE = 64
 
 
 @dataclass
@@ -193,11 +190,32 @@ def _read_data(context: RunContext) -> None:
         trains=context.method_cls.capabilities.trainable,
         progress=spec.progress and context.rank == 0,
     )
+    if _begun_before_mask_digests(context):
+        logger.warning(
+            "%s was begun before mask files were fingerprinted: it goes on recording its data "
+            "as it began (fingerprint version 1, %s; its masks unchecked)",
+            context.work_dir,
+            short(records_fingerprint(context.fingerprint)),
+        )
+        context.fingerprint = as_version_1(context.fingerprint)
     source = get_dataset(spec.dataset)()
     hint = source.prepare_hint
     if (context.root / "protocol.yaml").is_file():  # a generated set carries its own protocol
         hint += f"; this root's own protocol is --protocol {context.root / 'protocol.yaml'}"
     check_pins(context.fingerprint, protocol.data_pins, protocol=protocol.id, hint=hint)
+
+
+def _begun_before_mask_digests(context: RunContext) -> bool:
+    """Whether the work dir's record names this data by its version-1 fingerprint (the split
+    records alone, before mask files were hashed): the run then keeps that fingerprint, so that
+    its record, checkpoints and result agree, and resumes."""
+    try:
+        begun = (workdir.read_record(context.work_dir) or {}).get("data_fingerprint")
+    except workdir.WorkDirError:
+        return False  # the work dir's own check names the fault
+    return begun != context.fingerprint["sha256"] and begun == records_fingerprint(
+        context.fingerprint
+    )
 
 
 def training_data(context: RunContext) -> TrainingData:

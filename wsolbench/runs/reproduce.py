@@ -25,7 +25,7 @@ from wsolbench.results.environment import env_field
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
 from wsolbench.results.workdir import RECORD_FILE, read_record
-from wsolbench.runs.context import DEFAULT_EVAL_BATCH_SIZE, RunError, RunSpec
+from wsolbench.runs.context import RunError, RunSpec
 from wsolbench.util.weights_source import content_key
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def reproduce(
                 )
                 device = "cpu"
     if batch_size is None:
-        batch_size = int(recorded.env.get("eval_batch_size", DEFAULT_EVAL_BATCH_SIZE))
+        batch_size = int(env_field(recorded.env, "eval_batch_size"))
     protocol_id = protocol if isinstance(protocol, str) else protocol.id
     if work_dir is None:
         work_dir = Path("work_dirs", "reproduce", protocol_id, recorded.method)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsolbench.config import resolve_config
+from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.data.sources import get_dataset, read_data
 from wsolbench.protocol import Protocol, protocol_for_dataset
 from wsolbench.registry import get_method
@@ -55,7 +56,7 @@ def expand(grid: Grid, *, threads: int | None = None, device: str | None = None)
             that does not apply to a method (the message names which, and the fix).
     """
     root = grid.root_dir
-    if grid.data_root is not None and not Path(grid.data_root).is_dir():
+    if grid.data_root is not None and not Path(grid.data_root).expanduser().is_dir():
         raise SweepError(
             f"data_root: {grid.data_root}: no such folder; give the prepared dataset root "
             "(wsolbench prepare ...), or leave it out for a generated dataset"
@@ -167,20 +168,22 @@ def finished(cells: list[Cell]) -> list[Cell]:
     (fingerprint), seed, thread count and config, and a ``result.json`` that is that record's
     own, with its files (:func:`wsolbench.results.verify.verify_result`). Anything else, another
     run or a result that fails its checks included, goes to ``run --resume``, whose checks decide
-    and name what is wrong. The data is read once per dataset (no image opened).
+    and name what is wrong. The data is read once per dataset (its mask files, no image).
     """
-    fingerprints: dict[tuple, str | None] = {}
+    fingerprints: dict[tuple, tuple[str, ...]] = {}
 
-    def fingerprint(cell: Cell) -> str | None:
+    def same_data(cell: Cell, recorded: str | None) -> bool:
         key = (cell.dataset, cell.data_root, cell.rules.hash, cell.trains)
         if key not in fingerprints:
             try:
-                fingerprints[key] = read_data(
+                found = read_data(
                     cell.dataset, cell.data_root, cell.rules, trains=cell.trains, check_files=False
-                )[2]["sha256"]
+                )[2]
+                # a run begun before mask files were hashed names the records' hash (version 1)
+                fingerprints[key] = (found["sha256"], records_fingerprint(found))
             except (ValueError, OSError):  # unreadable data: run --resume names the fault
-                fingerprints[key] = None
-        return fingerprints[key]
+                fingerprints[key] = ()
+        return recorded in fingerprints[key]
 
     done = []
     for cell in cells:
@@ -188,7 +191,7 @@ def finished(cells: list[Cell]) -> list[Cell]:
         if (
             record is not None
             and record.get("protocol_hash") == cell.rules.hash
-            and record.get("data_fingerprint") == fingerprint(cell)
+            and same_data(cell, record.get("data_fingerprint"))
         ):
             done.append(cell)
     return done
