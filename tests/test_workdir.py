@@ -140,7 +140,7 @@ def test_a_run_begun_before_mask_files_were_hashed_resumes_as_it_began(
 ):
     """A work dir whose record names the version-1 fingerprint of this very data (made before
     mask files were hashed) resumes, finished or not, and keeps recording version 1: its record,
-    checkpoints and result agree; a new run records version 2."""
+    checkpoints and result agree."""
     from wsolbench.data.fingerprint import data_fingerprint
 
     work = tmp_path / "old"
@@ -159,8 +159,7 @@ def test_a_run_begun_before_mask_files_were_hashed_resumes_as_it_began(
     assert "begun before mask files were fingerprinted" in err
     old = load_result(work / "result.json").data_fingerprint
     assert old["version"] == 1 and "masks_sha256" not in old["splits"]["test"]
-    assert main(toy_args(tiny, tmp_path / "new", "-o", "train.max_epochs=1")) == 0
-    assert load_result(tmp_path / "new" / "result.json").data_fingerprint["version"] == 2
+    # (a new run of this data records version 2: test_edited_mask_pixels_are_other_data)
 
 
 def test_a_pinned_protocol_accepts_its_own_data(tiny, tmp_path, capsys):
