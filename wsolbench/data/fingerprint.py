@@ -106,30 +106,25 @@ def data_fingerprint(splits: Mapping[str, SplitMetadata], mask_root: Path | None
         if mask_root is not None and meta.masks is not None:
             per_split[role]["masks_sha256"] = masks_fingerprint(meta, mask_root)
     masks = {r: s["masks_sha256"] for r, s in per_split.items() if "masks_sha256" in s}
-    fingerprint = {"sha256": "", "version": FINGERPRINT_VERSION, "splits": per_split}
-    if not masks:  # version 1's recipe exactly: such a dataset's fingerprint did not change
-        return {**fingerprint, "sha256": records_fingerprint(fingerprint)}
-    content = {
-        "splits": {r: s["sha256"] for r, s in per_split.items()},
-        "masks": masks,
-        "version": MASKS_VERSION,
-    }
-    combined = json.dumps(content, sort_keys=True)
-    return {
-        **fingerprint,
-        "sha256": hashlib.sha256(combined.encode("utf-8")).hexdigest(),
-        "version": MASKS_VERSION,
-    }
+    # without masks, version 1's recipe exactly: such a dataset's fingerprint did not change
+    version = MASKS_VERSION if masks else FINGERPRINT_VERSION
+    return {"sha256": _combined(per_split, masks), "version": version, "splits": per_split}
+
+
+def _combined(per_split: dict, masks: dict) -> str:
+    """The hash over the per-split record hashes by role, and over the mask digests when there
+    are any (version 2; version 1 without)."""
+    content: dict = {"splits": {role: split["sha256"] for role, split in per_split.items()}}
+    content["version"] = MASKS_VERSION if masks else FINGERPRINT_VERSION
+    if masks:
+        content["masks"] = masks
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def records_fingerprint(fingerprint: dict) -> str:
     """The combined hash of the split records alone (version 1's recipe): what a record made
     before mask files were hashed names for the same data."""
-    content = {
-        "splits": {r: s["sha256"] for r, s in fingerprint["splits"].items()},
-        "version": FINGERPRINT_VERSION,
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+    return _combined(fingerprint["splits"], {})
 
 
 def as_version_1(fingerprint: dict) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from wsolbench.config import dotted_leaves
+from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
 from wsolbench.results.environment import env_field
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
@@ -155,11 +156,11 @@ def _data_difference(recorded: Result, reproduced: Result) -> str:
     """What differs in the data: the fingerprints, or only their version (a record made before
     mask files were hashed, of the same split records)."""
     was, now = recorded.data_fingerprint or {}, reproduced.data_fingerprint or {}
-
-    def records(fingerprint: dict) -> dict:
-        return {role: split.get("sha256") for role, split in fingerprint.get("splits", {}).items()}
-
-    if was.get("version") != now.get("version") and records(was) and records(was) == records(now):
+    if (
+        was.get("version") != now.get("version")
+        and was.get("splits")
+        and records_fingerprint(was) == records_fingerprint(now)
+    ):
         return (
             f"data: fingerprint version {was.get('version')} recorded, {now.get('version')} here "
             "(mask files hashed since); every split's records are the same"
