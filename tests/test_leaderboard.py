@@ -468,3 +468,22 @@ def test_mask_protocol_board_shows_overlap_metrics_and_published_rows(tmp_path):
     assert float(row["dice_fg_mean"]) == pytest.approx(100 * 4 / 7)  # TP 2, FP 1, FN 2 at 0.75
     words = compare([tmp_path], policy="select", published=False).split()
     assert "Dice FG / BG and mIoU at val's best mIoU" in " ".join(words)
+
+
+def test_one_teacher_under_two_paths_is_one_row(tmp_path):
+    """A row is its weights by content: seeds whose teacher (or checkpoint) is the same file under
+    two machines' paths are one row, and no label shows a path."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    teacher = "run:{} (weights sha256 a0d20a954fbf, data a1b0)"
+    for path in sorted((tmp_path / "cam").rglob("result.json")):
+        d = json.loads(path.read_text())
+        folder = f"/lab{d['seed']}/work_dirs/cam-seed0"  # another folder per seed: one file
+        d["config"].update(teacher=f"run:{folder}", text={"checkpoint": f"{folder}/clip.pt"})
+        d["overrides"] = {"teacher": f"run:{folder}", "text.checkpoint": f"{folder}/clip.pt"}
+        text = f"file:clip.pt (sha256 {'c' * 12})"
+        d["pretrained"] = f"text={text}; teacher={teacher.format('cam-seed0')}"
+        d["provenance"] = {"text": text, "teacher": teacher.format("cam-seed0")}
+        path.write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "cam")[2] == "3"  # one row of the three seeds
+    assert "/lab" not in text

@@ -49,7 +49,8 @@ class Row:
         published: a published figure, not run by wsolbench.
         source: where a published figure comes from.
         policy: the threshold policy of the figures.
-        config: the run config without its seed (empty for published rows).
+        config: the run config as dotted leaves, without its seed and the keys choosing its
+            weights (:func:`wsolbench.results.grouping.row_config`; empty for published rows).
         files: the result files of the runs.
         dataset: the dataset of a published figure (``""`` for runs: the board has one dataset).
         cost: ``{"params": M, "macs": G, "latency": {device: ms}}`` means over the seeds that

@@ -16,11 +16,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from wsolbench.config import dotted_leaves
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
 from wsolbench.results.environment import env_field
-from wsolbench.results.grouping import canonical, row_key, strip_seed
+from wsolbench.results.grouping import canonical, row_config, row_key, weights_keys
 from wsolbench.results.record import METRIC_KEYS, Result, ResultError, can_select
 
 logger = logging.getLogger(__name__)
@@ -63,28 +62,22 @@ def _label_value(value: Any) -> str:
     return value if isinstance(value, str) else canonical(value)
 
 
-def _differing_keys(configs: list[dict]) -> list[str]:
-    """The dotted keys whose values differ between configs of one method."""
-    flats = [dotted_leaves(c) for c in configs]
+def _differing_keys(flats: list[dict]) -> list[str]:
+    """The dotted keys whose values differ between row configs (dotted leaves) of one method."""
     keys = sorted({k for f in flats for k in f})
     return [k for k in keys if len({canonical(f.get(k, "\0unset")) for f in flats}) > 1]
-
-
-# the keys that choose a part's weights: ``<part>``, ``<part>.pretrained``, ``<part>.checkpoint``
-_WEIGHTS_KEYS = ("", ".pretrained", ".checkpoint")
 
 
 def _shown_overrides(result: Result) -> dict[str, Any]:
     """A run's overrides but those choosing the weights of a part its provenance names
     (``teacher``, ``text.checkpoint``): the Pretrained cell names those already, by content."""
-    chosen = {part + suffix for part in result.provenance for suffix in _WEIGHTS_KEYS}
+    chosen = weights_keys(result)
     return {k: v for k, v in result.overrides.items() if k not in chosen}
 
 
-def _label(shown: dict[str, Any], config: dict, differing: list[str]) -> str:
+def _label(shown: dict[str, Any], flat: dict, differing: list[str]) -> str:
     """``key=value`` for the row's shown overrides and for the keys that tell it apart from its
-    method's other rows (``unset`` where its config lacks one)."""
-    flat = dotted_leaves(config)
+    method's other rows (``unset`` where its row config, dotted leaves, lacks one)."""
     items = {k: _label_value(v) for k, v in shown.items()}
     items.update({k: _label_value(flat[k]) if k in flat else "unset" for k in differing})
     return ", ".join(f"{k}={v}" for k, v in sorted(items.items()))
@@ -132,7 +125,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
                 std=std,
                 seeds=sorted(by_seed),
                 seed_independent=seed_independent,
-                config=strip_seed(members[0][1].config),
+                config=row_config(members[0][1]),
                 files=[p for p, _, _ in members],
                 cost=cost,
             )

@@ -2,8 +2,10 @@
 
 - One protocol version (id and hash) and one data fingerprint per table: other numbers are not
   comparable, so mixing them is refused with the groups listed (``compare``, ``diff``).
-- A row is (method, pretrained weights, config without its seed): runs that agree on these are
-  seeds of one row and are averaged; anything else is another row.
+- A row is (method, pretrained weights by content, config without its seed and without the keys
+  that choose those weights): runs that agree on these are seeds of one row and are averaged;
+  anything else is another row. The same teacher run or checkpoint under two machines' paths is
+  one row: its sha256 says what it is, its path does not.
 
 Reads result records only: no torch, no numpy.
 """
@@ -14,12 +16,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wsolbench.config import dotted_leaves
 from wsolbench.data.fingerprint import short
 from wsolbench.results.record import Result, ResultError
 from wsolbench.util.weights_source import content_key
 
 # Config keys that do not change what a run is: runs differing only in these are seeds of one row.
 SEED_KEYS = frozenset({"seed"})
+# the keys that choose a part's weights: ``<part>``, ``<part>.pretrained``, ``<part>.checkpoint``
+_WEIGHTS_SUFFIXES = ("", ".pretrained", ".checkpoint")
 
 
 def check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
@@ -95,10 +100,24 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def weights_keys(result: Result) -> set[str]:
+    """The dotted config keys that choose the weights of a part the result's provenance names
+    (``teacher``, ``text.checkpoint``, ``backbone.pretrained``): its ``pretrained`` names what
+    they loaded by content, so their values (paths, tags) say nothing more."""
+    return {part + suffix for part in result.provenance for suffix in _WEIGHTS_SUFFIXES}
+
+
+def row_config(result: Result) -> dict[str, Any]:
+    """The result's config as a row tells runs apart: dotted leaves without the seed and without
+    :func:`weights_keys`."""
+    dropped = weights_keys(result)
+    return {k: v for k, v in dotted_leaves(strip_seed(result.config)).items() if k not in dropped}
+
+
 def row_key(result: Result) -> tuple[str, str, str]:
-    """What makes runs seeds of one row: method, weights (by content: the same file loaded from
-    another folder is the same row) and config without its seed."""
-    return (result.method, content_key(result.pretrained), canonical(strip_seed(result.config)))
+    """What makes runs seeds of one row: method, weights by content (the same file loaded from
+    another folder is the same row) and :func:`row_config`."""
+    return (result.method, content_key(result.pretrained), canonical(row_config(result)))
 
 
 def check_comparable(found: list[tuple[Path, Result]]) -> None:
