@@ -325,3 +325,61 @@ def test_an_eval_result_is_reproduced_by_evaluating_its_weights_file(tiny, one_t
     out = capsys.readouterr().out
     assert status == 0 and f"reproduced: all {metric_count(tmp_path / 'ev')} metrics equal" in out
     assert not (tmp_path / "c" / "train").exists()
+
+
+def test_a_teacher_run_not_here_is_rerun_from_its_embedded_record(tiny, one_thread, tmp_path,
+                                                                  capsys):  # fmt: skip
+    """TeD-Loc taught by a finished run (teacher=run:DIR) names it by content and embeds what
+    rebuilds it; on a machine without DIR, reproduce reruns the teacher from that record (its
+    weights checked by sha256), then the student, and every metric comes back."""
+    from test_tedloc import TINY_BACKBONE
+
+    from wsolbench.util.weights_source import file_sha256
+
+    root, protocol = tiny
+    teacher = shutil.copytree(
+        one_thread, tmp_path / "teacher", ignore=shutil.ignore_patterns("train")
+    )
+    argv = ["run", "--method", "tedloc", "--dataset", "synthetic", "--device", "cpu"]
+    argv += ["--data-root", root, "--protocol", protocol, "--threads", "1"]
+    overrides = [*TINY_BACKBONE, "text.pretrained=false", "train.max_epochs=1"]
+    for override in (*overrides, f"teacher=run:{teacher}"):
+        argv += ["-o", override]
+    assert main([str(a) for a in (*argv, "--work-dir", tmp_path / "student")]) == 0
+    result = json.loads((tmp_path / "student" / "result.json").read_text())
+    embedded = result["input_runs"]["teacher"]
+    assert embedded["weights_sha256"] == file_sha256(one_thread / "weights.pt")
+    assert embedded["record"]["seed"] == 0 and embedded["record"]["threads"] == 1
+    shutil.rmtree(teacher)  # another machine: the folder the config names is not there
+    capsys.readouterr()
+
+    again = ["reproduce", tmp_path / "student", "--data-root", root]
+    assert main([str(a) for a in (*again, "--work-dir", tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert f"reproduced: all {metric_count(tmp_path / 'student')} metrics equal" in out
+    assert file_sha256(tmp_path / "a-teacher" / "weights.pt") == embedded["weights_sha256"]
+
+    # a teacher that does not come back stops the rerun before the student trains on it
+    embedded["weights_sha256"] = "0" * 64
+    (tmp_path / "student" / "result.json").write_text(json.dumps(result))
+    status = main([str(a) for a in (*again, "--work-dir", tmp_path / "b")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1, errors
+    assert "gave weights sha256" in errors[0] and "not the recorded 000000000000" in errors[0]
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_config_with_an_open_mapping_is_rebuilt_from_its_overrides():
+    """``backbone.kwargs`` is {} by default (an open mapping, taken whole): the rerun's overrides
+    must give back a config that set keys under it, as every recorded config."""
+    from test_tedloc import TINY_BACKBONE
+
+    from wsolbench.config import resolve_config
+    from wsolbench.registry import get_method
+    from wsolbench.runs.reproduce import config_overrides
+
+    tedloc = get_method("tedloc")
+    config = resolve_config(tedloc, "synthetic", [*TINY_BACKBONE, "train.optimizer.type=AdamW"])
+    assert config["backbone"]["kwargs"] and config["train"]["optimizer"]["type"] == "AdamW"
+    assert resolve_config(tedloc, "synthetic", config_overrides(config)) == config
+    assert resolve_config(tedloc, "cub", config_overrides(config)) == config  # another preset

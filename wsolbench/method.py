@@ -121,7 +121,10 @@ class WSOLMethod(nn.Module):
     - ``capabilities``: a :class:`Capabilities`, when it differs from the default;
     - ``loss`` (unless ``capabilities.trainable`` is False) and ``predict``;
     - ``self.provenance[part] = source`` for each pretrained part it loads (a backbone's weights,
-      a text tower, a teacher run): results and tables show it, ``--resume`` checks it;
+      a text tower, a teacher run): results and tables show it, ``--resume`` checks it; and
+      ``self.input_runs[part]`` for a part loaded from another finished run
+      (:func:`wsolbench.runs.rebuild.input_run` of its folder), which the result embeds so that
+      ``reproduce`` can rebuild that run on a machine without its folder;
     - its input, when not the default: ``self.image_mean`` / ``self.image_std`` (RGB in [0, 1],
       ImageNet's by default; may follow the loaded weights) and ``self.native_input`` (True:
       ``predict`` sees each image at its own size, one per batch, not the protocol size);
@@ -151,6 +154,8 @@ class WSOLMethod(nn.Module):
         self.num_classes = num_classes
         # part -> where its weights came from ("file:...", "cache:...", "run:...", "none")
         self.provenance: dict[str, str] = {}
+        # part -> what rebuilds the finished run it was loaded from (a run: teacher)
+        self.input_runs: dict[str, dict] = {}
 
     @property
     def pretrained(self) -> str:

@@ -143,9 +143,7 @@ class TeDLoc(WSOLMethod):
         if orthogonalize not in ORTHOGONALIZE:
             raise ValueError(f"orthogonalize: {orthogonalize!r} is not one of {ORTHOGONALIZE}")
         if not (teacher in TEACHERS or str(teacher).startswith("run:")):
-            raise ValueError(
-                f"teacher: {teacher!r} is not {', '.join(TEACHERS)} or run:<work_dir>"
-            )
+            raise ValueError(f"teacher: {teacher!r} is not {', '.join(TEACHERS)} or run:<work_dir>")
         weights = {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0}
         unknown = set(loss_weights or {}) - set(weights)
         if unknown:
@@ -233,6 +231,8 @@ class TeDLoc(WSOLMethod):
         if self._make_teacher is not None and not self._external:
             self._external = self._make_teacher(data)
             self.provenance["teacher"] = self._external[0].source
+            if hasattr(self._external[0], "run"):  # a finished run's: how to rebuild it
+                self.input_runs["teacher"] = self._external[0].run
 
     # ---------------------------------------------------------------- text targets
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsolbench.method import TrainingData
-from wsolbench.util.weights_source import describe, file_sha256
+from wsolbench.util.weights_source import describe
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ class RunTeacher:
 
     def __init__(self, work_dir: str | Path, num_classes: int, image_norm: tuple):
         from wsolbench.data.fingerprint import short
-        from wsolbench.results.workdir import WEIGHTS_FILE
-        from wsolbench.runs.rebuild import load_run, method_class, run_record
+        from wsolbench.runs.rebuild import input_run, load_run, method_class, run_record
 
         folder = Path(work_dir).expanduser()
         try:
@@ -158,10 +157,10 @@ class RunTeacher:
         self.image_norm = image_norm
         # which teacher this is, by content: the student's result names it, and a resume with
         # another teacher behind the same path is refused (wsolbench.runs.execute checks
-        # "pretrained")
-        weights = file_sha256(folder / WEIGHTS_FILE)
+        # "pretrained"); the result embeds what rebuilds it (reproduce, on another machine)
+        self.run = input_run(folder)
         data = short(record.get("data_fingerprint"))
-        self.source = describe("run", folder.name, weights, [f"data {data}"])
+        self.source = describe("run", folder.name, self.run["weights_sha256"], [f"data {data}"])
         logger.info("teacher: %s from %s", self.source, folder.resolve())
 
     @torch.no_grad()

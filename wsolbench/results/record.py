@@ -104,6 +104,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "weights_file": dict,
     "seed_independent": bool,
     "overrides": dict,
+    "input_runs": dict,
 }
 # Keys naming a file beside result.json by content (checked by wsolbench.results.verify).
 FILE_KEYS = ("per_image", "weights_file")
@@ -146,6 +147,11 @@ class Result:
         overrides: the leaves of ``config`` that differ from the method's preset for the dataset
             when the run was made (``{"train.max_epochs": 14}``: what ``-o`` changed); empty for
             a run of the preset itself and for results older than this key.
+        input_runs: for each part whose weights came from another finished run (a ``run:``
+            teacher), what rebuilds that run on another machine
+            (:func:`wsolbench.runs.rebuild.input_run`: its ``config.yaml`` record, its
+            ``weights.pt`` sha256, its ``env`` and its own ``input_runs``); ``reproduce`` reruns
+            it where the recorded folder is not here. Absent when no part did.
         seed_independent: the run's numbers do not depend on its seed
             (:attr:`wsolbench.method.Capabilities.seed_independent`, weights loaded): it stands
             for every seed.
@@ -170,6 +176,7 @@ class Result:
     weights_file: dict | None = None
     seed_independent: bool = False
     overrides: dict = field(default_factory=dict)
+    input_runs: dict = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -188,6 +195,8 @@ class Result:
         for optional in ("data_fingerprint", *FILE_KEYS):
             if d[optional] is None:  # absent: a result older than schema 2 / made without them
                 del d[optional]
+        if not d["input_runs"]:
+            del d["input_runs"]  # most runs load no other run's weights
         if self.per_image is not None and self.schema >= 3:
             del d["counts"]  # the records file holds them (save_records wrote them there)
         return {"schema": d.pop("schema"), **d}

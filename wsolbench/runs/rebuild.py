@@ -104,6 +104,30 @@ def run_record(work_dir: Path) -> tuple[dict, Result | None]:
     return record, result
 
 
+def input_run(work_dir: Path) -> dict:
+    """What rebuilds a finished run whose weights another run loads (a ``run:`` teacher), as that
+    run's result embeds it (``input_runs``): ``record`` (its ``config.yaml``: method and where
+    its class lives, dataset, protocol with its copy, data, seed, threads, config),
+    ``weights_sha256`` (its ``weights.pt``), ``env`` (its result's: device, evaluation batch,
+    code) and its own ``input_runs``.
+
+    Raises:
+        ResultError: the folder holds no record or no ``weights.pt``.
+    """
+    from wsolbench.util.weights_source import file_sha256
+
+    record, result = run_record(work_dir)
+    weights = Path(work_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ResultError(f"{work_dir} holds no {WEIGHTS_FILE}: it is not a finished run")
+    return {
+        "record": record,
+        "weights_sha256": file_sha256(weights),
+        "env": result.env if result is not None else {},
+        "input_runs": result.input_runs if result is not None else {},
+    }
+
+
 def run_protocol(work_dir: Path, record: dict) -> Protocol:
     """The protocol a run was made under: its stored copy, else the shipped one of that id."""
     snapshot = record.get("protocol_spec")

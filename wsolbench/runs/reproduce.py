@@ -25,9 +25,9 @@ from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_
 from wsolbench.results.environment import env_field
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
-from wsolbench.results.workdir import RECORD_FILE, read_record
+from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE, read_record
 from wsolbench.runs.context import RunError, RunSpec
-from wsolbench.util.weights_source import content_key
+from wsolbench.util.weights_source import content_key, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -73,35 +73,40 @@ class Reproduction:
 
 
 def config_overrides(config: dict) -> list[str]:
-    """A resolved config as ``-o KEY=VALUE`` overrides, one per leaf (values in YAML flow form,
-    as ``-o`` parses them)."""
+    """A resolved config as ``-o KEY=VALUE`` overrides, one per top-level key (values in YAML
+    flow form, as ``-o`` parses them). A section given whole is applied key by key as the
+    method's defaults type it, an open mapping (``backbone.kwargs``, ``{}`` by default) and a
+    section of another ``type`` taken whole: dotted leaves would name keys those lack."""
     return [
         f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()}".removesuffix(
             "\n..."
         )
-        for key, value in dotted_leaves(config).items()
+        for key, value in config.items()
     ]
 
 
-def _protocol(path: Path, result: Result) -> Protocol | str:
-    """The protocol the result was made under: the shipped one of its id when the hash agrees,
-    else the copy the run's record holds."""
+def _protocol(record: dict, where: Path) -> Protocol | str:
+    """The protocol a run was made under: the shipped one of its id when the hash agrees, else
+    the copy its record (``config.yaml``, at ``where``) holds.
+
+    Args:
+        record: ``protocol`` and ``protocol_hash``, and ``protocol_spec`` when it has one.
+    """
+    protocol_id, protocol_hash = record["protocol"], record["protocol_hash"]
     try:
-        shipped = load_protocol(result.protocol)
-        if shipped.hash == result.protocol_hash:
-            return result.protocol
+        if load_protocol(protocol_id).hash == protocol_hash:
+            return protocol_id
     except ProtocolError:
         pass
-    record = read_record(path.parent) or {}
     if "protocol_spec" not in record:
         raise RunError(
-            f"{path}: protocol {result.protocol} (hash {result.protocol_hash[:12]}) is not "
-            f"shipped with this wsolbench and no {RECORD_FILE} beside the result holds it; "
-            "reproduce from the run's work dir"
+            f"{where}: protocol {protocol_id} (hash {protocol_hash[:12]}) is not shipped with "
+            f"this wsolbench and no {RECORD_FILE} beside the result holds it; reproduce from the "
+            "run's work dir"
         )
-    protocol = protocol_from_snapshot(record["protocol_spec"], path.parent / RECORD_FILE)
-    if protocol.hash != result.protocol_hash:
-        raise RunError(f"{path}: the protocol in {RECORD_FILE} is not the result's (hash differs)")
+    protocol = protocol_from_snapshot(record["protocol_spec"], where)
+    if protocol.hash != protocol_hash:
+        raise RunError(f"{where}: the protocol in {RECORD_FILE} is not the result's (hash differs)")
     return protocol
 
 
@@ -109,8 +114,6 @@ def _evaluated_weights(path: Path, weights: str | Path | None) -> Path | None:
     """The weights file to evaluate again when the result at ``path`` is an ``eval``'s (its
     record names the file by sha256), else None; refuses a missing or other file, and
     ``weights`` for a result that trained."""
-    from wsolbench.util.weights_source import file_sha256
-
     evaluated = (read_record(path.parent) or {}).get("weights")
     if evaluated is None:
         if weights is not None:
@@ -137,19 +140,32 @@ def _evaluated_weights(path: Path, weights: str | Path | None) -> Path | None:
     return weights
 
 
-def _method(path: Path, result: Result) -> str:
+def _method(name: str, source: str | None) -> str:
     """The method to rerun: its registered name, else where the run's record says its class
-    lives (a method run as ``--method pkg.module:Class``)."""
+    lives (``source``: a method run as ``--method pkg.module:Class``)."""
     from wsolbench.registry import get_method
 
     try:
-        get_method(result.method)
-        return result.method
+        get_method(name)
+        return name
     except KeyError:
-        source = (read_record(path.parent) or {}).get("method_source")
         if source is None:
             raise
         return source
+
+
+def _device(env: dict, where: Path) -> str:
+    """The recorded device, or ``cpu`` when it was a GPU this machine lacks."""
+    device = str(env.get("device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            logger.warning(
+                "%s was made on %s; this machine has no GPU: rerun on the CPU", where, device
+            )
+            return "cpu"
+    return device
 
 
 def _data_difference(recorded: Result, reproduced: Result) -> str:
@@ -178,8 +194,15 @@ def env_differences(recorded: Result, reproduced: Result) -> list[str]:
         lines.append(
             f"pretrained: {recorded.pretrained!r} recorded, {reproduced.pretrained!r} here"
         )
+    return lines + _env_differences(recorded.env, reproduced.env)
+
+
+def _env_differences(recorded: dict, here: dict) -> list[str]:
+    """``"<field>: <recorded> recorded, <value> here"`` for each of :data:`ENV_FIELDS` that
+    differs between two ``env`` records."""
+    lines = []
     for field in ENV_FIELDS:
-        was, now = env_field(recorded.env, field), env_field(reproduced.env, field)
+        was, now = env_field(recorded, field), env_field(here, field)
         if was != now:
             shown = "not recorded" if was is None else f"{was!r} recorded"
             lines.append(f"{field}: {shown}, {now!r} here")
@@ -197,6 +220,93 @@ def _follows_from_counts(recorded: Result) -> bool:
         for policy, values in policies.items()
         for key, value in values.items()
     )
+
+
+@dataclass(frozen=True)
+class RerunOptions:
+    """What a rerun of an input run takes from the command (the rest comes from its record).
+
+    Attributes:
+        data_root: the ``--data-root`` given, for a run on ``dataset`` (another dataset's input
+            run reads its default root).
+    """
+
+    data_root: str | None
+    dataset: str
+    num_workers: int | None
+    count_workers: int
+    progress: bool
+
+
+def _with_input_runs(config: dict, input_runs: dict, work_dir: Path, options: RerunOptions) -> dict:
+    """``config`` with each ``run:<folder>`` whose weights are not in that folder here (another
+    machine, a moved folder) replaced by a rerun of that run from the record the result embeds
+    (``input_runs``), in ``<work_dir>-<part>``.
+
+    Raises:
+        RunError: the rerun's weights are not the recorded ones (the message names what differs).
+    """
+    leaves = dotted_leaves(config)
+    for part, entry in input_runs.items():
+        keys = (part, f"{part}.pretrained", f"{part}.checkpoint")
+        key = next((k for k in keys if str(leaves.get(k, "")).startswith("run:")), None)
+        if key is None:
+            continue  # the method builds that run itself (TeD-Loc's teacher=cam)
+        weights = Path(leaves[key][4:]).expanduser() / WEIGHTS_FILE
+        if weights.is_file() and file_sha256(weights) == entry["weights_sha256"]:
+            continue  # the very run, here
+        folder = work_dir.with_name(f"{work_dir.name}-{part}")
+        logger.warning(
+            "%s: %s is not here; rerunning it from its record in %s", part, leaves[key], folder
+        )
+        _rerun_input(entry, folder, options)
+        config = _with_leaf(config, key, f"run:{folder}")
+    return config
+
+
+def _rerun_input(entry: dict, folder: Path, options: RerunOptions) -> None:
+    """Rerun (or finish, or reuse) an input run in ``folder`` and check its weights."""
+    from wsolbench.runs.execute import execute
+
+    record, env = entry["record"], entry.get("env", {})
+    weights = folder / WEIGHTS_FILE
+    if not (weights.is_file() and file_sha256(weights) == entry["weights_sha256"]):
+        config = _with_input_runs(record["config"], entry.get("input_runs", {}), folder, options)
+        same_data = record["dataset"] == options.dataset
+        rerun = execute(
+            RunSpec(
+                method=_method(record["method"], record.get("method_source")),
+                dataset=record["dataset"],
+                protocol=_protocol(record, folder / RECORD_FILE),
+                data_root=options.data_root if same_data else None,
+                work_dir=str(folder),
+                seed=record["seed"],
+                overrides=config_overrides(config),
+                device=_device(env, folder),
+                resume=True,
+                batch_size=int(env_field(env, "eval_batch_size")),
+                num_workers=options.num_workers,
+                count_workers=options.count_workers,
+                threads=record.get("threads"),
+                progress=options.progress,
+                config=config,
+            )
+        )
+        found = file_sha256(weights)
+        if found != entry["weights_sha256"]:
+            causes = _env_differences(env, rerun.env) or ["nothing recorded differs"]
+            raise RunError(
+                f"the rerun of {record['method']} in {folder} (an input run of this result) gave "
+                f"weights sha256 {found[:12]}, not the recorded {entry['weights_sha256'][:12]} "
+                f"({'; '.join(causes[:3])}): the result cannot be rerun on those weights here; "
+                "pass the run's own folder as it was recorded"
+            )
+
+
+def _with_leaf(config: dict, key: str, value) -> dict:
+    """A copy of a nested config with the dotted leaf ``key`` set to ``value``."""
+    head, _, rest = key.partition(".")
+    return {**config, head: _with_leaf(config[head], rest, value) if rest else value}
 
 
 def reproduce(
@@ -237,18 +347,13 @@ def reproduce(
             f"{path}: its metrics do not follow from its counts (edited by hand?); restore the "
             "run's own result.json"
         )
-    protocol = _protocol(path, recorded)
+    record = read_record(path.parent) or {}
+    protocol = _protocol(
+        {**record, "protocol": recorded.protocol, "protocol_hash": recorded.protocol_hash},
+        path.parent / RECORD_FILE,
+    )
     weights = _evaluated_weights(path, weights)
-    if device is None:
-        device = str(recorded.env.get("device", "cpu"))
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                logger.warning(
-                    "%s was made on %s; this machine has no GPU: rerun on the CPU", path, device
-                )
-                device = "cpu"
+    device = device or _device(recorded.env, path)
     if batch_size is None:
         batch_size = int(env_field(recorded.env, "eval_batch_size"))
     protocol_id = protocol if isinstance(protocol, str) else protocol.id
@@ -264,14 +369,16 @@ def reproduce(
             "reproduce compares a fresh rerun; pass another --work-dir or delete that folder "
             "(an interrupted rerun there, without a result, continues)"
         )
+    options = RerunOptions(data_root, recorded.dataset, num_workers, count_workers, progress)
+    config = _with_input_runs(recorded.config, recorded.input_runs, work_dir, options)
     spec = RunSpec(
-        method=_method(path, recorded),
+        method=_method(recorded.method, record.get("method_source")),
         dataset=recorded.dataset,
         protocol=protocol,
         data_root=data_root,
         work_dir=str(work_dir),
         seed=recorded.seed,
-        overrides=config_overrides(recorded.config),
+        overrides=config_overrides(config),
         device=device,
         resume=True,
         batch_size=batch_size,
@@ -279,7 +386,7 @@ def reproduce(
         count_workers=count_workers,
         threads=recorded.env.get("torch_threads"),
         progress=progress,
-        config=recorded.config,
+        config=config,
     )
     reproduced = execute(spec) if weights is None else evaluate_weights(spec, weights)
     rows = [
