@@ -326,6 +326,19 @@ def test_an_eval_result_is_reproduced_by_evaluating_its_weights_file(tiny, one_t
     assert status == 0 and f"reproduced: all {metric_count(tmp_path / 'ev')} metrics equal" in out
     assert not (tmp_path / "c" / "train").exists()
 
+    # a report's copy of the result, without the run record beside it, still says it was an eval
+    report = tmp_path / "report"
+    report.mkdir()
+    for name in ("result.json", "per_image.npz"):
+        shutil.copy(tmp_path / "ev" / name, report / name)
+    argv = ["reproduce", report / "result.json", "--data-root", root, "--work-dir", tmp_path / "d"]
+    status = main([str(a) for a in argv])
+    assert status == 2 and "evaluated a weights file" in capsys.readouterr().err
+    # and a trained run's result is not evaluated from a file given to it
+    argv = ["reproduce", one_thread, "--weights", weights, "--work-dir", tmp_path / "e"]
+    assert main([str(a) for a in argv]) == 2
+    assert "is not the result of an eval" in capsys.readouterr().err
+
 
 def test_a_teacher_run_not_here_is_rerun_from_its_embedded_record(tiny, one_thread, tmp_path,
                                                                   capsys):  # fmt: skip

@@ -105,6 +105,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "seed_independent": bool,
     "overrides": dict,
     "input_runs": dict,
+    "evaluated_weights": str,
 }
 # Keys naming a file beside result.json by content (checked by wsolbench.results.verify).
 FILE_KEYS = ("per_image", "weights_file")
@@ -152,6 +153,8 @@ class Result:
             (:func:`wsolbench.runs.rebuild.input_run`: its ``config.yaml`` record, its
             ``weights.pt`` sha256, its ``env`` and its own ``input_runs``); ``reproduce`` reruns
             it where the recorded folder is not here. Absent when no part did.
+        evaluated_weights: the sha256 of the weights file an ``eval`` evaluated (which
+            ``reproduce`` needs again); None for a run that trained or loaded its own weights.
         seed_independent: the run's numbers do not depend on its seed
             (:attr:`wsolbench.method.Capabilities.seed_independent`, weights loaded): it stands
             for every seed.
@@ -177,6 +180,7 @@ class Result:
     seed_independent: bool = False
     overrides: dict = field(default_factory=dict)
     input_runs: dict = field(default_factory=dict)
+    evaluated_weights: str | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -192,7 +196,7 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
-        for optional in ("data_fingerprint", *FILE_KEYS):
+        for optional in ("data_fingerprint", "evaluated_weights", *FILE_KEYS):
             if d[optional] is None:  # absent: a result older than schema 2 / made without them
                 del d[optional]
         if not d["input_runs"]:

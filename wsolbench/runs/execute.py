@@ -227,6 +227,7 @@ def _evaluate_and_save(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),
         input_runs=dict(method.input_runs),
+        evaluated_weights=context.weights_sha256,
         per_image=per_image,
         weights_file=weights_file,
         # a run from random initialisation depends on its seed, whatever the method declares

@@ -87,10 +87,11 @@ def config_overrides(config: dict) -> list[str]:
 
 def _protocol(record: dict, where: Path) -> Protocol | str:
     """The protocol a run was made under: the shipped one of its id when the hash agrees, else
-    the copy its record (``config.yaml``, at ``where``) holds.
+    the copy its record (``config.yaml``) holds.
 
     Args:
         record: ``protocol`` and ``protocol_hash``, and ``protocol_spec`` when it has one.
+        where: the result or record named in an error.
     """
     protocol_id, protocol_hash = record["protocol"], record["protocol_hash"]
     try:
@@ -110,17 +111,16 @@ def _protocol(record: dict, where: Path) -> Protocol | str:
     return protocol
 
 
-def _evaluated_weights(path: Path, weights: str | Path | None) -> Path | None:
-    """The weights file to evaluate again when the result at ``path`` is an ``eval``'s (its
-    record names the file by sha256), else None; refuses a missing or other file, and
-    ``weights`` for a result that trained."""
-    evaluated = (read_record(path.parent) or {}).get("weights")
+def _evaluated_weights(path: Path, recorded: Result, weights: str | Path | None) -> Path | None:
+    """The weights file to evaluate again when the result at ``path`` is an ``eval``'s (it
+    names the file by sha256; a result older than that field, its run record does), else None;
+    refuses a missing or other file, and ``weights`` for a result that trained."""
+    evaluated = recorded.evaluated_weights or (read_record(path.parent) or {}).get("weights")
     if evaluated is None:
         if weights is not None:
             raise RunError(
-                f"--weights: {path} names no evaluated weights file beside it ({RECORD_FILE}): "
-                "a trained run is rerun from its record alone; drop --weights, or reproduce an "
-                "eval from its work dir"
+                f"--weights: {path} is not the result of an eval (it names no evaluated weights "
+                "file): a trained run is rerun from its record alone; drop --weights"
             )
         return None
     if weights is None:
@@ -347,12 +347,11 @@ def reproduce(
             f"{path}: its metrics do not follow from its counts (edited by hand?); restore the "
             "run's own result.json"
         )
+    weights = _evaluated_weights(path, recorded, weights)
     record = read_record(path.parent) or {}
     protocol = _protocol(
-        {**record, "protocol": recorded.protocol, "protocol_hash": recorded.protocol_hash},
-        path.parent / RECORD_FILE,
+        {**record, "protocol": recorded.protocol, "protocol_hash": recorded.protocol_hash}, path
     )
-    weights = _evaluated_weights(path, weights)
     device = device or _device(recorded.env, path)
     if batch_size is None:
         batch_size = int(env_field(recorded.env, "eval_batch_size"))
