@@ -19,6 +19,7 @@ from wsolbench.cli.options import (
     profile_settings,
     refuse_without,
 )
+from wsolbench.results.environment import DEFAULT_EVAL_BATCH_SIZE
 from wsolbench.runs.launchers import LAUNCHERS
 
 
@@ -35,7 +36,7 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
     parser.add_argument("--work-dir", help=work_dir_help)
     add_overrides_argument(parser, overrides_help)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    add_batch_size(parser, 64, "evaluation batch size")
+    add_batch_size(parser, DEFAULT_EVAL_BATCH_SIZE, "evaluation batch size")
     add_num_workers(parser)
     add_count_workers(parser)
     add_threads(parser)
