@@ -231,6 +231,39 @@ def test_a_copied_work_dir_resumes_from_its_own_checkpoints(tiny, finished, tmp_
     )
 
 
+def test_a_run_resumed_under_other_code_records_which_code_trained_which_epochs(
+    tiny, finished, tmp_path, capsys, monkeypatch
+):
+    """A checkpoint carries the code that trained each of its epochs: a run interrupted at
+    commit A and finished at B says so in its result, not B alone."""
+    work = tmp_path / "upgraded"
+    shutil.copytree(finished, work)
+    for name in ("result.json", "weights.pt", "train/epoch_2.pth"):
+        (work / name).unlink()  # as if it had died after its first epoch
+    before = json.loads((finished / "result.json").read_text())["env"]
+    assert "training_code" not in before  # one code, from the first epoch: nothing more to say
+    upgraded = {"commit": "b" * 40, "dirty": False}
+    monkeypatch.setattr("wsolbench.util.code_version.code_version", lambda folder: upgraded)
+    status, err = run(toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume"), capsys)
+    assert status == 0, err
+    env = json.loads((work / "result.json").read_text())["env"]
+    assert env["code"]["wsolbench"]["commit"] == "b" * 40  # what evaluated it
+    assert env["training_code"] == [
+        {"start_epoch": 0, "code": before["code"]},
+        {"start_epoch": 1, "code": env["code"]},
+    ]
+    # reproduce names it first among the conditions that differ from a rerun's
+    from wsolbench.results.environment import code_label
+    from wsolbench.results.record import load_result
+    from wsolbench.runs.reproduce import env_differences
+
+    resumed, rerun = load_result(work / "result.json"), load_result(finished / "result.json")
+    assert env_differences(resumed, rerun)[0] == (
+        f"training_code: a resumed run, trained from epoch 1 by {code_label(before['code'])}, "
+        "from epoch 2 by bbbbbbbbbbbb; one code here"
+    )
+
+
 def test_a_corrupt_last_checkpoint_resumes_from_the_previous_one(tiny, finished, tmp_path, capsys):
     work = tmp_path / "corrupt"
     shutil.copytree(finished, work)

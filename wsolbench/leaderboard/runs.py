@@ -18,7 +18,7 @@ from typing import Any
 
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
-from wsolbench.results.environment import env_field
+from wsolbench.results.environment import code_label, env_field
 from wsolbench.results.grouping import canonical, row_config, row_key, weights_keys
 from wsolbench.results.record import METRIC_KEYS, Result, ResultError, can_select
 
@@ -169,11 +169,11 @@ SHARED_CONDITIONS = ("torch_threads", "eval_batch_size", "world_size", "device",
 
 def _condition(env: dict, field: str) -> str:
     """A run's value of one of :data:`SHARED_CONDITIONS`, as a note shows it."""
-    if field == "code":  # wsolbench's commit (and whether the files differed from it)
-        code = env_field(env, "code.wsolbench") or {}
-        if "commit" in code:
-            return code["commit"][:12] + (" with uncommitted changes" if code.get("dirty") else "")
-        return f"files {code['files_sha256'][:12]}" if "files_sha256" in code else "not recorded"
+    if field == "code":  # wsolbench's commit; a run resumed under other code names each in turn
+        trained_by = env.get("training_code")
+        if trained_by:
+            return " then ".join(code_label(entry["code"]) for entry in trained_by)
+        return code_label(env.get("code"))
     value = env_field(env, field)
     return "not recorded" if value is None else str(value)
 

@@ -60,6 +60,22 @@ def _code_of(module_name: str) -> dict:
     return code
 
 
+def code_versions(method_module: str | None = None) -> dict:
+    """``{package: {"commit", "dirty"} | {"files_sha256"}, ...}`` of wsolbench and of the
+    package of ``method_module`` (a plugin's): the code a result's ``env["code"]`` names."""
+    packages = ["wsolbench"] + ([method_module.partition(".")[0]] if method_module else [])
+    return {top: _code_of(top) for top in dict.fromkeys(packages)}
+
+
+def code_label(code: dict | None) -> str:
+    """wsolbench's code in an ``env["code"]`` record, as notes show it: its commit (12 digits,
+    ``with uncommitted changes`` when the files differed from it), or its files' digest."""
+    ours = (code or {}).get("wsolbench") or {}
+    if "commit" in ours:
+        return ours["commit"][:12] + (" with uncommitted changes" if ours.get("dirty") else "")
+    return f"files {ours['files_sha256'][:12]}" if "files_sha256" in ours else "not recorded"
+
+
 def environment(method_module: str | None = None) -> dict:
     """Describe the code, software and hardware that produced a result: everything besides the
     record's method, config, protocol, data and seed that can move its numbers.
@@ -101,8 +117,7 @@ def environment(method_module: str | None = None) -> dict:
             version = _version_of(module, "opencv-python-headless")
         if version is not None:
             env[module] = version
-    packages = ["wsolbench"] + ([method_module.partition(".")[0]] if method_module else [])
-    env["code"] = {top: _code_of(top) for top in dict.fromkeys(packages)}
+    env["code"] = code_versions(method_module)
     torch = sys.modules.get("torch")
     if torch is not None:
         # the same seed and config with another thread count reduces floats in another order

@@ -102,6 +102,8 @@ class RunContext:
     threads: int = 1  # torch's intra-op threads for the run (set by resolve_run)
     state: str = "new"  # the work dir's state when the run started (workdir.inspect)
     pretrained: str | None = None  # what the built method loaded (method.pretrained)
+    # the code that trained each epoch of the evaluated checkpoint (wsolbench.train.stamps)
+    training_code: list[dict] | None = None
 
     @property
     def mask_root(self) -> Path | None:

@@ -201,6 +201,17 @@ def _evaluate_and_save(
             context.work_dir / PER_IMAGE_FILE, records, counts, summed_pxap=spec.summed_pxap
         )
         per_image = {"file": PER_IMAGE_FILE, "sha256": sha256}
+    env = {
+        **environment(context.method_cls.__module__),
+        "device": context.device,
+        "world_size": context.world,
+        "eval_workers": resolve_workers(spec.num_workers, context.device),
+        # batching orders the float sums of a network's forward pass: part of the numbers
+        "eval_batch_size": spec.batch_size,
+    }
+    history = context.training_code
+    if history and history != [{"start_epoch": 0, "code": env["code"]}]:
+        env["training_code"] = history  # resumed under other code: which trained which epochs
     result = Result(
         method=context.method_cls.name,
         dataset=spec.dataset,
@@ -216,14 +227,7 @@ def _evaluate_and_save(
         metrics=metrics_from_counts(counts),
         counts=counts,
         cost=cost,
-        env={
-            **environment(context.method_cls.__module__),
-            "device": context.device,
-            "world_size": context.world,
-            "eval_workers": resolve_workers(spec.num_workers, context.device),
-            # batching orders the float sums of a network's forward pass: part of the numbers
-            "eval_batch_size": spec.batch_size,
-        },
+        env=env,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         provenance=dict(method.provenance),
         input_runs=dict(method.input_runs),
@@ -244,6 +248,7 @@ def _train(context: RunContext, method) -> None:
     """Train with the engine, then load the checkpoint the protocol keeps (last or best)."""
     from wsolbench.counting import EvalSettings, GroundTruth
     from wsolbench.data.dataset import WSOLImageDataset, training_set
+    from wsolbench.train.checkpoints import checkpoint_training_code
     from wsolbench.train.engine import TrainingDiverged, train
     from wsolbench.train.weights import load_checkpoint_into
 
@@ -286,6 +291,7 @@ def _train(context: RunContext, method) -> None:
             "and the method's loss"
         ) from None
     load_checkpoint_into(method, chosen)
+    context.training_code = checkpoint_training_code(chosen)
 
 
 def _add_missing_cost(context: RunContext, result: Result) -> Result:

@@ -22,7 +22,7 @@ import yaml
 from wsolbench.config import dotted_leaves
 from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
-from wsolbench.results.environment import env_field
+from wsolbench.results.environment import code_label, env_field
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
 from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE, read_record
@@ -194,6 +194,13 @@ def env_differences(recorded: Result, reproduced: Result) -> list[str]:
         lines.append(
             f"pretrained: {recorded.pretrained!r} recorded, {reproduced.pretrained!r} here"
         )
+    trained_by = recorded.env.get("training_code")
+    if trained_by and trained_by != reproduced.env.get("training_code"):
+        segments = ", ".join(
+            f"from epoch {entry['start_epoch'] + 1} by {code_label(entry['code'])}"
+            for entry in trained_by
+        )
+        lines.append(f"training_code: a resumed run, trained {segments}; one code here")
     return lines + _env_differences(recorded.env, reproduced.env)
 
 

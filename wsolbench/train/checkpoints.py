@@ -47,6 +47,8 @@ CHECKPOINT_GLOBALS = (
 # The key under which a checkpoint carries its run's identity, as canonical JSON text (a string
 # survives ``weights_only`` loading and compares exactly).
 IDENTITY_KEY = "wsolbench_run"
+# the code that trained each epoch of a checkpoint, as JSON text (see TrainingCodeHook)
+TRAINING_CODE_KEY = "wsolbench_training_code"
 
 
 class CheckpointError(ValueError):
@@ -90,11 +92,22 @@ def identity_text(identity: dict) -> str:
 
 
 def checkpoint_identity(path: Path) -> dict | None:
-    """The run identity a checkpoint carries, or None for one written without it (memory-mapped:
-    the tensors are not read)."""
+    """The run identity a checkpoint carries, or None for one written without it."""
+    return _json_entry(path, IDENTITY_KEY)
+
+
+def checkpoint_training_code(path: Path) -> list[dict] | None:
+    """``[{"start_epoch", "code"}, ...]``: the code that trained a checkpoint's epochs, each
+    entry from its 0-based ``start_epoch`` on (``code`` None: not recorded, a checkpoint of an
+    older wsolbench); None for a checkpoint written without it."""
+    return _json_entry(path, TRAINING_CODE_KEY)
+
+
+def _json_entry(path: Path, key: str):
+    """A JSON text entry of a checkpoint, parsed (memory-mapped: the tensors are not read)."""
     with trusted_checkpoint_loading():
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    text = checkpoint.get(IDENTITY_KEY) if isinstance(checkpoint, dict) else None
+    text = checkpoint.get(key) if isinstance(checkpoint, dict) else None
     return json.loads(text) if isinstance(text, str) else None
 
 

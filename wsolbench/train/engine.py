@@ -5,9 +5,10 @@ Everything is built in Python and handed to the Runner: a ``BaseModel`` adapter 
 ``BaseMetric`` adapter that feeds the same counters as :mod:`wsolbench.evaluate` (one metric
 implementation, two drivers), the optimizer and schedule from the method's ``train`` section, a
 checkpoint hook and the seed. Checkpoints are written atomically (:class:`AtomicLocalBackend`) and
-carry the run's identity (:class:`RunIdentityHook`); a loss or weight that is no longer finite stops
-training at once (:class:`FiniteHook`). Multi-process training is mmengine's distributed launcher
-under ``torchrun`` (``--launcher pytorch``; gloo on CPU, NCCL on CUDA).
+carry the run's identity and the code that trained them (:mod:`wsolbench.train.stamps`); a loss or
+weight that is no longer finite stops training at once (:class:`FiniteHook`). Multi-process
+training is mmengine's distributed launcher under ``torchrun`` (``--launcher pytorch``; gloo on
+CPU, NCCL on CUDA).
 
 What needs no Runner lives beside it:
 :mod:`wsolbench.train.checkpoints` (finding, checking and trusted loading of this project's
@@ -34,10 +35,8 @@ from wsolbench.method import WSOLMethod
 from wsolbench.metrics import merge_counts, summarize
 from wsolbench.results.workdir import TRAIN_SUBDIR
 from wsolbench.train.checkpoints import (
-    IDENTITY_KEY,
     CheckpointError,
     best_checkpoint,
-    identity_text,
     latest_checkpoint,
     resume_checkpoint,
     trusted_checkpoint_loading,
@@ -46,6 +45,7 @@ from wsolbench.train.config import (
     param_scheduler,
 )
 from wsolbench.train.runner import HarnessRunner
+from wsolbench.train.stamps import RunIdentityHook, TrainingCodeHook
 from wsolbench.util.atomic import write_bytes_atomic
 from wsolbench.util.compat import ensure_torchvision
 from wsolbench.util.loader import pin_memory, resolve_workers
@@ -170,17 +170,6 @@ class ReplayHook(Hook):
                 # as many generators as devices then; another device count keeps today's
                 generators = state["cuda"][: torch.cuda.device_count()]
                 torch.cuda.set_rng_state_all(generators)
-
-
-class RunIdentityHook(Hook):
-    """Stamp every checkpoint with the identity of the run that writes it (``--resume`` checks
-    it: :func:`wsolbench.train.checkpoints.resume_checkpoint`)."""
-
-    def __init__(self, identity: dict):
-        self.text = identity_text(identity)
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[IDENTITY_KEY] = self.text
 
 
 class FiniteHook(Hook):
@@ -408,6 +397,7 @@ def build_runner(
         custom_hooks=[
             ReplayHook(),
             RunIdentityHook(identity or {}),
+            TrainingCodeHook(type(method).__module__),
             FiniteHook(),
             MethodHook(),
             ProgressHook(),
