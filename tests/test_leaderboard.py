@@ -487,3 +487,17 @@ def test_one_teacher_under_two_paths_is_one_row(tmp_path):
     text = compare([tmp_path], published=False, wide=True)
     assert _md_row(text, "cam")[2] == "3"  # one row of the three seeds
     assert "/lab" not in text
+
+
+def test_a_one_part_method_s_top_level_checkpoint_is_its_weights_key(tmp_path):
+    """The example plugin's convention (``pretrained`` / ``checkpoint`` at the top of its config,
+    one part ``features``): its seeds under two machines' paths are one row."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    source = f"file:weights.pt (sha256 {'d' * 12})"
+    for path in sorted((tmp_path / "cam").rglob("result.json")):
+        d = json.loads(path.read_text())
+        d["config"].update(pretrained=True, checkpoint=f"/lab{d['seed']}/has/weights.pt")
+        d["pretrained"], d["provenance"] = source, {"features": source}
+        path.write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "cam")[2] == "3" and "/lab" not in text

@@ -365,12 +365,24 @@ def test_a_teacher_run_not_here_is_rerun_from_its_embedded_record(tiny, one_thre
     assert embedded["record"]["seed"] == 0 and embedded["record"]["threads"] == 1
     shutil.rmtree(teacher)  # another machine: the folder the config names is not there
     capsys.readouterr()
+    from wsolbench.util.cache import default_cache_dir
 
+    reruns = default_cache_dir() / "input-runs"
+    shutil.rmtree(reruns, ignore_errors=True)
+
+    # a mistake in the student's own command is said before the teacher is retrained
+    busy = shutil.copytree(one_thread, tmp_path / "busy")
+    (busy / "result.json").unlink()  # an unfinished run of another method
     again = ["reproduce", tmp_path / "student", "--data-root", root]
+    assert main([str(a) for a in (*again, "--work-dir", busy)]) == 2
+    assert "holds an unfinished run of another run" in capsys.readouterr().err
+    assert not reruns.exists()
+
     assert main([str(a) for a in (*again, "--work-dir", tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert f"reproduced: all {metric_count(tmp_path / 'student')} metrics equal" in out
-    assert file_sha256(tmp_path / "a-teacher" / "weights.pt") == embedded["weights_sha256"]
+    rerun = reruns / f"toycam-{embedded['weights_sha256'][:12]}"  # named by the weights it gave
+    assert file_sha256(rerun / "weights.pt") == embedded["weights_sha256"]
 
     # a teacher that does not come back stops the rerun before the student trains on it
     embedded["weights_sha256"] = "0" * 64
@@ -379,6 +391,10 @@ def test_a_teacher_run_not_here_is_rerun_from_its_embedded_record(tiny, one_thre
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert status == 2 and len(errors) == 1, errors
     assert "gave weights sha256" in errors[0] and "not the recorded 000000000000" in errors[0]
+    assert (
+        "nothing was kept" in errors[0] and f"place that run's own folder at {teacher}" in errors[0]
+    )
+    assert sorted(p.name for p in reruns.iterdir()) == [rerun.name]  # nothing under a wrong name
     assert not (tmp_path / "b").exists()
 
 
@@ -389,7 +405,7 @@ def test_a_config_with_an_open_mapping_is_rebuilt_from_its_overrides():
 
     from wsolbench.config import resolve_config
     from wsolbench.registry import get_method
-    from wsolbench.runs.reproduce import config_overrides
+    from wsolbench.runs.record_spec import config_overrides
 
     tedloc = get_method("tedloc")
     config = resolve_config(tedloc, "synthetic", [*TINY_BACKBONE, "train.optimizer.type=AdamW"])

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
@@ -252,6 +253,18 @@ def test_a_run_resumed_under_other_code_records_which_code_trained_which_epochs(
         {"start_epoch": 0, "code": before["code"]},
         {"start_epoch": 1, "code": env["code"]},
     ]
+    # a checkpoint of a wsolbench too old to stamp it: its code is unknown, and said so
+    old = tmp_path / "old"
+    shutil.copytree(finished, old)
+    for name in ("result.json", "weights.pt", "train/epoch_1.pth"):
+        (old / name).unlink()  # trained to its end; died before evaluating
+    checkpoint = torch.load(old / "train/epoch_2.pth", weights_only=False)
+    del checkpoint["wsolbench_training_code"]
+    torch.save(checkpoint, old / "train/epoch_2.pth")
+    status, err = run(toy_args(tiny, old, "-o", "train.max_epochs=2", "--resume"), capsys)
+    assert status == 0, err
+    training_code = json.loads((old / "result.json").read_text())["env"]["training_code"]
+    assert training_code == [{"start_epoch": 0, "code": None}]
     # reproduce names it first among the conditions that differ from a rerun's
     from wsolbench.results.environment import code_label
     from wsolbench.results.record import load_result
@@ -550,9 +563,12 @@ def test_a_resumed_run_keeps_stdout_for_results(tiny, finished, tmp_path):
     shutil.copytree(finished, work)
     (work / "result.json").unlink()
     (work / "train" / "epoch_2.pth").unlink()
+    # the threads it was started with: this process's count, which an earlier test's --threads
+    # may have changed (a fresh process would take the machine's and be refused)
+    threads = str(workdir.read_record(work)["threads"])
     done = subprocess.run(
         [sys.executable, "-m", "wsolbench", *toy_args(tiny, work, "-o", "train.max_epochs=2")]
-        + ["--resume"],
+        + ["--resume", "--threads", threads],
         env=subprocess_env(),
         capture_output=True,
         text=True,

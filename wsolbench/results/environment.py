@@ -155,3 +155,36 @@ def env_field(env: dict, dotted: str):
     for key in dotted.split("."):
         value = value.get(key) if isinstance(value, dict) else None
     return BEFORE_RECORDED.get(dotted) if value is None else value
+
+
+# The env fields a rerun is compared on, in the order a difference most likely explains another
+# number (reproduce names the first that differs).
+ENV_FIELDS = (
+    "code.wsolbench.commit",
+    "code.wsolbench.dirty",
+    "torch_threads",
+    "eval_batch_size",
+    "device",
+    "torch",
+    "numpy",
+    "cv2",
+    "mmengine",
+    "timm",
+    "open_clip",
+    "cpu_model",
+    "cuda_device",
+    "python",
+    "world_size",
+)
+
+
+def env_changes(recorded: dict, here: dict) -> list[str]:
+    """``"<field>: <recorded> recorded, <value> here"`` for each of :data:`ENV_FIELDS` that
+    differs between two ``env`` records."""
+    lines = []
+    for field in ENV_FIELDS:
+        was, now = env_field(recorded, field), env_field(here, field)
+        if was != now:
+            shown = "not recorded" if was is None else f"{was!r} recorded"
+            lines.append(f"{field}: {shown}, {now!r} here")
+    return lines

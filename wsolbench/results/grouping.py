@@ -13,6 +13,7 @@ Reads result records only: no torch, no numpy.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,6 @@ from wsolbench.util.weights_source import content_key
 
 # Config keys that do not change what a run is: runs differing only in these are seeds of one row.
 SEED_KEYS = frozenset({"seed"})
-# the keys that choose a part's weights: ``<part>``, ``<part>.pretrained``, ``<part>.checkpoint``
-_WEIGHTS_SUFFIXES = ("", ".pretrained", ".checkpoint")
 
 
 def check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
@@ -100,11 +99,22 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def part_weights_keys(parts: Collection[str]) -> dict[str, tuple[str, ...]]:
+    """The dotted config keys that may choose each part's weights: ``<part>`` (TeD-Loc's
+    ``teacher=run:DIR``), ``<part>.pretrained`` and ``<part>.checkpoint``; for a method of one
+    part also the top-level ``pretrained`` and ``checkpoint`` (the example plugin's)."""
+    keys = {part: (part, f"{part}.pretrained", f"{part}.checkpoint") for part in parts}
+    if len(keys) == 1:
+        [part] = keys
+        keys[part] += ("pretrained", "checkpoint")
+    return keys
+
+
 def weights_keys(result: Result) -> set[str]:
-    """The dotted config keys that choose the weights of a part the result's provenance names
-    (``teacher``, ``text.checkpoint``, ``backbone.pretrained``): its ``pretrained`` names what
-    they loaded by content, so their values (paths, tags) say nothing more."""
-    return {part + suffix for part in result.provenance for suffix in _WEIGHTS_SUFFIXES}
+    """The config keys that chose the weights of the parts the result's provenance names
+    (:func:`part_weights_keys`): its ``pretrained`` names what they loaded by content, so their
+    values (paths, tags) say nothing more."""
+    return {key for keys in part_weights_keys(result.provenance).values() for key in keys}
 
 
 def row_config(result: Result) -> dict[str, Any]:

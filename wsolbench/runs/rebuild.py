@@ -109,7 +109,7 @@ def input_run(work_dir: Path) -> dict:
     run's result embeds it (``input_runs``): ``record`` (its ``config.yaml``: method and where
     its class lives, dataset, protocol with its copy, data, seed, threads, config),
     ``weights_sha256`` (its ``weights.pt``), ``env`` (its result's: device, evaluation batch,
-    code) and its own ``input_runs``.
+    code), ``provenance`` and its own ``input_runs``.
 
     Raises:
         ResultError: the folder holds no record or no ``weights.pt``.
@@ -124,6 +124,7 @@ def input_run(work_dir: Path) -> dict:
         "record": record,
         "weights_sha256": file_sha256(weights),
         "env": result.env if result is not None else {},
+        "provenance": result.provenance if result is not None else {},
         "input_runs": result.input_runs if result is not None else {},
     }
 

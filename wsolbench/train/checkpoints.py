@@ -47,8 +47,10 @@ CHECKPOINT_GLOBALS = (
 # The key under which a checkpoint carries its run's identity, as canonical JSON text (a string
 # survives ``weights_only`` loading and compares exactly).
 IDENTITY_KEY = "wsolbench_run"
-# the code that trained each epoch of a checkpoint, as JSON text (see TrainingCodeHook)
+# the code that trained each epoch of a checkpoint, as JSON text (wsolbench.train.stamps)
 TRAINING_CODE_KEY = "wsolbench_training_code"
+# what a checkpoint without it says: written by a wsolbench too old to record its code
+UNRECORDED_TRAINING_CODE = ({"start_epoch": 0, "code": None},)
 
 
 class CheckpointError(ValueError):
@@ -96,11 +98,11 @@ def checkpoint_identity(path: Path) -> dict | None:
     return _json_entry(path, IDENTITY_KEY)
 
 
-def checkpoint_training_code(path: Path) -> list[dict] | None:
+def checkpoint_training_code(path: Path) -> list[dict]:
     """``[{"start_epoch", "code"}, ...]``: the code that trained a checkpoint's epochs, each
-    entry from its 0-based ``start_epoch`` on (``code`` None: not recorded, a checkpoint of an
-    older wsolbench); None for a checkpoint written without it."""
-    return _json_entry(path, TRAINING_CODE_KEY)
+    entry from its 0-based ``start_epoch`` on; ``code`` None where it was not recorded (a
+    checkpoint of an older wsolbench: :data:`UNRECORDED_TRAINING_CODE`)."""
+    return _json_entry(path, TRAINING_CODE_KEY) or [dict(e) for e in UNRECORDED_TRAINING_CODE]
 
 
 def _json_entry(path: Path, key: str):

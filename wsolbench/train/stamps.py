@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 
 from wsolbench.results.environment import code_versions
-from wsolbench.train.checkpoints import IDENTITY_KEY, TRAINING_CODE_KEY, identity_text
+from wsolbench.train.checkpoints import (
+    IDENTITY_KEY,
+    TRAINING_CODE_KEY,
+    UNRECORDED_TRAINING_CODE,
+    identity_text,
+)
 from wsolbench.util.compat import ensure_torchvision
 
 ensure_torchvision()  # (mmengine's packages import torchvision)
@@ -47,7 +52,7 @@ class TrainingCodeHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         text = checkpoint.get(TRAINING_CODE_KEY)
         # a checkpoint of an older wsolbench: the code of its epochs was not recorded
-        self.history = json.loads(text) if text else [{"start_epoch": 0, "code": None}]
+        self.history = json.loads(text) if text else [dict(e) for e in UNRECORDED_TRAINING_CODE]
 
     def before_train(self, runner) -> None:
         if not self.history or self.history[-1]["code"] != self.code:

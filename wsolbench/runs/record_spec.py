@@ -1,0 +1,84 @@
+"""A recorded run's command rebuilt from its record: the method to run, its protocol, its config
+as ``-o`` overrides, the device. ``reproduce`` reruns a result with them, and the runs whose
+weights it loaded (:mod:`wsolbench.runs.input_runs`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
+from wsolbench.results.workdir import RECORD_FILE
+from wsolbench.runs.context import RunError
+
+logger = logging.getLogger(__name__)
+
+
+def config_overrides(config: dict) -> list[str]:
+    """A resolved config as ``-o KEY=VALUE`` overrides, one per top-level key (values in YAML
+    flow form, as ``-o`` parses them). A section given whole is applied key by key as the
+    method's defaults type it, an open mapping (``backbone.kwargs``, ``{}`` by default) and a
+    section of another ``type`` taken whole: dotted leaves would name keys those lack."""
+    return [
+        f"{key}={yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()}".removesuffix(
+            "\n..."
+        )
+        for key, value in config.items()
+    ]
+
+
+def record_protocol(record: dict, where: Path) -> Protocol | str:
+    """The protocol a run was made under: the shipped one of its id when the hash agrees, else
+    the copy its record (``config.yaml``) holds.
+
+    Args:
+        record: ``protocol`` and ``protocol_hash``, and ``protocol_spec`` when it has one.
+        where: the result or record named in an error.
+    """
+    protocol_id, protocol_hash = record["protocol"], record["protocol_hash"]
+    try:
+        if load_protocol(protocol_id).hash == protocol_hash:
+            return protocol_id
+    except ProtocolError:
+        pass
+    if "protocol_spec" not in record:
+        raise RunError(
+            f"{where}: protocol {protocol_id} (hash {protocol_hash[:12]}) is not shipped with "
+            f"this wsolbench and no {RECORD_FILE} beside the result holds it; reproduce from the "
+            "run's work dir"
+        )
+    protocol = protocol_from_snapshot(record["protocol_spec"], where)
+    if protocol.hash != protocol_hash:
+        raise RunError(f"{where}: the protocol in {RECORD_FILE} is not the result's (hash differs)")
+    return protocol
+
+
+def record_method(name: str, source: str | None) -> str:
+    """The method to rerun: its registered name, else where the run's record says its class
+    lives (``source``: a method run as ``--method pkg.module:Class``)."""
+    from wsolbench.registry import get_method
+
+    try:
+        get_method(name)
+        return name
+    except KeyError:
+        if source is None:
+            raise
+        return source
+
+
+def record_device(env: dict, where: Path) -> str:
+    """The recorded device, or ``cpu`` when it was a GPU this machine lacks."""
+    device = str(env.get("device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            logger.warning(
+                "%s was made on %s; this machine has no GPU: rerun on the CPU", where, device
+            )
+            return "cpu"
+    return device
