@@ -356,3 +356,22 @@ def test_ddp_ranks_evaluate_the_weights_rank_0_exported(tiny, tmp_path):
     eval_argv[eval_argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
     wsolbench(*eval_argv, "-o", "train.max_epochs=2")
     assert metrics(work) == metrics(single)
+
+
+def test_two_runs_started_in_one_second_in_one_process_keep_their_own_logs(
+    tiny, tmp_path, monkeypatch
+):
+    """mmengine names its logger and visualizer instances by the second a Runner starts, and a
+    second Runner of that name reuses the first's (its files, in the first run's folder): each
+    run's own log must land in its own folder, even when the first folder has moved since."""
+    import mmengine.runner.runner as mmengine_runner
+
+    from wsolbench.cli.main import main
+
+    second = "20260101_000000"
+    monkeypatch.setattr(mmengine_runner.time, "strftime", lambda *args: second)
+    assert main([str(a) for a in run_args(tiny, tmp_path / "a", "-o", "train.max_epochs=1")]) == 0
+    (tmp_path / "a").rename(tmp_path / "moved")  # as reproduce renames a rerun into place
+    assert main([str(a) for a in run_args(tiny, tmp_path / "b", "-o", "train.max_epochs=1")]) == 0
+    for run in ("moved", "b"):
+        assert (tmp_path / run / "train" / second / f"{second}.log").stat().st_size > 0

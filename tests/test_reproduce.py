@@ -412,3 +412,17 @@ def test_a_config_with_an_open_mapping_is_rebuilt_from_its_overrides():
     assert config["backbone"]["kwargs"] and config["train"]["optimizer"]["type"] == "AdamW"
     assert resolve_config(tedloc, "synthetic", config_overrides(config)) == config
     assert resolve_config(tedloc, "cub", config_overrides(config)) == config  # another preset
+
+
+def test_a_result_json_alone_reproduces_a_plugin_run_of_a_protocol_file(tiny, one_thread, tmp_path,
+                                                                        capsys):  # fmt: skip
+    """The record is result.json: a copy without config.yaml names where the plugin's class
+    lives and holds its protocol file's content (checked by hash), so it reruns elsewhere."""
+    root, _ = tiny
+    report = tmp_path / "report"
+    report.mkdir()
+    for name in ("result.json", "per_image.npz"):
+        shutil.copy(one_thread / name, report / name)
+    argv = ["reproduce", report / "result.json", "--data-root", root, "--work-dir", tmp_path / "r"]
+    assert main([str(a) for a in argv]) == 0
+    assert f"reproduced: all {metric_count(one_thread)} metrics equal" in capsys.readouterr().out

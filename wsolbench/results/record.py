@@ -9,7 +9,7 @@ layout is versioned by ``schema``; a reader refuses a schema it does not know in
 
 Layout (schema 3)::
 
-    {"schema": 2, "method": "cam", "dataset": "cub", "protocol": "cub-v1",
+    {"schema": 3, "method": "cam", "dataset": "cub", "protocol": "cub-v1",
      "protocol_hash": "<sha256>",
      "data_fingerprint": {"sha256": "<hex>", "version": 1,
                           "splits": {"test": {"sha256": "<hex>", "n_images": 5794}, ...}},
@@ -22,10 +22,8 @@ Layout (schema 3)::
 Metric values are percentages; a metric that does not apply to a run is absent, never 0.
 
 A result without a records file (made by hand) stores ``"counts": {"val" | "test": <counts
-record of wsolbench.metrics>}`` itself, as every schema-2 result did (their records files, format
-1, hold no counts: 98 % of a 313 KB ``result.json`` was counts). Schema 1 (before data
-fingerprints) is still read: its ``data_fingerprint`` is None, which ``compare`` shows as "unknown"
-and never ranks beside a known fingerprint.
+record of wsolbench.metrics>}`` itself, as every schema-2 result did. Schema 1 (before data
+fingerprints) is still read: its ``data_fingerprint`` is None ("unknown" to ``compare``).
 """
 
 from __future__ import annotations
@@ -106,9 +104,14 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "overrides": dict,
     "input_runs": dict,
     "evaluated_weights": str,
+    "method_source": str,
+    "protocol_spec": dict,
 }
 # Keys naming a file beside result.json by content (checked by wsolbench.results.verify).
 FILE_KEYS = ("per_image", "weights_file")
+# Keys left out of result.json when None (older results lack them).
+_ABSENT_WHEN_NONE = (*FILE_KEYS, "data_fingerprint", "evaluated_weights", "method_source")
+_ABSENT_WHEN_NONE += ("protocol_spec",)
 
 
 class ResultError(ValueError):
@@ -153,8 +156,12 @@ class Result:
             (:func:`wsolbench.runs.rebuild.input_run`: its ``config.yaml`` record, its
             ``weights.pt`` sha256, its ``env`` and its own ``input_runs``); ``reproduce`` reruns
             it where the recorded folder is not here. Absent when no part did.
-        evaluated_weights: the sha256 of the weights file an ``eval`` evaluated (which
-            ``reproduce`` needs again); None for a run that trained or loaded its own weights.
+        method_source: where the method's class lives (``module:Class``), for a plugin run as
+            ``--method pkg.module:Class`` and not registered where the result is read.
+        protocol_spec: the protocol's content (:meth:`wsolbench.protocol.Protocol.snapshot`):
+            a result whose protocol is not shipped (``--protocol FILE``) reruns from this file.
+        evaluated_weights: the sha256 of the file an ``eval`` evaluated (``reproduce`` needs
+            it again); None for a run that trained or loaded its own weights.
         seed_independent: the run's numbers do not depend on its seed
             (:attr:`wsolbench.method.Capabilities.seed_independent`, weights loaded): it stands
             for every seed.
@@ -181,6 +188,8 @@ class Result:
     overrides: dict = field(default_factory=dict)
     input_runs: dict = field(default_factory=dict)
     evaluated_weights: str | None = None
+    method_source: str | None = None
+    protocol_spec: dict | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -196,8 +205,8 @@ class Result:
     def to_dict(self) -> dict:
         """The JSON-able dict of this record, ``schema`` first."""
         d = asdict(self)
-        for optional in ("data_fingerprint", "evaluated_weights", *FILE_KEYS):
-            if d[optional] is None:  # absent: a result older than schema 2 / made without them
+        for optional in _ABSENT_WHEN_NONE:
+            if d[optional] is None:  # absent: an older result, or one made without them
                 del d[optional]
         if not d["input_runs"]:
             del d["input_runs"]  # most runs load no other run's weights

@@ -209,6 +209,7 @@ def _evaluate_and_save(
         # batching orders the float sums of a network's forward pass: part of the numbers
         "eval_batch_size": spec.batch_size,
     }
+    record = context.record  # what the work dir's config.yaml says; the result carries it too
     history = context.training_code
     if history and history != [{"start_epoch": 0, "code": env["code"]}]:
         env["training_code"] = history  # resumed under other code: which trained which epochs
@@ -232,6 +233,8 @@ def _evaluate_and_save(
         provenance=dict(method.provenance),
         input_runs=dict(method.input_runs),
         evaluated_weights=context.weights_sha256,
+        method_source=record["method_source"],
+        protocol_spec=record["protocol_spec"],
         per_image=per_image,
         weights_file=weights_file,
         # a run from random initialisation depends on its seed, whatever the method declares

@@ -47,8 +47,8 @@ def record_protocol(record: dict, where: Path) -> Protocol | str:
     if "protocol_spec" not in record:
         raise RunError(
             f"{where}: protocol {protocol_id} (hash {protocol_hash[:12]}) is not shipped with "
-            f"this wsolbench and no {RECORD_FILE} beside the result holds it; reproduce from the "
-            "run's work dir"
+            f"this wsolbench, and neither the result (made before it held its protocol) nor a "
+            f"{RECORD_FILE} beside it holds it; reproduce from the run's work dir"
         )
     protocol = protocol_from_snapshot(record["protocol_spec"], where)
     if protocol.hash != protocol_hash:

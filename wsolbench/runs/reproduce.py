@@ -180,9 +180,17 @@ def reproduce(
             "run's own result.json"
         )
     weights = _evaluated_weights(path, recorded, weights)
+    # the result names its protocol's content and the method's class; an older one left them to
+    # the run record beside it
     record = read_record(path.parent) or {}
+    snapshot = recorded.protocol_spec or record.get("protocol_spec")
     protocol = record_protocol(
-        {**record, "protocol": recorded.protocol, "protocol_hash": recorded.protocol_hash}, path
+        {
+            "protocol": recorded.protocol,
+            "protocol_hash": recorded.protocol_hash,
+            **({"protocol_spec": snapshot} if snapshot is not None else {}),
+        },
+        path,
     )
     device = device or record_device(recorded.env, path)
     if batch_size is None:
@@ -204,7 +212,9 @@ def reproduce(
         recorded.config, recorded.input_runs, recorded.provenance, recorded.dataset, path
     )
     spec = RunSpec(
-        method=record_method(recorded.method, record.get("method_source")),
+        method=record_method(
+            recorded.method, recorded.method_source or record.get("method_source")
+        ),
         dataset=recorded.dataset,
         protocol=protocol,
         data_root=data_root,

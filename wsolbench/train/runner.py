@@ -4,6 +4,10 @@
   parameter group to stdout before the first step (~150 lines), and deprecation notices after;
   they stay in the run's log file (``<work_dir>/train/<timestamp>/<timestamp>.log``), and only
   errors reach the console, where the engine's progress hook reports progress.
+- **Instances.** mmengine names its logger, message hub and visualizer by the second the Runner
+  starts, and a second Runner of that name in the same process reuses the first's, whose files
+  are in the first run's folder (gone, if it was renamed since: reproduce renames a rerun into
+  place). Each Runner here gets a name of its own.
 - **Device.** mmengine moves the model to ``mmengine.device.get_device()`` — a GPU whenever the
   host has one — and loads a resumed checkpoint there, whatever the run asked for: ``--device
   cpu`` would train on the GPU, ``cuda:1`` on ``cuda:0``. Here the model goes to the run's device
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import torch
@@ -29,6 +34,9 @@ from mmengine.model import (  # noqa: E402
 from mmengine.registry import MODEL_WRAPPERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+# Runners started in this process: each names its mmengine instances apart (see the docstring)
+_RUNNERS = itertools.count()
+
 
 class HarnessRunner(Runner):
     """mmengine's Runner on ``device`` (a torch device string), its console kept for the log.
@@ -40,6 +48,7 @@ class HarnessRunner(Runner):
 
     def __init__(self, *args, device: str = "cpu", **kwargs):
         self.run_device = torch.device(device)  # before Runner.__init__, which wraps the model
+        kwargs.setdefault("experiment_name", f"run{next(_RUNNERS)}")  # + mmengine's timestamp
         super().__init__(*args, **kwargs)
 
     def build_logger(self, log_level="INFO", log_file=None, **kwargs):
