@@ -501,3 +501,17 @@ def test_a_one_part_method_s_top_level_checkpoint_is_its_weights_key(tmp_path):
         path.write_text(json.dumps(d))
     text = compare([tmp_path], published=False, wide=True)
     assert _md_row(text, "cam")[2] == "3" and "/lab" not in text
+
+
+def test_an_eval_s_row_is_its_weights_not_a_training_config_it_did_not_run(tmp_path):
+    """An eval records the config of the run whose weights it evaluated, or the preset's when the
+    file sits outside any run: its training keys say nothing of the evaluated weights, which its
+    pretrained names by sha256 (the same file evaluated from two places is one row)."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    for path in sorted((tmp_path / "cam").rglob("result.json")):
+        d = json.loads(path.read_text())
+        d["config"]["train"] = {"max_epochs": 1 + d["seed"]}
+        d["evaluated_weights"] = "e" * 64
+        path.write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "cam")[2] == "3" and "max_epochs" not in text

@@ -334,6 +334,14 @@ def test_an_eval_result_is_reproduced_by_evaluating_its_weights_file(tiny, one_t
     argv = ["reproduce", report / "result.json", "--data-root", root, "--work-dir", tmp_path / "d"]
     status = main([str(a) for a in argv])
     assert status == 2 and "evaluated a weights file" in capsys.readouterr().err
+    # an eval of a loose copy (the preset's config recorded) reruns on the same bytes wherever
+    # they sit, a run's folder with another config included
+    argv = ["eval", "--method", "toy_method:ToyCAM", "--dataset", "synthetic", "--data-root", root]
+    argv += ["--protocol", protocol, "--weights", copy, "--work-dir", tmp_path / "loose"]
+    assert main([str(a) for a in (*argv, "--threads", "1")]) == 0
+    argv = ["reproduce", tmp_path / "loose", "--data-root", root, "--weights", weights]
+    assert main([str(a) for a in (*argv, "--work-dir", tmp_path / "f")]) == 0
+    capsys.readouterr()
     # and a trained run's result is not evaluated from a file given to it
     argv = ["reproduce", one_thread, "--weights", weights, "--work-dir", tmp_path / "e"]
     assert main([str(a) for a in argv]) == 2
@@ -426,3 +434,45 @@ def test_a_result_json_alone_reproduces_a_plugin_run_of_a_protocol_file(tiny, on
     argv = ["reproduce", report / "result.json", "--data-root", root, "--work-dir", tmp_path / "r"]
     assert main([str(a) for a in argv]) == 0
     assert f"reproduced: all {metric_count(one_thread)} metrics equal" in capsys.readouterr().out
+
+
+def test_a_weights_file_not_here_is_refused_before_training_and_can_be_given(tiny, tmp_path,
+                                                                              capsys):  # fmt: skip
+    """A run that loaded a file by path (backbone.checkpoint) names it by sha256: on a machine
+    where that path holds other bytes, reproduce stops before training and says which -o gives
+    the file; given there, it is checked by content and the run comes back."""
+    from test_cam_teacher import _tiny_backbone
+
+    from wsolbench.blocks.backbones import build_backbone
+
+    root, protocol = tiny
+    backbone = tmp_path / "backbone.pth"
+    torch.manual_seed(0)
+    kwargs = yaml.safe_load(_tiny_backbone().partition("=")[2])
+    torch.save(build_backbone("wsolcnn", pretrained=False, **kwargs).model.state_dict(), backbone)
+    argv = ["run", "--method", "cam", "--dataset", "synthetic", "--device", "cpu", "--threads", "1"]
+    argv += ["--data-root", root, "--protocol", protocol, "--work-dir", tmp_path / "cam"]
+    for override in (_tiny_backbone(), "backbone.name=wsolcnn", "train.max_epochs=1"):
+        argv += ["-o", override]
+    argv += ["-o", "backbone.pretrained=true", "-o", f"backbone.checkpoint={backbone}"]
+    assert main([str(a) for a in argv]) == 0
+    kept = shutil.copy(backbone, tmp_path / "kept.pth")
+    backbone.write_bytes(kept.read_bytes()[:-8] + bytes(8))  # this machine: other bytes there
+    capsys.readouterr()
+
+    again = ["reproduce", tmp_path / "cam", "--data-root", root]
+    status = main([str(a) for a in (*again, "--work-dir", tmp_path / "a")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1, errors
+    assert (
+        "backbone: this machine loads" in errors[0] and "-o backbone.checkpoint=PATH" in errors[0]
+    )
+    assert not (tmp_path / "a" / "train").exists()  # refused before training
+
+    status = main([str(a) for a in (*again, "--work-dir", tmp_path / "b", "-o", "seed=3")])
+    assert status == 2 and "does not choose weights" in capsys.readouterr().err
+    given = ["-o", f"backbone.checkpoint={kept}"]
+    assert main([str(a) for a in (*again, "--work-dir", tmp_path / "c", *given)]) == 0
+    assert (
+        f"reproduced: all {metric_count(tmp_path / 'cam')} metrics equal" in capsys.readouterr().out
+    )

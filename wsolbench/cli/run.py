@@ -117,6 +117,11 @@ def add_reproduce(commands) -> None:
         help="an eval's result: the weights file it evaluated (checked by its sha256), "
         "evaluated again",
     )
+    add_overrides_argument(
+        parser,
+        "where a part's weights are on this machine, for a key that chooses them "
+        "(backbone.checkpoint=PATH, teacher=run:DIR); checked by sha256 before any work",
+    )
     add_num_workers(parser)
     add_count_workers(parser)
     parser.set_defaults(handler=cmd_reproduce)
@@ -132,6 +137,7 @@ def cmd_reproduce(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         weights=args.weights,
+        weights_overrides=args.overrides,
         num_workers=args.num_workers,
         count_workers=args.workers,
     )

@@ -19,7 +19,7 @@ from typing import Any
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
 from wsolbench.results.environment import code_label, env_field
-from wsolbench.results.grouping import canonical, row_config, row_key, weights_keys
+from wsolbench.results.grouping import canonical, row_config, row_key
 from wsolbench.results.record import METRIC_KEYS, Result, ResultError, can_select
 
 logger = logging.getLogger(__name__)
@@ -69,10 +69,11 @@ def _differing_keys(flats: list[dict]) -> list[str]:
 
 
 def _shown_overrides(result: Result) -> dict[str, Any]:
-    """A run's overrides but those choosing the weights of a part its provenance names
-    (``teacher``, ``text.checkpoint``): the Pretrained cell names those already, by content."""
-    chosen = weights_keys(result)
-    return {k: v for k, v in result.overrides.items() if k not in chosen}
+    """A run's overrides of the keys its row is told apart by (:func:`row_config`): not those
+    choosing a part's weights (``teacher``, ``text.checkpoint``), which the Pretrained cell names
+    by content, nor an eval's training keys."""
+    row = row_config(result)
+    return {k: v for k, v in result.overrides.items() if k in row}
 
 
 def _label(shown: dict[str, Any], flat: dict, differing: list[str]) -> str:

@@ -119,9 +119,15 @@ def weights_keys(result: Result) -> set[str]:
 
 def row_config(result: Result) -> dict[str, Any]:
     """The result's config as a row tells runs apart: dotted leaves without the seed and without
-    :func:`weights_keys`."""
+    :func:`weights_keys`; an eval's also without ``train.*`` (it trained nothing: the file it
+    evaluated, named by sha256 in ``pretrained``, is what its numbers are of)."""
     dropped = weights_keys(result)
-    return {k: v for k, v in dotted_leaves(strip_seed(result.config)).items() if k not in dropped}
+    evaluated = result.evaluated_weights is not None
+    return {
+        k: v
+        for k, v in dotted_leaves(strip_seed(result.config)).items()
+        if k not in dropped and not (evaluated and k.startswith("train."))
+    }
 
 
 def row_key(result: Result) -> tuple[str, str, str]:

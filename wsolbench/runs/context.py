@@ -74,6 +74,8 @@ class RunSpec:
     summed_pxap: bool = False
     # the config the overrides must resolve to (reproduce: a recorded run's); None: any
     config: dict | None = None
+    # the weights the method must load, by content (reproduce: the recorded ones); None: any
+    pretrained: str | None = None
 
 
 def barrier(world: int) -> None:
@@ -288,6 +290,8 @@ def config_of_source_run(context: RunContext, weights: Path) -> None:
     (the config that made the weights), and ``-o`` may not contradict it."""
     from wsolbench.config import apply_overrides, without_pretrained
 
+    if context.spec.config is not None:
+        return  # reproduce: the recorded eval's config, wherever the same file now sits
     try:
         source = workdir.read_record(weights.parent)
     except workdir.WorkDirError:

@@ -103,6 +103,8 @@ def execute(spec: RunSpec) -> Result:
         if context.method_cls.capabilities.trainable:
             # a teacher it learns from is part of what it is
             method.prepare_training(training_data(context))
+        if spec.pretrained is not None:
+            _check_same_weights(spec.pretrained, method, context.config)
         announce(context, method.pretrained)
         write_record(context, method.pretrained)
         weights_file = None
@@ -148,6 +150,31 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         announce(context, loaded)
         write_record(context, loaded)
         return _evaluate_and_save(context, method, loaded)
+
+
+def _check_same_weights(recorded: str, method, config: dict) -> None:
+    """Refuse, before any work, a rerun whose method loads other weights than the record names
+    (another file at the recorded path, another cache entry), naming the ``-o`` that gives them
+    (``reproduce`` takes it for the keys that choose weights)."""
+    from wsolbench.config import dotted_leaves
+    from wsolbench.results.grouping import part_weights_keys
+    from wsolbench.util.weights_source import content_differences
+
+    differing = content_differences(recorded, method.pretrained)
+    if not differing:
+        return
+    part, was, now = differing[0]
+    if not part and len(method.provenance) == 1:  # one part: its source stands unlabelled
+        [part] = method.provenance
+    leaves = dotted_leaves(config)
+    keys = [k for k in part_weights_keys(method.provenance).get(part, ()) if k in leaves]
+    hints = [f"-o {k}=PATH" for k in keys if k.endswith("checkpoint")]
+    hints += [f"-o {k}=run:DIR" for k in keys if str(leaves[k]).startswith("run:") or k == part]
+    raise RunError(
+        f"{part or 'weights'}: this machine loads {now}, the result was made with {was} (by "
+        f"content); give those weights with {' or '.join(hints) or '-o KEY=VALUE'} (checked by "
+        "sha256), or remove what stands in their place"
+    )
 
 
 def _evaluate_and_save(

@@ -27,6 +27,7 @@ from wsolbench.runs.record_spec import (
     record_device,
     record_method,
     record_protocol,
+    with_leaf,
 )
 from wsolbench.util.atomic import rename_into_place
 from wsolbench.util.cache import default_cache_dir
@@ -101,7 +102,7 @@ def planned_inputs(
                 f"result's own dataset ({dataset}): place that run's folder at {recorded}"
             )
         folder = default_cache_dir() / "input-runs" / f"{record['method']}-{sha256[:12]}"
-        config = _with_leaf(config, key, f"run:{folder}")
+        config = with_leaf(config, key, f"run:{folder}")
         reruns.append(InputRerun(part, recorded, entry, folder))
     return config, reruns
 
@@ -199,9 +200,3 @@ def check_before_work(spec: RunSpec) -> None:
         open_work_dir(context)
     if created:  # an input run may yet fail: leave nothing behind but what its rerun makes
         shutil.rmtree(spec.work_dir, ignore_errors=True)
-
-
-def _with_leaf(config: dict, key: str, value) -> dict:
-    """A copy of a nested config with the dotted leaf ``key`` set to ``value``."""
-    head, _, rest = key.partition(".")
-    return {**config, head: _with_leaf(config[head], rest, value) if rest else value}

@@ -82,3 +82,9 @@ def record_device(env: dict, where: Path) -> str:
             )
             return "cpu"
     return device
+
+
+def with_leaf(config: dict, key: str, value) -> dict:
+    """A copy of a nested config with the dotted leaf ``key`` set to ``value``."""
+    head, _, rest = key.partition(".")
+    return {**config, head: with_leaf(config[head], rest, value) if rest else value}

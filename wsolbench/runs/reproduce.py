@@ -17,11 +17,14 @@ loaded another run's weights has that run rerun first where its folder is not he
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsolbench.config import dotted_leaves, parse_override
 from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.results.environment import code_label, env_changes, env_field
+from wsolbench.results.grouping import weights_keys
 from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
 from wsolbench.results.verify import BindingError, verify_result
 from wsolbench.results.workdir import read_record
@@ -32,6 +35,7 @@ from wsolbench.runs.record_spec import (
     record_device,
     record_method,
     record_protocol,
+    with_leaf,
 )
 from wsolbench.util.weights_source import content_key, file_sha256
 
@@ -137,6 +141,25 @@ def _follows_from_counts(recorded: Result) -> bool:
     )
 
 
+def _given_weights(recorded: Result, overrides: Sequence[str]) -> dict:
+    """The recorded config with ``reproduce -o`` applied: only keys that choose a part's weights
+    (:func:`wsolbench.results.grouping.weights_keys`), which the run checks by content."""
+    allowed = weights_keys(recorded)
+    leaves = dotted_leaves(recorded.config)
+    config = recorded.config
+    for text in overrides:
+        keys, value = parse_override(text)
+        key = ".".join(keys)
+        if key not in allowed or key not in leaves:
+            raise RunError(
+                f"-o {text}: {key} does not choose weights; reproduce takes -o only for "
+                f"{', '.join(sorted(k for k in allowed if k in leaves)) or 'no key of this run'} "
+                "(where those weights are here), anything else would be another run"
+            )
+        config = with_leaf(config, key, value)
+    return config
+
+
 def reproduce(
     source: str | Path,
     *,
@@ -145,6 +168,7 @@ def reproduce(
     device: str | None = None,
     batch_size: int | None = None,
     weights: str | Path | None = None,
+    weights_overrides: Sequence[str] = (),
     num_workers: int | None = None,
     count_workers: int = 1,
     progress: bool = True,
@@ -161,6 +185,9 @@ def reproduce(
             an input run is rerun on its own recorded device.
         batch_size: the evaluation batch; default: the recorded one (64, the default of the
             commands, for a record made before it was recorded).
+        weights_overrides: ``KEY=VALUE`` for config keys that choose a part's weights
+            (``backbone.checkpoint=PATH``, ``teacher=run:DIR``): where those weights are on this
+            machine. The method must then load the recorded weights (by sha256), as always.
         weights: for the result of an ``eval``, the weights file it evaluated (checked by
             content against the result's ``evaluated_weights``); it is evaluated again, nothing
             is trained.
@@ -208,8 +235,9 @@ def reproduce(
             "reproduce compares a fresh rerun; pass another --work-dir or delete that folder "
             "(an interrupted rerun there, without a result, continues)"
         )
+    config = _given_weights(recorded, weights_overrides)
     config, reruns = planned_inputs(
-        recorded.config, recorded.input_runs, recorded.provenance, recorded.dataset, path
+        config, recorded.input_runs, recorded.provenance, recorded.dataset, path
     )
     spec = RunSpec(
         method=record_method(
@@ -229,6 +257,7 @@ def reproduce(
         threads=recorded.env.get("torch_threads"),
         progress=progress,
         config=config,
+        pretrained=None if weights is not None else recorded.pretrained,
     )
     if reruns:
         check_before_work(spec)

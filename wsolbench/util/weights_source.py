@@ -93,3 +93,16 @@ def content_key(pretrained: str) -> str:
         kind, _, details = split_source(source)
         keyed.append(f"{part}={kind}:({details})" if SHA256.search(details) else f"{part}={source}")
     return "; ".join(keyed)
+
+
+def content_differences(recorded: str, here: str) -> list[tuple[str, str, str]]:
+    """``(part, recorded source, source here)`` of each part whose recorded source names a
+    digest and whose weights here are other ones (by content): what a rerun would load instead
+    of what the record says. A part without a recorded digest (an older record) is not judged."""
+    now = dict(source_parts(here))
+    return [
+        (part, source, now.get(part, "absent"))
+        for part, source in source_parts(recorded)
+        if SHA256.search(split_source(source)[2])
+        and content_key(f"{part}={source}") != content_key(f"{part}={now.get(part, '')}")
+    ]
