@@ -515,3 +515,16 @@ def test_an_eval_s_row_is_its_weights_not_a_training_config_it_did_not_run(tmp_p
         path.write_text(json.dumps(d))
     text = compare([tmp_path], published=False, wide=True)
     assert _md_row(text, "cam")[2] == "3" and "max_epochs" not in text
+
+
+def test_a_cache_folder_is_where_a_machine_keeps_files_not_what_a_run_is(tmp_path):
+    """``text.cache_dir`` (any ``*cache_dir`` key) names a folder of one machine: runs that differ
+    only there are seeds of one row, and no label shows it."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    for path in sorted((tmp_path / "cam").rglob("result.json")):
+        d = json.loads(path.read_text())
+        d["config"]["text"] = {"cache_dir": f"/lab{d['seed']}/textcache"}
+        d["overrides"] = {"text.cache_dir": f"/lab{d['seed']}/textcache"}
+        path.write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "cam")[2] == "3" and "/lab" not in text

@@ -364,9 +364,12 @@ def test_a_teacher_run_not_here_is_rerun_from_its_embedded_record(tiny, one_thre
     argv = ["run", "--method", "tedloc", "--dataset", "synthetic", "--device", "cpu"]
     argv += ["--data-root", root, "--protocol", protocol, "--threads", "1"]
     overrides = [*TINY_BACKBONE, "text.pretrained=false", "train.max_epochs=1"]
-    for override in (*overrides, f"teacher=run:{teacher}"):
+    text_cache = tmp_path / "text-cache"  # a folder of this machine only
+    for override in (*overrides, f"teacher=run:{teacher}", f"text.cache_dir={text_cache}"):
         argv += ["-o", override]
     assert main([str(a) for a in (*argv, "--work-dir", tmp_path / "student")]) == 0
+    shutil.rmtree(text_cache)
+    text_cache.write_text("")  # another machine: no folder can be made there
     result = json.loads((tmp_path / "student" / "result.json").read_text())
     embedded = result["input_runs"]["teacher"]
     assert embedded["weights_sha256"] == file_sha256(one_thread / "weights.pt")

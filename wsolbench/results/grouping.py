@@ -24,6 +24,14 @@ from wsolbench.util.weights_source import content_key
 
 # Config keys that do not change what a run is: runs differing only in these are seeds of one row.
 SEED_KEYS = frozenset({"seed"})
+# The last part of a config key that names a folder of one machine (``text.cache_dir``): where it
+# keeps files, not what a run is.
+LOCAL_KEY_NAMES = ("cache_dir",)
+
+
+def is_local_key(key: str) -> bool:
+    """Whether a dotted config key names a folder of one machine (:data:`LOCAL_KEY_NAMES`)."""
+    return key.rpartition(".")[2] in LOCAL_KEY_NAMES
 
 
 def check_one_protocol(found: list[tuple[Path, Result]]) -> tuple[str, str]:
@@ -118,15 +126,16 @@ def weights_keys(result: Result) -> set[str]:
 
 
 def row_config(result: Result) -> dict[str, Any]:
-    """The result's config as a row tells runs apart: dotted leaves without the seed and without
-    :func:`weights_keys`; an eval's also without ``train.*`` (it trained nothing: the file it
-    evaluated, named by sha256 in ``pretrained``, is what its numbers are of)."""
+    """The result's config as a row tells runs apart: dotted leaves without the seed, the
+    :func:`weights_keys` and the folders of one machine (:func:`is_local_key`); an eval's also
+    without ``train.*`` (it trained nothing: the file it evaluated, named by sha256 in
+    ``pretrained``, is what its numbers are of)."""
     dropped = weights_keys(result)
     evaluated = result.evaluated_weights is not None
     return {
         k: v
         for k, v in dotted_leaves(strip_seed(result.config)).items()
-        if k not in dropped and not (evaluated and k.startswith("train."))
+        if k not in dropped and not is_local_key(k) and not (evaluated and k.startswith("train."))
     }
 
 

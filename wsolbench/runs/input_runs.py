@@ -24,6 +24,7 @@ from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
 from wsolbench.runs.context import RunError, RunSpec
 from wsolbench.runs.record_spec import (
     config_overrides,
+    local_defaults,
     record_device,
     record_method,
     record_protocol,
@@ -142,8 +143,9 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
     if _holds_weights(folder, entry["weights_sha256"]):
         return
     record, env = entry["record"], entry.get("env", {})
+    method = record_method(record["method"], record.get("method_source"))
     config, inner = planned_inputs(
-        record["config"],
+        local_defaults(record["config"], method, record["dataset"]),
         entry.get("input_runs", {}),
         entry.get("provenance", {}),
         record["dataset"],
@@ -160,7 +162,7 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
     )
     result = execute(
         RunSpec(
-            method=record_method(record["method"], record.get("method_source")),
+            method=method,
             dataset=record["dataset"],
             protocol=record_protocol(record, folder / RECORD_FILE),
             data_root=options.data_root,

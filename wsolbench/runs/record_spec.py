@@ -1,6 +1,7 @@
 """A recorded run's command rebuilt from its record: the method to run, its protocol, its config
-as ``-o`` overrides, the device. ``reproduce`` reruns a result with them, and the runs whose
-weights it loaded (:mod:`wsolbench.runs.input_runs`).
+as ``-o`` overrides (this machine's folders in place of the recording machine's), the device.
+``reproduce`` reruns a result with them, and the runs whose weights it loaded
+(:mod:`wsolbench.runs.input_runs`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from wsolbench.config import dotted_leaves
 from wsolbench.protocol import Protocol, ProtocolError, load_protocol, protocol_from_snapshot
+from wsolbench.results.grouping import is_local_key
 from wsolbench.results.workdir import RECORD_FILE
 from wsolbench.runs.context import RunError
 
@@ -88,3 +91,23 @@ def with_leaf(config: dict, key: str, value) -> dict:
     """A copy of a nested config with the dotted leaf ``key`` set to ``value``."""
     head, _, rest = key.partition(".")
     return {**config, head: with_leaf(config[head], rest, value) if rest else value}
+
+
+def local_defaults(config: dict, method: str, dataset: str) -> dict:
+    """``config`` with each folder of the recording machine (``text.cache_dir``:
+    :func:`~wsolbench.results.grouping.is_local_key`) set to the method's preset value: this
+    machine's own place, which does not change the numbers.
+
+    Args:
+        method: a registered name or ``module:Class`` (:func:`record_method`).
+    """
+    from wsolbench.config import resolve_config
+    from wsolbench.registry import get_method
+
+    local = [key for key in dotted_leaves(config) if is_local_key(key)]
+    if not local:
+        return config
+    preset = dotted_leaves(resolve_config(get_method(method), dataset))
+    for key in local:
+        config = with_leaf(config, key, preset.get(key))
+    return config

@@ -32,6 +32,7 @@ from wsolbench.runs.context import RunError, RunSpec
 from wsolbench.runs.input_runs import RerunOptions, check_before_work, planned_inputs, rerun_input
 from wsolbench.runs.record_spec import (
     config_overrides,
+    local_defaults,
     record_device,
     record_method,
     record_protocol,
@@ -235,14 +236,13 @@ def reproduce(
             "reproduce compares a fresh rerun; pass another --work-dir or delete that folder "
             "(an interrupted rerun there, without a result, continues)"
         )
-    config = _given_weights(recorded, weights_overrides)
+    method = record_method(recorded.method, recorded.method_source or record.get("method_source"))
+    config = local_defaults(_given_weights(recorded, weights_overrides), method, recorded.dataset)
     config, reruns = planned_inputs(
         config, recorded.input_runs, recorded.provenance, recorded.dataset, path
     )
     spec = RunSpec(
-        method=record_method(
-            recorded.method, recorded.method_source or record.get("method_source")
-        ),
+        method=method,
         dataset=recorded.dataset,
         protocol=protocol,
         data_root=data_root,
