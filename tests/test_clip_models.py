@@ -79,6 +79,20 @@ def test_a_random_tower_is_seeded_and_says_so():
     assert first.activation == "gelu" and not is_quick_gelu(first)  # the config's activation
 
 
+def test_a_random_tower_of_another_architecture_under_one_name_has_its_own_cache_key(
+    monkeypatch,
+):
+    """A random tower's text embeddings are cached by what makes it: a model configuration of
+    wsolbench's own, edited under the same name, must not read the old tower's embeddings."""
+    from wsolbench.blocks.open_clip_configs import import_open_clip
+
+    factory = import_open_clip().factory
+    before = clip_models.weights_key(load_clip(TINY_CLIP, seed=3))
+    edited = {**factory._MODEL_CONFIGS[TINY_CLIP], "embed_dim": 32}
+    monkeypatch.setitem(factory._MODEL_CONFIGS, TINY_CLIP, edited)
+    assert clip_models.weights_key(load_clip(TINY_CLIP, seed=3)) != before
+
+
 def test_open_clip_state_dict(tmp_path):
     """``torch.save(model.state_dict(), PATH)`` of an open_clip model: its config's activation,
     unless declared."""

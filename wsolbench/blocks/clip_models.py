@@ -34,6 +34,7 @@ This is a plain module of ``wsolbench.blocks`` (not a plugin folder): it registe
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -269,8 +270,13 @@ def load_clip(
     patch_size = int(_pair(getattr(visual, "patch_size", 16))[0])
     mean = tuple(getattr(visual, "image_mean", None) or CLIP_MEAN)
     std = tuple(getattr(visual, "image_std", None) or CLIP_STD)
-    # A random tower is a function of the seed and of the code that initialises it.
-    random_id = f"random-seed-{seed}-open_clip-{open_clip.__version__}-torch-{torch.__version__}"
+    # A random tower is a function of its architecture (a configuration of wsolbench's own may be
+    # edited under its name), the seed and the code that initialises it.
+    architecture = json.dumps(open_clip.get_model_config(name), sort_keys=True, default=str)
+    arch = hashlib.sha256(architecture.encode()).hexdigest()[:12]
+    random_id = (
+        f"random-{arch}-seed-{seed}-open_clip-{open_clip.__version__}-torch-{torch.__version__}"
+    )
     weights_id = f"sha256:{sha256}" if sha256 is not None else random_id
     return LoadedClip(
         model=model,
