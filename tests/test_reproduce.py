@@ -473,9 +473,29 @@ def test_a_weights_file_not_here_is_refused_before_training_and_can_be_given(tin
     assert not (tmp_path / "a" / "train").exists()  # refused before training
 
     status = main([str(a) for a in (*again, "--work-dir", tmp_path / "b", "-o", "seed=3")])
-    assert status == 2 and "does not choose weights" in capsys.readouterr().err
+    assert status == 2 and "reproduce takes -o only to say where" in capsys.readouterr().err
     given = ["-o", f"backbone.checkpoint={kept}"]
     assert main([str(a) for a in (*again, "--work-dir", tmp_path / "c", *given)]) == 0
     assert (
         f"reproduced: all {metric_count(tmp_path / 'cam')} metrics equal" in capsys.readouterr().out
     )
+
+
+def test_weights_are_compared_part_by_part_by_kind_and_digest():
+    """What the pre-training check compares: the same bytes from a cache and from a file are two
+    rows (content_key keeps the kind), a part that loads nothing here is named as such, parts
+    built from the data (the teacher) are left to the comparison after the rerun."""
+    from wsolbench.util.weights_source import content_differences, content_key
+
+    cached, loose = f"cache:r (sha256 {'0a1b' * 3})", f"file:r.pth (sha256 {'0a1b' * 3})"
+    assert content_key(cached) != content_key(loose)
+    assert content_differences(cached, loose) == [("", cached, loose)]
+    assert content_differences(cached, f"cache:other-name (sha256 {'0a1b' * 3})") == []
+    recorded = f"backbone={cached}; text=none; teacher=run:t (weights sha256 {'c' * 12})"
+    assert content_differences(recorded, "none") == [
+        ("backbone", cached, "none"),
+        ("teacher", f"run:t (weights sha256 {'c' * 12})", "none"),
+    ]
+    assert content_differences(recorded, "none", parts={"backbone"}) == [
+        ("backbone", cached, "none")
+    ]

@@ -156,8 +156,8 @@ class Result:
             (:func:`wsolbench.runs.rebuild.input_run`: its ``config.yaml`` record, its
             ``weights.pt`` sha256, its ``env`` and its own ``input_runs``); ``reproduce`` reruns
             it where the recorded folder is not here. Absent when no part did.
-        method_source: where the method's class lives (``module:Class``), for a plugin run as
-            ``--method pkg.module:Class`` and not registered where the result is read.
+        method_source: where the method's class lives (``module:Class``): how a plugin run as
+            ``--method pkg.module:Class``, registered nowhere, is found again.
         protocol_spec: the protocol's content (:meth:`wsolbench.protocol.Protocol.snapshot`):
             a result whose protocol is not shipped (``--protocol FILE``) reruns from this file.
         evaluated_weights: the sha256 of the file an ``eval`` evaluated (``reproduce`` needs

@@ -100,11 +100,11 @@ def execute(spec: RunSpec) -> Result:
             spec.seed,
             classnames=context.protocol.classnames,
         )
+        if spec.pretrained is not None:  # reproduce: before a teacher is built or trained
+            check_recorded_weights(spec.pretrained, method, context.config)
         if context.method_cls.capabilities.trainable:
             # a teacher it learns from is part of what it is
             method.prepare_training(training_data(context))
-        if spec.pretrained is not None:
-            _check_same_weights(spec.pretrained, method, context.config)
         announce(context, method.pretrained)
         write_record(context, method.pretrained)
         weights_file = None
@@ -152,28 +152,34 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         return _evaluate_and_save(context, method, loaded)
 
 
-def _check_same_weights(recorded: str, method, config: dict) -> None:
-    """Refuse, before any work, a rerun whose method loads other weights than the record names
-    (another file at the recorded path, another cache entry), naming the ``-o`` that gives them
-    (``reproduce`` takes it for the keys that choose weights)."""
+def check_recorded_weights(recorded: str, method, config: dict) -> None:
+    """Refuse, before any work, a rerun whose method loads other weights than the record
+    (``recorded``, its ``pretrained``) names, by sha256, for a part chosen by a file key
+    (``backbone.checkpoint``): another file at the recorded path, none there, another cache
+    entry. The error names the ``-o`` that says where those weights are (``reproduce`` takes it).
+    Parts built from the data or a recipe (a cam teacher, synthclip) are not refused: they may
+    differ on another machine, which the comparison after the rerun reports."""
     from wsolbench.config import dotted_leaves
     from wsolbench.results.grouping import part_weights_keys
     from wsolbench.util.weights_source import content_differences
 
-    differing = content_differences(recorded, method.pretrained)
+    leaves = dotted_leaves(config)
+    file_keys = {
+        part: [key for key in keys if key.endswith("checkpoint") and key in leaves]
+        for part, keys in part_weights_keys(method.provenance).items()
+    }
+    judged = {part for part, keys in file_keys.items() if keys}
+    if len(method.provenance) == 1 and judged:
+        judged.add("")  # one part: its source stands unlabelled
+    differing = content_differences(recorded, method.pretrained, judged)
     if not differing:
         return
     part, was, now = differing[0]
-    if not part and len(method.provenance) == 1:  # one part: its source stands unlabelled
-        [part] = method.provenance
-    leaves = dotted_leaves(config)
-    keys = [k for k in part_weights_keys(method.provenance).get(part, ()) if k in leaves]
-    hints = [f"-o {k}=PATH" for k in keys if k.endswith("checkpoint")]
-    hints += [f"-o {k}=run:DIR" for k in keys if str(leaves[k]).startswith("run:") or k == part]
+    part = part or next(iter(method.provenance))
+    hints = " or ".join(f"-o {key}=PATH" for key in file_keys[part])
     raise RunError(
-        f"{part or 'weights'}: this machine loads {now}, the result was made with {was} (by "
-        f"content); give those weights with {' or '.join(hints) or '-o KEY=VALUE'} (checked by "
-        "sha256), or remove what stands in their place"
+        f"{part}: this machine loads {now}, the result was made with {was} (by content); give "
+        f"that file with {hints} (checked by sha256), or remove what stands in its place"
     )
 
 

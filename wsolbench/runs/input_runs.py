@@ -142,6 +142,11 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
     entry, folder = rerun.entry, rerun.folder
     if _holds_weights(folder, entry["weights_sha256"]):
         return
+    if folder.exists():  # named by weights it does not hold: nothing may take its place
+        raise RunError(
+            f"{folder} does not hold the weights its name says (sha256 "
+            f"{entry['weights_sha256'][:12]}): delete it, and reproduce again"
+        )
     record, env = entry["record"], entry.get("env", {})
     method = record_method(record["method"], record.get("method_source"))
     config, inner = planned_inputs(
@@ -177,6 +182,7 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
             threads=record.get("threads"),
             progress=options.progress,
             config=config,
+            pretrained=record.get("pretrained"),
         )
     )
     found = file_sha256(partial / WEIGHTS_FILE)
@@ -193,12 +199,23 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
 
 
 def check_before_work(spec: RunSpec) -> None:
-    """What ``execute(spec)`` checks before any work (names, config, data, the work dir), now:
-    an input run is rerun first, and a mistake must not wait for it."""
+    """What ``execute(spec)`` checks before any work (names, config, data, the work dir, the
+    recorded weights), now: an input run is rerun first, and a mistake must not wait for it."""
+    from wsolbench.method import build_method
     from wsolbench.runs.context import locked_run, open_work_dir
+    from wsolbench.runs.execute import check_recorded_weights
 
     created = not Path(spec.work_dir).exists()
     with locked_run(spec, f"seed{spec.seed}") as context:
         open_work_dir(context)
+        if spec.pretrained is not None:  # its weights, as execute checks them later
+            method = build_method(
+                context.method_cls,
+                context.config,
+                context.protocol.num_classes,
+                spec.seed,
+                classnames=context.protocol.classnames,
+            )
+            check_recorded_weights(spec.pretrained, method, context.config)
     if created:  # an input run may yet fail: leave nothing behind but what its rerun makes
         shutil.rmtree(spec.work_dir, ignore_errors=True)

@@ -109,5 +109,6 @@ def local_defaults(config: dict, method: str, dataset: str) -> dict:
         return config
     preset = dotted_leaves(resolve_config(get_method(method), dataset))
     for key in local:
-        config = with_leaf(config, key, preset.get(key))
+        if key in preset:  # (one under an open mapping has no default to take)
+            config = with_leaf(config, key, preset[key])
     return config

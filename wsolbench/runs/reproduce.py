@@ -143,19 +143,26 @@ def _follows_from_counts(recorded: Result) -> bool:
 
 
 def _given_weights(recorded: Result, overrides: Sequence[str]) -> dict:
-    """The recorded config with ``reproduce -o`` applied: only keys that choose a part's weights
-    (:func:`wsolbench.results.grouping.weights_keys`), which the run checks by content."""
-    allowed = weights_keys(recorded)
+    """The recorded config with ``reproduce -o`` applied: only where a part's weights are here —
+    a file for a ``checkpoint`` key, ``run:DIR`` for a run's (:func:`weights_keys`); the run
+    checks them by content."""
     leaves = dotted_leaves(recorded.config)
+    where_keys = sorted(
+        key
+        for key in weights_keys(recorded)
+        if key in leaves and (key.endswith("checkpoint") or str(leaves[key]).startswith("run:"))
+    )
     config = recorded.config
     for text in overrides:
         keys, value = parse_override(text)
         key = ".".join(keys)
-        if key not in allowed or key not in leaves:
+        says_where = key.endswith("checkpoint") or str(value).startswith("run:")
+        if key not in where_keys or not isinstance(value, str) or not says_where:
             raise RunError(
-                f"-o {text}: {key} does not choose weights; reproduce takes -o only for "
-                f"{', '.join(sorted(k for k in allowed if k in leaves)) or 'no key of this run'} "
-                "(where those weights are here), anything else would be another run"
+                f"-o {text}: reproduce takes -o only to say where a part's weights are here "
+                f"(a file for a checkpoint key, run:DIR for a run's): "
+                f"{', '.join(where_keys) or 'this run has no such key'}; anything else would be "
+                "another run"
             )
         config = with_leaf(config, key, value)
     return config

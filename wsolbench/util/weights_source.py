@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 DIGEST_HEX = 12  # hex digits of a sha256 a source shows
@@ -84,25 +84,33 @@ def split_source(source: str) -> tuple[str, str, str]:
     return "", body, details
 
 
+def source_key(source: str) -> str:
+    """What one source loads, by content: with a digest, its kind and details (the name
+    dropped); any other as written."""
+    kind, _, details = split_source(source)
+    return f"{kind}:({details})" if SHA256.search(details) else source
+
+
 def content_key(pretrained: str) -> str:
-    """What a ``pretrained`` text loads, by content: each source with a digest as its kind and
-    details (the name dropped), any other as written. Two records load the same weights exactly
-    when their keys are equal."""
-    keyed = []
-    for part, source in source_parts(pretrained):
-        kind, _, details = split_source(source)
-        keyed.append(f"{part}={kind}:({details})" if SHA256.search(details) else f"{part}={source}")
-    return "; ".join(keyed)
+    """What a ``pretrained`` text loads, by content (:func:`source_key` of each part). Two
+    records load the same weights exactly when their keys are equal."""
+    return "; ".join(f"{part}={source_key(source)}" for part, source in source_parts(pretrained))
 
 
-def content_differences(recorded: str, here: str) -> list[tuple[str, str, str]]:
+def content_differences(
+    recorded: str, here: str, parts: Collection[str] | None = None
+) -> list[tuple[str, str, str]]:
     """``(part, recorded source, source here)`` of each part whose recorded source names a
-    digest and whose weights here are other ones (by content): what a rerun would load instead
-    of what the record says. A part without a recorded digest (an older record) is not judged."""
+    digest and whose weights here are other ones (:func:`source_key`): what a rerun would load
+    instead of what the record says. A part without a recorded digest (an older record) is not
+    judged; ``parts``, when given, limits the judgement to those.
+
+    ``here`` may be ``none`` (every part random) or ``n/a``: each part then loads that."""
     now = dict(source_parts(here))
     return [
-        (part, source, now.get(part, "absent"))
+        (part, source, now.get(part, here if here in ("none", "n/a") else "absent"))
         for part, source in source_parts(recorded)
-        if SHA256.search(split_source(source)[2])
-        and content_key(f"{part}={source}") != content_key(f"{part}={now.get(part, '')}")
+        if (parts is None or part in parts)
+        and SHA256.search(split_source(source)[2])
+        and source_key(source) != source_key(now.get(part, here))
     ]
