@@ -267,7 +267,6 @@ def test_a_run_resumed_under_other_code_records_which_code_trained_which_epochs(
     assert training_code == [{"start_epoch": 0, "code": None}]
     # reproduce names it first among the conditions that differ from a rerun's
     from wsolbench.results.environment import code_label
-    from wsolbench.results.record import load_result
     from wsolbench.runs.reproduce import env_differences
 
     resumed, rerun = load_result(work / "result.json"), load_result(finished / "result.json")
