@@ -179,7 +179,7 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
             batch_size=int(env_field(env, "eval_batch_size")),
             num_workers=options.num_workers,
             count_workers=options.count_workers,
-            threads=record.get("threads"),
+            threads=record.get("threads") or env.get("torch_threads"),
             progress=options.progress,
             config=config,
             pretrained=record.get("pretrained"),
