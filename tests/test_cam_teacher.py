@@ -68,6 +68,21 @@ def test_it_is_a_finished_one_thread_cam_run_built_once(monkeypatch):
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]  # no temporary left
 
 
+def test_a_cache_entry_that_is_not_the_run_its_name_says_is_refused(tmp_path):
+    """The entry's name is a digest of what decides the teacher; a folder under that name holding
+    another run (placed by hand, another seed) is refused, not taught from."""
+    import shutil
+
+    data = synthetic_training_data()
+    entry = run_dir(data, cache_dir=tmp_path)
+    shutil.copytree(ensure_cam_teacher(data), entry)
+    assert ensure_cam_teacher(data, cache_dir=tmp_path) == entry  # the very run: used
+    result = json.loads((entry / "result.json").read_text())
+    (entry / "result.json").write_text(json.dumps({**result, "seed": 1}))
+    with pytest.raises(CamTeacherError, match=r"holds another run \(seed differ\).*delete it"):
+        ensure_cam_teacher(data, cache_dir=tmp_path)
+
+
 def test_the_digest_names_what_decides_the_weights():
     data, base = synthetic_training_data(), cam_teacher.DEFAULT_CONFIG
     digests = {

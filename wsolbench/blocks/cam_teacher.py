@@ -15,7 +15,8 @@ The digest covers :class:`CamTeacherConfig`, ``cam``'s resolved configuration fo
 the protocol's hash, the data fingerprint, the device kind and the torch version: two students on
 different data never share a teacher. On the CPU the run has one torch thread (float reductions
 depend on the thread count, so the weights do not depend on the caller's settings). It is trained
-into a temporary folder renamed into place only once the run has finished.
+into a temporary folder renamed into place only once the run has finished, and an entry whose
+``result.json`` is not the run its name says (placed by hand, edited) is refused when read.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def ensure_cam_teacher(
     config = config or DEFAULT_CONFIG
     final = run_dir(data, config, cache_dir)
     if (final / WEIGHTS_FILE).is_file():
+        _check_entry(final, data, config)
         return final
     argv = _cam_argv(data, config)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # N ranks would each train it
@@ -194,11 +196,6 @@ def adopt_run(
     Raises:
         CamTeacherError: the run is not finished, or differs (the message names each field).
     """
-    import torch
-
-    from wsolbench.config import resolve_config
-    from wsolbench.registry import get_method
-
     config = config or DEFAULT_CONFIG
     folder = Path(folder)
     final = run_dir(data, config, cache_dir)
@@ -208,30 +205,7 @@ def adopt_run(
         result = json.loads((folder / RESULT_FILENAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise CamTeacherError(f"{folder} holds no finished run (no readable result.json)") from None
-    env = result.get("env", {})
-    expected = {
-        "method": "cam",
-        "dataset": data.dataset,
-        "protocol_hash": data.protocol_hash,
-        "data fingerprint": data.data_fingerprint,
-        "seed": config.seed,
-        "config": resolve_config(get_method("cam"), data.dataset, list(config.overrides)),
-        "device": _device_kind(data.device),
-        "torch": torch.__version__,
-    }
-    found = {
-        "method": result.get("method"),
-        "dataset": result.get("dataset"),
-        "protocol_hash": result.get("protocol_hash"),
-        "data fingerprint": (result.get("data_fingerprint") or {}).get("sha256"),
-        "seed": result.get("seed"),
-        "config": result.get("config"),
-        "device": _device_kind(env.get("device", "")),
-        "torch": env.get("torch"),
-    }
-    if expected["device"] == "cpu":
-        expected["threads"], found["threads"] = config.threads, env.get("torch_threads")
-    differ = [key for key in expected if found[key] != expected[key]]
+    differ = _differences(result, data, config, exact_torch=True)
     if differ or not (folder / WEIGHTS_FILE).is_file():
         argv = shlex.join(_cam_argv(data, config))
         older = (result.get("data_fingerprint") or {}).get("version") == 1
@@ -253,6 +227,60 @@ def adopt_run(
             shutil.copy2(folder / name, work / name)
     rename_into_place(work, final)
     return final
+
+
+def _differences(
+    result: dict, data: TrainingData, config: CamTeacherConfig, *, exact_torch: bool
+) -> list[str]:
+    """The fields in which a finished run's ``result.json`` is not the run the teacher's build
+    would make: dataset, protocol, data, config, seed, device kind, torch (its whole version, or
+    the release the digest names), and on the CPU the thread count."""
+    import torch
+
+    from wsolbench.config import resolve_config
+    from wsolbench.registry import get_method
+
+    def release(version) -> str:
+        return str(version) if exact_torch else str(version).split("+")[0]
+
+    env = result.get("env", {})
+    expected = {
+        "method": "cam",
+        "dataset": data.dataset,
+        "protocol_hash": data.protocol_hash,
+        "data fingerprint": data.data_fingerprint,
+        "seed": config.seed,
+        "config": resolve_config(get_method("cam"), data.dataset, list(config.overrides)),
+        "device": _device_kind(data.device),
+        "torch": release(torch.__version__),
+    }
+    found = {
+        "method": result.get("method"),
+        "dataset": result.get("dataset"),
+        "protocol_hash": result.get("protocol_hash"),
+        "data fingerprint": (result.get("data_fingerprint") or {}).get("sha256"),
+        "seed": result.get("seed"),
+        "config": result.get("config"),
+        "device": _device_kind(env.get("device", "")),
+        "torch": release(env.get("torch")),
+    }
+    if expected["device"] == "cpu":
+        expected["threads"], found["threads"] = config.threads, env.get("torch_threads")
+    return [key for key in expected if found[key] != expected[key]]
+
+
+def _check_entry(final: Path, data: TrainingData, config: CamTeacherConfig) -> None:
+    """A cache entry is the run its name (a digest) says, or nothing may teach from it."""
+    try:
+        result = json.loads((final / RESULT_FILENAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        result = {}
+    differ = _differences(result, data, config, exact_torch=False)
+    if differ:
+        raise CamTeacherError(
+            f"{final} is named as the cam teacher {teacher_name(data)} but holds another run "
+            f"({', '.join(differ)} differ): delete it, and it is rebuilt"
+        )
 
 
 def _check_same_data(work: Path, data: TrainingData) -> None:
