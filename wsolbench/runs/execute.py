@@ -91,17 +91,7 @@ def execute(spec: RunSpec) -> Result:
         finished = open_work_dir(context)
         if finished is not None:
             return _add_missing_cost(context, finished)
-        from wsolbench.method import build_method
-
-        method = build_method(
-            context.method_cls,
-            context.config,
-            context.protocol.num_classes,
-            spec.seed,
-            classnames=context.protocol.classnames,
-        )
-        if spec.pretrained is not None:  # reproduce: before a teacher is built or trained
-            check_recorded_weights(spec.pretrained, method, context.config)
+        method = built_method(context)
         if context.method_cls.capabilities.trainable:
             # a teacher it learns from is part of what it is
             method.prepare_training(training_data(context))
@@ -150,6 +140,23 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         announce(context, loaded)
         write_record(context, loaded)
         return _evaluate_and_save(context, method, loaded)
+
+
+def built_method(context: RunContext):
+    """The run's method, built (its pretrained weights loaded) and, for ``reproduce``, checked
+    against the recorded weights before a teacher is built or anything trained."""
+    from wsolbench.method import build_method
+
+    method = build_method(
+        context.method_cls,
+        context.config,
+        context.protocol.num_classes,
+        context.spec.seed,
+        classnames=context.protocol.classnames,
+    )
+    if context.spec.pretrained is not None:
+        check_recorded_weights(context.spec.pretrained, method, context.config)
+    return method
 
 
 def check_recorded_weights(recorded: str, method, config: dict) -> None:

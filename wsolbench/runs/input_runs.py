@@ -201,21 +201,13 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
 def check_before_work(spec: RunSpec) -> None:
     """What ``execute(spec)`` checks before any work (names, config, data, the work dir, the
     recorded weights), now: an input run is rerun first, and a mistake must not wait for it."""
-    from wsolbench.method import build_method
     from wsolbench.runs.context import locked_run, open_work_dir
-    from wsolbench.runs.execute import check_recorded_weights
+    from wsolbench.runs.execute import built_method
 
     created = not Path(spec.work_dir).exists()
     with locked_run(spec, f"seed{spec.seed}") as context:
         open_work_dir(context)
         if spec.pretrained is not None:  # its weights, as execute checks them later
-            method = build_method(
-                context.method_cls,
-                context.config,
-                context.protocol.num_classes,
-                spec.seed,
-                classnames=context.protocol.classnames,
-            )
-            check_recorded_weights(spec.pretrained, method, context.config)
+            built_method(context)
     if created:  # an input run may yet fail: leave nothing behind but what its rerun makes
         shutil.rmtree(spec.work_dir, ignore_errors=True)
