@@ -161,18 +161,25 @@ def built_method(context: RunContext):
 
 def check_recorded_weights(recorded: str, method, config: dict) -> None:
     """Refuse, before any work, a rerun whose method loads other weights than the record
-    (``recorded``, its ``pretrained``) names, by sha256, for a part chosen by a file key
-    (``backbone.checkpoint``): another file at the recorded path, none there, another cache
-    entry. The error names the ``-o`` that says where those weights are (``reproduce`` takes it).
-    Parts built from the data or a recipe (a cam teacher, synthclip) are not refused: they may
+    (``recorded``, its ``pretrained``) names, by sha256, for a part loaded from a file its
+    config names by path (``backbone.checkpoint=PATH``): another file there. The error names the
+    ``-o`` that says where the recorded file is (``reproduce`` takes it). Parts from a cache, the
+    data or a recipe (a timm tag, a cam teacher, ``synthclip-v1``) are not refused: they may
     differ on another machine, which the comparison after the rerun reports."""
     from wsolbench.config import dotted_leaves
     from wsolbench.results.grouping import part_weights_keys
     from wsolbench.util.weights_source import content_differences
 
     leaves = dotted_leaves(config)
+
+    def names_a_file(key: str) -> bool:  # a path (not a recipe name such as synthclip-v1)
+        value = leaves.get(key)
+        return (
+            bool(value) and key.endswith("checkpoint") and Path(str(value)).expanduser().is_file()
+        )
+
     file_keys = {
-        part: [key for key in keys if key.endswith("checkpoint") and key in leaves]
+        part: [key for key in keys if names_a_file(key)]
         for part, keys in part_weights_keys(method.provenance).items()
     }
     judged = {part for part, keys in file_keys.items() if keys}
