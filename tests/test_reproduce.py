@@ -437,6 +437,10 @@ def test_a_result_json_alone_reproduces_a_plugin_run_of_a_protocol_file(tiny, on
     argv = ["reproduce", report / "result.json", "--data-root", root, "--work-dir", tmp_path / "r"]
     assert main([str(a) for a in argv]) == 0
     assert f"reproduced: all {metric_count(one_thread)} metrics equal" in capsys.readouterr().out
+    (report / "per_image.npz").unlink()  # its counts: the one file it cannot do without
+    argv[-1] = tmp_path / "s"
+    assert main([str(a) for a in argv]) == 2
+    assert "copy the run's per_image.npz beside it" in capsys.readouterr().err
 
 
 def test_a_weights_file_not_here_is_refused_before_training_and_can_be_given(tiny, tmp_path,

@@ -261,8 +261,9 @@ def _open(path: Path, sha256: str) -> np.lib.npyio.NpzFile:
         data = path.read_bytes()
     except OSError as exc:
         raise PerImageError(
-            f"{path}: per-image records unreadable ({exc}); they are written by `wsolbench run` "
-            "beside result.json: re-run or re-evaluate (`wsolbench eval`) to make them"
+            f"{path}: per-image records unreadable ({exc.strerror or exc}); `wsolbench run` "
+            "writes them beside result.json, which names them by sha256: copy the run's "
+            f"{path.name} beside it, or re-run or re-evaluate (`wsolbench eval`) to make them"
         ) from None
     if hashlib.sha256(data).hexdigest() != sha256:
         raise PerImageError(f"{path}: not the file its result.json names (sha256 differs)")
