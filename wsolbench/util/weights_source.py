@@ -105,12 +105,18 @@ def content_differences(
     instead of what the record says. A part without a recorded digest (an older record) is not
     judged; ``parts``, when given, limits the judgement to those.
 
-    ``here`` may be ``none`` (every part random) or ``n/a``: each part then loads that."""
+    ``here`` may be one unlabelled source (``none``, ``n/a``, or the one part a method has built
+    so far): each part is then compared with it."""
     now = dict(source_parts(here))
-    return [
-        (part, source, now.get(part, here if here in ("none", "n/a") else "absent"))
-        for part, source in source_parts(recorded)
-        if (parts is None or part in parts)
-        and SHA256.search(split_source(source)[2])
-        and source_key(source) != source_key(now.get(part, here))
-    ]
+    missing = now.get("", "absent")  # an unlabelled source stands for any part
+    differing = []
+    for part, source in source_parts(recorded):
+        loaded = now.get(part, missing)
+        judged = parts is None or part in parts
+        if (
+            judged
+            and SHA256.search(split_source(source)[2])
+            and source_key(source) != source_key(loaded)
+        ):
+            differing.append((part, source, loaded))
+    return differing
