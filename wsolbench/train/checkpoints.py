@@ -49,8 +49,6 @@ CHECKPOINT_GLOBALS = (
 IDENTITY_KEY = "wsolbench_run"
 # the code that trained each epoch of a checkpoint, as JSON text (wsolbench.train.stamps)
 TRAINING_CODE_KEY = "wsolbench_training_code"
-# what a checkpoint without it says: written by a wsolbench too old to record its code
-UNRECORDED_TRAINING_CODE = ({"start_epoch": 0, "code": None},)
 
 
 class CheckpointError(ValueError):
@@ -101,8 +99,14 @@ def checkpoint_identity(path: Path) -> dict | None:
 def checkpoint_training_code(path: Path) -> list[dict]:
     """``[{"start_epoch", "code"}, ...]``: the code that trained a checkpoint's epochs, each
     entry from its 0-based ``start_epoch`` on; ``code`` None where it was not recorded (a
-    checkpoint of an older wsolbench: :data:`UNRECORDED_TRAINING_CODE`)."""
-    return _json_entry(path, TRAINING_CODE_KEY) or [dict(e) for e in UNRECORDED_TRAINING_CODE]
+    checkpoint of an older wsolbench: :func:`unrecorded_training_code`)."""
+    return _json_entry(path, TRAINING_CODE_KEY) or unrecorded_training_code()
+
+
+def unrecorded_training_code() -> list[dict]:
+    """What a checkpoint without a training-code stamp says: written by a wsolbench too old to
+    record the code of its epochs."""
+    return [{"start_epoch": 0, "code": None}]
 
 
 def _json_entry(path: Path, key: str):

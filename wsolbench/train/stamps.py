@@ -13,8 +13,8 @@ from wsolbench.results.environment import code_versions
 from wsolbench.train.checkpoints import (
     IDENTITY_KEY,
     TRAINING_CODE_KEY,
-    UNRECORDED_TRAINING_CODE,
     identity_text,
+    unrecorded_training_code,
 )
 from wsolbench.util.compat import ensure_torchvision
 
@@ -52,7 +52,7 @@ class TrainingCodeHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         text = checkpoint.get(TRAINING_CODE_KEY)
         # a checkpoint of an older wsolbench: the code of its epochs was not recorded
-        self.history = json.loads(text) if text else [dict(e) for e in UNRECORDED_TRAINING_CODE]
+        self.history = json.loads(text) if text else unrecorded_training_code()
 
     def before_train(self, runner) -> None:
         if not self.history or self.history[-1]["code"] != self.code:
