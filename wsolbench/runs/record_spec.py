@@ -38,7 +38,8 @@ def record_protocol(record: dict, where: Path) -> Protocol | str:
     the copy its record (``config.yaml``) holds.
 
     Args:
-        record: ``protocol`` and ``protocol_hash``, and ``protocol_spec`` when it has one.
+        record: ``protocol``, ``protocol_hash`` and ``protocol_spec`` (absent or None when it
+            holds no copy).
         where: the result or record named in an error.
     """
     protocol_id, protocol_hash = record["protocol"], record["protocol_hash"]
@@ -47,7 +48,7 @@ def record_protocol(record: dict, where: Path) -> Protocol | str:
             return protocol_id
     except ProtocolError:
         pass
-    if "protocol_spec" not in record:
+    if record.get("protocol_spec") is None:
         raise RunError(
             f"{where}: protocol {protocol_id} (hash {protocol_hash[:12]}) is not shipped with "
             f"this wsolbench, and neither the result (made before it held its protocol) nor a "

@@ -218,12 +218,11 @@ def reproduce(
     # the result names its protocol's content and the method's class; an older one left them to
     # the run record beside it
     record = read_record(path.parent) or {}
-    snapshot = recorded.protocol_spec or record.get("protocol_spec")
     protocol = record_protocol(
         {
             "protocol": recorded.protocol,
             "protocol_hash": recorded.protocol_hash,
-            **({"protocol_spec": snapshot} if snapshot is not None else {}),
+            "protocol_spec": recorded.protocol_spec or record.get("protocol_spec"),
         },
         path,
     )
