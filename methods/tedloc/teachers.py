@@ -133,13 +133,11 @@ class RunTeacher:
 
     def __init__(self, work_dir: str | Path, num_classes: int, image_norm: tuple):
         from wsolbench.data.fingerprint import short
-        from wsolbench.runs.rebuild import input_run, load_run, method_class
+        from wsolbench.runs.rebuild import input_run, load_run, method_class, run_record
 
         folder = Path(work_dir).expanduser()
         try:
-            # what rebuilds it (the student's result embeds it: reproduce, on another machine)
-            self.run = input_run(folder)
-            record = self.run["record"]
+            record, _ = run_record(folder)
             if not method_class(record).capabilities.trainable:
                 raise ValueError(f"method {record['method']!r} has no weights")
             loaded = load_run(folder, weights="exported")
@@ -159,7 +157,8 @@ class RunTeacher:
         self.image_norm = image_norm
         # which teacher this is, by content: the student's result names it, and a resume with
         # another teacher behind the same path is refused (wsolbench.runs.execute checks
-        # "pretrained")
+        # "pretrained"); the result embeds what rebuilds it (reproduce, on another machine)
+        self.run = input_run(loaded)
         data = short(record.get("data_fingerprint"))
         self.source = describe("run", folder.name, self.run["weights_sha256"], [f"data {data}"])
         logger.info("teacher: %s from %s", self.source, folder.resolve())

@@ -104,25 +104,24 @@ def run_record(work_dir: Path) -> tuple[dict, Result | None]:
     return record, result
 
 
-def input_run(work_dir: Path) -> dict:
+def input_run(loaded: LoadedRun) -> dict:
     """What rebuilds a finished run whose weights another run loads (a ``run:`` teacher), as that
     run's result embeds it (``input_runs``): ``record`` (its ``config.yaml``: method and where
     its class lives, dataset, protocol with its copy, data, seed, threads, config),
     ``weights_sha256`` (its ``weights.pt``), ``env`` (its result's: device, evaluation batch,
     code), ``provenance`` and its own ``input_runs``.
 
-    Raises:
-        ResultError: the folder holds no record or no ``weights.pt``.
+    Args:
+        loaded: the run, rebuilt by :func:`load_run` with its exported weights (which checked
+            ``weights.pt`` against the sha256 its result names, when it names one).
     """
     from wsolbench.util.weights_source import file_sha256
 
-    record, result = run_record(work_dir)
-    weights = Path(work_dir) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ResultError(f"{work_dir} holds no {WEIGHTS_FILE}: it is not a finished run")
+    result = loaded.result
+    named = (result.weights_file or {}).get("sha256") if result is not None else None
     return {
-        "record": record,
-        "weights_sha256": file_sha256(weights),
+        "record": loaded.record,
+        "weights_sha256": named or file_sha256(loaded.work_dir / WEIGHTS_FILE),
         "env": result.env if result is not None else {},
         "provenance": result.provenance if result is not None else {},
         "input_runs": result.input_runs if result is not None else {},
