@@ -73,7 +73,7 @@ def test_every_metric_from_records_equals_the_protocol_s(policy):
 def test_metrics_resampled_together_equal_each_alone():
     """A row's metrics are resampled together so that the mask metrics sum their shared
     histograms once: every replicate and leave-one-out value is exactly the one-metric one."""
-    runs = [_random_split(seed)[1] for seed in (3, 4)]
+    runs = [_random_split(seed)[1] for seed in range(3, 8)]  # five: seeds to draw
     keys = ["pxap", "dice_fg", "dice_bg", "miou", "maxboxacc_v2", "top1_loc", "top1_cls"]
     terms = {key: [metric_terms(r, key, None) for r in runs] for key in keys}
     assert terms["pxap"][0].terms is terms["miou"][0].terms  # what makes the sharing pay
@@ -275,8 +275,8 @@ def test_compare_ci_renders_intervals_in_every_format(two_rows, fmt):
     if fmt == "csv":
         header = text.splitlines()[0].split(",")
         assert "maxboxacc_v2_ci_low" in header and "pxap_ci_high" in header
-        assert {"ci_kind", "ci_resampled", "group"} <= set(header)
-        assert ",BCa,images," in text  # center is seed-independent: one run, no seed level
+        assert {"ci_kind", "ci_resampled", "ci_resamples", "ci_seed", "group"} <= set(header)
+        assert ",BCa,images,200,0," in text  # center is seed-independent: no seed level
     else:
         assert "bootstrap interval" in text and text.count("[") >= 4
         assert "BCa" in text and "Group" in text and "Holm" in text
@@ -285,12 +285,12 @@ def test_compare_ci_renders_intervals_in_every_format(two_rows, fmt):
 
 def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
     from wsolbench.leaderboard import build_leaderboards
-    from wsolbench.results.intervals import load_run_records
+    from wsolbench.results.intervals import load_run_records, row_stream
     from wsolbench.results.record import find_results
 
     """Oracle: BCa of the row's replicates (two-level: seeds drawn from the stream of the row's
-    position; here every row is one seed-independent run); --models-fixed: of the images-only
-    ones; select: percentile. Rows of several seeds: tests/test_confidence.py."""
+    runs; here every row is one seed-independent run); --models-fixed: of the images-only ones;
+    select: percentile. Rows of several seeds: tests/test_confidence.py."""
     for policy, models_fixed, kind in (
         ("oracle", False, BCA),
         ("oracle", True, BCA),
@@ -300,10 +300,10 @@ def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
             [two_rows], policy=policy, published=False, ci=300, ci_seed=4, models_fixed=models_fixed
         )
         assert board.interval_kind == kind
-        for position, row in enumerate(board.rows):
+        for row in board.rows:
             runs = [load_run_records(f, r, "test", policy) for f, r in find_results(row.files)]
             terms = [run.terms("maxboxacc_v2") for run in runs]
-            stream = None if models_fixed else position
+            stream = None if models_fixed else row_stream(runs)
             rep = row_replicates(terms, 300, 4, seed_stream=stream, jackknife=kind == BCA)
             assert row.ci["maxboxacc_v2"] == pytest.approx(interval(rep, kind))
             low, high = row.ci["maxboxacc_v2"]
@@ -311,8 +311,10 @@ def test_rows_get_the_intervals_of_their_own_seed_mean(two_rows):
 
 
 def test_a_summed_pxap_run_has_the_same_pxap_and_no_pxap_interval(two_rows, tmp_path):
+    """Its PxAP has no interval (compare --ci) and no paired figure (diff): each says why."""
     from wsolbench.cli.main import main
     from wsolbench.leaderboard import build_leaderboards
+    from wsolbench.results.intervals import diff, render_diff
 
     source = two_rows / "0.5" / "seed0"
     work = tmp_path / "summed" / "seed0"
@@ -323,8 +325,15 @@ def test_a_summed_pxap_run_has_the_same_pxap_and_no_pxap_interval(two_rows, tmp_
     summed, full = load_result(work / "result.json"), load_result(source / "result.json")
     assert summed.metrics == full.metrics and summed.counts == full.counts
     assert (work / "per_image.npz").stat().st_size < (source / "per_image.npz").stat().st_size
-    (board,) = build_leaderboards([tmp_path / "summed"], published=False, ci=100)
-    assert "maxboxacc_v2" in board.rows[0].ci and "pxap" not in board.rows[0].ci
+    other = two_rows / "0.1"  # another row (sigma 0.1), with per-image PxAP
+    (board,) = build_leaderboards([tmp_path / "summed", other], published=False, ci=100)
+    summed_row = next(row for row in board.rows if work / "result.json" in row.files)
+    assert "maxboxacc_v2" in summed_row.ci and "pxap" not in summed_row.ci
+    [note] = [n for n in board.notes if n.startswith("No interval for PxAP of center")]
+    assert "--summed-pxap" in note
+    table = diff([other], [work], resamples=100)
+    assert "pxap" not in [d.key for d in table.rows] and "--summed-pxap" in table.left_out["pxap"]
+    assert "No paired figure for PxAP: B's runs: " in render_diff("A", "B", table)
 
 
 def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
@@ -336,9 +345,15 @@ def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
     # center is seed-independent: its copies under seeds 0 and 1 are one run, not seeds to draw
     assert "Models fixed (no side has several seeds to draw)" in out
     argv = ["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]
-    assert main([*argv, "--models-fixed", "--policy", "select"]) == 0
+    assert main([*argv, "--models-fixed", "--policy", "select", "--ci-seed", "7"]) == 0
     out = capsys.readouterr().out
     assert "95 % CI (percentile)" in out and "Models fixed (--models-fixed)" in out
+    assert "Policy: select (τ chosen per run on the val split, applied to the test split)" in out
+    assert "the same test images (300 resamples, seed 7," in out
+    # select on val is the oracle maximum over the images resampled: not a fixed-τ interval
+    assert main([*argv, "--policy", "select", "--split", "val"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--policy oracle" in err[0]
     assert main(["diff", str(two_rows), str(two_rows / "0.1")]) == 2  # A is two rows
     assert "2 different" in capsys.readouterr().err
 
@@ -371,13 +386,15 @@ def test_compare_ci_resamples_the_same_in_any_number_of_workers(monkeypatch):
     monkeypatch.setattr(intervals, "RESAMPLED_IMAGES_PER_WORKER", 1)
     shared = intervals.replicates(rows, board.metric_keys, **settings, workers=2)
     assert pools == [2]
-    assert [list(row) for row in shared] == [list(row) for row in alone]
-    assert all("pxap" in row for row in alone) and any("top1_loc" in row for row in alone)
+    assert [list(row.values) for row in shared] == [list(row.values) for row in alone]
+    assert all("pxap" in row.values for row in alone)
+    assert any("top1_loc" in row.values for row in alone)
     for row_alone, row_shared in zip(alone, shared, strict=True):
-        for key, rep in row_alone.items():
-            assert row_shared[key].estimate == rep.estimate
-            assert np.array_equal(row_shared[key].values, rep.values)
-            assert np.array_equal(row_shared[key].jackknife, rep.jackknife)
+        for key, rep in row_alone.values.items():
+            other = row_shared.values[key]
+            assert other.estimate == rep.estimate
+            assert np.array_equal(other.values, rep.values)
+            assert np.array_equal(other.jackknife, rep.jackknife)
 
 
 def test_models_fixed_is_refused_without_ci(two_rows, capsys):
@@ -414,5 +431,5 @@ def test_a_run_without_any_metric_asked_for_has_no_replicates():
     from wsolbench.results.row_bootstrap import row_replicates_from_runs, run_resampled
 
     for jackknife in (False, True):
-        runs = [run_resampled({}, 50, 0, jackknife=jackknife) for _ in range(2)]
+        runs = [run_resampled({}, 50, 0, jackknife=jackknife) for _ in range(5)]
         assert row_replicates_from_runs(runs, 50, 0, seed_stream=1) == {}

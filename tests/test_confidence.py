@@ -163,6 +163,28 @@ def test_two_level_bootstrap_sees_seed_noise():
     assert one.seeds == (5, 1) and one.two_level
 
 
+def test_seed_level_spreads_as_the_unbiased_seed_variance():
+    """With no image noise to speak of (every image the same), the two-level replicates of a row
+    of k seeds spread as the unbiased variance of the seed mean, s² / k (ddof 1), not the
+    plug-in (k - 1) / k of it that drawing k of k values alone gives."""
+    from wsolbench.results.row_bootstrap import row_replicates_from_runs, run_resampled
+
+    levels = np.array([0.40, 0.55, 0.47, 0.61])  # each run right on this share of every image
+    runs = []
+    for level in levels:
+        hits = np.zeros(4000, bool)
+        hits[: int(level * 4000)] = True
+        runs.append(
+            run_resampled({"top1_cls": metric_terms(_cls_records(hits), "top1_cls", None)}, 4000, 0)
+        )
+    rep = row_replicates_from_runs(runs, 4000, 0, seed_stream=9)["top1_cls"]
+    expected = np.var(100 * levels, ddof=1) / len(levels)
+    # images: each resample's share moves by ~0.6 points², far below the seeds' ~21; Monte
+    # Carlo error of a variance from 4,000 draws ~ 3 %
+    assert np.var(rep.values) == pytest.approx(expected, rel=0.1)
+    assert np.var(rep.values) > 1.15 * expected * (len(levels) - 1) / len(levels)
+
+
 def test_seed_draws_are_k_with_replacement_and_rows_draw_apart():
     from wsolbench.results.row_bootstrap import draw_seeds
 
@@ -231,24 +253,29 @@ def test_the_order_sentence_claims_only_what_the_tests_support():
     assert supported_order(names[:2], set()) == "no pair told apart"
 
 
-def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
-    """The glue of compare --ci: a row of three seeds has them drawn from its position's stream,
-    a one-run row has no seed level, and each pair's p is that of the difference of the same
-    replicates the intervals come from, Holm-corrected into letters."""
+def _fake_run(name: str, hits: np.ndarray):
+    """A run of ``hits`` as compare --ci reads it: its records and the sha256 its result names
+    (here its name), which picks its row's seed-draw stream."""
     from pathlib import Path
+    from types import SimpleNamespace
 
-    from wsolbench.results.intervals import RunRecords, replicates, row_groups, row_intervals
+    from wsolbench.results.intervals import RunRecords
+
+    result = SimpleNamespace(per_image={"sha256": name})
+    return RunRecords(Path(name), result, _cls_records(hits), "test", "oracle", None)
+
+
+def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
+    """The glue of compare --ci: a row of five seeds has them drawn from its runs' stream, a
+    one-run row has no seed level, and each pair's p is that of the difference of the same
+    replicates the intervals come from, Holm-corrected into letters."""
+    from wsolbench.results.intervals import replicates, row_groups, row_intervals, row_stream
 
     rng = np.random.default_rng(8)
     n = 400
-
-    def run(name: str, level: float) -> RunRecords:
-        return RunRecords(
-            Path(name), None, _cls_records(rng.random(n) < level), "test", "oracle", None
-        )
-
-    rows = [[run(f"a{s}", lv) for s, lv in enumerate((0.8, 0.7, 0.75))], [run("b", 0.5)]]
-    rows.append([run("c", 0.52)])
+    levels = (0.8, 0.7, 0.75, 0.72, 0.78)
+    rows = [[_fake_run(f"a{s}", rng.random(n) < lv) for s, lv in enumerate(levels)]]
+    rows += [[_fake_run("b", rng.random(n) < 0.5)], [_fake_run("c", rng.random(n) < 0.52)]]
     settings = {"resamples": 300, "seed": 2, "kind": BCA}
     drawn = replicates(rows, ["top1_cls", "top5_cls"], **settings)
     cells = row_intervals(drawn, BCA)
@@ -256,15 +283,76 @@ def test_board_rows_two_level_intervals_and_groups_share_the_resamples():
     reps = []
     for position, row in enumerate(rows):
         terms = [r.terms("top1_cls") for r in row]
-        rep = row_replicates(terms, 300, 2, seed_stream=position, jackknife=True)
+        rep = row_replicates(terms, 300, 2, seed_stream=row_stream(row), jackknife=True)
         reps.append(rep)
         assert cells[position]["top1_cls"] == pytest.approx(interval(rep, BCA))
         alone = row_replicates(terms, 300, 2, jackknife=True)
         assert fixed[position]["top1_cls"] == pytest.approx(interval(alone, BCA))
-    # only the 3-seed row draws seeds
+    # only the 5-seed row draws seeds
     assert cells[0]["top1_cls"] != fixed[0]["top1_cls"]
     assert cells[1]["top1_cls"] == fixed[1]["top1_cls"]
-    groups = row_groups([row["top1_cls"] for row in drawn], BCA)
+    groups = row_groups([row.values["top1_cls"] for row in drawn], BCA)
     for (i, j), p in groups.p_values.items():
         assert p == pytest.approx(p_value(reps[i] - reps[j], BCA))
     assert groups.above == {(0, 1), (0, 2)} and groups.letters == ["a", "b", "b"]
+
+
+def test_a_rows_interval_does_not_depend_on_the_other_rows_of_its_table():
+    """A row draws its seeds from its own runs' stream: alone, first or second in a table, its
+    replicates are the same (the note's resamples and seed reproduce it)."""
+    from wsolbench.results.intervals import replicates
+
+    rng = np.random.default_rng(3)
+    a = [_fake_run(f"a{s}", rng.random(300) < 0.6 + 0.02 * s) for s in range(5)]
+    b = [_fake_run(f"b{s}", rng.random(300) < 0.5 + 0.03 * s) for s in range(5)]
+    settings = {"resamples": 200, "seed": 1, "kind": PERCENTILE}
+    alone = replicates([a], ["top1_cls"], **settings)[0].values["top1_cls"]
+    first = replicates([a, b], ["top1_cls"], **settings)
+    second = replicates([b, a], ["top1_cls"], **settings)
+    assert np.array_equal(first[0].values["top1_cls"].values, alone.values)
+    assert np.array_equal(second[1].values["top1_cls"].values, alone.values)
+    # two rows draw differently: their seed draws are not one shared stream
+    a_values, b_values = (row.values["top1_cls"].values for row in first)
+    assert not np.array_equal(a_values - a_values.mean(), b_values - b_values.mean())
+
+
+def test_too_few_seeds_to_draw_are_refused_naming_the_row_and_the_fix():
+    """Two seeds are too few for the two-level bootstrap (benchmarks/bench_seed_level.py measures
+    how narrow it is): refused before any resampling; --models-fixed answers the other question
+    with the same runs."""
+    from wsolbench.results.intervals import replicates
+    from wsolbench.results.row_bootstrap import MIN_DRAWN_SEEDS, TooFewSeedsError
+
+    rng = np.random.default_rng(4)
+    rows = [[_fake_run(f"seeds/s{s}/result.json", rng.random(50) < 0.5) for s in range(2)]]
+    rows.append([_fake_run("one/result.json", rng.random(50) < 0.5)])
+    settings = {"resamples": 50, "seed": 0, "kind": PERCENTILE}
+    with pytest.raises(TooFewSeedsError, match=r"^seeds: 2 seeds are too few .*--models-fixed"):
+        replicates(rows, ["top1_cls"], **settings)
+    assert replicates(rows, ["top1_cls"], **settings, models_fixed=True)[0].values
+    assert MIN_DRAWN_SEEDS == 3
+
+
+def _efron_bca(estimate, values, jackknife, level=0.95):
+    """BCa as Efron & Tibshirani (1993, eq. 14.9-14.15) write it, with numpy's quantiles:
+    z0 from the share of replicates below the estimate (ties half), a from the jackknife."""
+    z0 = norm.ppf((np.sum(values < estimate) + np.sum(values == estimate) / 2) / len(values))
+    d = jackknife.mean() - jackknife
+    a = np.sum(d**3) / (6 * np.sum(d**2) ** 1.5)
+    ends = []
+    for z in norm.ppf([(1 - level) / 2, (1 + level) / 2]):
+        ends.append(np.quantile(values, norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
+    return tuple(ends)
+
+
+def test_bca_interval_is_efrons_formula():
+    """The interval against the textbook BCa written here: skewed jackknife (a far from 0), the
+    estimate off the replicates' centre (z0 far from 0), and ties at the estimate."""
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        values = np.round(rng.gamma(2.0 + trial % 3, 1.0, size=301) * 4) / 4  # ties
+        estimate = float(np.quantile(values, 0.3 + 0.02 * trial))
+        jackknife = rng.exponential(1.0, size=57) ** (1 + trial % 2)  # a ~ 0.1-0.3
+        rep = Replicates(estimate, values, jackknife)
+        low, high = interval(rep, BCA)
+        assert (low, high) == pytest.approx(_efron_bca(estimate, values, jackknife), abs=1e-12)

@@ -63,7 +63,6 @@ from wsolbench.leaderboard.rows import (
     PUBLISHED_NOTE,
     Leaderboard,
     Row,
-    describe_policy,
 )
 
 __all__ = [
@@ -82,7 +81,6 @@ __all__ = [
     "compare",
     "render_boards",
     "default_published_path",
-    "describe_policy",
     "latex_escape",
     "load_published",
     "render",

@@ -171,6 +171,7 @@ def _add_intervals(
     ]
     kind = interval_kind(board.policy)
     board.interval_kind, board.models_fixed = kind, models_fixed
+    board.ci_resamples, board.ci_seed = resamples, seed
     reps = replicates(
         runs,
         board.metric_keys,
@@ -192,7 +193,8 @@ def _add_intervals(
     else:
         resampled = (
             f"the {board.split} images, and for rows with several seeds the seeds too (two-level: "
-            "each resample draws the row's seeds with replacement): another training run and "
+            "each resample draws the row's seeds with replacement, their spread widened by "
+            "√(k / (k − 1)) to the unbiased seed variance): another training run and "
             "another test set; `--models-fixed` resamples the images only"
         )
     board.notes.append(
@@ -200,10 +202,16 @@ def _add_intervals(
         f"{resampled} ({resamples} resamples, seed {seed}; every row on the same image "
         "resamples); ± is the spread over seeds."
     )
+    for row, row_reps in zip(rows, reps, strict=True):
+        board.notes += [
+            f"No interval for {METRIC_NAMES.get(key, key)} of {row.method}"
+            f"{f' ({row.label})' if row.label else ''}: {why}."
+            for key, why in row_reps.left_out.items()
+        ]
     ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
     if ranking is None or len(rows) < 2:
         return
-    groups = row_groups([row.get(ranking) for row in reps], kind)
+    groups = row_groups([row.values.get(ranking) for row in reps], kind)
     for row, letters in zip(rows, groups.letters, strict=True):
         row.group = letters
     name = METRIC_NAMES.get(ranking, ranking)

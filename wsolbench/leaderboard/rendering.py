@@ -159,11 +159,13 @@ def _csv_flag(value: bool | None) -> str:
 
 def _csv_interval(board: Leaderboard, row) -> list[str]:
     """A row's ``ci_kind``, ``ci_resampled`` (``seeds+images`` where its seeds were drawn too,
-    else ``images``) and ``group`` cells; empty for a row without intervals."""
+    else ``images``), ``ci_resamples``, ``ci_seed`` and ``group`` cells; empty for a row
+    without intervals."""
     if not row.ci:
-        return ["", "", ""]
+        return ["", "", "", "", ""]
     two_level = not board.models_fixed and len(row.files) > 1
-    return [board.interval_kind, "seeds+images" if two_level else "images", row.group]
+    resampled = "seeds+images" if two_level else "images"
+    return [board.interval_kind, resampled, board.ci_resamples, board.ci_seed, row.group]
 
 
 def _render_csv(board: Leaderboard, wide: bool) -> str:
@@ -175,7 +177,7 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
     stats = ("mean", "std", "ci_low", "ci_high") if with_ci else ("mean", "std")
     columns += [f"{k}_{stat}" for k in keys for stat in stats]
     if with_ci:  # what the intervals are, per row: a CSV carries no notes
-        columns += ["ci_kind", "ci_resampled", "group"]
+        columns += ["ci_kind", "ci_resampled", "ci_resamples", "ci_seed", "group"]
     devices = board.cost_devices
     if board.has_cost:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]

@@ -9,12 +9,12 @@ file or renders text: :mod:`~wsolbench.leaderboard.board` builds boards and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.data.fingerprint import short
 from wsolbench.metrics.overlap import OVERLAP_KEYS
+from wsolbench.metrics.policies import describe_policy
 from wsolbench.results.record import METRIC_KEYS
 
 NO_WEIGHTS_MARK = "‡"
@@ -111,9 +111,12 @@ class Leaderboard:
     data: str | None = None  # the combined data fingerprint of every run (None: unknown)
     data_splits: dict[str, int] = field(default_factory=dict)  # role -> images
     # compare --ci: the intervals' kind ("BCa", "percentile") and whether they hold the models
-    # fixed (images only) instead of drawing the seeds of rows that have several
+    # fixed (images only) instead of drawing the seeds of rows that have several; the number of
+    # resamples and the seed that made them
     interval_kind: str = ""
     models_fixed: bool = False
+    ci_resamples: int = 0
+    ci_seed: int = 0
 
     @property
     def metric_keys(self) -> list[str]:
@@ -149,37 +152,3 @@ class Leaderboard:
             f"Policy: {policy}",
             MAPS_NOTE,
         ]
-
-
-def describe_policy(
-    policy: str, split: str = "test", taus: Sequence[float] = (), overlap: bool = False
-) -> str:
-    """One line saying what a threshold policy means: ``"fixed:0.2 (τ = 0.2 for every metric)"``.
-
-    Args:
-        policy: canonical policy text (:func:`wsolbench.metrics.parse_policy`).
-        split: the evaluated split.
-        taus: for ``fixed``, the grid thresholds actually used (the grid τ nearest the request),
-            named when they differ from the request.
-        overlap: the table shows Dice / mIoU, which ``oracle`` and ``select`` read at one τ, the
-            best mIoU (:mod:`wsolbench.metrics.policies`): say so.
-    """
-    if policy == "oracle":
-        also = "; Dice FG / BG and mIoU at mIoU's" if overlap else ""
-        return (
-            f"oracle (each metric at its best τ on the {split} split; Top-1 / Top-5 Loc at "
-            f"GT-known Loc's{also})"
-        )
-    if policy == "oracle-separate":
-        return f"oracle-separate (each metric at its own best τ on the {split} split)"
-    if policy == "select":
-        also = "; Dice FG / BG and mIoU at val's best mIoU" if overlap else ""
-        return f"select (τ chosen per run on the val split, applied to the {split} split{also})"
-    if policy.startswith("fixed:"):
-        requested = policy.split(":", 1)[1]
-        used = sorted({round(t, 6) for t in taus})
-        if used and used != [round(float(requested), 6)]:
-            grid = ", ".join(f"{t:g}" for t in used)
-            return f"{policy} (nearest grid τ = {grid} for every metric)"
-        return f"{policy} (τ = {requested} for every metric)"
-    return policy

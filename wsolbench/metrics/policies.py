@@ -17,6 +17,8 @@ rule: best mIoU on valpx); ``oracle-separate`` reads each at its own best τ.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from wsolbench.metrics.counters import GT_KNOWN_IOU
@@ -204,3 +206,37 @@ def _tau_picker(policy: str, thresholds: np.ndarray, val_counts: dict | None, st
         return int(np.argmax(np.asarray(curve, dtype=np.int64)))
 
     return pick
+
+
+def describe_policy(
+    policy: str, split: str = "test", taus: Sequence[float] = (), overlap: bool = False
+) -> str:
+    """One line saying what a threshold policy means: ``"fixed:0.2 (τ = 0.2 for every metric)"``.
+
+    Args:
+        policy: canonical policy text (:func:`wsolbench.metrics.parse_policy`).
+        split: the evaluated split.
+        taus: for ``fixed``, the grid thresholds actually used (the grid τ nearest the request),
+            named when they differ from the request.
+        overlap: the table shows Dice / mIoU, which ``oracle`` and ``select`` read at one τ, the
+            best mIoU (:mod:`wsolbench.metrics.policies`): say so.
+    """
+    if policy == "oracle":
+        also = "; Dice FG / BG and mIoU at mIoU's" if overlap else ""
+        return (
+            f"oracle (each metric at its best τ on the {split} split; Top-1 / Top-5 Loc at "
+            f"GT-known Loc's{also})"
+        )
+    if policy == "oracle-separate":
+        return f"oracle-separate (each metric at its own best τ on the {split} split)"
+    if policy == "select":
+        also = "; Dice FG / BG and mIoU at val's best mIoU" if overlap else ""
+        return f"select (τ chosen per run on the val split, applied to the {split} split{also})"
+    if policy.startswith("fixed:"):
+        requested = policy.split(":", 1)[1]
+        used = sorted({round(t, 6) for t in taus})
+        if used and used != [round(float(requested), 6)]:
+            grid = ", ".join(f"{t:g}" for t in used)
+            return f"{policy} (nearest grid τ = {grid} for every metric)"
+        return f"{policy} (τ = {requested} for every metric)"
+    return policy

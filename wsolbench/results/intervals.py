@@ -8,11 +8,13 @@ refuse runs of different data (the per-image records must list the same images).
 
 Every row of one comparison is evaluated on the same image resamples (one ``seed``). Unless
 ``models_fixed``, a row with several seeds also has its seeds drawn on every resample (the
-two-level bootstrap), from a stream of its own: the row's position in the comparison.
+two-level bootstrap), from a stream of its own: the sha256 of its runs' per-image records, so
+that a row's interval does not depend on which other rows share its table.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Sequence
@@ -43,6 +45,8 @@ from wsolbench.results.record import METRIC_KEYS, METRIC_NAMES, Result, ResultEr
 from wsolbench.results.row_bootstrap import (
     PairedDifference,
     RunResampled,
+    TooFewSeedsError,
+    check_drawn_seeds,
     differences,
     row_replicates_from_runs,
     run_resampled,
@@ -77,11 +81,18 @@ def load_run_records(path: Path, result: Result, split: str, policy: str) -> Run
     """Read a result's per-image records of ``split`` (checked against its counts).
 
     Raises:
-        BootstrapError: the result has no records (made before they existed) or not of ``split``.
+        BootstrapError: the result has no records (made before they existed) or not of
+            ``split``; ``select`` on the val split (where it picks its τ).
     """
     from wsolbench.metrics import summarize
     from wsolbench.metrics.policies import ORACLE_POLICIES
 
+    if policy == "select" and split == "val":
+        raise BootstrapError(
+            "--policy select picks τ on the val split, so on --split val it is the oracle "
+            "maximum over the very images resampled, and its interval must re-pick τ on every "
+            "resample: use --policy oracle (BCa) for the val split, or --split test"
+        )
     if result.per_image is None:
         raise BootstrapError(
             f"{path}: no per-image records (the result predates them); re-run it, or re-evaluate "
@@ -106,6 +117,27 @@ RESAMPLED_IMAGES_PER_WORKER = 2_000_000
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
+@dataclass
+class RowReplicates:
+    """One row's :func:`replicates`.
+
+    Attributes:
+        values: per metric key it has, the replicates of its seed mean.
+        left_out: per metric key its results report and some other run of the comparison was
+            resampled on, why this row cannot be (e.g. a run kept summed PxAP histograms only).
+    """
+
+    values: dict[str, Replicates]
+    left_out: dict[str, str] = field(default_factory=dict)
+
+
+def row_stream(row: Sequence[RunRecords]) -> int:
+    """The stream of a row's seed draws: the sha256 of its runs' per-image records, so that a
+    row draws the same seeds whichever rows share its table, and two rows differ."""
+    digests = sorted(run.result.per_image["sha256"] for run in row)
+    return int(hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16], 16)
+
+
 def replicates(
     rows: Sequence[Sequence[RunRecords]],
     keys: Sequence[str],
@@ -115,7 +147,7 @@ def replicates(
     kind: str,
     models_fixed: bool = False,
     workers: int = 1,
-) -> list[dict[str, Replicates]]:
+) -> list[RowReplicates]:
     """Per row (its seeds' records), per metric key it has: the replicates of the row's seed
     mean, on image resamples shared by every row (and the row's seeds drawn too, two-level,
     unless ``models_fixed``). Computed once for a table's intervals and groups
@@ -123,10 +155,21 @@ def replicates(
 
     The runs are resampled by up to ``workers`` processes, each reading its runs' records
     itself (nothing large is sent to it): a run's values depend on ``seed`` only, and a row's
-    seed draws on its position, so the replicates are identical for any number of workers.
-    Too little work for a worker (:data:`RESAMPLED_IMAGES_PER_WORKER`) stays in this process.
+    seed draws on its runs (:func:`row_stream`), so the replicates are identical for any number
+    of workers. Too little work for a worker (:data:`RESAMPLED_IMAGES_PER_WORKER`) stays in
+    this process.
+
+    Raises:
+        BootstrapError: runs of different images; a row of too few seeds to draw
+            (:class:`~wsolbench.results.row_bootstrap.TooFewSeedsError`, naming it).
     """
     check_same_images([(str(run.path), run.records) for row in rows for run in row])
+    if not models_fixed:
+        for row in rows:
+            try:
+                check_drawn_seeds(len(row))
+            except TooFewSeedsError as exc:
+                raise TooFewSeedsError(f"{_row_name(row)}: {exc}") from None
     runs = [run for row in rows for run in row]
     jackknife = kind == BCA
     work = sum(len(run.records) for run in runs) * resamples
@@ -143,27 +186,41 @@ def replicates(
             ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool,
         ):
             resampled = list(pool.map(_read_and_resample, tasks))
-    out: list[dict[str, Replicates]] = []
-    for position, row in enumerate(rows):
+    somewhere = {key for run in resampled for key in run.values}
+    out: list[RowReplicates] = []
+    for row in rows:
         mine, resampled = resampled[: len(row)], resampled[len(row) :]
-        stream = None if models_fixed else position
-        out.append(
-            row_replicates_from_runs(mine, resamples, seed, seed_stream=stream) if row else {}
-        )
+        stream = None if models_fixed else row_stream(row)
+        values = row_replicates_from_runs(mine, resamples, seed, seed_stream=stream) if row else {}
+        why = {key: reason for run in mine for key, reason in run.left_out.items()}
+        left_out = {key: why[key] for key in sorted(somewhere - set(values)) if key in why}
+        out.append(RowReplicates(values, left_out))
     return out
+
+
+def _row_name(row: Sequence[RunRecords]) -> str:
+    """A row as its runs' common folder (or its one run's result file)."""
+    if len(row) == 1:
+        return str(row[0].path)
+    return os.path.commonpath([str(run.path.parent) for run in row])
 
 
 def _run_resampled(
     run: RunRecords, keys: Sequence[str], resamples: int, seed: int, jackknife: bool
 ) -> RunResampled:
-    """:func:`run_resampled` of every metric of ``keys`` the run has."""
-    terms = {}
+    """:func:`run_resampled` of every metric of ``keys`` the run has; in ``left_out``, why it
+    cannot be resampled on one its result reports (e.g. PxAP of a --summed-pxap run)."""
+    terms, left_out = {}, {}
     for key in keys:
         try:
             terms[key] = run.terms(key)
-        except BootstrapError:
-            continue  # a metric this run does not have
-    return run_resampled(terms, resamples, seed, jackknife=jackknife)
+        except BootstrapError as exc:
+            reported = run.result.metrics.get(run.split, {}).values()
+            if any(key in metrics for metrics in reported):
+                left_out[key] = str(exc)
+    resampled = run_resampled(terms, resamples, seed, jackknife=jackknife)
+    resampled.left_out = left_out
+    return resampled
 
 
 def _read_and_resample(task: tuple) -> RunResampled:
@@ -191,11 +248,9 @@ def _single_threaded_blas():
                 os.environ[name] = value
 
 
-def row_intervals(
-    reps: Sequence[dict[str, Replicates]], kind: str
-) -> list[dict[str, tuple[float, float]]]:
+def row_intervals(reps: Sequence[RowReplicates], kind: str) -> list[dict[str, tuple[float, float]]]:
     """Per row, per metric key: the 95 % interval of ``kind`` of its :func:`replicates`."""
-    return [{key: interval(rep, kind) for key, rep in row.items()} for row in reps]
+    return [{key: interval(rep, kind) for key, rep in row.values.items()} for row in reps]
 
 
 @dataclass
@@ -255,6 +310,24 @@ def _group(paths: Sequence[str | Path], name: str) -> list[tuple[Path, Result]]:
     return found
 
 
+@dataclass
+class DiffTable:
+    """``wsolbench diff``'s figures and how they were made.
+
+    Attributes:
+        rows: A - B per metric both rows have.
+        policy, split: the threshold policy and the split the figures are read on.
+        seed: seeded the resampling (``--ci-seed``).
+        left_out: per metric key one side has and the other cannot be resampled on, why.
+    """
+
+    rows: list[PairedDifference]
+    policy: str
+    split: str
+    seed: int
+    left_out: dict[str, str] = field(default_factory=dict)
+
+
 def diff(
     paths_a: Sequence[str | Path],
     paths_b: Sequence[str | Path],
@@ -265,7 +338,7 @@ def diff(
     seed: int = 0,
     models_fixed: bool = False,
     workers: int = 1,
-) -> list[PairedDifference]:
+) -> DiffTable:
     """``wsolbench diff``: every metric both rows have, A - B on the same images; a side with
     several seeds has them drawn too (two-level) unless ``models_fixed``. The interval's kind
     follows the policy (:func:`wsolbench.results.confidence.interval_kind`). The runs are
@@ -275,7 +348,8 @@ def diff(
     Raises:
         ResultError: different protocols or data, a side that is not one row, or a run on
             both sides.
-        BootstrapError: a run without per-image records.
+        BootstrapError: a run without per-image records, a side of too few seeds to draw,
+            ``select`` on the val split.
     """
     from wsolbench.metrics import parse_policy
     from wsolbench.results.confidence import interval_kind
@@ -301,9 +375,12 @@ def diff(
         models_fixed=models_fixed,
         workers=workers,
     )
-    keys = [key for key in METRIC_KEYS if key in reps_a and key in reps_b]
+    keys = [key for key in METRIC_KEYS if key in reps_a.values and key in reps_b.values]
     seeds = (len(runs_a), len(runs_b))
-    return differences(reps_a, reps_b, keys, resamples, kind, seeds, models_fixed)
+    rows = differences(reps_a.values, reps_b.values, keys, resamples, kind, seeds, models_fixed)
+    left_out = {key: f"B's runs: {why}" for key, why in reps_b.left_out.items()}
+    left_out.update({key: f"A's runs: {why}" for key, why in reps_a.left_out.items()})
+    return DiffTable(rows, policy, split, seed, left_out)
 
 
 KIND_TEXT = {
@@ -328,14 +405,19 @@ def resampling_text(seeds: Sequence[int], labels: Sequence[str], models_fixed: b
         for label, n in zip(labels, seeds, strict=True)
     ]
     return (
-        f"Seeds and images resampled (two-level; {'; '.join(sides)}; then the test images): "
-        "would another training run and another test set change this? `--models-fixed` "
-        "resamples the images only."
+        f"Seeds and images resampled (two-level; {'; '.join(sides)}; the drawn seeds' spread "
+        "widened by √(k / (k − 1)) to the unbiased seed variance; then the test images): would "
+        "another training run and another test set change this? `--models-fixed` resamples the "
+        "images only."
     )
 
 
-def render_diff(label_a: str, label_b: str, diffs: Sequence[PairedDifference]) -> str:
-    """The ``wsolbench diff`` table (markdown), naming the interval's kind and what it resampled."""
+def render_diff(label_a: str, label_b: str, table: DiffTable) -> str:
+    """The ``wsolbench diff`` table (markdown), naming the policy, split, resampling and interval
+    kind, and why a metric is left out."""
+    from wsolbench.metrics.policies import describe_policy
+
+    diffs = table.rows
     kind = diffs[0].kind if diffs else BCA
     rows = [
         [
@@ -350,17 +432,21 @@ def render_diff(label_a: str, label_b: str, diffs: Sequence[PairedDifference]) -
     ]
     level = round(LEVEL * 100)
     headers = ["Metric", label_a, label_b, "A − B", f"{level} % CI ({kind})", "p"]
-    table = github_table(headers, rows)
     resamples = diffs[0].resamples if diffs else 0
     seeds = diffs[0].seeds if diffs else (1, 1)
     models_fixed = diffs[0].models_fixed if diffs else False
-    return (
-        f"{table}\n\n"
-        f"A − B on the same test images ({resamples} resamples, shared by both sides; a side with "
-        "several seeds is their mean).\n\n"
-        f"Interval: {KIND_TEXT[kind]}.\n\n"
+    notes = [
+        f"Policy: {describe_policy(table.policy, table.split)}.",
+        f"A − B on the same {table.split} images ({resamples} resamples, seed {table.seed}, "
+        "shared by both sides; a side with several seeds is their mean).",
+        f"Interval: {KIND_TEXT[kind]}.",
         f"p: two-sided, the smallest α whose (1 − α) interval of the same kind excludes 0, so p < "
-        f"{1 - LEVEL:g} exactly when the {level} % interval excludes 0 (< 1/(B + 1): no resample "
-        "on the other side of 0).\n\n"
-        f"{resampling_text(seeds, ['A', 'B'], models_fixed)}\n"
-    )
+        f"{1 - LEVEL:g} exactly when the {level} % interval excludes 0; a p below 1/(B + 1), "
+        "finer than B resamples resolve, is shown as < 1/(B + 1).",
+        resampling_text(seeds, ["A", "B"], models_fixed),
+    ]
+    notes += [
+        f"No paired figure for {METRIC_NAMES.get(key, key)}: {why}."
+        for key, why in table.left_out.items()
+    ]
+    return github_table(headers, rows) + "\n\n" + "\n\n".join(notes) + "\n"

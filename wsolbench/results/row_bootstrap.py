@@ -6,8 +6,10 @@ test images, so every seed of every row is evaluated on the same image resamples
 resampled on its own (:func:`run_resampled`, so runs can be resampled by separate processes),
 then its row combines them (:func:`row_replicates_from_runs`). Two questions, two bootstraps:
 
-- two-level (the default where a row has k >= 2 seeds): each resample also draws k of the row's
-  seeds with replacement and averages the drawn seeds' metrics: "another training run and another
+- two-level (the default where a row has k >= 3 seeds; 2 are refused, too few to draw): each
+  resample also draws k of the row's seeds with replacement and averages the drawn seeds'
+  metrics, their deviation from the row's own mean on that resample widened by sqrt(k / (k - 1))
+  so that the draws spread as the unbiased seed variance says: "another training run and another
   test set". Two rows draw their seeds independently; a seed-independent or single-seed row has
   no seed level. The jackknife behind BCa's acceleration leaves out images only.
 - models fixed: the seed mean of the row's own seeds on every resample: "these trained models on
@@ -20,8 +22,9 @@ them by one construction (:mod:`wsolbench.results.confidence`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,6 +38,16 @@ from wsolbench.results.bootstrap import (
 from wsolbench.results.confidence import BCA, PERCENTILE, Replicates, interval, p_value
 
 SEED_DRAWS = 0x5EED  # keys the seed draws' generators apart from the image weights' ones
+#: The fewest seeds a row's seed level is drawn from. The draws' spread is widened to the
+#: unbiased variance (:func:`row_replicates_from_runs`), but their tails are the few distinct
+#: means of k values: with 2 seeds the 95 % test of two rows differing by seed noise only rejects
+#: in 14 % of trials, with 3 in 6 % (``python benchmarks/bench_seed_level.py``, figures in
+#: docs/statistics.md).
+MIN_DRAWN_SEEDS = 3
+
+
+class TooFewSeedsError(BootstrapError):
+    """A row's seeds are too few to draw (:data:`MIN_DRAWN_SEEDS`); the message says the fix."""
 
 
 def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
@@ -43,6 +56,21 @@ def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
     rng = np.random.default_rng([seed, stream, SEED_DRAWS])
     draws = rng.integers(0, k, size=(resamples, k))
     return np.stack([np.bincount(row, minlength=k) for row in draws]).astype(np.float64)
+
+
+def check_drawn_seeds(k: int, minimum: int = MIN_DRAWN_SEEDS) -> None:
+    """Raise unless a row of ``k`` runs has no seeds to draw (k = 1) or at least ``minimum``.
+
+    Raises:
+        TooFewSeedsError: why, and the two ways on.
+    """
+    if 1 < k < minimum:
+        raise TooFewSeedsError(
+            f"{k} seeds are too few to draw as another training run would: the two-level "
+            f"interval needs at least {minimum} (with fewer it is far too narrow, "
+            "docs/statistics.md); add seeds, or pass --models-fixed to ask only whether another "
+            "test set would change these trained models' figures"
+        )
 
 
 @dataclass
@@ -54,11 +82,13 @@ class RunResampled:
         values: per key, float64 [B]: the metric on each resample.
         estimate: per key, the metric on all images once.
         jackknife: per key, float64 [N]: the metric with image i left out; None when not asked.
+        left_out: per key asked for that the run cannot be resampled on, why.
     """
 
     values: dict[str, np.ndarray]
     estimate: dict[str, float]
     jackknife: dict[str, np.ndarray] | None
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def run_resampled(
@@ -77,7 +107,12 @@ def run_resampled(
 
 
 def row_replicates_from_runs(
-    runs: Sequence[RunResampled], resamples: int, seed: int, *, seed_stream: int | None = None
+    runs: Sequence[RunResampled],
+    resamples: int,
+    seed: int,
+    *,
+    seed_stream: int | None = None,
+    minimum_seeds: int = MIN_DRAWN_SEEDS,
 ) -> dict[str, Replicates]:
     """A row's seed mean and its replicates (see the module docs), per metric key every run of
     it has, from its runs' :func:`run_resampled` (each on the same image resamples).
@@ -86,8 +121,15 @@ def row_replicates_from_runs(
         seed: seeded the runs' image resamples; here it seeds the seed draws with the stream.
         seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
             replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
+        minimum_seeds: the fewest seeds (k >= 2) drawn; only a benchmark measuring what fewer
+            do passes less than :data:`MIN_DRAWN_SEEDS`.
+
+    Raises:
+        TooFewSeedsError: seeds to draw, but fewer than ``minimum_seeds``.
     """
     k = len(runs)
+    if seed_stream is not None:
+        check_drawn_seeds(k, minimum_seeds)
     keys = [key for key in runs[0].values if all(key in run.values for run in runs)]
     counts = (
         draw_seeds(k, resamples, seed, seed_stream) if seed_stream is not None and k > 1 else None
@@ -95,10 +137,12 @@ def row_replicates_from_runs(
     out = {}
     for key in keys:
         per_seed = np.stack([run.values[key] for run in runs])  # [k, B]
+        values = per_seed.mean(axis=0)
         if counts is not None:
-            values = np.einsum("bk,kb->b", counts, per_seed) / k
-        else:
-            values = per_seed.mean(axis=0)
+            # the drawn seeds' mean about the row's own, its spread widened by sqrt(k / (k - 1)):
+            # drawing k of k values spreads their mean by (k - 1) / k of the unbiased variance
+            drawn = np.einsum("bk,kb->b", counts, per_seed) / k
+            values = values + math.sqrt(k / (k - 1)) * (drawn - values)
         estimate = float(np.mean([run.estimate[key] for run in runs]))
         jack = None
         if runs[0].jackknife is not None:
