@@ -52,7 +52,8 @@ class TooFewSeedsError(BootstrapError):
 
 def draw_seeds(k: int, resamples: int, seed: int, stream: int) -> np.ndarray:
     """float64 [resamples, k]: how often each of a row's k seeds is drawn in each resample (k
-    draws with replacement); ``stream`` (the row's position) keeps two rows' draws independent."""
+    draws with replacement); ``stream`` (the row's, :func:`wsolbench.results.intervals.row_stream`)
+    keeps two rows' draws independent."""
     rng = np.random.default_rng([seed, stream, SEED_DRAWS])
     draws = rng.integers(0, k, size=(resamples, k))
     return np.stack([np.bincount(row, minlength=k) for row in draws]).astype(np.float64)
@@ -120,8 +121,9 @@ def row_replicates_from_runs(
     Args:
         seed: seeded the runs' image resamples; here it seeds the seed draws with the stream.
         seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
-            replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
-        minimum_seeds: the fewest seeds (k >= 2) drawn; only a benchmark measuring what fewer
+            replacement (:func:`draw_seeds` of this stream) when k >= 2 (refused below
+            ``minimum_seeds``); None: models fixed.
+        minimum_seeds: the fewest seeds drawn; only a benchmark measuring what fewer
             do passes less than :data:`MIN_DRAWN_SEEDS`.
 
     Raises:
@@ -165,7 +167,8 @@ def row_replicates_by_key(
         terms: per key, the row's runs (seeds), on the same images as every other row.
         seed: seeds the image resamples (every row of one comparison shares them).
         seed_stream: the two-level bootstrap: each resample also draws the row's k seeds with
-            replacement (:func:`draw_seeds` of this stream) when k >= 2; None: models fixed.
+            replacement (:func:`draw_seeds` of this stream) when k >= 2 (refused below
+            ``minimum_seeds``); None: models fixed.
         jackknife: also compute the leave-one-image-out values (BCa's acceleration).
     """
     n = next(iter(terms.values()))[0].n_images
