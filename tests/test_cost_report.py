@@ -29,7 +29,7 @@ def record(method: str, macs: float, params: float, others: float | None) -> dic
         "params": {"total": int(params), "trainable": int(params), "inference": int(params)},
         "macs": int(macs),
         "macs_uncounted": {},
-        "latency_ms": {"median": 100.0, "p90": 120.0, "warmup": 5, "runs": 20} if timed else None,
+        "latency_ms": {"median": 100.0, "p90": 120.0, "warmup": 10, "runs": 50} if timed else None,
         "throughput": {"images_per_s": 9.5, "batch": 4} if timed else None,
         "peak_memory_mb": 12.0 if timed else None,
         "timing_conditions": (
@@ -81,7 +81,7 @@ def test_cub_table_marks_busy_timings_and_holds_the_cost_only_row_and_the_ratio(
     assert "NOT clean" in lines["cam"] and "others used 1.40 of 2 cores" in lines["cam"]
     assert "1500.000" in lines["genpromp (cost only)"]
     assert "not timed" in lines["genpromp (cost only)"]
-    assert "5 + 20" in lines["tedloc"]
+    assert "10 + 50" in lines["tedloc"]
     ratio = next(n for n in notes if n.startswith("TeD-Loc / GenPromp"))
     assert "= 0.00311 (321x fewer)" in ratio
     assert any("random weights" in n and "2400.0 GMACs" in n for n in notes)
@@ -91,3 +91,15 @@ def test_without_genpromp_there_are_no_genpromp_notes():
     costs = {"cub": {"tedloc": record("tedloc", 4.666e9, 22.0e6, others=0.3)}}
     ((_, _, notes),) = report_cost().cost_tables(costs)
     assert notes == []
+
+
+def test_a_latency_of_fewer_calls_than_reported_figures_use_is_marked():
+    """Clean, but 5 untimed + 20 timed calls (below 10 + 50): not a figure to report."""
+    from wsolbench.cost.conditions import latency_clean
+
+    quick = record("tedloc", 4.666e9, 22.0e6, others=0.3)
+    assert latency_clean(quick)
+    quick["latency_ms"].update(warmup=5, runs=20)
+    assert not latency_clean(quick)
+    ((_, table, _),) = report_cost().cost_tables({"cub": {"tedloc": quick}})
+    assert "100.00" + LATENCY_MARK in table and "5 + 20" in table

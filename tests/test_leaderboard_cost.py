@@ -124,6 +124,22 @@ def test_clean_seeds_give_the_latency_and_busy_ones_are_left_out(tmp_path):
     rows = list(csv.DictReader(io.StringIO(compare([root], fmt="csv", published=False))))
     assert rows[0]["latency_clean[CPU, 2 threads]"] == "true"
     assert rows[0]["macs_lower_bound"] == "false"
+    # the spread of the seeds shown: min and max of the timings the mean is of
+    assert rows[0]["latency_ms_min[CPU, 2 threads]"] == "40.0000"
+    assert rows[0]["latency_ms_max[CPU, 2 threads]"] == "44.0000"
+
+
+def test_the_note_states_the_size_and_calls_and_a_quick_timing_is_marked(tmp_path):
+    """The latency note says at which input size and after how many calls; a timing of fewer
+    calls than reported figures use (profile --runs 20) is marked, like one under load."""
+    quick = cost("CPU", 40.0)
+    quick["latency_ms"].update(warmup=5, runs=20)
+    blocks = [{**cost("CPU", 44.0), "input_size": [96, 96]}, {**quick, "input_size": [96, 96]}]
+    table = compare([results_with_costs(tmp_path, blocks)], fmt="md", published=False, wide=True)
+    words = " ".join(table.split())  # the notes are wrapped
+    assert "at 96×96" in words and "5 untimed + 20 timed or 10 untimed + 50 timed" in words
+    assert "measured after its evaluation" in words and "random-initialised" not in words
+    assert cells_of(table)["Latency ms (CPU, 2 threads)"] == "44.00"  # the full timing only
 
 
 def test_macs_missing_uncounted_ops_are_shown_as_a_lower_bound(tmp_path):

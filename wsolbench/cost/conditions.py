@@ -30,6 +30,11 @@ CLEAN_RULE = (
 CLEAN_SLACK = 0.1  # cores: background noise tolerated on top of the cores the timing left free
 MAX_WAIT_SHARE = 0.05  # of the runnable time: waits for a CPU a clean timing tolerates
 MIN_WINDOW_S = 0.5  # shortest timed window whose CPU shares /proc/stat can tell (10-ms ticks)
+#: the fewest untimed and timed batch-1 calls behind a reported latency: fewer, and the median is
+#: of a process still warming its caches and allocator (``profile --warmup/--runs`` below them is
+#: marked, not refused: a quick look is fine, a table says it is one)
+MIN_WARMUP = 10
+MIN_RUNS = 50
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -171,7 +176,11 @@ def timing_conditions(
 
 
 def latency_clean(cost: dict) -> bool:
-    """True when ``cost``'s timing was clean (:data:`CLEAN_RULE`); False when it was not, or when
-    its conditions were not recorded (a record from before they were)."""
+    """True when ``cost``'s latency is one to report: its timing was clean (:data:`CLEAN_RULE`)
+    after at least :data:`MIN_WARMUP` untimed and :data:`MIN_RUNS` timed calls. False when it was
+    not, when it had fewer calls, or when its conditions were not recorded (a record from before
+    they were)."""
     conditions = cost.get("timing_conditions")
-    return bool(isinstance(conditions, dict) and conditions.get("clean"))
+    latency = cost.get("latency_ms") or {}
+    enough = latency.get("warmup", 0) >= MIN_WARMUP and latency.get("runs", 0) >= MIN_RUNS
+    return bool(isinstance(conditions, dict) and conditions.get("clean") and enough)

@@ -14,7 +14,7 @@ No torch: ``compare``, the leaderboards and the cost tables of ``reports/`` read
 
 from __future__ import annotations
 
-from wsolbench.cost.conditions import latency_clean
+from wsolbench.cost.conditions import MIN_RUNS, MIN_WARMUP, latency_clean
 
 # The counter as records and tables name it, by its home. Records made before the package was
 # grouped by role name it wsolbench.profile.MacCounter: the same counter.
@@ -30,7 +30,8 @@ MACS_COUNTER_SHORT = "torch flop formulas / 2 (one multiply-add = 1), all attent
 LATENCY_MARK = "§"
 LATENCY_NOTE = (
     f"{LATENCY_MARK} latency measured while other processes competed for the cores the timing "
-    "needed (not clean by the rule above), or with its conditions not recorded: indicative only"
+    f"needed (not clean by the rule above), after fewer than {MIN_WARMUP} untimed + {MIN_RUNS} "
+    "timed calls, or with its conditions not recorded: indicative only"
 )
 #: Printed before MACs that miss ops the counter has no formula for (a lower bound).
 MACS_LOWER_BOUND_MARK = "≥"

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from wsolbench.cost.conditions import MIN_RUNS, MIN_WARMUP
 from wsolbench.cost.formatting import MACS_COUNTER, uncounted_message
 from wsolbench.cost.macs import UncountedOpsError, count_macs
 from wsolbench.cost.params import count_parameters, weights_megabytes
@@ -44,8 +45,6 @@ from wsolbench.method import WSOLMethod
 
 logger = logging.getLogger(__name__)
 
-MIN_WARMUP = 10
-MIN_RUNS = 50
 AMP_DTYPES = {"none": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -137,7 +136,8 @@ def profile_method(
     say = progress or (lambda _text: None)
     if settings.timing and (settings.warmup < MIN_WARMUP or settings.runs < MIN_RUNS):
         logger.warning(
-            "profiling with %d warm-up and %d timed runs; reported figures use at least %d and %d",
+            "profiling with %d warm-up and %d timed runs; reported figures use at least %d and "
+            "%d: tables will mark this latency",
             settings.warmup,
             settings.runs,
             MIN_WARMUP,

@@ -10,7 +10,8 @@
 - **Peak memory**: the most memory the batch-``batch_size`` calls used above what was in use
   before them (weights and inputs excluded). On CUDA ``torch.cuda.max_memory_allocated``; on CPU
   the process's resident set size, sampled every millisecond from ``/proc/self/statm`` (Linux
-  only; ``None`` elsewhere).
+  only; ``None`` elsewhere) from before the first batch call, its warm-up included: the
+  allocator keeps freed memory, so a window opened after the warm-up saw almost no growth.
 - The timed calls run inside a :class:`~wsolbench.cost.conditions.TimingMonitor`: the record
   says what else ran meanwhile and whether the timing was clean.
 """
@@ -164,9 +165,9 @@ def time_inference(call, settings, size, num_classes, device, sync, say, threads
             f"{settings.throughput_runs} timed calls"
         )
         fn = call(images_b, labels_b)
-        for _ in range(settings.throughput_warmup):
-            fn()
         if is_cuda:
+            for _ in range(settings.throughput_warmup):
+                fn()
             sync()
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -174,11 +175,17 @@ def time_inference(call, settings, size, num_classes, device, sync, say, threads
             peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
             peak_kind = "torch.cuda.max_memory_allocated above the allocation before the calls"
         else:
+            # the warm-up inside the window: the allocator keeps what the first calls took from
+            # the system, so the resident set grows on the first batch call and not after it
             with RssSampler() as sampler:
-                times = time_calls(fn, warmup=0, runs=settings.throughput_runs)
+                times = time_calls(
+                    fn, warmup=settings.throughput_warmup, runs=settings.throughput_runs
+                )
             peak = sampler.extra_megabytes
             peak_kind = (
-                "process resident set size (sampled every 1 ms) above its value before the calls"
+                "process resident set size (sampled every 1 ms) over the batch calls, warm-up "
+                "included, above its value before them (memory the allocator kept from the "
+                "batch-1 calls is not counted)"
             )
     batch_time = float(np.median(times))
     conditions = monitor.conditions

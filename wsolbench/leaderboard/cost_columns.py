@@ -25,14 +25,18 @@ from wsolbench.cost.formatting import (
 from wsolbench.leaderboard.rows import MISSING, Leaderboard, Row
 
 COST_NOTE = (
-    "Cost (random-initialised method at the protocol size, `wsolbench run --profile`): Params = "
-    "parameters inference needs, in millions; MACs = multiply-accumulates of one image, in G "
-    "({counter}); Latency = batch-1 median in ms, mean over seeds, one column per device."
+    "Cost (each run's own method, measured after its evaluation by `wsolbench run --profile`): "
+    "Params = parameters inference needs, in millions; MACs = multiply-accumulates of one image "
+    "at {sizes}, in G ({counter}); Latency = median in ms of batch-1 calls at that size "
+    "({calls}), the mean over seeds of each run's own timing (min-max in the CSV), one column "
+    "per device."
 )
 
 
 def row_cost(costs: list[dict]) -> dict:
-    """Mean cost over seeds: params (M), MACs (G), and latency (ms) per device.
+    """Mean cost over seeds: params (M), MACs (G), and latency (ms) per device, with the input
+    sizes and (untimed, timed) call counts of the records (the note states them) and each
+    device's min and max over the seeds (the CSV shows them).
 
     A device's latency is the mean of its clean timings
     (:func:`wsolbench.cost.conditions.latency_clean`); with none clean, the mean of all of them,
@@ -52,9 +56,14 @@ def row_cost(costs: list[dict]) -> dict:
             latency.setdefault(device, []).append(median)
             if latency_clean(cost):
                 clean.setdefault(device, []).append(median)
+    shown = {d: clean.get(d) or v for d, v in latency.items()}
+    timed = [c["latency_ms"] for c in costs if c.get("latency_ms")]
     out: dict[str, Any] = {
-        "latency": {d: statistics.fmean(clean.get(d) or v) for d, v in latency.items()},
+        "latency": {d: statistics.fmean(v) for d, v in shown.items()},
+        "latency_range": {d: (min(v), max(v)) for d, v in shown.items()},
         "unclean": sorted(d for d in latency if d not in clean),
+        "input_sizes": sorted({tuple(c["input_size"]) for c in costs if c.get("input_size")}),
+        "calls": sorted({(t.get("warmup"), t.get("runs")) for t in timed if "runs" in t}),
         "macs_lower_bound": any(not macs_complete(c) for c in costs if "macs" in c),
         "counters": sorted({MACS_COUNTER_SHORT for c in costs if "macs" in c}),
     }
@@ -108,7 +117,15 @@ def cost_notes(rows: list[Row]) -> list[str]:
     counters = sorted({c for r in rows for c in r.cost.get("counters", [])})
     if not counters:
         return []
-    notes = [COST_NOTE.format(counter="; ".join(counters))]
+    sizes = sorted({tuple(size) for r in rows for size in r.cost.get("input_sizes", [])})
+    calls = sorted({tuple(c) for r in rows for c in r.cost.get("calls", [])})
+    notes = [
+        COST_NOTE.format(
+            counter="; ".join(counters),
+            sizes=" or ".join(f"{h}×{w}" for h, w in sizes) or "the protocol size",
+            calls=" or ".join(f"{w} untimed + {n} timed" for w, n in calls) or "calls not recorded",
+        )
+    ]
     if any(r.cost.get("latency") for r in rows):
         notes.append(f"Latency shown when {CLEAN_RULE}.")
     if any(r.cost.get("unclean") for r in rows):

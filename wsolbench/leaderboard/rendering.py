@@ -181,6 +181,7 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
     devices = board.cost_devices
     if board.has_cost:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
+        columns += [f"latency_ms_{end}[{d}]" for d in devices for end in ("min", "max")]
         columns += ["macs_lower_bound"] + [f"latency_clean[{d}]" for d in devices]
     columns += ["note", "policy", "protocol", "protocol_hash", "data_fingerprint", "split"]
     out = io.StringIO()
@@ -207,6 +208,8 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
         if board.has_cost:
             metrics += [_number(r.cost.get("params")), _number(r.cost.get("macs"))]
             metrics += [_number(r.cost.get("latency", {}).get(d)) for d in devices]
+            spans = [r.cost.get("latency_range", {}).get(d, (None, None)) for d in devices]
+            metrics += [_number(value) for span in spans for value in span]
             metrics += [_csv_flag(r.cost.get("macs_lower_bound") if r.cost else None)]
             metrics += [
                 _csv_flag(d not in r.cost.get("unclean", ()))
