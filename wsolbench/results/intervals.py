@@ -123,8 +123,8 @@ class RowReplicates:
 
     Attributes:
         values: per metric key it has, the replicates of its seed mean.
-        left_out: per metric key its results report and some other run of the comparison was
-            resampled on, why this row cannot be (e.g. a run kept summed PxAP histograms only).
+        left_out: per metric key its results report but it cannot be resampled on, why (e.g. a
+            run kept summed PxAP histograms only).
     """
 
     values: dict[str, Replicates]
@@ -186,14 +186,13 @@ def replicates(
             ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool,
         ):
             resampled = list(pool.map(_read_and_resample, tasks))
-    somewhere = {key for run in resampled for key in run.values}
     out: list[RowReplicates] = []
     for row in rows:
         mine, resampled = resampled[: len(row)], resampled[len(row) :]
         stream = None if models_fixed else row_stream(row)
         values = row_replicates_from_runs(mine, resamples, seed, seed_stream=stream) if row else {}
         why = {key: reason for run in mine for key, reason in run.left_out.items()}
-        left_out = {key: why[key] for key in sorted(somewhere - set(values)) if key in why}
+        left_out = {key: why[key] for key in keys if key in why and key not in values}
         out.append(RowReplicates(values, left_out))
     return out
 
