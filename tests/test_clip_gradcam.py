@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from methods.clip_gradcam import ClipGradCAM
-from methods.clip_gradcam.method import CLIPES_BACKGROUND_WORDS, box_mask, scale_like_grad_cam
+from methods.clip_gradcam.method import box_mask, scale_like_grad_cam
 from wsolbench.blocks.clip_models import load_clip
 from wsolbench.blocks.open_clip_configs import TINY_CLIP
 from wsolbench.config import resolve_config
@@ -25,6 +25,15 @@ from wsolbench.evaluate import predict_batch
 from wsolbench.method import Capabilities, Prediction, WSOLMethod
 
 NAMES = ["red fox", "snowy owl", "blue whale"]
+
+
+# CLIP-ES's background words (linyq2117/CLIP-ES, clip_text.py, BACKGROUND_CATEGORY: the list its
+# VOC CAMs use), spelt out here so that the method's own copy is checked, not read back
+CLIPES_BACKGROUND_WORDS = (
+    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea",
+    "railway", "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road",
+    "rock", "street", "valley", "bridge", "sign",
+)  # fmt: skip
 
 
 def _sha256(path) -> str:
