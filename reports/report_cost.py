@@ -111,7 +111,7 @@ def cost_tables(
             else:
                 title += "parameters and MACs only"
             table = tabulate(rows, headers=COST_HEADERS, tablefmt=fmt, disable_numparse=True)
-            tables.append((title, table, genpromp_notes(by_method)))
+            tables.append((title, table, [measured_note(group), *genpromp_notes(by_method)]))
     return tables
 
 
@@ -136,6 +136,20 @@ initialisation (cost does not depend on the weights), no training.
 - Each table holds one device: latencies of different devices are not comparable. GPU figures:
   `bash benchmarks/gpu_check.sh` writes `reports/cost/gpu_check-<device>.json` / `.md`.
 """
+
+
+def measured_note(group: list[dict]) -> str:
+    """When and with which code a table's records were measured (records made before
+    ``profile`` wrote it: "not recorded")."""
+    from wsolbench.results.environment import code_label
+
+    dates = sorted({c["measured"][:10] for c in group if c.get("measured")})
+    codes = sorted({code_label(c["env"].get("code")) for c in group if c.get("env")})
+    unrecorded = sum(1 for c in group if not c.get("measured"))
+    text = f"Measured {', '.join(dates)} with code {', '.join(codes)}" if dates else "Measured"
+    if unrecorded:
+        text += f"{';' if dates else ''} {unrecorded} record(s) without date or code (older)"
+    return text + "."
 
 
 def recorded_calls(costs: dict[str, dict[str, dict]]) -> str:

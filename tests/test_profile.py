@@ -157,6 +157,9 @@ def test_profile_command_prints_parameters_macs_and_latency(tmp_path, capsys):
     cost = json.loads(out.read_text())
     assert cost["params"]["inference"] > 0 and cost["macs"] > 0
     assert cost["config"]["backbone"]["pretrained"] is False  # never reads weights
+    # when and with what: two records of one method can be told apart
+    assert cost["measured"].endswith("+00:00") and "wsolbench" in cost["env"]["code"]
+    assert cost["env"]["cpu_model"]
 
 
 TINY = SyntheticConfig(

@@ -47,9 +47,14 @@ def profile(
     weights) and measure its cost at the protocol's evaluation size.
 
     Returns:
-        The cost block (:func:`profile_method`) plus ``method``, ``dataset``, ``protocol`` and the
-        resolved ``config``.
+        The cost block (:func:`profile_method`) plus ``method``, ``dataset``, ``protocol``, the
+        resolved ``config``, and when and with what it was measured: ``measured`` (UTC, ISO
+        8601) and ``env`` (:func:`wsolbench.results.environment.environment`: the code's commit,
+        the libraries, the CPU), so that two records of one method can be told apart.
     """
+    from datetime import datetime, timezone
+
+    from wsolbench.results.environment import environment
     from wsolbench.util.device import resolve_device
 
     method, resolved, config = build_for_profile(method_name, dataset, protocol, overrides)
@@ -67,4 +72,6 @@ def profile(
         "protocol": resolved.id,
         "config": config,
         **cost,
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "env": environment(type(method).__module__),
     }
