@@ -90,7 +90,17 @@ def test_cub_table_marks_busy_timings_and_holds_the_cost_only_row_and_the_ratio(
 def test_without_genpromp_there_are_no_genpromp_notes():
     costs = {"cub": {"tedloc": record("tedloc", 4.666e9, 22.0e6, others=0.3)}}
     ((_, _, notes),) = report_cost().cost_tables(costs)
-    assert notes == []
+    assert notes == ["Measured 1 record(s) without date or code (older)."]
+
+
+def test_each_table_says_when_and_with_which_code_it_was_measured():
+    dated = {
+        **record("tedloc", 4.666e9, 22.0e6, others=0.3),
+        "measured": "2026-12-07T22:40:00+00:00",
+        "env": {"code": {"wsolbench": {"commit": "0123456789abcdef", "dirty": False}}},
+    }
+    ((_, _, notes),) = report_cost().cost_tables({"cub": {"tedloc": dated}})
+    assert notes == ["Measured 2026-12-07 with code 0123456789ab."]
 
 
 def test_a_latency_of_fewer_calls_than_reported_figures_use_is_marked():
