@@ -372,6 +372,20 @@ def test_an_output_folder_that_is_a_file(tmp_path, capsys):
     assert taken.read_text() == "mine"
 
 
+def test_an_output_extension_contradicting_format_is_refused(tmp_path, capsys):
+    board = tmp_path / "board.csv"
+    line = refused(capsys, "compare", BOARD, "--no-published", "--format", "md", "--output", board)
+    assert "--output board.csv" in line and "--format md" in line and "--format csv" in line
+    assert not board.exists()
+
+
+@pytest.mark.parametrize("name, start", [("board.csv", "method,"), ("board.tex", "% requires")])
+def test_an_output_extension_picks_the_format_when_format_is_not_given(tmp_path, name, start):
+    board = tmp_path / name
+    assert main(["compare", str(BOARD), "--no-published", "--output", str(board)]) == 0
+    assert board.read_text().lstrip().lower().startswith(start), board.read_text()[:80]
+
+
 # --- raw OS errors --------------------------------------------------------------------------------
 
 

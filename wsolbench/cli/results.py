@@ -169,7 +169,10 @@ def add_compare(commands) -> None:
     )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument(
-        "--format", dest="fmt", default="md", choices=["md", "csv", "latex", "html"]
+        "--format",
+        dest="fmt",
+        choices=["md", "csv", "latex", "html"],
+        help="table format (default: from --output's extension, .csv .tex .html .md; else md)",
     )
     parser.add_argument("--output", type=Path, help="write the table here (atomically)")
     parser.add_argument(
@@ -252,6 +255,34 @@ def cmd_diff(args) -> int:
     return 0
 
 
+#: the format an --output file's extension names
+FORMAT_OF_EXTENSION = {
+    ".md": "md",
+    ".markdown": "md",
+    ".csv": "csv",
+    ".tex": "latex",
+    ".html": "html",
+    ".htm": "html",
+}
+
+
+def output_format(fmt: str | None, output: Path | None) -> str:
+    """compare's table format: ``--format`` when given, else the one ``--output``'s extension
+    names, else markdown. A given format that contradicts the extension is refused: a file named
+    board.csv holding markdown is a mistake nobody sees until a spreadsheet reads it."""
+    named = FORMAT_OF_EXTENSION.get(output.suffix.lower()) if output is not None else None
+    if fmt is None:
+        return named or "md"
+    if named is not None and named != fmt:
+        ext = next(e for e, f in FORMAT_OF_EXTENSION.items() if f == fmt)
+        raise ValueError(
+            f"--output {output.name} is a {output.suffix} file but --format {fmt} was asked for: "
+            f"drop --format (or pass --format {named}) to write {named}, or write {fmt} to "
+            f"{output.with_suffix(ext).name}"
+        )
+    return fmt
+
+
 def cmd_compare(args) -> int:
     from wsolbench.leaderboard import compare
     from wsolbench.util.atomic import write_text_atomic
@@ -260,13 +291,14 @@ def cmd_compare(args) -> int:
     if args.no_published and args.published is not None:
         raise ValueError("--published and --no-published contradict each other: drop one")
     check_output(args.output, "--output", folder=False)
+    fmt = output_format(args.fmt, args.output)
     resamples, seed = resampling(args) if args.ci else (0, 0)
     published = False if args.no_published else (args.published or True)
     table = compare(
         args.paths,
         policy=args.policy,
         split=args.split,
-        fmt=args.fmt,
+        fmt=fmt,
         published=published,
         by_data=args.by_data,
         ci=resamples,
