@@ -123,6 +123,40 @@ def test_eval_of_nan_weights_is_an_error_not_zero_localization(tiny_root, tmp_pa
     assert not (tmp_path / "eval" / "result.json").exists()
 
 
+def _eval_weights(root, weights, work) -> list[str]:
+    argv = ["eval", "--method", "toy_method:ToyCAM", "--weights", weights]
+    argv += ["--dataset", "synthetic", "--data-root", root]
+    return [str(a) for a in [*argv, "--protocol", root / "protocol.yaml", "--work-dir", work]]
+
+
+def test_a_training_checkpoint_as_weights_names_weights_pt(tiny_root, tmp_path, capsys):
+    from mmengine.logging import HistoryBuffer
+
+    from wsolbench.blocks.backbone_weights import read_state_dict
+
+    # what mmengine writes to RUN/train/epoch_N.pth: the state dict beside the message hub's
+    # Python objects, which torch.load(weights_only=True) refuses
+    epoch = tmp_path / "train" / "epoch_1.pth"
+    epoch.parent.mkdir()
+    state = {f"method.{k}": v for k, v in ToyCAM(TINY.num_classes).state_dict().items()}
+    torch.save({"state_dict": state, "message_hub": {"loss": HistoryBuffer()}}, epoch)
+    assert main(_eval_weights(tiny_root, epoch, tmp_path / "eval")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(epoch) in line and "training checkpoint" in line and "weights.pt" in line
+    assert "\x1b" not in line
+    with pytest.raises(ValueError, match="training checkpoint") as caught:
+        read_state_dict(epoch)
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unloadable_weights_file_is_one_plain_line(tiny_root, tmp_path, capsys):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x02garbage")
+    assert main(_eval_weights(tiny_root, garbage, tmp_path / "eval")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(garbage) in line and "\x1b" not in line and "weights.pt" in line
+
+
 def save_maps(root, maps_dir, make_map) -> list[str]:
     ids = read_split(root / "metadata" / "test").image_ids
     for image_id in ids:

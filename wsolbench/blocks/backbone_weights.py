@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 
 from wsolbench.blocks.backbone_base import Backbone
-from wsolbench.blocks.state_dicts import StateDictError, fit_problems, unwrap_state_dict
+from wsolbench.blocks.state_dicts import (
+    TRAINING_CHECKPOINT,
+    StateDictError,
+    fit_problems,
+    is_training_checkpoint,
+    load_failure,
+    unwrap_state_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +55,15 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = (str(exc).splitlines() or [""])[0]
+        if is_training_checkpoint(exc):
+            raise PretrainedWeightsError(
+                f"backbone checkpoint {path} is {TRAINING_CHECKPOINT}, not a backbone's weights: "
+                "to evaluate that run, pass its RUN/weights.pt to `eval --weights`; to start a "
+                "backbone from weights, save them with torch.save(model.state_dict(), PATH)"
+            ) from None
         raise PretrainedWeightsError(
             f"backbone checkpoint {path} cannot be read as a state dict with "
-            f"weights_only=True ({type(exc).__name__}: {first_line}); save the weights with "
+            f"weights_only=True ({load_failure(exc)}); save the weights with "
             "torch.save(model.state_dict(), PATH)"
         ) from None
     try:

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from wsolbench.blocks.state_dicts import StateDictError, unwrap_state_dict
+from wsolbench.blocks.state_dicts import StateDictError, load_failure, unwrap_state_dict
 
 # Entries of OpenAI's archives (and of state dicts converted from them) that are model settings
 # stored as tensors, not weights: open_clip's OpenAI loader drops them too.
@@ -116,11 +116,9 @@ def read_weights(path: str | Path) -> WeightsFile:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise WeightsFileError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({type(exc).__name__}: "
-            f"{first}); it must hold tensors only: save it with "
-            "torch.save(model.state_dict(), PATH)"
+            f"{path} cannot be read with torch.load(weights_only=True) ({load_failure(exc)}); "
+            "it must hold tensors only: save it with torch.save(model.state_dict(), PATH)"
         ) from None
     return _plain(loaded, path)
 

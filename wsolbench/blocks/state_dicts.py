@@ -9,18 +9,46 @@ Two steps every loader of someone else's weights takes:
   lacks, the keys the model does not have, and the tensors of another shape, named with their
   shapes so that a user sees at once whether the file belongs to another architecture.
 
+And when ``torch.load(weights_only=True)`` refuses a file, :func:`load_failure` says why in one
+plain line (torch's own text runs to paragraphs, with terminal colour codes), and
+:func:`is_training_checkpoint` tells the common mistake apart: a run's mmengine checkpoint
+(``RUN/train/epoch_N.pth``) passed where its ``RUN/weights.pt`` belongs.
+
 Each caller raises its own error around these (naming its file and its fix); which wrappers it
 strips and which keys it may leave out are its parameters.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor
 
 # How many keys of each kind a message names; the counts say how many there are in all.
 SHOWN_KEYS = 5
+
+
+# what an mmengine training checkpoint is, for the messages of those who refuse one
+TRAINING_CHECKPOINT = "an mmengine training checkpoint (RUN/train/epoch_N.pth)"
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # terminal colour codes torch puts in its messages
+_UNPICKLER = "WeightsUnpickler error:"  # where torch's text says what it refused
+
+
+def is_training_checkpoint(exc: Exception) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused the file for the mmengine objects a
+    training checkpoint holds (its message hub's ``HistoryBuffer``)."""
+    return "mmengine." in str(exc)
+
+
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` refused a file, in one line without colour codes: the refused global or
+    opcode torch names, else the first line of its message, prefixed by the exception's class."""
+    text = _COLOUR.sub("", str(exc))
+    _, found, detail = text.partition(_UNPICKLER)
+    reason = (detail if found else text).strip()
+    reason = (reason.splitlines() or [""])[0].partition(". ")[0][:200]
+    return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
 
 
 class StateDictError(ValueError):

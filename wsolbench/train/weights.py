@@ -13,7 +13,12 @@ from pathlib import Path
 
 import torch
 
-from wsolbench.blocks.state_dicts import fit_problems
+from wsolbench.blocks.state_dicts import (
+    TRAINING_CHECKPOINT,
+    fit_problems,
+    is_training_checkpoint,
+    load_failure,
+)
 from wsolbench.method import WSOLMethod
 from wsolbench.train.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -91,10 +96,15 @@ def load_weights_file(method: WSOLMethod, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        if is_training_checkpoint(exc):
+            run = path.parent.parent if path.parent.name == "train" else Path("RUN")
+            raise CheckpointError(
+                f"weights file {path} is {TRAINING_CHECKPOINT}, not a run's weights: pass the "
+                f"run's {run / 'weights.pt'} instead (written when its training ends)"
+            ) from None
         raise CheckpointError(
-            f"weights file {path} cannot be read as a plain state dict ({type(exc).__name__}: "
-            f"{first_line}); pass a weights.pt written by wsolbench"
+            f"weights file {path} cannot be read as a plain state dict ({load_failure(exc)}); "
+            "pass a weights.pt written by wsolbench"
         ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = {k.removeprefix(CHECKPOINT_PREFIX): v for k, v in state["state_dict"].items()}
