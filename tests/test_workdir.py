@@ -216,6 +216,24 @@ def test_resume_of_the_same_run_keeps_it(tiny, finished, capsys):
     assert (finished / "result.json").read_bytes() == before
 
 
+def test_a_truncated_result_names_the_fix_that_works_and_it_works(tiny, finished, tmp_path, capsys):
+    work = shutil.copytree(finished, tmp_path / "run")
+    text = (work / "result.json").read_text()
+    (work / "result.json").write_text(text[:300])
+    argv = toy_args(tiny, work, "-o", "train.max_epochs=2", "--resume")
+    status, err = run(argv, capsys)
+    line = err.strip().splitlines()[-1]
+    assert status == 2 and str(work / "result.json") in line, err
+    assert "delete it" in line and "--resume" in line and "wsolbench eval` to" not in line
+    checkpoints = {p.name: p.stat().st_mtime_ns for p in (work / "train").glob("epoch_*.pth")}
+    (work / "result.json").unlink()  # the fix: the finished weights are evaluated, not retrained
+    assert run(argv, capsys)[0] == 0
+    assert json.loads((work / "result.json").read_text())["metrics"] == json.loads(text)["metrics"]
+    assert {p.name: p.stat().st_mtime_ns for p in (work / "train").glob("epoch_*.pth")} == (
+        checkpoints
+    )
+
+
 def test_a_copied_work_dir_resumes_from_its_own_checkpoints(tiny, finished, tmp_path, capsys):
     original = tmp_path / "original"
     shutil.copytree(finished, original)

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 3  # 3: counts in the records file named by per_image
 OLDEST_READABLE_SCHEMA = 1  # schema 1: no data_fingerprint
 RESULT_FILENAME = "result.json"
+# A damaged result's fix: --resume in a dir without one evaluates its weights again, untrained.
+REWRITE = "delete it, then rerun its command with --resume (re-evaluates the weights, no training)"
 SPLITS = ("val", "test")
 POLICIES = ("oracle", "select")
 METRIC_KEYS = (
@@ -233,7 +235,7 @@ class Result:
         if missing:
             raise ResultError(
                 f"{source}: missing key(s) {', '.join(missing)}; a schema-{SCHEMA_VERSION} result "
-                f"needs {', '.join(_REQUIRED_TYPES)}. Re-run `wsolbench eval` to rewrite it."
+                f"needs {', '.join(_REQUIRED_TYPES)}; {REWRITE}"
             )
         for key, kind in {**_REQUIRED_TYPES, **_OPTIONAL_TYPES}.items():
             if key in d and not _is_type(d[key], kind):
@@ -279,13 +281,11 @@ def _check_schema(d: dict, source: str) -> None:
     if schema < OLDEST_READABLE_SCHEMA:
         raise ResultError(
             f"{source}: result schema {schema} is older than this wsolbench supports "
-            f"({OLDEST_READABLE_SCHEMA}-{SCHEMA_VERSION}); re-evaluate the run (`wsolbench eval`) "
-            "to rewrite it."
+            f"({OLDEST_READABLE_SCHEMA}-{SCHEMA_VERSION}); re-evaluate the run (`wsolbench eval`)"
         )
     if schema >= 2 and not _is_type(d.get("data_fingerprint"), dict):
         raise ResultError(
-            f"{source}: a schema-{schema} result needs 'data_fingerprint' (an object); re-run "
-            "`wsolbench eval` to rewrite it"
+            f"{source}: a schema-{schema} result needs 'data_fingerprint' (an object); {REWRITE}"
         )
     for key in FILE_KEYS:
         named = d.get(key)
@@ -297,7 +297,7 @@ def _check_schema(d: dict, source: str) -> None:
         ):
             raise ResultError(
                 f"{source}: {key!r} must be {{'file': a file name beside result.json, 'sha256': "
-                "string}; re-run `wsolbench eval` to rewrite it"
+                f"string}}; {REWRITE}"
             )
     fingerprint = d.get("data_fingerprint")
     if isinstance(fingerprint, dict) and not (
@@ -313,7 +313,7 @@ def _check_schema(d: dict, source: str) -> None:
     ):
         raise ResultError(
             f"{source}: 'data_fingerprint' must hold 'sha256' (a string) and 'splits' (role -> "
-            "{'sha256': string, 'n_images': integer}); re-run `wsolbench eval` to rewrite it"
+            f"{{'sha256': string, 'n_images': integer}}); {REWRITE}"
         )
 
 
@@ -386,8 +386,8 @@ def load_result(path: str | Path) -> Result:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}. "
-            "The file may be truncated; re-run `wsolbench eval` to rewrite it."
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} (cut "
+            f"short?); {REWRITE}"
         ) from exc
     schema = d.get("schema") if isinstance(d, dict) else None
     if _is_type(schema, int) and schema >= 3 and "counts" not in d and "per_image" in d:
@@ -403,7 +403,7 @@ def _counts_beside(path: Path, d: dict) -> dict:
     if not (isinstance(named, dict) and isinstance(named.get("file"), str)):
         raise ResultError(
             f"{path}: 'per_image' must be {{'file': a file name beside result.json, 'sha256': "
-            "string}; re-run `wsolbench eval` to rewrite it"
+            f"string}}; {REWRITE}"
         )
     file = path.parent / Path(named["file"]).name
     try:
