@@ -386,6 +386,24 @@ def test_an_output_extension_picks_the_format_when_format_is_not_given(tmp_path,
     assert board.read_text().lstrip().lower().startswith(start), board.read_text()[:80]
 
 
+# --- path values -----------------------------------------------------------------------------
+
+
+RUN = ["run", "--method", "center", "--dataset", "synthetic"]
+
+
+def test_a_tilde_in_a_path_is_the_home_folder(monkeypatch, tmp_path):
+    from wsolbench.sweep.grid import build_grid
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = build_parser().parse_args([*RUN, "--work-dir", "~/x", "--data-root", "~/data"])
+    assert (args.work_dir, args.data_root) == (str(tmp_path / "x"), str(tmp_path / "data"))
+    args = build_parser().parse_args(["compare", "~/runs", "--output", "~/board.md"])
+    assert (args.paths, args.output) == ([tmp_path / "runs"], tmp_path / "board.md")
+    grid = build_grid({"methods": ["cam"], "datasets": ["synthetic"], "root": "~/sweeps/abl"})
+    assert grid.root_dir == tmp_path / "sweeps" / "abl"
+
+
 # --- raw OS errors --------------------------------------------------------------------------------
 
 

@@ -10,10 +10,9 @@ import argparse
 import errno
 import logging
 import sys
-from pathlib import Path
 
 from wsolbench import __version__
-from wsolbench.cli.options import add_seed
+from wsolbench.cli.options import add_seed, user_path
 from wsolbench.cli.results import add_compare, add_diff, add_evaluate_maps, add_fingerprint
 from wsolbench.cli.run import add_eval, add_reproduce, add_run
 from wsolbench.cli.sweep import add_sweep
@@ -118,13 +117,13 @@ def _add_prepare(commands) -> None:
     )
     parser.add_argument(
         "--src",
-        type=Path,
+        type=user_path,
         help="the original release (cub, ilsvrc, glas); wsol-splits: one fold of LIVIA's "
         "histology splits, <DS>/fold-<k>",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=user_path,
         help="the prepared root to write (synthclip[-quick], synthcam: the cache folder; default "
         "$WSOLBENCH_CACHE)",
     )
@@ -134,21 +133,29 @@ def _add_prepare(commands) -> None:
         help="cub: carve a box-annotated selection split of N train images per class "
         "(not the official CUBV2 set)",
     )
-    parser.add_argument("--cubv2", type=Path, help="cub: the official CUBV2 val metadata folder")
-    parser.add_argument("--annotations", type=Path, help="ilsvrc: folder of validation XML files")
-    parser.add_argument("--synsets", type=Path, help="ilsvrc: synset list (LOC_synset_mapping.txt)")
     parser.add_argument(
-        "--images", type=Path, help="wsol-splits: the data root the splits' image ids are under"
+        "--cubv2", type=user_path, help="cub: the official CUBV2 val metadata folder"
+    )
+    parser.add_argument(
+        "--annotations", type=user_path, help="ilsvrc: folder of validation XML files"
+    )
+    parser.add_argument(
+        "--synsets", type=user_path, help="ilsvrc: synset list (LOC_synset_mapping.txt)"
+    )
+    parser.add_argument(
+        "--images",
+        type=user_path,
+        help="wsol-splits: the data root the splits' image ids are under",
     )
     parser.add_argument(
         "--masks",
-        type=Path,
+        type=user_path,
         help="wsol-splits: the root the splits' mask paths are under (default: --images)",
     )
     parser.add_argument(
         "--from",
         dest="adopt",
-        type=Path,
+        type=user_path,
         metavar="RUN",
         help="synthcam: take this finished cam run as the teacher instead of training it, when it "
         "is the very run the teacher would be (seed, one thread, CPU, default config)",

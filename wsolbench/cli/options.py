@@ -42,6 +42,18 @@ def int_in(low: int, high: int, what: str):
     return parse
 
 
+def path_text(text: str) -> str:
+    """An argparse ``type`` for every path option: a leading ``~`` is the home folder, as the
+    shell would have made it (it does not in ``--work-dir=~/x`` nor in quotes, and a folder named
+    ``~`` is never what was meant); the value stays text for options that also take an id."""
+    return os.path.expanduser(text)
+
+
+def user_path(text: str) -> Path:
+    """:func:`path_text` as a Path."""
+    return Path(path_text(text))
+
+
 def add_batch_size(parser, default: int | None, help: str, shown: str | None = None) -> None:
     """``--batch-size N`` (1 to :data:`MAX_BATCH_SIZE`), shared by run, eval, reproduce, profile
     and check; ``shown`` says what a None default means."""

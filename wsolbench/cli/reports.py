@@ -6,15 +6,15 @@ Kept apart from ``cli.py`` (like ``cli_check.py``) so that these commands' optio
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from wsolbench.cli.options import (
     PROFILE_DESTS,
     add_batch_size,
     add_overrides_argument,
     add_profile_options,
     check_output,
+    path_text,
     profile_settings,
+    user_path,
 )
 
 GRID_IMAGES = 16  # visualize: images in the overlay grid unless --n says otherwise
@@ -35,7 +35,9 @@ def _add_profile(commands) -> None:
     parser.add_argument(
         "--dataset", default="cub", help="whose protocol and preset (default: cub, 224x224)"
     )
-    parser.add_argument("--protocol", help="protocol id or YAML file (default: the dataset's)")
+    parser.add_argument(
+        "--protocol", type=path_text, help="protocol id or YAML file (default: the dataset's)"
+    )
     add_overrides_argument(parser, "config override, dotted keys into sections (repeatable)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     add_batch_size(parser, 64, "throughput batch")
@@ -51,7 +53,7 @@ def _add_profile(commands) -> None:
         help="an op the MAC counter has no formula for is an error (default: a warning, and the "
         "MACs are reported as a lower bound)",
     )
-    parser.add_argument("--json", type=Path, help="also write the cost record here")
+    parser.add_argument("--json", type=user_path, help="also write the cost record here")
     parser.set_defaults(handler=cmd_profile)
 
 
@@ -92,16 +94,20 @@ def _add_visualize(commands) -> None:
         "(overlays.png). For all runs together: BoxAcc-vs-threshold curves per IoU from the "
         "stored counts (curves.png). result.json files give curves only.",
     )
-    parser.add_argument("paths", nargs="+", type=Path, help="run work dirs or result.json files")
+    parser.add_argument(
+        "paths", nargs="+", type=user_path, help="run work dirs or result.json files"
+    )
     parser.add_argument("--n", type=int, help=f"images in the overlay grid (default {GRID_IMAGES})")
     parser.add_argument(
-        "--output", type=Path, help="folder for the figures (needed with several runs)"
+        "--output", type=user_path, help="folder for the figures (needed with several runs)"
     )
     parser.add_argument(
         "--policy", default="oracle", help="oracle | oracle-separate | select | fixed:T"
     )
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cache)")
+    parser.add_argument(
+        "--data-root", type=path_text, help="prepared dataset root (synthetic: the cache)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto")
     drawn = parser.add_mutually_exclusive_group()  # both: nothing would be drawn
     drawn.add_argument("--curves-only", action="store_true", help="no overlay grid")

@@ -10,9 +10,11 @@ from wsolbench.cli.options import (
     add_resampling,
     add_resampling_workers,
     check_output,
+    path_text,
     refuse_without,
     resampling,
     resampling_workers,
+    user_path,
 )
 from wsolbench.cli.run import metrics_table
 
@@ -24,9 +26,13 @@ def add_evaluate_maps(commands) -> None:
         description="Evaluate maps saved by any WSOL codebase, laid out as the reference evaluator "
         "expects (<maps>/<image_id>.npy, ids keep subfolders and extension).",
     )
-    parser.add_argument("--maps", type=Path, required=True)
-    parser.add_argument("--metadata", type=Path, required=True, help="a split folder (four files)")
-    parser.add_argument("--masks", type=Path, help="mask root: evaluate PxAP from mask records")
+    parser.add_argument("--maps", type=user_path, required=True)
+    parser.add_argument(
+        "--metadata", type=user_path, required=True, help="a split folder (four files)"
+    )
+    parser.add_argument(
+        "--masks", type=user_path, help="mask root: evaluate PxAP from mask records"
+    )
     parser.add_argument(
         "--step", type=float, default=0.001, help="threshold step (protocol: 0.001)"
     )
@@ -39,12 +45,14 @@ def add_evaluate_maps(commands) -> None:
     )
     parser.add_argument(
         "--predictions",
-        type=Path,
+        type=user_path,
         help="class predictions, one line per image: path,class,class,... (0-based, the five "
         "best or more, best first): adds Top-1 / Top-5 Cls and Loc",
     )
     add_count_workers(parser)
-    parser.add_argument("--json", type=Path, help="write metrics and per-threshold counts here")
+    parser.add_argument(
+        "--json", type=user_path, help="write metrics and per-threshold counts here"
+    )
     parser.set_defaults(handler=cmd_evaluate_maps)
 
 
@@ -137,8 +145,12 @@ def add_fingerprint(commands) -> None:
         "combined) and whether it matches what the protocol pins.",
     )
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-root", help="prepared dataset root (synthetic: the cached one)")
-    parser.add_argument("--protocol", help="protocol id or YAML file (default: the newest)")
+    parser.add_argument(
+        "--data-root", type=path_text, help="prepared dataset root (synthetic: the cached one)"
+    )
+    parser.add_argument(
+        "--protocol", type=path_text, help="protocol id or YAML file (default: the newest)"
+    )
     parser.set_defaults(handler=cmd_fingerprint)
 
 
@@ -163,7 +175,7 @@ def cmd_fingerprint(args) -> int:
 
 def add_compare(commands) -> None:
     parser = commands.add_parser("compare", help="leaderboard from result files and folders")
-    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("paths", nargs="+", type=user_path)
     parser.add_argument(
         "--policy", default="oracle", help="oracle | oracle-separate | select | fixed:T"
     )
@@ -174,9 +186,9 @@ def add_compare(commands) -> None:
         choices=["md", "csv", "latex", "html"],
         help="table format (default: from --output's extension, .csv .tex .html .md; else md)",
     )
-    parser.add_argument("--output", type=Path, help="write the table here (atomically)")
+    parser.add_argument("--output", type=user_path, help="write the table here (atomically)")
     parser.add_argument(
-        "--published", type=Path, help="published rows file (default: the checkout's)"
+        "--published", type=user_path, help="published rows file (default: the checkout's)"
     )
     parser.add_argument("--no-published", action="store_true", help="leave published rows out")
     parser.add_argument(
@@ -225,8 +237,8 @@ def add_diff(commands) -> None:
         "unless --models-fixed. A and B are each a run dir, a result.json, or a folder of one "
         "row's seeds.",
     )
-    parser.add_argument("a", type=Path, metavar="A")
-    parser.add_argument("b", type=Path, metavar="B")
+    parser.add_argument("a", type=user_path, metavar="A")
+    parser.add_argument("b", type=user_path, metavar="B")
     parser.add_argument(
         "--policy", default="oracle", help="oracle | oracle-separate | select | fixed:T"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from tabulate import tabulate
 
@@ -16,8 +15,10 @@ from wsolbench.cli.options import (
     add_profile_options,
     add_seed,
     add_threads,
+    path_text,
     profile_settings,
     refuse_without,
+    user_path,
 )
 from wsolbench.results.environment import DEFAULT_EVAL_BATCH_SIZE
 from wsolbench.runs.launchers import LAUNCHERS
@@ -28,12 +29,16 @@ def _add_method_and_data(parser, *, work_dir_help: str, overrides_help: str) -> 
     parser.add_argument("--method", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument(
-        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
+        "--data-root",
+        type=path_text,
+        help="prepared dataset root (synthetic: generated if omitted)",
     )
     parser.add_argument(
-        "--protocol", help="protocol id or YAML file (default: the dataset's newest)"
+        "--protocol",
+        type=path_text,
+        help="protocol id or YAML file (default: the dataset's newest)",
     )
-    parser.add_argument("--work-dir", help=work_dir_help)
+    parser.add_argument("--work-dir", type=path_text, help=work_dir_help)
     add_overrides_argument(parser, overrides_help)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     add_batch_size(parser, DEFAULT_EVAL_BATCH_SIZE, "evaluation batch size")
@@ -85,7 +90,7 @@ def add_eval(commands) -> None:
         work_dir_help="default: work_dirs/<protocol>/<method>/eval-<run>",
         overrides_help="config override; must describe the same architecture as the weights",
     )
-    parser.add_argument("--weights", required=True, type=Path, help="a run's weights.pt")
+    parser.add_argument("--weights", required=True, type=user_path, help="a run's weights.pt")
     parser.add_argument(
         "--resume", action="store_true", help="keep (or finish) the evaluation in --work-dir"
     )
@@ -101,19 +106,22 @@ def add_reproduce(commands) -> None:
         "metric recorded vs reproduced. Exit 0 when all are equal, 1 otherwise (naming the first "
         "recorded condition that differs here: commit, threads, a library, the CPU).",
     )
-    parser.add_argument("source", type=Path, help="a run's work dir or its result.json")
+    parser.add_argument("source", type=user_path, help="a run's work dir or its result.json")
     parser.add_argument(
         "--work-dir",
+        type=path_text,
         help="where to rerun (default: work_dirs/reproduce/<protocol>/<method>/seed<N>)",
     )
     parser.add_argument(
-        "--data-root", help="prepared dataset root (synthetic: generated if omitted)"
+        "--data-root",
+        type=path_text,
+        help="prepared dataset root (synthetic: generated if omitted)",
     )
     parser.add_argument("--device", help="default: the recorded device")
     add_batch_size(parser, None, "evaluation batch size", shown="the recorded one")
     parser.add_argument(
         "--weights",
-        type=Path,
+        type=user_path,
         help="an eval's result: the weights file it evaluated (checked by its sha256), "
         "evaluated again",
     )

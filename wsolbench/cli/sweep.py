@@ -11,7 +11,14 @@ import os
 import shlex
 from pathlib import Path
 
-from wsolbench.cli.options import MAX_THREADS, add_overrides_argument, add_threads, int_in
+from wsolbench.cli.options import (
+    MAX_THREADS,
+    add_overrides_argument,
+    add_threads,
+    int_in,
+    path_text,
+    user_path,
+)
 
 MAX_SLOTS = 1024
 
@@ -24,11 +31,13 @@ def add_sweep(commands) -> None:
         "[-<variant>]/seed<S>; finished cells are skipped, interrupted ones resume. Flags add "
         "to (lists) or replace (the rest) what GRID.yaml says. See docs/sweep.md.",
     )
-    parser.add_argument("grid", nargs="?", type=Path, help="a GRID.yaml (optional)")
+    parser.add_argument("grid", nargs="?", type=user_path, help="a GRID.yaml (optional)")
     parser.add_argument("--name", help="the sweep's name (default: GRID's file name, or sweep)")
     parser.add_argument("--methods", nargs="+", metavar="M", help="methods to run")
     parser.add_argument("--datasets", nargs="+", metavar="D", help="datasets to run on")
-    parser.add_argument("--protocol", help="protocol id or YAML file (default: each dataset's)")
+    parser.add_argument(
+        "--protocol", type=path_text, help="protocol id or YAML file (default: each dataset's)"
+    )
     parser.add_argument("--seeds", nargs="+", metavar="S", help="seeds: 0-4, or 0 1 2")
     add_overrides_argument(parser, "config override applied to every cell (repeatable)")
     parser.add_argument(
@@ -44,8 +53,12 @@ def add_sweep(commands) -> None:
         help="every cell runs with --summed-pxap (PxAP histograms summed over images only: "
         "exact PxAP, smaller records, no per-image PxAP interval); GRID.yaml: summed_pxap: true",
     )
-    parser.add_argument("--root", help="sweep folder (default: work_dirs/sweeps/<name>)")
-    parser.add_argument("--data-root", help="prepared dataset root, passed to every cell")
+    parser.add_argument(
+        "--root", type=path_text, help="sweep folder (default: work_dirs/sweeps/<name>)"
+    )
+    parser.add_argument(
+        "--data-root", type=path_text, help="prepared dataset root, passed to every cell"
+    )
     parser.add_argument("--device", help="--device of every cell (default: the run's auto)")
     parser.add_argument(
         "--executor",

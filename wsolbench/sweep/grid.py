@@ -8,6 +8,7 @@ cell starts.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,8 +165,10 @@ def _flag(value: object, key: str) -> bool:
 
 
 def _optional_text(value: object, key: str) -> str | None:
+    """A path (or protocol id) key's text, a leading ``~`` the home folder, as on the command
+    line (cli.options.path_text): a folder named ``~`` is never what was meant."""
     if value is None:
         return None
     if not isinstance(value, str | Path) or not str(value):
         raise SweepError(f"{key}: {value!r} is not a path or an id; write it as text")
-    return str(value)
+    return os.path.expanduser(value)
