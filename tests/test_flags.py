@@ -392,6 +392,18 @@ def test_an_output_extension_picks_the_format_when_format_is_not_given(tmp_path,
 RUN = ["run", "--method", "center", "--dataset", "synthetic"]
 
 
+@pytest.mark.parametrize("flag", ["--work-dir", "--protocol", "--data-root"])
+def test_an_empty_path_is_refused_naming_the_option(capsys, flag):
+    # e.g. --work-dir "$OUT" with OUT unset: not the default folder the user did not ask for
+    line = refused(capsys, *RUN, flag, "")
+    assert f"argument {flag}" in line and "empty" in line
+
+
+def test_an_empty_positional_path_is_refused(capsys):
+    line = refused(capsys, "compare", "", "--no-published")
+    assert "paths" in line and "empty" in line
+
+
 def test_a_tilde_in_a_path_is_the_home_folder(monkeypatch, tmp_path):
     from wsolbench.sweep.grid import build_grid
 

@@ -45,7 +45,16 @@ def int_in(low: int, high: int, what: str):
 def path_text(text: str) -> str:
     """An argparse ``type`` for every path option: a leading ``~`` is the home folder, as the
     shell would have made it (it does not in ``--work-dir=~/x`` nor in quotes, and a folder named
-    ``~`` is never what was meant); the value stays text for options that also take an id."""
+    ``~`` is never what was meant); the value stays text for options that also take an id.
+
+    An empty value is refused: it is an unset shell variable (``--work-dir "$OUT"``), and taking
+    it as "not given" would write to, or read, the default instead of what was meant.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty path (an unset shell variable?); give a path, or leave the option out for "
+            "its default"
+        )
     return os.path.expanduser(text)
 
 
