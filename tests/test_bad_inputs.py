@@ -2,6 +2,7 @@
 masks, maps that are not maps, metadata with a BOM, images whose size contradicts the metadata."""
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -357,3 +358,30 @@ def test_an_undecodable_image_in_a_worker_is_one_error_line(own_root, tmp_path, 
     assert main([str(a) for a in [*argv, "--num-workers", 1]]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: image {path} cannot be decoded")
+
+
+# --- text files that are not UTF-8 ------------------------------------------------------------
+
+
+def test_a_class_name_file_that_is_not_utf8_is_named_with_its_line(own_root, capsys):
+    with open(own_root / "classnames.txt", "ab") as f:
+        f.write(b"caf\xe9\n")
+    argv = ["fingerprint", "--dataset", "synthetic", "--data-root", str(own_root)]
+    assert main([*argv, "--protocol", str(own_root / "protocol.yaml")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{own_root / 'classnames.txt'} line 4" in line and "UTF-8" in line
+
+
+def test_a_grid_or_published_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    from wsolbench.sweep.grid import read_grid_file
+
+    grid = tmp_path / "GRID.yaml"
+    grid.write_bytes(b"methods: [cam]\ndatasets: [caf\xe9]\n")
+    with pytest.raises(ValueError, match=f"{grid} line 2: not UTF-8"):
+        read_grid_file(grid)
+    published = tmp_path / "published.yaml"
+    published.write_bytes(b"rows:\n- method: caf\xe9\n")
+    board = Path(__file__).parent / "fixtures" / "results" / "cub"
+    assert main(["compare", str(board), "--published", str(published)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{published} line 2: not UTF-8" in line

@@ -111,6 +111,14 @@ def test_cub_malformed_release_file(tmp_path):
         convert_cub(src, tmp_path / "out")
 
 
+def test_cub_release_file_that_is_not_utf8_is_named(tmp_path):
+    src = make_cub(tmp_path / "release", images=False)
+    with open(src / "classes.txt", "ab") as f:
+        f.write(b"3 003.Caf\xe9\n")
+    with pytest.raises(ValueError, match=r"classes.txt line 3: not UTF-8"):
+        convert_cub(src, tmp_path / "out")
+
+
 def test_cub_val_per_class_is_deterministic_and_disjoint(tmp_path):
     src = make_cub(tmp_path / "release")
     first = convert_cub(src, tmp_path / "a", val_per_class=1, seed=3)

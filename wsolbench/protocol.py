@@ -19,6 +19,7 @@ import yaml
 
 import protocols as _protocols_package
 from wsolbench.util.names import unknown_name_message
+from wsolbench.util.text_files import read_utf8
 from wsolbench.util.yaml_errors import yaml_problem
 
 # The shipped specs are package data of the top-level ``protocols`` package (see pyproject.toml).
@@ -139,10 +140,10 @@ def load_protocol(id_or_path: str | Path) -> Protocol:
     if not path.is_file():
         raise ProtocolError(f"protocol file {path} does not exist")
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         raise ProtocolError(f"{path}: not valid YAML, {yaml_problem(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ProtocolError(f"{path}: cannot read the protocol file: {exc}") from None
     if not isinstance(content, dict):
         raise ProtocolError(f"{path}: expected a mapping of protocol keys at the top level")
@@ -355,9 +356,7 @@ def _read_classnames(path: Path, content: dict) -> tuple[str, ...]:
     names_path = (path.parent / relative).resolve()
     if not names_path.is_file():
         raise ProtocolError(f"{path}: class-name file {names_path} does not exist")
-    names = tuple(
-        line.strip() for line in names_path.read_text(encoding="utf-8").splitlines() if line.strip()
-    )
+    names = tuple(line.strip() for line in read_utf8(names_path).splitlines() if line.strip())
     return names
 
 

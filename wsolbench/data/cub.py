@@ -67,6 +67,7 @@ from wsolbench.data.metadata import (
     read_split,
     write_split,
 )
+from wsolbench.util.text_files import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -109,25 +110,24 @@ def _find_release(src: Path) -> Path:
 def _read_table(path: Path, n_values: int, parse: Callable[[str], object]) -> dict[str, list]:
     """Read '<image id> <value>...' lines: id -> parsed values. Errors name the file and line."""
     table: dict[str, list] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != n_values + 1:
-                raise MetadataError(
-                    f"{path} line {lineno}: {len(fields)} fields, expected {n_values + 1} "
-                    "(an id and its values, space-separated); is this the original release file?"
-                )
-            try:
-                values = [parse(v) for v in fields[1:]]
-            except ValueError:
-                raise MetadataError(
-                    f"{path} line {lineno}: cannot parse {fields[1:]}; restore the original file"
-                ) from None
-            if fields[0] in table:
-                raise MetadataError(f"{path} line {lineno}: duplicate image id {fields[0]}")
-            table[fields[0]] = values
+    for lineno, line in enumerate(read_utf8(path).splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != n_values + 1:
+            raise MetadataError(
+                f"{path} line {lineno}: {len(fields)} fields, expected {n_values + 1} "
+                "(an id and its values, space-separated); is this the original release file?"
+            )
+        try:
+            values = [parse(v) for v in fields[1:]]
+        except ValueError:
+            raise MetadataError(
+                f"{path} line {lineno}: cannot parse {fields[1:]}; restore the original file"
+            ) from None
+        if fields[0] in table:
+            raise MetadataError(f"{path} line {lineno}: duplicate image id {fields[0]}")
+        table[fields[0]] = values
     return table
 
 

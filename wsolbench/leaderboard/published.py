@@ -16,6 +16,7 @@ from wsolbench.data.sources import list_datasets
 from wsolbench.leaderboard.rows import PUBLISHED_MARK, Row
 from wsolbench.results.record import METRIC_KEYS, ResultError
 from wsolbench.util.names import unknown_name_message
+from wsolbench.util.text_files import read_utf8
 from wsolbench.util.yaml_errors import yaml_problem
 
 
@@ -35,7 +36,7 @@ def load_published(path: str | Path) -> list[Row]:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_utf8(path))
     except FileNotFoundError as exc:
         raise ResultError(f"{path}: no such published-rows file") from exc
     except yaml.YAMLError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from wsolbench.util.names import NAME_PATTERN
+from wsolbench.util.text_files import read_utf8
 from wsolbench.util.yaml_errors import yaml_problem
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding take 0 <= seed < 2**32
@@ -98,7 +99,7 @@ def _seed_word(word: str, where: str) -> range:
 def read_grid_file(path: Path) -> dict:
     """A GRID.yaml's keys (a mapping of :data:`KEYS`); its ``name`` defaults to the file's stem."""
     try:
-        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        content = yaml.safe_load(read_utf8(path))
     except OSError as exc:
         raise SweepError(f"grid file {path}: {exc.strerror}; check the path") from None
     except yaml.YAMLError as exc:

@@ -20,6 +20,7 @@ from wsolbench.data.metadata.records import (
     MaskRecord,
     MetadataError,
 )
+from wsolbench.util.text_files import first_non_utf8_line
 
 
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -37,19 +38,9 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     except UnicodeDecodeError:
         # the decoder reads ahead of the lines handed out: find the line that holds the byte
         raise MetadataError(
-            f"{path} line {_first_non_utf8_line(path)}: not UTF-8 text; metadata files are "
+            f"{path} line {first_non_utf8_line(path)}: not UTF-8 text; metadata files are "
             "plain UTF-8 text"
         ) from None
-
-
-def _first_non_utf8_line(path: Path) -> int:
-    """The 1-based number of the first line of ``path`` that is not UTF-8."""
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return number
-    return 1
 
 
 def _nonneg_int(text: str) -> int | None:
