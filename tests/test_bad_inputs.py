@@ -360,6 +360,28 @@ def test_an_undecodable_image_in_a_worker_is_one_error_line(own_root, tmp_path, 
     assert line.startswith(f"error: image {path} cannot be decoded")
 
 
+def test_an_undecodable_image_after_training_keeps_the_weights_for_resume(
+    own_root, tmp_path, capsys
+):
+    meta = read_split(own_root / "metadata" / "test")
+    path = own_root / "images" / meta.image_ids[4]  # not among those decoded at start
+    good = path.read_bytes()
+    path.write_bytes(b"\x89PNG x")
+    work = tmp_path / "w"
+    argv = ["run", "--method", "toy_method:ToyCAM", "--dataset", "synthetic"]
+    argv += ["--data-root", own_root, "--protocol", own_root / "protocol.yaml"]
+    argv = [str(a) for a in [*argv, "--work-dir", work, "-o", "train.max_epochs=1"]]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(path) in line and "weights are kept" in line and "--resume" in line
+    assert (work / "weights.pt").is_file() and not (work / "result.json").exists()
+    trained = {p.name: p.stat().st_mtime_ns for p in (work / "train").glob("epoch_*.pth")}
+    path.write_bytes(good)  # the fix the line names: evaluated, not trained again
+    assert main([*argv, "--resume"]) == 0
+    assert (work / "result.json").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (work / "train").glob("epoch_*.pth")} == trained
+
+
 # --- text files that are not UTF-8 ------------------------------------------------------------
 
 

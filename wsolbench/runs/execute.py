@@ -105,7 +105,30 @@ def execute(spec: RunSpec) -> Result:
 
                 sha256 = export_weights(method, context.work_dir / workdir.WEIGHTS_FILE)
                 weights_file = {"file": workdir.WEIGHTS_FILE, "sha256": sha256}
-        return _evaluate_and_save(context, method, method.pretrained, weights_file)
+        try:
+            return _evaluate_and_save(context, method, method.pretrained, weights_file)
+        except (ValueError, OSError) as exc:
+            if context.method_cls.capabilities.trainable:
+                _say_the_weights_are_kept(exc, context.work_dir)
+            raise
+
+
+def _say_the_weights_are_kept(exc: Exception, work_dir: Path) -> None:
+    """A data file that fails the evaluation after training (only a sample of the images is
+    decoded before it starts: decoding 50,000 takes minutes) must not cost the training: its
+    message gains where the trained weights are and how to evaluate them without training again
+    (``--resume`` of a dir whose last epoch is saved only evaluates)."""
+    from wsolbench.data.dataset import ImageDecodeError, ImageSizeError
+    from wsolbench.metrics.pxap import MaskError
+
+    # rstrip: from a DataLoader worker, the text is its traceback, ending in the message's line
+    if isinstance(exc, ImageDecodeError | ImageSizeError | MaskError) and exc.args:
+        exc.args = (
+            f"{str(exc.args[0]).rstrip()}; the trained weights are kept in {work_dir}: fix that "
+            "file and run "
+            "the same command again with --resume, which evaluates them without training again",
+            *exc.args[1:],
+        )
 
 
 def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
