@@ -28,7 +28,7 @@ from report_settings import (
 )
 
 from wsolbench.results.per_image import copy_result
-from wsolbench.sweep.cells import Cell, expand, is_finished
+from wsolbench.sweep.cells import Cell, expand, finished
 from wsolbench.sweep.summary import SUMMARY_FILE
 
 
@@ -73,9 +73,11 @@ def run_all(
         )  # fmt: skip
     errors = {} if finished_only else _sweep_errors(board)
     failed = {}
-    for cell in board_cells(methods, seeds, board):
+    cells = board_cells(methods, seeds, board)
+    done = {cell.name for cell in finished(cells)}
+    for cell in cells:
         key = f"{cell.method}/seed{cell.seed}"
-        if not is_finished(cell):
+        if cell.name not in done:
             failed[key] = (
                 "not finished when the reports were made"
                 if finished_only
@@ -102,12 +104,9 @@ def _sweep_errors(board: Board) -> dict[str, str]:
     return {c["cell"]: c["error"] for c in cells if c.get("error")}
 
 
-def collect_results(
-    methods: list[str], seeds: tuple[int, ...], board: Board = MAIN_BOARD
-) -> None:
+def collect_results(methods: list[str], seeds: tuple[int, ...], board: Board = MAIN_BOARD) -> None:
     """Step 2: copy each finished run's result.json and per-image records under
     reports/results/<protocol>/ (from scratch)."""
     shutil.rmtree(board.results, ignore_errors=True)
-    for cell in board_cells(methods, seeds, board):
-        if is_finished(cell):
-            copy_result(cell.work_dir, board.results / cell.method / f"seed{cell.seed}")
+    for cell in finished(board_cells(methods, seeds, board)):
+        copy_result(cell.work_dir, board.results / cell.method / f"seed{cell.seed}")

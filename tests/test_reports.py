@@ -72,3 +72,11 @@ def test_the_histology_board_ranks_by_pxap_and_shows_the_mask_metrics():
     assert "Group: rows sharing a letter are not significantly different on PxAP" in text
     for method in ("clip_patch", "clip_gradcam"):
         assert f"| {method}‡" in text
+
+
+def test_every_report_script_imports():
+    """The scripts behind `make reports` and the TeD-Loc ablation table import: no test runs them
+    end to end (they train), so a renamed library function would otherwise break them unseen."""
+    for path in sorted(REPORTS.glob("*.py")):
+        report_step(path.stem)
+    importlib.import_module("methods.tedloc.ablations")

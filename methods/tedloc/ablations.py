@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from wsolbench.results.per_image import copy_result
-from wsolbench.sweep.cells import expand, is_finished
+from wsolbench.sweep.cells import expand, finished
 from wsolbench.sweep.grid import Grid, build_grid, read_grid_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,10 +72,12 @@ def sweep(grid: Grid) -> int:
 
 def collect(grid: Grid) -> None:
     """Copy each finished cell to ``reports/results/ablations/<variant>/seed<S>``."""
-    for cell in expand(grid, threads=THREADS):
-        cell = dataclasses.replace(cell, work_dir=REPO / cell.work_dir)
-        if is_finished(cell):
-            copy_result(cell.work_dir, REPO / RESULTS / cell.variant / f"seed{cell.seed}")
+    cells = [
+        dataclasses.replace(cell, work_dir=REPO / cell.work_dir)
+        for cell in expand(grid, threads=THREADS)
+    ]
+    for cell in finished(cells):
+        copy_result(cell.work_dir, REPO / RESULTS / cell.variant / f"seed{cell.seed}")
 
 
 def render() -> int:
