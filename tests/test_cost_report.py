@@ -1,6 +1,7 @@
 """reports/report_cost.py's cost tables: marks, the cost-only GenPromp row, the TeD-Loc ratio."""
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -113,3 +114,19 @@ def test_a_latency_of_fewer_calls_than_reported_figures_use_is_marked():
     assert not latency_clean(quick)
     ((_, table, _),) = report_cost().cost_tables({"cub": {"tedloc": quick}})
     assert "100.00" + LATENCY_MARK in table and "5 + 20" in table
+
+
+def test_the_macs_docs_quote_are_the_committed_records():
+    """docs/cost.md's "Measured MACs" table quotes reports/cost/cub/<method>.json (3 decimals):
+    a re-measured count that changes fails here until the page is updated."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "cost.md").read_text(encoding="utf-8")
+    quoted: dict[str, str] = {}  # a method's first row: its default (later rows: -o variants)
+    for method, macs in re.findall(r"^\| `(\w+)`[^|]*\| ([\d.]+) G \|$", page, flags=re.M):
+        quoted.setdefault(method, macs)
+    assert {"tedloc", "cam", "clip_patch", "clip_gradcam"} <= set(quoted)
+    for method in ("tedloc", "cam", "clip_patch", "clip_gradcam"):
+        record = json.loads((root / "reports" / "cost" / "cub" / f"{method}.json").read_text())
+        assert quoted[method] == f"{record['macs'] / 1e9:.3f}", method
