@@ -409,6 +409,10 @@ def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
         ("train.scheduler.type=StepLR", "missing 1 required positional argument: 'step_size'"),
         ("train.scheduler.type=OneCycleLR", "a resume could not read it"),
         ("train.optimizer.type=SparseAdam", "does not support dense gradients"),
+        (
+            "train.optimizer={type: Adam, betas: [0.9]}",
+            "train.optimizer.betas must be two numbers in [0, 1) such as [0.9, 0.999], not [0.9]",
+        ),
         ("train.max_epochs=100000000000000000000", "train.max_epochs must be an integer in"),
     ],
 )

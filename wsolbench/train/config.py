@@ -55,12 +55,22 @@ def _check_optimizer(config) -> torch.optim.Optimizer:
             f"train.optimizer.type {kind!r} is not an optimizer mmengine knows; use a torch.optim "
             "class name such as SGD, Adam or AdamW"
         )
+    betas = options.get("betas")
+    if "betas" in options and not (
+        isinstance(betas, (list, tuple))
+        and len(betas) == 2
+        and all(type(b) in (int, float) and 0 <= b < 1 for b in betas)
+    ):  # torch's Adam indexes betas[1] before checking it: an IndexError, not a message
+        raise ConfigError(
+            f"train.optimizer.betas must be two numbers in [0, 1) such as [0.9, 0.999], not "
+            f"{betas!r}"
+        )
     parameter = torch.zeros(2, requires_grad=True)
     try:
         optimizer = optimizer_cls([parameter], **options)
         (parameter - 1).square().sum().backward()
         optimizer.step()  # some optimizers refuse ordinary gradients only here (SparseAdam)
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
             f"train.optimizer {dict(config)}: {message}; fix that value (-o train.optimizer.KEY="
