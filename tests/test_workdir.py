@@ -408,6 +408,16 @@ def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
         ("train.lr_mult={a:1}", "expects a number, got None"),
         ("train.scheduler.type=StepLR", "missing 1 required positional argument: 'step_size'"),
         ("train.scheduler.type=OneCycleLR", "a resume could not read it"),
+        (
+            "train.scheduler={type: MultiStepLR, milestones: [1], gamma: -5}",
+            "train.scheduler.gamma must be a number > 0",
+        ),
+        ("train.scheduler={type: ExponentialLR, gamma: 0}", "gamma must be a number > 0"),
+        (
+            "train.scheduler={type: MultiStepLR, milestones: [x]}",
+            "train.scheduler.milestones must be epochs (positive integers such as [15, 30]), not",
+        ),
+        ("train.scheduler={type: MultiStepLR, milestones: [0.5]}", "milestones must be epochs"),
         ("train.optimizer.type=SparseAdam", "does not support dense gradients"),
         (
             "train.optimizer={type: Adam, betas: [0.9]}",

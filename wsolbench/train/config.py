@@ -109,13 +109,36 @@ def _check_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> None:
         )
 
 
+def _check_schedule_values(config) -> None:
+    """Refuse values mmengine's schedules take silently but that make no sense: a ``gamma``
+    that is not > 0 (a negative or zero learning rate after a step) and ``milestones`` that are
+    not epochs (an epoch counter never meets ``x`` or ``1.5``: the step never happens)."""
+    if not isinstance(config, dict):
+        return
+    gamma = config.get("gamma")
+    if "gamma" in config and not (type(gamma) in (int, float) and gamma > 0):
+        raise ConfigError(
+            f"train.scheduler.gamma must be a number > 0 (the factor each step multiplies the "
+            f"learning rate by, such as 0.1), not {gamma!r}"
+        )
+    milestones = config.get("milestones")
+    if "milestones" in config and not (
+        isinstance(milestones, list) and all(type(m) is int and m > 0 for m in milestones)
+    ):
+        raise ConfigError(
+            "train.scheduler.milestones must be epochs (positive integers such as [15, 30]), "
+            f"not {milestones!r}"
+        )
+
+
 def check_train_config(train_cfg: dict) -> None:
     """Check a resolved ``train`` section before anything is written or trained.
 
     Counts must be integers in range; the optimizer is built on a dummy parameter and takes one
     step, and the schedule is built on it, steps once and must checkpoint into objects a resume
     may read (so an unknown name, a missing or unknown keyword, a value either refuses, such as
-    a negative learning rate, fails now, not after the data is loaded or after training);
+    a negative learning rate, fails now, not after the data is loaded or after training), and
+    values they take but that make no sense (a gamma <= 0, milestones that are not epochs) too;
     ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
 
     Raises:
@@ -132,6 +155,7 @@ def check_train_config(train_cfg: dict) -> None:
             f"256), not {workers!r}"
         )
     optimizer = _check_optimizer(train_cfg.get("optimizer"))
+    _check_schedule_values(train_cfg.get("scheduler"))
     scheduler = param_scheduler(train_cfg.get("scheduler"), train_cfg["max_epochs"])
     if scheduler:
         _check_scheduler(scheduler[0], optimizer)
