@@ -406,6 +406,10 @@ def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
         ("train.augment={crop_scale: [0.5, 1.0], hflip: maybe}", "hflip expects true or false"),
         ("train.optimizer={type: SGD, lr: 0.1, nesterov: sometimes}", "nesterov expects true"),
         ("train.lr_mult={a:1}", "expects a number, got None"),
+        (
+            "train.lr_mult={classifier: -10}",
+            "train.lr_mult.classifier must be a number >= 0 (0 freezes those parameters), not -10",
+        ),
         ("train.scheduler.type=StepLR", "missing 1 required positional argument: 'step_size'"),
         ("train.scheduler.type=OneCycleLR", "a resume could not read it"),
         (

@@ -138,7 +138,8 @@ def check_train_config(train_cfg: dict) -> None:
     step, and the schedule is built on it, steps once and must checkpoint into objects a resume
     may read (so an unknown name, a missing or unknown keyword, a value either refuses, such as
     a negative learning rate, fails now, not after the data is loaded or after training), and
-    values they take but that make no sense (a gamma <= 0, milestones that are not epochs) too;
+    values they take but that make no sense (a negative lr_mult, a gamma <= 0, milestones that
+    are not epochs) too;
     ``crop_scale`` must be ``[min, max]`` with ``0 < min <= max <= 1``.
 
     Raises:
@@ -155,6 +156,14 @@ def check_train_config(train_cfg: dict) -> None:
             f"256), not {workers!r}"
         )
     optimizer = _check_optimizer(train_cfg.get("optimizer"))
+    for key, mult in (train_cfg.get("lr_mult") or {}).items():
+        # 0 is allowed: torch's optimizers scale the whole step (weight decay too) by the rate
+        if not (type(mult) in (int, float) and mult >= 0):
+            shown = f"{mult:g}" if type(mult) in (int, float) else repr(mult)
+            raise ConfigError(
+                f"train.lr_mult.{key} must be a number >= 0 (0 freezes those parameters), not "
+                f"{shown}"
+            )
     _check_schedule_values(train_cfg.get("scheduler"))
     scheduler = param_scheduler(train_cfg.get("scheduler"), train_cfg["max_epochs"])
     if scheduler:
