@@ -407,6 +407,12 @@ def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
         ("train.optimizer={type: SGD, lr: 0.1, nesterov: sometimes}", "nesterov expects true"),
         ("train.lr_mult={a:1}", "expects a number, got None"),
         (
+            "train.lr_mult={classifer: 10}",
+            "train.lr_mult key 'classifer' is part of no parameter name of method 'toycam' (it "
+            "would change nothing); did you mean 'classifier'? The parameter names start with: "
+            "classifier, features",
+        ),
+        (
             "train.lr_mult={classifier: -10}",
             "train.lr_mult.classifier must be a number >= 0 (0 freezes those parameters), not -10",
         ),

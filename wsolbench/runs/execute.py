@@ -93,6 +93,9 @@ def execute(spec: RunSpec) -> Result:
             return _add_missing_cost(context, finished)
         method = built_method(context)
         if context.method_cls.capabilities.trainable:
+            from wsolbench.train.config import check_lr_mult_keys
+
+            check_lr_mult_keys(method, _lr_mult_keys_set(context))
             # a teacher it learns from is part of what it is
             method.prepare_training(training_data(context))
         announce(context, method.pretrained)
@@ -111,6 +114,18 @@ def execute(spec: RunSpec) -> Result:
             if context.method_cls.capabilities.trainable:
                 _say_the_weights_are_kept(exc, context.work_dir)
             raise
+
+
+def _lr_mult_keys_set(context: RunContext) -> list[str]:
+    """The ``train.lr_mult`` keys the command line set (or changed) over the preset."""
+    changes = preset_changes(
+        context.method_cls,
+        context.spec.dataset,
+        context.config,
+        no_pretrained=context.spec.no_pretrained,
+    )
+    prefix = "train.lr_mult."
+    return [key.removeprefix(prefix) for key in changes if key.startswith(prefix)]
 
 
 def _say_the_weights_are_kept(exc: Exception, work_dir: Path) -> None:

@@ -1,14 +1,17 @@
 """The ``train`` section of a config: checked before anything runs, and resolved for the Runner.
 
 :func:`check_train_config` refuses a section that would fail later (an unknown optimizer, a
-schedule a resume could not read, a count out of range) with the key, the value and the fix;
+schedule a resume could not read, a count out of range) with the key, the value and the fix,
+and :func:`check_lr_mult_keys`, once the model is built, an ``lr_mult`` key matching nothing;
 :func:`param_scheduler` turns ``scheduler`` into what :func:`wsolbench.train.engine.build_runner`
 hands to mmengine (``num_workers``: :func:`wsolbench.util.loader.resolve_workers`).
 """
 
 from __future__ import annotations
 
+import difflib
 import io
+import itertools
 import warnings
 
 import mmengine.optim  # noqa: F401 (fills the registries below: torch's optimizers, the schedules)
@@ -128,6 +131,34 @@ def _check_schedule_values(config) -> None:
         raise ConfigError(
             "train.scheduler.milestones must be epochs (positive integers such as [15, 30]), "
             f"not {milestones!r}"
+        )
+
+
+def check_lr_mult_keys(method: torch.nn.Module, keys) -> None:
+    """Refuse an ``lr_mult`` key that is part of no parameter name of the built ``method``.
+
+    mmengine applies a key to every parameter whose name under the engine's wrapper
+    (``method.<name>``) contains it, and ignores one that matches nothing: a typo would train
+    at the base rate without a word. ``keys`` are those the user set: a preset's key may match
+    nothing on another backbone (``layer4`` is a ResNet's).
+    """
+    names = [name for name, _ in method.named_parameters()]
+    for key in keys:
+        if any(key in f"method.{name}" for name in names):
+            continue
+        prefixes = set()
+        for name in names:  # module paths, up to 3 parts and before any block index
+            parts = name.split(".")[:-1] or [name]
+            prefixes.add(".".join(itertools.takewhile(lambda p: not p.isdigit(), parts[:3])))
+        prefixes.discard("")
+        candidates = prefixes | {p.rpartition(".")[2] for p in prefixes}
+        close = difflib.get_close_matches(key, sorted(candidates), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ";"
+        owner = getattr(method, "name", type(method).__name__)
+        raise ConfigError(
+            f"train.lr_mult key {key!r} is part of no parameter name of method {owner!r} (it "
+            f"would change nothing){hint} The parameter names start with: "
+            f"{', '.join(sorted(prefixes))}"
         )
 
 
