@@ -182,6 +182,23 @@ def test_cub_with_cubv2_metadata(tmp_path):
         convert_cub(src, tmp_path / "out3", cubv2=cubv2, val_per_class=1)
 
 
+def test_prepare_cub_needs_a_selection_split(tmp_path, capsys):
+    """cub-v1 (the one CUB protocol) evaluates val: a root without it is refused by ``run``, so
+    ``prepare`` refuses first, before reading 11,788 image headers, and ``run`` names the same
+    options as required."""
+    from wsolbench.cli.main import main
+    from wsolbench.data.sources import get_dataset
+
+    src = make_cub(tmp_path / "release", images=False)
+    assert main(["prepare", "cub", "--src", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: prepare cub needs a val split") and len(err.splitlines()) == 1
+    assert "--val-per-class N" in err and "--cubv2 DIR" in err
+    assert not (tmp_path / "out").exists()
+    hint = get_dataset("cub").prepare_hint
+    assert "--val-per-class 5" in hint and "--cubv2 DIR" in hint and "[" not in hint
+
+
 # --------------------------------------------------------------------------------------- ILSVRC
 
 WNIDS = ["n01440764", "n01751748", "n09193705"]

@@ -219,6 +219,13 @@ def cmd_prepare(args) -> int:
         raise ValueError(f"prepare {args.dataset} needs --src (the original release folder)")
     dataset = args.dataset
     if args.dataset == "cub":
+        if args.val_per_class is None and args.cubv2 is None:
+            # cub-v1 evaluates val: a root without it would only be refused by `run`
+            raise ValueError(
+                "prepare cub needs a val split (the protocol selects and reports on it): add "
+                "--val-per-class N (N train images per class, e.g. 5; not the official set) or "
+                "--cubv2 DIR (the official CUBV2 val metadata)"
+            )
         from wsolbench.data.cub import convert_cub
 
         counts = convert_cub(

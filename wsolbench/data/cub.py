@@ -47,7 +47,7 @@ Selection split (``val``): the reference's is CUBV2 (5 images per class, a separ
   (deterministic on every platform and version), are moved from ``train`` to ``val``. This is NOT
   the official CUBV2 set, and README.txt says so: numbers selected on it are not comparable with
   papers that select on CUBV2.
-* Neither: no ``val`` split.
+* Neither: no ``val`` split (``wsolbench prepare cub`` refuses this: cub-v1 evaluates ``val``).
 """
 
 from __future__ import annotations

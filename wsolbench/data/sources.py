@@ -95,7 +95,10 @@ def check_prepared(root: Path, protocol: Protocol, hint: str) -> None:
 
 @register_dataset("cub")
 class CUB(DataSource):
-    prepare_hint = "wsolbench prepare cub --src CUB_200_2011 --out DIR [--val-per-class 5]"
+    prepare_hint = (
+        "wsolbench prepare cub --src CUB_200_2011 --out DIR --val-per-class 5 (or, for the "
+        "official val split, --cubv2 DIR)"
+    )
 
 
 @register_dataset("ilsvrc")
