@@ -182,6 +182,55 @@ def test_cub_with_cubv2_metadata(tmp_path):
         convert_cub(src, tmp_path / "out3", cubv2=cubv2, val_per_class=1)
 
 
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("3 1.0 2.0 -5.0 4.0", "a width or height <= 0"),
+        ("3 20.0 2.0 5.0 4.0", "lies outside the 16x12 image"),
+        ("3 nan 2.0 5.0 4.0", "is not finite"),
+    ],
+)
+def test_cub_bad_source_box_is_named_and_nothing_is_written(tmp_path, line, why):
+    src = make_cub(tmp_path / "release")
+    boxes = lines(src / "bounding_boxes.txt")
+    boxes[2] = line
+    (src / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    with pytest.raises(MetadataError) as raised:
+        convert_cub(src, tmp_path / "out", val_per_class=1)
+    message = str(raised.value)
+    assert (
+        message.startswith(f"{src / 'bounding_boxes.txt'} line 3: image id 3 (") and why in message
+    )
+    assert "restore the original release file" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_cub_conversion_that_fails_leaves_the_earlier_one(tmp_path, monkeypatch):
+    """The metadata folder is built aside and renamed into place at the end: a failure half-way
+    leaves the earlier conversion (or nothing) and no temporary folder."""
+    import wsolbench.data.cub as cub
+
+    src, out = make_cub(tmp_path / "release"), tmp_path / "out"
+    convert_cub(src, out, val_per_class=1)
+    before = {p: p.read_text() for p in (out / "metadata").rglob("*.txt")}
+    written = []
+
+    def fails_on_the_second_split(split_dir, meta):
+        if written:
+            raise OSError(28, "No space left on device", str(split_dir))
+        written.append(split_dir)
+        write_split(split_dir, meta)
+
+    monkeypatch.setattr(cub, "write_split", fails_on_the_second_split)
+    for target in (out, tmp_path / "new"):
+        written.clear()
+        with pytest.raises(OSError, match="No space left"):
+            convert_cub(src, target, val_per_class=2)
+    assert {p: p.read_text() for p in (out / "metadata").rglob("*.txt")} == before
+    assert sorted(p.name for p in out.iterdir()) == ["images", "metadata"]
+    assert not (tmp_path / "new").exists()
+
+
 def test_prepare_cub_needs_a_selection_split(tmp_path, capsys):
     """cub-v1 (the one CUB protocol) evaluates val: a root without it is refused by ``run``, so
     ``prepare`` refuses first, before reading 11,788 image headers, and ``run`` names the same

@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +69,7 @@ from wsolbench.data.metadata import (
     read_split,
     write_split,
 )
+from wsolbench.util.atomic import replace_folder
 from wsolbench.util.text_files import read_utf8
 
 logger = logging.getLogger(__name__)
@@ -239,7 +242,8 @@ def convert_cub(
         Split name → image count, e.g. ``{"train": 5994, "test": 5794}``.
 
     Raises:
-        MetadataError: malformed release files, missing images, or invalid CUBV2 metadata.
+        MetadataError: malformed release files (a bad box names its bounding_boxes.txt line),
+            missing images, or invalid CUBV2 metadata.
     """
     if val_per_class is not None and cubv2 is not None:
         raise MetadataError(
@@ -279,15 +283,15 @@ def convert_cub(
         w, h = sizes_by_path[rel]
         fields["labels"][rel] = classes[k][0] - 1
         fields["sizes"][rel] = (w, h)
+        _check_box(root / "bounding_boxes.txt", k, rel, raw_boxes[k], (w, h))
         fields["boxes"][rel] = np.asarray([cub_box(*raw_boxes[k], w, h)], dtype=np.int64)
     train_ids = [paths[k] for k in order if is_train[k][0] == 1]
     test_ids = [paths[k] for k in order if is_train[k][0] == 0]
 
-    meta_dir = out / "metadata"
     val_meta: SplitMetadata | None = None
     if val_per_class is not None:
         train_ids, val_ids = select_per_class(train_ids, fields["labels"], val_per_class, seed)
-        val_meta = _subset(fields, val_ids, meta_dir / "val")
+        val_meta = _subset(fields, val_ids, Path("val"))
         val_note = (
             f"{val_per_class} training image(s) per class chosen with seed {seed} and removed from "
             "train. This is NOT the official CUBV2 selection set (whose images are a separate "
@@ -299,23 +303,62 @@ def convert_cub(
     else:
         val_note = "none (pass cubv2=DIR for the official CUBV2 set, or val_per_class=N)."
 
-    counts = {"train": len(train_ids), "test": len(test_ids)}
-    write_split(meta_dir / "train", _subset(fields, train_ids, meta_dir / "train"))
-    write_split(meta_dir / "test", _subset(fields, test_ids, meta_dir / "test"))
+    splits = {
+        "train": _subset(fields, train_ids, Path("train")),
+        "test": _subset(fields, test_ids, Path("test")),
+    }
     if val_meta is not None:
-        write_split(meta_dir / "val", val_meta)
-        counts["val"] = len(val_meta)
-    elif (meta_dir / "val").is_dir():
-        # A val split left by an earlier conversion would contradict README.txt.
-        logger.warning(
-            "removing %s from an earlier conversion (no val split asked)", meta_dir / "val"
-        )
-        shutil.rmtree(meta_dir / "val")
+        splits["val"] = val_meta
+    counts = {split: len(meta) for split, meta in splits.items()}
     readme = _readme(root, val_note, counts, val_from_train=val_per_class is not None)
-    (meta_dir / "README.txt").write_text(readme, encoding="utf-8")
-    link_dir(out / "images", image_root)
-    # Read back what was written: the same checks a later run would make, caught here.
-    for split in counts:
-        read_split(meta_dir / split, num_classes=n_classes)
+    _write_atomically(out, splits, readme, image_root, n_classes)
     logger.info("CUB written to %s: %s", out, counts)
     return counts
+
+
+def _check_box(path: Path, image_id: str, rel: str, box: list[float], size: tuple[int, int]):
+    """Refuse a source box the box rule would turn into a wrong one (a negative extent, a box
+    clamped to a zero-area one outside the image, NaN), naming its bounding_boxes.txt line."""
+    x, y, w, h = box
+    width, height = size
+    why = None
+    if not all(np.isfinite(box)):
+        why = "is not finite"
+    elif w <= 0 or h <= 0:
+        why = "has a width or height <= 0"
+    elif x < 0 or y < 0 or x >= width or y >= height:
+        why = f"lies outside the {width}x{height} image"
+    if why is not None:
+        lineno = next(
+            n
+            for n, line in enumerate(read_utf8(path).splitlines(), 1)
+            if line.split()[:1] == [image_id]
+        )
+        raise MetadataError(
+            f"{path} line {lineno}: image id {image_id} ({rel}): the box x={x:g} y={y:g} "
+            f"width={w:g} height={h:g} {why}; restore the original release file"
+        )
+
+
+def _write_atomically(
+    out: Path, splits: dict[str, SplitMetadata], readme: str, image_root: Path, n_classes: int
+) -> None:
+    """Write ``out/metadata`` (built aside, read back as a run would, then renamed into place
+    whole) and ``out/images``: a failure leaves the earlier conversion, or no ``out`` at all."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=".metadata.partial.", dir=out))
+    try:
+        os.chmod(building, 0o755)  # mkdtemp makes it private; a dataset folder is shared
+        for split, meta in splits.items():
+            write_split(building / split, meta)
+        (building / "README.txt").write_text(readme, encoding="utf-8")
+        for split in splits:  # the same checks a later run would make, caught here
+            read_split(building / split, num_classes=n_classes)
+        link_dir(out / "images", image_root)
+        replace_folder(building, out / "metadata")
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise

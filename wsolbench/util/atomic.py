@@ -3,7 +3,7 @@
 Write to a temporary file in the destination folder, flush and fsync it, then ``os.replace`` it over
 the destination (atomic on POSIX within one file system). An exception on the way removes the
 temporary file and leaves the destination untouched. A folder built whole in a temporary sibling
-is published the same way (:func:`rename_into_place`).
+is published the same way (:func:`rename_into_place`, :func:`replace_folder`).
 """
 
 from __future__ import annotations
@@ -103,3 +103,21 @@ def rename_into_place(built: Path, final: Path) -> bool:
         if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.exists():
             raise
         return False
+
+
+def replace_folder(built: Path, final: Path) -> None:
+    """Rename the finished folder ``built`` (a sibling of ``final``) to ``final``, replacing an
+    existing ``final`` as a whole; ``built`` is removed if that fails. ``rename()`` cannot replace
+    a non-empty folder, so the old one is moved aside first: for that moment ``final`` is absent,
+    never half-written."""
+    try:
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+            os.rename(final, old / final.name)
+            os.rename(built, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(built, final)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise

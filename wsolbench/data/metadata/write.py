@@ -24,6 +24,7 @@ from wsolbench.data.metadata.records import (
     MetadataError,
     SplitMetadata,
 )
+from wsolbench.util.atomic import replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +107,10 @@ def write_split(split_dir: str | Path, meta: SplitMetadata) -> None:
         for name, lines in files.items():
             with open(tmp / name, "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(lines)
-        if split_dir.exists():
-            # rename() cannot replace a non-empty folder: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{split_dir.name}.old.", dir=split_dir.parent))
-            os.rename(split_dir, old / split_dir.name)
-            os.rename(tmp, split_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, split_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_folder(tmp, split_dir)
     logger.info("wrote %d images to %s", len(meta.image_ids), split_dir)
 
 
