@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{device_name()}, {args.threads} torch thread(s), {args.warmup} + {args.runs} calls")
+    cpu = device_name(torch.device("cpu"))
+    print(f"{cpu}, {args.threads} torch thread(s), {args.warmup} + {args.runs} calls per input")
     for refine in (False, True):
         config = resolve_config(ClipGradCAM, "cub", ["clip.pretrained=false", f"refine={refine}"])
         torch.manual_seed(0)
