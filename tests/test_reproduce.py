@@ -149,9 +149,10 @@ def test_nothing_in_reports_names_a_machine_path():
 
 def test_the_same_weights_under_another_name_are_one_row(tmp_path, capsys):
     """A committed tedloc run copied with its text weights renamed (another machine's copy of
-    the same file): compare shows one row of both seeds, and diff runs on it."""
+    the same file): compare shows one row of all three seeds, and diff runs on it (two-level:
+    three seeds to draw)."""
     board = tmp_path / "board"
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         shutil.copytree(
             REPORTS / "results" / "synthetic-v1" / "tedloc" / f"seed{seed}", board / f"s{seed}"
         )
@@ -165,7 +166,7 @@ def test_the_same_weights_under_another_name_are_one_row(tmp_path, capsys):
     save_result(board / "s1" / "result.json", result)
     assert main(["compare", str(board), "--no-published", "--format", "csv"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tedloc,")]
-    assert len(rows) == 1 and ",2," in rows[0]  # one row, two seeds
+    assert len(rows) == 1 and ",3," in rows[0]  # one row, three seeds
     center = REPORTS / "results" / "synthetic-v1" / "center"
     assert main(["diff", str(board), str(center), "--resamples", "100"]) == 0
 
