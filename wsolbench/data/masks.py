@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from wsolbench.data.metadata import MetadataError, SplitMetadata
+from wsolbench.util.atomic import replace_folder
 
 #: Formats a binary copy can keep its name in (lossless: a JPEG would blur 0/255 into grey).
 LOSSLESS_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -121,22 +122,10 @@ def write_binary_masks(
             if not cv2.imwrite(str(target), binary):
                 raise MetadataError(f"cannot write the binary mask {target}; check free space")
         (tmp / MARKER).write_text("binary masks written by `wsolbench prepare`\n")
-        _replace(out_root, tmp)
+        if out_root.is_symlink():  # a link to masks elsewhere: replaced, the masks it names kept
+            out_root.unlink()
+        replace_folder(tmp, out_root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return len(items)
-
-
-def _replace(target: Path, new: Path) -> None:
-    """Put the folder ``new`` at ``target``: an old link is dropped, an old folder moved aside
-    first (rename cannot replace a non-empty folder) and deleted after."""
-    if target.is_symlink():
-        target.unlink()
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.rename(target, old / target.name)
-        os.rename(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(new, target)
