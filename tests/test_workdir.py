@@ -424,6 +424,10 @@ def test_a_missing_image_is_found_before_training(tiny, tmp_path, capsys):
         ),
         ("train.scheduler={type: ExponentialLR, gamma: 0}", "gamma must be a number > 0"),
         (
+            "train.scheduler={type: PolyLR, eta_min: -0.01}",
+            "train.scheduler.eta_min must be a number >= 0",
+        ),
+        (
             "train.scheduler={type: MultiStepLR, milestones: [x]}",
             "train.scheduler.milestones must be epochs (positive integers such as [15, 30]), not",
         ),

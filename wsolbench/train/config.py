@@ -114,8 +114,9 @@ def _check_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> None:
 
 def _check_schedule_values(config) -> None:
     """Refuse values mmengine's schedules take silently but that make no sense: a ``gamma``
-    that is not > 0 (a negative or zero learning rate after a step) and ``milestones`` that are
-    not epochs (an epoch counter never meets ``x`` or ``1.5``: the step never happens)."""
+    that is not > 0 (a negative or zero learning rate after a step), an ``eta_min`` below 0 (a
+    cosine schedule ending at a negative rate) and ``milestones`` that are not epochs (an epoch
+    counter never meets ``x`` or ``1.5``: the step never happens)."""
     if not isinstance(config, dict):
         return
     gamma = config.get("gamma")
@@ -123,6 +124,12 @@ def _check_schedule_values(config) -> None:
         raise ConfigError(
             f"train.scheduler.gamma must be a number > 0 (the factor each step multiplies the "
             f"learning rate by, such as 0.1), not {gamma!r}"
+        )
+    eta_min = config.get("eta_min")
+    if "eta_min" in config and not (type(eta_min) in (int, float) and eta_min >= 0):
+        raise ConfigError(
+            f"train.scheduler.eta_min must be a number >= 0 (the learning rate the schedule "
+            f"ends at, such as 0), not {eta_min!r}"
         )
     milestones = config.get("milestones")
     if "milestones" in config and not (
