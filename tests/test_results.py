@@ -316,3 +316,22 @@ def test_metrics_from_counts_without_val_drops_select(caplog):
 def test_metrics_from_counts_fixed_policy():
     metrics = metrics_from_counts({"test": _counts(multi50=(1, 3, 2, 0))}, policies=["fixed:0"])
     assert metrics["test"]["fixed:0.0"]["maxboxacc_iou50"] == pytest.approx(25.0)
+
+
+def test_a_plugins_code_is_compared_like_wsolbenchs():
+    """A rerun with the method's plugin edited (its files digest) or upgraded (its version)
+    names that difference, before the libraries; equal code names none."""
+    from wsolbench.results.environment import env_changes
+
+    plugin = {"files_sha256": "a" * 64, "distribution": "wsolbench-gapmax", "version": "0.2.0"}
+    recorded = {"code": {"wsolbench": {"commit": "c" * 40, "dirty": False}, "maxcam": plugin}}
+    assert env_changes(recorded, recorded) == []
+    edited = {"code": {**recorded["code"], "maxcam": {**plugin, "files_sha256": "b" * 64}}}
+    edited["torch"] = "9.9"
+    changes = env_changes(recorded, edited)
+    assert changes[0] == f"code.maxcam.files_sha256: {'a' * 64!r} recorded, {'b' * 64!r} here"
+    assert changes[1].startswith("torch:")
+    upgraded = {"code": {**recorded["code"], "maxcam": {**plugin, "version": "0.3.0"}}}
+    assert env_changes(recorded, upgraded) == [
+        "code.maxcam.version: '0.2.0' recorded, '0.3.0' here"
+    ]

@@ -157,11 +157,9 @@ def env_field(env: dict, dotted: str):
     return BEFORE_RECORDED.get(dotted) if value is None else value
 
 
-# The env fields a rerun is compared on, in the order a difference most likely explains another
-# number (reproduce names the first that differs).
+# The env fields a rerun is compared on besides the code (:func:`code_fields`), in the order a
+# difference most likely explains another number (reproduce names the first that differs).
 ENV_FIELDS = (
-    "code.wsolbench.commit",
-    "code.wsolbench.dirty",
     "torch_threads",
     "eval_batch_size",
     "device",
@@ -178,11 +176,27 @@ ENV_FIELDS = (
 )
 
 
+#: what names a package's code in ``env["code"]`` (:func:`code_versions`), compared in this order
+CODE_KEYS = ("commit", "dirty", "files_sha256", "version")
+
+
+def code_fields(recorded: dict, here: dict) -> list[str]:
+    """``code.<package>.<key>`` of every package either record's code names — wsolbench's, then
+    a plugin method's — for each of :data:`CODE_KEYS` either record has: a plugin edited since
+    its run is a difference like wsolbench's own commit."""
+    code_a, code_b = recorded.get("code") or {}, here.get("code") or {}
+    fields = []
+    for package in sorted(set(code_a) | set(code_b), key=lambda name: (name != "wsolbench", name)):
+        keys = set(code_a.get(package) or {}) | set(code_b.get(package) or {})
+        fields += [f"code.{package}.{key}" for key in CODE_KEYS if key in keys]
+    return fields
+
+
 def env_changes(recorded: dict, here: dict) -> list[str]:
-    """``"<field>: <recorded> recorded, <value> here"`` for each of :data:`ENV_FIELDS` that
-    differs between two ``env`` records."""
+    """``"<field>: <recorded> recorded, <value> here"`` for each code field (:func:`code_fields`)
+    and each of :data:`ENV_FIELDS` that differs between two ``env`` records."""
     lines = []
-    for field in ENV_FIELDS:
+    for field in [*code_fields(recorded, here), *ENV_FIELDS]:
         was, now = env_field(recorded, field), env_field(here, field)
         if was != now:
             shown = "not recorded" if was is None else f"{was!r} recorded"

@@ -111,7 +111,7 @@ def _data_difference(recorded: Result, reproduced: Result) -> str:
 
 def env_differences(recorded: Result, reproduced: Result) -> list[str]:
     """The conditions that differ between two results besides their metrics, most telling
-    first: data, weights (by content), then :data:`ENV_FIELDS`."""
+    first: data, weights (by content), then the code and :data:`ENV_FIELDS`."""
     lines = []
     if recorded.data_sha256 != reproduced.data_sha256:
         lines.append(_data_difference(recorded, reproduced))
