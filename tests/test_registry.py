@@ -1,5 +1,6 @@
 """Registry and plugin discovery: folder, entry point, module path, did-you-mean."""
 
+import importlib.metadata
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,15 @@ PLUGIN_MODULES["clash"] = """
     class CAM(EverywhereMethod):
         pass
     """
+# a class registering itself under a first-party method's name
+PLUGIN_MODULES["clash_registered"] = """
+    from wsolbench.registry import register_method
+    from my_wsol_plugin.method import EverywhereMethod
+
+    @register_method("center")
+    class FakeCenter(EverywhereMethod):
+        pass
+    """
 ENTRY_POINTS = {
     "everywhere": "my_wsol_plugin.method:EverywhereMethod",
     "brokenplugin": "my_wsol_plugin.missing_module:Nothing",
@@ -116,6 +126,29 @@ def test_a_class_loaded_by_path_never_takes_another_methods_name(plugin_on_path)
     with pytest.raises(PluginError, match="would be named 'cam', which another method already"):
         get_method("my_wsol_plugin.clash:CAM")
     assert get_method("cam").__module__ == "methods.cam.method"
+
+
+def test_a_plugin_registering_a_built_in_name_is_refused(plugin_on_path):
+    """Results of a class registered as "center" would be recorded and tabled as center's."""
+    with pytest.raises(PluginError, match="another method already has that name"):
+        get_method("my_wsol_plugin.clash_registered:FakeCenter")
+    assert get_method("center").__module__ == "methods.center.method"
+
+
+def test_an_installed_plugin_named_like_a_built_in_is_refused(plugin_on_path, monkeypatch):
+    """An entry point named "center" would never be used (the built-in is found first)."""
+    import wsolbench.registry as registry
+
+    shadow = importlib.metadata.EntryPoint(
+        "center", "my_wsol_plugin.method:EverywhereMethod", registry.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"center": shadow})
+    # as on a first use in a fresh process (undone after the test)
+    monkeypatch.delitem(registry.METHODS.module_dict, "center", raising=False)
+    for module in [m for m in sys.modules if m.split(".")[:2] == ["methods", "center"]]:
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(PluginError, match="two methods are named 'center'"):
+        get_method("center")
 
 
 def test_unknown_method_suggests_close_names():

@@ -139,6 +139,11 @@ def register_method(name: str):
         old_interface = old_interface_message(cls, name)
         if old_interface:
             raise TypeError(old_interface)
+        if _name_taken(name, cls):  # its results would be recorded and tabled as another's
+            raise TypeError(
+                f"@register_method({name!r}) on {cls.__module__}.{cls.__qualname__}: another "
+                "method already has that name; register the class under a name of its own"
+            )
         cls.name = name
         METHODS.register_module(name=name, module=cls)
         return cls
@@ -217,11 +222,13 @@ def _registered_class(
     old_interface = old_interface_message(cls, name)
     if old_interface:
         raise PluginError(old_interface)
-    if not registered and entry_point is None and _name_taken(name, cls):
-        # A class loaded by path takes its own class name: results must not name it after
-        # another method (``pkg:CAM`` would be recorded, grouped and tabled as ``cam``).
+    if entry_point is None and _name_taken(name, cls):
+        # A class loaded by path must not take another method's name, its class name or the one
+        # it registered itself under: results would be recorded, grouped and tabled as that
+        # method's (``pkg:CAM`` as ``cam``, a class registered as "center" as ``center``).
+        how = "is registered as" if registered else "would be named"
         raise PluginError(
-            f"method {label!r} would be named {name!r}, which another method already has; "
+            f"method {label!r} {how} {name!r}, which another method already has; "
             f'register the class under a name of its own with @register_method("<name>")'
         )
     cls.name = name
@@ -231,11 +238,18 @@ def _registered_class(
 
 
 def _name_taken(name: str, cls: type) -> bool:
-    """Whether another class has, or will have on first use, the method name ``name``."""
+    """Whether another class has, or will have on first use, the method name ``name``: one
+    registered under it, a first-party method's folder of that name, or an installed entry point
+    of that name, from other modules than ``cls``'s."""
     existing = METHODS.get(name)
-    if existing is not None:
-        return existing is not cls
-    return name in _first_party_names() or name in _entry_points()
+    if existing is not None and existing is not cls:
+        return True
+    first_party = name in _first_party_names()
+    if first_party and not cls.__module__.startswith(f"{FIRST_PARTY_PACKAGE}."):
+        return True
+    entry_point = _entry_points().get(name)
+    top = cls.__module__.partition(".")[0]
+    return entry_point is not None and entry_point.module.partition(".")[0] != top
 
 
 def get_method(name: str) -> type[WSOLMethod]:
@@ -259,6 +273,13 @@ def get_method(name: str) -> type[WSOLMethod]:
             )
         return _from_path(name)
     if NAME_PATTERN.match(name) and name in _first_party_names():
+        shadowed = _entry_points().get(name)
+        if shadowed is not None:  # an installed plugin of a built-in's name would never be used
+            raise PluginError(
+                f"two methods are named {name!r}: the built-in {FIRST_PARTY_PACKAGE}/{name} and "
+                f"the installed entry point {shadowed.value!r} (group {ENTRY_POINT_GROUP}); "
+                "rename the plugin's entry point and registered name, then reinstall it"
+            )
         _import_plugin(f"{FIRST_PARTY_PACKAGE}.{name}", name)
         cls = METHODS.get(name)
         if cls is None:
@@ -281,8 +302,11 @@ def get_method(name: str) -> type[WSOLMethod]:
             ) from exc
         return _registered_class(name, loaded, entry_point)
     message = unknown_name_message("method", name, list_methods())
-    if not NAME_PATTERN.match(name):  # perhaps meant as a path: say what a path looks like
-        message += "; a plugin class in development is given as pkg.module:Class"
+    # a plugin not installed yet is named by its path: say what a path looks like
+    message += (
+        "; a plugin class in development is given as pkg.module:Class, its folder on PYTHONPATH "
+        "(docs/writing-a-method.md)"
+    )
     raise KeyError(message)
 
 
