@@ -71,6 +71,25 @@ PLUGIN_MODULES["clash_registered"] = """
     class FakeCenter(EverywhereMethod):
         pass
     """
+# declarations the harness cannot use, each loaded by path
+PLUGIN_MODULES["declarations"] = """
+    import pathlib
+    from wsolbench.method import MethodConfig
+    from my_wsol_plugin.method import EverywhereMethod
+
+    class TrainTypo(EverywhereMethod):
+        capabilities = EverywhereMethod.capabilities.__class__(trainable=True)
+        config = MethodConfig(defaults={"train": {"max_epoch": 1}})
+
+    class CapabilitiesDict(EverywhereMethod):
+        capabilities = {"trainable": False}
+
+    class PathDefault(EverywhereMethod):
+        config = MethodConfig(defaults={"root": pathlib.Path("/tmp")})
+
+    class TupleInPreset(EverywhereMethod):
+        config = MethodConfig(defaults={"sizes": [1]}, presets={"cub": {"sizes": (1, 2)}})
+    """
 ENTRY_POINTS = {
     "everywhere": "my_wsol_plugin.method:EverywhereMethod",
     "brokenplugin": "my_wsol_plugin.missing_module:Nothing",
@@ -149,6 +168,25 @@ def test_an_installed_plugin_named_like_a_built_in_is_refused(plugin_on_path, mo
         monkeypatch.delitem(sys.modules, module)
     with pytest.raises(PluginError, match="two methods are named 'center'"):
         get_method("center")
+
+
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [
+        (
+            "TrainTypo",
+            r"'train'\]: unknown training setting 'max_epoch'; did you mean 'max_epochs'",
+        ),
+        ("CapabilitiesDict", "capabilities is dict, not Capabilities"),
+        ("PathDefault", r"config.defaults\['root'\] is PosixPath\('/tmp'\), not a plain value"),
+        ("TupleInPreset", r"config.presets\['cub'\]\['sizes'\] is a tuple \(use a list\)"),
+    ],
+)
+def test_a_declaration_the_harness_cannot_use_is_refused_when_found(plugin_on_path, cls, message):
+    """Before any work: a typo'd train default would be recorded but never used, a Path default
+    would fail when the result is written, after training."""
+    with pytest.raises(PluginError, match=message):
+        get_method(f"my_wsol_plugin.declarations:{cls}")
 
 
 def test_unknown_method_suggests_close_names():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import math
 import pkgutil
 import re
 import traceback
@@ -112,6 +113,63 @@ def old_interface_message(cls: type, name: str) -> str | None:
     )
 
 
+def declaration_message(cls: type, name: str) -> str | None:
+    """Why ``cls`` (to be method ``name``) declares something the harness cannot use, or None:
+    ``capabilities`` / ``config`` not :class:`~wsolbench.method.Capabilities` /
+    :class:`~wsolbench.method.MethodConfig`; a default or preset value that is not plain JSON
+    (a result records them: a ``Path`` or numpy number fails when written, after the work, a
+    tuple comes back a list); a ``train`` default that is no training setting (a typo such as
+    ``max_epoch`` would be recorded but never used), or a ``train`` section on a training-free
+    method."""
+    from wsolbench.config import TRAIN_DEFAULTS
+    from wsolbench.method import Capabilities, MethodConfig
+
+    for holder, kind in (("capabilities", Capabilities), ("config", MethodConfig)):
+        if not isinstance(getattr(cls, holder, None), kind):
+            return (
+                f"method {name!r}: {holder} is {type(getattr(cls, holder, None)).__name__}, not "
+                f"{kind.__name__}; declare `{holder} = {kind.__name__}(...)` "
+                "(docs/writing-a-method.md)"
+            )
+    sections = {"config.defaults": cls.config.defaults}
+    sections.update({f"config.presets[{k!r}]": v for k, v in cls.config.presets.items()})
+    for where, values in sections.items():
+        problem = _not_plain(values, where)
+        if problem:
+            return f"method {name!r}: {problem}; use text, numbers, true/false, null, lists, maps"
+    train = cls.config.defaults.get("train")
+    if train is not None and not cls.capabilities.trainable:
+        return (
+            f"method {name!r} is training-free (capabilities.trainable=False) but its "
+            "config.defaults has a 'train' section, which nothing would use: remove it"
+        )
+    for key in train or {}:
+        if key not in TRAIN_DEFAULTS:
+            message = unknown_name_message("training setting", key, sorted(TRAIN_DEFAULTS))
+            return f"method {name!r}: config.defaults['train']: {message}"
+    return None
+
+
+def _not_plain(value: object, where: str) -> str | None:
+    """Where ``value`` holds something that is not a plain JSON value, or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}, not text"
+            problem = _not_plain(item, f"{where}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _not_plain(v, f"{where}[{i}]"))), None)
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float) and math.isfinite(value):
+        return None
+    shown = "a tuple (use a list)" if isinstance(value, tuple) else f"{value!r}"
+    return f"{where} is {shown}, not a plain value"
+
+
 def _quoted(value: object) -> str:
     """A declared value as a message quotes it: a mapping's contents are elided."""
     return "{...}" if isinstance(value, dict) and value else repr(value)
@@ -136,9 +194,9 @@ def register_method(name: str):
                 f"@register_method({name!r}) decorates {cls!r}, which is not a WSOLMethod "
                 "subclass; derive it from wsolbench.method.WSOLMethod"
             )
-        old_interface = old_interface_message(cls, name)
-        if old_interface:
-            raise TypeError(old_interface)
+        problem = old_interface_message(cls, name) or declaration_message(cls, name)
+        if problem:
+            raise TypeError(problem)
         if _name_taken(name, cls):  # its results would be recorded and tabled as another's
             raise TypeError(
                 f"@register_method({name!r}) on {cls.__module__}.{cls.__qualname__}: another "
@@ -219,9 +277,9 @@ def _registered_class(
             f'or register the class as @register_method("{label}")'
         )
     name = registered or (label.rpartition(":")[2].lower() if ":" in label else label)
-    old_interface = old_interface_message(cls, name)
-    if old_interface:
-        raise PluginError(old_interface)
+    problem = old_interface_message(cls, name) or declaration_message(cls, name)
+    if problem:
+        raise PluginError(problem)
     if entry_point is None and _name_taken(name, cls):
         # A class loaded by path must not take another method's name, its class name or the one
         # it registered itself under: results would be recorded, grouped and tabled as that
