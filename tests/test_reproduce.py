@@ -504,3 +504,20 @@ def test_weights_are_compared_part_by_part_by_kind_and_digest():
     assert content_differences(recorded, "none", parts={"backbone"}) == [
         ("backbone", cached, "none")
     ]
+
+
+def test_a_plugin_run_reproduced_without_the_plugin_names_what_to_install():
+    """The record knows the plugin's distribution and version: the error says to install it."""
+    from wsolbench.registry import PluginError
+    from wsolbench.runs.record_spec import record_method
+
+    plugin = {"distribution": "wsolbench-gapmax", "version": "0.2.0", "files_sha256": "ab" * 32}
+    env = {"code": {"wsolbench": {"commit": "c" * 40}, "wsolbench_gapmax": plugin}}
+    with pytest.raises(KeyError, match="made with the plugin wsolbench-gapmax 0.2.0: install it"):
+        record_method("gapmax", None, env)
+    with pytest.raises(PluginError, match="wsolbench-gapmax 0.2.0: install it here"):
+        record_method("gapmax", "wsolbench_gapmax.method:GapMax", env)
+    folder = {"code": {"maxcam": {"files_sha256": "cd" * 32}}}
+    with pytest.raises(PluginError, match=r"the package 'maxcam' \(cdcdcdcdcdcd\)"):
+        record_method("maxcam", "maxcam.method:MaxCAM", folder)
+    assert record_method("center", None, env) == "center"

@@ -148,7 +148,7 @@ def rerun_input(rerun: InputRerun, options: RerunOptions) -> None:
             f"{entry['weights_sha256'][:12]}): delete it, and reproduce again"
         )
     record, env = entry["record"], entry.get("env", {})
-    method = record_method(record["method"], record.get("method_source"))
+    method = record_method(record["method"], record.get("method_source"), env)
     config, inner = planned_inputs(
         local_defaults(record["config"], method, record["dataset"]),
         entry.get("input_runs", {}),

@@ -60,18 +60,48 @@ def record_protocol(record: dict, where: Path) -> Protocol | str:
     return protocol
 
 
-def record_method(name: str, source: str | None) -> str:
+def record_method(name: str, source: str | None, env: dict | None = None) -> str:
     """The method to rerun: its registered name, else where the run's record says its class
-    lives (``source``: a method run as ``--method pkg.module:Class``)."""
+    lives (``source``: a method run as ``--method pkg.module:Class``).
+
+    Raises:
+        KeyError / PluginError: neither is here; the message names the plugin code the run's
+            ``env["code"]`` recorded (distribution and version, or package and files digest), so
+            that the user knows what to install.
+    """
     from wsolbench.registry import get_method
 
     try:
         get_method(name)
         return name
-    except KeyError:
+    except KeyError as exc:
         if source is None:
-            raise
-        return source
+            raise type(exc)(f"{exc.args[0]}{_recorded_plugins(env)}") from None
+    try:
+        get_method(source)
+    except (KeyError, ImportError) as exc:
+        raise type(exc)(f"{exc.args[0]}{_recorded_plugins(env)}") from None
+    return source
+
+
+def _recorded_plugins(env: dict | None) -> str:
+    """``"; the run was made with the plugin wsolbench-gapmax 0.2.0: install it here"``, from a
+    record's ``env["code"]`` (empty when it names no plugin)."""
+    plugins = []
+    for package, code in sorted(((env or {}).get("code") or {}).items()):
+        if package == "wsolbench":
+            continue
+        if code.get("distribution"):
+            plugins.append(f"{code['distribution']} {code.get('version', '')}".strip())
+        else:
+            digest = code.get("commit") or code.get("files_sha256") or ""
+            plugins.append(f"the package {package!r} ({digest[:12]})")
+    if not plugins:
+        return ""
+    return (
+        f"; the run was made with the plugin {', '.join(plugins)}: install it here (or put its "
+        "folder on PYTHONPATH) and reproduce again"
+    )
 
 
 def record_device(env: dict, where: Path) -> str:

@@ -242,7 +242,9 @@ def reproduce(
             "reproduce compares a fresh rerun; pass another --work-dir or delete that folder "
             "(an interrupted rerun there, without a result, continues)"
         )
-    method = record_method(recorded.method, recorded.method_source or record.get("method_source"))
+    method = record_method(
+        recorded.method, recorded.method_source or record.get("method_source"), recorded.env
+    )
     config = local_defaults(_given_weights(recorded, weights_overrides), method, recorded.dataset)
     config, reruns = planned_inputs(
         config, recorded.input_runs, recorded.provenance, recorded.dataset, path
