@@ -87,6 +87,16 @@ class ForgetsABuffer(TinyCam):
         return {k: v for k, v in self.state_dict().items() if k.startswith("classifier")}
 
 
+class UndeclaredGradCAM(TinyCam):
+    """Takes gradients in predict without declaring needs_grad_at_inference."""
+
+    def predict(self, images, labels):
+        prediction = super().predict(images, labels)
+        score = prediction.logits[torch.arange(len(labels)), labels].sum()
+        (grad,) = torch.autograd.grad(score, self.features.weight)
+        return Prediction(prediction.logits, prediction.maps * grad.mean())
+
+
 def verdicts(cls) -> dict[str, bool]:
     return {r.name: r.ok for r in check_method(cls)}
 
@@ -113,6 +123,16 @@ def test_the_checker_catches_a_broken_method(cls, failing):
     results = verdicts(cls)
     assert results[failing] is False, results
     assert results["builds"] is True
+
+
+def test_a_predict_taking_gradients_undeclared_is_named_with_the_capability():
+    detail = {r.name: r.detail for r in check_method(UndeclaredGradCAM)}
+    assert "set capabilities = Capabilities(needs_grad_at_inference=True)" in detail["predict"]
+
+    class Declared(UndeclaredGradCAM):
+        capabilities = Capabilities(needs_grad_at_inference=True)
+
+    assert verdicts(Declared)["predict"] is True
 
 
 def test_loss_verdicts_are_worded_in_capabilities():

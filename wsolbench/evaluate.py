@@ -39,6 +39,28 @@ def _first_non_finite(outputs: dict[str, torch.Tensor]) -> tuple[int, str] | Non
     return row, " and ".join(what for what, rows in bad.items() if rows[row])
 
 
+def run_predict(method: WSOLMethod, images: torch.Tensor, labels: torch.Tensor):
+    """``method.predict`` with autograd on exactly when the method declares
+    ``capabilities.needs_grad_at_inference``.
+
+    Raises:
+        ValueError: ``predict`` takes gradients but the method does not declare it (torch's own
+            "does not require grad" names neither the method nor the fix).
+    """
+    needs_grad = method.capabilities.needs_grad_at_inference
+    try:
+        with torch.set_grad_enabled(needs_grad):
+            return method.predict(images, labels)
+    except RuntimeError as exc:
+        if needs_grad or "does not require grad" not in str(exc):
+            raise
+        raise ValueError(
+            f"method {method.name or type(method).__name__!r}: predict takes gradients ({exc}), "
+            "but the harness runs it without autograd unless the method declares it: set "
+            "capabilities = Capabilities(needs_grad_at_inference=True)"
+        ) from None
+
+
 def predict_batch(
     method: WSOLMethod,
     images: torch.Tensor,
@@ -66,10 +88,9 @@ def predict_batch(
 
     Raises:
         NonFiniteError: naming the first image whose map or class scores hold NaN or inf.
+        ValueError: ``predict`` takes gradients but the method does not declare it.
     """
-    needs_grad = method.capabilities.needs_grad_at_inference
-    with torch.set_grad_enabled(needs_grad):
-        prediction = method.predict(images, labels)
+    prediction = run_predict(method, images, labels)
     maps = prediction.maps.detach().float()
     outputs = {"map": maps}
     if prediction.logits is not None:
@@ -91,7 +112,7 @@ def predict_batch(
     if prediction.logits is not None:
         k = min(5, prediction.logits.shape[1])
         topk = prediction.logits.detach().topk(k, dim=1).indices.cpu().tolist()
-    if needs_grad:
+    if method.capabilities.needs_grad_at_inference:
         method.zero_grad(set_to_none=True)
     return maps.cpu().numpy(), topk
 

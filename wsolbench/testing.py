@@ -141,9 +141,10 @@ def _check_prediction(prediction, batch: int, num_classes: int) -> str:
 
 
 def _predict(method: WSOLMethod, images: Tensor, labels: Tensor) -> Prediction:
+    from wsolbench.evaluate import run_predict
+
     method.eval()
-    with torch.set_grad_enabled(method.capabilities.needs_grad_at_inference):
-        prediction = method.predict(images, labels)
+    prediction = run_predict(method, images, labels)
     method.zero_grad(set_to_none=True)
     return prediction
 
