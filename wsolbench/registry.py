@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import math
 import pkgutil
@@ -119,8 +120,9 @@ def declaration_message(cls: type, name: str) -> str | None:
     :class:`~wsolbench.method.MethodConfig`; a default or preset value that is not plain JSON
     (a result records them: a ``Path`` or numpy number fails when written, after the work, a
     tuple comes back a list); a ``train`` default that is no training setting (a typo such as
-    ``max_epoch`` would be recorded but never used), or a ``train`` section on a training-free
-    method."""
+    ``max_epoch`` would be recorded but never used), a ``train`` section on a training-free
+    method; a constructor default that ``config.defaults`` lacks (a hyperparameter no run
+    records)."""
     from wsolbench.config import TRAIN_DEFAULTS
     from wsolbench.method import Capabilities, MethodConfig
 
@@ -147,6 +149,14 @@ def declaration_message(cls: type, name: str) -> str | None:
         if key not in TRAIN_DEFAULTS:
             message = unknown_name_message("training setting", key, sorted(TRAIN_DEFAULTS))
             return f"method {name!r}: config.defaults['train']: {message}"
+    for parameter in inspect.signature(cls.__init__).parameters.values():
+        hidden = parameter.default is not inspect.Parameter.empty
+        if hidden and parameter.name not in (*cls.config.defaults, "num_classes", "classnames"):
+            return (
+                f"method {name!r}: the constructor's {parameter.name}={parameter.default!r} is a "
+                "default config.defaults lacks, so no run would record it; move it to "
+                f"config.defaults ({parameter.name!r}: ...) and drop the constructor's default"
+            )
     return None
 
 
