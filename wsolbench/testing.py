@@ -61,8 +61,11 @@ class _Failed(Exception):
 
 def _close(a: Tensor, b: Tensor) -> bool:
     scale = float(a.detach().abs().max()) if a.numel() else 0.0
+    # maps returned in half precision round that float32 noise to their own resolution
+    coarse = max((torch.finfo(t.dtype).eps for t in (a, b) if t.is_floating_point()), default=0)
+    rtol = max(_RTOL, 2 * coarse)
     return a.shape == b.shape and torch.allclose(
-        a.detach().float(), b.detach().float(), rtol=_RTOL, atol=_ATOL * max(scale, 1.0)
+        a.detach().float(), b.detach().float(), rtol=rtol, atol=max(_ATOL, rtol) * max(scale, 1.0)
     )
 
 
