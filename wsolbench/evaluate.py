@@ -106,7 +106,8 @@ def predict_batch(
         raise NonFiniteError(
             f"image {name}: NaN or inf in the model's {what}; a non-finite output is never "
             "scored: the model diverged in training or its weights are corrupt (a run's log "
-            "shows when its loss stopped being finite)"
+            "shows when its loss stopped being finite), or predict itself makes it (a division "
+            "by a zero range, a log of 0: `wsolbench check` runs it on random weights)"
         )
     topk = None
     if prediction.logits is not None:
