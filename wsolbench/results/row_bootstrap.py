@@ -41,8 +41,8 @@ SEED_DRAWS = 0x5EED  # keys the seed draws' generators apart from the image weig
 #: The fewest seeds a row's seed level is drawn from. The draws' spread is widened to the
 #: unbiased variance (:func:`row_replicates_from_runs`), but their tails are the few distinct
 #: means of k values: with 2 seeds the 95 % test of two rows differing by seed noise only rejects
-#: in 14 % of trials, with 3 in 6 % (``python benchmarks/bench_seed_level.py``, figures in
-#: docs/statistics.md).
+#: in 11.5 % of trials, with 3 in 6.9 % (``python benchmarks/bench_seed_level.py``, 1,000 trials
+#: per k; figures in docs/statistics.md).
 MIN_DRAWN_SEEDS = 3
 
 

@@ -140,8 +140,8 @@ def _say_the_weights_are_kept(exc: Exception, work_dir: Path) -> None:
     if isinstance(exc, ImageDecodeError | ImageSizeError | MaskError) and exc.args:
         exc.args = (
             f"{str(exc.args[0]).rstrip()}; the trained weights are kept in {work_dir}: fix that "
-            "file and run "
-            "the same command again with --resume, which evaluates them without training again",
+            "file and run the same command again with --resume, which evaluates them without "
+            "training again",
             *exc.args[1:],
         )
 
