@@ -528,3 +528,53 @@ def test_a_cache_folder_is_where_a_machine_keeps_files_not_what_a_run_is(tmp_pat
         path.write_text(json.dumps(d))
     text = compare([tmp_path], published=False, wide=True)
     assert _md_row(text, "cam")[2] == "3" and "/lab" not in text
+
+
+def _as_plugin_runs(folder: Path, code_of_seed) -> None:
+    """The cam fixture's runs relabelled as the example plugin's ``has``, each seed's
+    ``env["code"]`` naming wsolbench-has as ``code_of_seed(seed)`` = (version, dirty) records."""
+    ours = {"commit": "2" * 40, "dirty": False, "distribution": "wsolbench", "version": "0.1.0"}
+    for path in folder.rglob("result.json"):
+        d = json.loads(path.read_text())
+        version, dirty = code_of_seed(d["seed"])
+        theirs = {"commit": "1" * 40, "dirty": dirty, "distribution": "wsolbench-has"}
+        d["method"] = "has"
+        d["env"] = {**d.get("env", {}), "code": {"wsolbench": ours, "wsolbench_has": theirs}}
+        d["env"]["code"]["wsolbench_has"]["version"] = version
+        path.write_text(json.dumps(d))
+
+
+def test_two_versions_of_a_plugin_are_two_rows_named_by_version(tmp_path):
+    """wsolbench-has 0.2.0 may compute something else than 0.1.0 under the same method name:
+    its runs are not seeds of 0.1.0's row, and the labels say which is which."""
+    shutil.copytree(CUB / "cam", tmp_path / "has")
+    _as_plugin_runs(tmp_path / "has", lambda seed: ("0.2.0" if seed == 2 else "0.1.0", False))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "has (wsolbench-has 0.1.0)")[2] == "2"
+    assert _md_row(text, "has (wsolbench-has 0.2.0)")[2] == "1"
+    assert "ran under different" not in text
+    # one version alone needs no name
+    shutil.rmtree(tmp_path / "has" / "seed2")
+    assert _md_row(compare([tmp_path], published=False, wide=True), "has")[2] == "2"
+    # a record made before env.code may be of either version: not averaged with a known one
+    d = json.loads((tmp_path / "has" / "seed0" / "result.json").read_text())
+    del d["env"]["code"]
+    d["seed"] = d["config"]["seed"] = 5
+    (tmp_path / "has" / "seed5").mkdir()
+    (tmp_path / "has" / "seed5" / "result.json").write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "has (plugin version not recorded)")[2] == "1"
+
+
+def test_a_plugin_edited_between_seeds_is_one_row_whose_note_names_its_code(tmp_path):
+    """The same version with uncommitted edits is a developer's change, not a release: the seeds
+    stay one row, and the note names the plugin's code beside wsolbench's (which did not move)."""
+    shutil.copytree(CUB / "cam", tmp_path / "has")
+    _as_plugin_runs(tmp_path / "has", lambda seed: ("0.1.0", seed == 2))
+    text = compare([tmp_path], published=False, wide=True)
+    assert _md_row(text, "has")[2] == "3"
+    plugin = "222222222222 + wsolbench-has 0.1.0 111111111111"
+    assert (
+        f"- has: its seeds ran under different code: {plugin} (seeds 0, 1), "
+        f"{plugin} with uncommitted changes (seed 2)"
+    ) in " ".join(text.split())  # the note as one line, however it wraps

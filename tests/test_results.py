@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wsolbench.results.environment import environment
+from wsolbench.results.environment import environment, plugin_release
+from wsolbench.results.grouping import row_key
 from wsolbench.results.record import (
     SCHEMA_VERSION,
     Result,
@@ -281,6 +282,33 @@ def test_environment_is_json_and_names_versions():
     assert env["python"].count(".") == 2
     assert env["cpu_count"] >= 1
     assert "numpy" in env
+
+
+def _plugin_code(version: str, commit: str = "1" * 40, dirty: bool = False) -> dict:
+    """``env["code"]`` of a run of the example plugin ``has`` (wsolbench-has ``version``)."""
+    ours = {"commit": "2" * 40, "dirty": False, "distribution": "wsolbench", "version": "0.1.0"}
+    theirs = {"commit": commit, "dirty": dirty, "distribution": "wsolbench-has"}
+    return {"wsolbench": ours, "wsolbench_has": {**theirs, "version": version}}
+
+
+def test_a_plugin_s_other_version_is_another_row_and_its_edits_are_not():
+    """Another release of a plugin may compute something else under the same method name: its
+    runs are not seeds of the other release's row. A developer's edits (same version, another
+    commit) stay one row (the leaderboard notes the code), and so do records without any code
+    and the built-in methods, whose package is wsolbench's own."""
+
+    def key(code: dict | None, seed: int = 0):
+        env = {"python": "3.11"} | ({"code": code} if code is not None else {})
+        return row_key(_result(method="has", seed=seed, env=env))
+
+    assert key(_plugin_code("0.1.0")) != key(_plugin_code("0.2.0"))
+    assert key(_plugin_code("0.1.0")) == key(_plugin_code("0.1.0", "3" * 40, True), seed=1)
+    assert key(None) == key(None, seed=1)
+    ours = _plugin_code("0.1.0")["wsolbench"]
+    built_in = {"wsolbench": ours, "methods": {**ours, "version": "0.2.0"}}
+    assert key(None) == key(built_in)
+    assert plugin_release(_plugin_code("0.2.0")) == "wsolbench-has 0.2.0"
+    assert plugin_release(built_in) == plugin_release(None) == ""
 
 
 # --- metrics_from_counts -------------------------------------------------------------------------

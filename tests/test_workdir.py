@@ -290,7 +290,7 @@ def test_a_run_resumed_under_other_code_records_which_code_trained_which_epochs(
     resumed, rerun = load_result(work / "result.json"), load_result(finished / "result.json")
     assert env_differences(resumed, rerun)[0] == (
         f"training_code: a resumed run, trained from epoch 1 by {code_label(before['code'])}, "
-        "from epoch 2 by bbbbbbbbbbbb; one code here"
+        "from epoch 2 by bbbbbbbbbbbb + toy_method bbbbbbbbbbbb; one code here"  # and the plugin's
     )
 
 

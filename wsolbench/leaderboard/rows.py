@@ -37,8 +37,8 @@ class Row:
     Attributes:
         method: method name as shown (registered name for runs, paper name for published rows).
         label: what the row changed from its preset and what tells it apart from its method's
-            other rows (``key=value`` of overrides and differing config keys), or a published
-            row's backbone.
+            other rows (its plugin's version where those differ, ``key=value`` of overrides and
+            differing config keys), or a published row's backbone.
         pretrained: the weights the runs loaded (``"none"``: random initialisation); ``""`` for
             published rows.
         mean: metric key → mean over seeds, percent [0, 100].

@@ -1,11 +1,13 @@
-"""Runs into rows: each run's metrics under the policy, then one row per (method, weights, config).
+"""Runs into rows: each run's metrics under the policy, then one row per (method, plugin release,
+weights, config).
 
 Metrics are recomputed from a result's stored per-threshold counts (never from its stored summary
 metrics, so a policy added later applies to old results). Runs that agree on
 :func:`wsolbench.results.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over
-their seeds; runs with and without pretrained weights are never averaged together. Two configs of
-one method are told apart by a label made of the config keys that differ between them, and every
-row's label also names what its runs' ``-o`` overrides changed from the preset (except those
+their seeds; runs with and without pretrained weights, or of two versions of a plugin, are never
+averaged together. Two configs of one method are told apart by a label made of the config keys
+that differ between them, two plugin versions by the version (``has (wsolbench-has 0.2.0)``), and
+every row's label also names what its runs' ``-o`` overrides changed from the preset (except those
 choosing a part's weights, which its Pretrained cell names by content).
 """
 
@@ -76,24 +78,26 @@ def _shown_overrides(result: Result) -> dict[str, Any]:
     return {k: v for k, v in result.overrides.items() if k in row}
 
 
-def _label(shown: dict[str, Any], flat: dict, differing: list[str]) -> str:
-    """``key=value`` for the row's shown overrides and for the keys that tell it apart from its
-    method's other rows (``unset`` where its row config, dotted leaves, lacks one)."""
+def _label(shown: dict[str, Any], flat: dict, differing: list[str], release: str | None) -> str:
+    """The plugin ``release`` when it tells the row apart from its method's other rows (None when
+    it does not), then ``key=value`` for the row's shown overrides and for the keys that do
+    (``unset`` where its row config, dotted leaves, lacks one)."""
     items = {k: _label_value(v) for k, v in shown.items()}
     items.update({k: _label_value(flat[k]) if k in flat else "unset" for k in differing})
-    return ", ".join(f"{k}={v}" for k, v in sorted(items.items()))
+    named = [] if release is None else [release or "plugin version not recorded"]
+    return ", ".join(named + [f"{k}={v}" for k, v in sorted(items.items())])
 
 
 def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
     """(file, result, metrics) per run -> one :class:`Row` per row key, labelled when one method
     has several; two runs of one row with the same seed are refused (:class:`ResultError`)."""
-    groups: dict[tuple[str, str, str], list[tuple[Path, Result, dict[str, float]]]] = {}
+    groups: dict[tuple[str, str, str, str], list[tuple[Path, Result, dict[str, float]]]] = {}
     for run in runs:
         groups.setdefault(row_key(run[1]), []).append(run)
 
     rows: list[Row] = []
     shown: list[dict[str, Any]] = []  # per row, the overrides its label shows
-    for (method, _, _), members in groups.items():
+    for (method, *_), members in groups.items():
         seed_independent = all(result.seed_independent for _, result, _ in members)
         if seed_independent:
             members = [_one_of_seed_independent(method, members)]
@@ -136,10 +140,13 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
     by_method: dict[str, list[int]] = {}
     for position, row in enumerate(rows):
         by_method.setdefault(row.method, []).append(position)
+    releases = [release for _, release, *_ in groups]  # per row: rows follow the groups' order
     for same in by_method.values():
         differing = _differing_keys([rows[i].config for i in same]) if len(same) > 1 else []
+        named = len({releases[i] for i in same}) > 1
         for i in same:
-            rows[i].label = _label(shown[i], rows[i].config, differing)
+            release = releases[i] if named else None
+            rows[i].label = _label(shown[i], rows[i].config, differing, release)
     return rows
 
 
@@ -170,7 +177,7 @@ SHARED_CONDITIONS = ("torch_threads", "eval_batch_size", "world_size", "device",
 
 def _condition(env: dict, field: str) -> str:
     """A run's value of one of :data:`SHARED_CONDITIONS`, as a note shows it."""
-    if field == "code":  # wsolbench's commit; a run resumed under other code names each in turn
+    if field == "code":  # wsolbench's and a plugin's; a run resumed under other code names each
         trained_by = env.get("training_code")
         if trained_by:
             return " then ".join(code_label(entry["code"]) for entry in trained_by)

@@ -67,13 +67,48 @@ def code_versions(method_module: str | None = None) -> dict:
     return {top: _code_of(top) for top in dict.fromkeys(packages)}
 
 
+#: the distribution of wsolbench and of its built-in methods (package ``methods``): a package of
+#: ``env["code"]`` from any other is a plugin's
+OWN_DISTRIBUTION = "wsolbench"
+
+
+def plugin_code(code: dict | None) -> dict[str, dict]:
+    """The packages of an ``env["code"]`` record that are a plugin method's, not wsolbench's own
+    (:data:`OWN_DISTRIBUTION`), by package name."""
+    return {
+        package: entry or {}
+        for package, entry in sorted((code or {}).items())
+        if package != "wsolbench" and (entry or {}).get("distribution") != OWN_DISTRIBUTION
+    }
+
+
+def plugin_release(code: dict | None) -> str:
+    """``wsolbench-has 0.2.0``: the distribution and version of each plugin package an
+    ``env["code"]`` record names (:func:`plugin_code`); ``""`` for a built-in method, a plugin
+    not installed as a distribution, or a record made before ``env["code"]``."""
+    return ", ".join(
+        f"{entry['distribution']} {entry['version']}"
+        for entry in plugin_code(code).values()
+        if entry.get("distribution") and entry.get("version")
+    )
+
+
+def _package_label(entry: dict) -> str:
+    if "commit" in entry:
+        return entry["commit"][:12] + (" with uncommitted changes" if entry.get("dirty") else "")
+    return f"files {entry['files_sha256'][:12]}" if "files_sha256" in entry else "not recorded"
+
+
 def code_label(code: dict | None) -> str:
-    """wsolbench's code in an ``env["code"]`` record, as notes show it: its commit (12 digits,
-    ``with uncommitted changes`` when the files differed from it), or its files' digest."""
-    ours = (code or {}).get("wsolbench") or {}
-    if "commit" in ours:
-        return ours["commit"][:12] + (" with uncommitted changes" if ours.get("dirty") else "")
-    return f"files {ours['files_sha256'][:12]}" if "files_sha256" in ours else "not recorded"
+    """The code in an ``env["code"]`` record, as notes show it: wsolbench's commit (12 digits,
+    ``with uncommitted changes`` when the files differed from it) or its files' digest, then each
+    plugin package's (:func:`plugin_code`) after its distribution and version
+    (``… + wsolbench-has 0.1.0 0123456789ab``): an edited plugin is other code too."""
+    labels = [_package_label((code or {}).get("wsolbench") or {})]
+    for package, entry in plugin_code(code).items():
+        name = " ".join(filter(None, (entry.get("distribution") or package, entry.get("version"))))
+        labels.append(f"{name} {_package_label(entry)}")
+    return " + ".join(labels)
 
 
 def environment(method_module: str | None = None) -> dict:

@@ -2,10 +2,12 @@
 
 - One protocol version (id and hash) and one data fingerprint per table: other numbers are not
   comparable, so mixing them is refused with the groups listed (``compare``, ``diff``).
-- A row is (method, pretrained weights by content, config without its seed and without the keys
-  that choose those weights): runs that agree on these are seeds of one row and are averaged;
-  anything else is another row. The same teacher run or checkpoint under two machines' paths is
-  one row: its sha256 says what it is, its path does not.
+- A row is (method, its plugin's release, pretrained weights by content, config without its seed
+  and without the keys that choose those weights): runs that agree on these are seeds of one row
+  and are averaged; anything else is another row. The same teacher run or checkpoint under two
+  machines' paths is one row: its sha256 says what it is, its path does not. Another version of a
+  plugin may compute something else under the same method name, so it is another row; its edits
+  under one version (another commit) are not, and the leaderboard notes them.
 
 Reads result records only: no torch, no numpy.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from wsolbench.config import dotted_leaves
 from wsolbench.data.fingerprint import short
+from wsolbench.results.environment import plugin_release
 from wsolbench.results.record import Result, ResultError
 from wsolbench.util.weights_source import content_key
 
@@ -139,10 +142,13 @@ def row_config(result: Result) -> dict[str, Any]:
     }
 
 
-def row_key(result: Result) -> tuple[str, str, str]:
-    """What makes runs seeds of one row: method, weights by content (the same file loaded from
-    another folder is the same row) and :func:`row_config`."""
-    return (result.method, content_key(result.pretrained), canonical(row_config(result)))
+def row_key(result: Result) -> tuple[str, str, str, str]:
+    """What makes runs seeds of one row: method, its plugin's distribution and version
+    (:func:`~wsolbench.results.environment.plugin_release`; ``""`` for a built-in method and a
+    record without ``env["code"]``), weights by content (the same file loaded from another folder
+    is the same row) and :func:`row_config`."""
+    release = plugin_release(result.env.get("code"))
+    return (result.method, release, content_key(result.pretrained), canonical(row_config(result)))
 
 
 def check_comparable(found: list[tuple[Path, Result]]) -> None:

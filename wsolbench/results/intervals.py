@@ -293,16 +293,16 @@ def row_groups(reps: Sequence[Replicates | None], kind: str) -> Groups:
 
 
 def _group(paths: Sequence[str | Path], name: str) -> list[tuple[Path, Result]]:
-    """The results under ``paths``, checked to be one row: one method, config and weights. A
-    seed-independent row's copies under other seeds are one run (as in a leaderboard): they are
-    not seeds to draw."""
+    """The results under ``paths``, checked to be one row (:func:`row_key`): one method, plugin
+    version, config and weights. A seed-independent row's copies under other seeds are one run (as
+    in a leaderboard): they are not seeds to draw."""
     found = find_results(paths)
     verify_results(found)
     keys = {row_key(result) for _, result in found}
     if len(keys) > 1:
         raise ResultError(
             f"{name}: {', '.join(map(str, paths))} holds runs of {len(keys)} different "
-            "(method, weights, config) rows; pass the runs of one row (its seeds)"
+            "(method, plugin version, weights, config) rows; pass the runs of one row (its seeds)"
         )
     if found and all(result.seed_independent for _, result in found):
         return [min(found, key=lambda item: item[1].seed)]
