@@ -138,61 +138,62 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path):
     assert metrics(work) == metrics(tmp_path / "whole")
 
 
-def test_torchrun_two_ranks_write_one_whole_result(tiny, reference_run, tmp_path):
-    work = tmp_path / "ddp"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29517",
-        "-m",
-        "wsolbench",
-        *map(str, run_args(tiny, work, "--launcher", "pytorch")),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+def ddp_env():
+    """The environment of a two-process run: the test methods importable, one thread a rank."""
+    path = f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
+
+def ddp_run_args(tiny, work_dir, launcher):
+    """Two epochs of ToySlowSave (rank 0 writes each checkpoint two seconds late), one image per
+    evaluation batch: a convolution's floats depend on the batch it runs in, and a rank's shard
+    of batches is not the whole split's, so only batches of one compare across launches."""
+    argv = run_args(tiny, work_dir, "--launcher", launcher, "-o", "train.max_epochs=2")
+    argv[argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
+    return [*argv, "--batch-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(tiny, tmp_path_factory):
+    """A torchrun launch of two ranks (:func:`ddp_run_args`), shared by the tests of DDP."""
+    work = tmp_path_factory.mktemp("torchrun") / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-port", "29517", "-m", "wsolbench"]
+    command += map(str, ddp_run_args(tiny, work, "pytorch"))
+    done = subprocess.run(command, env=ddp_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in work.glob("result*.json")) == ["result.json"]
-    result = load_result(work / "result.json")
+    return work
+
+
+def test_torchrun_two_ranks_write_one_whole_result(torchrun_run):
+    assert sorted(p.name for p in torchrun_run.glob("result*.json")) == ["result.json"]
+    result = load_result(torchrun_run / "result.json")
     assert result.env["world_size"] == 2
     assert result.counts["test"]["n_images"] == 3 * 4  # the whole split, each image once
     assert result.counts["val"]["n_images"] == 3 * 2
 
 
-def test_slurm_tasks_write_the_result_torchrun_ranks_write(tiny, tmp_path):
+def test_ddp_ranks_evaluate_the_weights_rank_0_exported(tiny, torchrun_run, tmp_path):
+    """Rank 0 alone writes checkpoints, here slowly: every rank must evaluate the last one, so the
+    two ranks' sharded counts equal a single process's evaluation of the exported weights.pt,
+    metric for metric (a rank reading epoch 1's checkpoint would differ)."""
+    single = tmp_path / "single"
+    eval_argv = eval_args(tiny, torchrun_run / "weights.pt", single, "--device", "cpu")
+    eval_argv[eval_argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
+    wsolbench(*eval_argv, "--batch-size", "1", "-o", "train.max_epochs=2")
+    assert metrics(torchrun_run) == metrics(single)
+
+
+def test_slurm_tasks_write_the_result_torchrun_ranks_write(tiny, torchrun_run, tmp_path):
     """``--launcher slurm``: the two tasks of one job step (as ``srun --ntasks 2`` sets them up,
     faked here by their environment) train as one run, and give torchrun's two ranks' numbers."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    torchrun += ["--master-port", "29519", "-m", "wsolbench"]
-    done = subprocess.run(
-        [*torchrun, *map(str, run_args(tiny, tmp_path / "torchrun", "--launcher", "pytorch"))],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "slurm"
-    argv = [
-        sys.executable,
-        "-m",
-        "wsolbench",
-        *map(str, run_args(tiny, work, "--launcher", "slurm")),
-    ]
+    argv = [sys.executable, "-m", "wsolbench", *map(str, ddp_run_args(tiny, work, "slurm"))]
     step = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "localhost", "MASTER_PORT": "29521"}
     tasks = [
         subprocess.Popen(
             argv,
-            env={**env, **step, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            env={**ddp_env(), **step, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -203,7 +204,7 @@ def test_slurm_tasks_write_the_result_torchrun_ranks_write(tiny, tmp_path):
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-3000:]
     result = load_result(work / "result.json")
     assert result.env["world_size"] == 2 and result.counts["test"]["n_images"] == 3 * 4
-    assert result.metrics == load_result(tmp_path / "torchrun" / "result.json").metrics
+    assert result.metrics == load_result(torchrun_run / "result.json").metrics
 
 
 def test_slurm_launcher_outside_a_job_step_is_one_error_line(tiny, tmp_path, capsys, monkeypatch):
@@ -301,17 +302,12 @@ def test_ddp_trains_a_method_whose_loss_drops_a_head(tiny, tmp_path, declared):
     the frozen teacher is taken). Declared (``unused_parameters``), DDP finds it at every step;
     undeclared, DDP stops at the next step: the declaration is what makes it train."""
     work = tmp_path / "ddp"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
     extra = ["--launcher", "pytorch", "-o", f"declare={str(declared).lower()}"]
     argv = run_args(tiny, work, *extra)
     argv[argv.index("toy_method:ToyCAM")] = "toy_method:ToyFreeze"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     command += ["--master-port", "29519", "-m", "wsolbench", *map(str, argv)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=ddp_env(), capture_output=True, text=True, timeout=300)
     if declared:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert load_result(work / "result.json").env["world_size"] == 2
@@ -329,33 +325,6 @@ def test_tedloc_declares_its_frozen_teachers_head():
     for self_teacher, expected in (("frozen", True), ("live", False)):
         config = resolve_config(tedloc, "synthetic", [*towers_off, f"self_teacher={self_teacher}"])
         assert build_method(tedloc, config, 10).unused_parameters is expected
-
-
-def test_ddp_ranks_evaluate_the_weights_rank_0_exported(tiny, tmp_path):
-    """Rank 0 alone writes checkpoints, here slowly (two seconds each): every rank must evaluate
-    the last one, so the two ranks' sharded counts equal a single process's evaluation of the
-    exported weights.pt, metric for metric (a rank reading epoch 1's checkpoint would differ).
-    One image per evaluation batch on both sides: a convolution's floats depend on the batch it
-    runs in, and a shard's batches are not the whole split's."""
-    work = tmp_path / "ddp"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
-    argv = run_args(tiny, work, "--launcher", "pytorch", "-o", "train.max_epochs=2")
-    argv += ["--batch-size", "1"]
-    argv[argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    command += ["--master-port", "29521", "-m", "wsolbench", *map(str, argv)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert load_result(work / "result.json").env["world_size"] == 2
-    single = tmp_path / "single"
-    eval_argv = eval_args(tiny, work / "weights.pt", single, "--device", "cpu", "--batch-size", "1")
-    eval_argv[eval_argv.index("toy_method:ToyCAM")] = "slow_checkpoints:ToySlowSave"
-    wsolbench(*eval_argv, "-o", "train.max_epochs=2")
-    assert metrics(work) == metrics(single)
 
 
 def test_two_runs_started_in_one_second_in_one_process_keep_their_own_logs(
