@@ -158,6 +158,47 @@ def test_an_unloadable_weights_file_is_one_plain_line(tiny_root, tmp_path, capsy
     assert str(garbage) in line and "\x1b" not in line and "weights.pt" in line
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"method: cam\nseed: 0\n", "a text file beginning 'method: cam'"),  # was KeyError: 101
+        (b"", "an empty file"),
+    ],
+)
+def test_a_weights_file_that_is_no_torch_file_says_so(tiny_root, tmp_path, capsys, content, said):
+    from wsolbench.blocks.backbone_weights import read_state_dict
+    from wsolbench.blocks.clip_weights import read_weights
+
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(content)
+    assert main(_eval_weights(tiny_root, weights, tmp_path / "eval")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(weights) in line and said in line and "not a PyTorch weights file" in line
+    assert "weights.pt of a finished run" in line  # what to pass instead
+    # every reader of weights files says the same
+    for read in (read_state_dict, read_weights):
+        with pytest.raises(ValueError, match=said) as caught:
+            read(weights)
+        assert str(weights) in str(caught.value)
+    from wsolbench.train.weights import load_weights_file
+
+    with pytest.raises(ValueError, match=said) as caught:
+        load_weights_file(ToyCAM(TINY.num_classes), weights)
+    assert "RUN/weights.pt" in str(caught.value)
+
+
+def test_a_runs_config_yaml_as_its_weights_is_called_a_text_file(tiny_root, tmp_path, capsys):
+    # the mix-up the run-folder check would call "not the weights its result records"
+    run = tmp_path / "run"
+    argv = ["run", "--method", "toy_method:ToyCAM", "--dataset", "synthetic", "--data-root"]
+    argv += [tiny_root, "--protocol", tiny_root / "protocol.yaml", "--work-dir", run]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    assert main(_eval_weights(tiny_root, run / "config.yaml", tmp_path / "eval")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "config.yaml is a text file beginning" in line and "not a PyTorch weights" in line
+
+
 def save_maps(root, maps_dir, make_map) -> list[str]:
     ids = read_split(root / "metadata" / "test").image_ids
     for image_id in ids:

@@ -239,7 +239,7 @@ def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
     done = wsolbench(*eval_args(tiny, garbage, tmp_path / "g"), check=False)
-    assert done.returncode == 2 and "cannot be read as a plain state dict" in done.stderr
+    assert done.returncode == 2 and "is a text file beginning 'not a torch file'" in done.stderr
 
 
 def test_corrupt_checkpoint_on_resume_is_a_clear_error(tiny, reference_run, tmp_path):

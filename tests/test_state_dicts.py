@@ -1,5 +1,7 @@
 """The state-dict reading and checking that backbones, CLIP towers and run weights share."""
 
+import zipfile
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from wsolbench.blocks.state_dicts import (
     SHOWN_KEYS,
     StateDictError,
     fit_problems,
+    load_failure,
     unwrap_state_dict,
 )
 
@@ -152,3 +155,61 @@ def test_fit_problems_reads_only_shapes_so_a_meta_model_will_do():
     assert fit_problems(own, state) == (
         "1 tensor of another shape (weight: file (2, 3) vs model (2, 4))"
     )
+
+
+# --- load_failure ------------------------------------------------------------------------------
+
+
+def _refusal(path) -> str:
+    """load_failure's line for a file torch.load(weights_only=True) refuses."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        return load_failure(exc, path)
+    raise AssertionError(f"torch.load read {path}")
+
+
+def _cut_archive(path):
+    torch.save({"w": torch.zeros(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _other_zip(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("images/a.txt", "not torch")
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        # pickle's own reasons for these were "KeyError: 101", "EOFError", "OSError: [Errno 22]"
+        (
+            lambda p: p.write_text("model: cam\nlr: 0.1\n"),
+            "a text file beginning 'model: cam', not a PyTorch weights file",
+        ),
+        (lambda p: p.write_text("\n  \n"), "a text file, not a PyTorch weights file"),
+        (lambda p: p.write_bytes(b""), "an empty file, not a PyTorch weights file"),
+        (_cut_archive, "a zip archive cut short (its end is missing)"),
+        (
+            _other_zip,
+            "a zip archive without the data.pkl torch.save writes, not a PyTorch weights file",
+        ),
+        (
+            lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"),
+            "not a PyTorch weights file: neither the zip archive",
+        ),
+    ],
+    ids=["yaml", "blank", "empty", "cut-zip", "other-zip", "binary"],
+)
+def test_load_failure_says_what_a_file_that_is_no_torch_file_is(tmp_path, make, said):
+    path = tmp_path / "weights.pth"
+    make(path)
+    line = _refusal(path)
+    assert said in line, line
+    assert "\n" not in line
+
+
+def test_load_failure_keeps_torchs_reason_for_a_pickle_it_refuses(tmp_path):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"\x80\x02garbage")  # a pickle's opening: the file's bytes tell nothing
+    assert _refusal(path).startswith("UnpicklingError: ")

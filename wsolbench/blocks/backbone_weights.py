@@ -63,7 +63,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             ) from None
         raise PretrainedWeightsError(
             f"backbone checkpoint {path} cannot be read as a state dict with "
-            f"weights_only=True ({load_failure(exc)}); save the weights with "
+            f"weights_only=True ({load_failure(exc, path)}); save the weights with "
             "torch.save(model.state_dict(), PATH)"
         ) from None
     try:

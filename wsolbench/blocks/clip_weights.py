@@ -117,8 +117,9 @@ def read_weights(path: str | Path) -> WeightsFile:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsFileError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({load_failure(exc)}); "
-            "it must hold tensors only: save it with torch.save(model.state_dict(), PATH)"
+            f"{path} cannot be read with torch.load(weights_only=True) "
+            f"({load_failure(exc, path)}); it must hold tensors only: save it with "
+            "torch.save(model.state_dict(), PATH)"
         ) from None
     return _plain(loaded, path)
 

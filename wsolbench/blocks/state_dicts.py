@@ -10,7 +10,9 @@ Two steps every loader of someone else's weights takes:
   shapes so that a user sees at once whether the file belongs to another architecture.
 
 And when ``torch.load(weights_only=True)`` refuses a file, :func:`load_failure` says why in one
-plain line (torch's own text runs to paragraphs, with terminal colour codes), and
+plain line (torch's own text runs to paragraphs, with terminal colour codes; for a file that is
+no torch file at all, pickle's reason is noise such as ``KeyError: 101``: :func:`not_torch_file`
+says what it is instead), and
 :func:`is_training_checkpoint` tells the common mistake apart: a run's mmengine checkpoint
 (``RUN/train/epoch_N.pth``) passed where its ``RUN/weights.pt`` belongs.
 
@@ -20,8 +22,11 @@ strips and which keys it may leave out are its parameters.
 
 from __future__ import annotations
 
+import codecs
 import re
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from torch import Tensor
 
@@ -41,14 +46,59 @@ def is_training_checkpoint(exc: Exception) -> bool:
     return "mmengine." in str(exc)
 
 
-def load_failure(exc: Exception) -> str:
-    """Why ``torch.load`` refused a file, in one line without colour codes: the refused global or
-    opcode torch names, else the first line of its message, prefixed by the exception's class."""
+def load_failure(exc: Exception, path: Path) -> str:
+    """Why ``torch.load`` refused the file ``path``, in one line without colour codes: what the
+    file is when its bytes tell that it is no torch file (text, empty, a zip archive cut short or
+    of something else), else the refused global or opcode torch names, else the first line of
+    its message, prefixed by the exception's class."""
+    what = not_torch_file(path)
+    if what:
+        return what
     text = _COLOUR.sub("", str(exc))
     _, found, detail = text.partition(_UNPICKLER)
     reason = (detail if found else text).strip()
     reason = (reason.splitlines() or [""])[0].partition(". ")[0][:200]
     return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+
+
+_ZIP = b"PK\x03\x04"  # torch.save's format since torch 1.6 is a zip archive
+_PICKLE = b"\x80"  # the legacy format opens with a pickle of protocol 2 or above
+_NOT_TORCH = "not a PyTorch weights file"
+_SNIFFED = 4096  # bytes read to tell text from binary
+
+
+def not_torch_file(path: Path) -> str | None:
+    """What the file is when its opening bytes rule out both torch formats, or show a torch
+    archive cut short; None when they do not (or it cannot be read): torch's reason is the clue.
+
+    Cheap (the first bytes, and a zip's directory), so a command can refuse such a file before
+    checks that would misread it (a run's own ``config.yaml`` passed as its weights)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_SNIFFED)
+        if not head:
+            return f"an empty file, {_NOT_TORCH}: an interrupted copy or save?"
+        if head.startswith(_ZIP):
+            if not zipfile.is_zipfile(path):  # no central directory: the end is missing
+                return "a zip archive cut short (its end is missing): an interrupted copy or save?"
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            if not any(name.endswith("/data.pkl") for name in names):
+                return f"a zip archive without the data.pkl torch.save writes, {_NOT_TORCH}"
+            return None
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if head.startswith(_PICKLE):
+        return None
+    try:
+        # incremental: a character cut at the end of the sniffed bytes is no decoding error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        text = None
+    if text is None or any(c < " " and c not in "\t\n\r\f" for c in text):
+        return f"{_NOT_TORCH}: neither the zip archive torch.save writes nor a pickle"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")[:60]
+    return f"a text file{f' beginning {first!r}' if first else ''}, {_NOT_TORCH}"
 
 
 class StateDictError(ValueError):

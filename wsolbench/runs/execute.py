@@ -160,6 +160,13 @@ def evaluate_weights(spec: RunSpec, weights: Path) -> Result:
         )
     if not weights.is_file():
         raise RunError(f"--weights {weights} does not exist; pass the weights.pt of a finished run")
+    from wsolbench.blocks.state_dicts import not_torch_file
+
+    # before the run-folder checks, which would call a run's own config.yaml "not the weights its
+    # result records (copied from another run?)"
+    what = not_torch_file(weights)
+    if what:
+        raise RunError(f"--weights {weights} is {what}; pass the weights.pt of a finished run")
     spec = replace(spec, no_pretrained=True)
     leaf = f"eval-{weights.resolve().parent.name or 'weights'}"
     with locked_run(spec, leaf) as context:

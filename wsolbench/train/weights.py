@@ -103,8 +103,9 @@ def load_weights_file(method: WSOLMethod, path: Path) -> None:
                 f"run's {run / 'weights.pt'} instead (written when its training ends)"
             ) from None
         raise CheckpointError(
-            f"weights file {path} cannot be read as a plain state dict ({load_failure(exc)}); "
-            "pass a weights.pt written by wsolbench"
+            f"weights file {path} cannot be read as a plain state dict "
+            f"({load_failure(exc, path)}); pass a weights.pt written by wsolbench (a run "
+            "exports RUN/weights.pt when its training ends)"
         ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = {k.removeprefix(CHECKPOINT_PREFIX): v for k, v in state["state_dict"].items()}
