@@ -199,6 +199,21 @@ def test_a_runs_config_yaml_as_its_weights_is_called_a_text_file(tiny_root, tmp_
     assert "config.yaml is a text file beginning" in line and "not a PyTorch weights" in line
 
 
+@pytest.mark.parametrize(
+    ("method", "override"), [("cam", "backbone.checkpoint="), ("tedloc", "teacher=run:")]
+)
+def test_an_empty_path_override_is_one_line_naming_the_key(tiny_root, tmp_path, capsys, method,
+                                                           override):  # fmt: skip
+    # -o backbone.checkpoint=$W with W unset: not the cached weights, not the current folder
+    argv = ["run", "--method", method, "--dataset", "synthetic", "--data-root", tiny_root]
+    argv += ["--protocol", tiny_root / "protocol.yaml", "--work-dir", tmp_path / "run"]
+    assert main([str(a) for a in [*argv, "-o", override]]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    key = override.partition("=")[0]
+    assert f"-o {override}: {key} is" in line and "an empty path" in line
+    assert not (tmp_path / "run").exists()
+
+
 def save_maps(root, maps_dir, make_map) -> list[str]:
     ids = read_split(root / "metadata" / "test").image_ids
     for image_id in ids:

@@ -1,5 +1,7 @@
 """Method configuration: defaults ⊕ preset ⊕ overrides, and clear errors for unknown keys."""
 
+import os
+
 import pytest
 import torch
 
@@ -55,6 +57,58 @@ def test_unknown_override_key_names_close_matches():
 def test_build_method_passes_config_but_not_train_section():
     method = build_method(Configured, resolve_config(Configured, "synthetic"), num_classes=3)
     assert (method.width, method.head, method.num_classes) == (4, {"depth": 2}, 3)
+
+
+class WithPaths(WSOLMethod):
+    name = "with_paths"
+    capabilities = Capabilities(trainable=False)
+    config = MethodConfig(
+        defaults={
+            "backbone": {"checkpoint": None},
+            "text": {"checkpoint": "synthclip-v1", "cache_dir": None, "template": "a {}"},
+            "teacher": "self",
+        },
+    )
+
+
+HOME = os.path.expanduser("~")
+
+
+def test_path_values_of_overrides_expand_the_home_folder_as_path_options_do():
+    # the shell expands no ~ inside -o key=~/x
+    overrides = ["backbone.checkpoint=~/w.pth", "teacher=run:~/runs/cam", "text.cache_dir=~/c"]
+    config = resolve_config(WithPaths, None, overrides)
+    assert config["backbone"]["checkpoint"] == f"{HOME}/w.pth"
+    assert config["teacher"] == f"run:{HOME}/runs/cam"
+    assert config["text"]["cache_dir"] == f"{HOME}/c"
+    mapping = resolve_config(WithPaths, None, ["backbone={checkpoint: ~/w.pth}"])
+    assert mapping["backbone"]["checkpoint"] == f"{HOME}/w.pth"
+    # other text is what was typed; a checkpoint key may name a recipe, not a file
+    kept = ["text.template=~/{}", "teacher=~self", "text.checkpoint=synthclip-v1"]
+    config = resolve_config(WithPaths, None, kept)
+    assert (config["text"]["template"], config["teacher"]) == ("~/{}", "~self")
+    assert config["text"]["checkpoint"] == "synthclip-v1"
+    # null is no file, as a checkpoint's default is
+    nothing = resolve_config(WithPaths, None, ["backbone.checkpoint=null"])
+    assert nothing["backbone"]["checkpoint"] is None
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("backbone.checkpoint=", "backbone.checkpoint is an empty path"),
+        ("text.checkpoint=''", "text.checkpoint is an empty path"),
+        ("text.cache_dir= ", "text.cache_dir is an empty path"),
+        ("teacher=run:", "teacher is run: with an empty path"),
+        ("teacher=run: ", "teacher is run: with an empty path"),
+    ],
+)
+def test_an_empty_path_value_is_refused_naming_the_key(override, said):
+    # an unset shell variable (-o backbone.checkpoint=$W): not "no checkpoint", not the cwd
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(WithPaths, None, [override])
+    message = str(caught.value)
+    assert message.startswith(f"-o {override}: {said} (an unset shell variable?); give "), message
 
 
 class Trained(WSOLMethod):

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from wsolbench.util.names import unknown_name_message
+from wsolbench.util.user_paths import expand_user_path
 
 # A method class (wsolbench.method.WSOLMethod); named by this alias, not imported: the method
 # module imports this one.
@@ -52,6 +53,15 @@ TRAIN_DEFAULTS: dict = {
     "checkpoint_interval": 1,  # epochs between checkpoints (resume granularity)
     "val_interval": 1,  # epochs between selection-split evaluations when the protocol keeps "best"
 }
+
+
+# Config values that are paths: a key whose last part names a file or folder, and a value that
+# names a run folder (TeD-Loc's teacher=run:DIR). An override's is read as a path option is
+# (expand_user_path): the shell expands no ``~`` in ``-o key=~/x``, and an empty one (an unset
+# shell variable) taken as "no file" would load the default weights instead. Other text, and a
+# checkpoint key's recipe name (synthclip-v1), is left as typed.
+PATH_KEY_NAMES = ("checkpoint", "cache_dir")
+RUN_PREFIX = "run:"
 
 
 class ConfigError(ValueError):
@@ -93,6 +103,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     if not all(keys):
         raise ConfigError(f"override {text!r}: empty part in the dotted key {key.strip()!r}")
+    if raw.strip().startswith(RUN_PREFIX):
+        return keys, raw.strip()  # a run folder, never YAML's mapping {run: ...}
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -304,6 +316,7 @@ def _apply(
             for name, item in value.items():
                 _apply(method, config, [*keys, str(name)], item, text, retyped)
             return
+        value = path_value(".".join(keys), value, text)
         _check_plain(value, text)
         if not free:
             value = _typed(method, keys, value, text)
@@ -311,6 +324,30 @@ def _apply(
             node.clear()  # a new type starts from its own keys (see _merge)
             retyped.add(tuple(keys[:-1]))
         node[key] = value
+
+
+def path_value(dotted: str, value: Any, text: str) -> Any:
+    """An override's value for the key ``dotted``, ``~`` expanded where it is a path (see
+    :data:`PATH_KEY_NAMES`); other values as given.
+
+    Raises:
+        ConfigError: the path is empty, naming the override, the key and the fix.
+    """
+    if not isinstance(value, str):
+        return value  # null is no file (a checkpoint's default); other types are _typed's
+    run = value.startswith(RUN_PREFIX)
+    if not run and dotted.rpartition(".")[2] not in PATH_KEY_NAMES:
+        return value
+    try:
+        if run:
+            return RUN_PREFIX + expand_user_path(value[len(RUN_PREFIX) :])
+        return expand_user_path(value)
+    except ValueError as exc:
+        if run:
+            said, fix = f"run: with {exc}", "run:DIR, the work dir of a finished run"
+        else:
+            said, fix = str(exc), f"a path, or -o {dotted}=null for none"
+        raise ConfigError(f"-o {text}: {dotted} is {said}; give {fix}") from None
 
 
 def _check_plain(value: Any, text: str) -> None:

@@ -16,6 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
+from wsolbench.util.user_paths import expand_user_path
+
 MAX_BATCH_SIZE = 4096  # beyond this an evaluation or throughput batch is a typo, not a plan
 MAX_WORKERS = 256  # data-loader processes; the bound train.num_workers has too
 MAX_THREADS = 1024
@@ -43,19 +45,15 @@ def int_in(low: int, high: int, what: str):
 
 
 def path_text(text: str) -> str:
-    """An argparse ``type`` for every path option: a leading ``~`` is the home folder, as the
-    shell would have made it (it does not in ``--work-dir=~/x`` nor in quotes, and a folder named
-    ``~`` is never what was meant); the value stays text for options that also take an id.
-
-    An empty value is refused: it is an unset shell variable (``--work-dir "$OUT"``), and taking
-    it as "not given" would write to, or read, the default instead of what was meant.
-    """
-    if not text.strip():
+    """An argparse ``type`` for every path option: :func:`expand_user_path` (a leading ``~`` the
+    home folder, an empty value refused); the value stays text for options that also take an
+    id."""
+    try:
+        return expand_user_path(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            "an empty path (an unset shell variable?); give a path, or leave the option out for "
-            "its default"
-        )
-    return os.path.expanduser(text)
+            f"{exc}; give a path, or leave the option out for its default"
+        ) from None
 
 
 def user_path(text: str) -> Path:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsolbench.config import dotted_leaves, parse_override
+from wsolbench.config import dotted_leaves, parse_override, path_value
 from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.results.environment import code_label, env_changes, env_field
 from wsolbench.results.grouping import weights_keys
@@ -144,8 +144,9 @@ def _follows_from_counts(recorded: Result) -> bool:
 
 def _given_weights(recorded: Result, overrides: Sequence[str]) -> dict:
     """The recorded config with ``reproduce -o`` applied: only where a part's weights are here —
-    a file for a ``checkpoint`` key, ``run:DIR`` for a run's (:func:`weights_keys`); the run
-    checks them by content."""
+    a file for a ``checkpoint`` key, ``run:DIR`` for a run's (:func:`weights_keys`), read as
+    ``run -o`` reads a path (:func:`~wsolbench.config.path_value`); the run checks them by
+    content."""
     leaves = dotted_leaves(recorded.config)
     where_keys = sorted(
         key
@@ -164,7 +165,7 @@ def _given_weights(recorded: Result, overrides: Sequence[str]) -> dict:
                 f"{', '.join(where_keys) or 'this run has no such key'}; anything else would be "
                 "another run"
             )
-        config = with_leaf(config, key, value)
+        config = with_leaf(config, key, path_value(key, value, text))
     return config
 
 
