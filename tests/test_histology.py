@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from test_prepare import check_failure_leaves_the_earlier_state
 
 from wsolbench import metrics as M
 from wsolbench.cli.main import main
 from wsolbench.counting import EvalSettings, GroundTruth, count_batch, new_counter
-from wsolbench.data.glas import CLASSES, read_grades, split_training
+from wsolbench.data.glas import CLASSES, convert_glas, read_grades, split_training
 from wsolbench.data.metadata import (
     MaskRecord,
     MetadataError,
@@ -210,6 +211,16 @@ def test_prepare_glas_from_the_release_layout(tmp_path, capsys):
     assert lines(meta / "valpx" / "image_ids.txt") == ids["valpx"]
 
 
+def test_glas_conversion_that_fails_leaves_the_earlier_one(tmp_path, monkeypatch):
+    """Masks and metadata are built aside and renamed into place only when both are whole."""
+    release, out = make_glas(tmp_path / "src"), tmp_path / "glas"
+    convert_glas(release, out)
+    assert sorted(p.name for p in out.iterdir()) == ["images", "masks", "metadata"]
+    check_failure_leaves_the_earlier_state(
+        monkeypatch, lambda target: convert_glas(release, target, seed=1), out, tmp_path / "new"
+    )
+
+
 def test_glas_split_sizes_are_those_of_livia_fold_0():
     names = [f"train_{k}" for k in range(1, 86)]
     labels = {n: 0 if k < 37 else 1 for k, n in enumerate(names)}  # the release: 37 / 48
@@ -354,6 +365,21 @@ def test_prepare_wsol_splits_glas_layout(tmp_path):
     assert (release / "testB_1_anno.bmp").is_file()  # the release is never touched
     protocol = load_protocol("glas-v1")
     read_splits(out, protocol, check_files_of=("val", "test"))
+
+
+def test_wsol_splits_conversion_that_fails_leaves_the_earlier_one(tmp_path, monkeypatch):
+    fold, data, masks = make_camelyon(tmp_path)
+    out = tmp_path / "out"
+    convert_wsol_splits(fold, out, images=data, masks=masks)
+    assert sorted(p.name for p in out.iterdir()) == ["images", "masks", "metadata"]
+    # another mask now: a conversion that replaced masks/ before failing would show it
+    Image.new("L", (16, 16), 255).save(masks / "tumor" / "t0_mask.png")
+    check_failure_leaves_the_earlier_state(
+        monkeypatch,
+        lambda target: convert_wsol_splits(fold, target, images=data, masks=masks),
+        out,
+        tmp_path / "new",
+    )
 
 
 def test_wsol_splits_errors_name_the_file(tmp_path, capsys):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -205,30 +208,60 @@ def test_cub_bad_source_box_is_named_and_nothing_is_written(tmp_path, line, why)
     assert not (tmp_path / "out").exists()
 
 
+def tree_state(root: Path) -> dict[str, object]:
+    """Everything under ``root``: a file's bytes, a link's target (not followed), a folder."""
+    state: dict[str, object] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder, name)
+            key = str(path.relative_to(root))
+            if path.is_symlink():
+                state[key] = f"-> {os.readlink(path)}"
+            else:
+                state[key] = path.read_bytes() if path.is_file() else "folder"
+    return state
+
+
+def fail_the_second_split(monkeypatch) -> None:
+    """The second split folder a conversion writes fails (a full disk), after the first one was
+    renamed into place: a conversion interrupted midway."""
+    from wsolbench.util.atomic import replace_folder
+
+    calls = []
+
+    def fails_the_second(built, final):
+        calls.append(final)
+        if len(calls) == 2:
+            shutil.rmtree(built)
+            raise OSError(errno.ENOSPC, "No space left on device", str(final))
+        replace_folder(built, final)
+
+    # where write_split renames each split folder into place
+    monkeypatch.setattr("wsolbench.data.metadata.write.replace_folder", fails_the_second)
+
+
+def check_failure_leaves_the_earlier_state(monkeypatch, convert, out: Path, fresh: Path) -> None:
+    """``convert(target)`` failing midway leaves ``out`` (converted before) as it was, no
+    temporary folder in it, and no ``fresh`` folder at all."""
+    before = tree_state(out)
+    for target in (out, fresh):
+        monkeypatch.undo()
+        fail_the_second_split(monkeypatch)
+        with pytest.raises(OSError, match="No space left"):
+            convert(target)
+    assert tree_state(out) == before
+    assert not fresh.exists()
+
+
 def test_cub_conversion_that_fails_leaves_the_earlier_one(tmp_path, monkeypatch):
     """The metadata folder is built aside and renamed into place at the end: a failure half-way
     leaves the earlier conversion (or nothing) and no temporary folder."""
-    import wsolbench.data.cub as cub
-
     src, out = make_cub(tmp_path / "release"), tmp_path / "out"
     convert_cub(src, out, val_per_class=1)
-    before = {p: p.read_text() for p in (out / "metadata").rglob("*.txt")}
-    written = []
-
-    def fails_on_the_second_split(split_dir, meta):
-        if written:
-            raise OSError(28, "No space left on device", str(split_dir))
-        written.append(split_dir)
-        write_split(split_dir, meta)
-
-    monkeypatch.setattr(cub, "write_split", fails_on_the_second_split)
-    for target in (out, tmp_path / "new"):
-        written.clear()
-        with pytest.raises(OSError, match="No space left"):
-            convert_cub(src, target, val_per_class=2)
-    assert {p: p.read_text() for p in (out / "metadata").rglob("*.txt")} == before
     assert sorted(p.name for p in out.iterdir()) == ["images", "metadata"]
-    assert not (tmp_path / "new").exists()
+    check_failure_leaves_the_earlier_state(
+        monkeypatch, lambda target: convert_cub(src, target, val_per_class=2), out, tmp_path / "new"
+    )
 
 
 def test_prepare_cub_needs_a_selection_split(tmp_path, capsys):
@@ -393,3 +426,48 @@ def test_ilsvrc_errors(tmp_path):
     )
     with pytest.raises(MetadataError, match=r"00000003.xml: box \[20, 0, 10, 12\]"):
         convert_ilsvrc(tmp_path / "src", tmp_path / "out")
+
+
+def _ilsvrc_release(src: Path) -> None:
+    """XMLs, a synset list and a train folder (the Kaggle layout, no validation images)."""
+    write_xmls(src / "ILSVRC" / "Annotations" / "CLS-LOC" / "val")
+    (src / "LOC_synset_mapping.txt").write_text("\n".join(WNIDS) + "\n")
+    for wnid in WNIDS[:2]:
+        (src / "ILSVRC" / "Data" / "CLS-LOC" / "train" / wnid).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(
+            src / "ILSVRC" / "Data" / "CLS-LOC" / "train" / wnid / "a.JPEG"
+        )
+
+
+def test_ilsvrc_conversion_that_fails_leaves_the_earlier_one(tmp_path, monkeypatch):
+    src, out = tmp_path / "imagenet", tmp_path / "out"
+    _ilsvrc_release(src)
+    assert convert_ilsvrc(src, out) == {"test": 3, "train": 2}
+    # a bad source record found after the test split was written: a training file whose name
+    # no metadata line can hold
+    (src / "ILSVRC" / "Annotations" / "CLS-LOC" / "val" / "ILSVRC2012_val_00000003.xml").unlink()
+    bad = src / "ILSVRC" / "Data" / "CLS-LOC" / "train" / WNIDS[0] / "b,c.JPEG"
+    Image.new("RGB", (8, 8)).save(bad, format="JPEG")
+    before = tree_state(out)
+    for target in (out, tmp_path / "new"):
+        with pytest.raises(MetadataError, match="without commas"):
+            convert_ilsvrc(src, target)
+    assert tree_state(out) == before
+    assert not (tmp_path / "new").exists()
+    bad.unlink()
+    check_failure_leaves_the_earlier_state(
+        monkeypatch, lambda target: convert_ilsvrc(src, target), out, tmp_path / "new"
+    )
+
+
+def test_ilsvrc_conversion_keeps_a_val_split_copied_in(tmp_path):
+    """The reference's ImageNetV2 val is copied in by hand (not converted here): a conversion
+    again replaces the metadata folder but keeps it."""
+    src, out = tmp_path / "imagenet", tmp_path / "out"
+    _ilsvrc_release(src)
+    convert_ilsvrc(src, out)
+    shutil.copytree(out / "metadata" / "test", out / "metadata" / "val")
+    val = tree_state(out / "metadata" / "val")
+    convert_ilsvrc(src, out)
+    assert tree_state(out / "metadata" / "val") == val
+    assert sorted(p.name for p in (out / "metadata").iterdir()) == ["test", "train", "val"]

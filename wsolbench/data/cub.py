@@ -54,22 +54,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from wsolbench.data.metadata import (
-    MetadataError,
-    SplitMetadata,
-    link_dir,
-    read_split,
-    write_split,
-)
-from wsolbench.util.atomic import replace_folder
+from wsolbench.data.metadata import MetadataError, SplitMetadata, read_split
+from wsolbench.data.prepared import write_prepared_root
 from wsolbench.util.text_files import read_utf8
 
 logger = logging.getLogger(__name__)
@@ -311,7 +302,9 @@ def convert_cub(
         splits["val"] = val_meta
     counts = {split: len(meta) for split, meta in splits.items()}
     readme = _readme(root, val_note, counts, val_from_train=val_per_class is not None)
-    _write_atomically(out, splits, readme, image_root, n_classes)
+    write_prepared_root(
+        out, splits, num_classes=n_classes, links={"images": image_root}, readme=readme
+    )
     logger.info("CUB written to %s: %s", out, counts)
     return counts
 
@@ -338,27 +331,3 @@ def _check_box(path: Path, image_id: str, rel: str, box: list[float], size: tupl
             f"{path} line {lineno}: image id {image_id} ({rel}): the box x={x:g} y={y:g} "
             f"width={w:g} height={h:g} {why}; restore the original release file"
         )
-
-
-def _write_atomically(
-    out: Path, splits: dict[str, SplitMetadata], readme: str, image_root: Path, n_classes: int
-) -> None:
-    """Write ``out/metadata`` (built aside, read back as a run would, then renamed into place
-    whole) and ``out/images``: a failure leaves the earlier conversion, or no ``out`` at all."""
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=".metadata.partial.", dir=out))
-    try:
-        os.chmod(building, 0o755)  # mkdtemp makes it private; a dataset folder is shared
-        for split, meta in splits.items():
-            write_split(building / split, meta)
-        (building / "README.txt").write_text(readme, encoding="utf-8")
-        for split in splits:  # the same checks a later run would make, caught here
-            read_split(building / split, num_classes=n_classes)
-        link_dir(out / "images", image_root)
-        replace_folder(building, out / "metadata")
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise

@@ -38,16 +38,8 @@ import math
 import re
 from pathlib import Path
 
-from wsolbench.data.masks import mask_files, write_binary_masks
-from wsolbench.data.metadata import (
-    MaskRecord,
-    MetadataError,
-    SplitMetadata,
-    link_dir,
-    read_split,
-    write_split,
-)
-from wsolbench.util.atomic import write_text_atomic
+from wsolbench.data.metadata import MaskRecord, MetadataError, SplitMetadata
+from wsolbench.data.prepared import write_prepared_root
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +218,7 @@ def convert_glas(
 
     Args:
         src: the release folder (the one holding ``Grade.csv``) or its parent.
-        out: the prepared root to write (its split folders and ``masks/`` are replaced).
+        out: the prepared root to write (its metadata/ and masks/ are replaced whole, at the end).
         seed: seed of the train / valcl / valpx choice.
         valcl_fraction, valpx_per_class: the sizes of valcl (per class, rounded up) and valpx.
         progress: show a progress bar while writing the masks.
@@ -246,25 +238,25 @@ def convert_glas(
         [n for n in names if n.startswith("train_")], labels, seed, valcl_fraction, valpx_per_class
     )
     parts["test"] = [n for n in names if not n.startswith("train_")]
-    meta_dir = out / "metadata"
     splits = {}
     for split in SPLITS:
         ids = [f"{n}.bmp" for n in parts[split]]
         splits[split] = SplitMetadata(
-            split_dir=meta_dir / split,
+            split_dir=out / "metadata" / split,
             image_ids=ids,
             labels={f"{n}.bmp": labels[n] for n in parts[split]},
             sizes={f"{n}.bmp": sizes[n] for n in parts[split]},
             masks={f"{n}.bmp": MaskRecord([f"{n}_anno.bmp"], None) for n in parts[split]},
         )
-    # the masks first: a missing or mis-sized one stops the conversion before any split is written
-    write_binary_masks(release, mask_files(splits.values()), out / "masks", progress=progress)
-    for split, meta in splits.items():
-        write_split(meta_dir / split, meta)
     counts = {split: len(meta) for split, meta in splits.items()}
-    write_text_atomic(meta_dir / "README.txt", _readme(release, counts, seed))
-    link_dir(out / "images", release)
-    for split in SPLITS:  # read back: the checks a run makes, caught here
-        read_split(meta_dir / split, num_classes=len(CLASSES))
+    write_prepared_root(
+        out,
+        splits,
+        num_classes=len(CLASSES),
+        links={"images": release},
+        readme=_readme(release, counts, seed),
+        mask_root=release,
+        progress=progress,
+    )
     logger.info("GlaS written to %s: %s", out, counts)
     return counts

@@ -38,7 +38,8 @@ Output, matching the reference's published ``metadata/ILSVRC/test`` line for lin
   ``train/<wnid>/<file>`` and ``images/train`` linked to it.
 
 The reference's ``val`` split (ImageNetV2 with boxes annotated by its authors) is a separate
-download and is not produced here.
+download and is not produced here: copied into ``metadata/val``, it is kept when the conversion
+runs again (which replaces the rest of ``metadata/`` whole).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsolbench.data.metadata import MetadataError, SplitMetadata, link_dir, read_split, write_split
+from wsolbench.data.metadata import MetadataError, SplitMetadata
+from wsolbench.data.prepared import write_prepared_root
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +237,8 @@ def convert_ilsvrc(
 
     Args:
         src: the ILSVRC release folder (see the module docstring for the layouts searched).
-        out: the prepared dataset root to write (created if needed; split folders are replaced).
+        out: the prepared dataset root to write (created if needed; its metadata/ is replaced
+            whole, a val split copied in kept: see the module docstring).
         annotations: the folder of ``ILSVRC2012_val_*.xml`` files (default: searched under src).
         synsets: the synset list (default: searched in src and its parent).
 
@@ -251,11 +254,8 @@ def convert_ilsvrc(
         raise MetadataError(f"{xml_dir}: no ILSVRC2012_val_*.xml files; check --annotations")
     wnids = read_synsets(Path(synsets) if synsets is not None else _find_synsets(src))
     meta_dir = out / "metadata"
-    counts: dict[str, int] = {}
-
-    test = _val_split(xml_dir, wnids, meta_dir / "test")
-    write_split(meta_dir / "test", test)
-    counts["test"] = len(test)
+    splits = {"test": _val_split(xml_dir, wnids, meta_dir / "test")}
+    links: dict[str, Path] = {}
     val_images = _first_dir(
         [
             src / "ILSVRC" / "Data" / "CLS-LOC" / "val",
@@ -265,7 +265,7 @@ def convert_ilsvrc(
         "ILSVRC2012_val_*.JPEG",
     )
     if val_images is not None:
-        link_dir(out / "images" / "val", val_images)
+        links["images/val"] = val_images
     else:
         logger.warning(
             "validation images not found under %s: put them (ILSVRC2012_val_*.JPEG) in %s",
@@ -284,11 +284,17 @@ def convert_ilsvrc(
     if train_dir is not None:
         train = _train_split(train_dir, wnids, meta_dir / "train")
         if len(train):
-            write_split(meta_dir / "train", train)
-            link_dir(out / "images" / "train", train_dir)
-            counts["train"] = len(train)
-    # Read the test split back: the same checks a later run makes, caught here. (write_split has
-    # already checked the label-only train split; re-reading 1.28 M lines would add nothing.)
-    read_split(meta_dir / "test", num_classes=len(wnids))
+            splits["train"] = train
+            links["images/train"] = train_dir
+    write_prepared_root(
+        out,
+        splits,
+        num_classes=len(wnids),
+        links=links,
+        # write_split has checked the label-only train split: re-reading 1.28 M lines adds nothing
+        unchecked=("train",),
+        kept=("val",),  # the reference's ImageNetV2 val, copied in by hand
+    )
+    counts = {split: len(meta) for split, meta in splits.items()}
     logger.info("ILSVRC written to %s: %s", out, counts)
     return counts

@@ -9,9 +9,10 @@ on where the grayscale value is > 0.5, the protocol's own reading of a mask. Tak
 nearest-neighbour resize to the evaluation size, it changes nothing that is scored: nearest
 neighbour only picks pixels, so thresholding before or after it gives the same foreground.
 
-The folder is written aside and renamed into place when complete: an interrupted conversion leaves
-no half-written ``masks/``. It carries a marker file, :data:`MARKER`: a later conversion replaces
-only a ``masks/`` it finds the marker in (or a link), never a folder of someone else's masks.
+The folder is written aside and renamed into place once the whole conversion is complete
+(:mod:`wsolbench.data.prepared`): an interrupted one leaves no half-written ``masks/``. It carries
+a marker file, :data:`MARKER`: a later conversion replaces only a ``masks/`` it finds the marker in
+(or a link), never a folder of someone else's masks.
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def binary_mask(path: Path, image_size: tuple[int, int] | None) -> np.ndarray:
     return np.where(gray > 0.5, 255, 0).astype(np.uint8)
 
 
-def write_binary_masks(
+def build_binary_masks(
     source_root: Path, masks: MaskFiles, out_root: Path, *, progress: bool = False
-) -> int:
-    """Write a binary copy of each mask of :func:`mask_files` from ``source_root`` to
-    ``out_root/<path>``, replacing ``out_root`` as a whole once every copy is written.
+) -> Path:
+    """Write a binary copy of each mask of :func:`mask_files` from ``source_root`` into a new
+    hidden sibling of ``out_root``, for :func:`place_binary_masks` to rename into place once the
+    rest of the conversion is whole too.
 
     Returns:
-        The number of mask files written.
+        The folder written (removed again if writing fails).
 
     Raises:
         MetadataError: a mask is missing, undecodable or of the wrong size (named), cannot be
@@ -106,26 +108,29 @@ def write_binary_masks(
             "another --out, so that it can hold the binary masks"
         )
     out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", dir=out_root.parent))
-    items = list(masks.items())
-    shown = items
+    built = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.", dir=out_root.parent))
+    shown = items = list(masks.items())
     if progress:
         from wsolbench.util.progress import progress as progress_bar
 
         shown = progress_bar(items, desc="writing binary masks", unit="mask")
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset folder is meant to be shared
+        os.chmod(built, 0o755)  # mkdtemp makes it private; a dataset folder is meant to be shared
         for rel, (_split, _image_id, image_size) in shown:
             binary = binary_mask(source_root / rel, image_size)
-            target = tmp / rel
+            target = built / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(target), binary):
                 raise MetadataError(f"cannot write the binary mask {target}; check free space")
-        (tmp / MARKER).write_text("binary masks written by `wsolbench prepare`\n")
-        if out_root.is_symlink():  # a link to masks elsewhere: replaced, the masks it names kept
-            out_root.unlink()
-        replace_folder(tmp, out_root)
+        (built / MARKER).write_text("binary masks written by `wsolbench prepare`\n")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(built, ignore_errors=True)
         raise
-    return len(items)
+    return built
+
+
+def place_binary_masks(built: Path, out_root: Path) -> None:
+    """Rename the masks :func:`build_binary_masks` wrote to ``out_root``, replacing it whole."""
+    if out_root.is_symlink():  # a link to masks elsewhere: replaced, the masks it names kept
+        out_root.unlink()
+    replace_folder(built, out_root)

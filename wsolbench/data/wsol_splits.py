@@ -28,9 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from wsolbench.data.masks import mask_files, write_binary_masks
-from wsolbench.data.metadata import MetadataError, link_dir, read_split, write_split
-from wsolbench.util.atomic import write_text_atomic
+from wsolbench.data.metadata import MetadataError, read_split
+from wsolbench.data.prepared import write_prepared_root
 from wsolbench.util.yaml_errors import yaml_problem
 
 logger = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ def convert_wsol_splits(
 
     Args:
         src: the fold folder, ``<DS>/fold-<k>``.
-        out: the prepared root to write (its split folders and ``masks/`` are replaced).
+        out: the prepared root to write (its metadata/ and masks/ are replaced whole, at the end).
         images: the data root image ids are relative to; every image must exist there.
         masks: the root mask paths are relative to; None: ``images``.
         progress: show a progress bar while writing the masks.
@@ -137,15 +136,15 @@ def convert_wsol_splits(
                 f"{fold / split / 'localization.txt'}: no mask records (image_id,mask_path,"
                 f"ignore_path); the {split} split is scored by PxAP and needs them"
             )
-    # the masks first: a missing or mis-sized one stops the conversion before any split is written
-    write_binary_masks(masks, mask_files(splits.values()), out / "masks", progress=progress)
-    meta_dir = out / "metadata"
-    for split, meta in splits.items():
-        write_split(meta_dir / split, meta)
     counts = {split: len(meta) for split, meta in splits.items()}
-    write_text_atomic(meta_dir / "README.txt", _readme(fold, images, masks, counts))
-    link_dir(out / "images", images)
-    for split in SPLITS:  # read back: the checks a run makes, caught here
-        read_split(meta_dir / split, num_classes=len(expected))
+    write_prepared_root(
+        out,
+        splits,
+        num_classes=len(expected),
+        links={"images": images},
+        readme=_readme(fold, images, masks, counts),
+        mask_root=masks,
+        progress=progress,
+    )
     logger.info("%s fold %s written to %s: %s", dataset, fold.name, out, counts)
     return dataset, counts
