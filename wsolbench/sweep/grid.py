@@ -8,7 +8,6 @@ cell starts.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 
 from wsolbench.util.names import NAME_PATTERN
 from wsolbench.util.text_files import read_utf8
+from wsolbench.util.user_paths import expand_user_path
 from wsolbench.util.yaml_errors import yaml_problem
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding take 0 <= seed < 2**32
@@ -166,10 +166,13 @@ def _flag(value: object, key: str) -> bool:
 
 
 def _optional_text(value: object, key: str) -> str | None:
-    """A path (or protocol id) key's text, a leading ``~`` the home folder, as on the command
-    line (cli.options.path_text): a folder named ``~`` is never what was meant."""
+    """A path (or protocol id) key's text, read as the command line reads a path
+    (:func:`~wsolbench.util.user_paths.expand_user_path`: a leading ``~`` the home folder)."""
     if value is None:
         return None
-    if not isinstance(value, str | Path) or not str(value):
+    if not isinstance(value, str | Path):
         raise SweepError(f"{key}: {value!r} is not a path or an id; write it as text")
-    return os.path.expanduser(value)
+    try:
+        return expand_user_path(str(value))
+    except ValueError as exc:
+        raise SweepError(f"{key}: {exc}; give a path or an id, or leave {key} out") from None
