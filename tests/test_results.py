@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from wsolbench.metrics.policies import metrics_from_counts
 from wsolbench.results.environment import environment, plugin_release
 from wsolbench.results.grouping import row_key
 from wsolbench.results.record import (
@@ -17,7 +18,6 @@ from wsolbench.results.record import (
     ResultError,
     find_results,
     load_result,
-    metrics_from_counts,
     save_result,
 )
 
@@ -331,7 +331,7 @@ def test_metrics_from_counts_with_val():
 
 
 def test_metrics_from_counts_without_val_drops_select(caplog):
-    with caplog.at_level(logging.WARNING, logger="wsolbench.results.record"):
+    with caplog.at_level(logging.WARNING, logger="wsolbench.metrics.policies"):
         metrics = metrics_from_counts({"test": _counts(classifies=False)})
     assert set(metrics["test"]) == {"oracle"}
     assert "select" in caplog.text and "no val split" in caplog.text

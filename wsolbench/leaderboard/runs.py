@@ -20,9 +20,10 @@ from typing import Any
 
 from wsolbench.leaderboard.cost_columns import row_cost
 from wsolbench.leaderboard.rows import Row
+from wsolbench.metrics.policies import can_select
 from wsolbench.results.environment import code_label, env_field
 from wsolbench.results.grouping import canonical, row_config, row_key
-from wsolbench.results.record import METRIC_KEYS, Result, ResultError, can_select
+from wsolbench.results.record import METRIC_KEYS, Result, ResultError
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Threshold policies and summaries: a split's counts record -> its metrics under a policy.
+"""Threshold policies and summaries: a split's counts record -> its metrics under a policy, and
+every split's under the policies a result records (:func:`metrics_from_counts`).
 
 A policy picks the map threshold each metric is read at: ``oracle`` (the best on the split itself),
 ``select`` (the best on the selection split's counts) or ``fixed:<tau>``.
@@ -17,6 +18,7 @@ rule: best mIoU on valpx); ``oracle-separate`` reads each at its own best τ.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +29,10 @@ from wsolbench.metrics.maps import threshold_grid
 from wsolbench.metrics.overlap import OVERLAP_KEYS, overlap_curves
 from wsolbench.metrics.pxap import pxap
 
+logger = logging.getLogger(__name__)
+
+# The policies every result records (wsolbench.results.record); others are recomputed on demand.
+POLICIES = ("oracle", "select")
 # MaxBoxAccV2 is the mean over exactly these IoU thresholds (percent).
 V2_IOU_THRESHOLDS = (30, 50, 70)
 ORACLE_POLICIES = ("oracle", "oracle-separate")  # best τ on the evaluated split itself
@@ -240,3 +246,46 @@ def describe_policy(
             return f"{policy} (nearest grid τ = {grid} for every metric)"
         return f"{policy} (τ = {requested} for every metric)"
     return policy
+
+
+def can_select(split_counts: dict | None) -> bool:
+    """Whether a split's counts record can choose thresholds (the ``select`` policy): it holds
+    box curves or mask histograms."""
+    return bool(split_counts) and bool(split_counts.get("box") or split_counts.get("mask"))
+
+
+def metrics_from_counts(
+    counts: dict[str, dict], policies: Sequence[str] = POLICIES
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Summarize every split's counts under each threshold policy.
+
+    Args:
+        counts: ``counts[split]`` = a counts record of :mod:`wsolbench.metrics`.
+        policies: policy names (``"oracle"``, ``"select"``, ``"fixed:<tau>"``; the output uses
+            the canonical spelling of :func:`wsolbench.metrics.parse_policy`). ``select`` chooses
+            thresholds on ``counts["val"]``; without a val split with boxes or masks it is
+            omitted and a warning is logged.
+
+    Returns:
+        ``metrics[split][policy][key]`` in percent [0, 100].
+    """
+    policies = [parse_policy(p) for p in policies]
+    val = counts.get("val")
+    selectable = can_select(val)
+    if "select" in policies and not selectable:
+        logger.warning(
+            "no val split with boxes or masks: the 'select' policy (thresholds chosen on val) "
+            "is left out; only %s are reported",
+            ", ".join(p for p in policies if p != "select") or "no policy",
+        )
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split, split_counts in counts.items():
+        out[split] = {}
+        for policy in policies:
+            if policy == "select" and not selectable:
+                continue
+            values, _chosen = summarize(
+                split_counts, policy, val_counts=val if policy == "select" else None
+            )
+            out[split][policy] = values
+    return out

@@ -1,4 +1,4 @@
-"""The Result record of a run: schema, atomic save / load, discovery, metrics from counts.
+"""The Result record of a run: schema, atomic save / load, discovery.
 
 A result (``<work_dir>/result.json``) is what ``wsolbench compare`` reads: a readable summary
 (``metrics``, what made them) that names, by sha256, the per-image records beside it
@@ -47,7 +47,6 @@ RESULT_FILENAME = "result.json"
 # A damaged result's fix: --resume in a dir without one evaluates its weights again, untrained.
 REWRITE = "delete it, then rerun its command with --resume (re-evaluates the weights, no training)"
 SPLITS = ("val", "test")
-POLICIES = ("oracle", "select")
 METRIC_KEYS = (
     "maxboxacc_v2",
     "maxboxacc_iou30",
@@ -453,48 +452,3 @@ def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
 def utc_now() -> str:
     """The current time as ISO-8601 UTC with a ``Z`` suffix, to the second."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def can_select(split_counts: dict | None) -> bool:
-    """Whether a split's counts record can choose thresholds (the ``select`` policy): it holds
-    box curves or mask histograms."""
-    return bool(split_counts) and bool(split_counts.get("box") or split_counts.get("mask"))
-
-
-def metrics_from_counts(
-    counts: dict[str, dict], policies: Sequence[str] = POLICIES
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Summarize every split's counts under each threshold policy.
-
-    Args:
-        counts: ``counts[split]`` = a counts record of :mod:`wsolbench.metrics`.
-        policies: policy names (``"oracle"``, ``"select"``, ``"fixed:<tau>"``; the output uses
-            the canonical spelling of :func:`wsolbench.metrics.parse_policy`). ``select`` chooses
-            thresholds on ``counts["val"]``; without a val split with boxes or masks it is
-            omitted and a warning is logged.
-
-    Returns:
-        ``metrics[split][policy][key]`` in percent [0, 100].
-    """
-    from wsolbench.metrics import parse_policy, summarize  # numpy + OpenCV: only when needed
-
-    policies = [parse_policy(p) for p in policies]
-    val = counts.get("val")
-    selectable = can_select(val)
-    if "select" in policies and not selectable:
-        logger.warning(
-            "no val split with boxes or masks: the 'select' policy (thresholds chosen on val) "
-            "is left out; only %s are reported",
-            ", ".join(p for p in policies if p != "select") or "no policy",
-        )
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for split, split_counts in counts.items():
-        out[split] = {}
-        for policy in policies:
-            if policy == "select" and not selectable:
-                continue
-            values, _chosen = summarize(
-                split_counts, policy, val_counts=val if policy == "select" else None
-            )
-            out[split][policy] = values
-    return out

@@ -29,12 +29,7 @@ from pathlib import Path
 from wsolbench.config import preset_changes
 from wsolbench.results import workdir
 from wsolbench.results.environment import environment
-from wsolbench.results.record import (
-    RESULT_FILENAME,
-    Result,
-    metrics_from_counts,
-    save_result,
-)
+from wsolbench.results.record import RESULT_FILENAME, Result, save_result
 from wsolbench.results.verify import verify_run_weights
 from wsolbench.runs.context import (
     RunContext,
@@ -254,6 +249,7 @@ def _evaluate_and_save(
     from wsolbench.cost.profile import profile_method
     from wsolbench.counting import EvalSettings
     from wsolbench.evaluate import evaluate_method
+    from wsolbench.metrics.policies import metrics_from_counts
     from wsolbench.results.per_image import PER_IMAGE_FILE, RecordCollector, save_records
 
     spec, protocol = context.spec, context.protocol

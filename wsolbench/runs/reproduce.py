@@ -25,7 +25,7 @@ from wsolbench.config import dotted_leaves, parse_override, path_value
 from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.results.environment import code_label, env_changes, env_field
 from wsolbench.results.grouping import weights_keys
-from wsolbench.results.record import RESULT_FILENAME, Result, load_result, metrics_from_counts
+from wsolbench.results.record import RESULT_FILENAME, Result, load_result
 from wsolbench.results.verify import BindingError, verify_result
 from wsolbench.results.workdir import read_record
 from wsolbench.runs.context import RunError, RunSpec
@@ -133,6 +133,8 @@ def _follows_from_counts(recorded: Result) -> bool:
     """Whether every recorded metric is what the recorded counts give. A metric this version
     computes that the record does not hold (one added since the record was made, such as Dice /
     mIoU on a protocol with masks) is no edit: only the recorded figures are checked."""
+    from wsolbench.metrics.policies import metrics_from_counts  # numpy + OpenCV: only when needed
+
     computed = metrics_from_counts(recorded.counts)
     return all(
         computed.get(split, {}).get(policy, {}).get(key) == value
