@@ -578,3 +578,21 @@ def test_a_plugin_edited_between_seeds_is_one_row_whose_note_names_its_code(tmp_
         f"- has: its seeds ran under different code: {plugin} (seeds 0, 1), "
         f"{plugin} with uncommitted changes (seed 2)"
     ) in " ".join(text.split())  # the note as one line, however it wraps
+
+
+def test_one_csv_of_boards_with_different_columns_keeps_each_cell_under_its_header(tmp_path):
+    """--by-data: a board of a method that classifies and one of a method that does not (no
+    Top-k columns) share one header; the second board's Top-k cells are empty, not the next
+    columns' shifted in."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    shutil.copytree(CUB / "center", tmp_path / "center")
+    for path in (tmp_path / "center").rglob("result.json"):
+        d = json.loads(path.read_text())
+        d["data_fingerprint"]["sha256"] = "0f" * 32
+        path.write_text(json.dumps(d))
+    text = compare([tmp_path], published=False, by_data=True, fmt="csv")
+    header, *body = csv.reader(io.StringIO(text))
+    assert body and all(len(row) == len(header) for row in body)
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert rows["cam"]["top1_loc_mean"] and not rows["center"]["top1_loc_mean"]
+    assert rows["center"]["data_fingerprint"] == "0f" * 32 and rows["center"]["split"] == "test"

@@ -11,6 +11,8 @@ intervals (:mod:`wsolbench.results.intervals`), and renders
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,11 +96,29 @@ def compare(
 
 def render_boards(boards: Sequence[Leaderboard], fmt: str, *, wide: bool = False) -> str:
     """The text ``compare`` returns for boards already built: each table in ``fmt``, one CSV
-    header for all (so one set of boards can be rendered in every format)."""
-    if fmt == "csv":  # one header, then every table's rows
-        texts = [render(board, fmt) for board in boards]
-        return texts[0] + "".join(t.split("\n", 1)[1] for t in texts[1:])
+    for all (so one set of boards can be rendered in every format)."""
+    if fmt == "csv":
+        return _one_csv([render(board, fmt) for board in boards])
     return "\n".join(render(board, fmt, wide=wide) for board in boards)
+
+
+def _one_csv(texts: list[str]) -> str:
+    """Several boards' CSVs under one header, the union of theirs: a board may lack columns of
+    another (Top-k where no row classifies, cost, intervals), and its rows then leave those cells
+    empty instead of shifting the next columns into them. A column keeps its place after the one
+    it follows."""
+    tables = [list(csv.reader(io.StringIO(text))) for text in texts]
+    columns: list[str] = []
+    for header, *_ in tables:
+        for i, column in enumerate(header):
+            if column not in columns:
+                columns.insert(columns.index(header[i - 1]) + 1 if i else 0, column)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for header, *body in tables:
+        writer.writerows(dict(zip(header, row, strict=True)) for row in body)
+    return out.getvalue()
 
 
 def build_leaderboard(
