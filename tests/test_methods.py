@@ -1,6 +1,7 @@
 """Conformance of every method the registry finds, and proof that the checker catches bad ones."""
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 
 from wsolbench.cli.check import _add_check
 from wsolbench.method import Capabilities, MethodConfig, Prediction, WSOLMethod
-from wsolbench.registry import METHODS, list_methods
+from wsolbench.registry import METHODS, get_method, list_methods
 from wsolbench.testing import check_method
 
 
@@ -20,6 +21,22 @@ def test_every_registered_method_conforms(name):
     names = [r.name for r in results]
     assert names[:5] == ["registered", "config", "builds", "predict", "deterministic"]
     assert "weights round-trip" in names
+
+
+BUILT_INS = sorted(p.parent.name for p in Path(__file__).parents[1].glob("methods/*/__init__.py"))
+
+
+@pytest.mark.parametrize("name", BUILT_INS)
+def test_every_built_in_method_says_what_it_computes_against_its_namesake(name):
+    """A table row named after a paper says, in a note, how its default relates to that paper and
+    which code it was checked against (or that there is none)."""
+    reference = get_method(name).capabilities.reference
+    assert reference.strip(), f"methods/{name}: declare capabilities.reference"
+    assert "\n" not in reference  # one sentence: a table note
+
+
+def test_the_built_ins_are_found():
+    assert {"cam", "center", "clip_gradcam", "clip_patch", "tedloc"} <= set(BUILT_INS)
 
 
 class TinyCam(WSOLMethod):

@@ -93,6 +93,9 @@ PLUGIN_MODULES["declarations"] = """
     class HiddenDefault(EverywhereMethod):
         def __init__(self, num_classes, alpha=0.5):
             super().__init__(num_classes)
+
+    class ReferenceNotText(EverywhereMethod):
+        capabilities = EverywhereMethod.capabilities.__class__(reference=("CAM", "CVPR 2016"))
     """
 ENTRY_POINTS = {
     "everywhere": "my_wsol_plugin.method:EverywhereMethod",
@@ -182,6 +185,7 @@ def test_an_installed_plugin_named_like_a_built_in_is_refused(plugin_on_path, mo
             r"'train'\]: unknown training setting 'max_epoch'; did you mean 'max_epochs'",
         ),
         ("CapabilitiesDict", "capabilities is dict, not Capabilities"),
+        ("ReferenceNotText", "capabilities.reference is tuple, not text"),
         ("HiddenDefault", "constructor's alpha=0.5 is a default config.defaults lacks"),
         ("PathDefault", r"config.defaults\['root'\] is PosixPath\('/tmp'\), not a plain value"),
         ("TupleInPreset", r"config.presets\['cub'\]\['sizes'\] is a tuple \(use a list\)"),

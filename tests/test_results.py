@@ -207,6 +207,20 @@ def test_wrong_type_is_named(tmp_path):
         load_result(path)
 
 
+def test_the_method_reference_is_recorded_and_older_records_read_without_it(tmp_path):
+    """What the method computes relative to its namesake paper (Capabilities.reference): kept as
+    written; a record made before the key, or by a plugin declaring none, has the empty text."""
+    text = "reconstructed from TeD-Loc's paper (arXiv 2501.12632); no public code to check it"
+    save_result(tmp_path / "result.json", _result(method_reference=text))
+    assert load_result(tmp_path / "result.json").method_reference == text
+    older = _result().to_dict()
+    del older["method_reference"]
+    assert Result.from_dict(older).method_reference == ""
+    path = _write(tmp_path / "r.json", {**older, "method_reference": ["CAM"]})
+    with pytest.raises(ResultError, match="key 'method_reference' must be a string"):
+        load_result(path)
+
+
 def test_not_an_object(tmp_path):
     path = _write(tmp_path / "r.json", [1, 2])
     with pytest.raises(ResultError, match="must be a JSON object"):

@@ -40,8 +40,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a method needs from the harness beyond ``loss`` and ``predict``, declared once per
-    class; every field is optional (the defaults describe a trainable method).
+    """What a method needs from the harness beyond ``loss`` and ``predict``, and what its results
+    say of it, declared once per class; every field is optional (the defaults describe a
+    trainable method).
 
     Attributes:
         trainable: False for a training-free method (it never touches the training engine).
@@ -57,6 +58,11 @@ class Capabilities:
             it stands for every seed: tables show it once, with ``any`` seeds, instead of
             identical copies counted as seeds. A run without its weights (``pretrained: none``:
             a tower initialised from the seed) is seed-dependent whatever this says.
+        reference: one short sentence: what the method's default computes relative to the paper
+            it is named after, and which code it was checked against, or that there is none
+            (``"reconstructed from TeD-Loc's paper (arXiv 2501.12632); no public code to check it
+            against"``). Every result records it and tables print it as a note on the method's
+            rows, so that a row named after a paper says how far it is that paper's method.
     """
 
     trainable: bool = True
@@ -64,6 +70,7 @@ class Capabilities:
     needs_classnames: bool = False
     pretrained_options: tuple[str, ...] = ()
     seed_independent: bool = False
+    reference: str = ""
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,8 @@ def old_interface_message(cls: type, name: str) -> str | None:
 def declaration_message(cls: type, name: str) -> str | None:
     """Why ``cls`` (to be method ``name``) declares something the harness cannot use, or None:
     ``capabilities`` / ``config`` not :class:`~wsolbench.method.Capabilities` /
-    :class:`~wsolbench.method.MethodConfig`; a default or preset value that is not plain JSON
+    :class:`~wsolbench.method.MethodConfig`; a ``capabilities.reference`` that is not text (every
+    result records it, every table prints it); a default or preset value that is not plain JSON
     (a result records them: a ``Path`` or numpy number fails when written, after the work, a
     tuple comes back a list); a ``train`` default that is no training setting (a typo such as
     ``max_epoch`` would be recorded but never used), a ``train`` section on a training-free
@@ -133,6 +134,13 @@ def declaration_message(cls: type, name: str) -> str | None:
                 f"{kind.__name__}; declare `{holder} = {kind.__name__}(...)` "
                 "(docs/writing-a-method.md)"
             )
+    reference = cls.capabilities.reference
+    if not isinstance(reference, str):
+        return (
+            f"method {name!r}: capabilities.reference is {type(reference).__name__}, not text; "
+            "declare one sentence: what its default computes relative to the paper it is named "
+            "after, and which code it was checked against"
+        )
     sections = {"config.defaults": cls.config.defaults}
     sections.update({f"config.presets[{k!r}]": v for k, v in cls.config.presets.items()})
     for where, values in sections.items():

@@ -60,7 +60,15 @@ class CAM(WSOLMethod):
             when its shape is [K, D]; otherwise the default, with a warning).
     """
 
-    capabilities = Capabilities(pretrained_options=("backbone.pretrained",))
+    capabilities = Capabilities(
+        pretrained_options=("backbone.pretrained",),
+        reference=(
+            "CAM (Zhou et al., CVPR 2016) as the wsolevaluation benchmark (Choe et al., CVPR 2020) "
+            "trains it: that code's ResNet50 and recipe (clovaai/wsolevaluation), under the "
+            "benchmark spec's schedule and crop instead of the hyperparameters it tuned per method "
+            "(methods/cam/README.md)"
+        ),
+    )
     config = MethodConfig(
         defaults={
             "backbone": {

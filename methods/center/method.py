@@ -21,7 +21,14 @@ from wsolbench.registry import register_method
 class CenterGaussian(WSOLMethod):
     """Isotropic Gaussian at the centre, ``sigma`` as a fraction of the shorter image side."""
 
-    capabilities = Capabilities(trainable=False, seed_independent=True)
+    capabilities = Capabilities(
+        trainable=False,
+        seed_independent=True,
+        reference=(
+            "no paper's method: a centred Gaussian that ignores the image, the floor every "
+            "method must beat; no code to check it against"
+        ),
+    )
     config = MethodConfig(defaults={"sigma": 0.25})
 
     def __init__(self, num_classes: int, sigma: float):

@@ -89,7 +89,16 @@ class ClipGradCAM(ClipBaseline):
         native_resolution: ask the harness for each image at its own size (batch of one).
     """
 
-    capabilities = replace(ClipBaseline.capabilities, needs_grad_at_inference=True)
+    capabilities = replace(
+        ClipBaseline.capabilities,
+        needs_grad_at_inference=True,
+        reference=(
+            "CLIP-ES's Grad-CAM (Lin et al., CVPR 2023), checked against the formulas of its code "
+            "(linyq2117/CLIP-ES) re-written independently; by default unrefined and at 224 × 224: "
+            "refine: true and native_resolution: true give CLIP-ES's refined CAM at each image's "
+            "own size (its other departures: methods/clip_gradcam/README.md)"
+        ),
+    )
     config = replace(
         ClipBaseline.config,
         defaults={

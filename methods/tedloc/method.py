@@ -99,6 +99,10 @@ class TeDLoc(WSOLMethod):
     capabilities = Capabilities(
         needs_classnames=True,
         pretrained_options=("backbone.pretrained", "text.pretrained", "teacher=self"),
+        reference=(
+            "reconstructed from TeD-Loc's paper (arXiv 2501.12632); no public code to check it "
+            "against"
+        ),
     )
     config = MethodConfig(defaults=DEFAULTS, presets=PRESETS)
 

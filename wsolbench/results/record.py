@@ -102,6 +102,7 @@ _OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "per_image": dict,
     "weights_file": dict,
     "seed_independent": bool,
+    "method_reference": str,
     "overrides": dict,
     "input_runs": dict,
     "evaluated_weights": str,
@@ -166,6 +167,10 @@ class Result:
         seed_independent: the run's numbers do not depend on its seed
             (:attr:`wsolbench.method.Capabilities.seed_independent`, weights loaded): it stands
             for every seed.
+        method_reference: what the method's default computes relative to the paper it is named
+            after, and which code it was checked against, as the method declares it
+            (:attr:`wsolbench.method.Capabilities.reference`); tables print it under its rows.
+            Empty for a method declaring none and for results older than this key.
         schema: layout version of this record.
     """
 
@@ -186,6 +191,7 @@ class Result:
     per_image: dict | None = None
     weights_file: dict | None = None
     seed_independent: bool = False
+    method_reference: str = ""
     overrides: dict = field(default_factory=dict)
     input_runs: dict = field(default_factory=dict)
     evaluated_weights: str | None = None

@@ -328,6 +328,7 @@ def _evaluate_and_save(
         # a run from random initialisation depends on its seed, whatever the method declares
         seed_independent=context.method_cls.capabilities.seed_independent
         and pretrained.strip().lower() != "none",
+        method_reference=context.method_cls.capabilities.reference,
     )
     if context.rank == 0:
         save_result(context.work_dir / RESULT_FILENAME, result)
