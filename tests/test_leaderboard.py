@@ -8,6 +8,7 @@ by eye.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsolbench.leaderboard import build_leaderboard, compare, load_published
+from wsolbench.leaderboard import build_leaderboard, compare, latex_escape, load_published
 from wsolbench.results.record import ResultError, find_results
 
 HERE = Path(__file__).parent
@@ -578,6 +579,51 @@ def test_a_plugin_edited_between_seeds_is_one_row_whose_note_names_its_code(tmp_
         f"- has: its seeds ran under different code: {plugin} (seeds 0, 1), "
         f"{plugin} with uncommitted changes (seed 2)"
     ) in " ".join(text.split())  # the note as one line, however it wraps
+
+
+def _with_reference(folder: Path, reference_of_seed) -> None:
+    """Each record's ``method_reference`` set to ``reference_of_seed(seed)`` (None: left out, as
+    in a record made before the key)."""
+    for path in folder.rglob("result.json"):
+        d = json.loads(path.read_text())
+        d.pop("method_reference", None)
+        text = reference_of_seed(d["seed"])
+        if text is not None:
+            d["method_reference"] = text
+        path.write_text(json.dumps(d))
+
+
+def test_a_method_s_reference_is_a_note_under_its_table_in_every_format(tmp_path):
+    """What a row named after a paper computes relative to it, from its records; a method whose
+    records carry none gets no note (the table reads records only, never the registry)."""
+    shutil.copytree(CUB / "cam", tmp_path / "cam")
+    shutil.copytree(CUB / "center", tmp_path / "center")
+    text = "CAM as wsolevaluation's code trains it_ but 100 % on the spec's & <schedule>"
+    _with_reference(tmp_path / "cam", lambda seed: text)
+    md = compare([tmp_path], published=False)
+    assert f"- cam: {text}" in " ".join(md.split())  # the note as one line, however it wraps
+    assert "- center:" not in md
+    assert f"cam: {html.escape(text)}" in compare([tmp_path], published=False, fmt="html")
+    assert f"cam: {latex_escape(text)}" in compare([tmp_path], published=False, fmt="latex")
+    rows = list(csv.DictReader(io.StringIO(compare([tmp_path], published=False, fmt="csv"))))
+    assert {r["method"]: r["reference"] for r in rows} == {"cam": text, "center": ""}
+    # records without the key render as before: no note, no column
+    plain = compare([CUB], published=False, fmt="csv")
+    assert "reference" not in plain.splitlines()[0].split(",")
+
+
+def test_records_of_one_method_that_disagree_show_each_text_by_row(tmp_path):
+    """Two versions of a plugin may describe themselves differently: each text is shown, named by
+    the rows that carry it; a run without the key adds none."""
+    shutil.copytree(CUB / "cam", tmp_path / "has")
+    _as_plugin_runs(tmp_path / "has", lambda seed: ("0.2.0" if seed == 2 else "0.1.0", False))
+    _with_reference(tmp_path / "has", lambda seed: "HaS, version two" if seed == 2 else "HaS")
+    text = compare([tmp_path], published=False)
+    assert "- has (wsolbench-has 0.1.0): HaS\n" in text
+    assert "- has (wsolbench-has 0.2.0): HaS, version two\n" in text
+    _with_reference(tmp_path / "has", lambda seed: None if seed == 2 else "HaS")
+    text = compare([tmp_path], published=False)
+    assert "- has (wsolbench-has 0.1.0): HaS\n" in text and "0.2.0):" not in text
 
 
 def test_one_csv_of_boards_with_different_columns_keeps_each_cell_under_its_header(tmp_path):

@@ -2,6 +2,8 @@
 threads, determinism, hardware), identical records give identical metrics, and ``wsolbench
 reproduce`` reruns a result from its record alone."""
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -13,6 +15,7 @@ import yaml
 
 from wsolbench.cli.main import main
 from wsolbench.data.synthetic import SyntheticConfig, generate
+from wsolbench.registry import get_method
 from wsolbench.results.record import load_result, save_result
 
 TINY = SyntheticConfig(
@@ -186,11 +189,19 @@ def test_a_seed_independent_method_is_one_row_of_any_seed(tiny, one_thread, tmp_
         assert center_run(tiny, tmp_path / f"center{seed}", seed) == 0
     assert load_result(tmp_path / "center0" / "result.json").seed_independent
     assert not load_result(one_thread / "result.json").seed_independent  # trained: seeds matter
+    # what the method computes against its namesake, as it declares it; a plugin declaring none
+    reference = get_method("center").capabilities.reference
+    assert reference and load_result(tmp_path / "center0" / "result.json").method_reference == (
+        reference
+    )
+    assert load_result(one_thread / "result.json").method_reference == ""
     capsys.readouterr()
     argv = ["compare", tmp_path / "center0", tmp_path / "center3", "--format", "csv"]
     assert main([str(a) for a in argv]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("center,")]
-    assert len(rows) == 1 and ",any," in rows[0]
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["method"], r["seeds"], r["reference"]) for r in rows] == [
+        ("center", "any", reference)
+    ]
 
 
 def test_seed_independent_copies_that_differ_are_refused(tiny, tmp_path, capsys):

@@ -19,6 +19,9 @@ Rules every table follows:
   from the preset (weights choices aside: the Pretrained cell names those), and two configs of one
   method are told apart by the config keys that differ between them too.
 - Published figures are marked ``†`` with their source and threshold policy.
+- What a method's default computes relative to the paper it is named after, as its runs recorded
+  it (:attr:`wsolbench.method.Capabilities.reference`), is a note under the table (CSV: a
+  ``reference`` column); records without it get none, never one read from the installed method.
 - Runs are sorted by MaxBoxAccV2 (descending, rows without it last), published rows come after runs.
 - The localization map is always the ground-truth class's map; every table says so.
 - A Pretrained cell names each part's weights by a short name (``text synthclip-v1``), spelled out

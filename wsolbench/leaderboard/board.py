@@ -23,6 +23,7 @@ from wsolbench.leaderboard.rows import (
     NO_WEIGHTS_NOTE,
     PUBLISHED_NOTE,
     Leaderboard,
+    reference_notes,
 )
 from wsolbench.leaderboard.runs import group_runs, mixed_conditions, recompute, run_sort_key
 from wsolbench.results.grouping import check_one_protocol, check_pinned_data, data_groups
@@ -278,6 +279,7 @@ def _board(
     if any(r.no_weights for r in rows):
         notes.append(NO_WEIGHTS_NOTE)
     notes.extend(mixed_conditions(rows, {path: result for path, result, _ in runs}))
+    notes.extend(reference_notes(rows))
     pub_rows = published_rows(published, dataset)
     if pub_rows and split != "test":
         notes.append(f"Published rows are test-split figures: not shown for the {split} split.")

@@ -4,7 +4,8 @@ Every format shows the board's header lines (protocol, data, split, policy, maps
 row and the notes; published figures keep the precision the paper printed. Markdown, LaTeX and
 HTML show the columns and notes of :mod:`~wsolbench.leaderboard.columns` (weights by short names,
 and in markdown only the columns that fit a terminal, unless ``wide``). The CSV has one column
-per figure (mean, std, interval bounds, cost) instead of formatted cells, and the full sources.
+per figure (mean, std, interval bounds, cost) instead of formatted cells, the full sources, and
+each row's note and reference (what the method computes relative to its namesake paper).
 """
 
 from __future__ import annotations
@@ -183,7 +184,11 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
         columns += ["params_m", "macs_g"] + [f"latency_ms[{d}]" for d in devices]
         columns += [f"latency_ms_{end}[{d}]" for d in devices for end in ("min", "max")]
         columns += ["macs_lower_bound"] + [f"latency_clean[{d}]" for d in devices]
-    columns += ["note", "policy", "protocol", "protocol_hash", "data_fingerprint", "split"]
+    # what each method computes relative to its namesake paper, where its records say (the
+    # notes of the other formats); absent from tables of older records, which render as before
+    with_reference = any(r.references for r in board.rows)
+    columns += ["note", "reference"] if with_reference else ["note"]
+    columns += ["policy", "protocol", "protocol_hash", "data_fingerprint", "split"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -226,6 +231,7 @@ def _render_csv(board: Leaderboard, wide: bool) -> str:
                 "true" if r.published else "false",
                 *metrics,
                 note,
+                *([" | ".join(r.references)] if with_reference else []),
                 r.policy if r.published else board.policy,
                 "" if r.published else board.protocol,
                 "" if r.published else board.protocol_hash,

@@ -60,6 +60,10 @@ class Row:
             (two-level) unless the board's intervals hold the models fixed.
         group: the row's letters of the board's groups (``compare --ci``): rows sharing a letter
             are not significantly different on the ranking metric.
+        references: what the method's default computes relative to the paper it is named after,
+            as its runs recorded it (:attr:`wsolbench.results.record.Result.method_reference`):
+            each distinct text (one, unless the method's code changed between its runs); empty
+            when none recorded one.
     """
 
     method: str
@@ -78,6 +82,7 @@ class Row:
     cost: dict = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     group: str = ""
+    references: tuple[str, ...] = ()
 
     @property
     def seeds_cell(self) -> str:
@@ -92,6 +97,24 @@ class Row:
     def display_name(self) -> str:
         mark = PUBLISHED_MARK if self.published else NO_WEIGHTS_MARK if self.no_weights else ""
         return f"{self.method}{mark}" + (f" ({self.label})" if self.label else "")
+
+
+def reference_notes(rows: list[Row]) -> list[str]:
+    """One note per method and text its runs recorded, in row order: ``tedloc: reconstructed from
+    TeD-Loc's paper ...``, named by the method when every row of it says the same, else by the
+    rows that say it (two plugin versions may describe themselves differently). A method whose
+    records hold none gets no note: a table reads records, never the registry."""
+    notes = []
+    methods = dict.fromkeys(row.method for row in rows if not row.published)
+    for method in methods:
+        own = [row for row in rows if row.method == method and not row.published]
+        texts = dict.fromkeys(text for row in own for text in row.references)
+        for text in texts:
+            saying = [row for row in own if text in row.references]
+            whole = len(texts) == 1 and len(saying) == len(own)
+            names = method if whole else ", ".join(row.display_name for row in saying)
+            notes.append(f"{names}: {text}")
+    return notes
 
 
 @dataclass

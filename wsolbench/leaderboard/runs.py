@@ -100,6 +100,10 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
     shown: list[dict[str, Any]] = []  # per row, the overrides its label shows
     for (method, *_), members in groups.items():
         seed_independent = all(result.seed_independent for _, result, _ in members)
+        # every run's text, read before a seed-independent row keeps only one of its runs
+        references = tuple(
+            dict.fromkeys(r.method_reference for _, r, _ in members if r.method_reference)
+        )
         if seed_independent:
             members = [_one_of_seed_independent(method, members)]
         by_seed: dict[int, Path] = {}
@@ -134,6 +138,7 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
                 config=row_config(members[0][1]),
                 files=[p for p, _, _ in members],
                 cost=cost,
+                references=references,
             )
         )
         shown.append(_shown_overrides(members[0][1]))
