@@ -25,8 +25,10 @@ class CenterGaussian(WSOLMethod):
         trainable=False,
         seed_independent=True,
         reference=(
-            "no paper's method: a centred Gaussian that ignores the image, the floor every "
-            "method must beat; no code to check it against"
+            "the centre-Gaussian baseline of Choe et al. (CVPR 2020): an isotropic Gaussian at "
+            "the image centre that ignores the image, the floor every method must beat; no code "
+            "of theirs to check it against, and its sigma is ours (the threshold sweep makes it "
+            "matter little)"
         ),
     )
     config = MethodConfig(defaults={"sigma": 0.25})
