@@ -96,6 +96,11 @@ PLUGIN_MODULES["declarations"] = """
 
     class ReferenceNotText(EverywhereMethod):
         capabilities = EverywhereMethod.capabilities.__class__(reference=("CAM", "CVPR 2016"))
+
+    from methods.cam.method import CAM
+
+    class TweakedCam(CAM):  # a variant of cam, table-named "tweakedcam", claiming cam's paper
+        pass
     """
 ENTRY_POINTS = {
     "everywhere": "my_wsol_plugin.method:EverywhereMethod",
@@ -186,6 +191,10 @@ def test_an_installed_plugin_named_like_a_built_in_is_refused(plugin_on_path, mo
         ),
         ("CapabilitiesDict", "capabilities is dict, not Capabilities"),
         ("ReferenceNotText", "capabilities.reference is tuple, not text"),
+        (
+            "TweakedCam",
+            r"method 'tweakedcam' inherits the capabilities.reference of method 'cam' \(CAM\)",
+        ),
         ("HiddenDefault", "constructor's alpha=0.5 is a default config.defaults lacks"),
         ("PathDefault", r"config.defaults\['root'\] is PosixPath\('/tmp'\), not a plain value"),
         ("TupleInPreset", r"config.presets\['cub'\]\['sizes'\] is a tuple \(use a list\)"),

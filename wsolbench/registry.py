@@ -118,7 +118,8 @@ def declaration_message(cls: type, name: str) -> str | None:
     """Why ``cls`` (to be method ``name``) declares something the harness cannot use, or None:
     ``capabilities`` / ``config`` not :class:`~wsolbench.method.Capabilities` /
     :class:`~wsolbench.method.MethodConfig`; a ``capabilities.reference`` that is not text (every
-    result records it, every table prints it); a default or preset value that is not plain JSON
+    result records it, every table prints it) or is a registered base class's, under another
+    name; a default or preset value that is not plain JSON
     (a result records them: a ``Path`` or numpy number fails when written, after the work, a
     tuple comes back a list); a ``train`` default that is no training setting (a typo such as
     ``max_epoch`` would be recorded but never used), a ``train`` section on a training-free
@@ -141,6 +142,17 @@ def declaration_message(cls: type, name: str) -> str | None:
             "declare one sentence: what its default computes relative to the paper it is named "
             "after, and which code it was checked against"
         )
+    for base in cls.__mro__[1:]:  # a variant is not its base's namesake (its own name says so)
+        base_name = vars(base).get("name")
+        if reference and base_name and base_name != name:
+            if reference == base.capabilities.reference:
+                return (
+                    f"method {name!r} inherits the capabilities.reference of method "
+                    f"{base_name!r} ({base.__qualname__}), so its rows would claim that paper; "
+                    f"declare its own: capabilities = dataclasses.replace({base.__qualname__}"
+                    ".capabilities, reference='what it computes, against which paper') ('' if "
+                    "none)"
+                )
     sections = {"config.defaults": cls.config.defaults}
     sections.update({f"config.presets[{k!r}]": v for k, v in cls.config.presets.items()})
     for where, values in sections.items():
