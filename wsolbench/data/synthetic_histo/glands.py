@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wsolbench.data.synthetic_histo.raster import disc, stamp_star, star_vertices
+from wsolbench.data.synthetic_histo.raster import discs, stamp_star, star_vertices
 from wsolbench.data.synthetic_histo.tissue import Layers
 
 #: Outline vertices per gland.
 VERTICES = 32
 BENIGN, MALIGNANT = 0, 1
+#: The outline vertices' polar angles, 2πi / VERTICES (computed once: the same floats).
+_ANGLES = tuple(2 * math.pi * i / VERTICES for i in range(VERTICES))
 
 
 @dataclass
@@ -47,14 +49,18 @@ class Gland:
 def _outline_radii(rng: np.random.Generator, radius: float, irregularity: float) -> list[float]:
     """Radii of :data:`VERTICES` outline vertices: ``radius`` times a smooth random wobble of
     relative amplitude ``irregularity`` (harmonics 2 to 5)."""
-    harmonics = [
-        (k, rng.normal(0.0, irregularity / math.sqrt(k)), rng.uniform(0, 2 * math.pi))
+    (a2, p2), (a3, p3), (a4, p4), (a5, p5) = [
+        (rng.normal(0.0, irregularity / math.sqrt(k)), rng.uniform(0, 2 * math.pi))
         for k in range(2, 6)
     ]
     radii = []
-    for i in range(VERTICES):
-        t = 2 * math.pi * i / VERTICES
-        wobble = sum(a * math.cos(k * t + phase) for k, a, phase in harmonics)
+    for t in _ANGLES:  # summed left to right, as sum() over the harmonics did
+        wobble = (
+            a2 * math.cos(2 * t + p2)
+            + a3 * math.cos(3 * t + p3)
+            + a4 * math.cos(4 * t + p4)
+            + a5 * math.cos(5 * t + p5)
+        )
         radii.append(radius * max(0.45, 1.0 + wobble))
     return radii
 
@@ -155,9 +161,9 @@ def draw_glands(layers: Layers, glands: list[Gland]) -> np.ndarray:
             lumen = stamp_star(mask, centre, vertices)
             if lumen is not None:
                 layers.paint(lumen, e=0.06, h=0.0)
-        for x, y, r, angle in gland.nuclei:
-            nucleus = disc(size, x, y, r, 0.8 * r, angle)
-            if nucleus is not None:  # epithelial nuclei: inside the gland only
-                (n_rows, n_cols), inside = nucleus
-                layers.paint(((n_rows, n_cols), inside & mask[n_rows, n_cols]), h=0.9)
+        if gland.nuclei:  # one batch: every nucleus paints the same value
+            ellipses = [(x, y, r, 0.8 * r, angle) for x, y, r, angle in gland.nuclei]
+            rows, cols = discs(size, ellipses)
+            keep = mask[rows, cols]  # epithelial nuclei: inside the glands drawn so far only
+            layers.paint_pixels((rows[keep], cols[keep]), h=0.9)
     return mask

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsolbench.data.synthetic.draw import value_noise
-from wsolbench.data.synthetic_histo.raster import disc
+from wsolbench.data.synthetic_histo.raster import disc, discs
 
 #: Stain colours (RGB at full density): their per-image jitter models stain variation.
 EOSIN_RGB = (225.0, 95.0, 160.0)
@@ -52,6 +52,18 @@ class Layers:
             if value is not None:
                 layer[rows, cols][inside] = value
 
+    def paint_pixels(
+        self,
+        pixels: tuple[np.ndarray, np.ndarray],
+        e: float | None = None,
+        h: float | None = None,
+        r: float | None = None,
+    ) -> None:
+        """As :meth:`paint`, at ``pixels``: [M] row and [M] column indices (:func:`discs`)."""
+        for layer, value in ((self.eosin, e), (self.haematoxylin, h), (self.red, r)):
+            if value is not None:
+                layer[pixels] = value
+
 
 def stroma(rng: np.random.Generator, size: int) -> Layers:
     """Stroma filling the image: eosin with smooth variation and wavy fibres, a few spindle
@@ -69,17 +81,12 @@ def stroma(rng: np.random.Generator, size: int) -> Layers:
         red=np.zeros((size, size)),
     )
     scale = size / 96.0
-    for _ in range(int(rng.integers(12, 24))):  # fibroblast nuclei: thin, along the fibres
-        where = disc(
-            size,
-            rng.uniform(0, size),
-            rng.uniform(0, size),
-            rng.uniform(1.6, 2.4) * scale,
-            0.7 * scale,
-            angle + math.pi / 2 + rng.normal(0.0, 0.3),
-        )
-        if where is not None:
-            layers.paint(where, h=0.7)
+    nuclei = []  # fibroblast nuclei: thin, along the fibres; (x, y, rx, ry, angle) each
+    for _ in range(int(rng.integers(12, 24))):
+        x, y = rng.uniform(0, size), rng.uniform(0, size)
+        rx = rng.uniform(1.6, 2.4) * scale
+        nuclei.append((x, y, rx, 0.7 * scale, angle + math.pi / 2 + rng.normal(0.0, 0.3)))
+    layers.paint_pixels(discs(size, nuclei), h=0.7)
     return layers
 
 
@@ -97,14 +104,14 @@ def hard_negative(rng: np.random.Generator, layers: Layers, kind: str) -> None:
             return
         layers.paint(wall, e=0.75, h=0.0)
         layers.paint(lumen, e=0.05, h=0.0)
-        for _ in range(int(rng.integers(2, 9))):  # red cells
+        cells = []  # red cells: (x, y, rx, ry, angle) each
+        for _ in range(int(rng.integers(2, 9))):
             t, d = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.7) * r
-            cell = disc(
-                size, cx + d * math.cos(t), cy + d * aspect * math.sin(t), 1.2 * scale, 1.2 * scale
-            )
-            if cell is not None:
-                layers.paint(cell, e=0.0, r=0.9)
-        for _ in range(int(rng.integers(1, 4))):  # flat endothelial nuclei on the wall
+            x, y = cx + d * math.cos(t), cy + d * aspect * math.sin(t)
+            cells.append((x, y, 1.2 * scale, 1.2 * scale, 0.0))
+        layers.paint_pixels(discs(size, cells), e=0.0, r=0.9)
+        nuclei = []  # flat endothelial nuclei on the wall
+        for _ in range(int(rng.integers(1, 4))):
             t = rng.uniform(0, 2 * math.pi)
             x = cx + (r + 0.5) * (
                 math.cos(angle) * math.cos(t) - aspect * math.sin(angle) * math.sin(t)
@@ -112,9 +119,8 @@ def hard_negative(rng: np.random.Generator, layers: Layers, kind: str) -> None:
             y = cy + (r + 0.5) * (
                 math.sin(angle) * math.cos(t) + aspect * math.cos(angle) * math.sin(t)
             )
-            nucleus = disc(size, x, y, 1.8 * scale, 0.7 * scale, t + math.pi / 2 + angle)
-            if nucleus is not None:
-                layers.paint(nucleus, h=0.8)
+            nuclei.append((x, y, 1.8 * scale, 0.7 * scale, t + math.pi / 2 + angle))
+        layers.paint_pixels(discs(size, nuclei), h=0.8)
     elif kind == "space":
         r = rng.uniform(4.0, 9.0) * scale
         rim = disc(size, cx, cy, r + 0.8 * scale, (r + 0.8 * scale) * 0.9, 0.0)
@@ -125,11 +131,13 @@ def hard_negative(rng: np.random.Generator, layers: Layers, kind: str) -> None:
         layers.paint(hole, e=0.03, h=0.0, r=0.0)
     else:  # lymphoid aggregate
         r = rng.uniform(5.0, 10.0) * scale
+        cells = []
         for _ in range(int(rng.integers(25, 45))):
             t, d = rng.uniform(0, 2 * math.pi), r * math.sqrt(rng.random())
-            cell = disc(size, cx + d * math.cos(t), cy + d * math.sin(t), 1.1 * scale, 1.1 * scale)
-            if cell is not None:
-                layers.paint(cell, h=0.95)
+            cells.append(
+                (cx + d * math.cos(t), cy + d * math.sin(t), 1.1 * scale, 1.1 * scale, 0.0)
+            )
+        layers.paint_pixels(discs(size, cells), h=0.95)
 
 
 def to_rgb(rng: np.random.Generator, layers: Layers) -> np.ndarray:
