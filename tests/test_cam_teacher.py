@@ -197,7 +197,10 @@ def tiny_cub(tmp_path):
 def test_on_cub_the_teacher_is_trained_first_then_reused(tiny_cub, tmp_path, monkeypatch):
     root, protocol = tiny_cub
     args = ["--dataset", "cub", "--protocol", str(protocol), "--data-root", str(root)]
-    args += ["-o", "backbone.pretrained=false"]
+    # tiny towers: the teacher is what this test is about (a ViT-S student and a ViT-B/16 text
+    # tower embedding 200 classes cost a minute here)
+    args += ["-o", "backbone.pretrained=false", "-o", _tiny_backbone()]
+    args += ["-o", "backbone.name=wsolcnn", "-o", "text.model=wsolbench-tiny-clip"]
     calls = []
     real_call = subprocess.call
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a) or real_call(*a, **k))
@@ -215,9 +218,15 @@ def test_on_cub_the_teacher_is_trained_first_then_reused(tiny_cub, tmp_path, mon
     assert len(calls) == 1
 
 
-def test_prepare_synthcam_builds_it_explicitly(tmp_path, capsys):
+def test_prepare_synthcam_names_the_folder_and_the_cache_runs_find_it_in(tmp_path, capsys):
+    """prepare builds it with ensure_cam_teacher (the first test here), so the session's build is
+    copied in rather than trained again: the command names the folder and the cache variable."""
+    import shutil
+
+    data = synthetic_training_data()
+    shutil.copytree(ensure_cam_teacher(data), run_dir(data, cache_dir=tmp_path))
     assert main(["prepare", "synthcam", "--out", str(tmp_path)]) == 0
-    folder = run_dir(synthetic_training_data(), cache_dir=tmp_path)
+    folder = run_dir(data, cache_dir=tmp_path)
     assert (folder / "weights.pt").is_file()
     out = capsys.readouterr().out
     assert str(folder) in out and f"WSOLBENCH_CACHE={tmp_path}" in out

@@ -23,13 +23,12 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 from wsolbench.config import preset_changes
 from wsolbench.results import workdir
 from wsolbench.results.environment import environment
-from wsolbench.results.record import RESULT_FILENAME, Result, save_result
+from wsolbench.results.record import RESULT_FILENAME, Result, save_result, utc_now
 from wsolbench.results.verify import verify_run_weights
 from wsolbench.runs.context import (
     RunContext,
@@ -317,7 +316,7 @@ def _evaluate_and_save(
         counts=counts,
         cost=cost,
         env=env,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=utc_now(),
         provenance=dict(method.provenance),
         input_runs=dict(method.input_runs),
         evaluated_weights=context.weights_sha256,
