@@ -132,10 +132,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path, capsys):
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert not (work / "result.json").exists()
-    from wsolbench.cli.main import main  # in this process: a refusal needs no second start-up
-
-    assert main([str(a) for a in run_args(tiny, work, *longer)]) == 2
-    assert "unfinished run" in capsys.readouterr().err
+    status, err = in_process(run_args(tiny, work, *longer), capsys)
+    assert status == 2 and "unfinished run" in err
     wsolbench(*run_args(tiny, work, *longer, "--resume"))
     assert metrics(work) == metrics(tmp_path / "whole")
 
@@ -229,35 +227,44 @@ def test_eval_reproduces_the_run_from_its_weights(tiny, reference_run, tmp_path)
     assert evaluated["pretrained"] == f"file:weights.pt (sha256 {sha256[:12]})"
 
 
-def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, tmp_path):
+def in_process(argv, capsys) -> tuple[int, str]:
+    """``wsolbench ARGV`` in this process (a refusal needs no second start-up): (status, stderr)."""
+    from wsolbench.cli.main import main
+
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+def test_weights_of_another_architecture_are_a_clear_error(tiny, reference_run, tmp_path, capsys):
     # a weights file on its own (outside its run folder: no record says which config made it)
     weights = tmp_path / "loose" / "weights.pt"
     weights.parent.mkdir()
     weights.write_bytes((reference_run / "weights.pt").read_bytes())
-    done = wsolbench(*eval_args(tiny, weights, tmp_path / "e", "-o", "width=4"), check=False)
-    assert done.returncode == 2
-    assert "does not fit method 'toycam'" in done.stderr and "of another shape" in done.stderr
-    assert "Traceback" not in done.stderr
+    status, err = in_process(eval_args(tiny, weights, tmp_path / "e", "-o", "width=4"), capsys)
+    assert status == 2
+    assert "does not fit method 'toycam'" in err and "of another shape" in err
+    assert "Traceback" not in err
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
-    done = wsolbench(*eval_args(tiny, garbage, tmp_path / "g"), check=False)
-    assert done.returncode == 2 and "is a text file beginning 'not a torch file'" in done.stderr
+    status, err = in_process(eval_args(tiny, garbage, tmp_path / "g"), capsys)
+    assert status == 2 and "is a text file beginning 'not a torch file'" in err
 
 
-def test_corrupt_checkpoint_on_resume_is_a_clear_error(tiny, reference_run, tmp_path):
+def test_corrupt_checkpoint_on_resume_is_a_clear_error(tiny, reference_run, tmp_path, capsys):
     work = tmp_path / "corrupt"
-    wsolbench(*run_args(tiny, work, "-o", "train.max_epochs=1"))
+    assert in_process(run_args(tiny, work, "-o", "train.max_epochs=1"), capsys)[0] == 0
     (work / "result.json").unlink()  # pretend it died after its checkpoint
     checkpoint = work / "train" / "epoch_1.pth"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
-    done = wsolbench(*run_args(tiny, work, "-o", "train.max_epochs=1", "--resume"), check=False)
-    assert done.returncode == 2
-    assert "epoch_1.pth is unreadable" in done.stderr and "Traceback" not in done.stderr
+    status, err = in_process(run_args(tiny, work, "-o", "train.max_epochs=1", "--resume"), capsys)
+    assert status == 2
+    assert "epoch_1.pth is unreadable" in err and "Traceback" not in err
 
 
-def test_unknown_train_override_is_named(tiny, tmp_path):
-    done = wsolbench(*run_args(tiny, tmp_path / "w", "-o", "train.max_epoch=2"), check=False)
-    assert done.returncode == 2 and "did you mean 'max_epochs'" in done.stderr
+def test_unknown_train_override_is_named(tiny, tmp_path, capsys):
+    status, err = in_process(run_args(tiny, tmp_path / "w", "-o", "train.max_epoch=2"), capsys)
+    assert status == 2 and "did you mean 'max_epochs'" in err
 
 
 def test_best_checkpoint_protocol_validates_each_epoch_and_keeps_the_best(tiny, tmp_path):
