@@ -106,10 +106,10 @@ def test_training_writes_result_weights_and_checkpoints(reference_run):
     assert (reference_run / "train" / "epoch_3.pth").is_file()
 
 
-def test_same_seed_twice_gives_identical_metrics(tiny, reference_run, tmp_path):
-    wsolbench(*run_args(tiny, tmp_path / "again"))
+def test_same_seed_twice_gives_identical_metrics(tiny, reference_run, tmp_path, capsys):
+    wsolbench(*run_args(tiny, tmp_path / "again"))  # another process, as a rerun would be
     assert metrics(tmp_path / "again") == metrics(reference_run)
-    wsolbench(*run_args(tiny, tmp_path / "seed1", "--seed", "1"))
+    assert in_process(run_args(tiny, tmp_path / "seed1", "--seed", "1"), capsys)[0] == 0
     assert metrics(tmp_path / "seed1") != metrics(reference_run)
 
 
