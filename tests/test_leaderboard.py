@@ -551,8 +551,8 @@ def test_two_versions_of_a_plugin_are_two_rows_named_by_version(tmp_path):
     shutil.copytree(CUB / "cam", tmp_path / "has")
     _as_plugin_runs(tmp_path / "has", lambda seed: ("0.2.0" if seed == 2 else "0.1.0", False))
     text = compare([tmp_path], published=False, wide=True)
-    assert _md_row(text, "has (wsolbench-has 0.1.0)")[2] == "2"
-    assert _md_row(text, "has (wsolbench-has 0.2.0)")[2] == "1"
+    assert _md_row(text, "has (plugin=wsolbench-has 0.1.0)")[2] == "2"
+    assert _md_row(text, "has (plugin=wsolbench-has 0.2.0)")[2] == "1"
     assert "ran under different" not in text
     # one version alone needs no name
     shutil.rmtree(tmp_path / "has" / "seed2")
@@ -564,7 +564,7 @@ def test_two_versions_of_a_plugin_are_two_rows_named_by_version(tmp_path):
     (tmp_path / "has" / "seed5").mkdir()
     (tmp_path / "has" / "seed5" / "result.json").write_text(json.dumps(d))
     text = compare([tmp_path], published=False, wide=True)
-    assert _md_row(text, "has (plugin version not recorded)")[2] == "1"
+    assert _md_row(text, "has (plugin=version unknown)")[2] == "1"
 
 
 def test_a_plugin_edited_between_seeds_is_one_row_whose_note_names_its_code(tmp_path):
@@ -619,11 +619,11 @@ def test_records_of_one_method_that_disagree_show_each_text_by_row(tmp_path):
     _as_plugin_runs(tmp_path / "has", lambda seed: ("0.2.0" if seed == 2 else "0.1.0", False))
     _with_reference(tmp_path / "has", lambda seed: "HaS, version two" if seed == 2 else "HaS")
     text = compare([tmp_path], published=False)
-    assert "- has (wsolbench-has 0.1.0): HaS\n" in text
-    assert "- has (wsolbench-has 0.2.0): HaS, version two\n" in text
+    assert "- has (plugin=wsolbench-has 0.1.0): HaS\n" in text
+    assert "- has (plugin=wsolbench-has 0.2.0): HaS, version two\n" in text
     _with_reference(tmp_path / "has", lambda seed: None if seed == 2 else "HaS")
     text = compare([tmp_path], published=False)
-    assert "- has (wsolbench-has 0.1.0): HaS\n" in text and "0.2.0):" not in text
+    assert "- has (plugin=wsolbench-has 0.1.0): HaS\n" in text and "0.2.0):" not in text
 
 
 def test_one_csv_of_boards_with_different_columns_keeps_each_cell_under_its_header(tmp_path):

@@ -64,9 +64,10 @@ class CAM(WSOLMethod):
         pretrained_options=("backbone.pretrained",),
         reference=(
             "CAM (Zhou et al., CVPR 2016) as the wsolevaluation benchmark (Choe et al., CVPR 2020) "
-            "trains it: that code's ResNet50 and recipe (clovaai/wsolevaluation), under the "
-            "benchmark spec's schedule and crop instead of the hyperparameters it tuned per method "
-            "(methods/cam/README.md)"
+            "trains it: by default that code's ImageNet ResNet50 and recipe (clovaai/"
+            "wsolevaluation) under the benchmark spec's schedule and crop, not the hyperparameters "
+            "it tuned per method; on the synthetic worlds (their presets) a small CNN from "
+            "scratch, as nothing there is pretrained (methods/cam/README.md)"
         ),
     )
     config = MethodConfig(

@@ -94,9 +94,10 @@ class ClipGradCAM(ClipBaseline):
         needs_grad_at_inference=True,
         reference=(
             "CLIP-ES's Grad-CAM (Lin et al., CVPR 2023), checked against the formulas of its code "
-            "(linyq2117/CLIP-ES) re-written independently; by default unrefined and at 224 × 224: "
-            "refine: true and native_resolution: true give CLIP-ES's refined CAM at each image's "
-            "own size (its other departures: methods/clip_gradcam/README.md)"
+            "(linyq2117/CLIP-ES) re-written independently; by default unrefined and at the "
+            "protocol's image size: refine: true and native_resolution: true give CLIP-ES's "
+            "refined CAM at each image's own size (its other departures: "
+            "methods/clip_gradcam/README.md)"
         ),
     )
     config = replace(

@@ -45,8 +45,9 @@ class ClipPatch(ClipBaseline):
         reference=(
             "MaskCLIP's value-path patch–text map (Zhou et al., ECCV 2022), checked against the "
             "formulas of its code (chongzhou96/MaskCLIP) re-written independently; by default "
-            "with one prompt, 'a photo of a {}.', not its 85 templates, and at 224 × 224, not on "
-            "512-px slides (its other departures: methods/clip_patch/README.md)"
+            "with one prompt, 'a photo of a {}.', not its 85 templates, and one pass at the "
+            "protocol's image size, not on 512-px slides (its other departures: "
+            "methods/clip_patch/README.md)"
         ),
     )
     config = replace(

@@ -6,9 +6,9 @@ metrics, so a policy added later applies to old results). Runs that agree on
 :func:`wsolbench.results.grouping.row_key` are seeds of one row: mean ± sample std (ddof=1) over
 their seeds; runs with and without pretrained weights, or of two versions of a plugin, are never
 averaged together. Two configs of one method are told apart by a label made of the config keys
-that differ between them, two plugin versions by the version (``has (wsolbench-has 0.2.0)``), and
-every row's label also names what its runs' ``-o`` overrides changed from the preset (except those
-choosing a part's weights, which its Pretrained cell names by content).
+that differ between them, two plugin versions by the version (``has (plugin=wsolbench-has
+0.2.0)``), and every row's label also names what its runs' ``-o`` overrides changed from the
+preset (except those choosing a part's weights, which its Pretrained cell names by content).
 """
 
 from __future__ import annotations
@@ -80,12 +80,14 @@ def _shown_overrides(result: Result) -> dict[str, Any]:
 
 
 def _label(shown: dict[str, Any], flat: dict, differing: list[str], release: str | None) -> str:
-    """The plugin ``release`` when it tells the row apart from its method's other rows (None when
-    it does not), then ``key=value`` for the row's shown overrides and for the keys that do
-    (``unset`` where its row config, dotted leaves, lacks one)."""
+    """``plugin=<release>`` when the plugin's release tells the row apart from its method's other
+    rows (``release`` None when it does not; ``version unknown`` for a plugin not installed as a
+    distribution and a record before ``env["code"]``), then ``key=value`` for the row's shown
+    overrides and for the keys that do (``unset`` where its row config, dotted leaves, lacks
+    one)."""
     items = {k: _label_value(v) for k, v in shown.items()}
     items.update({k: _label_value(flat[k]) if k in flat else "unset" for k in differing})
-    named = [] if release is None else [release or "plugin version not recorded"]
+    named = [] if release is None else [f"plugin={release or 'version unknown'}"]
     return ", ".join(named + [f"{k}={v}" for k, v in sorted(items.items())])
 
 
@@ -98,7 +100,8 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
 
     rows: list[Row] = []
     shown: list[dict[str, Any]] = []  # per row, the overrides its label shows
-    for (method, *_), members in groups.items():
+    releases: list[str] = []  # per row, its plugin's release (row_key)
+    for (method, release, *_), members in groups.items():
         seed_independent = all(result.seed_independent for _, result, _ in members)
         # every run's text, read before a seed-independent row keeps only one of its runs
         references = tuple(
@@ -142,11 +145,11 @@ def group_runs(runs: list[tuple[Path, Result, dict[str, float]]]) -> list[Row]:
             )
         )
         shown.append(_shown_overrides(members[0][1]))
+        releases.append(release)
 
     by_method: dict[str, list[int]] = {}
     for position, row in enumerate(rows):
         by_method.setdefault(row.method, []).append(position)
-    releases = [release for _, release, *_ in groups]  # per row: rows follow the groups' order
     for same in by_method.values():
         differing = _differing_keys([rows[i].config for i in same]) if len(same) > 1 else []
         named = len({releases[i] for i in same}) > 1
