@@ -91,6 +91,17 @@ def test_path_values_of_overrides_expand_the_home_folder_as_path_options_do():
     # null is no file, as a checkpoint's default is
     nothing = resolve_config(WithPaths, None, ["backbone.checkpoint=null"])
     assert nothing["backbone"]["checkpoint"] is None
+    # a space after run: (-o "teacher=run: ~/runs/cam") is no part of the folder
+    spaced = resolve_config(WithPaths, None, ["teacher=run: ~/runs/cam"])
+    assert spaced["teacher"] == f"run:{HOME}/runs/cam"
+
+
+def test_a_bare_tilde_for_a_path_is_refused_not_read_as_no_file():
+    # YAML reads ~ as null: "no checkpoint", silently, where the home folder was typed
+    with pytest.raises(
+        ConfigError, match=r"^-o backbone.checkpoint=~: YAML reads a bare ~ as null"
+    ):
+        resolve_config(WithPaths, None, ["backbone.checkpoint=~"])
 
 
 @pytest.mark.parametrize(

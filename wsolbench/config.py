@@ -96,7 +96,8 @@ def dotted_leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=0.1"`` → (["train", "lr"], 0.1); values are parsed as YAML scalars/lists."""
+    """``"train.lr=0.1"`` → (["train", "lr"], 0.1): a value is parsed as YAML (scalars, lists,
+    mappings), except a ``run:DIR``, taken as text (YAML would read a mapping ``{run: DIR}``)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not key=value (e.g. -o train.max_epochs=2)")
@@ -326,27 +327,40 @@ def _apply(
         node[key] = value
 
 
-def path_value(dotted: str, value: Any, text: str) -> Any:
-    """An override's value for the key ``dotted``, ``~`` expanded where it is a path (see
-    :data:`PATH_KEY_NAMES`); other values as given.
+def is_path_key(dotted: str) -> bool:
+    """Whether a dotted config key holds a path (:data:`PATH_KEY_NAMES`)."""
+    return dotted.rpartition(".")[2] in PATH_KEY_NAMES
+
+
+def path_value(dotted: str, value: Any, text: str, *, nullable: bool = True) -> Any:
+    """An override's value for the key ``dotted``, ``~`` expanded where it is a path (a
+    :func:`is_path_key`, or a ``run:DIR`` whatever its key, spaces after ``run:`` ignored); other
+    values as given. ``nullable``: whether the error may offer ``null`` (no file) as the fix.
 
     Raises:
-        ConfigError: the path is empty, naming the override, the key and the fix.
+        ConfigError: the path is empty, or a bare ``~`` that YAML read as null, naming the
+            override, the key and the fix.
     """
+    none = f", or -o {dotted}=null for none" if nullable else ""
+    if value is None and is_path_key(dotted) and text.partition("=")[2].strip() == "~":
+        raise ConfigError(
+            f"-o {text}: YAML reads a bare ~ as null (no file), not the home folder; give the "
+            f"file's path{none}"
+        )
     if not isinstance(value, str):
         return value  # null is no file (a checkpoint's default); other types are _typed's
     run = value.startswith(RUN_PREFIX)
-    if not run and dotted.rpartition(".")[2] not in PATH_KEY_NAMES:
+    if not run and not is_path_key(dotted):
         return value
     try:
         if run:
-            return RUN_PREFIX + expand_user_path(value[len(RUN_PREFIX) :])
+            return RUN_PREFIX + expand_user_path(value[len(RUN_PREFIX) :].strip())
         return expand_user_path(value)
     except ValueError as exc:
         if run:
             said, fix = f"run: with {exc}", "run:DIR, the work dir of a finished run"
         else:
-            said, fix = str(exc), f"a path, or -o {dotted}=null for none"
+            said, fix = str(exc), f"a path{none}"
         raise ConfigError(f"-o {text}: {dotted} is {said}; give {fix}") from None
 
 

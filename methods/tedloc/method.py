@@ -37,6 +37,7 @@ from methods.tedloc.backbone import build_tedloc_backbone
 from methods.tedloc.settings import DEFAULTS, MIL_DETACH, PRESETS, SELF_TEACHERS, TEACHERS
 from methods.tedloc.teachers import FG_RULES, external_teacher, select_pseudo_labels
 from methods.tedloc.text import ORTHOGONALIZE, load_text_embeddings, orthogonalize_targets
+from wsolbench.config import RUN_PREFIX
 from wsolbench.method import Capabilities, MethodConfig, Prediction, TrainingData, WSOLMethod
 from wsolbench.registry import register_method
 
@@ -146,7 +147,7 @@ class TeDLoc(WSOLMethod):
             raise ValueError(f"fg_rule: {fg_rule!r} is not one of {', '.join(FG_RULES)}")
         if orthogonalize not in ORTHOGONALIZE:
             raise ValueError(f"orthogonalize: {orthogonalize!r} is not one of {ORTHOGONALIZE}")
-        if not (teacher in TEACHERS or str(teacher).startswith("run:")):
+        if not (teacher in TEACHERS or str(teacher).startswith(RUN_PREFIX)):
             raise ValueError(f"teacher: {teacher!r} is not {', '.join(TEACHERS)} or run:<work_dir>")
         weights = {"loc": 1.0, "distill": 1.0, "cls": 1.0, "teacher": 1.0}
         unknown = set(loss_weights or {}) - set(weights)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsolbench.config import RUN_PREFIX
 from wsolbench.method import TrainingData
 from wsolbench.util.weights_source import describe
 
@@ -232,8 +233,8 @@ def external_teacher(
         )
     if teacher in ("cam", SYNTHCAM):
         return (RunTeacher(ensure_cam_teacher(data), num_classes, image_norm),)
-    if str(teacher).startswith("run:"):
-        return (RunTeacher(str(teacher)[4:], num_classes, image_norm),)
+    if str(teacher).startswith(RUN_PREFIX):
+        return (RunTeacher(str(teacher)[len(RUN_PREFIX) :], num_classes, image_norm),)
     if teacher == "clip":
         return (ClipTeacher(loaded, class_embeddings, image_norm),)
     return ()

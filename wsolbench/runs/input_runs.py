@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsolbench.config import dotted_leaves
+from wsolbench.config import RUN_PREFIX, dotted_leaves
 from wsolbench.results.environment import env_changes, env_field
 from wsolbench.results.grouping import part_weights_keys
 from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
@@ -89,7 +89,7 @@ def planned_inputs(
     for part, entry in input_runs.items():
         _check_entry(part, entry, where)
         keys = keys_of.get(part, (part,))
-        key = next((k for k in keys if str(leaves.get(k, "")).startswith("run:")), None)
+        key = next((k for k in keys if str(leaves.get(k, "")).startswith(RUN_PREFIX)), None)
         if key is None:
             continue  # the method builds that run itself (TeD-Loc's teacher=cam)
         recorded, sha256 = leaves[key][4:], entry["weights_sha256"]
@@ -103,7 +103,7 @@ def planned_inputs(
                 f"result's own dataset ({dataset}): place that run's folder at {recorded}"
             )
         folder = default_cache_dir() / "input-runs" / f"{record['method']}-{sha256[:12]}"
-        config = with_leaf(config, key, f"run:{folder}")
+        config = with_leaf(config, key, f"{RUN_PREFIX}{folder}")
         reruns.append(InputRerun(part, recorded, entry, folder))
     return config, reruns
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsolbench.config import dotted_leaves, parse_override, path_value
+from wsolbench.config import RUN_PREFIX, dotted_leaves, is_path_key, parse_override, path_value
 from wsolbench.data.fingerprint import records_fingerprint
 from wsolbench.results.environment import code_label, env_changes, env_field
 from wsolbench.results.grouping import weights_keys
@@ -153,13 +153,13 @@ def _given_weights(recorded: Result, overrides: Sequence[str]) -> dict:
     where_keys = sorted(
         key
         for key in weights_keys(recorded)
-        if key in leaves and (key.endswith("checkpoint") or str(leaves[key]).startswith("run:"))
+        if key in leaves and (is_path_key(key) or str(leaves[key]).startswith(RUN_PREFIX))
     )
     config = recorded.config
     for text in overrides:
         keys, value = parse_override(text)
         key = ".".join(keys)
-        says_where = key.endswith("checkpoint") or str(value).startswith("run:")
+        says_where = is_path_key(key) or str(value).startswith(RUN_PREFIX)
         if key not in where_keys or not isinstance(value, str) or not says_where:
             raise RunError(
                 f"-o {text}: reproduce takes -o only to say where a part's weights are here "
@@ -167,7 +167,7 @@ def _given_weights(recorded: Result, overrides: Sequence[str]) -> dict:
                 f"{', '.join(where_keys) or 'this run has no such key'}; anything else would be "
                 "another run"
             )
-        config = with_leaf(config, key, path_value(key, value, text))
+        config = with_leaf(config, key, path_value(key, value, text, nullable=False))
     return config
 
 
