@@ -460,6 +460,26 @@ def test_ilsvrc_conversion_that_fails_leaves_the_earlier_one(tmp_path, monkeypat
     )
 
 
+def test_a_link_that_cannot_be_made_stops_the_conversion_before_any_other_is_moved(tmp_path):
+    """images/train a real folder (copied in by hand): refused before images/val is re-pointed
+    or anything written, so the root stays the earlier conversion's."""
+    src, out = tmp_path / "imagenet", tmp_path / "out"
+    _ilsvrc_release(src)
+    val = src / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+    val.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(val / "ILSVRC2012_val_00000001.JPEG")
+    convert_ilsvrc(src, out)
+    assert (out / "images" / "val").is_symlink()
+    moved = tmp_path / "moved"  # the release moved: images/val would point elsewhere
+    src.rename(moved)
+    (out / "images" / "train").unlink()
+    (out / "images" / "train").mkdir()
+    before = tree_state(out)
+    with pytest.raises(MetadataError, match="images/train exists and is not a symbolic link"):
+        convert_ilsvrc(moved, out)
+    assert tree_state(out) == before
+
+
 def test_ilsvrc_conversion_keeps_a_val_split_copied_in(tmp_path):
     """The reference's ImageNetV2 val is copied in by hand (not converted here): a conversion
     again replaces the metadata folder but keeps it."""

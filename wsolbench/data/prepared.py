@@ -1,11 +1,13 @@
 """Writing a converted dataset into its prepared root as a whole (every `wsolbench prepare`).
 
-A converter hands over its splits; they are written into a hidden folder inside ``out`` and read
-back as a run would read them, the binary masks are written aside too, and only then are the
-image links made and ``masks/`` and ``metadata/`` renamed into place. An interrupted or failing
-conversion (a bad record found late, a full disk) therefore leaves the earlier root as it was, or
-no ``out`` at all where it made one: never a half-written ``metadata/`` that a later run would
-take for a whole one.
+A converter hands over its splits; the image links are checked first, the splits are written
+into a hidden folder inside ``out`` and read back as a run would read them, the binary masks are
+written aside too, and only then are the image links made and ``masks/`` and ``metadata/``
+renamed into place. An interrupted or failing conversion (a bad record found late, a full disk)
+therefore leaves the earlier ``metadata/`` whole, or no ``out`` at all where it made one: never a
+half-written ``metadata/`` that a later run would take for a whole one. Only a failure in the
+last steps (making a checked link, two renames) can leave new links or masks beside the earlier
+metadata.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from wsolbench.data.masks import build_binary_masks, mask_files, place_binary_masks
-from wsolbench.data.metadata import SplitMetadata, link_dir, read_split, write_split
+from wsolbench.data.metadata import SplitMetadata, check_link, link_dir, read_split, write_split
 from wsolbench.util.atomic import replace_folder
 
 
@@ -56,9 +58,11 @@ def write_prepared_root(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     metadata, masks = out / "metadata", out / "masks"
-    building = Path(tempfile.mkdtemp(prefix=".metadata.partial.", dir=out))
-    built_masks = None
+    building = built_masks = None
     try:
+        for link, target in links.items():  # before anything is written: a real folder in the way
+            check_link(out / link, target)
+        building = Path(tempfile.mkdtemp(prefix=".metadata.partial.", dir=out))
         os.chmod(building, 0o755)  # mkdtemp makes it private; a dataset folder is shared
         if mask_root is not None:
             # first: a missing or mis-sized mask stops the conversion before any split is written
@@ -81,7 +85,8 @@ def write_prepared_root(
             built_masks = None
         replace_folder(building, metadata)
     except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
+        if building is not None:
+            shutil.rmtree(building, ignore_errors=True)
         if built_masks is not None:
             shutil.rmtree(built_masks, ignore_errors=True)
         if created:

@@ -62,7 +62,7 @@ from wsolbench.data.metadata.records import (
     MetadataError,
     SplitMetadata,
 )
-from wsolbench.data.metadata.write import link_dir, write_split
+from wsolbench.data.metadata.write import check_link, link_dir, write_split
 
 __all__ = [
     "CLASS_LABELS",
@@ -75,6 +75,7 @@ __all__ = [
     "MetadataError",
     "SplitMetadata",
     "check_images",
+    "check_link",
     "link_dir",
     "read_split",
     "spread",

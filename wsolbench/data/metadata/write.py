@@ -114,11 +114,9 @@ def write_split(split_dir: str | Path, meta: SplitMetadata) -> None:
     logger.info("wrote %d images to %s", len(meta.image_ids), split_dir)
 
 
-def link_dir(link: str | Path, target: str | Path) -> None:
-    """Make ``link`` a symbolic link to the folder ``target`` (absolute), replacing an older link.
-
-    Converters use it to expose an original release's images under ``<root>/images`` without
-    copying them.
+def check_link(link: str | Path, target: str | Path) -> Path:
+    """Whether :func:`link_dir` can make ``link`` point to ``target``; returns the absolute
+    target. A converter checks every link before it writes anything.
 
     Raises:
         MetadataError: when ``target`` is not a folder, or ``link`` exists and is not a symlink (a
@@ -127,12 +125,25 @@ def link_dir(link: str | Path, target: str | Path) -> None:
     link, target = Path(link), Path(target).resolve()
     if not target.is_dir():
         raise MetadataError(f"{target} is not a folder; cannot link {link} to it")
-    if link.is_symlink():
-        link.unlink()
-    elif link.exists():
+    if link.exists() and not link.is_symlink():
         raise MetadataError(
             f"{link} exists and is not a symbolic link; remove it (or pick another output folder) "
             f"so that it can point to {target}"
         )
+    return target
+
+
+def link_dir(link: str | Path, target: str | Path) -> None:
+    """Make ``link`` a symbolic link to the folder ``target`` (absolute), replacing an older link.
+
+    Converters use it to expose an original release's images under ``<root>/images`` without
+    copying them.
+
+    Raises:
+        MetadataError: what :func:`check_link` refuses.
+    """
+    link, target = Path(link), check_link(link, target)
+    if link.is_symlink():
+        link.unlink()
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(target, target_is_directory=True)
