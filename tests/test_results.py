@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wsolbench.metrics.policies import metrics_from_counts
-from wsolbench.results.environment import environment, plugin_release
+from wsolbench.results.environment import code_label, environment, plugin_release
 from wsolbench.results.grouping import row_key
 from wsolbench.results.record import (
     SCHEMA_VERSION,
@@ -323,6 +323,9 @@ def test_a_plugin_s_other_version_is_another_row_and_its_edits_are_not():
     assert key(None) == key(built_in)
     assert plugin_release(_plugin_code("0.2.0")) == "wsolbench-has 0.2.0"
     assert plugin_release(built_in) == plugin_release(None) == ""
+    # run from a checkout, not installed: no distribution names the built-in methods' package
+    checkout = {"wsolbench": {"files_sha256": "4" * 64}, "methods": {"files_sha256": "4" * 64}}
+    assert code_label(checkout) == "files 444444444444"  # no "+ methods ...": not a plugin
 
 
 # --- metrics_from_counts -------------------------------------------------------------------------

@@ -38,7 +38,12 @@ from typing import TYPE_CHECKING
 
 from mmengine.registry import Registry
 
-from wsolbench.util.names import NAME_PATTERN, check_name, unknown_name_message
+from wsolbench.util.names import (
+    FIRST_PARTY_PACKAGE,
+    NAME_PATTERN,
+    check_name,
+    unknown_name_message,
+)
 
 if TYPE_CHECKING:
     from wsolbench.method import WSOLMethod
@@ -46,7 +51,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "wsolbench.methods"
-FIRST_PARTY_PACKAGE = "methods"
 
 METHODS = Registry("wsolbench method", scope="wsolbench")
 

@@ -15,6 +15,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from wsolbench.util.names import FIRST_PARTY_PACKAGE
+
 logger = logging.getLogger(__name__)
 
 
@@ -67,18 +69,19 @@ def code_versions(method_module: str | None = None) -> dict:
     return {top: _code_of(top) for top in dict.fromkeys(packages)}
 
 
-#: the distribution of wsolbench and of its built-in methods (package ``methods``): a package of
-#: ``env["code"]`` from any other is a plugin's
+#: wsolbench's own packages (the harness and its built-in methods) and their distribution: a
+#: package of ``env["code"]`` that is none of them, nor from that distribution, is a plugin's
+OWN_PACKAGES = ("wsolbench", FIRST_PARTY_PACKAGE)
 OWN_DISTRIBUTION = "wsolbench"
 
 
 def plugin_code(code: dict | None) -> dict[str, dict]:
     """The packages of an ``env["code"]`` record that are a plugin method's, not wsolbench's own
-    (:data:`OWN_DISTRIBUTION`), by package name."""
+    (:data:`OWN_PACKAGES`, installed or run from a checkout), by package name."""
     return {
         package: entry or {}
         for package, entry in sorted((code or {}).items())
-        if package != "wsolbench" and (entry or {}).get("distribution") != OWN_DISTRIBUTION
+        if package not in OWN_PACKAGES and (entry or {}).get("distribution") != OWN_DISTRIBUTION
     }
 
 

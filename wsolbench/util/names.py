@@ -10,6 +10,9 @@ from __future__ import annotations
 import difflib
 import re
 
+#: The package of the built-in methods (``methods/<name>/``), shipped in wsolbench's distribution:
+#: the registry finds them there, and a result's code record tells them from a plugin's by it.
+FIRST_PARTY_PACKAGE = "methods"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 #: Dataset names may join such words with '-' (``synthetic-histo``), as protocol ids do; they
 #: name no Python package.
