@@ -97,6 +97,9 @@ PLUGIN_MODULES["declarations"] = """
     class ReferenceNotText(EverywhereMethod):
         capabilities = EverywhereMethod.capabilities.__class__(reference=("CAM", "CVPR 2016"))
 
+    class ReferenceOfLines(EverywhereMethod):
+        capabilities = EverywhereMethod.capabilities.__class__(reference="CAM\\n(CVPR 2016)")
+
     from methods.cam.method import CAM
 
     class TweakedCam(CAM):  # a variant of cam, table-named "tweakedcam", claiming cam's paper
@@ -190,7 +193,8 @@ def test_an_installed_plugin_named_like_a_built_in_is_refused(plugin_on_path, mo
             r"'train'\]: unknown training setting 'max_epoch'; did you mean 'max_epochs'",
         ),
         ("CapabilitiesDict", "capabilities is dict, not Capabilities"),
-        ("ReferenceNotText", "capabilities.reference is tuple, not text"),
+        ("ReferenceNotText", "capabilities.reference is tuple, not one line of text"),
+        ("ReferenceOfLines", "capabilities.reference is text of several lines, not one line"),
         (
             "TweakedCam",
             r"method 'tweakedcam' inherits the capabilities.reference of method 'cam' \(CAM\)",

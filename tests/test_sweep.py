@@ -182,7 +182,7 @@ variants:
         ("", ["--variants", "wide"], "--variants: 'wide' is not a variant of the grid"),
         ("", ["--device", "gpu"], "--device 'gpu': use auto, cpu or cuda[:N]"),  # every cell failed
         ("data_root: /nonexistent/root\n", [], "data_root: /nonexistent/root: no such folder"),
-        ("data_root: ''\n", [], "data_root: an empty path (an unset shell variable?)"),
+        ("data_root: ''\n", [], "data_root: empty; give a path or an id, or leave data_root out"),
     ],
 )
 def test_a_bad_grid_is_one_error_line_before_anything_runs(

@@ -140,11 +140,12 @@ def declaration_message(cls: type, name: str) -> str | None:
                 "(docs/writing-a-method.md)"
             )
     reference = cls.capabilities.reference
-    if not isinstance(reference, str):
+    if not isinstance(reference, str) or "\n" in reference:  # one line under a table
         return (
-            f"method {name!r}: capabilities.reference is {type(reference).__name__}, not text; "
-            "declare one sentence: what its default computes relative to the paper it is named "
-            "after, and which code it was checked against"
+            f"method {name!r}: capabilities.reference is "
+            f"{'text of several lines' if isinstance(reference, str) else type(reference).__name__}"
+            ", not one line of text; declare one sentence: what its default computes relative to "
+            "the paper it is named after, and which code it was checked against"
         )
     for base in cls.__mro__[1:]:  # a variant is not its base's namesake (its own name says so)
         base_name = vars(base).get("name")

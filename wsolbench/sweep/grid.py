@@ -174,5 +174,5 @@ def _optional_text(value: object, key: str) -> str | None:
         raise SweepError(f"{key}: {value!r} is not a path or an id; write it as text")
     try:
         return expand_user_path(str(value))
-    except ValueError as exc:
-        raise SweepError(f"{key}: {exc}; give a path or an id, or leave {key} out") from None
+    except ValueError:
+        raise SweepError(f"{key}: empty; give a path or an id, or leave {key} out") from None
