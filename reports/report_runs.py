@@ -30,6 +30,7 @@ from report_settings import (
 from wsolbench.results.per_image import copy_result
 from wsolbench.sweep.cells import Cell, expand, finished
 from wsolbench.sweep.summary import SUMMARY_FILE
+from wsolbench.util.atomic import replace_folder
 
 
 def known_methods(wanted: list[str]) -> list[str]:
@@ -106,7 +107,19 @@ def _sweep_errors(board: Board) -> dict[str, str]:
 
 def collect_results(methods: list[str], seeds: tuple[int, ...], board: Board = MAIN_BOARD) -> None:
     """Step 2: copy each finished run's result.json and per-image records under
-    reports/results/<protocol>/ (from scratch)."""
-    shutil.rmtree(board.results, ignore_errors=True)
-    for cell in finished(board_cells(methods, seeds, board)):
-        copy_result(cell.work_dir, board.results / cell.method / f"seed{cell.seed}")
+    reports/results/<protocol>/ (from scratch).
+
+    The copy is built in a sibling folder and replaces the old one whole: cut short, the boards
+    (``--no-runs`` renders them from this folder alone) still see every earlier result, never a
+    few methods of the new copy."""
+    board.results.parent.mkdir(parents=True, exist_ok=True)
+    building = board.results.with_name(f".{board.results.name}.partial")
+    shutil.rmtree(building, ignore_errors=True)  # what a killed earlier copy left
+    building.mkdir()
+    try:
+        for cell in finished(board_cells(methods, seeds, board)):
+            copy_result(cell.work_dir, building / cell.method / f"seed{cell.seed}")
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    replace_folder(building, board.results)

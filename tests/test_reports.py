@@ -4,6 +4,7 @@ committed results (reports/results/): regenerate with `make reports` after chang
 import importlib
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -80,3 +81,34 @@ def test_every_report_script_imports():
     for path in sorted(REPORTS.glob("*.py")):
         report_step(path.stem)
     importlib.import_module("methods.tedloc.ablations")
+
+
+def test_an_interrupted_copy_of_the_results_leaves_the_earlier_ones_whole(tmp_path, monkeypatch):
+    """Step 2 copies the results from scratch: cut short (Ctrl-C), the folder the boards are
+    rendered from (`--no-runs`) must hold the earlier copy, not a few methods of the new one."""
+    runs = report_step("report_runs")
+    results = tmp_path / "results" / "synthetic-v1"
+    (results / "old" / "seed0").mkdir(parents=True)
+    (results / "old" / "seed0" / "result.json").write_text("{}")
+    cells = [SimpleNamespace(method=m, seed=0, work_dir=tmp_path / m) for m in ("a", "b")]
+    monkeypatch.setattr(runs, "board_cells", lambda methods, seeds, board: cells)
+    monkeypatch.setattr(runs, "finished", lambda found: found)
+    copied = []
+
+    def copy_result(source, target):
+        if copied:
+            raise KeyboardInterrupt
+        copied.append(target)
+        target.mkdir(parents=True)
+        (target / "result.json").write_text("{}")
+
+    monkeypatch.setattr(runs, "copy_result", copy_result)
+    board = SimpleNamespace(results=results)
+    with pytest.raises(KeyboardInterrupt):
+        runs.collect_results(["a", "b"], (0,), board)
+    assert [p.name for p in results.parent.iterdir()] == ["synthetic-v1"]  # no temporary left
+    assert [p.name for p in results.iterdir()] == ["old"]
+    copied.clear()
+    monkeypatch.setattr(runs, "finished", lambda found: found[:1])
+    runs.collect_results(["a", "b"], (0,), board)
+    assert [p.name for p in results.iterdir()] == ["a"]
