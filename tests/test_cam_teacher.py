@@ -26,7 +26,7 @@ from wsolbench.cli.main import main
 from wsolbench.config import resolve_config
 from wsolbench.data.cub import convert_cub
 from wsolbench.data.synthetic import SyntheticConfig, generate
-from wsolbench.method import build_method
+from wsolbench.method import TrainingData, build_method
 from wsolbench.protocol import PROTOCOL_DIR
 from wsolbench.registry import get_method
 from wsolbench.runs.rebuild import load_run
@@ -65,7 +65,8 @@ def test_it_is_a_finished_one_thread_cam_run_built_once(monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a))
     assert ensure_cam_teacher(data) == folder and calls == []  # cached: no second run
-    assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]  # no temporary left
+    # no partial work dir left (the build's lock file may stay)
+    assert not [p for p in folder.parent.iterdir() if p.is_dir() and p.name.startswith(".")]
 
 
 def test_a_cache_entry_that_is_not_the_run_its_name_says_is_refused(tmp_path):
@@ -106,7 +107,33 @@ def test_a_failed_build_caches_nothing_and_says_so():
     with pytest.raises(CamTeacherError, match=f"teacher {SYNTHCAM} failed .*nothing was cached"):
         ensure_cam_teacher(data, broken)
     assert not run_dir(data, broken).exists()
-    assert not [p for p in run_dir(data, broken).parent.iterdir() if ".tmp-" in p.name]
+    left = run_dir(data, broken).parent.iterdir()
+    assert not [p for p in left if p.is_dir() and p.name.startswith(".")]
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """The teacher is a whole cam run (hours on CUB): Ctrl-C keeps its checkpoints, and the next
+    build resumes them; a build that fails leaves nothing."""
+    # no data is read: the child run is a stand-in
+    data = TrainingData("synthetic", "synthetic-v1", "synthetic-v1", "h", tmp_path, "f", "cpu")
+    seen = []
+
+    def call(command, env):
+        work = Path(command[command.index("--work-dir") + 1])
+        seen.append((command, sorted(p.name for p in work.iterdir()) if work.is_dir() else []))
+        if len(seen) == 1:
+            work.mkdir()
+            (work / "epoch_3.pth").write_bytes(b"")
+            raise KeyboardInterrupt
+        return 1
+
+    monkeypatch.setattr(subprocess, "call", call)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_cam_teacher(data, cache_dir=tmp_path)
+    with pytest.raises(CamTeacherError, match="nothing was cached"):
+        ensure_cam_teacher(data, cache_dir=tmp_path)
+    assert "--resume" in seen[1][0] and seen[1][1] == ["epoch_3.pth"]
+    assert not [p for p in run_dir(data, cache_dir=tmp_path).parent.iterdir() if p.is_dir()]
 
 
 def test_one_rank_of_several_does_not_build_it_and_says_how(monkeypatch, tmp_path):

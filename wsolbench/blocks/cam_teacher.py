@@ -21,6 +21,8 @@ into a temporary folder renamed into place only once the run has finished, and a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -30,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,9 +144,30 @@ def ensure_cam_teacher(
         final,
     )
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    command = [sys.executable, "-m", "wsolbench", *argv, "--work-dir", str(work)]
+    with _build_lock(final):
+        if (final / WEIGHTS_FILE).is_file():  # built by the process we waited for
+            _check_entry(final, data, config)
+            return final
+        _build(final, data, config, argv)
+    return final
+
+
+@contextlib.contextmanager
+def _build_lock(final: Path) -> Iterator[None]:
+    """One build of ``final`` at a time (they share one resumable work dir): a second process
+    waits for the first, then finds the entry built. The kernel drops the lock of a killed one."""
+    with open(final.parent / f".{final.name}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _build(final: Path, data: TrainingData, config: CamTeacherConfig, argv: list[str]) -> None:
+    """Run the teacher in ``.<final>.partial`` and rename it to ``final`` when finished. It is a
+    whole cam run (hours on CUB): an interrupted build keeps its checkpoints and the next one
+    resumes them (``--resume`` refuses a partial of other settings: the build then fails, and
+    that partial is removed); a failed one leaves nothing."""
+    work = final.parent / f".{final.name}.partial"
+    command = [sys.executable, "-m", "wsolbench", *argv, "--work-dir", str(work), "--resume"]
     threads = str(config.threads)
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
     env.update(WSOLBENCH_CACHE=str(final.parents[1]))
@@ -160,12 +184,11 @@ def ensure_cam_teacher(
                 "run tries again"
             )
         _check_same_data(work, data)
-    except BaseException:  # failed or interrupted: nothing half-built stays
+    except Exception:  # failed (not interrupted): nothing half-built stays
         shutil.rmtree(work, ignore_errors=True)
         raise
-    rename_into_place(work, final)  # whole or not at all (another process's copy: the same run)
+    rename_into_place(work, final)  # whole or not at all
     logger.warning("cam teacher %s built in %.0f s", teacher_name(data), time.monotonic() - started)
-    return final
 
 
 def _cam_argv(data: TrainingData, config: CamTeacherConfig) -> list[str]:
