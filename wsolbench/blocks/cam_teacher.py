@@ -15,7 +15,8 @@ The digest covers :class:`CamTeacherConfig`, ``cam``'s resolved configuration fo
 the protocol's hash, the data fingerprint, the device kind and the torch version: two students on
 different data never share a teacher. On the CPU the run has one torch thread (float reductions
 depend on the thread count, so the weights do not depend on the caller's settings). It is trained
-into a temporary folder renamed into place only once the run has finished, and an entry whose
+in ``.<entry>.partial``, one build at a time, and renamed into place only once the run has
+finished: an interrupted build resumes there next time, a failed one is removed. An entry whose
 ``result.json`` is not the run its name says (placed by hand, edited) is refused when read.
 """
 
