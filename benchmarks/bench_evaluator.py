@@ -65,6 +65,7 @@ from tqdm import tqdm
 
 from wsolbench import metrics as M
 from wsolbench.metrics import literal as L
+from wsolbench.util.atomic import write_json_atomic
 from wsolbench.util.heap import keep_freed_memory
 
 IOUS = (30, 50, 70)
@@ -371,7 +372,7 @@ def run_disk(args) -> int:
             "reference_sample": sample, "kinds_ms_per_map": kinds, "identical": identical,
             "load_average": [load_before, load_after],
         }  # fmt: skip
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_json_atomic(args.json, figures)  # a cut-short run leaves no half a file
     return 0 if identical else 1
 
 
@@ -450,8 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = results["noisy"]["ms_per_map"]["fast"] / results["cam"]["ms_per_map"]["fast"]
         print(f"noisy maps take {ratio:.2f}x the fast path's time per map of CAM-like ones")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results if len(results) == 2 else result, f, indent=2)
+        write_json_atomic(args.json, results if len(results) == 2 else result)
     return 0 if all(r["identical"] for r in results.values()) else 1
 
 
