@@ -448,6 +448,31 @@ def test_override_values_are_typed_before_anything_runs(tiny, tmp_path, override
     assert not work.exists()
 
 
+def test_a_step_schedule_that_never_steps_is_said_once(tiny, tmp_path, capsys):
+    """Every milestone at or past max_epochs (a preset's [15, 30, 45] in a run shortened to 2
+    epochs): the rate stays flat, and the record would claim a step schedule; one warning line
+    says so before training. A milestone within the run: no warning."""
+    flat = [
+        "-o",
+        "train.max_epochs=2",
+        "-o",
+        "train.scheduler={type: MultiStepLR, milestones: [2]}",
+    ]
+    status, err = run(toy_args(tiny, tmp_path / "flat", *flat), capsys)
+    warned = [line for line in err.splitlines() if "never steps" in line]
+    assert status == 0 and len(warned) == 1, err
+    assert warned[0].startswith("warning: train.scheduler.milestones [2] all lie at or after")
+    assert "-o train.scheduler.milestones=[...]" in warned[0]
+    steps = [
+        "-o",
+        "train.max_epochs=2",
+        "-o",
+        "train.scheduler={type: MultiStepLR, milestones: [1]}",
+    ]
+    status, err = run(toy_args(tiny, tmp_path / "steps", *steps), capsys)
+    assert status == 0 and "never steps" not in err, err
+
+
 def test_numbers_yaml_reads_as_text_are_numbers(tiny, tmp_path, capsys):
     argv = toy_args(
         tiny, tmp_path / "w", "-o", "train.optimizer.lr=1e-3", "-o", "train.max_epochs=1"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import io
 import itertools
+import logging
 import warnings
 
 import mmengine.optim  # noqa: F401 (fills the registries below: torch's optimizers, the schedules)
@@ -22,6 +23,8 @@ from wsolbench.config import ConfigError
 from wsolbench.train.checkpoints import CHECKPOINT_GLOBALS
 
 MAX_COUNT = 1_000_000  # epochs, batch size, intervals: beyond this is a typo (and overflows)
+
+logger = logging.getLogger(__name__)
 
 
 def param_scheduler(config: dict | str | None, max_epochs: int) -> list[dict]:
@@ -213,4 +216,25 @@ def check_train_config(train_cfg: dict) -> None:
     ):
         raise ConfigError(
             f"train.augment.crop_scale must be [min, max] with 0 < min <= max <= 1, not {scale!r}"
+        )
+    _warn_if_never_stepped(train_cfg)
+
+
+def _warn_if_never_stepped(train_cfg: dict) -> None:
+    """Say it when every ``MultiStepLR`` milestone lies at or past ``max_epochs``: the epoch
+    counter never meets one, so the rate stays at ``optimizer.lr`` while the record shows a step
+    schedule (a run shortened with ``-o train.max_epochs`` keeps its preset's milestones). A
+    warning, not a refusal: a quick run at a flat rate is a fair thing to want."""
+    scheduler = train_cfg.get("scheduler")
+    if not isinstance(scheduler, dict) or scheduler.get("type") != "MultiStepLR":
+        return
+    milestones, max_epochs = scheduler.get("milestones") or [], train_cfg["max_epochs"]
+    if milestones and min(milestones) >= max_epochs:
+        logger.warning(
+            "train.scheduler.milestones %s all lie at or after train.max_epochs %d: the learning "
+            "rate never steps; give milestones below %d (-o train.scheduler.milestones=[...]) "
+            "for a step schedule",
+            milestones,
+            max_epochs,
+            max_epochs,
         )
