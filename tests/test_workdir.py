@@ -452,25 +452,18 @@ def test_a_step_schedule_that_never_steps_is_said_once(tiny, tmp_path, capsys):
     """Every milestone at or past max_epochs (a preset's [15, 30, 45] in a run shortened to 2
     epochs): the rate stays flat, and the record would claim a step schedule; one warning line
     says so before training. A milestone within the run: no warning."""
-    flat = [
-        "-o",
-        "train.max_epochs=2",
-        "-o",
-        "train.scheduler={type: MultiStepLR, milestones: [2]}",
-    ]
-    status, err = run(toy_args(tiny, tmp_path / "flat", *flat), capsys)
-    warned = [line for line in err.splitlines() if "never steps" in line]
-    assert status == 0 and len(warned) == 1, err
-    assert warned[0].startswith("warning: train.scheduler.milestones [2] all lie at or after")
-    assert "-o train.scheduler.milestones=[...]" in warned[0]
-    steps = [
-        "-o",
-        "train.max_epochs=2",
-        "-o",
-        "train.scheduler={type: MultiStepLR, milestones: [1]}",
-    ]
-    status, err = run(toy_args(tiny, tmp_path / "steps", *steps), capsys)
-    assert status == 0 and "never steps" not in err, err
+
+    def warnings_of(milestones: list[int]) -> list[str]:
+        schedule = f"train.scheduler={{type: MultiStepLR, milestones: {milestones}}}"
+        overrides = ["-o", "train.max_epochs=2", "-o", schedule]
+        status, err = run(toy_args(tiny, tmp_path / str(milestones), *overrides), capsys)
+        assert status == 0, err
+        return [line for line in err.splitlines() if "never steps" in line]
+
+    [warned] = warnings_of([2])
+    assert warned.startswith("warning: train.scheduler.milestones [2] all lie at or after")
+    assert "-o train.scheduler.milestones=[...]" in warned
+    assert warnings_of([1]) == []
 
 
 def test_numbers_yaml_reads_as_text_are_numbers(tiny, tmp_path, capsys):
