@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -358,3 +361,43 @@ def test_ensure_synthetic_from_two_processes_at_once(tmp_path):
     assert outputs == [expected, expected]
     assert [p.name for p in tmp_path.iterdir()] == [Path(expected).name]
     assert read_split(Path(expected) / "metadata" / "test", num_classes=3).image_ids
+
+
+def test_a_killed_build_is_removed_by_the_next_one(tmp_path):
+    # A build killed outright (SIGKILL: no cleanup of its own runs) leaves its hidden folder; the
+    # next build of that world removes it, since the kernel freed the dead builder's lock.
+    code = (
+        "import os, signal, sys\n"
+        "from wsolbench.data import generated\n"
+        "from wsolbench.data.synthetic import SyntheticConfig, ensure_synthetic\n"
+        "def killed(root, world, progress):\n"
+        "    (root / 'half.png').write_bytes(b'x')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "generated._build = killed\n"
+        f"ensure_synthetic(SyntheticConfig(**{TINY.__dict__!r}), sys.argv[1])\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path)], timeout=60)
+    assert killed.returncode == -9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert any(".tmp-" in name for name in left), left  # what the kill left behind
+    root = ensure_synthetic(TINY, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+
+
+def test_a_build_in_progress_is_left_alone(tmp_path):
+    # Another process's build holds the lock beside its folder: that folder is not abandoned.
+    # A folder with no lock (made before builds held one) is abandoned only once it is a day old.
+    busy = tmp_path / f".synthetic-{TINY.digest()}.tmp-busy"
+    busy.mkdir()
+    lockless = tmp_path / f".synthetic-{TINY.digest()}.tmp-recent"
+    lockless.mkdir()
+    old = tmp_path / f".synthetic-{TINY.digest()}.tmp-old"
+    old.mkdir()
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    with open(f"{busy}.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        root = ensure_synthetic(TINY, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [root.name, busy.name, f"{busy.name}.lock", lockless.name]
+    )

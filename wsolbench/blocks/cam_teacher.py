@@ -41,7 +41,7 @@ from wsolbench.method import TrainingData
 from wsolbench.results.per_image import PER_IMAGE_FILE
 from wsolbench.results.record import RESULT_FILENAME
 from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
-from wsolbench.util.atomic import rename_into_place
+from wsolbench.util.atomic import building_folder, rename_into_place
 from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -242,14 +242,11 @@ def adopt_run(
             f"{folder} is not the run the cam teacher {teacher_name(data)} would be "
             f"({', '.join(differ) or 'no weights.pt'} differ{why}); its run is `wsolbench {argv}`"
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    for name in (RECORD_FILE, WEIGHTS_FILE, RESULT_FILENAME, PER_IMAGE_FILE):
-        if (folder / name).is_file():
-            shutil.copy2(folder / name, work / name)
-    rename_into_place(work, final)
+    with building_folder(final) as work:
+        for name in (RECORD_FILE, WEIGHTS_FILE, RESULT_FILENAME, PER_IMAGE_FILE):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, work / name)
+        rename_into_place(work, final)
     return final
 
 

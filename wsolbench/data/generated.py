@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from wsolbench.util.atomic import rename_into_place
+from wsolbench.util.atomic import building_folder, rename_into_place
 from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -173,18 +171,11 @@ def _build(root: Path, world: GeneratedWorld, progress: bool) -> dict:
     return stats
 
 
-def _build_in_temp(out: Path, world: GeneratedWorld, progress: bool) -> Path:
-    """Build into a fresh temporary sibling of ``out`` (same file system, so renaming is atomic)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset folder is meant to be shared
-        stats = _build(tmp, world, progress)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _build_logged(tmp: Path, world: GeneratedWorld, progress: bool) -> None:
+    """Draw ``world`` into the empty folder ``tmp`` and log its summary."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset folder is meant to be shared
+    stats = _build(tmp, world, progress)
     logger.info("generated %s dataset %s: %s", world.name, world.config.digest(), stats)
-    return tmp
 
 
 def generate(out: str | Path, world: GeneratedWorld, *, progress: bool = False) -> Path:
@@ -220,15 +211,12 @@ def generate(out: str | Path, world: GeneratedWorld, *, progress: bool = False) 
         raise FileExistsError(
             f"{out} exists and is not empty; remove it or choose another output folder"
         )
-    tmp = _build_in_temp(out, world, progress)
-    try:
+    with building_folder(out) as tmp:
+        _build_logged(tmp, world, progress)
         write_protocol(tmp, world)
         if out.exists():
             out.rmdir()  # empty (checked above); rename() needs the name free
         os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -303,8 +291,9 @@ def ensure_generated(
         _check_cached(root, world)
         return root
     logger.info("generating the %s dataset into %s (once; cached afterwards)", world.name, root)
-    tmp = _build_in_temp(root, world, progress)
-    if not rename_into_place(tmp, root):
-        logger.info("another process generated %s first; using its copy", root)
+    with building_folder(root) as tmp:
+        _build_logged(tmp, world, progress)
+        if not rename_into_place(tmp, root):
+            logger.info("another process generated %s first; using its copy", root)
     _check_cached(root, world)
     return root
