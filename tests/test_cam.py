@@ -102,7 +102,7 @@ def test_presets_follow_the_reference_benchmark():
             "checkpoint": None,
             "kwargs": {},
         }
-    assert cub["classifier_init"] == "default" and ilsvrc["classifier_init"] == "pretrained"
+    assert cub["classifier_init"] == "normal" and ilsvrc["classifier_init"] == "pretrained"
     assert cub["train"]["max_epochs"] == 50 and cub["train"]["batch_size"] == 64
     assert cub["train"]["optimizer"] == {
         "type": "SGD",
@@ -188,12 +188,16 @@ def test_short_run_then_eval_of_its_weights(tiny_root, tmp_path):
     again = load_result(tmp_path / "eval" / "result.json")
     assert again.counts["test"] == result.counts["test"]
     # both name the changes that made the weights (num_workers 0 is the preset's own)
-    assert again.overrides == result.overrides == {
-        "train.max_epochs": 1,
-        "backbone.kwargs.channels": [8, 16],
-        "backbone.kwargs.strides": [2, 2],
-        "backbone.kwargs.dilations": [1, 1],
-    }
+    assert (
+        again.overrides
+        == result.overrides
+        == {
+            "train.max_epochs": 1,
+            "backbone.kwargs.channels": [8, 16],
+            "backbone.kwargs.strides": [2, 2],
+            "backbone.kwargs.dilations": [1, 1],
+        }
+    )
 
 
 def test_the_ilsvrc_classifier_starts_from_the_weights_fc(tmp_path):
@@ -216,3 +220,19 @@ def test_the_ilsvrc_classifier_starts_from_the_weights_fc(tmp_path):
     assert not torch.equal(other.classifier.weight[:, :, 0, 0], state["fc.weight"][:5])
     with pytest.raises(ValueError, match="classifier_init must be"):
         CAM(num_classes=7, backbone=backbone, classifier_init="imagenet")
+
+
+def test_the_classifier_starts_as_the_references():
+    """wsolevaluation builds ResNetCam's fc with N(0, 0.01) weights and a zero bias, and on CUB
+    keeps that start (the ImageNet fc is dropped): the cub preset does the same."""
+    config = resolve_config(CAM, "cub", ["backbone.name=resnet18", "backbone.pretrained=false"])
+    assert config["classifier_init"] == "normal"
+    torch.manual_seed(0)
+    method = build_method(CAM, config, num_classes=50)
+    weight = method.classifier.weight  # [50, 512, 1, 1]: 25,600 draws
+    assert float(weight.std()) == pytest.approx(0.01, rel=0.05)
+    assert abs(float(weight.mean())) < 1e-3
+    assert torch.equal(method.classifier.bias, torch.zeros(50))
+    # the from-scratch presets keep PyTorch's initialization, which their reports were made with
+    for preset in ("synthetic", "synthetic-histo"):
+        assert resolve_config(CAM, preset)["classifier_init"] == "default"

@@ -10,8 +10,9 @@ The default backbone is the reference benchmark's (Choe et al., CVPR 2020, ``wso
 ``wsol_resnet50``, torchvision's ResNet50 with ImageNet weights and layer4's stride removed without
 dilation (:mod:`wsolbench.blocks.backbones`); timm backbones are options. Training follows the
 reference: SGD with momentum 0.9, Nesterov, weight decay 1e-4, lr 0.01 with layer4 and the
-classifier at ×10 (the reference's ResNet50 split), step decay ×0.1, batch 64; on ILSVRC the
-classifier starts from the ImageNet weights' own fc (``classifier_init: pretrained``), as the
+classifier at ×10 (the reference's ResNet50 split), step decay ×0.1, batch 64; the classifier
+starts at N(0, 0.01) weights and a zero bias (``classifier_init: normal``), except on ILSVRC,
+where it starts from the ImageNet weights' own fc (``classifier_init: pretrained``), as the
 reference loads it there. See ``README.md`` for the presets and their reasons.
 """
 
@@ -31,9 +32,13 @@ from wsolbench.registry import register_method
 logger = logging.getLogger(__name__)
 
 
+#: how the 1×1 classifier starts (``CAM``'s docstring)
+CLASSIFIER_INITS = ("normal", "default", "pretrained")
+
 #: cam's preset on the built-in worlds: from scratch on 2 CPU cores (README.md: why these values)
 FROM_SCRATCH = {
     "backbone": {"name": "wsolcnn", "pretrained": False},
+    "classifier_init": "default",  # PyTorch's: what the synthetic reports were made with
     "train": {
         "max_epochs": 28,
         "num_workers": 0,  # measured faster: a worker competes with the 2 torch threads
@@ -55,9 +60,10 @@ class CAM(WSOLMethod):
         backbone: ``{"name", "pretrained", "checkpoint", "kwargs"}``, see
             :func:`wsolbench.blocks.backbones.build_backbone` (``kwargs`` go to the model
             constructor, e.g. ``{"output_stride": 16}`` for timm's dilated stride-16 ResNet).
-        classifier_init: ``default`` (PyTorch's initialization of a 1×1 convolution) or
+        classifier_init: ``normal`` (N(0, 0.01) weights, zero bias: the reference's start of
+            its classifier), ``default`` (PyTorch's initialization of a 1×1 convolution) or
             ``pretrained`` (the loaded weights' own classifier, e.g. ImageNet's fc for ILSVRC,
-            when its shape is [K, D]; otherwise the default, with a warning).
+            when its shape is [K, D]; otherwise ``normal``, with a warning).
     """
 
     capabilities = Capabilities(
@@ -78,7 +84,9 @@ class CAM(WSOLMethod):
                 "checkpoint": None,
                 "kwargs": {},
             },
-            "classifier_init": "default",
+            # wsolevaluation's ResNetCam starts its fc at N(0, 0.01) with a zero bias (its
+            # initialize_weights) and keeps that start on CUB (the ImageNet fc is dropped)
+            "classifier_init": "normal",
             # The engine's TRAIN_DEFAULTS already are the reference benchmark's recipe (SGD,
             # momentum 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs, batch 64); CAM adds
             # its epochs and the 10x learning rate the reference gives a ResNet's layer4 and
@@ -110,9 +118,10 @@ class CAM(WSOLMethod):
 
     def __init__(self, num_classes: int, backbone: dict, classifier_init: str):
         super().__init__(num_classes)
-        if classifier_init not in ("default", "pretrained"):
+        if classifier_init not in CLASSIFIER_INITS:
             raise ValueError(
-                f"cam: classifier_init must be 'default' or 'pretrained', not {classifier_init!r}"
+                f"cam: classifier_init must be one of {', '.join(CLASSIFIER_INITS)}, not "
+                f"{classifier_init!r}"
             )
         options = dict(backbone)
         unknown = set(options) - {"name", "pretrained", "checkpoint", "kwargs"}
@@ -130,11 +139,18 @@ class CAM(WSOLMethod):
         # the backbone's weights: "none", "file:<path>" or "cache:<name>"
         self.provenance["backbone"] = self.backbone.source
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, kernel_size=1)
+        if classifier_init != "default":
+            self._init_classifier_normal()
         if classifier_init == "pretrained":
             self._init_classifier_from_weights()
         # The input normalization follows the backbone's weights (e.g. 0.5/0.5 for some ViTs).
         self.image_mean = self.backbone.mean
         self.image_std = self.backbone.std
+
+    def _init_classifier_normal(self) -> None:
+        with torch.no_grad():
+            nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
 
     def _init_classifier_from_weights(self) -> None:
         head, self.backbone.pretrained_head = self.backbone.pretrained_head, None
@@ -144,7 +160,7 @@ class CAM(WSOLMethod):
                 found = "none" if head is None else tuple(head[0].shape)
                 logger.warning(
                     "cam: classifier_init pretrained, but the backbone weights' classifier is %s "
-                    "(needed %s); the classifier starts from the default initialization",
+                    "(needed %s); the classifier starts from N(0, 0.01) weights and a zero bias",
                     found,
                     (weight.shape[0], weight.shape[1]),
                 )
