@@ -236,3 +236,54 @@ def test_the_classifier_starts_as_the_references():
     # the from-scratch presets keep PyTorch's initialization, which their reports were made with
     for preset in ("synthetic", "synthetic-histo"):
         assert resolve_config(CAM, preset)["classifier_init"] == "default"
+
+
+def _reference_resnet50(num_classes: int, seed: int):
+    """torchvision's ResNet50 as wsolevaluation's ResNetCam builds it: layer4's first block at
+    stride 1 (its 3×3 conv and its downsampling 1×1 conv), nothing dilated; torchvision's random
+    initialization, with random batch-norm statistics and classifier (so neither is trivial)."""
+    from wsolbench.util.compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet50(weights=None, num_classes=num_classes).eval()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand_like(tensor) + 0.5)
+            elif name.endswith(("running_mean", "bn1.bias", "bn2.bias", "bn3.bias", "fc.bias")):
+                tensor.copy_(torch.randn_like(tensor) * 0.1)
+            elif name == "fc.weight":
+                tensor.copy_(torch.randn_like(tensor))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.layer4[0].conv2.stride = (1, 1)
+    model.layer4[0].downsample[0].stride = (1, 1)
+    return model, state
+
+
+@pytest.mark.slow  # two ResNet50s (the reference's architecture is the subject): a few seconds
+def test_the_default_map_is_wsolevaluations_resnetcam(tmp_path):
+    """ResNetCam's CAM, written here from its formula on torchvision's modules: F = layer4's
+    output, cam = mean_d(fc.weight[label, d] · F[d]), logits = fc(avgpool(F))."""
+    reference, state = _reference_resnet50(num_classes=7, seed=3)
+    path = tmp_path / "resnet50.pth"
+    torch.save(state, path)
+    # the defaults (wsol_resnet50), the weights from the file, the classifier from its fc
+    config = resolve_config(CAM, None, ["backbone.pretrained=true", f"backbone.checkpoint={path}"])
+    method = build_method(CAM, {**config, "classifier_init": "pretrained"}, num_classes=7)
+    method.eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([4, 1])
+    with torch.no_grad():
+        prediction = method.predict(images, labels)
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(images))))
+        features = reference.layer4(reference.layer3(reference.layer2(reference.layer1(x))))
+        weights = reference.fc.weight[labels]  # [2, 2048]
+        cams = (weights[:, :, None, None] * features).mean(dim=1)  # [2, 2, 2]
+        logits = reference.fc(torch.flatten(reference.avgpool(features), 1))
+    assert features.shape[-2:] == prediction.maps.shape[-2:] == (2, 2)  # stride 16
+    # the map is D times the reference's (a sum, not a mean): the same map after min-max
+    torch.testing.assert_close(prediction.maps, cams * features.shape[1], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(prediction.logits, logits, rtol=1e-4, atol=1e-4)
