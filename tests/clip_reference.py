@@ -94,8 +94,11 @@ def layers(state: dict) -> int:
 def maskclip_map(
     state: dict, images: Tensor, text: Tensor, heads: int, act: str
 ) -> tuple[Tensor, tuple[int, int]]:
-    """MaskCLIP's map [B, N] of one text embedding per image ``text`` [B, d]; inputs rounded to
-    the nearest patch multiple (bilinear), positions resized bicubically."""
+    """MaskCLIP's map [B, N] of one text embedding per image ``text`` [B, d], positions resized
+    bicubically; ``images`` are taken as normalized (MaskCLIP's configs use ImageNet's mean and
+    std, wsolbench CLIP's: a declared departure). A side that is not a multiple of the patch is
+    rounded to the nearest multiple (bilinear) as wsolbench does, where MaskCLIP would pad it:
+    call it with multiples to compare with MaskCLIP."""
     patch = state["visual.conv1.weight"].shape[-1]
     size = tuple(max(1, round(s / patch)) * patch for s in images.shape[-2:])
     x, grid = tokens_in(state, images, size, "bilinear", "bicubic")

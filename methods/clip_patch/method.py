@@ -45,8 +45,9 @@ class ClipPatch(ClipBaseline):
         reference=(
             "MaskCLIP's value-path patch–text map (Zhou et al., ECCV 2022), checked against the "
             "formulas of its code (chongzhou96/MaskCLIP) re-written independently; by default "
-            "with one prompt, 'a photo of a {}.', not its 85 templates, and one pass at the "
-            "protocol's image size, not on 512-px slides (its other departures: "
+            "on images normalized with CLIP's mean and std, not the ImageNet ones its configs "
+            "use, with one prompt, 'a photo of a {}.', not its 85 templates, and one pass at "
+            "the protocol's image size, not on 512-px slides (its other departures: "
             "methods/clip_patch/README.md)"
         ),
     )
