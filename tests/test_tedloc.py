@@ -434,3 +434,26 @@ def test_text_cache_is_reused_and_invalidated_by_class_names(monkeypatch, tmp_pa
     tiny(cache, 'text.templates=["a photo of the {}."]')
     assert len(calls) == 3  # templates are part of the key too
     assert TINY_CLIP in first.text_prior or first.text_prior == "none"
+
+
+def test_distillation_loss_is_the_specs_cross_entropy_over_cosines():
+    """tedloc.md: a pseudo-foreground patch's cosines to [t_bg, t_1..t_C] / τ, cross-entropy
+    with its class y; a pseudo-background patch's with bg; ignored patches count for nothing;
+    the mean over the labelled patches. Written cell by cell here."""
+    method = tiny().eval()
+    generator = torch.Generator().manual_seed(0)
+    projections = torch.randn(2, method.text_targets.shape[1], 2, 3, generator=generator)
+    labels = torch.tensor([2, 0])
+    pseudo = torch.tensor([[1, 1, 0, -1, -1, 0], [-1, 1, 0, 0, 0, -1]])
+    terms = []
+    for b in range(2):
+        for i in range(6):
+            if pseudo[b, i] < 0:
+                continue
+            e = projections[b].flatten(1)[:, i]
+            cosines = torch.stack([F.cosine_similarity(e, t, dim=0) for t in method.text_targets])
+            target = int(labels[b]) + 1 if pseudo[b, i] == 1 else 0
+            terms.append(-torch.log_softmax(cosines / method.tau_distill, dim=0)[target])
+    expected = torch.stack(terms).mean()
+    loss = method._distill_loss(projections, labels, pseudo)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
