@@ -229,7 +229,7 @@ def test_the_classifier_starts_as_the_references():
     assert config["classifier_init"] == "normal"
     torch.manual_seed(0)
     method = build_method(CAM, config, num_classes=50)
-    weight = method.classifier.weight  # [50, 512, 1, 1]: 25,600 draws
+    weight = method.classifier.weight.detach()  # [50, 512, 1, 1]: 25,600 draws
     assert float(weight.std()) == pytest.approx(0.01, rel=0.05)
     assert abs(float(weight.mean())) < 1e-3
     assert torch.equal(method.classifier.bias, torch.zeros(50))
