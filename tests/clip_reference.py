@@ -13,7 +13,8 @@ tensors (OpenAI's key names), sequence of operations as the namesakes' code runs
   the last block's ``ln_1`` output over patch tokens, ReLU, scaled twice by
   ``(c − min) / (1e-7 + max)``; refinement with the last 8 blocks' attention, column/row
   normalizations (1 + 2 rounds), symmetrization, one squaring, the box mask, and a product with
-  the CAM. Images resized to the patch size rounded up (bicubic), positions bilinearly.
+  the CAM. Each side of the 8-bit image rounded up to the patch size by PIL's bicubic resize,
+  before CLIP's normalization (``clip_es_input``); positions resized bilinearly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 
@@ -141,6 +143,25 @@ def scoremap_boxes_mask(scoremap: np.ndarray, threshold: float) -> np.ndarray:
     return mask.reshape(1, -1)
 
 
+#: CLIP's image normalization (OpenAI's), which CLIP-ES's ``Normalize`` uses
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_es_input(pixels: np.ndarray, patch: int) -> Tensor:
+    """CLIP-ES's input of an 8-bit RGB image [H, W, 3]: each side rounded up to the patch size by
+    PIL's bicubic resize (its torchvision ``Resize`` of the PIL image), then ``ToTensor`` and
+    CLIP's normalization: [1, 3, H', W']."""
+    height, width = pixels.shape[:2]
+    size = (math.ceil(height / patch) * patch, math.ceil(width / patch) * patch)
+    image = Image.fromarray(pixels)
+    if (height, width) != size:
+        image = image.resize((size[1], size[0]), Image.BICUBIC)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())[None]
+
+
 def clip_es_map(
     state: dict,
     image: Tensor,
@@ -151,11 +172,12 @@ def clip_es_map(
     refine: bool,
     logit_scale: float,
 ) -> np.ndarray:
-    """CLIP-ES's CAM (refined or not) of one image [1, 3, H, W] for the class ``class_text``
-    [d] against ``background_text`` [W, d]: [rows, cols]."""
+    """CLIP-ES's CAM (refined or not) of one image [1, 3, H, W] (:func:`clip_es_input`: sides
+    multiples of the patch) for the class ``class_text`` [d] against ``background_text`` [W, d]:
+    [rows, cols]."""
     patch = state["visual.conv1.weight"].shape[-1]
-    size = tuple(math.ceil(s / patch) * patch for s in image.shape[-2:])
-    x, grid = tokens_in(state, image, size, "bicubic", "bilinear")
+    assert all(side % patch == 0 for side in image.shape[-2:]), "give clip_es_input's image"
+    x, grid = tokens_in(state, image, tuple(image.shape[-2:]), "unused", "bilinear")
     fn = activation_fn(act)
     depth = layers(state)
     attentions = []

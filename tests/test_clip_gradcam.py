@@ -8,10 +8,18 @@ import gc
 import hashlib
 import weakref
 
+import numpy as np
 import pytest
 import torch
 from clip_layouts import register_tiny_config
-from clip_reference import assert_same_map, clip_es_map, scoremap_boxes_mask
+from clip_reference import (
+    CLIP_MEAN,
+    CLIP_STD,
+    assert_same_map,
+    clip_es_input,
+    clip_es_map,
+    scoremap_boxes_mask,
+)
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -112,7 +120,11 @@ def test_the_map_is_clip_es(deep_tower, refine, size):
     method = by_file(deep_tower, f"refine={str(refine).lower()}")
     _, path, loaded = deep_tower
     assert is_default_clip_es(method)
-    batch, labels = images(2, seed=2)[..., : size[0], : size[1]], torch.tensor([2, 0])
+    # 8-bit images, fed as the harness feeds them: /255, then CLIP's normalization
+    pixels = np.random.default_rng(2).integers(0, 256, (2, *size, 3), dtype=np.uint8)
+    mean, std = np.array(CLIP_MEAN, np.float32), np.array(CLIP_STD, np.float32)
+    batch = torch.from_numpy(((pixels / np.float32(255) - mean) / std).transpose(0, 3, 1, 2))
+    labels = torch.tensor([2, 0])
     maps = method.predict(batch, labels).maps
     state = {k: v.float() for k, v in torch.load(path, weights_only=True).items()}
     with torch.no_grad():
@@ -124,9 +136,8 @@ def test_the_map_is_clip_es(deep_tower, refine, size):
         with torch.no_grad():
             prompt = loaded.tokenizer([f"a clean origami {NAMES[label]}."])
             text = nn.functional.normalize(loaded.model.encode_text(prompt), dim=-1)[0]
-        expected = clip_es_map(
-            state, batch[index : index + 1], text, words, 2, "quickgelu", refine, scale
-        )
+        image = clip_es_input(pixels[index], patch=8)
+        expected = clip_es_map(state, image, text, words, 2, "quickgelu", refine, scale)
         assert maps[index].shape == expected.shape == (-(-size[0] // 8), -(-size[1] // 8))
         assert_same_map(maps[index].numpy(), expected)
 

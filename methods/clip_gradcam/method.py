@@ -20,11 +20,11 @@ Defaults follow CLIP-ES's code (linyq2117/CLIP-ES: ``clip/model.py`` ``forward_l
    to 0–255, threshold ``int(0.4 · max)``, every contour's box, clipped to the second-last row and
    column as CLIP-ES clips them) are zeroed; refined = T @ cam.
 
-CLIP-ES runs each image at its own size, each side rounded up to the patch size (bicubic), with
-the position embedding interpolated bilinearly; here images come at the protocol size (224 × 224)
-unless ``native_resolution: true`` (the harness then feeds each image at its own size, one per
-batch). The rounding and interpolation are CLIP-ES's in both cases (no-ops at 224 px, 16-px
-patches).
+CLIP-ES runs each image at its own size, each side rounded up to the patch size (PIL's bicubic
+resize of the 8-bit image), with the position embedding interpolated bilinearly; here images come
+at the protocol size (224 × 224) unless ``native_resolution: true`` (the harness then feeds each
+image at its own size, one per batch). The rounding and interpolation are CLIP-ES's in both cases
+(no-ops at 224 px, 16-px patches).
 
 Class scores for Top-1/Top-5 are CLIP's zero-shot logits over the K class prompts (``templates``,
 the class token's embedding), not part of CLIP-ES. Grad-CAM needs autograd at inference
@@ -42,13 +42,20 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from methods.clip_base import ClipBaseline
 from wsolbench.blocks import synthclip
 from wsolbench.blocks.clip_models import LoadedClip
 from wsolbench.blocks.clip_text import class_prompts
-from wsolbench.blocks.clip_vision import attention_forward, block_forward, embed, pooled_embedding
+from wsolbench.blocks.clip_vision import (
+    attention_forward,
+    block_forward,
+    embed,
+    pooled_embedding,
+    rounded_size,
+)
 from wsolbench.data.synthetic import captions as synthetic_captions
 from wsolbench.method import Prediction
 from wsolbench.registry import register_method
@@ -237,9 +244,8 @@ class ClipGradCAM(ClipBaseline):
         """
         wanted = self.refine_blocks if self.refine else 0
         with torch.no_grad():
-            x, grid = embed(
-                self.visual, images, rounding="ceil", image_mode="bicubic", position_mode="bilinear"
-            )
+            images = round_up_like_clip_es(images, self.visual, self.image_mean, self.image_std)
+            x, grid = embed(self.visual, images, rounding="ceil", position_mode="bilinear")
             blocks = self.visual.transformer.resblocks
             first_kept = len(blocks) - wanted  # the last block is among the ``wanted``
             attentions = []
@@ -339,3 +345,25 @@ def box_mask(cam: Tensor, grid: tuple[int, int], threshold: float) -> Tensor:
             x, y, w, h = cv2.boundingRect(contour)
             masks[index, y : min(y + h, rows - 1), x : min(x + w, cols - 1)] = 1.0
     return torch.from_numpy(masks.reshape(maps.shape[0], -1)).to(cam.device)
+
+
+def round_up_like_clip_es(
+    images: Tensor, visual, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """``images`` [B, 3, H, W] (8-bit pixels normalized with ``mean`` / ``std``, as the harness
+    feeds them) with each side rounded up to the patch size as CLIP-ES does it: PIL's bicubic
+    resize of the 8-bit image (its torchvision ``Resize``), then normalized again. Returned as
+    given when both sides are multiples already (the protocols' sizes): [B, 3, H', W']."""
+    target = rounded_size(visual, images.shape[-2], images.shape[-1], "ceil")
+    if tuple(images.shape[-2:]) == target:
+        return images
+    mean_ = images.new_tensor(mean)[:, None, None]
+    std_ = images.new_tensor(std)[:, None, None]
+    # exact: the harness made these floats from 8-bit pixels, so rounding gives those pixels back
+    pixels = ((images * std_ + mean_) * 255).round().clamp(0, 255).to(torch.uint8)
+    resized = [
+        np.asarray(Image.fromarray(image).resize(target[::-1], Image.BICUBIC))
+        for image in pixels.permute(0, 2, 3, 1).cpu().numpy()
+    ]
+    out = torch.from_numpy(np.stack(resized)).to(images.device).permute(0, 3, 1, 2)
+    return ((out.float() / 255 - mean_) / std_).to(images.dtype)

@@ -89,6 +89,15 @@ def grid_size(
     return max(1, round(height / ph)), max(1, round(width / pw))
 
 
+def rounded_size(
+    visual: nn.Module, height: int, width: int, rounding: str = "nearest"
+) -> tuple[int, int]:
+    """The input size (H', W') in pixels of the patch grid :func:`grid_size` gives."""
+    grid = grid_size(visual, height, width, rounding)
+    ph, pw = _pair(visual.patch_size)
+    return grid[0] * ph, grid[1] * pw
+
+
 def _pair(value) -> tuple[int, int]:
     return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -128,8 +137,7 @@ def embed(
         grid: (rows, cols).
     """
     grid = grid_size(visual, images.shape[-2], images.shape[-1], rounding)
-    ph, pw = _pair(visual.patch_size)
-    target = (grid[0] * ph, grid[1] * pw)
+    target = rounded_size(visual, images.shape[-2], images.shape[-1], rounding)
     if tuple(images.shape[-2:]) != target:
         images = F.interpolate(images, size=target, mode=image_mode, align_corners=False)
     dtype = visual.conv1.weight.dtype
