@@ -406,8 +406,9 @@ def test_fixed_policy_off_grid_names_the_grid_tau():
     assert text.split("- Maps")[1] == on_grid.split("- Maps")[1]  # same numbers as τ = 0.2
 
 
-def _glas_result(folder: Path, seed: int) -> None:
-    """A hand-made glas-v1 result: mask counts only (val = valpx, test), step 0.25."""
+def _glas_result(folder: Path, seed: int, method: str = "cam", test_fg=None) -> None:
+    """A hand-made glas-v1 result: mask counts only (val = valpx, test), step 0.25; ``test_fg``
+    replaces the test split's foreground values."""
     from wsolbench import metrics
     from wsolbench.protocol import load_protocol
 
@@ -419,7 +420,7 @@ def _glas_result(folder: Path, seed: int) -> None:
 
     record = {
         "schema": 2,
-        "method": "cam",
+        "method": method,
         "dataset": "glas",
         "protocol": "glas-v1",
         "protocol_hash": load_protocol("glas-v1").hash,
@@ -437,7 +438,7 @@ def _glas_result(folder: Path, seed: int) -> None:
         "metrics": {},
         "counts": {
             "val": counts([0.8, 0.8], [0.0, 0.1, 0.6]),
-            "test": counts([1.0, 0.9, 0.5, 0.3 + 0.3 * seed], [0.0, 0.1, 0.25, 0.8]),
+            "test": counts(test_fg or [1.0, 0.9, 0.5, 0.3 + 0.3 * seed], [0.0, 0.1, 0.25, 0.8]),
         },
     }
     path = folder / f"seed{seed}" / "result.json"
@@ -469,6 +470,17 @@ def test_mask_protocol_board_shows_overlap_metrics_and_published_rows(tmp_path):
     assert float(row["dice_fg_mean"]) == pytest.approx(100 * 4 / 7)  # TP 2, FP 1, FN 2 at 0.75
     words = compare([tmp_path], policy="select", published=False).split()
     assert "Dice FG / BG and mIoU at val's best mIoU" in " ".join(words)
+
+
+def test_a_board_without_boxes_ranks_its_rows_by_pxap(tmp_path):
+    """PxAP is the ranking metric where no row has boxes (its first column, and what the Group
+    letters and the order note test): the rows follow it, not the method names."""
+    _glas_result(tmp_path / "cam", 0)
+    _glas_result(tmp_path / "tedloc", 0, method="tedloc", test_fg=[1.0, 0.9, 0.9, 0.9])
+    text = compare([tmp_path], fmt="md", published=False)
+    assert float(_md_row(text, "tedloc")[3]) > float(_md_row(text, "cam")[3])
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["tedloc", "cam"]
 
 
 def test_one_teacher_under_two_paths_is_one_row(tmp_path):

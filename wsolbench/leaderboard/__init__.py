@@ -22,7 +22,8 @@ Rules every table follows:
 - What a method's default computes relative to the paper it is named after, as its runs recorded
   it (:attr:`wsolbench.method.Capabilities.reference`), is a note under the table (CSV: a
   ``reference`` column); records without it get none, never one read from the installed method.
-- Runs are sorted by MaxBoxAccV2 (descending, rows without it last), published rows come after runs.
+- Runs are sorted by MaxBoxAccV2 (PxAP on a board without boxes; descending, rows without it
+  last), published rows come after runs.
 - The localization map is always the ground-truth class's map; every table says so.
 - A Pretrained cell names each part's weights by a short name (``text synthclip-v1``), spelled out
   in full in a footnote; two different sources never share a short name in one table. The CSV,

@@ -25,7 +25,13 @@ from wsolbench.leaderboard.rows import (
     Leaderboard,
     reference_notes,
 )
-from wsolbench.leaderboard.runs import group_runs, mixed_conditions, recompute, run_sort_key
+from wsolbench.leaderboard.runs import (
+    group_runs,
+    mixed_conditions,
+    ranking_metric,
+    recompute,
+    run_sort_key,
+)
 from wsolbench.results.grouping import check_one_protocol, check_pinned_data, data_groups
 from wsolbench.results.record import METRIC_NAMES, SPLITS, Result, find_results
 from wsolbench.results.verify import verify_results
@@ -264,7 +270,8 @@ def _board(
         runs.append((path, result, values))
         taus.update(chosen.values())
     rows = group_runs(runs)
-    rows.sort(key=run_sort_key)
+    ranking = ranking_metric(rows)
+    rows.sort(key=lambda row: run_sort_key(row, ranking))
     notes = [
         "Cells: mean ± sample std (ddof=1) over seeds, in percent; "
         f"{MISSING} where a row has no such figure (not applicable, or not published)."

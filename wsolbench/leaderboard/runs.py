@@ -173,10 +173,16 @@ def _one_of_seed_independent(method: str, members: list) -> tuple:
     return first
 
 
-def run_sort_key(row: Row) -> tuple:
-    """MaxBoxAccV2 descending, rows without it last; ties by method, label, weights."""
-    v2 = row.mean.get("maxboxacc_v2")
-    return (v2 is None, -(v2 or 0.0), row.method, row.label, row.pretrained)
+def ranking_metric(rows: list[Row]) -> str:
+    """The metric a board ranks its runs by: MaxBoxAccV2, or PxAP on a board without boxes (as
+    in histology papers; :attr:`Leaderboard.metric_keys` puts it first there)."""
+    return "maxboxacc_v2" if any("maxboxacc_v2" in r.mean for r in rows) else "pxap"
+
+
+def run_sort_key(row: Row, ranking: str = "maxboxacc_v2") -> tuple:
+    """``ranking`` descending, rows without it last; ties by method, label, weights."""
+    value = row.mean.get(ranking)
+    return (value is None, -(value or 0.0), row.method, row.label, row.pretrained)
 
 
 #: what a row's seeds share for their spread to be the seed's alone: the settings that order
