@@ -509,3 +509,12 @@ def test_a_pipe_in_a_result_keeps_the_leaderboard_columns(tmp_path, wide):
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 3 and "\\|" in "".join(table)
     assert len({_separators(line) for line in table}) == 1, text
+
+
+def test_every_command_s_help_prints_its_text_as_written():
+    """argparse %-formats help strings but not a description without ``%(prog)``: a ``%%`` there
+    is printed as is (``diff --help`` read "a 95%% paired bootstrap interval")."""
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert "diff" in commands and "compare" in commands
+    for name, parser in commands.items():
+        assert "%%" not in parser.format_help(), name

@@ -231,7 +231,7 @@ def add_diff(commands) -> None:
     parser = commands.add_parser(
         "diff",
         help="paired comparison of two rows on the same test images",
-        description="A - B for every metric both have, with a 95%% paired bootstrap interval (BCa "
+        description="A - B for every metric both have, with a 95 % paired bootstrap interval (BCa "
         "under oracle policies, percentile under select / fixed) and the p-value of the same "
         "construction, over the same images; a side with several seeds has them resampled too "
         "unless --models-fixed. A and B are each a run dir, a result.json, or a folder of one "
