@@ -401,3 +401,16 @@ def test_a_build_in_progress_is_left_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [root.name, busy.name, f"{busy.name}.lock", lockless.name]
     )
+
+
+def test_generating_into_a_log_prints_complete_lines_not_a_bar(tmp_path, capsys):
+    """The first run on an empty cache generates the data: into a log or a pipe (stderr not a
+    terminal) its progress is plain lines, as every other loop's (wsolbench.util.progress), not
+    a tqdm bar redrawn with carriage returns."""
+    config = SyntheticConfig(
+        num_classes=2, image_size=32, train_per_class=1, val_per_class=1, test_per_class=1
+    )
+    synthetic.generate(tmp_path / "tiny", config, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "synthetic: 6/6 (100%)" in err.splitlines()

@@ -61,6 +61,7 @@ import numpy as np
 
 from wsolbench.data.metadata import MetadataError, SplitMetadata, read_split
 from wsolbench.data.prepared import write_prepared_root
+from wsolbench.util.progress import progress as progress_bar
 from wsolbench.util.text_files import read_utf8
 
 logger = logging.getLogger(__name__)
@@ -132,9 +133,7 @@ def _image_sizes(image_root: Path, paths: list[str], progress: bool) -> dict[str
     missing: list[str] = []
     iterator = paths
     if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(paths, desc="reading CUB image sizes", unit="img")
+        iterator = progress_bar(paths, desc="reading CUB image sizes", unit="img")
     for rel in iterator:
         try:
             with Image.open(image_root / rel) as image:  # reads the header only

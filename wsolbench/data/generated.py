@@ -22,6 +22,7 @@ import numpy as np
 
 from wsolbench.util.atomic import building_folder, rename_into_place
 from wsolbench.util.cache import default_cache_dir
+from wsolbench.util.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +111,13 @@ def _summary(masks: list[float], boxes: list[float], infos: list[dict]) -> dict:
 
 def _build(root: Path, world: GeneratedWorld, progress: bool) -> dict:
     """Write the whole dataset under ``root`` (an empty folder); return the summary statistics."""
-    from tqdm.auto import tqdm
-
     from wsolbench.data.metadata import MaskRecord, SplitMetadata, write_split
 
     config = world.config
     size = config.image_size
     total = sum(config.per_class(s) for s in SPLITS) * config.num_classes
     stats: dict = {}
-    with tqdm(total=total, desc=world.name, unit="img", disable=not progress) as bar:
+    with progress_bar(total=total, desc=world.name, unit="img", enabled=progress) as bar:
         for split in SPLITS:
             ids, labels, sizes, boxes, masks = [], {}, {}, {}, {}
             mask_areas, box_areas, infos = [], [], []
