@@ -136,6 +136,22 @@ def test_trainable_methods_start_from_the_engine_defaults():
     assert resolve_config(Trained, None, ["train.amp=false"])["train"]["amp"] is False
 
 
+def test_the_engine_defaults_are_one_recipe_whose_rate_steps(caplog):
+    """A plugin that gives no train section trains on TRAIN_DEFAULTS: wsolevaluation's CUB recipe
+    (x0.1 at epochs 15, 30, 45 of 50), whose rate steps within the run: no "never steps"
+    warning."""
+    from wsolbench.train.config import check_train_config
+
+    class Untuned(WSOLMethod):
+        config = MethodConfig(defaults={})
+
+    train = resolve_config(Untuned, None)["train"]
+    assert train == TRAIN_DEFAULTS
+    with caplog.at_level("WARNING", logger="wsolbench"):
+        check_train_config(train)
+    assert "never steps" not in caplog.text
+
+
 def test_a_section_whose_type_changes_is_replaced_not_merged():
     scheduler = resolve_config(Trained, "synthetic")["train"]["scheduler"]
     assert scheduler == {"type": "CosineAnnealingLR"}  # no MultiStepLR milestones left over

@@ -88,9 +88,9 @@ class CAM(WSOLMethod):
             # initialize_weights) and keeps that start on CUB (the ImageNet fc is dropped)
             "classifier_init": "normal",
             # The engine's TRAIN_DEFAULTS already are the reference benchmark's recipe (SGD,
-            # momentum 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs, batch 64); CAM adds
-            # its epochs and the 10x learning rate the reference gives a ResNet's layer4 and
-            # classifier.
+            # momentum 0.9, Nesterov, wd 1e-4, lr 0.01, x0.1 every 15 epochs of 50, batch 64); CAM
+            # states its 50 epochs and adds the 10x learning rate the reference gives a ResNet's
+            # layer4 and classifier.
             "train": {
                 "max_epochs": 50,
                 # "classifier" occurs only in the 1×1 classifier's names, "layer4" only in a
