@@ -49,7 +49,9 @@ class PlainProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if time.monotonic() - self._last >= self.interval:
+        finished = self.total is not None and self.n >= self.total
+        # the last step's line is the close's, with the postfix the loop sets after that step
+        if not finished and time.monotonic() - self._last >= self.interval:
             self._print()
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
