@@ -414,3 +414,10 @@ def test_generating_into_a_log_prints_complete_lines_not_a_bar(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "\r" not in err
     assert "synthetic: 6/6 (100%)" in err.splitlines()
+
+
+def test_generating_never_names_its_temporary_folder(tmp_path, caplog):
+    # The folder it builds in is renamed away at the end: a log line naming it names nothing.
+    with caplog.at_level("INFO", logger="wsolbench"):
+        generate(tmp_path / "synth", TINY)
+    assert "synthetic" in caplog.text and ".tmp-" not in caplog.text

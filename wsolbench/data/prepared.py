@@ -12,6 +12,7 @@ metadata.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from wsolbench.data.masks import build_binary_masks, mask_files, place_binary_masks
 from wsolbench.data.metadata import SplitMetadata, check_link, link_dir, read_split, write_split
 from wsolbench.util.atomic import replace_folder
+
+logger = logging.getLogger(__name__)
 
 
 def write_prepared_root(
@@ -92,3 +95,5 @@ def write_prepared_root(
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
+    for split, meta in splits.items():
+        logger.info("wrote %d images to %s", len(meta.image_ids), metadata / split)

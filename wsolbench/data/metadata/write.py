@@ -6,7 +6,6 @@ before anything is written (a mask record without masks is written as ``id,,``: 
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -25,8 +24,6 @@ from wsolbench.data.metadata.records import (
     SplitMetadata,
 )
 from wsolbench.util.atomic import replace_folder
-
-logger = logging.getLogger(__name__)
 
 
 def _validate_for_write(split_dir: Path, meta: SplitMetadata) -> None:
@@ -111,7 +108,6 @@ def write_split(split_dir: str | Path, meta: SplitMetadata) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_folder(tmp, split_dir)
-    logger.info("wrote %d images to %s", len(meta.image_ids), split_dir)
 
 
 def check_link(link: str | Path, target: str | Path) -> Path:
