@@ -275,6 +275,7 @@ def test_compare_ci_renders_intervals_in_every_format(two_rows, fmt):
     if fmt == "csv":
         header = text.splitlines()[0].split(",")
         assert "maxboxacc_v2_ci_low" in header and "pxap_ci_high" in header
+        assert {"dice_fg_ci_low", "tpr_ci_low", "fpr_ci_high"} <= set(header)
         assert {"ci_kind", "ci_resampled", "ci_resamples", "ci_seed", "group"} <= set(header)
         assert ",BCa,images,200,0," in text  # center is seed-independent: no seed level
     else:
@@ -342,13 +343,16 @@ def test_diff_cli_compares_two_rows_on_the_same_images(two_rows, capsys):
     assert main(["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]) == 0
     out = capsys.readouterr().out
     assert "MaxBoxAccV2" in out and "PxAP" in out and "95 % CI (BCa)" in out
+    assert "| TPR " in out and "| FPR " in out  # the rates, paired as Dice is
+    assert "TPR / FNR / TNR / FPR at mIoU's" in " ".join(out.split())  # and the τ they are read at
     # center is seed-independent: its copies under seeds 0 and 1 are one run, not seeds to draw
     assert "Models fixed (no side has several seeds to draw)" in out
     argv = ["diff", str(two_rows / "0.5"), str(two_rows / "0.1"), "--resamples", "300"]
     assert main([*argv, "--models-fixed", "--policy", "select", "--ci-seed", "7"]) == 0
     out = capsys.readouterr().out
     assert "95 % CI (percentile)" in out and "Models fixed (--models-fixed)" in out
-    assert "Policy: select (τ chosen per run on the val split, applied to the test split)" in out
+    policy = "Policy: select (τ chosen per run on the val split, applied to the test split; Dice"
+    assert policy in out and "TPR / FNR / TNR / FPR at val's best mIoU)" in " ".join(out.split())
     assert "the same test images (300 resamples, seed 7," in out
     # select on val is the oracle maximum over the images resampled: not a fixed-τ interval
     assert main([*argv, "--policy", "select", "--split", "val"]) == 2

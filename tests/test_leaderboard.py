@@ -451,7 +451,7 @@ def test_mask_protocol_board_shows_overlap_metrics_and_published_rows(tmp_path):
         _glas_result(tmp_path / "cam", seed)
     text = compare([tmp_path], fmt="md", wide=True, published=PUBLISHED)
     header = _md_header(text)
-    assert header[3:7] == ["PxAP", "Dice FG", "Dice BG", "mIoU"]
+    assert header[3:11] == ["PxAP", "Dice FG", "Dice BG", "mIoU", "TPR", "FNR", "TNR", "FPR"]
     assert "MaxBoxAccV2" not in header
     cam = _md_row(text, "cam")
     assert all("±" in cell for cell in cam[4:7])  # two seeds: mean ± std
@@ -463,13 +463,17 @@ def test_mask_protocol_board_shows_overlap_metrics_and_published_rows(tmp_path):
     published = [r for r in csv.DictReader(io.StringIO(compare([tmp_path], fmt="csv")))
                  if r["published"] == "true"]  # fmt: skip
     assert len(published) == 13 and {r["policy"] for r in published} == {"as published"}
-    assert "Dice FG / BG and mIoU at mIoU's" in " ".join(text.split())  # the header wraps
+    masks = "Dice FG / BG, mIoU and TPR / FNR / TNR / FPR"
+    assert f"{masks} at mIoU's" in " ".join(text.split())  # the header wraps
     # select: τ from the val split's mask counts (its best mIoU is at τ = 0.75)
     selected = compare([tmp_path], fmt="csv", policy="select", published=False)
     row = next(csv.DictReader(io.StringIO(selected)))
     assert float(row["dice_fg_mean"]) == pytest.approx(100 * 4 / 7)  # TP 2, FP 1, FN 2 at 0.75
+    # both seeds at 0.75: TP 2 (1.0, 0.9) of F = 4, FP 1 (0.8) of B = 4
+    assert float(row["tpr_mean"]) == float(row["fnr_mean"]) == pytest.approx(50.0)
+    assert float(row["fpr_mean"]) == pytest.approx(25.0) and float(row["tnr_mean"]) == 75.0
     words = compare([tmp_path], policy="select", published=False).split()
-    assert "Dice FG / BG and mIoU at val's best mIoU" in " ".join(words)
+    assert f"{masks} at val's best mIoU" in " ".join(words)
 
 
 def test_a_board_without_boxes_ranks_its_rows_by_pxap(tmp_path):

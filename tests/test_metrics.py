@@ -560,7 +560,7 @@ def test_summarize_absent_metrics():
     mask.update(*_pxap_case())
     record = {**mask.to_dict(), "iou_thresholds": [30, 50, 70]}
     oracle = M.summarize(record)[0]
-    assert set(oracle) == {"pxap", "dice_fg", "dice_bg", "miou"}
+    assert set(oracle) == {"pxap", "dice_fg", "dice_bg", "miou", "tpr", "fnr", "tnr", "fpr"}
     assert oracle["pxap"] == pytest.approx(100 * (0.5 + 1 / 3))
     assert M.summarize(record, "fixed:0.2")[0]["pxap"] == oracle["pxap"]
     with pytest.raises(ValueError, match="no image"):

@@ -27,7 +27,8 @@ GROUP = "group"  # compare --ci: the rows' letter groups, beside the ranking met
 # their usual order.
 PRIORITY = ("maxboxacc_v2", "top1_loc", "pxap", "top1_cls", "gt_known_loc", COST)
 # On a board without boxes (a histology protocol): PxAP, the figures at the selected τ, then the
-# classification.
+# classification; the TP / FN / TN / FP rates (two of them the complements of the others) come
+# after the cost, in their usual order.
 MASK_PRIORITY = ("pxap", "miou", "dice_fg", "dice_bg", "top1_cls", COST)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsolbench.data.fingerprint import short
-from wsolbench.metrics.overlap import OVERLAP_KEYS
+from wsolbench.metrics.overlap import MASK_TAU_KEYS
 from wsolbench.metrics.policies import describe_policy
 from wsolbench.results.record import METRIC_KEYS
 
@@ -148,7 +148,7 @@ class Leaderboard:
         keys = [k for k in METRIC_KEYS if any(k in r.mean for r in self.rows)]
         if "maxboxacc_v2" in keys:
             return keys
-        masks = ("pxap", *OVERLAP_KEYS)
+        masks = ("pxap", *MASK_TAU_KEYS)
         return [k for k in keys if k in masks] + [k for k in keys if k not in masks]
 
     @property

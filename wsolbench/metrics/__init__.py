@@ -13,7 +13,8 @@ One idea per module, each importing only those above it in this list:
   first use);
 - :mod:`~wsolbench.metrics.counters`: streaming box, classification and mask counters;
 - :mod:`~wsolbench.metrics.pxap`: PxAP from the mask histograms, reading GT masks;
-- :mod:`~wsolbench.metrics.overlap`: Dice FG / BG and mIoU per threshold, from the same histograms;
+- :mod:`~wsolbench.metrics.overlap`: Dice FG / BG, mIoU and the TP / FN / TN / FP rates per
+  threshold, from the same histograms;
 - :mod:`~wsolbench.metrics.counts`: the counts record of a split (validated, merged);
 - :mod:`~wsolbench.metrics.policies`: threshold policies, counts record -> metrics;
 - :mod:`~wsolbench.metrics.literal`: the literal per-threshold oracle the tests hold them to.

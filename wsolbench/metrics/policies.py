@@ -10,10 +10,11 @@ split, not Top-1 Loc's own best, which would read it more kindly than GT-known (
 synthetic-v1: 0.648 against 0.577). ``oracle-separate`` is that kinder reading, each metric at its
 own best τ, named wherever it is used.
 
-Likewise Dice FG, Dice BG and mIoU (:mod:`~wsolbench.metrics.overlap`, on every split with mask
-counts) are read at one τ, the best mIoU: on the split itself under ``oracle`` (an oracle reading,
-named as such), on the selection split's mask counts under ``select`` (the histology protocols'
-rule: best mIoU on valpx); ``oracle-separate`` reads each at its own best τ.
+Likewise Dice FG, Dice BG, mIoU and the TP / FN / TN / FP rates (:mod:`~wsolbench.metrics.overlap`,
+on every split with mask counts) are read at one τ, the best mIoU: on the split itself under
+``oracle`` (an oracle reading, named as such), on the selection split's mask counts under
+``select`` (the histology protocols' rule: best mIoU on valpx); ``oracle-separate`` reads Dice and
+mIoU each at its own best τ and the rates still at mIoU's, a rate having no best of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from wsolbench.metrics.counters import GT_KNOWN_IOU
 from wsolbench.metrics.counts import check_counts
 from wsolbench.metrics.maps import threshold_grid
-from wsolbench.metrics.overlap import OVERLAP_KEYS, overlap_curves
+from wsolbench.metrics.overlap import MASK_TAU_KEYS, OVERLAP_KEYS, overlap_curves
 from wsolbench.metrics.pxap import pxap
 
 logger = logging.getLogger(__name__)
@@ -84,13 +85,14 @@ def summarize(
             ``gt_known_loc`` / ``top1_loc`` / ``top5_loc``), or ``fixed:<tau>`` (the grid tau
             nearest to the given one). Ties go to the lowest tau.
         val_counts: counts record of the selection split (``select`` only): its box curves pick
-            the box metrics' taus, its mask histograms the tau of Dice and mIoU (best mIoU).
+            the box metrics' taus, its mask histograms the tau of Dice, mIoU and the rates
+            (best mIoU).
 
     Returns:
         metrics: {key: percent as float} with keys among maxboxacc_v2, maxboxacc_iou30/50/70,
             maxboxacc, gt_known_loc, top1_loc, top5_loc, top1_cls, top5_cls, pxap, dice_fg,
-            dice_bg, miou; a metric that does not apply is absent. ``maxboxacc`` equals
-            ``gt_known_loc`` (largest rule, IoU 50).
+            dice_bg, miou, tpr, fnr, tnr, fpr; a metric that does not apply is absent.
+            ``maxboxacc`` equals ``gt_known_loc`` (largest rule, IoU 50).
         chosen: {key: tau} for the thresholded metrics (maxboxacc_v2 uses the taus of its
             maxboxacc_iouXX entries, so it has none of its own).
     """
@@ -140,12 +142,16 @@ def summarize(
     if mask is not None:
         metrics["pxap"] = pxap(mask["fg_hist"], mask["bg_hist"])
         curves = overlap_curves(mask["fg_hist"], mask["bg_hist"])
-        # one τ for the three (the best mIoU's), except under oracle-separate: each its own best
-        shared = None
-        if policy != "oracle-separate":
+        # one τ for all (the best mIoU's), except under oracle-separate: Dice and mIoU each at
+        # its own best (the rates, which have none, stay at mIoU's)
+        separate = policy == "oracle-separate"
+        if separate:
+            shared = int(np.argmax(curves["miou"]))
+        else:
             shared = _overlap_index(policy, curves, thresholds, val_counts, counts["step"])
-        for key in OVERLAP_KEYS:
-            idx = int(np.argmax(curves[key])) if shared is None else shared
+        for key in MASK_TAU_KEYS:
+            own = separate and key in OVERLAP_KEYS
+            idx = int(np.argmax(curves[key])) if own else shared
             metrics[key] = float(curves[key][idx])
             chosen[key] = float(thresholds[idx])
     return metrics, chosen
@@ -163,7 +169,7 @@ def _overlap_index(
     val_counts: dict | None,
     step: float,
 ) -> int:
-    """The grid index Dice FG, Dice BG and mIoU are read at under ``oracle``, ``select`` or
+    """The grid index Dice, mIoU and the rates are read at under ``oracle``, ``select`` or
     ``fixed``: the best mIoU on this split or on ``val_counts``, or the fixed tau. Ties go to the
     lowest tau, as everywhere."""
     if policy == "oracle":
@@ -174,8 +180,8 @@ def _overlap_index(
     if val_mask is None or not int(val_counts.get("n_images", 0)):
         raise ValueError(
             "policy 'select' needs the counts of a validation split with masks (val_counts) to "
-            "choose the threshold of Dice and mIoU; this protocol has none: use --policy oracle "
-            "or fixed:<tau>"
+            "choose the threshold of Dice, mIoU and the rates; this protocol has none: use "
+            "--policy oracle or fixed:<tau>"
         )
     check_counts(val_counts)
     if float(val_counts["step"]) != float(step):
@@ -224,19 +230,22 @@ def describe_policy(
         split: the evaluated split.
         taus: for ``fixed``, the grid thresholds actually used (the grid τ nearest the request),
             named when they differ from the request.
-        overlap: the table shows Dice / mIoU, which ``oracle`` and ``select`` read at one τ, the
-            best mIoU (:mod:`wsolbench.metrics.policies`): say so.
+        overlap: the table shows the mask metrics read at a τ (Dice, mIoU, the rates), which
+            ``oracle`` and ``select`` read at one τ, the best mIoU, and ``oracle-separate`` the
+            rates at mIoU's (:mod:`wsolbench.metrics.policies`): say so.
     """
+    masks = "Dice FG / BG, mIoU and TPR / FNR / TNR / FPR"
     if policy == "oracle":
-        also = "; Dice FG / BG and mIoU at mIoU's" if overlap else ""
+        also = f"; {masks} at mIoU's" if overlap else ""
         return (
             f"oracle (each metric at its best τ on the {split} split; Top-1 / Top-5 Loc at "
             f"GT-known Loc's{also})"
         )
     if policy == "oracle-separate":
-        return f"oracle-separate (each metric at its own best τ on the {split} split)"
+        also = "; TPR / FNR / TNR / FPR at mIoU's" if overlap else ""
+        return f"oracle-separate (each metric at its own best τ on the {split} split{also})"
     if policy == "select":
-        also = "; Dice FG / BG and mIoU at val's best mIoU" if overlap else ""
+        also = f"; {masks} at val's best mIoU" if overlap else ""
         return f"select (τ chosen per run on the val split, applied to the {split} split{also})"
     if policy.startswith("fixed:"):
         requested = policy.split(":", 1)[1]

@@ -30,7 +30,7 @@ from functools import partial
 
 import numpy as np
 
-from wsolbench.metrics.overlap import OVERLAP_KEYS, overlap_curves
+from wsolbench.metrics.overlap import MASK_TAU_KEYS, OVERLAP_KEYS, overlap_curves
 from wsolbench.results.per_image import SplitRecords
 
 CHUNK = 100  # resamples drawn and evaluated at a time (bounds memory: CHUNK x N weights)
@@ -65,8 +65,9 @@ class MetricTerms:
             ``"acc_at_first_best"`` (two curves: the second read at the first's best τ, Top-k Loc
             at GT-known Loc's τ), ``"pxap"``, or ``"overlap"`` (``overlap_key`` of
             :func:`~wsolbench.metrics.overlap.overlap_curves` read at the fixed τ, or at the best
-            mIoU's; ``"overlap_own"``: at its own best, ``oracle-separate``).
-        overlap_key: the overlap kinds' metric (``dice_fg``, ``dice_bg`` or ``miou``).
+            mIoU's; ``"overlap_own"``: at its own best, ``oracle-separate``'s Dice and mIoU).
+        overlap_key: the overlap kinds' metric (a key of
+            :data:`~wsolbench.metrics.overlap.MASK_TAU_KEYS`: Dice, mIoU or a rate).
     """
 
     terms: object
@@ -141,7 +142,7 @@ def metric_terms(
         if hits is None:
             raise BootstrapError(f"{key}: the records hold no class predictions")
         return _curve_terms([hits[:, None]], [0])
-    if key == "pxap" or key in OVERLAP_KEYS:
+    if key == "pxap" or key in MASK_TAU_KEYS:
         if records.fg_hist is None:
             raise BootstrapError(
                 f"{key}: the records hold no per-image mask histograms (a dataset without masks, "
@@ -151,8 +152,10 @@ def metric_terms(
         width = records.fg_hist.shape[1]
         if key == "pxap":
             return MetricTerms(terms, width, [None, None], kind="pxap")
-        # one τ for the three, the best mIoU's, as summarize reads them (oracle-separate: own)
-        kind = "overlap_own" if separate and tau is None else "overlap"
+        # one τ for all, the best mIoU's, as summarize reads them (oracle-separate: Dice and
+        # mIoU at their own; the rates, which have no best, still at mIoU's)
+        own = separate and tau is None and key in OVERLAP_KEYS
+        kind = "overlap_own" if own else "overlap"
         return MetricTerms(terms, width, [fixed(key)], kind=kind, overlap_key=key)
     return _curve_terms([_bits(records, key)], [fixed(key)])
 
@@ -189,8 +192,8 @@ def _values(
 
 
 def _overlap_values(terms: MetricTerms, sums: np.ndarray, shared: dict | None) -> np.ndarray:
-    """[b] Dice FG / BG or mIoU from b pairs of summed histograms [b, 2 * width], each at the
-    fixed τ or (oracle) at its best mIoU's τ, or its own best (``overlap_own``); ties: the
+    """[b] Dice FG / BG, mIoU or a rate from b pairs of summed histograms [b, 2 * width], each at
+    the fixed τ or (oracle) at its best mIoU's τ, or its own best (``overlap_own``); ties: the
     lowest τ."""
     fg, bg = sums[:, : terms.width], sums[:, terms.width :]
     if shared is None:

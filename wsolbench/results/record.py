@@ -62,6 +62,10 @@ METRIC_KEYS = (
     "dice_fg",
     "dice_bg",
     "miou",
+    "tpr",
+    "fnr",
+    "tnr",
+    "fpr",
 )
 # How tables name each metric.
 METRIC_NAMES = {
@@ -79,6 +83,11 @@ METRIC_NAMES = {
     "dice_fg": "Dice FG",
     "dice_bg": "Dice BG",
     "miou": "mIoU",
+    # the pixel rates at mIoU's τ: TP / F, FN / F, TN / B, FP / B (wsolbench.metrics.overlap)
+    "tpr": "TPR",
+    "fnr": "FNR",
+    "tnr": "TNR",
+    "fpr": "FPR",
 }
 
 # key -> the JSON type it must have; checked on load so a hand-edited file fails naming its key.
