@@ -5,6 +5,7 @@ and protocol included), and named by its weights in every TeD-Loc result. ``synt
 synthetic-v1 case. The conftest makes the teacher a one-epoch tiny cam here."""
 
 import json
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -282,4 +283,7 @@ def test_a_finished_cam_run_of_the_same_settings_is_adopted_not_retrained(tmp_pa
     assert f"{folder}, the run of {tmp_path / 'seed0'}" in capsys.readouterr().out
     weights = (tmp_path / "seed0" / "weights.pt").read_bytes()
     assert (folder / "weights.pt").read_bytes() == weights and not (folder / "train").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # a folder like any other, shared
     assert main(["prepare", "cub", "--out", str(tmp_path / "x"), "--from", str(folder)]) == 2

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -338,7 +337,8 @@ def test_ensure_synthetic_losing_the_race_uses_the_winners_copy(tmp_path, monkey
     monkeypatch.setattr(generated, "_build", racing)
     root = ensure_synthetic(TINY, tmp_path)
     assert root == winner
-    assert [p.name for p in tmp_path.iterdir()] == [winner.name]  # the loser's copy is gone
+    # the loser's copy is gone; the lock file stays (a process may wait on it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{winner.name}.lock", winner.name]
     assert json.loads((root / "synthetic.json").read_text())["digest"] == TINY.digest()
 
 
@@ -359,7 +359,8 @@ def test_ensure_synthetic_from_two_processes_at_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0]
     expected = str(tmp_path / f"synthetic-{TINY.digest()}")
     assert outputs == [expected, expected]
-    assert [p.name for p in tmp_path.iterdir()] == [Path(expected).name]
+    name = Path(expected).name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{name}.lock", name]
     assert read_split(Path(expected) / "metadata" / "test", num_classes=3).image_ids
 
 
@@ -381,26 +382,24 @@ def test_a_killed_build_is_removed_by_the_next_one(tmp_path):
     left = [p.name for p in tmp_path.iterdir()]
     assert any(".tmp-" in name for name in left), left  # what the kill left behind
     root = ensure_synthetic(TINY, tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+    lock = f".{root.name}.lock"  # kept: another process may be waiting on it
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, lock])
 
 
-def test_a_build_in_progress_is_left_alone(tmp_path):
-    # Another process's build holds the lock beside its folder: that folder is not abandoned.
-    # A folder with no lock (made before builds held one) is abandoned only once it is a day old.
+def test_a_build_in_progress_is_waited_for_not_disturbed(tmp_path):
+    # Another process holds the build lock (its build running): this one waits, leaving that
+    # build's folder alone, and takes the lock once it is free.
     busy = tmp_path / f".synthetic-{TINY.digest()}.tmp-busy"
     busy.mkdir()
-    lockless = tmp_path / f".synthetic-{TINY.digest()}.tmp-recent"
-    lockless.mkdir()
-    old = tmp_path / f".synthetic-{TINY.digest()}.tmp-old"
-    old.mkdir()
-    two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
-    with open(f"{busy}.lock", "a+") as held:
+    done = []
+    with open(tmp_path / f".synthetic-{TINY.digest()}.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        root = ensure_synthetic(TINY, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [root.name, busy.name, f"{busy.name}.lock", lockless.name]
-    )
+        waiting = threading.Thread(target=lambda: done.append(ensure_synthetic(TINY, tmp_path)))
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and busy.is_dir() and not done
+    waiting.join(timeout=60)  # the holder ended without building: its folder is a dead one's
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [done[0].name]
 
 
 def test_generating_into_a_log_prints_complete_lines_not_a_bar(tmp_path, capsys):

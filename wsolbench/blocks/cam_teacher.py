@@ -22,8 +22,6 @@ finished: an interrupted build resumes there next time, a failed one is removed.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -33,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +38,7 @@ from wsolbench.method import TrainingData
 from wsolbench.results.per_image import PER_IMAGE_FILE
 from wsolbench.results.record import RESULT_FILENAME
 from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
-from wsolbench.util.atomic import building_folder, rename_into_place
+from wsolbench.util.atomic import build_lock, building_folder, rename_into_place
 from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -144,22 +141,12 @@ def ensure_cam_teacher(
         _expected_time(data, config),
         final,
     )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(final):
+    with build_lock(final):
         if (final / WEIGHTS_FILE).is_file():  # built by the process we waited for
             _check_entry(final, data, config)
             return final
         _build(final, data, config, argv)
     return final
-
-
-@contextlib.contextmanager
-def _build_lock(final: Path) -> Iterator[None]:
-    """One build of ``final`` at a time (they share one resumable work dir): a second process
-    waits for the first, then finds the entry built. The kernel drops the lock of a killed one."""
-    with open(final.parent / f".{final.name}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _build(final: Path, data: TrainingData, config: CamTeacherConfig, argv: list[str]) -> None:
@@ -242,11 +229,14 @@ def adopt_run(
             f"{folder} is not the run the cam teacher {teacher_name(data)} would be "
             f"({', '.join(differ) or 'no weights.pt'} differ{why}); its run is `wsolbench {argv}`"
         )
-    with building_folder(final) as work:
-        for name in (RECORD_FILE, WEIGHTS_FILE, RESULT_FILENAME, PER_IMAGE_FILE):
-            if (folder / name).is_file():
-                shutil.copy2(folder / name, work / name)
-        rename_into_place(work, final)
+    with build_lock(final):
+        if (final / WEIGHTS_FILE).is_file():  # built meanwhile by the process this one waited for
+            return final
+        with building_folder(final) as work:
+            for name in (RECORD_FILE, WEIGHTS_FILE, RESULT_FILENAME, PER_IMAGE_FILE):
+                if (folder / name).is_file():
+                    shutil.copy2(folder / name, work / name)
+            rename_into_place(work, final)
     return final
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from wsolbench.util.atomic import building_folder, rename_into_place
+from wsolbench.util.atomic import build_lock, building_folder, rename_into_place
 from wsolbench.util.cache import default_cache_dir
 from wsolbench.util.progress import progress as progress_bar
 
@@ -172,7 +172,6 @@ def _build(root: Path, world: GeneratedWorld, progress: bool) -> dict:
 
 def _build_logged(tmp: Path, world: GeneratedWorld, progress: bool) -> None:
     """Draw ``world`` into the empty folder ``tmp`` and log its summary."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset folder is meant to be shared
     stats = _build(tmp, world, progress)
     logger.info("generated %s dataset %s: %s", world.name, world.config.digest(), stats)
 
@@ -281,8 +280,9 @@ def ensure_generated(
 
     The root is ``<cache_dir>/<name>-<digest>``, with ``cache_dir`` defaulting to
     :func:`~wsolbench.util.cache.default_cache_dir`. Safe when several processes (e.g. torchrun
-    ranks) ask at once: each builds into its own temporary folder and renames it into place; a
-    process that loses the race discards its copy and uses the winner's, which is identical.
+    ranks) ask at once: they take turns (:func:`~wsolbench.util.atomic.build_lock`), the first
+    builds in a temporary folder renamed into place, the others find its root; a build killed
+    outright leaves its folder to the next build, which removes it.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = cache / f"{world.name}-{world.config.digest()}"
@@ -290,9 +290,10 @@ def ensure_generated(
         _check_cached(root, world)
         return root
     logger.info("generating the %s dataset into %s (once; cached afterwards)", world.name, root)
-    with building_folder(root) as tmp:
-        _build_logged(tmp, world, progress)
-        if not rename_into_place(tmp, root):
-            logger.info("another process generated %s first; using its copy", root)
+    with build_lock(root):
+        if not root.exists():  # else built by the process this one waited for
+            with building_folder(root) as tmp:
+                _build_logged(tmp, world, progress)
+                rename_into_place(tmp, root)  # a copy there: made by generate(root), the same
     _check_cached(root, world)
     return root

@@ -4,7 +4,8 @@ Write to a temporary file in the destination folder, flush and fsync it, then ``
 the destination (atomic on POSIX within one file system). An exception on the way removes the
 temporary file and leaves the destination untouched. A folder built whole in a temporary sibling
 is published the same way (:func:`rename_into_place`, :func:`replace_folder`); that sibling is
-made by :func:`building_folder`, which also removes the siblings of builds that were killed.
+made by :func:`building_folder`, and :func:`build_lock` keeps cached builds one at a time and
+removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,59 +129,39 @@ def replace_folder(built: Path, final: Path) -> None:
         raise
 
 
-#: A build folder with no lock beside it (made before builds held one) is taken as abandoned once
-#: this old: no build of ours takes a day, and nothing else tells a live one from a dead one.
-LOCKLESS_ABANDONED_AFTER_S = 86400.0
+@contextlib.contextmanager
+def build_lock(final: Path) -> Iterator[None]:
+    """One build of the cached folder ``final`` at a time, across processes: an ``flock`` on the
+    sibling file ``.<final>.lock``, which the kernel drops when its holder ends, killed or not. A
+    process that waited must look again whether ``final`` exists (the holder may have built it).
+
+    While it is held no other build of ``final`` runs, so every ``.<final>.tmp-*`` sibling
+    (:func:`building_folder`) is a dead build's, killed outright (SIGKILL, a power cut) before it
+    could clean up: they are removed on taking the lock. The lock file itself is never removed (a
+    process may be waiting on it), and is opened read-only, so that a cache shared by several users
+    works with a lock file another user made.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(final.parent / f".{final.name}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        for dead in final.parent.glob(f"{glob.escape(f'.{final.name}.tmp-')}*"):
+            shutil.rmtree(dead, ignore_errors=True)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 @contextlib.contextmanager
 def building_folder(final: Path) -> Iterator[Path]:
-    """A new empty hidden sibling of ``final`` (``.<final>.tmp-XXXX``) to build ``final`` in, and
-    to rename into place (:func:`rename_into_place`) inside the ``with``; whatever is left of it on
-    leaving (an error, a lost race) is removed.
-
-    While the build runs, its process holds an ``flock`` on the sibling file ``<folder>.lock``.
-    A process killed outright (SIGKILL, a power cut) cleans nothing, but the kernel drops its lock:
-    so each new build of ``final`` first removes the siblings whose lock is free, which only a dead
-    build leaves, and leaves alone those another process is still building.
-    """
+    """A new empty hidden sibling of ``final`` (``.<final>.tmp-XXXX``, with the mode the umask
+    gives a new folder) to build ``final`` in and rename into place (:func:`rename_into_place`)
+    inside the ``with``; whatever is left of it on leaving (an error, a lost race) is removed.
+    Under :func:`build_lock`, a build killed outright leaves it to the next build to remove."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    for entry in final.parent.glob(f"{glob.escape(f'.{final.name}.tmp-')}*"):
-        _remove_if_abandoned(entry)
     folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    lock = Path(f"{folder}.lock")
     try:
-        with open(lock, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield folder
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-                lock.unlink(missing_ok=True)  # while held: no sweep takes it for a dead build's
+        os.chmod(folder, 0o777 & ~_UMASK)  # mkdtemp makes it private; a cache is shared
+        yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)  # when the lock could not be made
-
-
-def _remove_if_abandoned(entry: Path) -> None:
-    """Remove one build folder, or a lock file left without its folder (a build killed after its
-    rename), unless a live process holds its lock. A folder without a lock file is abandoned only
-    once it is :data:`LOCKLESS_ABANDONED_AFTER_S` old: it was made before builds held locks, or its
-    build is in the instant between making the folder and locking it."""
-    is_lock = entry.name.endswith(".lock")
-    folder = Path(str(entry).removesuffix(".lock")) if is_lock else entry
-    if is_lock and folder.exists():
-        return  # seen with its folder
-    try:
-        handle = open(f"{folder}.lock", "r+")
-    except FileNotFoundError:
-        with contextlib.suppress(OSError):  # renamed into place or removed meanwhile
-            if time.time() - folder.stat().st_mtime > LOCKLESS_ABANDONED_AFTER_S:
-                shutil.rmtree(folder, ignore_errors=True)
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # a live build
         shutil.rmtree(folder, ignore_errors=True)
-        Path(f"{folder}.lock").unlink(missing_ok=True)
