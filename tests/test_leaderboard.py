@@ -485,6 +485,12 @@ def test_a_board_without_boxes_ranks_its_rows_by_pxap(tmp_path):
     assert float(_md_row(text, "tedloc")[3]) > float(_md_row(text, "cam")[3])
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["tedloc", "cam"]
+    # the published rows after them, by PxAP too (the file lists them by method)
+    text = compare([tmp_path], fmt="md", published=PUBLISHED)
+    names = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    column = _md_header(text).index("PxAP")
+    pxaps = [float(_md_row(text, name)[column]) for name in names if "†" in name]
+    assert len(pxaps) == 13 and pxaps == sorted(pxaps, reverse=True)
 
 
 def test_one_teacher_under_two_paths_is_one_row(tmp_path):

@@ -235,8 +235,8 @@ def _add_intervals(
             f"{f' ({row.label})' if row.label else ''}: {why}."
             for key, why in row_reps.left_out.items()
         ]
-    ranking = next((k for k in board.metric_keys if all(k in r.mean for r in rows[:1])), None)
-    if ranking is None or len(rows) < 2:
+    ranking = ranking_metric(rows)  # the rows' order: the first has it if any does
+    if len(rows) < 2 or ranking not in rows[0].mean:
         return
     groups = row_groups([row.values.get(ranking) for row in reps], kind)
     for row, letters in zip(rows, groups.letters, strict=True):
@@ -292,7 +292,7 @@ def _board(
         notes.append(f"Published rows are test-split figures: not shown for the {split} split.")
         pub_rows = []
     if pub_rows:
-        pub_rows.sort(key=published_sort_key)
+        pub_rows.sort(key=lambda row: published_sort_key(row, ranking))
         notes.append(PUBLISHED_NOTE + ".")
         notes.extend(source_notes(pub_rows))
     fingerprint = found[0][1].data_fingerprint or {}

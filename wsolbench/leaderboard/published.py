@@ -109,7 +109,8 @@ def source_notes(rows: list[Row]) -> list[str]:
     ]
 
 
-def published_sort_key(row: Row) -> tuple:
-    """MaxBoxAccV2 descending, rows without it last."""
-    v2 = row.mean.get("maxboxacc_v2")
-    return (v2 is None, -(v2 or 0.0))  # stable: file order among ties
+def published_sort_key(row: Row, ranking: str) -> tuple:
+    """``ranking`` (the board's: MaxBoxAccV2, or PxAP without boxes) descending, rows without it
+    last."""
+    value = row.mean.get(ranking)
+    return (value is None, -(value or 0.0))  # stable: file order among ties

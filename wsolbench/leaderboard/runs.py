@@ -179,7 +179,7 @@ def ranking_metric(rows: list[Row]) -> str:
     return "maxboxacc_v2" if any("maxboxacc_v2" in r.mean for r in rows) else "pxap"
 
 
-def run_sort_key(row: Row, ranking: str = "maxboxacc_v2") -> tuple:
+def run_sort_key(row: Row, ranking: str) -> tuple:
     """``ranking`` descending, rows without it last; ties by method, label, weights."""
     value = row.mean.get(ranking)
     return (value is None, -(value or 0.0), row.method, row.label, row.pretrained)
