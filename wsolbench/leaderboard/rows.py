@@ -167,7 +167,10 @@ class Leaderboard:
         else:
             sizes = ", ".join(f"{role} {n}" for role, n in self.data_splits.items())
             data = f"{short(self.data)} ({sizes})"
-        policy = describe_policy(self.policy, self.split, self.taus, "miou" in self.metric_keys)
+        keys = self.metric_keys
+        policy = describe_policy(
+            self.policy, self.split, self.taus, "miou" in keys, "top1_loc" in keys
+        )
         return [
             f"Protocol: {self.protocol} (hash {self.protocol_hash[:12]})",
             f"Data: {data}",

@@ -221,7 +221,11 @@ def _tau_picker(policy: str, thresholds: np.ndarray, val_counts: dict | None, st
 
 
 def describe_policy(
-    policy: str, split: str = "test", taus: Sequence[float] = (), overlap: bool = False
+    policy: str,
+    split: str = "test",
+    taus: Sequence[float] = (),
+    overlap: bool = False,
+    top_loc: bool = True,
 ) -> str:
     """One line saying what a threshold policy means: ``"fixed:0.2 (τ = 0.2 for every metric)"``.
 
@@ -233,14 +237,15 @@ def describe_policy(
         overlap: the table shows the mask metrics read at a τ (Dice, mIoU, the rates), which
             ``oracle`` and ``select`` read at one τ, the best mIoU, and ``oracle-separate`` the
             rates at mIoU's (:mod:`wsolbench.metrics.policies`): say so.
+        top_loc: the table shows Top-1 / Top-5 Loc, which ``oracle`` reads at GT-known Loc's τ:
+            say so (a board without boxes has none).
     """
     masks = "Dice FG / BG, mIoU and TPR / FNR / TNR / FPR"
     if policy == "oracle":
-        also = f"; {masks} at mIoU's" if overlap else ""
-        return (
-            f"oracle (each metric at its best τ on the {split} split; Top-1 / Top-5 Loc at "
-            f"GT-known Loc's{also})"
-        )
+        read_at = ["Top-1 / Top-5 Loc at GT-known Loc's"] if top_loc else []
+        read_at += [f"{masks} at mIoU's"] if overlap else []
+        also = "".join(f"; {text}" for text in read_at)
+        return f"oracle (each metric at its best τ on the {split} split{also})"
     if policy == "oracle-separate":
         also = "; TPR / FNR / TNR / FPR at mIoU's" if overlap else ""
         return f"oracle-separate (each metric at its own best τ on the {split} split{also})"

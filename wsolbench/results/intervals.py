@@ -434,9 +434,11 @@ def render_diff(label_a: str, label_b: str, table: DiffTable) -> str:
     resamples = diffs[0].resamples if diffs else 0
     seeds = diffs[0].seeds if diffs else (1, 1)
     models_fixed = diffs[0].models_fixed if diffs else False
-    masks = any(d.key == "miou" for d in diffs)  # then say where Dice, mIoU and the rates are read
+    # say where Dice, mIoU and the rates are read, and Top-k Loc, where the table shows them
+    masks = any(d.key == "miou" for d in diffs)
+    top_loc = any(d.key == "top1_loc" for d in diffs)
     notes = [
-        f"Policy: {describe_policy(table.policy, table.split, overlap=masks)}.",
+        f"Policy: {describe_policy(table.policy, table.split, overlap=masks, top_loc=top_loc)}.",
         f"A − B on the same {table.split} images ({resamples} resamples, seed {table.seed}, "
         "shared by both sides; a side with several seeds is their mean).",
         f"Interval: {KIND_TEXT[kind]}.",
