@@ -143,6 +143,13 @@ def test_an_empty_class_agrees_with_an_empty_prediction():
     # no background pixel: none wrongly predicted (FPR 0), all of none kept (TNR 100), as Dice BG
     np.testing.assert_allclose(curves["tnr"], 100.0)
     np.testing.assert_allclose(curves["fpr"], 0.0)
+    # and no foreground pixel (a normal patch's split): none missed (FNR 0), all of none found
+    empty = _record([], [0.1, 0.9])
+    curves = overlap_curves(empty["mask"]["fg_hist"], empty["mask"]["bg_hist"])
+    np.testing.assert_allclose(curves["tpr"], 100.0)
+    np.testing.assert_allclose(curves["fnr"], 0.0)
+    # τ = 0, .25, .5, .75: both background pixels, then 0.9 alone, predicted foreground
+    np.testing.assert_allclose(curves["fpr"], [100.0, 50.0, 50.0, 50.0])
 
 
 def test_only_splits_with_mask_counts_have_them():
