@@ -66,10 +66,11 @@ def block(x: Tensor, state: dict, index: int, heads: int, act) -> tuple[Tensor, 
 
 
 def tokens_in(
-    state: dict, images: Tensor, size: tuple[int, int], image_mode: str, position_mode: str
+    state: dict, images: Tensor, size: tuple[int, int], image_mode: str | None, position_mode: str
 ) -> tuple[Tensor, tuple[int, int]]:
-    """Images resized to ``size`` (a multiple of the patch), patch-embedded, class token and
-    (resized) position embedding added, ``ln_pre``: [B, 1 + N, D] and the grid."""
+    """Images resized to ``size`` (a multiple of the patch; ``image_mode`` None: they are at that
+    size already), patch-embedded, class token and (resized) position embedding added,
+    ``ln_pre``: [B, 1 + N, D] and the grid."""
     conv = state["visual.conv1.weight"]
     patch = conv.shape[-1]
     if tuple(images.shape[-2:]) != tuple(size):
@@ -177,7 +178,7 @@ def clip_es_map(
     [rows, cols]."""
     patch = state["visual.conv1.weight"].shape[-1]
     assert all(side % patch == 0 for side in image.shape[-2:]), "give clip_es_input's image"
-    x, grid = tokens_in(state, image, tuple(image.shape[-2:]), "unused", "bilinear")
+    x, grid = tokens_in(state, image, tuple(image.shape[-2:]), None, "bilinear")
     fn = activation_fn(act)
     depth = layers(state)
     attentions = []

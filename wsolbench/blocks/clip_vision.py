@@ -121,7 +121,6 @@ def embed(
     images: Tensor,
     *,
     rounding: str = "nearest",
-    image_mode: str = "bilinear",
     position_mode: str = "bicubic",
 ) -> tuple[Tensor, tuple[int, int]]:
     """Tokens entering the first block, and the patch grid.
@@ -129,17 +128,18 @@ def embed(
     Args:
         images: [B, 3, H, W], normalized with CLIP's mean and std, any H, W.
         rounding: how a side that is not a multiple of the patch size is rounded
-            (:func:`grid_size`); the image is resized (``image_mode``) to the rounded size.
+            (:func:`grid_size`); the image is resized bilinearly to the rounded size (a caller
+            that resizes otherwise, as CLIP-ES, passes the rounded size already).
         position_mode: interpolation of the position embedding to another grid.
 
     Returns:
         tokens: [B, 1 + rows·cols, D] (class token first), after ``ln_pre``.
         grid: (rows, cols).
     """
-    grid = grid_size(visual, images.shape[-2], images.shape[-1], rounding)
     target = rounded_size(visual, images.shape[-2], images.shape[-1], rounding)
+    grid = grid_size(visual, *target)
     if tuple(images.shape[-2:]) != target:
-        images = F.interpolate(images, size=target, mode=image_mode, align_corners=False)
+        images = F.interpolate(images, size=target, mode="bilinear", align_corners=False)
     dtype = visual.conv1.weight.dtype
     x = visual.conv1(images.to(dtype)).flatten(2).transpose(1, 2)  # [B, N, D]
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
