@@ -353,3 +353,24 @@ def test_two_runs_started_in_one_second_in_one_process_keep_their_own_logs(
     assert main([str(a) for a in run_args(tiny, tmp_path / "b", "-o", "train.max_epochs=1")]) == 0
     for run in ("moved", "b"):
         assert (tmp_path / run / "train" / second / f"{second}.log").stat().st_size > 0
+
+
+def test_ctrl_c_while_mmengine_writes_a_checkpoint_is_an_interruption(tiny, tmp_path, capsys):
+    """mmengine formats its config with yapf for every checkpoint's meta, inside a bare
+    ``except:`` that turns a Ctrl-C landing there into a SyntaxError traceback (seen at an
+    epoch's end). The runner's config is never formatted, so Ctrl-C is Ctrl-C there too."""
+    import mmengine.config.config as mmengine_config
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    original = mmengine_config.FormatCode
+    mmengine_config.FormatCode = interrupted
+    try:
+        status, err = in_process(
+            run_args(tiny, tmp_path / "run", "-o", "train.max_epochs=1"), capsys
+        )
+    finally:
+        mmengine_config.FormatCode = original
+    assert status == 0, err
+    assert (tmp_path / "run" / "result.json").is_file()

@@ -53,6 +53,7 @@ from wsolbench.util.progress import progress
 
 ensure_torchvision()  # mmengine.runner imports torchvision
 
+from mmengine.config import Config  # noqa: E402
 from mmengine.dist import all_reduce, get_world_size  # noqa: E402
 from mmengine.evaluator import BaseMetric  # noqa: E402
 from mmengine.fileio import LocalBackend, register_backend  # noqa: E402
@@ -411,8 +412,13 @@ def build_runner(
         load_from=None if resume_from is None else str(resume_from),
         device=device,
         # a method whose loss stops using some parameters (a frozen teacher's head) needs DDP to
-        # look for them at every step (mmengine reads the wrapper's settings from ``cfg``)
-        cfg={"model_wrapper_cfg": {"find_unused_parameters": method.unused_parameters}},
+        # look for them at every step (mmengine reads the wrapper's settings from ``cfg``).
+        # Not formatted with yapf: mmengine does that for every checkpoint inside a bare
+        # ``except:``, which turns a Ctrl-C landing there into a SyntaxError traceback.
+        cfg=Config(
+            {"model_wrapper_cfg": {"find_unused_parameters": method.unused_parameters}},
+            format_python_code=False,
+        ),
         default_scope="mmengine",
         log_level="INFO",
         **extra,
