@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import sys
@@ -33,8 +34,10 @@ import yaml
 
 from wsolbench.config import dotted_leaves
 from wsolbench.results.record import RESULT_FILENAME as RESULT_FILE
-from wsolbench.util.atomic import write_text_atomic
+from wsolbench.util.atomic import remove_leftovers, write_text_atomic
 from wsolbench.util.yaml_errors import yaml_problem
+
+logger = logging.getLogger(__name__)
 
 RECORD_FILE = "config.yaml"
 RECORD_MARK = "wsolbench_record"  # first key of every record: which layout it has
@@ -213,9 +216,10 @@ def locked(work_dir: Path | None, *, enabled: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``work_dir`` (created if needed) for the ``with`` block.
 
     The lock is an ``flock`` on ``<work_dir>/.lock``, released by the kernel when the process ends,
-    however it ends: a killed run never leaves a stale lock. A second process fails at once. If the
-    block raises and the dir was created here and holds nothing but the lock, the dir is removed,
-    so a command that failed on a user mistake leaves nothing behind.
+    however it ends: a killed run never leaves a stale lock. A second process fails at once. The
+    holder first removes the temporary files a killed writer left in the dir and its ``train/``.
+    If the block raises and the dir was created here and holds nothing but the lock, the dir is
+    removed, so a command that failed on a user mistake leaves nothing behind.
 
     Args:
         enabled: False does nothing (ranks other than 0 under torchrun share rank 0's lock).
@@ -250,6 +254,10 @@ def locked(work_dir: Path | None, *, enabled: bool = True) -> Iterator[None]:
     handle.write(f"process {os.getpid()} ({command})\n")
     handle.flush()
     try:
+        # a run killed while writing a checkpoint, its weights or records left the temporary file
+        for folder in (work_dir, work_dir / TRAIN_SUBDIR):
+            for path in remove_leftovers(folder):
+                logger.info("removed %s, half a file a killed run left", path)
         yield
     except BaseException:
         if created and [p.name for p in work_dir.iterdir()] == [LOCK_FILE]:

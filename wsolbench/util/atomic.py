@@ -16,6 +16,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,11 @@ _UMASK = _read_umask()  # read once, at import, before any thread of ours runs
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+# write_bytes_atomic's temporary beside ``name``: ".<name>.<8 random characters>.tmp"
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 class NoRoomError(OSError):
     """A file did not fit (disk full, quota, ``ulimit -f``); the message names the file, the
     space it needs and the fix. Nothing was written: the destination is as it was."""
@@ -52,7 +58,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+            dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX
         )
         # mkstemp creates the file private (0600); the result should read like any other file
         os.chmod(temporary, 0o666 & ~_UMASK)
@@ -73,6 +79,23 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             ) from None
         # the error names the file asked for, not our temporary one
         raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Remove the temporary files of :func:`write_bytes_atomic` that a killed writer left in
+    ``folder`` (SIGKILL skips its cleanup); call it only holding the folder alone (its lock),
+    since another writer's file in progress looks the same.
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def _size(n_bytes: int) -> str:
