@@ -398,6 +398,20 @@ def test_fixture_tree_is_what_the_tests_assume():
     assert [r.pretrained for _, r in found].count("none") == 2
 
 
+def test_a_folder_s_hidden_folders_are_not_searched(tmp_path):
+    """A killed make_reports left its copy in progress, reports/results/.<protocol>.partial,
+    beside the board's folder: `compare reports/results` found every run twice and refused
+    ("two results of cam with the same config and seed 0"). Hidden folders are where wsolbench
+    builds (.partial, .old, .tmp-, .submitit)."""
+    shutil.copytree(CUB, tmp_path / "results" / "cub")
+    shutil.copytree(CUB, tmp_path / "results" / ".cub.partial")
+    found = find_results([tmp_path / "results"])
+    assert len(found) == len(find_results([CUB]))
+    assert all(".cub.partial" not in str(path) for path, _ in found)
+    hidden = find_results([tmp_path / "results" / ".cub.partial"])  # named: searched as asked
+    assert len(hidden) == len(found)
+
+
 def test_fixed_policy_off_grid_names_the_grid_tau():
     text = _render("md", policy="fixed:0.23", published=False)
     assert "- Policy: fixed:0.23 (nearest grid τ = 0.2 for every metric)" in text

@@ -432,7 +432,9 @@ def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
     """Load the results named by ``paths``.
 
     A file is loaded as given (whatever its name); a folder is searched recursively for files named
-    ``result.json``, in sorted order. A file reached twice is loaded once.
+    ``result.json``, in sorted order, except in its hidden folders: there wsolbench builds copies
+    and runs before renaming them into place (``.<name>.partial``, ``.<name>.old.*``), which a
+    killed command leaves behind. A file reached twice is loaded once.
 
     Returns:
         ``(path, result)`` pairs in the order found.
@@ -449,7 +451,7 @@ def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
         if not p.exists():
             raise ResultError(f"{p}: no such file or folder; pass work dirs or result.json files")
         files = [p] if p.is_file() else sorted(p.rglob(RESULT_FILENAME))
-        files = [f for f in files if f.is_file()]
+        files = [f for f in files if f.is_file() and not _in_hidden_folder(f, p)]
         if not files:
             raise ResultError(
                 f"{p}: no {RESULT_FILENAME} found in this folder or below; "
@@ -462,6 +464,11 @@ def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
             seen.add(key)
             found.append((f, load_result(f)))
     return found
+
+
+def _in_hidden_folder(file: Path, root: Path) -> bool:
+    """Whether ``file`` lies in a hidden folder below ``root`` (``root`` itself may be one)."""
+    return any(part.startswith(".") for part in file.relative_to(root).parts[:-1])
 
 
 def utc_now() -> str:
