@@ -287,3 +287,30 @@ def test_a_finished_cam_run_of_the_same_settings_is_adopted_not_retrained(tmp_pa
     os.umask(umask)
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # a folder like any other, shared
     assert main(["prepare", "cub", "--out", str(tmp_path / "x"), "--from", str(folder)]) == 2
+
+
+def test_an_interrupted_adoption_leaves_no_hidden_folder_and_runs_again(tmp_path, monkeypatch):
+    """`prepare synthcam --from RUN` copies the run into a hidden sibling of the entry: Ctrl-C (or
+    a full disk) during the copy left `.synthcam-v1-<digest>.tmp-<pid>` in the cache, named by a
+    process id no later command looks for."""
+    import shutil
+
+    data = synthetic_training_data()
+    run = ensure_cam_teacher(data)  # the session's build: a finished cam run of these settings
+    copies, copy = [], shutil.copy2
+
+    def interrupted_copy(source, target):
+        copies.append(source)
+        if len(copies) == 2:  # the first file is there, the second is not
+            raise KeyboardInterrupt
+        return copy(source, target)
+
+    monkeypatch.setattr(shutil, "copy2", interrupted_copy)
+    with pytest.raises(KeyboardInterrupt):
+        cam_teacher.adopt_run(run, data, cache_dir=tmp_path)
+    assert len(copies) == 2
+    assert sorted(p.name for p in (tmp_path / "cam-teacher").iterdir() if p.is_dir()) == []
+    monkeypatch.setattr(shutil, "copy2", copy)
+    folder = cam_teacher.adopt_run(run, data, cache_dir=tmp_path)
+    assert (folder / "weights.pt").read_bytes() == (run / "weights.pt").read_bytes()
+    assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == [folder.name]
