@@ -4,6 +4,7 @@ deterministically with open_clip's model and loss, cached and versioned, and loa
 for the real one (which takes minutes)."""
 
 import json
+import threading
 from dataclasses import replace
 
 import pytest
@@ -107,6 +108,23 @@ def test_ensure_builds_once_into_the_cache_and_the_file_loads_as_a_users(tmp_pat
     own = loaded.model.state_dict()
     assert set(own) == set(state) and all(torch.equal(own[k], state[k]) for k in own)
     assert loaded.source.startswith(f"file:{path.name} (sha256 ")  # by name and content
+
+
+def test_two_builds_at_once_train_once(tmp_path, count_trainings):
+    # two processes (here threads: each holds its own open lock file) asking for an unbuilt
+    # synthclip at once, as torchrun's ranks do: one trains it, the other waits and reads it
+    paths = []
+    builds = [
+        threading.Thread(
+            target=lambda: paths.append(ensure_synthclip(TINY, tmp_path, progress=False))
+        )
+        for _ in range(2)
+    ]
+    for build in builds:
+        build.start()
+    for build in builds:
+        build.join(timeout=120)
+    assert len(paths) == 2 and paths[0] == paths[1] and len(count_trainings) == 1
 
 
 def test_the_name_resolves_to_the_default_build_on_first_use(tiny_default, count_trainings):

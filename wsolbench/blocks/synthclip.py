@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from wsolbench.blocks.open_clip_configs import ClipWeightsError, create_model, import_open_clip
-from wsolbench.util.atomic import write_bytes_atomic, write_json_atomic
+from wsolbench.util.atomic import build_lock, write_bytes_atomic, write_json_atomic
 from wsolbench.util.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,14 @@ def ensure_synthclip(
     path = checkpoint_path(config, cache_dir, name)
     if path.is_file():
         return path
+    with build_lock(path):  # one build at a time (torchrun's ranks all ask)
+        if not path.is_file():  # else built by the process this one waited for
+            _build(config, path, progress, name)
+    return path
+
+
+def _build(config: SynthClipConfig, path: Path, progress: bool, name: str) -> None:
+    """Train ``config`` and write its weights to ``path``, its record beside them."""
     minutes = f"about {BUILDS[name][1]} minutes" if name in BUILDS else "minutes"
     logger.warning(
         "building %s once (an open_clip %s trained on synthetic image-caption pairs; %s on 2 "
@@ -172,7 +180,6 @@ def ensure_synthclip(
     # The record first, the weights last: a weights file is only ever there complete.
     write_json_atomic(path.with_suffix(".json"), record)
     write_bytes_atomic(path, buffer.getvalue())
-    return path
 
 
 def prepare_synthclip(cache_dir=None, seed: int = 0, name: str = SYNTHCLIP) -> str:
