@@ -1,5 +1,6 @@
 """One home per name: find the imports that take a project name from a module that does not define
-it (a "former home", a re-export block), and the modules that pass such names on.
+it (a shim left where a name used to live, a block of imports passed on), and the modules that
+pass such names on.
 
 A name's home is the module that defines it (``def``, ``class`` or an assignment at module level).
 A package face (an ``__init__.py``) may present names of its own modules as public API by listing
