@@ -208,7 +208,8 @@ def test_config_refuses_non_integers():
 def test_generate_writes_a_readable_dataset_root(tmp_path):
     root = generate(tmp_path / "synth", TINY)
     assert root == tmp_path / "synth"
-    assert [p.name for p in tmp_path.iterdir()] == ["synth"]  # no temporary folder left behind
+    # no temporary folder left behind; the build's lock file stays (another may wait on it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".synth.lock", "synth"]
     assert (root / "classnames.txt").read_text().splitlines() == class_names(3)
     info = json.loads((root / "synthetic.json").read_text())
     assert info["digest"] == TINY.digest()
@@ -280,7 +281,7 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(generated, "_build", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         generate(tmp_path / "out", TINY)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]  # an empty file, kept
 
 
 # --- cache ---------------------------------------------------------------------------------------
@@ -323,37 +324,38 @@ def test_ensure_synthetic_reports_a_corrupt_cache(tmp_path):
         ensure_synthetic(TINY, tmp_path)
 
 
-def test_ensure_synthetic_losing_the_race_uses_the_winners_copy(tmp_path, monkeypatch):
-    real = generated._build
-    winner = tmp_path / f"synthetic-{TINY.digest()}"
-
-    def racing(root, world, progress):
-        # Another process finishes first, while this one is still building.
-        if not winner.exists():
-            monkeypatch.setattr(generated, "_build", real)
-            generate(winner, world.config)
-        return real(root, world, progress)
-
-    monkeypatch.setattr(generated, "_build", racing)
-    root = ensure_synthetic(TINY, tmp_path)
-    assert root == winner
-    # the loser's copy is gone; the lock file stays (a process may wait on it)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{winner.name}.lock", winner.name]
-    assert json.loads((root / "synthetic.json").read_text())["digest"] == TINY.digest()
+def test_generate_removes_what_a_killed_generate_left(tmp_path):
+    # a folder of a build of ``out`` that nobody is building (its lock is free): a dead one's
+    dead = tmp_path / ".synth.tmp-dead"
+    (dead / "images").mkdir(parents=True)
+    generate(tmp_path / "synth", TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".synth.lock", "synth"]
 
 
 def test_ensure_synthetic_from_two_processes_at_once(tmp_path):
+    # each counts its builds in a file of its own: one of the two builds, the other waits
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
+        "from wsolbench.data import generated\n"
         "from wsolbench.data.synthetic import SyntheticConfig, ensure_synthetic\n"
+        "build = generated._build\n"
+        "def counted(*args):\n"
+        "    Path(sys.argv[2]).write_text('built')\n"
+        "    return build(*args)\n"
+        "generated._build = counted\n"
         f"config = SyntheticConfig(**{TINY.__dict__!r})\n"
         "print(ensure_synthetic(config, sys.argv[1]))\n"
     )
+    counts = tmp_path.parent / f"{tmp_path.name}-builds"
+    counts.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, str(tmp_path), str(counts / str(n))],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        for _ in range(2)
+        for n in range(2)
     ]
     outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
@@ -362,6 +364,7 @@ def test_ensure_synthetic_from_two_processes_at_once(tmp_path):
     name = Path(expected).name
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".{name}.lock", name]
     assert read_split(Path(expected) / "metadata" / "test", num_classes=3).image_ids
+    assert len(list(counts.iterdir())) == 1
 
 
 def test_a_killed_build_is_removed_by_the_next_one(tmp_path):
@@ -386,7 +389,7 @@ def test_a_killed_build_is_removed_by_the_next_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, lock])
 
 
-def test_a_build_in_progress_is_waited_for_not_disturbed(tmp_path):
+def test_a_build_in_progress_is_waited_for_not_disturbed(tmp_path, caplog):
     # Another process holds the build lock (its build running): this one waits, leaving that
     # build's folder alone, and takes the lock once it is free.
     busy = tmp_path / f".synthetic-{TINY.digest()}.tmp-busy"
@@ -398,6 +401,7 @@ def test_a_build_in_progress_is_waited_for_not_disturbed(tmp_path):
         waiting.start()
         waiting.join(timeout=0.5)
         assert waiting.is_alive() and busy.is_dir() and not done
+        assert "waiting for another process to finish building" in caplog.text  # said, not silent
     waiting.join(timeout=60)  # the holder ended without building: its folder is a dead one's
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [done[0].name]
 

@@ -383,10 +383,13 @@ def test_the_next_holder_removes_what_a_killed_writer_left(tmp_path):
     _killed_while_writing(work / "train" / "epoch_2.pth")
     _killed_while_writing(work / "weights.pt")
     (work / ".keep.tmp").write_text("not the writer's")  # not named as its temporaries are
-    assert len([*work.rglob(".*.tmp")]) == 3
+    # visualize writes its figures into the work dir without the lock: one being written now
+    (work / ".overlays.png.abcd1234.tmp").write_bytes(b"half a png")
+    assert len([*work.rglob(".*.tmp")]) == 4
     with workdir.locked(work):
         pass
-    assert sorted(p.name for p in work.rglob("*")) == [".keep.tmp", ".lock", "train"]
+    left = sorted(p.name for p in work.rglob("*"))
+    assert left == [".keep.tmp", ".lock", ".overlays.png.abcd1234.tmp", "train"]
 
 
 # --- validation before the first step, and a reusable dir after a mistake --------------------

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from wsolbench.util.atomic import build_lock, building_folder, rename_into_place
+from wsolbench.util.atomic import build_lock, building_folder
 from wsolbench.util.cache import default_cache_dir
 from wsolbench.util.progress import progress as progress_bar
 
@@ -191,7 +191,9 @@ def generate(out: str | Path, world: GeneratedWorld, *, progress: bool = False) 
 
     ``localization.txt`` holds the boxes of a world with boxes, else the masks. The files are
     written into a temporary sibling folder, renamed to ``out`` at the end: ``out`` either does
-    not exist or is complete.
+    not exist or is complete. The build holds :func:`~wsolbench.util.atomic.build_lock` (the
+    hidden file ``.<out>.lock`` beside ``out`` stays), so the next one removes what a build killed
+    outright left.
 
     Args:
         out: the dataset root to create; it must not exist (an empty folder is accepted).
@@ -205,17 +207,23 @@ def generate(out: str | Path, world: GeneratedWorld, *, progress: bool = False) 
         FileExistsError: ``out`` exists and is not empty.
     """
     out = Path(out).expanduser()
+    _refuse_non_empty(out)
+    with build_lock(out):  # removes what a build of ``out`` killed outright left
+        _refuse_non_empty(out)  # written by the process this one waited for
+        with building_folder(out) as tmp:
+            _build_logged(tmp, world, progress)
+            write_protocol(tmp, world)
+            if out.exists():
+                out.rmdir()  # empty (checked above); rename() needs the name free
+            os.rename(tmp, out)
+    return out
+
+
+def _refuse_non_empty(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(
             f"{out} exists and is not empty; remove it or choose another output folder"
         )
-    with building_folder(out) as tmp:
-        _build_logged(tmp, world, progress)
-        write_protocol(tmp, world)
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename() needs the name free
-        os.rename(tmp, out)
-    return out
 
 
 def write_protocol(root: str | Path, world: GeneratedWorld) -> Path:
@@ -289,11 +297,11 @@ def ensure_generated(
     if root.exists():
         _check_cached(root, world)
         return root
-    logger.info("generating the %s dataset into %s (once; cached afterwards)", world.name, root)
     with build_lock(root):
         if not root.exists():  # else built by the process this one waited for
+            logger.info("generating the %s dataset into %s (once; cached after)", world.name, root)
             with building_folder(root) as tmp:
                 _build_logged(tmp, world, progress)
-                rename_into_place(tmp, root)  # a copy there: made by generate(root), the same
+                os.rename(tmp, root)
     _check_cached(root, world)
     return root

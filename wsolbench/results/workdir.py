@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from wsolbench.config import dotted_leaves
+from wsolbench.results.per_image import PER_IMAGE_FILE
 from wsolbench.results.record import RESULT_FILENAME as RESULT_FILE
 from wsolbench.util.atomic import remove_leftovers, write_text_atomic
 from wsolbench.util.yaml_errors import yaml_problem
@@ -45,6 +46,8 @@ RECORD_VERSION = 1
 LOCK_FILE = ".lock"
 WEIGHTS_FILE = "weights.pt"
 TRAIN_SUBDIR = "train"
+#: what a run writes at the top of its work dir (``train/`` holds only its own files)
+RUN_FILES = (RECORD_FILE, WEIGHTS_FILE, PER_IMAGE_FILE, RESULT_FILE)
 
 # The keys that make a run what it is, in the order differences are reported.
 IDENTITY_KEYS = (
@@ -254,10 +257,13 @@ def locked(work_dir: Path | None, *, enabled: bool = True) -> Iterator[None]:
     handle.write(f"process {os.getpid()} ({command})\n")
     handle.flush()
     try:
-        # a run killed while writing a checkpoint, its weights or records left the temporary file
-        for folder in (work_dir, work_dir / TRAIN_SUBDIR):
-            for path in remove_leftovers(folder):
-                logger.info("removed %s, half a file a killed run left", path)
+        # a run killed while writing a checkpoint, its weights or records left the temporary
+        # file; only the run's own files' (visualize writes beside them without the lock)
+        left = remove_leftovers(work_dir, only=RUN_FILES) + remove_leftovers(
+            work_dir / TRAIN_SUBDIR
+        )
+        for path in left:
+            logger.info("removed %s, half a file a killed run left", path)
         yield
     except BaseException:
         if created and [p.name for p in work_dir.iterdir()] == [LOCK_FILE]:

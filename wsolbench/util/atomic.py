@@ -15,13 +15,16 @@ import errno
 import fcntl
 import glob
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def _read_umask() -> int:
@@ -39,7 +42,7 @@ _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 # write_bytes_atomic's temporary beside ``name``: ".<name>.<8 random characters>.tmp"
 _TEMPORARY_SUFFIX = ".tmp"
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
 
 
 class NoRoomError(OSError):
@@ -81,10 +84,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
+def remove_leftovers(folder: str | Path, only: Collection[str] | None = None) -> list[Path]:
     """Remove the temporary files of :func:`write_bytes_atomic` that a killed writer left in
     ``folder`` (SIGKILL skips its cleanup); call it only holding the folder alone (its lock),
     since another writer's file in progress looks the same.
+
+    Args:
+        only: the file names whose temporaries to remove (None: all), when writers that do not
+            hold the lock write there too.
 
     Returns:
         The files removed.
@@ -92,7 +99,11 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+    found = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and (only is None or match["name"] in only) and path.is_file():
+            found.append(path)
     for path in found:
         path.unlink(missing_ok=True)
     return found
@@ -154,22 +165,33 @@ def replace_folder(built: Path, final: Path) -> None:
 
 @contextlib.contextmanager
 def build_lock(final: Path) -> Iterator[None]:
-    """One build of the cached folder ``final`` at a time, across processes: an ``flock`` on the
-    sibling file ``.<final>.lock``, which the kernel drops when its holder ends, killed or not. A
-    process that waited must look again whether ``final`` exists (the holder may have built it).
+    """One build of ``final`` (a folder, or a file written by :func:`write_bytes_atomic`) at a
+    time, across processes: an ``flock`` on the sibling file ``.<final>.lock``, which the kernel
+    drops when its holder ends, killed or not. A process that waited must look again whether
+    ``final`` exists (the holder may have built it). Not reentrant: a process holding it must not
+    ask again for the same ``final``.
 
-    While it is held no other build of ``final`` runs, so every ``.<final>.tmp-*`` sibling
-    (:func:`building_folder`) is a dead build's, killed outright (SIGKILL, a power cut) before it
-    could clean up: they are removed on taking the lock. The lock file itself is never removed (a
-    process may be waiting on it), and is opened read-only, so that a cache shared by several users
-    works with a lock file another user made.
+    While it is held no other build of ``final`` runs (every builder takes it), so what a build
+    killed outright (SIGKILL, a power cut) left is a dead one's: the ``.<final>.tmp-*`` folders of
+    :func:`building_folder` and the temporaries of ``final`` itself are removed on taking it. The
+    lock file is never removed (a process may be waiting on it). It is opened for writing, as an
+    exclusive ``flock`` on NFS needs, or read-only where another user made it (a shared cache).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(final.parent / f".{final.name}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    lock = final.parent / f".{final.name}.lock"
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        descriptor = os.open(lock, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("waiting for another process to finish building %s", final)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         for dead in final.parent.glob(f"{glob.escape(f'.{final.name}.tmp-')}*"):
             shutil.rmtree(dead, ignore_errors=True)
+        remove_leftovers(final.parent, only=(final.name,))
         yield
     finally:
         os.close(descriptor)  # releases the lock
