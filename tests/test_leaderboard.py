@@ -410,6 +410,10 @@ def test_a_folder_s_hidden_folders_are_not_searched(tmp_path):
     assert all(".cub.partial" not in str(path) for path, _ in found)
     hidden = find_results([tmp_path / "results" / ".cub.partial"])  # named: searched as asked
     assert len(hidden) == len(found)
+    # a folder whose results all lie in hidden folders says so, and which one to name
+    shutil.rmtree(tmp_path / "results" / "cub")
+    with pytest.raises(ResultError, match=r"only in hidden folders, which are skipped: name one"):
+        find_results([tmp_path / "results"])
 
 
 def test_fixed_policy_off_grid_names_the_grid_tau():

@@ -450,13 +450,17 @@ def find_results(paths: Sequence[str | Path]) -> list[tuple[Path, Result]]:
     for p in map(Path, paths):
         if not p.exists():
             raise ResultError(f"{p}: no such file or folder; pass work dirs or result.json files")
-        files = [p] if p.is_file() else sorted(p.rglob(RESULT_FILENAME))
-        files = [f for f in files if f.is_file() and not _in_hidden_folder(f, p)]
+        every = [p] if p.is_file() else sorted(p.rglob(RESULT_FILENAME))
+        files = [f for f in every if f.is_file() and not _in_hidden_folder(f, p)]
         if not files:
-            raise ResultError(
-                f"{p}: no {RESULT_FILENAME} found in this folder or below; "
-                "is the run finished (`wsolbench run` writes it at the end)?"
+            hidden = [f for f in every if f.is_file()]
+            why = (
+                f" (only in hidden folders, which are skipped: name one to read it, e.g. "
+                f"{hidden[0].parent})"
+                if hidden
+                else "; is the run finished (`wsolbench run` writes it at the end)?"
             )
+            raise ResultError(f"{p}: no {RESULT_FILENAME} found in this folder or below{why}")
         for f in files:
             key = f.resolve()
             if key in seen:
