@@ -355,10 +355,13 @@ def test_two_runs_started_in_one_second_in_one_process_keep_their_own_logs(
         assert (tmp_path / run / "train" / second / f"{second}.log").stat().st_size > 0
 
 
-def test_ctrl_c_while_mmengine_writes_a_checkpoint_is_an_interruption(tiny, tmp_path, capsys):
+def test_checkpoints_never_format_the_config_where_ctrl_c_became_a_syntax_error(
+    tiny, tmp_path, capsys
+):
     """mmengine formats its config with yapf for every checkpoint's meta, inside a bare
     ``except:`` that turns a Ctrl-C landing there into a SyntaxError traceback (seen at an
-    epoch's end). The runner's config is never formatted, so Ctrl-C is Ctrl-C there too."""
+    epoch's end). The runner's config is never formatted: a yapf that is interrupted if called
+    leaves the run finishing."""
     import mmengine.config.config as mmengine_config
 
     def interrupted(*args, **kwargs):
