@@ -314,3 +314,23 @@ def test_an_interrupted_adoption_leaves_no_hidden_folder_and_runs_again(tmp_path
     folder = cam_teacher.adopt_run(run, data, cache_dir=tmp_path)
     assert (folder / "weights.pt").read_bytes() == (run / "weights.pt").read_bytes()
     assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == [folder.name]
+
+
+def test_a_failed_build_leaves_an_orphaned_build_s_folder_alone(tmp_path):
+    """A tedloc run SIGKILLed alone leaves its teacher's child building on, holding
+    .<entry>.partial; the next build's child is refused that folder and fails, and that failure
+    must not remove the folder the orphan is still training in (hours of a CUB teacher)."""
+    import fcntl
+
+    data = synthetic_training_data()
+    final = run_dir(data, cache_dir=tmp_path)
+    work = final.parent / f".{final.name}.partial"
+    (work / "train").mkdir(parents=True)
+    (work / "train" / "epoch_7.pth").write_bytes(b"the orphan's progress")
+    with open(work / ".lock", "a+") as orphan:
+        fcntl.flock(orphan, fcntl.LOCK_EX)
+        orphan.write("process 4242 (wsolbench run --method cam)\n")
+        orphan.flush()
+        with pytest.raises(cam_teacher.CamTeacherError, match="failed"):
+            ensure_cam_teacher(data, cache_dir=tmp_path)
+    assert (work / "train" / "epoch_7.pth").read_bytes() == b"the orphan's progress"

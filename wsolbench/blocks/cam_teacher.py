@@ -37,7 +37,7 @@ from pathlib import Path
 from wsolbench.method import TrainingData
 from wsolbench.results.per_image import PER_IMAGE_FILE
 from wsolbench.results.record import RESULT_FILENAME
-from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE
+from wsolbench.results.workdir import RECORD_FILE, WEIGHTS_FILE, WorkDirError, locked
 from wsolbench.util.atomic import build_lock, building_folder, rename_into_place
 from wsolbench.util.cache import default_cache_dir
 
@@ -173,10 +173,20 @@ def _build(final: Path, data: TrainingData, config: CamTeacherConfig, argv: list
             )
         _check_same_data(work, data)
     except Exception:  # failed (not interrupted): nothing half-built stays
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_unless_in_use(work)
         raise
     rename_into_place(work, final)  # whole or not at all
     logger.warning("cam teacher %s built in %.0f s", teacher_name(data), time.monotonic() - started)
+
+
+def _remove_unless_in_use(work: Path) -> None:
+    """Remove a failed build's work dir, unless a process still works in it: the child of a
+    build whose parent was killed alone runs on there, and that folder is its progress."""
+    try:
+        with locked(work):
+            shutil.rmtree(work, ignore_errors=True)
+    except WorkDirError:
+        logger.warning("left %s as it is: another process is still building there", work)
 
 
 def _cam_argv(data: TrainingData, config: CamTeacherConfig) -> list[str]:
